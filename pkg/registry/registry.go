@@ -1,0 +1,232 @@
+// Package registry holds devpki's domain records — tenants, devices, certificates,
+// bootstrap tokens, admins and the hash-chained audit log — and the Store
+// interface that every storage backend implements. It imports no other devpki
+// package.
+package registry
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// DefaultTenant is the name of the tenant that every store creates on open.
+const DefaultTenant = "default"
+
+// Sentinel errors. Stores wrap them; callers test with errors.Is.
+var (
+	ErrNotFound            = errors.New("registry: not found")
+	ErrAlreadyExists       = errors.New("registry: already exists")
+	ErrTokenInvalid        = errors.New("registry: bootstrap token unknown")
+	ErrTokenExpired        = errors.New("registry: bootstrap token expired")
+	ErrTokenSpent          = errors.New("registry: bootstrap token has no uses left")
+	ErrTokenSerialMismatch = errors.New("registry: bootstrap token is bound to another serial")
+	ErrTokenTenantMismatch = errors.New("registry: bootstrap token belongs to another tenant")
+	// ErrSerialConflict: the serial is already enrolled in the tenant and the
+	// enrollment was not made with a token bound to that serial.
+	ErrSerialConflict = errors.New("registry: serial already enrolled")
+	// ErrConflict: the record changed between the caller's read and its write
+	// (for example a device id that no longer matches its serial); retry.
+	ErrConflict = errors.New("registry: concurrent change")
+	// ErrAuditChain is returned by VerifyAudit when an event was edited,
+	// removed or reordered.
+	ErrAuditChain = errors.New("registry: audit chain broken")
+)
+
+// Tenant is an isolated fleet. The zero RequireTPM lets devices enroll with
+// software keys.
+type Tenant struct {
+	ID         string
+	Name       string
+	RequireTPM bool
+	CreatedAt  time.Time
+}
+
+// DeviceStatus is the lifecycle state of a device.
+type DeviceStatus string
+
+// Device states.
+const (
+	DeviceActive      DeviceStatus = "active"
+	DeviceRevoked     DeviceStatus = "revoked"
+	DeviceQuarantined DeviceStatus = "quarantined"
+)
+
+// Device is one enrolled piece of hardware, unique per (TenantID, Serial).
+type Device struct {
+	ID        string // opaque, stable; the certificate's CN
+	TenantID  string
+	Serial    string   // hardware serial number
+	MACs      []string // 12 lowercase hex digits each
+	Status    DeviceStatus
+	Method    string // enrollment method: "token", "tpm", ...
+	EKHash    string // TPM EK public key hash, empty for software keys
+	CreatedAt time.Time
+	UpdatedAt time.Time
+}
+
+// CertStatus is the state of an issued certificate.
+type CertStatus string
+
+// Certificate states.
+const (
+	CertActive     CertStatus = "active"
+	CertSuperseded CertStatus = "superseded" // replaced by renewal; still valid until it expires
+	CertRevoked    CertStatus = "revoked"
+)
+
+// CertKind says what an issued certificate is for.
+type CertKind string
+
+// Certificate kinds.
+const (
+	KindDevice CertKind = "device"
+	KindAdmin  CertKind = "admin"
+	KindServer CertKind = "server"
+	KindClient CertKind = "client"
+)
+
+// RFC 5280 CRLReason codes used by the registry.
+const (
+	ReasonUnspecified          = 0
+	ReasonKeyCompromise        = 1
+	ReasonAffiliationChanged   = 3
+	ReasonSuperseded           = 4
+	ReasonCessationOfOperation = 5
+)
+
+// Certificate is every certificate the CA issued, recorded before it is
+// returned to anyone.
+type Certificate struct {
+	Serial           string // lowercase hex of the X.509 serial number, no leading zeros stripped beyond big.Int.Text(16)
+	Kind             CertKind
+	DeviceID         string // empty unless Kind == KindDevice
+	TenantID         string
+	Subject          string // RFC 2253 string of the subject
+	SANs             []string
+	NotBefore        time.Time
+	NotAfter         time.Time
+	DER              []byte
+	Status           CertStatus
+	RevokedAt        *time.Time
+	RevocationReason int
+	ReplacesSerial   string // the certificate this one renews, if any
+	CreatedAt        time.Time
+}
+
+// Token is a bootstrap token. Only the SHA-256 hash of the secret is stored.
+// An empty Serial means the token is not bound to a serial.
+type Token struct {
+	ID        string
+	Hash      []byte // SHA-256 of the secret token string
+	TenantID  string
+	Serial    string
+	ExpiresAt time.Time
+	UsesLeft  int
+	CreatedBy string
+	CreatedAt time.Time
+}
+
+// Role is an admin's authority.
+type Role string
+
+// Admin roles.
+const (
+	RoleAdmin    Role = "admin"
+	RoleOperator Role = "operator"
+	RoleAuditor  Role = "auditor"
+)
+
+// Admin is a person or tool allowed on the admin API. The CA maps a verified
+// client certificate to an Admin by Name (from the certificate's URI SAN).
+type Admin struct {
+	Name      string
+	TenantID  string
+	Role      Role
+	CreatedAt time.Time
+}
+
+// Audit results.
+const (
+	ResultOK     = "ok"
+	ResultDenied = "denied"
+	ResultError  = "error"
+)
+
+// AuditEvent is one entry of the append-only, hash-chained audit log. Seq,
+// PrevHash and Hash are assigned by the store.
+type AuditEvent struct {
+	Seq        int64
+	Time       time.Time
+	TenantID   string
+	Actor      string // "token:<id>", "admin:<name>", "device:<id>", "system"
+	Action     string // "enroll", "token.create", ...
+	Target     string // device id, certificate serial, token id ...
+	Result     string // ResultOK, ResultDenied, ResultError
+	Detail     string
+	SourceAddr string
+	PrevHash   []byte
+	Hash       []byte
+}
+
+// Enrollment is everything one successful enrollment writes, applied in one
+// transaction by Store.Enroll.
+type Enrollment struct {
+	// TokenHash, when set, is the token spent by this enrollment. The store
+	// checks it exists, belongs to Device.TenantID, is unexpired, has uses
+	// left and, when bound, is bound to Device.Serial.
+	TokenHash []byte
+	// Device is inserted, or — when a device with the same (TenantID, Serial)
+	// exists — updated (MACs, Method, EKHash, Status=active, UpdatedAt). An
+	// existing device may only be re-enrolled when the token is bound to its
+	// serial (else ErrSerialConflict, nothing written), and Device.ID must
+	// equal the existing id (else ErrConflict). On re-enrollment every
+	// active or superseded certificate of the device is revoked with reason
+	// superseded.
+	Device *Device
+	// Certificate is inserted; its DeviceID equals Device.ID.
+	Certificate *Certificate
+	// Audit is appended in the same transaction.
+	Audit *AuditEvent
+}
+
+// Store is the registry. All methods are safe for concurrent use. Every
+// write method takes the audit event it appends in the same transaction.
+type Store interface {
+	// Ping reports whether the store is reachable.
+	Ping(ctx context.Context) error
+	Close() error
+
+	GetTenant(ctx context.Context, name string) (*Tenant, error)
+	CreateTenant(ctx context.Context, t *Tenant, audit *AuditEvent) error
+
+	CreateToken(ctx context.Context, t *Token, audit *AuditEvent) error
+	// GetToken returns the token with the given hash whatever its state.
+	GetToken(ctx context.Context, hash []byte) (*Token, error)
+
+	GetDevice(ctx context.Context, id string) (*Device, error)
+	GetDeviceBySerial(ctx context.Context, tenantID, serial string) (*Device, error)
+
+	// RecordCertificate stores a certificate that is not a device enrollment
+	// (admin, server, client).
+	RecordCertificate(ctx context.Context, c *Certificate, audit *AuditEvent) error
+	GetCertificate(ctx context.Context, serial string) (*Certificate, error)
+	ListDeviceCertificates(ctx context.Context, deviceID string) ([]*Certificate, error)
+
+	PutAdmin(ctx context.Context, a *Admin, audit *AuditEvent) error
+	GetAdmin(ctx context.Context, name string) (*Admin, error)
+
+	// Enroll applies e atomically: all of it or none of it. Concurrent calls
+	// may be grouped into one database transaction, but Enroll returns only
+	// after the transaction holding e has committed durably, and an error in
+	// one enrollment never affects another.
+	Enroll(ctx context.Context, e *Enrollment) error
+
+	// AppendAudit appends a single event (refused requests and the like).
+	AppendAudit(ctx context.Context, ev *AuditEvent) error
+	// ListAudit returns up to limit events with Seq > afterSeq, in order.
+	ListAudit(ctx context.Context, afterSeq int64, limit int) ([]*AuditEvent, error)
+	// VerifyAudit walks the whole chain and returns an error wrapping
+	// ErrAuditChain that names the first bad Seq.
+	VerifyAudit(ctx context.Context) error
+}
