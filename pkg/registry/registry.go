@@ -198,6 +198,7 @@ type Store interface {
 	Close() error
 
 	GetTenant(ctx context.Context, name string) (*Tenant, error)
+	GetTenantByID(ctx context.Context, id string) (*Tenant, error)
 	CreateTenant(ctx context.Context, t *Tenant, audit *AuditEvent) error
 
 	CreateToken(ctx context.Context, t *Token, audit *AuditEvent) error
