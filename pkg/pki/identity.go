@@ -1,0 +1,309 @@
+package pki
+
+import (
+	"crypto/x509"
+	"fmt"
+	"net/url"
+	"strings"
+)
+
+// Identity is a device identity as encoded in its certificate (DESIGN.md
+// "Identity in a certificate"): Subject CN=DeviceID, serialNumber=Serial,
+// O=Tenant; SAN URIs spiffe://TrustDomain/Tenant/device/Serial and one
+// urn:dev:mac:<mac> per MAC. An empty TrustDomain means the issuer's.
+type Identity struct {
+	DeviceID    string
+	Tenant      string
+	Serial      string
+	MACs        []string // 12 lowercase hex digits each
+	TrustDomain string
+}
+
+// SPIFFEID returns spiffe://<td>/<tenant>/device/<serial>, with tenant and
+// serial path-escaped (a serial may contain '/').
+func (id Identity) SPIFFEID() *url.URL {
+	return spiffeURL(id.TrustDomain, id.Tenant, "device", id.Serial)
+}
+
+// AdminURI returns spiffe://<td>/<tenant>/admin/<name> (tenant and name
+// path-escaped), the identity carried by admin client certificates.
+func AdminURI(trustDomain, tenant, name string) *url.URL {
+	return spiffeURL(trustDomain, tenant, "admin", name)
+}
+
+func spiffeURL(td, tenant, kind, name string) *url.URL {
+	return &url.URL{
+		Scheme:  "spiffe",
+		Host:    td,
+		Path:    "/" + tenant + "/" + kind + "/" + name,
+		RawPath: "/" + url.PathEscape(tenant) + "/" + kind + "/" + url.PathEscape(name),
+	}
+}
+
+// parseSPIFFE splits spiffe://<td>/<tenant>/<kind>/<name> into its parts,
+// unescaping tenant and name. ok is false for any other shape.
+func parseSPIFFE(u *url.URL, trustDomain string) (tenant, kind, name string, ok bool) {
+	if u == nil || u.Scheme != "spiffe" || u.Host != trustDomain || u.User != nil ||
+		u.Opaque != "" || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
+		return "", "", "", false
+	}
+	p := u.EscapedPath()
+	if !strings.HasPrefix(p, "/") {
+		return "", "", "", false
+	}
+	parts := strings.Split(p[1:], "/")
+	if len(parts) != 3 {
+		return "", "", "", false
+	}
+	var err error
+	if tenant, err = url.PathUnescape(parts[0]); err != nil {
+		return "", "", "", false
+	}
+	if name, err = url.PathUnescape(parts[2]); err != nil {
+		return "", "", "", false
+	}
+	return tenant, parts[1], name, true
+}
+
+// ParseAdminURI is the inverse of AdminURI: ok is true only for
+// spiffe://<trustDomain>/<tenant>/admin/<name> with a valid tenant and name.
+func ParseAdminURI(u *url.URL, trustDomain string) (tenant, name string, ok bool) {
+	tenant, kind, name, ok := parseSPIFFE(u, trustDomain)
+	if !ok || kind != "admin" || ValidateTenant(tenant) != nil || validateAdminName(name) != nil {
+		return "", "", false
+	}
+	return tenant, name, true
+}
+
+// DeviceIdentity reads the device identity from a certificate issued by
+// IssueDevice (either profile) and checks that its parts agree: exactly one
+// SPIFFE URI in trustDomain whose tenant and serial match the subject's O and
+// serialNumber, MAC URIs well formed, no other SANs, not a CA.
+func DeviceIdentity(c *x509.Certificate, trustDomain string) (*Identity, error) {
+	if c == nil {
+		return nil, fmt.Errorf("%w: no certificate", ErrBadIdentity)
+	}
+	if c.IsCA {
+		return nil, fmt.Errorf("%w: certificate is a CA", ErrBadIdentity)
+	}
+	if len(c.DNSNames)+len(c.IPAddresses)+len(c.EmailAddresses) > 0 {
+		return nil, fmt.Errorf("%w: device certificate has DNS, IP or email SANs", ErrBadIdentity)
+	}
+	id := &Identity{DeviceID: c.Subject.CommonName, Serial: c.Subject.SerialNumber, TrustDomain: trustDomain}
+	if len(c.Subject.Organization) != 1 {
+		return nil, fmt.Errorf("%w: subject has %d organizations, want 1 (the tenant)", ErrBadIdentity, len(c.Subject.Organization))
+	}
+	id.Tenant = c.Subject.Organization[0]
+	var spiffe int
+	for _, u := range c.URIs {
+		if u.Scheme == "spiffe" {
+			spiffe++
+			tenant, kind, serial, ok := parseSPIFFE(u, trustDomain)
+			if !ok || kind != "device" {
+				return nil, fmt.Errorf("%w: URI SAN %q is not a device SPIFFE ID in trust domain %q", ErrBadIdentity, u, trustDomain)
+			}
+			if tenant != id.Tenant || serial != id.Serial {
+				return nil, fmt.Errorf("%w: SPIFFE ID %q disagrees with subject O=%q serialNumber=%q", ErrBadIdentity, u, id.Tenant, id.Serial)
+			}
+			continue
+		}
+		mac, err := parseMACURI(u)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrBadIdentity, err)
+		}
+		id.MACs = append(id.MACs, mac)
+	}
+	if spiffe != 1 {
+		return nil, fmt.Errorf("%w: certificate has %d SPIFFE IDs, want 1", ErrBadIdentity, spiffe)
+	}
+	if err := id.validate(); err != nil {
+		return nil, err
+	}
+	return id, nil
+}
+
+// validate checks every field of a fully specified identity.
+func (id *Identity) validate() error {
+	if err := validateDeviceID(id.DeviceID); err != nil {
+		return err
+	}
+	if err := ValidateTenant(id.Tenant); err != nil {
+		return fmt.Errorf("%w: %v", ErrBadIdentity, err)
+	}
+	if err := ValidateSerial(id.Serial); err != nil {
+		return fmt.Errorf("%w: %v", ErrBadIdentity, err)
+	}
+	if err := ValidateTrustDomain(id.TrustDomain); err != nil {
+		return fmt.Errorf("%w: %v", ErrBadIdentity, err)
+	}
+	for _, m := range id.MACs {
+		if !isCanonicalMAC(m) {
+			return fmt.Errorf("%w: MAC %q is not 12 lowercase hex digits (nor all-zero or broadcast)", ErrBadIdentity, m)
+		}
+	}
+	return nil
+}
+
+// NormalizeMAC accepts aa:bb:cc:dd:ee:ff, AA-BB-CC-DD-EE-FF, aabb.ccdd.eeff
+// or 12 hex digits (any case) and returns 12 lowercase hex digits. It rejects
+// every other form and the all-zero and broadcast (ff..ff) addresses.
+func NormalizeMAC(s string) (string, error) {
+	var hex []byte
+	switch len(s) {
+	case 12:
+		hex = []byte(s)
+	case 14: // aabb.ccdd.eeff
+		if s[4] != '.' || s[9] != '.' {
+			return "", fmt.Errorf("invalid MAC address %q", s)
+		}
+		hex = []byte(s[0:4] + s[5:9] + s[10:14])
+	case 17: // aa:bb:.. or aa-bb-..
+		sep := s[2]
+		if sep != ':' && sep != '-' {
+			return "", fmt.Errorf("invalid MAC address %q", s)
+		}
+		hex = make([]byte, 0, 12)
+		for i := 0; i < 17; i += 3 {
+			if i+2 < 17 && s[i+2] != sep {
+				return "", fmt.Errorf("invalid MAC address %q", s)
+			}
+			hex = append(hex, s[i], s[i+1])
+		}
+	default:
+		return "", fmt.Errorf("invalid MAC address %q", s)
+	}
+	for i, c := range hex {
+		switch {
+		case c >= '0' && c <= '9', c >= 'a' && c <= 'f':
+		case c >= 'A' && c <= 'F':
+			hex[i] = c + ('a' - 'A')
+		default:
+			return "", fmt.Errorf("invalid MAC address %q", s)
+		}
+	}
+	out := string(hex)
+	switch out {
+	case "000000000000":
+		return "", fmt.Errorf("invalid MAC address %q: all zero", s)
+	case "ffffffffffff":
+		return "", fmt.Errorf("invalid MAC address %q: broadcast", s)
+	}
+	return out, nil
+}
+
+// isCanonicalMAC reports whether m is what NormalizeMAC returns.
+func isCanonicalMAC(m string) bool {
+	if len(m) != 12 {
+		return false
+	}
+	n, err := NormalizeMAC(m)
+	return err == nil && n == m
+}
+
+const macURNPrefix = "dev:mac:"
+
+// MACURI returns urn:dev:mac:<mac> (RFC 9039); mac should be normalized.
+func MACURI(mac string) *url.URL {
+	return &url.URL{Scheme: "urn", Opaque: macURNPrefix + mac}
+}
+
+// parseMACURI returns the MAC of a urn:dev:mac:<12 lowercase hex> URI.
+func parseMACURI(u *url.URL) (string, error) {
+	if u.Scheme != "urn" || !strings.HasPrefix(u.Opaque, macURNPrefix) ||
+		u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
+		return "", fmt.Errorf("URI SAN %q is not urn:dev:mac:<12 hex>", u)
+	}
+	mac := u.Opaque[len(macURNPrefix):]
+	if !isCanonicalMAC(mac) {
+		return "", fmt.Errorf("URI SAN %q: MAC must be 12 lowercase hex digits, not all-zero or broadcast", u)
+	}
+	return mac, nil
+}
+
+// ValidateSerial checks a hardware serial: 1..64 characters of
+// [A-Za-z0-9._:/-], and not "." or ".." (which would be dot segments in the
+// SPIFFE ID path).
+func ValidateSerial(s string) error {
+	if len(s) == 0 || len(s) > 64 {
+		return fmt.Errorf("serial must be 1 to 64 characters, got %d", len(s))
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !isAlnum(c) && c != '.' && c != '_' && c != ':' && c != '/' && c != '-' {
+			return fmt.Errorf("serial %q: character %q at %d not allowed (only A-Z a-z 0-9 . _ : / -)", s, c, i)
+		}
+	}
+	if s == "." || s == ".." {
+		return fmt.Errorf("serial %q not allowed", s)
+	}
+	return nil
+}
+
+// ValidateTenant checks a tenant name as used in O= and the SPIFFE path:
+// 1..64 characters of [A-Za-z0-9._-], not "." or "..".
+func ValidateTenant(s string) error {
+	if len(s) == 0 || len(s) > 64 {
+		return fmt.Errorf("tenant must be 1 to 64 characters, got %d", len(s))
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !isAlnum(c) && c != '.' && c != '_' && c != '-' {
+			return fmt.Errorf("tenant %q: character %q at %d not allowed (only A-Z a-z 0-9 . _ -)", s, c, i)
+		}
+	}
+	if s == "." || s == ".." {
+		return fmt.Errorf("tenant %q not allowed", s)
+	}
+	return nil
+}
+
+// ValidateTrustDomain checks a SPIFFE trust domain: 1..255 characters of
+// [a-z0-9._-].
+func ValidateTrustDomain(s string) error {
+	if len(s) == 0 || len(s) > 255 {
+		return fmt.Errorf("trust domain must be 1 to 255 characters, got %d", len(s))
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '.' && c != '_' && c != '-' {
+			return fmt.Errorf("trust domain %q: character %q at %d not allowed (only a-z 0-9 . _ -)", s, c, i)
+		}
+	}
+	return nil
+}
+
+// validateDeviceID checks the opaque device id used as CN: 1..64 characters
+// of [A-Za-z0-9._:-].
+func validateDeviceID(s string) error {
+	if len(s) == 0 || len(s) > 64 {
+		return fmt.Errorf("%w: device id must be 1 to 64 characters, got %d", ErrBadIdentity, len(s))
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !isAlnum(c) && c != '.' && c != '_' && c != ':' && c != '-' {
+			return fmt.Errorf("%w: device id %q: character %q at %d not allowed", ErrBadIdentity, s, c, i)
+		}
+	}
+	return nil
+}
+
+// validateAdminName checks an admin name: 1..128 printable ASCII characters,
+// no spaces.
+func validateAdminName(s string) error {
+	if len(s) == 0 || len(s) > 128 {
+		return fmt.Errorf("admin name must be 1 to 128 characters, got %d", len(s))
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] > '~' {
+			return fmt.Errorf("admin name %q: character %q at %d not allowed", s, s[i], i)
+		}
+	}
+	if s == "." || s == ".." {
+		return fmt.Errorf("admin name %q not allowed", s)
+	}
+	return nil
+}
+
+func isAlnum(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+}

@@ -1,0 +1,295 @@
+package pki
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"time"
+
+	"github.com/smallstep/certificates/cas/apiv1"
+	"go.step.sm/crypto/x509util"
+)
+
+// Defaults for issued certificates.
+const (
+	DefaultLeafLifetime = 720 * time.Hour
+	DefaultBackdate     = time.Minute
+)
+
+// Certificate profiles for DeviceRequest.Profile.
+const (
+	ProfileDefault = ""       // SPIFFE ID and one urn:dev:mac URI per MAC
+	ProfileSPIFFE  = "spiffe" // the SPIFFE ID only (X.509-SVID compatible)
+)
+
+// IssuerOptions configures NewIssuer. CA and TrustDomain are required.
+type IssuerOptions struct {
+	CA          *CA
+	TrustDomain string        // e.g. "devpki.local"
+	OCSPURL     string        // optional; device and client certs then carry AIA OCSP
+	CRLURL      string        // optional; device and client certs then carry a CRL DP
+	Backdate    time.Duration // default 1m: notBefore = now - Backdate
+	Now         func() time.Time
+	Rand        io.Reader // serial numbers; nil = crypto/rand; must be safe for concurrent use
+}
+
+// Issuer issues leaf certificates from a CA's intermediate. It is safe for
+// concurrent use.
+type Issuer struct {
+	ca       *CA
+	td       string
+	ocsp     []string
+	crl      []string
+	backdate time.Duration
+	now      func() time.Time
+	rand     io.Reader
+}
+
+// NewIssuer checks opts and returns an Issuer.
+func NewIssuer(opts IssuerOptions) (*Issuer, error) {
+	if opts.CA == nil || opts.CA.CAS == nil || opts.CA.Intermediate == nil || opts.CA.Root == nil {
+		return nil, errors.New("new issuer: CA with Root, Intermediate and CAS is required")
+	}
+	if err := ValidateTrustDomain(opts.TrustDomain); err != nil {
+		return nil, fmt.Errorf("new issuer: %w", err)
+	}
+	i := &Issuer{ca: opts.CA, td: opts.TrustDomain, backdate: opts.Backdate, now: opts.Now, rand: opts.Rand}
+	for _, u := range []struct {
+		name, v string
+		dst     *[]string
+	}{{"OCSPURL", opts.OCSPURL, &i.ocsp}, {"CRLURL", opts.CRLURL, &i.crl}} {
+		if u.v == "" {
+			continue
+		}
+		p, err := url.Parse(u.v)
+		if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+			return nil, fmt.Errorf("new issuer: %s %q is not an absolute http(s) URL", u.name, u.v)
+		}
+		*u.dst = []string{u.v}
+	}
+	if i.backdate == 0 {
+		i.backdate = DefaultBackdate
+	}
+	if i.backdate < 0 {
+		return nil, errors.New("new issuer: Backdate must not be negative")
+	}
+	if i.now == nil {
+		i.now = time.Now
+	}
+	if i.rand == nil {
+		i.rand = rand.Reader
+	}
+	return i, nil
+}
+
+// Chain returns the certificates sent with leaf certificates: [intermediate].
+func (i *Issuer) Chain() []*x509.Certificate { return []*x509.Certificate{i.ca.Intermediate} }
+
+// Root returns the root certificate devices and clients trust.
+func (i *Issuer) Root() *x509.Certificate { return i.ca.Root }
+
+// TrustDomain returns the SPIFFE trust domain of issued identities.
+func (i *Issuer) TrustDomain() string { return i.td }
+
+// DeviceRequest asks for a device certificate. The public key must already
+// have passed CSRPolicy.Check (or come from an attested TPM key).
+type DeviceRequest struct {
+	Identity  Identity // TrustDomain empty or equal to the issuer's
+	PublicKey crypto.PublicKey
+	Lifetime  time.Duration // default 720h
+	Profile   string        // ProfileDefault or ProfileSPIFFE
+}
+
+// Issued is a signed certificate and the chain to send with it (without the
+// root).
+type Issued struct {
+	Certificate *x509.Certificate
+	Chain       []*x509.Certificate
+}
+
+// IssueDevice issues a device certificate: Subject CN=<DeviceID>,
+// serialNumber=<Serial>, O=<Tenant>; URI SANs the SPIFFE ID then each
+// urn:dev:mac (spiffe profile: SPIFFE ID only); digitalSignature; clientAuth;
+// CA:false; SKI/AKI; AIA OCSP and CRL DP when configured; a fresh 20-byte
+// serial; notBefore now-Backdate; notAfter now+Lifetime clamped to the
+// intermediate's notAfter.
+func (i *Issuer) IssueDevice(ctx context.Context, req *DeviceRequest) (*Issued, error) {
+	if req == nil {
+		return nil, errors.New("issue device: nil request")
+	}
+	id := req.Identity
+	if id.TrustDomain == "" {
+		id.TrustDomain = i.td
+	} else if id.TrustDomain != i.td {
+		return nil, fmt.Errorf("issue device: %w: trust domain %q, issuer's is %q", ErrBadIdentity, id.TrustDomain, i.td)
+	}
+	if err := id.validate(); err != nil {
+		return nil, fmt.Errorf("issue device: %w", err)
+	}
+	var uris []*url.URL
+	switch req.Profile {
+	case ProfileDefault:
+		uris = make([]*url.URL, 1, 1+len(id.MACs))
+		for j, m := range id.MACs {
+			for _, prev := range id.MACs[:j] {
+				if prev == m {
+					return nil, fmt.Errorf("issue device: %w: MAC %s listed twice", ErrBadIdentity, m)
+				}
+			}
+			uris = append(uris, MACURI(m))
+		}
+	case ProfileSPIFFE:
+		uris = make([]*url.URL, 1)
+	default:
+		return nil, fmt.Errorf("issue device: unknown profile %q", req.Profile)
+	}
+	uris[0] = id.SPIFFEID()
+	tmpl := x509util.Certificate{
+		Subject: x509util.Subject{
+			CommonName:   id.DeviceID,
+			SerialNumber: id.Serial,
+			Organization: []string{id.Tenant},
+		},
+		URIs:        uris,
+		KeyUsage:    x509util.KeyUsage(x509.KeyUsageDigitalSignature),
+		ExtKeyUsage: x509util.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	return i.issue(ctx, "issue device", &tmpl, req.PublicKey, req.Lifetime, true)
+}
+
+// ServerRequest asks for a TLS server certificate; at least one DNS name or
+// IP is required.
+type ServerRequest struct {
+	PublicKey  crypto.PublicKey
+	CommonName string // optional
+	DNSNames   []string
+	IPs        []net.IP
+	Lifetime   time.Duration // default 720h
+}
+
+// IssueServer issues a server certificate: serverAuth and clientAuth,
+// digitalSignature (plus keyEncipherment for RSA keys), no AIA or CRL DP.
+func (i *Issuer) IssueServer(ctx context.Context, req *ServerRequest) (*Issued, error) {
+	if req == nil {
+		return nil, errors.New("issue server: nil request")
+	}
+	if len(req.DNSNames)+len(req.IPs) == 0 {
+		return nil, errors.New("issue server: at least one DNS name or IP is required")
+	}
+	for _, d := range req.DNSNames {
+		if _, err := x509util.SanitizeName(d); err != nil || d == "" {
+			return nil, fmt.Errorf("issue server: invalid DNS name %q", d)
+		}
+	}
+	for _, ip := range req.IPs {
+		if len(ip) != net.IPv4len && len(ip) != net.IPv6len {
+			return nil, fmt.Errorf("issue server: invalid IP %v", ip)
+		}
+	}
+	ku := x509.KeyUsageDigitalSignature
+	if _, ok := req.PublicKey.(*rsa.PublicKey); ok {
+		ku |= x509.KeyUsageKeyEncipherment
+	}
+	tmpl := x509util.Certificate{
+		Subject:     x509util.Subject{CommonName: req.CommonName},
+		DNSNames:    req.DNSNames,
+		IPAddresses: req.IPs,
+		KeyUsage:    x509util.KeyUsage(ku),
+		ExtKeyUsage: x509util.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+	}
+	return i.issue(ctx, "issue server", &tmpl, req.PublicKey, req.Lifetime, false)
+}
+
+// ClientRequest asks for a TLS client certificate (such as an admin's, with
+// an AdminURI). A CommonName or at least one URI is required.
+type ClientRequest struct {
+	PublicKey    crypto.PublicKey
+	CommonName   string
+	Organization string // optional
+	URIs         []*url.URL
+	Lifetime     time.Duration // default 720h
+}
+
+// IssueClient issues a client certificate: clientAuth, digitalSignature, AIA
+// OCSP and CRL DP when configured.
+func (i *Issuer) IssueClient(ctx context.Context, req *ClientRequest) (*Issued, error) {
+	if req == nil {
+		return nil, errors.New("issue client: nil request")
+	}
+	if req.CommonName == "" && len(req.URIs) == 0 {
+		return nil, errors.New("issue client: a CommonName or a URI is required")
+	}
+	tmpl := x509util.Certificate{
+		Subject:     x509util.Subject{CommonName: req.CommonName},
+		URIs:        req.URIs,
+		KeyUsage:    x509util.KeyUsage(x509.KeyUsageDigitalSignature),
+		ExtKeyUsage: x509util.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	if req.Organization != "" {
+		tmpl.Subject.Organization = []string{req.Organization}
+	}
+	return i.issue(ctx, "issue client", &tmpl, req.PublicKey, req.Lifetime, true)
+}
+
+// issue fills in what every leaf shares and signs through the CAS.
+func (i *Issuer) issue(ctx context.Context, op string, tmpl *x509util.Certificate, pub crypto.PublicKey, lifetime time.Duration, revocationInfo bool) (*Issued, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("%s: %w", op, err)
+	}
+	switch k := pub.(type) {
+	case *ecdsa.PublicKey, ed25519.PublicKey:
+	case *rsa.PublicKey:
+		if k.N.BitLen() < 2048 {
+			return nil, fmt.Errorf("%s: RSA key of %d bits, at least 2048 required", op, k.N.BitLen())
+		}
+	case nil:
+		return nil, fmt.Errorf("%s: public key is required", op)
+	default:
+		return nil, fmt.Errorf("%s: unsupported public key type %T", op, pub)
+	}
+	if lifetime == 0 {
+		lifetime = DefaultLeafLifetime
+	}
+	if lifetime < 0 {
+		return nil, fmt.Errorf("%s: negative lifetime %v", op, lifetime)
+	}
+	sn, err := newSerial(i.rand)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", op, err)
+	}
+	now := i.now()
+	tmpl.NotBefore = now.Add(-i.backdate)
+	tmpl.NotAfter = now.Add(lifetime)
+	if ia := i.ca.Intermediate.NotAfter; tmpl.NotAfter.After(ia) {
+		tmpl.NotAfter = ia
+	}
+	if !tmpl.NotAfter.After(now) {
+		return nil, fmt.Errorf("%s: intermediate CA expired at %v", op, i.ca.Intermediate.NotAfter)
+	}
+	tmpl.SerialNumber = x509util.SerialNumber{Int: sn}
+	tmpl.BasicConstraints = &x509util.BasicConstraints{IsCA: false}
+	tmpl.AuthorityKeyID = i.ca.Intermediate.SubjectKeyId
+	tmpl.PublicKey = pub
+	if revocationInfo {
+		tmpl.OCSPServer = i.ocsp
+		tmpl.CRLDistributionPoints = i.crl
+	}
+	resp, err := i.ca.CAS.CreateCertificate(&apiv1.CreateCertificateRequest{
+		Template: tmpl.GetCertificate(),
+		Lifetime: tmpl.NotAfter.Sub(now),
+		Backdate: i.backdate,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: sign: %w", op, err)
+	}
+	return &Issued{Certificate: resp.Certificate, Chain: i.Chain()}, nil
+}
