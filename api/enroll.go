@@ -1,0 +1,60 @@
+package api
+
+import (
+	"encoding/pem"
+	"net/http"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+
+	"devpki/api/client"
+	"devpki/pkg/provision"
+)
+
+func (s *Server) routesEnroll(e *echo.Echo) {
+	e.POST("/v1/enroll", s.enroll)
+}
+
+// enroll is POST /v1/enroll: bootstrap-token enrollment.
+func (s *Server) enroll(c echo.Context) error {
+	token, ok := bearer(c.Request())
+	if !ok {
+		c.Response().Header().Set("WWW-Authenticate", `Bearer realm="devpki enroll"`)
+		return problem(http.StatusUnauthorized, "token-invalid", "Bootstrap token required",
+			"send the bootstrap token as 'Authorization: Bearer <token>'")
+	}
+	var req client.EnrollRequest
+	if err := decodeJSON(c, &req); err != nil {
+		return err
+	}
+	if req.CSR == "" {
+		return problem(http.StatusBadRequest, "bad-csr", "Certificate request refused", "the body has no \"csr\"")
+	}
+	res, err := s.cfg.Provision.Enroll(c.Request().Context(), s.tokens, &provision.Request{
+		Credential: token,
+		CSRPEM:     []byte(req.CSR),
+		SourceAddr: c.RealIP(),
+	})
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusCreated, enrollResponse(res, s.chainList))
+}
+
+func enrollResponse(res *provision.Result, chain []string) *client.EnrollResponse {
+	return &client.EnrollResponse{
+		DeviceID:    res.DeviceID,
+		Certificate: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: res.Certificate.Raw})),
+		Chain:       chain,
+		RenewAfter:  res.RenewAfter,
+	}
+}
+
+func bearer(r *http.Request) (string, bool) {
+	h := r.Header.Get("Authorization")
+	const p = "Bearer "
+	if len(h) <= len(p) || !strings.EqualFold(h[:len(p)], p) {
+		return "", false
+	}
+	return strings.TrimSpace(h[len(p):]), true
+}

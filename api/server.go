@@ -1,0 +1,133 @@
+// Package api is the HTTP face of the CA (echo v4): native JSON enrollment,
+// the admin API, CA certificates and health. Route and handler live side by
+// side, one file per resource; errors.go maps errors to RFC 9457.
+package api
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"devpki/pkg/provision"
+	"devpki/pkg/registry"
+)
+
+// MaxBodyBytes bounds every request body.
+const MaxBodyBytes = 64 << 10
+
+// Config wires the server. Store, Provision, Root and Chain are required.
+type Config struct {
+	Store     registry.Store
+	Provision *provision.Service
+	// Root is the CA root served at /v1/ca/roots; Chain the issuing chain
+	// (intermediate first) served at /v1/ca/chain.
+	Root  *x509.Certificate
+	Chain []*x509.Certificate
+	// TrustDomain is used to read admin identities from client certificates.
+	TrustDomain string
+	Log         *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Server holds the handlers' dependencies.
+type Server struct {
+	cfg       Config
+	tokens    provision.TokenAttestor
+	rootsPEM  []byte
+	chainPEM  []byte
+	chainList []string
+}
+
+// New returns the echo instance serving the whole API.
+func New(cfg Config) (*echo.Echo, error) {
+	if cfg.Store == nil || cfg.Provision == nil || cfg.Root == nil || len(cfg.Chain) == 0 {
+		return nil, errors.New("api: Store, Provision, Root and Chain are required")
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	s := &Server{
+		cfg:      cfg,
+		tokens:   provision.TokenAttestor{Store: cfg.Store, Now: cfg.Now},
+		rootsPEM: pemCert(cfg.Root),
+	}
+	for _, c := range cfg.Chain {
+		p := pemCert(c)
+		s.chainPEM = append(s.chainPEM, p...)
+		s.chainList = append(s.chainList, string(p))
+	}
+
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.IPExtractor = echo.ExtractIPDirect() // never trust X-Forwarded-For for audit addresses
+	e.HTTPErrorHandler = errorHandler(cfg.Log)
+	e.Pre(func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			if c.Request().ContentLength > MaxBodyBytes {
+				return problem(http.StatusRequestEntityTooLarge, "payload-too-large", "Request body too large",
+					fmt.Sprintf("request bodies are limited to %d bytes", MaxBodyBytes))
+			}
+			c.Request().Body = http.MaxBytesReader(c.Response(), c.Request().Body, MaxBodyBytes)
+			return next(c)
+		}
+	})
+	s.routesEnroll(e)
+	s.routesCA(e)
+	s.routesAdmin(e)
+	return e, nil
+}
+
+// decodeJSON reads exactly one JSON object with no unknown fields.
+func decodeJSON(c echo.Context, v any) error {
+	ct := c.Request().Header.Get(echo.HeaderContentType)
+	if ct != "" && !bytes.HasPrefix([]byte(ct), []byte(echo.MIMEApplicationJSON)) {
+		return problem(http.StatusUnsupportedMediaType, "bad-request", "Unsupported media type", "send Content-Type: application/json")
+	}
+	body, err := io.ReadAll(c.Request().Body)
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return err
+		}
+		return problem(http.StatusBadRequest, "bad-request", "Unreadable body", err.Error())
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return problem(http.StatusBadRequest, "bad-request", "Malformed JSON body", err.Error())
+	}
+	if dec.More() {
+		return problem(http.StatusBadRequest, "bad-request", "Malformed JSON body", "trailing data after the JSON object")
+	}
+	var extra json.RawMessage
+	if err := dec.Decode(&extra); err != io.EOF {
+		return problem(http.StatusBadRequest, "bad-request", "Malformed JSON body", "trailing data after the JSON object")
+	}
+	return nil
+}
+
+func pemCert(c *x509.Certificate) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+}
+
+// audit appends an event; failures are logged, since the request's own
+// answer is already decided.
+func (s *Server) audit(ctx context.Context, ev *registry.AuditEvent) {
+	if err := s.cfg.Store.AppendAudit(context.WithoutCancel(ctx), ev); err != nil {
+		s.cfg.Log.Error("audit append failed", "action", ev.Action, "err", err)
+	}
+}

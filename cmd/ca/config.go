@@ -1,0 +1,218 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"devpki/pkg/atomicfile"
+)
+
+// Config is DIR/ca.yaml. Relative paths are relative to the file's directory.
+type Config struct {
+	// Listen is the HTTPS address, e.g. "127.0.0.1:8443".
+	Listen string `yaml:"listen"`
+	// URL is how devices and admins reach this CA; the CLI's default --ca.
+	URL string `yaml:"url"`
+	// TrustDomain names identities: spiffe://<trust_domain>/<tenant>/device/<serial>.
+	TrustDomain string `yaml:"trust_domain"`
+	// PasswordFile holds the passphrase of the CA, TLS and admin keys. When
+	// empty the passphrase comes from $DEVPKI_PASSWORD.
+	PasswordFile string `yaml:"password_file,omitempty"`
+
+	CA         CAConfig         `yaml:"ca"`
+	TLS        KeyPair          `yaml:"tls"`
+	Admin      KeyPair          `yaml:"admin"`
+	DB         DBConfig         `yaml:"db"`
+	Enrollment EnrollmentConfig `yaml:"enrollment"`
+
+	dir string // directory of the config file
+}
+
+// CAConfig locates the CA certificates and the issuing key.
+type CAConfig struct {
+	Root         string `yaml:"root"`
+	Intermediate string `yaml:"intermediate"`
+	// Key is a go.step.sm/crypto/kms URI of the issuing key, e.g.
+	// "softkms:path=intermediate.key" (relative paths allowed).
+	Key string `yaml:"key"`
+}
+
+// KeyPair is a PEM certificate chain and its encrypted PEM key.
+type KeyPair struct {
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+}
+
+// DBConfig selects the registry store.
+type DBConfig struct {
+	Driver string `yaml:"driver"` // "sqlite" (default) or "postgres"
+	DSN    string `yaml:"dsn"`    // sqlite: file path; postgres: connection string
+}
+
+// EnrollmentConfig is the enrollment policy.
+type EnrollmentConfig struct {
+	CertLifetime Duration `yaml:"cert_lifetime"` // default 720h
+	AllowP384    bool     `yaml:"allow_p384"`
+	AllowEd25519 bool     `yaml:"allow_ed25519"`
+	AllowRSA     bool     `yaml:"allow_rsa"` // RSA >= 2048 only
+}
+
+// Duration is a time.Duration written as "720h" in YAML.
+type Duration time.Duration
+
+// UnmarshalYAML parses a Go duration string.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %q is not a duration such as 720h", n.Line, n.Value)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalYAML writes the duration as a string.
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+// LoadConfig reads path strictly (unknown keys are errors), applies defaults
+// and validates.
+func LoadConfig(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w (create one with 'ca init --dir DIR')", err)
+	}
+	var c Config
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("parse config %s: %w", path, err)
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, err
+	}
+	c.dir = filepath.Dir(abs)
+	c.defaults()
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("config %s:\n%w", path, err)
+	}
+	return &c, nil
+}
+
+func (c *Config) defaults() {
+	if c.Listen == "" {
+		c.Listen = "127.0.0.1:8443"
+	}
+	if c.URL == "" {
+		c.URL = "https://" + c.Listen
+	}
+	if c.TrustDomain == "" {
+		c.TrustDomain = "devpki.local"
+	}
+	if c.DB.Driver == "" {
+		c.DB.Driver = "sqlite"
+	}
+	if c.Enrollment.CertLifetime == 0 {
+		c.Enrollment.CertLifetime = Duration(720 * time.Hour)
+	}
+}
+
+// Validate reports every problem at once and changes nothing.
+func (c *Config) Validate() error {
+	var errs []error
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		errs = append(errs, fmt.Errorf("listen: %q is not host:port", c.Listen))
+	}
+	if u, err := url.Parse(c.URL); err != nil || u.Scheme != "https" || u.Host == "" {
+		errs = append(errs, fmt.Errorf("url: %q is not an https:// URL", c.URL))
+	}
+	if strings.ContainsAny(c.TrustDomain, "/:@ ") {
+		errs = append(errs, fmt.Errorf("trust_domain: %q must be a bare host name", c.TrustDomain))
+	}
+	for name, v := range map[string]string{
+		"ca.root": c.CA.Root, "ca.intermediate": c.CA.Intermediate, "ca.key": c.CA.Key,
+		"tls.cert": c.TLS.Cert, "tls.key": c.TLS.Key, "db.dsn": c.DB.DSN,
+	} {
+		if v == "" {
+			errs = append(errs, fmt.Errorf("%s: required", name))
+		}
+	}
+	switch c.DB.Driver {
+	case "sqlite", "postgres":
+	default:
+		errs = append(errs, fmt.Errorf("db.driver: %q is not sqlite or postgres", c.DB.Driver))
+	}
+	if c.Enrollment.CertLifetime < Duration(time.Hour) {
+		errs = append(errs, fmt.Errorf("enrollment.cert_lifetime: %s is shorter than 1h", time.Duration(c.Enrollment.CertLifetime)))
+	}
+	return errors.Join(errs...)
+}
+
+// Path resolves a path from the config relative to the config's directory.
+func (c *Config) Path(p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(c.dir, p)
+}
+
+// KeyURI resolves a relative softkms path in ca.key.
+func (c *Config) KeyURI() string {
+	k := c.CA.Key
+	const soft = "softkms:path="
+	switch {
+	case strings.HasPrefix(k, soft):
+		return soft + c.Path(strings.TrimPrefix(k, soft))
+	case !strings.Contains(k, ":"):
+		return soft + c.Path(k)
+	}
+	return k
+}
+
+// DSN resolves a relative SQLite file.
+func (c *Config) DSN() string {
+	if c.DB.Driver == "sqlite" {
+		return c.Path(c.DB.DSN)
+	}
+	return c.DB.DSN
+}
+
+// Password reads the key passphrase from password_file or $DEVPKI_PASSWORD.
+func (c *Config) Password() ([]byte, error) {
+	return readPassword(c.Path(c.PasswordFile))
+}
+
+func readPassword(file string) ([]byte, error) {
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("read password file: %w", err)
+		}
+		b = bytes.TrimRight(b, "\r\n")
+		if len(b) == 0 {
+			return nil, fmt.Errorf("password file %s is empty", file)
+		}
+		return b, nil
+	}
+	if p := os.Getenv("DEVPKI_PASSWORD"); p != "" {
+		return []byte(p), nil
+	}
+	return nil, errors.New("no key passphrase: pass --password-file FILE or set DEVPKI_PASSWORD (or use --dev for a throwaway setup)")
+}
+
+func writeConfig(path string, c *Config) error {
+	b, err := yaml.Marshal(c)
+	if err != nil {
+		return err
+	}
+	head := []byte("# devpki CA configuration, written by 'ca init'. Every key is documented in configs/ca.yaml.\n")
+	return atomicfile.Write(path, append(head, b...), 0o600)
+}

@@ -1,0 +1,268 @@
+package main
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"time"
+
+	"go.step.sm/crypto/pemutil"
+
+	"devpki/pkg/atomicfile"
+	"devpki/pkg/pki"
+	"devpki/pkg/provision"
+	"devpki/pkg/registry"
+	"devpki/pkg/registry/sqlstore"
+)
+
+// initOptions are the inputs of 'ca init'.
+type initOptions struct {
+	Dir          string
+	PasswordFile string
+	Dev          bool
+	DNS          []string
+	IPs          []string
+	Listen       string
+	URL          string
+	TrustDomain  string
+	AdminName    string
+}
+
+// Files 'ca init' writes, relative to the directory.
+const (
+	fileConfig    = "ca.yaml"
+	filePassword  = "password"
+	fileServerCrt = "server.crt"
+	fileServerKey = "server.key"
+	fileAdminCrt  = "admin.crt"
+	fileAdminKey  = "admin.key"
+	fileDB        = "registry.db"
+)
+
+func cmdInit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var o initOptions
+	var dns, ips listFlag
+	fs := newFlags("init", stderr)
+	fs.StringVar(&o.Dir, "dir", "", "directory to create the CA in (required)")
+	fs.StringVar(&o.PasswordFile, "password-file", "", "file holding the passphrase that encrypts the keys (or set DEVPKI_PASSWORD)")
+	fs.BoolVar(&o.Dev, "dev", false, "development setup: generate a passphrase into DIR/password when none is given")
+	fs.Var(&dns, "dns", "DNS name for the CA's TLS certificate (repeatable; default localhost)")
+	fs.Var(&ips, "ip", "IP address for the CA's TLS certificate (repeatable; default 127.0.0.1)")
+	fs.StringVar(&o.Listen, "listen", "127.0.0.1:8443", "address 'ca serve' listens on")
+	fs.StringVar(&o.URL, "url", "", "URL devices and admins use to reach the CA (default https://<listen>)")
+	fs.StringVar(&o.TrustDomain, "trust-domain", "devpki.local", "trust domain of device identities")
+	fs.StringVar(&o.AdminName, "admin", "admin", "name of the first admin")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if o.Dir == "" {
+		return fmt.Errorf("%w: --dir is required", errUsage)
+	}
+	o.DNS, o.IPs = dns, ips
+	if len(o.DNS) == 0 && len(o.IPs) == 0 {
+		o.DNS, o.IPs = []string{"localhost"}, []string{"127.0.0.1"}
+	}
+	fp, err := initCA(ctx, o, stderr)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "CA created in %s\n", o.Dir)
+	fmt.Fprintf(stderr, "root fingerprint (SHA-256, pin this on devices):\n")
+	fmt.Fprintln(stdout, fp)
+	return nil
+}
+
+// initCA creates a CA in o.Dir and returns the root fingerprint. It refuses
+// to touch a directory that already holds any of its files, and removes what
+// it wrote when it fails half way.
+func initCA(ctx context.Context, o initOptions, stderr io.Writer) (fp string, err error) {
+	dir, err := filepath.Abs(o.Dir)
+	if err != nil {
+		return "", err
+	}
+	var errs []error
+	if o.AdminName == "" || pki.ValidateSerial(o.AdminName) != nil {
+		errs = append(errs, fmt.Errorf("--admin %q: use letters, digits and . _ - only", o.AdminName))
+	}
+	var ipList []net.IP
+	for _, s := range o.IPs {
+		ip := net.ParseIP(s)
+		if ip == nil {
+			errs = append(errs, fmt.Errorf("--ip %q is not an IP address", s))
+		}
+		ipList = append(ipList, ip)
+	}
+	if o.URL == "" {
+		o.URL = "https://" + o.Listen
+	}
+	cfg := &Config{
+		Listen:      o.Listen,
+		URL:         o.URL,
+		TrustDomain: o.TrustDomain,
+		CA: CAConfig{
+			Root:         "root.crt",
+			Intermediate: "intermediate.crt",
+			Key:          "softkms:path=intermediate.key",
+		},
+		TLS:   KeyPair{Cert: fileServerCrt, Key: fileServerKey},
+		Admin: KeyPair{Cert: fileAdminCrt, Key: fileAdminKey},
+		DB:    DBConfig{Driver: "sqlite", DSN: fileDB},
+		dir:   dir,
+	}
+	cfg.defaults()
+	cfg.CA.Key = "softkms:path=intermediate.key"
+	if err := cfg.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return "", fmt.Errorf("%w: %w", errUsage, err)
+	}
+
+	targets := []string{fileConfig, "root.crt", "root.key", "intermediate.crt", "intermediate.key",
+		fileServerCrt, fileServerKey, fileAdminCrt, fileAdminKey, fileDB}
+	for _, f := range targets {
+		if _, err := os.Lstat(filepath.Join(dir, f)); err == nil {
+			return "", fmt.Errorf("%s already holds a CA (%s exists); refusing to overwrite anything — choose another --dir", dir, f)
+		}
+	}
+
+	password, err := readPassword(o.PasswordFile)
+	if o.PasswordFile != "" {
+		if abs, aerr := filepath.Abs(o.PasswordFile); aerr == nil {
+			cfg.PasswordFile = abs
+		}
+	}
+	if err != nil {
+		if !o.Dev {
+			return "", err
+		}
+		if _, serr := os.Lstat(filepath.Join(dir, filePassword)); serr == nil {
+			return "", fmt.Errorf("%s already holds a password file; refusing to overwrite — choose another --dir", dir)
+		}
+		var b [24]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return "", err
+		}
+		password = []byte(base64.RawURLEncoding.EncodeToString(b[:]))
+		targets = append(targets, filePassword)
+		cfg.PasswordFile = filePassword
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("create %s: %w", dir, err)
+	}
+	defer func() {
+		if err != nil {
+			for _, f := range targets {
+				os.Remove(filepath.Join(dir, f))
+			}
+			for _, f := range []string{"-wal", "-shm"} {
+				os.Remove(filepath.Join(dir, fileDB+f))
+			}
+		}
+	}()
+	if cfg.PasswordFile == filePassword {
+		if err := atomicfile.Create(filepath.Join(dir, filePassword), append(password, '\n'), 0o600); err != nil {
+			return "", err
+		}
+	}
+
+	_, ca, err := pki.CreateCA(ctx, pki.CAOptions{Dir: dir, Password: password})
+	if err != nil {
+		return "", fmt.Errorf("create CA: %w", err)
+	}
+	issuer, err := pki.NewIssuer(pki.IssuerOptions{CA: ca, TrustDomain: cfg.TrustDomain})
+	if err != nil {
+		return "", err
+	}
+	store, err := sqlstore.Open(ctx, sqlstore.Options{Driver: cfg.DB.Driver, DSN: cfg.DSN()})
+	if err != nil {
+		return "", fmt.Errorf("open registry: %w", err)
+	}
+	defer store.Close()
+	tenant, err := store.GetTenant(ctx, registry.DefaultTenant)
+	if err != nil {
+		return "", fmt.Errorf("default tenant: %w", err)
+	}
+	now := time.Now()
+
+	serverKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return "", err
+	}
+	srv, err := issuer.IssueServer(ctx, &pki.ServerRequest{
+		PublicKey: serverKey.Public(), CommonName: "devpki CA", DNSNames: o.DNS, IPs: ipList,
+		Lifetime: 365 * 24 * time.Hour,
+	})
+	if err != nil {
+		return "", fmt.Errorf("issue TLS certificate: %w", err)
+	}
+	if err := writeKeyPair(cfg.Path(fileServerCrt), cfg.Path(fileServerKey), srv, serverKey, password); err != nil {
+		return "", err
+	}
+	audit := func(action, target string) *registry.AuditEvent {
+		return &registry.AuditEvent{TenantID: tenant.ID, Actor: "system:init", Action: action, Target: target, Result: registry.ResultOK}
+	}
+	if err := store.RecordCertificate(ctx, provision.CertificateRecord(srv.Certificate, registry.KindServer, tenant.ID, "", now),
+		audit("cert.issue", srv.Certificate.SerialNumber.Text(16))); err != nil {
+		return "", fmt.Errorf("record TLS certificate: %w", err)
+	}
+
+	adminKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return "", err
+	}
+	adm, err := issuer.IssueClient(ctx, &pki.ClientRequest{
+		PublicKey: adminKey.Public(), CommonName: o.AdminName, Organization: registry.DefaultTenant,
+		URIs:     []*url.URL{pki.AdminURI(cfg.TrustDomain, registry.DefaultTenant, o.AdminName)},
+		Lifetime: 365 * 24 * time.Hour,
+	})
+	if err != nil {
+		return "", fmt.Errorf("issue admin certificate: %w", err)
+	}
+	if err := writeKeyPair(cfg.Path(fileAdminCrt), cfg.Path(fileAdminKey), adm, adminKey, password); err != nil {
+		return "", err
+	}
+	if err := store.PutAdmin(ctx, &registry.Admin{Name: o.AdminName, TenantID: tenant.ID, Role: registry.RoleAdmin, CreatedAt: now},
+		audit("admin.create", o.AdminName)); err != nil {
+		return "", fmt.Errorf("record admin: %w", err)
+	}
+	if err := store.RecordCertificate(ctx, provision.CertificateRecord(adm.Certificate, registry.KindAdmin, tenant.ID, "", now),
+		audit("cert.issue", adm.Certificate.SerialNumber.Text(16))); err != nil {
+		return "", fmt.Errorf("record admin certificate: %w", err)
+	}
+	if err := writeConfig(cfg.Path(fileConfig), cfg); err != nil {
+		return "", err
+	}
+	return pki.Fingerprint(ca.Root), nil
+}
+
+// writeKeyPair writes the leaf and its chain, and the key encrypted with password.
+func writeKeyPair(certPath, keyPath string, is *pki.Issued, key *ecdsa.PrivateKey, password []byte) error {
+	blk, err := pemutil.Serialize(key, pemutil.WithPassword(password))
+	if err != nil {
+		return fmt.Errorf("encrypt key: %w", err)
+	}
+	if err := atomicfile.Create(keyPath, pem.EncodeToMemory(blk), 0o600); err != nil {
+		return err
+	}
+	return atomicfile.Create(certPath, pemChain(is.Certificate, is.Chain), 0o644)
+}
+
+func pemChain(leaf *x509.Certificate, chain []*x509.Certificate) []byte {
+	b := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leaf.Raw})
+	for _, c := range chain {
+		b = append(b, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+	}
+	return b
+}

@@ -1,0 +1,203 @@
+package main
+
+import (
+	"context"
+	"crypto"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"go.step.sm/crypto/pemutil"
+
+	"devpki/api"
+	"devpki/pkg/pki"
+	"devpki/pkg/provision"
+	"devpki/pkg/registry"
+	"devpki/pkg/registry/sqlstore"
+)
+
+func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var configPath, listen, devDir string
+	var dev bool
+	fs := newFlags("serve", stderr)
+	fs.StringVar(&configPath, "config", "", "path of ca.yaml (from 'ca init')")
+	fs.StringVar(&listen, "listen", "", "listen address, overriding the config's")
+	fs.BoolVar(&dev, "dev", false, "development mode: create the CA in --dir on first start, then serve it and print an enroll command")
+	fs.StringVar(&devDir, "dir", "devpki-data", "data directory for --dev")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	switch {
+	case dev && configPath != "":
+		return fmt.Errorf("%w: use either --dev or --config", errUsage)
+	case dev:
+		configPath = filepath.Join(devDir, fileConfig)
+		if _, err := os.Stat(configPath); errors.Is(err, os.ErrNotExist) {
+			o := initOptions{Dir: devDir, Dev: true, DNS: []string{"localhost"}, IPs: []string{"127.0.0.1"},
+				Listen: "127.0.0.1:8443", TrustDomain: "devpki.local", AdminName: "admin"}
+			if listen != "" {
+				o.Listen = listen
+			}
+			fmt.Fprintf(stderr, "first start: creating a development CA in %s\n", devDir)
+			if _, err := initCA(ctx, o, stderr); err != nil {
+				return err
+			}
+		}
+	case configPath == "":
+		return fmt.Errorf("%w: --config DIR/ca.yaml is required (or --dev)", errUsage)
+	}
+	cfg, err := LoadConfig(configPath)
+	if err != nil {
+		return err
+	}
+	if listen != "" {
+		cfg.Listen = listen
+	}
+	return serve(ctx, cfg, dev, stdout, stderr)
+}
+
+func serve(ctx context.Context, cfg *Config, dev bool, stdout, stderr io.Writer) error {
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	password, err := cfg.Password()
+	if err != nil {
+		return err
+	}
+	ca, err := pki.LoadCA(ctx, pki.LoadOptions{
+		RootCert: cfg.Path(cfg.CA.Root), IntermediateCert: cfg.Path(cfg.CA.Intermediate),
+		KeyURI: cfg.KeyURI(), Password: password,
+	})
+	if err != nil {
+		return fmt.Errorf("load CA: %w", err)
+	}
+	issuer, err := pki.NewIssuer(pki.IssuerOptions{CA: ca, TrustDomain: cfg.TrustDomain})
+	if err != nil {
+		return err
+	}
+	tlsCert, err := loadKeyPair(cfg.Path(cfg.TLS.Cert), cfg.Path(cfg.TLS.Key), password)
+	if err != nil {
+		return fmt.Errorf("load TLS certificate: %w", err)
+	}
+	store, err := sqlstore.Open(ctx, sqlstore.Options{Driver: cfg.DB.Driver, DSN: cfg.DSN()})
+	if err != nil {
+		return fmt.Errorf("open registry: %w", err)
+	}
+	defer store.Close()
+	prov, err := provision.New(provision.Config{
+		Store: store, Issuer: issuer, TrustDomain: cfg.TrustDomain,
+		Lifetime: time.Duration(cfg.Enrollment.CertLifetime),
+		Policy: pki.CSRPolicy{
+			AllowP384: cfg.Enrollment.AllowP384, AllowEd25519: cfg.Enrollment.AllowEd25519, AllowRSA: cfg.Enrollment.AllowRSA,
+		},
+	})
+	if err != nil {
+		return err
+	}
+	handler, err := api.New(api.Config{
+		Store: store, Provision: prov, Root: ca.Root, Chain: issuer.Chain(),
+		TrustDomain: cfg.TrustDomain, Log: log,
+	})
+	if err != nil {
+		return err
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.Root)
+	srv := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		TLSConfig: &tls.Config{
+			MinVersion:   tls.VersionTLS12,
+			Certificates: []tls.Certificate{tlsCert},
+			// Client certificates are optional at the handshake; the routes
+			// that need one (admin, renewal) require it.
+			ClientAuth: tls.VerifyClientCertIfGiven,
+			ClientCAs:  roots,
+		},
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w (is another CA running? pass --listen ADDR)", cfg.Listen, err)
+	}
+	addr := ln.Addr().String()
+	fp := pki.Fingerprint(ca.Root)
+	log.Info("serving", "addr", "https://"+addr, "root_fingerprint", fp, "db", cfg.DB.Driver)
+	if dev {
+		if err := printDevInstructions(ctx, store, cfg, addr, fp, stdout); err != nil {
+			ln.Close()
+			return err
+		}
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ServeTLS(ln, "", "") }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down")
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		return err
+	}
+	return nil
+}
+
+func printDevInstructions(ctx context.Context, store registry.Store, cfg *Config, addr, fp string, w io.Writer) error {
+	token, _, err := provision.MintToken(ctx, store, time.Now(), provision.TokenSpec{
+		TTL: 24 * time.Hour, Uses: 1, CreatedBy: "system:dev",
+	})
+	if err != nil {
+		return fmt.Errorf("mint dev token: %w", err)
+	}
+	fmt.Fprintf(w, `
+devpki CA (development mode) is serving on https://%[1]s
+  data directory:   %[2]s
+  root fingerprint: %[3]s
+  bootstrap token:  %[4]s   (single use, valid 24h)
+
+Enroll a device (serial and MAC are read from the machine when you leave them out):
+
+  go run ./cmd/enroll --ca https://%[1]s --fingerprint %[3]s --token %[4]s --dir ./device-state --serial DEMO-0001 --mac 02:00:00:00:00:01
+
+Then inspect the certificate:  openssl x509 -in ./device-state/device.crt -noout -text
+
+`, addr, filepath.Dir(cfg.Path(fileConfig)), fp, token)
+	return nil
+}
+
+// loadKeyPair reads a PEM chain and an encrypted PEM key.
+func loadKeyPair(certPath, keyPath string, password []byte) (tls.Certificate, error) {
+	certs, err := pemutil.ReadCertificateBundle(certPath)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	key, err := pemutil.Read(keyPath, pemutil.WithPassword(password))
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("read %s: %w (wrong passphrase?)", keyPath, err)
+	}
+	signer, ok := key.(crypto.Signer)
+	if !ok {
+		return tls.Certificate{}, fmt.Errorf("%s holds no private key", keyPath)
+	}
+	tc := tls.Certificate{PrivateKey: signer, Leaf: certs[0]}
+	for _, c := range certs {
+		tc.Certificate = append(tc.Certificate, c.Raw)
+	}
+	if pub, ok := certs[0].PublicKey.(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(signer.Public()) {
+		return tls.Certificate{}, fmt.Errorf("%s does not match the key in %s", certPath, keyPath)
+	}
+	return tc, nil
+}

@@ -1,0 +1,104 @@
+package main
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"io"
+	"time"
+
+	"go.step.sm/crypto/pemutil"
+
+	"devpki/api/client"
+)
+
+// adminFlags are the flags every admin command shares.
+type adminFlags struct {
+	config string
+	caURL  string
+	output string
+}
+
+func (a *adminFlags) register(fs interface {
+	StringVar(*string, string, string, string)
+}) {
+	fs.StringVar(&a.config, "config", "", "path of ca.yaml (its admin certificate, key and root are used)")
+	fs.StringVar(&a.caURL, "ca", "", "CA URL (default: the config's url)")
+	fs.StringVar(&a.output, "output", "text", "output format: text or json")
+}
+
+// client builds an admin API client over mTLS from the config's admin pair.
+func (a *adminFlags) client() (*client.Client, error) {
+	if a.config == "" {
+		return nil, fmt.Errorf("%w: --config DIR/ca.yaml is required", errUsage)
+	}
+	if a.output != "text" && a.output != "json" {
+		return nil, fmt.Errorf("%w: --output must be text or json", errUsage)
+	}
+	cfg, err := LoadConfig(a.config)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Admin.Cert == "" || cfg.Admin.Key == "" {
+		return nil, fmt.Errorf("config %s names no admin certificate (admin.cert, admin.key)", a.config)
+	}
+	password, err := cfg.Password()
+	if err != nil {
+		return nil, err
+	}
+	pair, err := loadKeyPair(cfg.Path(cfg.Admin.Cert), cfg.Path(cfg.Admin.Key), password)
+	if err != nil {
+		return nil, fmt.Errorf("load admin certificate: %w", err)
+	}
+	root, err := pemutil.ReadCertificate(cfg.Path(cfg.CA.Root))
+	if err != nil {
+		return nil, fmt.Errorf("load root: %w", err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(root)
+	url := a.caURL
+	if url == "" {
+		url = cfg.URL
+	}
+	return client.New(url, client.WithRoots(pool), client.WithClientCertificate(pair))
+}
+
+func cmdTokenCreate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var af adminFlags
+	var req client.TokenCreateRequest
+	var ttl time.Duration
+	fs := newFlags("token create", stderr)
+	af.register(fs)
+	fs.StringVar(&req.Serial, "serial", "", "bind the token to this device serial (needed to re-enroll an enrolled serial)")
+	fs.StringVar(&req.Tenant, "tenant", "", "tenant (default: the default tenant)")
+	fs.DurationVar(&ttl, "ttl", 24*time.Hour, "how long the token is valid")
+	fs.IntVar(&req.Uses, "uses", 1, "how many enrollments the token allows")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if ttl <= 0 || req.Uses <= 0 {
+		return fmt.Errorf("%w: --ttl and --uses must be positive", errUsage)
+	}
+	req.TTL = ttl.String()
+	c, err := af.client()
+	if err != nil {
+		return err
+	}
+	resp, err := c.CreateToken(ctx, &req)
+	if err != nil {
+		return fmt.Errorf("create token: %w", err)
+	}
+	if af.output == "json" {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(resp)
+	}
+	fmt.Fprintf(stderr, "token %s: %d use(s), expires %s", resp.ID, resp.Uses, resp.ExpiresAt.Format(time.RFC3339))
+	if resp.Serial != "" {
+		fmt.Fprintf(stderr, ", bound to serial %s", resp.Serial)
+	}
+	fmt.Fprintln(stderr, " (shown once; it is stored hashed)")
+	fmt.Fprintln(stdout, resp.Token)
+	return nil
+}

@@ -1,0 +1,279 @@
+// Package provision decides who may enroll and ties the decision to issuance:
+// an Attestor admits a request, the CSR is checked against policy, the
+// certificate is built from the device's registry identity, signed, and
+// recorded with the spent credential and the audit event in one transaction
+// before anything is returned.
+package provision
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"devpki/pkg/pki"
+	"devpki/pkg/registry"
+)
+
+// Issuer signs device certificates. *pki.Issuer implements it.
+type Issuer interface {
+	IssueDevice(ctx context.Context, req *pki.DeviceRequest) (*pki.Issued, error)
+}
+
+// Config configures a Service. Store, Issuer and TrustDomain are required.
+type Config struct {
+	Store       registry.Store
+	Issuer      Issuer
+	TrustDomain string
+	// Policy limits CSR keys; the zero value allows ECDSA P-256 only.
+	Policy pki.CSRPolicy
+	// Lifetime of device certificates; zero means 720h.
+	Lifetime time.Duration
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// NewDeviceID makes ids for new devices; nil means a random UUIDv4.
+	NewDeviceID func() string
+}
+
+// Service runs enrollments.
+type Service struct {
+	cfg     Config
+	tenants sync.Map // tenant id -> *registry.Tenant (tenants are never renamed)
+}
+
+// New returns a Service, or an error naming every missing field.
+func New(cfg Config) (*Service, error) {
+	var errs []error
+	if cfg.Store == nil {
+		errs = append(errs, errors.New("provision: Store is required"))
+	}
+	if cfg.Issuer == nil {
+		errs = append(errs, errors.New("provision: Issuer is required"))
+	}
+	if cfg.TrustDomain == "" {
+		errs = append(errs, errors.New("provision: TrustDomain is required"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	if cfg.Lifetime == 0 {
+		cfg.Lifetime = 720 * time.Hour
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.NewDeviceID == nil {
+		cfg.NewDeviceID = NewUUID
+	}
+	return &Service{cfg: cfg}, nil
+}
+
+// Request is one enrollment request as the API received it.
+type Request struct {
+	// Credential is the method-specific proof (the bootstrap token for "token").
+	Credential string
+	// CSRPEM is the PEM certificate request.
+	CSRPEM []byte
+	// SourceAddr is the client address, for the audit log.
+	SourceAddr string
+}
+
+// Result is what a successful enrollment returns to the device.
+type Result struct {
+	DeviceID    string
+	Certificate *x509.Certificate
+	Chain       []*x509.Certificate
+	RenewAfter  time.Time
+}
+
+// Admission is an Attestor's decision to let a request proceed.
+type Admission struct {
+	Method   string // "token", ...
+	TenantID string
+	Actor    string // audit actor, e.g. "token:<id>"
+	// TokenHash is spent in the enrollment transaction when set.
+	TokenHash []byte
+	// BoundSerial, when set, is the only serial this admission covers; it
+	// also allows re-enrolling that serial (a factory reset).
+	BoundSerial string
+}
+
+// Attestor decides whether a request may enroll. It must be cheap to refuse:
+// it runs before any signing work.
+type Attestor interface {
+	Admit(ctx context.Context, req *Request) (*Admission, error)
+}
+
+// Enroll admits req with a, checks the CSR, signs and records the device.
+// Refusals are audited. Errors wrap registry or pki sentinels (see
+// api/errors.go for how each maps to a response).
+func (s *Service) Enroll(ctx context.Context, a Attestor, req *Request) (*Result, error) {
+	adm, err := a.Admit(ctx, req)
+	if err != nil {
+		s.refuse(ctx, req, "", "enroll", "", err)
+		return nil, err
+	}
+	res, target, err := s.enroll(ctx, adm, req)
+	if err != nil {
+		s.refuse(ctx, req, adm.TenantID, adm.Actor, target, err)
+		return nil, err
+	}
+	return res, nil
+}
+
+func (s *Service) enroll(ctx context.Context, adm *Admission, req *Request) (*Result, string, error) {
+	csr, err := pki.ParseCSRPEM(req.CSRPEM)
+	if err != nil {
+		return nil, "", err
+	}
+	claims, err := s.cfg.Policy.Check(csr)
+	if err != nil {
+		return nil, "", err
+	}
+	if adm.BoundSerial != "" && adm.BoundSerial != claims.Serial {
+		return nil, claims.Serial, fmt.Errorf("token is bound to serial %q, CSR names %q: %w", adm.BoundSerial, claims.Serial, registry.ErrTokenSerialMismatch)
+	}
+	tenant, err := s.tenant(ctx, adm.TenantID)
+	if err != nil {
+		return nil, claims.Serial, err
+	}
+	now := s.cfg.Now()
+	dev := &registry.Device{
+		TenantID:  tenant.ID,
+		Serial:    claims.Serial,
+		MACs:      claims.MACs,
+		Status:    registry.DeviceActive,
+		Method:    adm.Method,
+		CreatedAt: now,
+		UpdatedAt: now,
+	}
+	existing, err := s.cfg.Store.GetDeviceBySerial(ctx, tenant.ID, claims.Serial)
+	switch {
+	case err == nil:
+		if adm.BoundSerial != claims.Serial {
+			return nil, claims.Serial, fmt.Errorf("serial %q is already enrolled in tenant %q; re-enrolling needs a token bound to that serial: %w", claims.Serial, tenant.Name, registry.ErrSerialConflict)
+		}
+		dev.ID, dev.CreatedAt = existing.ID, existing.CreatedAt
+	case errors.Is(err, registry.ErrNotFound):
+		dev.ID = s.cfg.NewDeviceID()
+	default:
+		return nil, claims.Serial, fmt.Errorf("look up device %q: %w", claims.Serial, err)
+	}
+
+	issued, err := s.cfg.Issuer.IssueDevice(ctx, &pki.DeviceRequest{
+		Identity: pki.Identity{
+			DeviceID:    dev.ID,
+			Tenant:      tenant.Name,
+			Serial:      claims.Serial,
+			MACs:        claims.MACs,
+			TrustDomain: s.cfg.TrustDomain,
+		},
+		PublicKey: claims.PublicKey,
+		Lifetime:  s.cfg.Lifetime,
+	})
+	if err != nil {
+		return nil, dev.ID, fmt.Errorf("sign certificate for %q: %w", claims.Serial, err)
+	}
+	cert := issued.Certificate
+	rec := CertificateRecord(cert, registry.KindDevice, tenant.ID, dev.ID, now)
+	err = s.cfg.Store.Enroll(ctx, &registry.Enrollment{
+		TokenHash:   adm.TokenHash,
+		Device:      dev,
+		Certificate: rec,
+		Audit: &registry.AuditEvent{
+			TenantID:   tenant.ID,
+			Actor:      adm.Actor,
+			Action:     "enroll",
+			Target:     dev.ID,
+			Result:     registry.ResultOK,
+			Detail:     fmt.Sprintf("method=%s serial=%s cert=%s", adm.Method, claims.Serial, rec.Serial),
+			SourceAddr: req.SourceAddr,
+		},
+	})
+	if err != nil {
+		return nil, dev.ID, fmt.Errorf("record enrollment of %q: %w", claims.Serial, err)
+	}
+	return &Result{
+		DeviceID:    dev.ID,
+		Certificate: cert,
+		Chain:       issued.Chain,
+		RenewAfter:  RenewAfter(cert),
+	}, dev.ID, nil
+}
+
+// refuse audits a refused enrollment. Auditing must not hide the refusal, so
+// a failure to write the event is only reported through the returned error
+// of the enrollment (which is already an error).
+func (s *Service) refuse(ctx context.Context, req *Request, tenantID, actor, target string, cause error) {
+	if actor == "" {
+		actor = "anonymous"
+	}
+	_ = s.cfg.Store.AppendAudit(context.WithoutCancel(ctx), &registry.AuditEvent{
+		TenantID:   tenantID,
+		Actor:      actor,
+		Action:     "enroll",
+		Target:     target,
+		Result:     registry.ResultDenied,
+		Detail:     cause.Error(),
+		SourceAddr: req.SourceAddr,
+	})
+}
+
+func (s *Service) tenant(ctx context.Context, id string) (*registry.Tenant, error) {
+	if t, ok := s.tenants.Load(id); ok {
+		return t.(*registry.Tenant), nil
+	}
+	t, err := s.cfg.Store.GetTenantByID(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("look up tenant %q: %w", id, err)
+	}
+	s.tenants.Store(id, t)
+	return t, nil
+}
+
+// CertificateRecord is the registry record of an issued certificate.
+func CertificateRecord(c *x509.Certificate, kind registry.CertKind, tenantID, deviceID string, now time.Time) *registry.Certificate {
+	var sans []string
+	for _, u := range c.URIs {
+		sans = append(sans, u.String())
+	}
+	sans = append(sans, c.DNSNames...)
+	for _, ip := range c.IPAddresses {
+		sans = append(sans, ip.String())
+	}
+	return &registry.Certificate{
+		Serial:    c.SerialNumber.Text(16),
+		Kind:      kind,
+		DeviceID:  deviceID,
+		TenantID:  tenantID,
+		Subject:   c.Subject.String(),
+		SANs:      sans,
+		NotBefore: c.NotBefore,
+		NotAfter:  c.NotAfter,
+		DER:       c.Raw,
+		Status:    registry.CertActive,
+		CreatedAt: now,
+	}
+}
+
+// RenewAfter is two thirds into the certificate's lifetime.
+func RenewAfter(c *x509.Certificate) time.Time {
+	life := c.NotAfter.Sub(c.NotBefore)
+	return c.NotBefore.Add(life * 2 / 3).UTC().Truncate(time.Second)
+}
+
+// NewUUID returns a random RFC 9562 version 4 UUID.
+func NewUUID() string {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err) // crypto/rand never fails on supported platforms
+	}
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b[:])
+	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}

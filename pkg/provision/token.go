@@ -1,0 +1,145 @@
+package provision
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"devpki/pkg/pki"
+	"devpki/pkg/registry"
+)
+
+// TokenPrefix starts every bootstrap token, so a leaked one is easy to spot.
+const TokenPrefix = "dpk_"
+
+// HashToken is how a bootstrap token is stored and looked up.
+func HashToken(token string) []byte {
+	h := sha256.Sum256([]byte(token))
+	return h[:]
+}
+
+// TokenAttestor admits requests that carry a live bootstrap token. It only
+// reads: the token is spent in the enrollment transaction.
+type TokenAttestor struct {
+	Store registry.Store
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Admit checks that the token exists, is unexpired and has uses left.
+func (a TokenAttestor) Admit(ctx context.Context, req *Request) (*Admission, error) {
+	tok := strings.TrimSpace(req.Credential)
+	if tok == "" {
+		return nil, fmt.Errorf("no bootstrap token presented: %w", registry.ErrTokenInvalid)
+	}
+	if !strings.HasPrefix(tok, TokenPrefix) || len(tok) > 128 {
+		return nil, fmt.Errorf("malformed bootstrap token: %w", registry.ErrTokenInvalid)
+	}
+	t, err := a.Store.GetToken(ctx, HashToken(tok))
+	switch {
+	case errors.Is(err, registry.ErrNotFound):
+		return nil, fmt.Errorf("unknown bootstrap token: %w", registry.ErrTokenInvalid)
+	case err != nil:
+		return nil, fmt.Errorf("look up bootstrap token: %w", err)
+	}
+	now := time.Now
+	if a.Now != nil {
+		now = a.Now
+	}
+	if !now().Before(t.ExpiresAt) {
+		return nil, fmt.Errorf("bootstrap token %s expired at %s: %w", t.ID, t.ExpiresAt.UTC().Format(time.RFC3339), registry.ErrTokenExpired)
+	}
+	if t.UsesLeft <= 0 {
+		return nil, fmt.Errorf("bootstrap token %s: %w", t.ID, registry.ErrTokenSpent)
+	}
+	return &Admission{
+		Method:      "token",
+		TenantID:    t.TenantID,
+		Actor:       "token:" + t.ID,
+		TokenHash:   t.Hash,
+		BoundSerial: t.Serial,
+	}, nil
+}
+
+// TokenSpec describes a bootstrap token to mint.
+type TokenSpec struct {
+	Tenant    string        // tenant name; empty means registry.DefaultTenant
+	Serial    string        // optional serial binding
+	TTL       time.Duration // zero means 24h
+	Uses      int           // zero means 1
+	CreatedBy string        // audit actor
+	Source    string        // audit source address
+}
+
+// MintToken creates a bootstrap token and returns its secret, which is shown
+// once and never stored.
+func MintToken(ctx context.Context, store registry.Store, now time.Time, spec TokenSpec) (string, *registry.Token, error) {
+	if spec.Tenant == "" {
+		spec.Tenant = registry.DefaultTenant
+	}
+	if spec.TTL == 0 {
+		spec.TTL = 24 * time.Hour
+	}
+	if spec.Uses == 0 {
+		spec.Uses = 1
+	}
+	var errs []error
+	if spec.TTL < 0 || spec.TTL > 365*24*time.Hour {
+		errs = append(errs, fmt.Errorf("ttl %s out of range (0, 8760h]", spec.TTL))
+	}
+	if spec.Uses < 0 || spec.Uses > 1_000_000 {
+		errs = append(errs, fmt.Errorf("uses %d out of range [1, 1000000]", spec.Uses))
+	}
+	if spec.Serial != "" {
+		if err := pki.ValidateSerial(spec.Serial); err != nil {
+			errs = append(errs, fmt.Errorf("serial: %w", err))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return "", nil, fmt.Errorf("%w: %w", ErrInvalidArgument, err)
+	}
+	tenant, err := store.GetTenant(ctx, spec.Tenant)
+	if err != nil {
+		return "", nil, fmt.Errorf("tenant %q: %w", spec.Tenant, err)
+	}
+	var secret [32]byte
+	if _, err := rand.Read(secret[:]); err != nil {
+		return "", nil, err
+	}
+	token := TokenPrefix + base64.RawURLEncoding.EncodeToString(secret[:])
+	t := &registry.Token{
+		ID:        NewUUID(),
+		Hash:      HashToken(token),
+		TenantID:  tenant.ID,
+		Serial:    spec.Serial,
+		ExpiresAt: now.Add(spec.TTL).UTC(),
+		UsesLeft:  spec.Uses,
+		CreatedBy: spec.CreatedBy,
+		CreatedAt: now.UTC(),
+	}
+	detail := fmt.Sprintf("uses=%d expires=%s", t.UsesLeft, t.ExpiresAt.Format(time.RFC3339))
+	if t.Serial != "" {
+		detail += " serial=" + t.Serial
+	}
+	err = store.CreateToken(ctx, t, &registry.AuditEvent{
+		TenantID:   tenant.ID,
+		Actor:      spec.CreatedBy,
+		Action:     "token.create",
+		Target:     t.ID,
+		Result:     registry.ResultOK,
+		Detail:     detail,
+		SourceAddr: spec.Source,
+	})
+	if err != nil {
+		return "", nil, fmt.Errorf("store token: %w", err)
+	}
+	return token, t, nil
+}
+
+// ErrInvalidArgument marks a request whose parameters are out of range.
+var ErrInvalidArgument = errors.New("invalid argument")
