@@ -58,7 +58,7 @@ type CAFiles struct {
 // certificates, the intermediate's key, and a smallstep CAS that signs with it.
 type CA struct {
 	Root, Intermediate *x509.Certificate
-	Signer             crypto.Signer                    // intermediate key
+	Signer             crypto.Signer                     // intermediate key
 	CAS                apiv1.CertificateAuthorityService // *softcas.SoftCAS over Signer
 }
 
