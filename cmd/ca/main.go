@@ -21,6 +21,7 @@ commands:
   init          create a CA in a directory (root, intermediate, TLS and admin certificates, ca.yaml)
   serve         serve the CA over HTTPS (--dev: create ./devpki-data on first start and print an enroll command)
   token create  mint a bootstrap token through the admin API
+  audit verify  check the audit log's hash chain in the registry database
 
 Run 'ca <command> -h' for the flags of a command.
 `
@@ -59,6 +60,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("%w: 'ca token' takes the subcommand 'create'", errUsage)
 		}
 		return cmdTokenCreate(ctx, args[2:], stdout, stderr)
+	case "audit":
+		if len(args) < 2 || args[1] != "verify" {
+			return fmt.Errorf("%w: 'ca audit' takes the subcommand 'verify'", errUsage)
+		}
+		return cmdAuditVerify(ctx, args[2:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
