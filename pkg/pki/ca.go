@@ -292,7 +292,11 @@ func LoadCA(ctx context.Context, opts LoadOptions) (*CA, error) {
 		}
 		return nil, fmt.Errorf("load CA: key %q: %w", opts.KeyURI, err)
 	}
-	return newCA(ctx, root, inter, signer)
+	ca, err := newCA(ctx, root, inter, signer)
+	if err != nil {
+		return nil, fmt.Errorf("load CA: %w", err)
+	}
+	return ca, nil
 }
 
 // newCA checks the pieces fit together and wraps them in a softcas.
