@@ -1,0 +1,195 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/json"
+	"encoding/pem"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"devpki/api/client"
+	"devpki/pkg/pki"
+	"devpki/pkg/pki/pkitest"
+)
+
+const testToken = "tok-123"
+
+// fakeCA serves /v1/ca/roots and /v1/enroll over TLS with a real throwaway CA.
+// Scripted replies, when queued, answer /v1/enroll before real issuance.
+type fakeCA struct {
+	CA          *pkitest.TestCA
+	Srv         *httptest.Server
+	RootsHits   atomic.Int32
+	EnrollHits  atomic.Int32
+	mu          sync.Mutex
+	script      []func(http.ResponseWriter)
+	lastSerial  string
+	lastMACs    []string
+	issuedCerts int
+}
+
+func newFakeCA(t *testing.T) *fakeCA {
+	t.Helper()
+	f := &fakeCA{CA: pkitest.NewCA(t)}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srvCert, err := f.CA.Issuer.IssueServer(context.Background(), &pki.ServerRequest{
+		PublicKey: key.Public(), CommonName: "ca.test",
+		DNSNames: []string{"localhost"}, IPs: []net.IP{net.IPv4(127, 0, 0, 1).To4()},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	chain := [][]byte{srvCert.Certificate.Raw}
+	for _, c := range srvCert.Chain {
+		chain = append(chain, c.Raw)
+	}
+	f.Srv = httptest.NewUnstartedServer(http.HandlerFunc(f.serve))
+	f.Srv.TLS = &tls.Config{Certificates: []tls.Certificate{{Certificate: chain, PrivateKey: key}}}
+	f.Srv.StartTLS()
+	t.Cleanup(f.Srv.Close)
+	return f
+}
+
+// Then queues scripted replies to the next enroll requests.
+func (f *fakeCA) Then(replies ...func(http.ResponseWriter)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.script = append(f.script, replies...)
+}
+
+func (f *fakeCA) Fingerprint() string { return pki.Fingerprint(f.CA.CA.Root) }
+
+func (f *fakeCA) serve(w http.ResponseWriter, r *http.Request) {
+	switch r.URL.Path {
+	case "/v1/ca/roots":
+		f.RootsHits.Add(1)
+		w.Header().Set("Content-Type", "application/pem-certificate-chain")
+		w.Write(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: f.CA.CA.Root.Raw}))
+	case "/v1/enroll":
+		f.EnrollHits.Add(1)
+		f.enroll(w, r)
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+func (f *fakeCA) enroll(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	if len(f.script) > 0 {
+		reply := f.script[0]
+		f.script = f.script[1:]
+		f.mu.Unlock()
+		reply(w)
+		return
+	}
+	f.mu.Unlock()
+	if r.Header.Get("Authorization") != "Bearer "+testToken {
+		problem(http.StatusUnauthorized, "token-invalid", "unknown token")(w)
+		return
+	}
+	var req client.EnrollRequest
+	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&req); err != nil {
+		problem(http.StatusBadRequest, "bad-csr", err.Error())(w)
+		return
+	}
+	csr, err := pki.ParseCSRPEM([]byte(req.CSR))
+	if err != nil {
+		problem(http.StatusBadRequest, "bad-csr", err.Error())(w)
+		return
+	}
+	claims, err := pki.CSRPolicy{}.Check(csr)
+	if err != nil {
+		problem(http.StatusBadRequest, "bad-csr", err.Error())(w)
+		return
+	}
+	iss, err := f.CA.Issuer.IssueDevice(r.Context(), &pki.DeviceRequest{
+		Identity:  pki.Identity{DeviceID: "dev-" + strings.ToLower(claims.Serial), Tenant: "acme", Serial: claims.Serial, MACs: claims.MACs},
+		PublicKey: claims.PublicKey,
+	})
+	if err != nil {
+		problem(http.StatusInternalServerError, "internal", err.Error())(w)
+		return
+	}
+	f.mu.Lock()
+	f.lastSerial, f.lastMACs = claims.Serial, claims.MACs
+	f.issuedCerts++
+	f.mu.Unlock()
+	resp := client.EnrollResponse{
+		DeviceID:    iss.Certificate.Subject.CommonName,
+		Certificate: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: iss.Certificate.Raw})),
+		RenewAfter:  iss.Certificate.NotAfter.Add(-10 * 24 * time.Hour),
+	}
+	for _, c := range iss.Chain {
+		resp.Chain = append(resp.Chain, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})))
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusCreated)
+	json.NewEncoder(w).Encode(resp)
+}
+
+// problem replies with an RFC 9457 body; hdr are extra header name/value pairs.
+func problem(status int, slug, detail string, hdr ...string) func(http.ResponseWriter) {
+	return func(w http.ResponseWriter) {
+		for i := 0; i+1 < len(hdr); i += 2 {
+			w.Header().Set(hdr[i], hdr[i+1])
+		}
+		w.Header().Set("Content-Type", "application/problem+json")
+		w.WriteHeader(status)
+		json.NewEncoder(w).Encode(client.Problem{Type: client.ProblemTypePrefix + slug, Title: http.StatusText(status), Status: status, Detail: detail})
+	}
+}
+
+// harness is a config with a fake clock whose Sleep advances it and records delays.
+type harness struct {
+	cfg            config
+	stdout, stderr bytes.Buffer
+	mu             sync.Mutex
+	now            time.Time
+	sleeps         []time.Duration
+}
+
+func newHarness(t *testing.T, f *fakeCA) *harness {
+	h := &harness{now: time.Now()}
+	h.cfg = config{
+		CA:          f.Srv.URL,
+		Fingerprint: f.Fingerprint(),
+		Token:       testToken,
+		Dir:         t.TempDir() + "/state",
+		Serial:      "SN-0001",
+		MACs:        []string{"AA:BB:CC:00:11:22"},
+		Timeout:     5 * time.Minute,
+		Stdout:      &h.stdout,
+		Stderr:      &h.stderr,
+		Now: func() time.Time {
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			return h.now
+		},
+		Sleep: func(_ context.Context, d time.Duration) error {
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			h.sleeps = append(h.sleeps, d)
+			h.now = h.now.Add(d)
+			return nil
+		},
+		Jitter: func(ceiling time.Duration) time.Duration { return ceiling / 2 },
+	}
+	return h
+}
+
+func (h *harness) run() error { return runEnroll(context.Background(), h.cfg) }

@@ -1,0 +1,122 @@
+// Command enroll is the devpki device agent. With no subcommand (or
+// "enroll") it gets the device an identity from the CA:
+//
+//	enroll --ca https://ca.example:8443 --fingerprint <sha256 of root> \
+//	    --token-file /boot/devpki.token --dir /var/lib/devpki
+//
+// It pins the CA root by fingerprint, makes an ECDSA P-256 key, sends a CSR
+// naming the device serial and MAC with a bootstrap token, verifies the
+// certificate it gets, and writes device.key (encrypted PEM), device.crt,
+// chain.pem and root.crt into --dir. Run again, it does nothing while that
+// identity is valid. Exit codes: 0 enrolled or already enrolled, 1 permanent
+// error, 2 usage error, 3 timed out while the CA kept failing transiently.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr, os.Getenv)
+	stop()
+	os.Exit(code)
+}
+
+// run parses args and runs the chosen subcommand, returning the exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
+	cmd := "enroll"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "enroll":
+	case "renew", "run", "rekey", "status":
+		fmt.Fprintf(stderr, "enroll: subcommand %q is not built yet\n", cmd)
+		return exitUsage
+	default:
+		fmt.Fprintf(stderr, "enroll: unknown subcommand %q (want enroll)\n", cmd)
+		return exitUsage
+	}
+
+	cfg, err := parseEnrollFlags(args, stderr, getenv)
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	if err == nil {
+		cfg.Stdout, cfg.Stderr = stdout, stderr
+		err = runEnroll(ctx, cfg)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "enroll: %v\n", err)
+	}
+	return exitCode(err)
+}
+
+func parseEnrollFlags(args []string, stderr io.Writer, getenv func(string) string) (config, error) {
+	var (
+		cfg       config
+		token     string
+		tokenFile string
+		tpm       string
+	)
+	fs := flag.NewFlagSet("enroll", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&cfg.CA, "ca", "", "CA base `URL` (https)")
+	fs.StringVar(&cfg.Fingerprint, "fingerprint", "", "SHA-256 fingerprint of the CA root, hex (':' allowed)")
+	fs.StringVar(&token, "token", "", "bootstrap `token` (prefer --token-file or DEVPKI_TOKEN: flags are visible in ps)")
+	fs.StringVar(&tokenFile, "token-file", "", "read the bootstrap token from `file`")
+	fs.StringVar(&cfg.Dir, "dir", "", "state `directory` for the key and certificates (created 0700)")
+	fs.StringVar(&cfg.Serial, "serial", "", "device serial number (default: from DMI or the device tree)")
+	fs.Func("mac", "MAC `address` to claim, repeatable (default: first non-loopback interface)", func(s string) error {
+		cfg.MACs = append(cfg.MACs, s)
+		return nil
+	})
+	fs.StringVar(&cfg.KeyPasswordFile, "key-password-file", "", "`file` holding the password of device.key (default: DIR/device.key.password, generated)")
+	fs.DurationVar(&cfg.Timeout, "timeout", 5*time.Minute, "give up retrying transient failures after this long")
+	fs.StringVar(&tpm, "tpm", "none", "key storage: none (TPM support is not built yet)")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: enroll [enroll] --ca URL --fingerprint HEX (--token T | --token-file F | $DEVPKI_TOKEN) --dir DIR [flags]\n")
+		fs.PrintDefaults()
+		fmt.Fprintf(fs.Output(), "exit codes: 0 ok, 1 permanent error, 2 usage error, 3 timed out on transient errors\n")
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return cfg, err
+		}
+		return cfg, &exitError{exitUsage, err}
+	}
+	if fs.NArg() > 0 {
+		return cfg, usageErr("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	if tpm != "none" {
+		return cfg, usageErr("--tpm %q: TPM support is not built yet; use --tpm none", tpm)
+	}
+	switch {
+	case token != "" && tokenFile != "":
+		return cfg, usageErr("give only one of --token and --token-file")
+	case token != "":
+		cfg.Token = token
+	case tokenFile != "":
+		b, err := os.ReadFile(tokenFile)
+		if err != nil {
+			return cfg, usageErr("--token-file: %v", err)
+		}
+		cfg.Token = strings.TrimSpace(string(b))
+		if cfg.Token == "" {
+			return cfg, usageErr("--token-file %s is empty", tokenFile)
+		}
+	default:
+		cfg.Token = strings.TrimSpace(getenv("DEVPKI_TOKEN"))
+	}
+	return cfg, nil
+}
