@@ -1,0 +1,180 @@
+package sqlstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"gorm.io/gorm"
+
+	"devpki/pkg/registry"
+)
+
+// Enroll implements registry.Store. It queues e for the committer, which
+// applies it inside a savepoint of the current group-commit transaction, and
+// returns once that transaction has committed (durably: synchronous=FULL on
+// SQLite) or e has been rolled back. The checks run in this order and the
+// first failing one is returned, with nothing written:
+//
+//  1. token (when e.TokenHash is set): unknown → ErrTokenInvalid, other
+//     tenant → ErrTokenTenantMismatch, expired (ExpiresAt ≤ Now; a zero
+//     ExpiresAt never expires) → ErrTokenExpired, bound to another serial →
+//     ErrTokenSerialMismatch, no uses left → ErrTokenSpent;
+//  2. existing device with the same (tenant, serial): the token must be
+//     bound to that serial (else ErrSerialConflict) and Device.ID must match
+//     (else ErrConflict);
+//  3. the token is spent with a conditional UPDATE (ErrTokenSpent if another
+//     writer spent the last use first).
+//
+// On success e.Device, e.Certificate and e.Audit carry the stored values
+// (timestamps, status, audit Seq and hashes).
+func (s *Store) Enroll(ctx context.Context, e *registry.Enrollment) error {
+	if err := checkEnrollment(e); err != nil {
+		return err
+	}
+	dev := fromDevice(e.Device)
+	cert := fromCertificate(e.Certificate)
+	if cert.DeviceID == nil {
+		cert.DeviceID = &dev.ID
+	}
+	if cert.Kind == "" {
+		cert.Kind = string(registry.KindDevice)
+	}
+	if cert.TenantID == "" {
+		cert.TenantID = dev.TenantID
+	}
+	if cert.Status == "" {
+		cert.Status = string(registry.CertActive)
+	}
+	if dev.Status == "" {
+		dev.Status = string(registry.DeviceActive)
+	}
+	tokenHash := e.TokenHash
+
+	var ev *registry.AuditEvent
+	err := s.write(ctx, func(tx *gorm.DB, b *batch) error {
+		var err error
+		ev, err = s.enroll(tx, b, tokenHash, dev, cert, e.Audit)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	e.Device.Status = registry.DeviceStatus(dev.Status)
+	e.Device.CreatedAt, e.Device.UpdatedAt = dev.CreatedAt, dev.UpdatedAt
+	e.Certificate.DeviceID, e.Certificate.TenantID = dev.ID, cert.TenantID
+	e.Certificate.Kind, e.Certificate.Status = registry.CertKind(cert.Kind), registry.CertStatus(cert.Status)
+	e.Certificate.CreatedAt = cert.CreatedAt
+	copyAudit(e.Audit, ev)
+	return nil
+}
+
+func checkEnrollment(e *registry.Enrollment) error {
+	switch {
+	case e == nil || e.Device == nil || e.Certificate == nil:
+		return errors.New("sqlstore: enroll: device and certificate are required")
+	case e.Device.ID == "" || e.Device.TenantID == "" || e.Device.Serial == "":
+		return errors.New("sqlstore: enroll: device id, tenant and serial are required")
+	case e.Certificate.Serial == "":
+		return errors.New("sqlstore: enroll: certificate serial is required")
+	case e.Certificate.DeviceID != "" && e.Certificate.DeviceID != e.Device.ID:
+		return fmt.Errorf("sqlstore: enroll: certificate is for device %q, not %q", e.Certificate.DeviceID, e.Device.ID)
+	case e.TokenHash != nil && len(e.TokenHash) == 0:
+		return registry.ErrTokenInvalid
+	}
+	return nil
+}
+
+// enroll runs inside the committer's transaction, within a savepoint that is
+// rolled back if it returns an error.
+func (s *Store) enroll(tx *gorm.DB, b *batch, tokenHash []byte, dev *deviceRow, cert *certificateRow,
+	audit *registry.AuditEvent) (*registry.AuditEvent, error) {
+	now := ts(s.now())
+
+	var tok tokenRow
+	if tokenHash != nil {
+		err := tx.Where("hash = ?", tokenHash).Take(&tok).Error
+		switch {
+		case errors.Is(err, gorm.ErrRecordNotFound):
+			return nil, registry.ErrTokenInvalid
+		case err != nil:
+			return nil, fmt.Errorf("sqlstore: enroll: read token: %w", translate(err))
+		case tok.TenantID != dev.TenantID:
+			return nil, registry.ErrTokenTenantMismatch
+		case !tok.ExpiresAt.IsZero() && !now.Before(tok.ExpiresAt):
+			return nil, registry.ErrTokenExpired
+		case tok.Serial != "" && tok.Serial != dev.Serial:
+			return nil, registry.ErrTokenSerialMismatch
+		case tok.UsesLeft <= 0:
+			return nil, registry.ErrTokenSpent
+		}
+	}
+
+	var old deviceRow
+	err := tx.Where("tenant_id = ? AND serial = ?", dev.TenantID, dev.Serial).Take(&old).Error
+	reenroll := err == nil
+	switch {
+	case errors.Is(err, gorm.ErrRecordNotFound):
+	case err != nil:
+		return nil, fmt.Errorf("sqlstore: enroll: read device: %w", translate(err))
+	case tokenHash == nil || tok.Serial != dev.Serial:
+		return nil, fmt.Errorf("%w: %s/%s is device %s", registry.ErrSerialConflict, dev.TenantID, dev.Serial, old.ID)
+	case old.ID != dev.ID:
+		return nil, fmt.Errorf("%w: %s/%s is device %s, not %s", registry.ErrConflict, dev.TenantID, dev.Serial, old.ID, dev.ID)
+	}
+
+	if tokenHash != nil {
+		res := tx.Model(&tokenRow{}).Where("hash = ? AND uses_left > 0", tokenHash).
+			Update("uses_left", gorm.Expr("uses_left - 1"))
+		if res.Error != nil {
+			return nil, fmt.Errorf("sqlstore: enroll: spend token: %w", translate(res.Error))
+		}
+		if res.RowsAffected != 1 {
+			return nil, registry.ErrTokenSpent
+		}
+	}
+
+	if reenroll {
+		res := tx.Model(&certificateRow{}).
+			Where("device_id = ? AND status IN ?", dev.ID, []string{string(registry.CertActive), string(registry.CertSuperseded)}).
+			Updates(map[string]any{
+				"status":            string(registry.CertRevoked),
+				"revoked_at":        now,
+				"revocation_reason": registry.ReasonSuperseded,
+			})
+		if res.Error != nil {
+			return nil, fmt.Errorf("sqlstore: enroll: revoke old certificates: %w", translate(res.Error))
+		}
+		dev.Status, dev.CreatedAt, dev.UpdatedAt = string(registry.DeviceActive), old.CreatedAt, now
+		res = tx.Model(&deviceRow{}).Where("id = ?", dev.ID).Updates(map[string]any{
+			"macs": dev.MACs, "method": dev.Method, "ek_hash": dev.EKHash,
+			"status": dev.Status, "updated_at": now,
+		})
+		if res.Error != nil {
+			return nil, fmt.Errorf("sqlstore: enroll: update device: %w", translate(res.Error))
+		}
+	} else {
+		if dev.CreatedAt.IsZero() {
+			dev.CreatedAt = now
+		}
+		if dev.UpdatedAt.IsZero() {
+			dev.UpdatedAt = now
+		}
+		if err := tx.Create(dev).Error; err != nil {
+			// A concurrent insert of the same serial (another replica) or a
+			// device id already used for another serial.
+			return nil, fmt.Errorf("%w: insert device %s: %w", registry.ErrConflict, dev.ID, translate(err))
+		}
+	}
+
+	if cert.CreatedAt.IsZero() {
+		cert.CreatedAt = now
+	}
+	if err := tx.Create(cert).Error; err != nil {
+		return nil, fmt.Errorf("sqlstore: enroll: insert certificate %s: %w", cert.Serial, translate(err))
+	}
+	if audit == nil {
+		return nil, nil
+	}
+	return b.appendAudit(tx, audit)
+}

@@ -1,0 +1,229 @@
+package sqlstore
+
+import (
+	"encoding/json"
+	"time"
+
+	"devpki/pkg/registry"
+)
+
+// Row structs are the gorm view of the tables. They are kept apart from the
+// domain types in package registry: no gorm tags leak out, no soft delete.
+
+type tenantRow struct {
+	ID         string `gorm:"primaryKey;size:128"`
+	Name       string `gorm:"size:128;not null;uniqueIndex"`
+	RequireTPM bool   `gorm:"not null"`
+	CreatedAt  time.Time
+}
+
+func (tenantRow) TableName() string { return "tenants" }
+
+type deviceRow struct {
+	ID        string     `gorm:"primaryKey;size:128"`
+	TenantID  string     `gorm:"size:128;not null;uniqueIndex:ux_devices_tenant_serial,priority:1"`
+	Tenant    *tenantRow `gorm:"foreignKey:TenantID;references:ID;constraint:OnUpdate:RESTRICT,OnDelete:RESTRICT"`
+	Serial    string     `gorm:"size:256;not null;uniqueIndex:ux_devices_tenant_serial,priority:2"`
+	MACs      string     `gorm:"column:macs;not null"` // JSON array of strings
+	Status    string     `gorm:"size:32;not null"`
+	Method    string     `gorm:"size:64;not null"`
+	EKHash    string     `gorm:"column:ek_hash;size:128;not null"`
+	CreatedAt time.Time
+	UpdatedAt time.Time
+}
+
+func (deviceRow) TableName() string { return "devices" }
+
+type certificateRow struct {
+	Serial           string     `gorm:"primaryKey;size:64"`
+	Kind             string     `gorm:"size:32;not null"`
+	DeviceID         *string    `gorm:"size:128;index"`
+	Device           *deviceRow `gorm:"foreignKey:DeviceID;references:ID;constraint:OnUpdate:RESTRICT,OnDelete:RESTRICT"`
+	TenantID         string     `gorm:"size:128;not null"`
+	Subject          string     `gorm:"not null"`
+	SANs             string     `gorm:"column:sans;not null"` // JSON array of strings
+	NotBefore        time.Time  `gorm:"not null"`
+	NotAfter         time.Time  `gorm:"not null;index"`
+	DER              []byte     `gorm:"column:der"`
+	Status           string     `gorm:"size:32;not null;index"`
+	RevokedAt        *time.Time
+	RevocationReason int    `gorm:"not null"`
+	ReplacesSerial   string `gorm:"size:64;not null"`
+	CreatedAt        time.Time
+}
+
+func (certificateRow) TableName() string { return "certificates" }
+
+type tokenRow struct {
+	ID        string     `gorm:"primaryKey;size:128"`
+	Hash      []byte     `gorm:"not null;uniqueIndex"`
+	TenantID  string     `gorm:"size:128;not null;index"`
+	Tenant    *tenantRow `gorm:"foreignKey:TenantID;references:ID;constraint:OnUpdate:RESTRICT,OnDelete:RESTRICT"`
+	Serial    string     `gorm:"size:256;not null"`
+	ExpiresAt time.Time  `gorm:"not null"`
+	UsesLeft  int        `gorm:"not null"`
+	CreatedBy string     `gorm:"size:256;not null"`
+	CreatedAt time.Time
+}
+
+func (tokenRow) TableName() string { return "tokens" }
+
+type adminRow struct {
+	Name      string `gorm:"primaryKey;size:256"`
+	TenantID  string `gorm:"size:128;not null"`
+	Role      string `gorm:"size:32;not null"`
+	CreatedAt time.Time
+}
+
+func (adminRow) TableName() string { return "admins" }
+
+type auditRow struct {
+	Seq        int64     `gorm:"primaryKey;autoIncrement:false"`
+	Time       time.Time `gorm:"not null"`
+	TenantID   string    `gorm:"size:128;not null;index"`
+	Actor      string    `gorm:"not null"`
+	Action     string    `gorm:"size:128;not null"`
+	Target     string    `gorm:"not null"`
+	Result     string    `gorm:"size:32;not null"`
+	Detail     string    `gorm:"not null"`
+	SourceAddr string    `gorm:"not null"`
+	PrevHash   []byte    `gorm:"not null"`
+	Hash       []byte    `gorm:"not null"`
+}
+
+func (auditRow) TableName() string { return "audit_events" }
+
+// auditHeadRow is the single row (ID 1) holding the last Seq and Hash of the
+// chain. Writers lock it (SELECT ... FOR UPDATE on PostgreSQL; the write
+// transaction itself on SQLite) so that replicas chain one after another.
+type auditHeadRow struct {
+	ID   int    `gorm:"primaryKey;autoIncrement:false"`
+	Seq  int64  `gorm:"not null"`
+	Hash []byte `gorm:"not null"`
+}
+
+func (auditHeadRow) TableName() string { return "audit_head" }
+
+func allModels() []any {
+	return []any{&tenantRow{}, &deviceRow{}, &certificateRow{}, &tokenRow{}, &adminRow{}, &auditRow{}, &auditHeadRow{}}
+}
+
+// ts normalises a time for storage: UTC, microsecond precision (PostgreSQL's
+// resolution), so that what is read back equals what was written and hashed.
+func ts(t time.Time) time.Time {
+	if t.IsZero() {
+		return time.Time{}
+	}
+	return t.UTC().Truncate(time.Microsecond)
+}
+
+func encodeList(l []string) string {
+	if len(l) == 0 {
+		return "[]"
+	}
+	b, _ := json.Marshal(l) // []string always marshals
+	return string(b)
+}
+
+func decodeList(s string) []string {
+	var l []string
+	if s == "" {
+		return nil
+	}
+	if err := json.Unmarshal([]byte(s), &l); err != nil || len(l) == 0 {
+		return nil
+	}
+	return l
+}
+
+func fromTenant(t *registry.Tenant) *tenantRow {
+	return &tenantRow{ID: t.ID, Name: t.Name, RequireTPM: t.RequireTPM, CreatedAt: ts(t.CreatedAt)}
+}
+
+func (r *tenantRow) domain() *registry.Tenant {
+	return &registry.Tenant{ID: r.ID, Name: r.Name, RequireTPM: r.RequireTPM, CreatedAt: r.CreatedAt.UTC()}
+}
+
+func fromDevice(d *registry.Device) *deviceRow {
+	return &deviceRow{
+		ID: d.ID, TenantID: d.TenantID, Serial: d.Serial, MACs: encodeList(d.MACs),
+		Status: string(d.Status), Method: d.Method, EKHash: d.EKHash,
+		CreatedAt: ts(d.CreatedAt), UpdatedAt: ts(d.UpdatedAt),
+	}
+}
+
+func (r *deviceRow) domain() *registry.Device {
+	return &registry.Device{
+		ID: r.ID, TenantID: r.TenantID, Serial: r.Serial, MACs: decodeList(r.MACs),
+		Status: registry.DeviceStatus(r.Status), Method: r.Method, EKHash: r.EKHash,
+		CreatedAt: r.CreatedAt.UTC(), UpdatedAt: r.UpdatedAt.UTC(),
+	}
+}
+
+func fromCertificate(c *registry.Certificate) *certificateRow {
+	r := &certificateRow{
+		Serial: c.Serial, Kind: string(c.Kind), TenantID: c.TenantID, Subject: c.Subject,
+		SANs: encodeList(c.SANs), NotBefore: ts(c.NotBefore), NotAfter: ts(c.NotAfter), DER: c.DER,
+		Status: string(c.Status), RevocationReason: c.RevocationReason, ReplacesSerial: c.ReplacesSerial,
+		CreatedAt: ts(c.CreatedAt),
+	}
+	if c.DeviceID != "" {
+		id := c.DeviceID
+		r.DeviceID = &id
+	}
+	if c.RevokedAt != nil {
+		t := ts(*c.RevokedAt)
+		r.RevokedAt = &t
+	}
+	if r.DER == nil {
+		r.DER = []byte{}
+	}
+	return r
+}
+
+func (r *certificateRow) domain() *registry.Certificate {
+	c := &registry.Certificate{
+		Serial: r.Serial, Kind: registry.CertKind(r.Kind), TenantID: r.TenantID, Subject: r.Subject,
+		SANs: decodeList(r.SANs), NotBefore: r.NotBefore.UTC(), NotAfter: r.NotAfter.UTC(), DER: r.DER,
+		Status: registry.CertStatus(r.Status), RevocationReason: r.RevocationReason,
+		ReplacesSerial: r.ReplacesSerial, CreatedAt: r.CreatedAt.UTC(),
+	}
+	if r.DeviceID != nil {
+		c.DeviceID = *r.DeviceID
+	}
+	if r.RevokedAt != nil {
+		t := r.RevokedAt.UTC()
+		c.RevokedAt = &t
+	}
+	return c
+}
+
+func fromToken(t *registry.Token) *tokenRow {
+	return &tokenRow{
+		ID: t.ID, Hash: t.Hash, TenantID: t.TenantID, Serial: t.Serial, ExpiresAt: ts(t.ExpiresAt),
+		UsesLeft: t.UsesLeft, CreatedBy: t.CreatedBy, CreatedAt: ts(t.CreatedAt),
+	}
+}
+
+func (r *tokenRow) domain() *registry.Token {
+	return &registry.Token{
+		ID: r.ID, Hash: r.Hash, TenantID: r.TenantID, Serial: r.Serial, ExpiresAt: r.ExpiresAt.UTC(),
+		UsesLeft: r.UsesLeft, CreatedBy: r.CreatedBy, CreatedAt: r.CreatedAt.UTC(),
+	}
+}
+
+func fromAdmin(a *registry.Admin) *adminRow {
+	return &adminRow{Name: a.Name, TenantID: a.TenantID, Role: string(a.Role), CreatedAt: ts(a.CreatedAt)}
+}
+
+func (r *adminRow) domain() *registry.Admin {
+	return &registry.Admin{Name: r.Name, TenantID: r.TenantID, Role: registry.Role(r.Role), CreatedAt: r.CreatedAt.UTC()}
+}
+
+func (r *auditRow) domain() *registry.AuditEvent {
+	return &registry.AuditEvent{
+		Seq: r.Seq, Time: r.Time.UTC(), TenantID: r.TenantID, Actor: r.Actor, Action: r.Action,
+		Target: r.Target, Result: r.Result, Detail: r.Detail, SourceAddr: r.SourceAddr,
+		PrevHash: r.PrevHash, Hash: r.Hash,
+	}
+}

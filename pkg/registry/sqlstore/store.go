@@ -1,0 +1,449 @@
+// Package sqlstore implements registry.Store on gorm, with SQLite (the
+// default, one file, WAL) or PostgreSQL (several CA replicas sharing one
+// database).
+//
+// All writes go through one committer goroutine that groups concurrent
+// writes into one transaction (group commit), each write in its own
+// savepoint; see Store.Enroll.
+package sqlstore
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"gorm.io/driver/postgres"
+	"gorm.io/driver/sqlite"
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+	"gorm.io/gorm/logger"
+
+	"devpki/pkg/registry"
+)
+
+// Drivers accepted in Options.Driver.
+const (
+	DriverSQLite   = "sqlite"
+	DriverPostgres = "postgres"
+)
+
+// DefaultMaxBatch is the group-commit batch cap used when Options.MaxBatch is 0.
+const DefaultMaxBatch = 128
+
+// Options configures Open. The zero value is not usable: DSN is required.
+type Options struct {
+	// Driver is DriverSQLite (the default when empty) or DriverPostgres.
+	Driver string
+	// DSN is, for SQLite, the database file path (created if missing; it may
+	// carry extra "?" parameters for the mattn driver); for PostgreSQL, a
+	// libpq key=value or URL connection string.
+	DSN string
+	// Now returns the current time; nil means time.Now. It decides token
+	// expiry and stamps records and audit events that carry no time.
+	Now func() time.Time
+	// MaxBatch caps how many writes one group-commit transaction carries;
+	// 0 means DefaultMaxBatch, 1 disables grouping.
+	MaxBatch int
+	// Logger receives gorm's SQL log; nil discards it.
+	Logger logger.Interface
+	// ReadConns is the size of the read pool; 0 means max(4, GOMAXPROCS).
+	ReadConns int
+}
+
+// Store is a registry.Store backed by SQLite or PostgreSQL. Its zero value is
+// not usable; call Open.
+type Store struct {
+	driver   string
+	w        *gorm.DB // writes: the committer only (one connection on SQLite)
+	r        *gorm.DB // reads (a separate pool on SQLite)
+	now      func() time.Time
+	maxBatch int
+
+	ops      chan *op
+	mu       sync.RWMutex // guards closed against sends on ops
+	closed   bool
+	quit     chan struct{}
+	loopDone chan struct{}
+
+	batches, batchedOps atomic.Int64
+}
+
+var _ registry.Store = (*Store)(nil)
+
+// Open connects, migrates the schema, creates the default tenant and the
+// audit chain head if missing, and starts the committer.
+func Open(ctx context.Context, opts Options) (*Store, error) {
+	if opts.DSN == "" {
+		return nil, errors.New("sqlstore: open: empty DSN")
+	}
+	s := &Store{driver: opts.Driver, now: opts.Now, maxBatch: opts.MaxBatch}
+	if s.driver == "" {
+		s.driver = DriverSQLite
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.maxBatch <= 0 {
+		s.maxBatch = DefaultMaxBatch
+	}
+	readConns := opts.ReadConns
+	if readConns <= 0 {
+		readConns = max(4, runtime.GOMAXPROCS(0))
+	}
+	log := opts.Logger
+	if log == nil {
+		log = logger.Discard
+	}
+	cfg := func() *gorm.Config {
+		return &gorm.Config{
+			Logger:                 log,
+			NowFunc:                func() time.Time { return ts(s.now()) },
+			SkipDefaultTransaction: true,
+			TranslateError:         true,
+		}
+	}
+
+	var err error
+	switch s.driver {
+	case DriverSQLite:
+		s.w, err = gorm.Open(sqlite.Open(sqliteDSN(opts.DSN, true)), cfg())
+		if err != nil {
+			return nil, fmt.Errorf("sqlstore: open sqlite writer: %w", err)
+		}
+		if err := setPool(s.w, 1); err != nil {
+			return nil, err
+		}
+		// Migrate before the readers open so the file exists in WAL mode.
+		if err := s.migrate(ctx); err != nil {
+			closeDB(s.w)
+			return nil, err
+		}
+		s.r, err = gorm.Open(sqlite.Open(sqliteDSN(opts.DSN, false)), cfg())
+		if err != nil {
+			closeDB(s.w)
+			return nil, fmt.Errorf("sqlstore: open sqlite readers: %w", err)
+		}
+		if err := setPool(s.r, readConns); err != nil {
+			closeDB(s.w)
+			return nil, err
+		}
+	case DriverPostgres:
+		s.w, err = gorm.Open(postgres.Open(opts.DSN), cfg())
+		if err != nil {
+			return nil, fmt.Errorf("sqlstore: open postgres: %w", err)
+		}
+		if err := setPool(s.w, readConns+1); err != nil {
+			return nil, err
+		}
+		s.r = s.w
+		if err := s.migrate(ctx); err != nil {
+			closeDB(s.w)
+			return nil, err
+		}
+	default:
+		return nil, fmt.Errorf("sqlstore: open: unknown driver %q", opts.Driver)
+	}
+
+	s.ops = make(chan *op, s.maxBatch)
+	s.quit = make(chan struct{})
+	s.loopDone = make(chan struct{})
+	go s.commitLoop()
+	return s, nil
+}
+
+// sqliteDSN adds the mattn pragmas: the writer gets WAL, synchronous=FULL
+// (each commit is fsynced before Enroll returns), foreign keys and BEGIN
+// IMMEDIATE; readers are query-only.
+func sqliteDSN(path string, writer bool) string {
+	params := "_busy_timeout=5000&_foreign_keys=on"
+	if writer {
+		params = "_journal_mode=WAL&_synchronous=FULL&" + params + "&_txlock=immediate"
+	} else {
+		params += "&_query_only=on"
+	}
+	if strings.Contains(path, "?") {
+		return path + "&" + params
+	}
+	return path + "?" + params
+}
+
+func setPool(db *gorm.DB, n int) error {
+	sqlDB, err := db.DB()
+	if err != nil {
+		return fmt.Errorf("sqlstore: pool: %w", err)
+	}
+	sqlDB.SetMaxOpenConns(n)
+	sqlDB.SetMaxIdleConns(n)
+	sqlDB.SetConnMaxLifetime(0)
+	sqlDB.SetConnMaxIdleTime(0)
+	return nil
+}
+
+func closeDB(db *gorm.DB) error {
+	if db == nil {
+		return nil
+	}
+	sqlDB, err := db.DB()
+	if err != nil {
+		return err
+	}
+	return sqlDB.Close()
+}
+
+func (s *Store) migrate(ctx context.Context) error {
+	db := s.w.WithContext(ctx)
+	if err := db.AutoMigrate(allModels()...); err != nil {
+		return fmt.Errorf("sqlstore: migrate: %w", err)
+	}
+	now := ts(s.now())
+	err := db.Clauses(clause.OnConflict{DoNothing: true}).Create(&tenantRow{
+		ID: registry.DefaultTenant, Name: registry.DefaultTenant, CreatedAt: now,
+	}).Error
+	if err != nil {
+		return fmt.Errorf("sqlstore: create default tenant: %w", translate(err))
+	}
+	err = db.Clauses(clause.OnConflict{DoNothing: true}).Create(&auditHeadRow{
+		ID: 1, Seq: 0, Hash: make([]byte, sha256.Size),
+	}).Error
+	if err != nil {
+		return fmt.Errorf("sqlstore: create audit head: %w", translate(err))
+	}
+	return nil
+}
+
+// Close stops accepting writes, lets the committer finish every write already
+// queued, and closes the connections. Calling it again is a no-op.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	close(s.quit)
+	s.mu.Unlock()
+	<-s.loopDone
+	err := closeDB(s.w)
+	if s.r != s.w {
+		err = errors.Join(err, closeDB(s.r))
+	}
+	return err
+}
+
+// Ping implements registry.Store with a query on the read pool.
+func (s *Store) Ping(ctx context.Context) error {
+	var n int
+	if err := s.r.WithContext(ctx).Raw("SELECT 1").Scan(&n).Error; err != nil {
+		return fmt.Errorf("sqlstore: ping: %w", err)
+	}
+	return nil
+}
+
+// translate maps gorm's errors to the registry's sentinels; it is the only
+// place that knows gorm's error values.
+func translate(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, gorm.ErrRecordNotFound):
+		return registry.ErrNotFound
+	case errors.Is(err, gorm.ErrDuplicatedKey):
+		return fmt.Errorf("%w: %w", registry.ErrAlreadyExists, err)
+	case errors.Is(err, gorm.ErrForeignKeyViolated):
+		return fmt.Errorf("%w: referenced record: %w", registry.ErrNotFound, err)
+	}
+	return err
+}
+
+// get reads one row into dst from the read pool.
+func (s *Store) get(ctx context.Context, what string, dst any, query string, args ...any) error {
+	if err := s.r.WithContext(ctx).Where(query, args...).Take(dst).Error; err != nil {
+		return fmt.Errorf("sqlstore: get %s: %w", what, translate(err))
+	}
+	return nil
+}
+
+// GetTenant implements registry.Store.
+func (s *Store) GetTenant(ctx context.Context, name string) (*registry.Tenant, error) {
+	var r tenantRow
+	if err := s.get(ctx, "tenant "+name, &r, "name = ?", name); err != nil {
+		return nil, err
+	}
+	return r.domain(), nil
+}
+
+// GetTenantByID implements registry.Store.
+func (s *Store) GetTenantByID(ctx context.Context, id string) (*registry.Tenant, error) {
+	var r tenantRow
+	if err := s.get(ctx, "tenant id "+id, &r, "id = ?", id); err != nil {
+		return nil, err
+	}
+	return r.domain(), nil
+}
+
+// CreateTenant implements registry.Store. An empty t.ID is set to t.Name; a
+// zero CreatedAt is set to now.
+func (s *Store) CreateTenant(ctx context.Context, t *registry.Tenant, audit *registry.AuditEvent) error {
+	if t == nil || t.Name == "" {
+		return errors.New("sqlstore: create tenant: empty name")
+	}
+	row := fromTenant(t)
+	if row.ID == "" {
+		row.ID = row.Name
+	}
+	if row.CreatedAt.IsZero() {
+		row.CreatedAt = ts(s.now())
+	}
+	return s.insert(ctx, "tenant "+row.Name, row, audit, func() { t.ID, t.CreatedAt = row.ID, row.CreatedAt })
+}
+
+// insert writes row and audit in one op; done runs after commit.
+func (s *Store) insert(ctx context.Context, what string, row any, audit *registry.AuditEvent, done func()) error {
+	var ev *registry.AuditEvent
+	err := s.write(ctx, func(tx *gorm.DB, b *batch) error {
+		if err := tx.Create(row).Error; err != nil {
+			return fmt.Errorf("sqlstore: create %s: %w", what, translate(err))
+		}
+		if audit != nil {
+			var err error
+			ev, err = b.appendAudit(tx, audit)
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	copyAudit(audit, ev)
+	if done != nil {
+		done()
+	}
+	return nil
+}
+
+// CreateToken implements registry.Store. A zero ExpiresAt means the token
+// never expires; a zero CreatedAt is set to now.
+func (s *Store) CreateToken(ctx context.Context, t *registry.Token, audit *registry.AuditEvent) error {
+	if t == nil || t.ID == "" || len(t.Hash) == 0 {
+		return errors.New("sqlstore: create token: empty id or hash")
+	}
+	row := fromToken(t)
+	if row.CreatedAt.IsZero() {
+		row.CreatedAt = ts(s.now())
+	}
+	return s.insert(ctx, "token "+t.ID, row, audit, func() { t.CreatedAt = row.CreatedAt })
+}
+
+// GetToken implements registry.Store.
+func (s *Store) GetToken(ctx context.Context, hash []byte) (*registry.Token, error) {
+	var r tokenRow
+	if err := s.get(ctx, "token", &r, "hash = ?", hash); err != nil {
+		return nil, err
+	}
+	return r.domain(), nil
+}
+
+// GetDevice implements registry.Store.
+func (s *Store) GetDevice(ctx context.Context, id string) (*registry.Device, error) {
+	var r deviceRow
+	if err := s.get(ctx, "device "+id, &r, "id = ?", id); err != nil {
+		return nil, err
+	}
+	return r.domain(), nil
+}
+
+// GetDeviceBySerial implements registry.Store.
+func (s *Store) GetDeviceBySerial(ctx context.Context, tenantID, serial string) (*registry.Device, error) {
+	var r deviceRow
+	if err := s.get(ctx, "device "+tenantID+"/"+serial, &r, "tenant_id = ? AND serial = ?", tenantID, serial); err != nil {
+		return nil, err
+	}
+	return r.domain(), nil
+}
+
+// RecordCertificate implements registry.Store. A zero CreatedAt is set to
+// now, an empty Status to active.
+func (s *Store) RecordCertificate(ctx context.Context, c *registry.Certificate, audit *registry.AuditEvent) error {
+	if c == nil || c.Serial == "" {
+		return errors.New("sqlstore: record certificate: empty serial")
+	}
+	row := fromCertificate(c)
+	if row.CreatedAt.IsZero() {
+		row.CreatedAt = ts(s.now())
+	}
+	if row.Status == "" {
+		row.Status = string(registry.CertActive)
+	}
+	return s.insert(ctx, "certificate "+c.Serial, row, audit, func() {
+		c.CreatedAt, c.Status = row.CreatedAt, registry.CertStatus(row.Status)
+	})
+}
+
+// GetCertificate implements registry.Store.
+func (s *Store) GetCertificate(ctx context.Context, serial string) (*registry.Certificate, error) {
+	var r certificateRow
+	if err := s.get(ctx, "certificate "+serial, &r, "serial = ?", serial); err != nil {
+		return nil, err
+	}
+	return r.domain(), nil
+}
+
+// ListDeviceCertificates implements registry.Store: oldest first.
+func (s *Store) ListDeviceCertificates(ctx context.Context, deviceID string) ([]*registry.Certificate, error) {
+	var rows []certificateRow
+	err := s.r.WithContext(ctx).Where("device_id = ?", deviceID).Order("created_at, serial").Find(&rows).Error
+	if err != nil {
+		return nil, fmt.Errorf("sqlstore: list certificates of %s: %w", deviceID, translate(err))
+	}
+	out := make([]*registry.Certificate, len(rows))
+	for i := range rows {
+		out[i] = rows[i].domain()
+	}
+	return out, nil
+}
+
+// PutAdmin implements registry.Store: it inserts or replaces the admin named
+// a.Name. A zero CreatedAt is set to now.
+func (s *Store) PutAdmin(ctx context.Context, a *registry.Admin, audit *registry.AuditEvent) error {
+	if a == nil || a.Name == "" {
+		return errors.New("sqlstore: put admin: empty name")
+	}
+	row := fromAdmin(a)
+	if row.CreatedAt.IsZero() {
+		row.CreatedAt = ts(s.now())
+	}
+	var ev *registry.AuditEvent
+	err := s.write(ctx, func(tx *gorm.DB, b *batch) error {
+		err := tx.Clauses(clause.OnConflict{
+			Columns:   []clause.Column{{Name: "name"}},
+			DoUpdates: clause.AssignmentColumns([]string{"tenant_id", "role"}),
+		}).Create(row).Error
+		if err != nil {
+			return fmt.Errorf("sqlstore: put admin %s: %w", a.Name, translate(err))
+		}
+		if audit != nil {
+			ev, err = b.appendAudit(tx, audit)
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	copyAudit(audit, ev)
+	return nil
+}
+
+// GetAdmin implements registry.Store.
+func (s *Store) GetAdmin(ctx context.Context, name string) (*registry.Admin, error) {
+	var r adminRow
+	if err := s.get(ctx, "admin "+name, &r, "name = ?", name); err != nil {
+		return nil, err
+	}
+	return r.domain(), nil
+}
