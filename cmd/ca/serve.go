@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"time"
 
 	"go.step.sm/crypto/pemutil"
@@ -32,6 +33,8 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&listen, "listen", "", "listen address, overriding the config's")
 	fs.BoolVar(&dev, "dev", false, "development mode: create the CA in --dir on first start, then serve it and print an enroll command")
 	fs.StringVar(&devDir, "dir", "devpki-data", "data directory for --dev")
+	var cpuProfile string
+	fs.StringVar(&cpuProfile, "cpuprofile", "", "write a Go CPU profile of the whole run to this file (for performance work)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -60,6 +63,17 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if listen != "" {
 		cfg.Listen = listen
+	}
+	if cpuProfile != "" {
+		f, err := os.Create(cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	return serve(ctx, cfg, dev, stdout, stderr)
 }

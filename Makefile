@@ -1,0 +1,20 @@
+.PHONY: run test build bench load
+
+# Run the CA in development mode (embedded SQLite in ./devpki-data).
+run:
+	go run ./cmd/ca serve --dev
+
+# Everything CI runs.
+test:
+	./test/run.sh
+
+build:
+	go build -o bin/ca ./cmd/ca
+	go build -o bin/enroll ./cmd/enroll
+
+bench:
+	go test -run '^$$' -bench . -benchmem ./pkg/...
+
+# Whole-process load: N enrollments, each over a new TLS connection.
+load:
+	go run ./test/load -n 20000 -c 64

@@ -1,0 +1,412 @@
+// Command load is devpki's whole-process load tool. It starts a real
+// 'ca serve' (SQLite on disk) on loopback, or targets one already running,
+// enrolls N distinct devices with fresh keys — each over a NEW TLS connection,
+// as at first power-on — with C concurrent clients, and reports
+// enrollments/second, latency percentiles and the server's CPU time per
+// enrollment read from /proc/PID/stat.
+//
+//	go run ./test/load -n 20000 -c 64
+//	go run ./test/load -n 20000 -c 64 -target healthz   # TLS+HTTP floor: same loop, no enrollment
+//
+// The run is bounded by -n and -max-duration.
+package main
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"go.step.sm/crypto/pemutil"
+
+	"devpki/api/client"
+	"devpki/pkg/pki"
+)
+
+type options struct {
+	n, c        int
+	target      string
+	caBin       string
+	keep        string
+	maxDuration time.Duration
+	jsonOut     bool
+	warmup      int
+	profile     string
+}
+
+func main() {
+	var o options
+	flag.IntVar(&o.n, "n", 5000, "devices to enroll (bounded)")
+	flag.IntVar(&o.c, "c", 64, "concurrent clients")
+	flag.StringVar(&o.target, "target", "enroll", "enroll, or healthz for the TLS-handshake + HTTP floor")
+	flag.StringVar(&o.caBin, "ca-bin", "", "path of a built 'ca' binary (default: go build ./cmd/ca into a temp dir)")
+	flag.StringVar(&o.keep, "dir", "", "CA directory to create and keep (default: a temp dir, removed)")
+	flag.DurationVar(&o.maxDuration, "max-duration", 2*time.Minute, "stop sending after this long")
+	flag.BoolVar(&o.jsonOut, "json", false, "print the result as JSON")
+	flag.IntVar(&o.warmup, "warmup", 200, "requests sent before measuring")
+	flag.StringVar(&o.profile, "server-cpuprofile", "", "have 'ca serve' write a CPU profile to this file")
+	flag.Parse()
+	if err := run(o); err != nil {
+		fmt.Fprintln(os.Stderr, "load:", err)
+		os.Exit(1)
+	}
+}
+
+// result is one run's figures.
+type result struct {
+	Target         string  `json:"target"`
+	N              int     `json:"n"`
+	C              int     `json:"c"`
+	OK             int64   `json:"ok"`
+	Failed         int64   `json:"failed"`
+	Seconds        float64 `json:"seconds"`
+	PerSecond      float64 `json:"per_second"`
+	P50ms          float64 `json:"p50_ms"`
+	P99ms          float64 `json:"p99_ms"`
+	ServerCPUms    float64 `json:"server_cpu_ms_per_op"`
+	ClientCPUms    float64 `json:"client_cpu_ms_per_op"`
+	ServerMaxRSSMB float64 `json:"server_max_rss_mb"`
+	FirstError     string  `json:"first_error,omitempty"`
+}
+
+func run(o options) error {
+	if o.n <= 0 || o.c <= 0 || o.n > 1_000_000 || o.c > 4096 {
+		return fmt.Errorf("-n must be in [1, 1e6] and -c in [1, 4096]")
+	}
+	if o.target != "enroll" && o.target != "healthz" {
+		return fmt.Errorf("-target must be enroll or healthz")
+	}
+	work, err := os.MkdirTemp("", "devpki-load-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+	dir := o.keep
+	if dir == "" {
+		dir = filepath.Join(work, "ca")
+	}
+	caBin := o.caBin
+	if caBin == "" {
+		caBin = filepath.Join(work, "ca-bin")
+		fmt.Fprintln(os.Stderr, "building ./cmd/ca ...")
+		if out, err := exec.Command("go", "build", "-o", caBin, "./cmd/ca").CombinedOutput(); err != nil {
+			return fmt.Errorf("go build ./cmd/ca (run from the repository root): %v\n%s", err, out)
+		}
+	}
+	pw := filepath.Join(work, "pw")
+	if err := os.WriteFile(pw, []byte("load-test-password\n"), 0o600); err != nil {
+		return err
+	}
+	port, err := freePort()
+	if err != nil {
+		return err
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	if out, err := exec.Command(caBin, "init", "--dir", dir, "--password-file", pw, "--listen", addr).CombinedOutput(); err != nil {
+		return fmt.Errorf("ca init: %v\n%s", err, out)
+	}
+	srvArgs := []string{"serve", "--config", filepath.Join(dir, "ca.yaml")}
+	if o.profile != "" {
+		srvArgs = append(srvArgs, "--cpuprofile", o.profile)
+	}
+	srv := exec.Command(caBin, srvArgs...)
+	var srvLog bytes.Buffer
+	srv.Stderr = &srvLog
+	if err := srv.Start(); err != nil {
+		return err
+	}
+	defer func() {
+		srv.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { srv.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			srv.Process.Kill()
+		}
+	}()
+	base := "https://" + addr
+	root, err := pemutil.ReadCertificate(filepath.Join(dir, "root.crt"))
+	if err != nil {
+		return err
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(root)
+	if err := waitHealthy(base, pool, 15*time.Second); err != nil {
+		return fmt.Errorf("%w\nserver log:\n%s", err, srvLog.String())
+	}
+
+	total := o.n + o.warmup
+	var token string
+	var bodies [][]byte
+	if o.target == "enroll" {
+		out, err := exec.Command(caBin, "token", "create", "--config", filepath.Join(dir, "ca.yaml"),
+			"--uses", strconv.Itoa(total), "--ttl", "2h").Output()
+		if err != nil {
+			return fmt.Errorf("ca token create: %v", err)
+		}
+		token = strings.TrimSpace(string(out))
+		fmt.Fprintf(os.Stderr, "generating %d device keys and CSRs ...\n", total)
+		bodies, err = makeCSRs(total)
+		if err != nil {
+			return err
+		}
+	}
+
+	// Each request gets a new TLS connection: keep-alives off, sessions
+	// not resumed (no client session cache).
+	tr := &http.Transport{
+		TLSClientConfig:     &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
+		DisableKeepAlives:   true,
+		MaxIdleConnsPerHost: -1,
+		ForceAttemptHTTP2:   false,
+	}
+	hc := &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	send := func(i int) error {
+		var req *http.Request
+		if o.target == "enroll" {
+			req, _ = http.NewRequest(http.MethodPost, base+"/v1/enroll", bytes.NewReader(bodies[i]))
+			req.Header.Set("Authorization", "Bearer "+token)
+			req.Header.Set("Content-Type", "application/json")
+		} else {
+			req, _ = http.NewRequest(http.MethodGet, base+"/healthz", nil)
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		want := http.StatusOK
+		if o.target == "enroll" {
+			want = http.StatusCreated
+		}
+		if resp.StatusCode != want {
+			return fmt.Errorf("status %d: %s", resp.StatusCode, b)
+		}
+		return nil
+	}
+
+	// Warm up (connections, caches, page cache), unmeasured.
+	next := atomic.Int64{}
+	if _, _, err := drive(o.c, o.warmup, &next, time.Minute, send, nil); err != nil {
+		return fmt.Errorf("warm-up: %w", err)
+	}
+	cpu0, err := procCPU(srv.Process.Pid)
+	if err != nil {
+		return err
+	}
+	self0 := selfCPU()
+	lat := make([]time.Duration, o.n)
+	start := time.Now()
+	ok, failed, firstErr := drive(o.c, o.n, &next, o.maxDuration, send, lat)
+	elapsed := time.Since(start)
+	cpu1, _ := procCPU(srv.Process.Pid)
+	self1 := selfCPU()
+
+	res := result{Target: o.target, N: o.n, C: o.c, OK: ok, Failed: failed, Seconds: elapsed.Seconds()}
+	if firstErr != nil {
+		res.FirstError = firstErr.Error()
+	}
+	done := int(ok + failed)
+	lat = lat[:done]
+	slices.Sort(lat)
+	if done > 0 {
+		res.P50ms = ms(lat[done*50/100])
+		res.P99ms = ms(lat[min(done-1, done*99/100)])
+	}
+	if ok > 0 {
+		res.PerSecond = float64(ok) / elapsed.Seconds()
+		res.ServerCPUms = ms(cpu1-cpu0) / float64(ok)
+		res.ClientCPUms = ms(self1-self0) / float64(ok)
+	}
+	res.ServerMaxRSSMB = maxRSSMB(srv.Process.Pid)
+	if o.jsonOut {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(res)
+	}
+	fmt.Printf("target=%s n=%d c=%d ok=%d failed=%d in %.2fs\n", res.Target, o.n, o.c, ok, failed, res.Seconds)
+	fmt.Printf("throughput:        %.0f/s\n", res.PerSecond)
+	fmt.Printf("latency:           p50 %.2f ms, p99 %.2f ms\n", res.P50ms, res.P99ms)
+	fmt.Printf("server CPU per op: %.3f ms   (load tool's own CPU per op: %.3f ms)\n", res.ServerCPUms, res.ClientCPUms)
+	fmt.Printf("server max RSS:    %.0f MB\n", res.ServerMaxRSSMB)
+	if firstErr != nil {
+		fmt.Printf("first error:       %v\n", firstErr)
+	}
+	if failed > 0 {
+		return fmt.Errorf("%d requests failed", failed)
+	}
+	return nil
+}
+
+// drive runs send for indexes taken from next until count are sent or
+// maxDur passes, with c workers, recording latencies into lat (when non-nil)
+// at the position of each request, and printing progress once a second.
+func drive(c, count int, next *atomic.Int64, maxDur time.Duration, send func(int) error, lat []time.Duration) (ok, failed int64, firstErr error) {
+	var okN, failN atomic.Int64
+	var errOnce sync.Once
+	base := next.Load()
+	deadline := time.Now().Add(maxDur)
+	stop := make(chan struct{})
+	go func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				if lat != nil {
+					fmt.Fprintf(os.Stderr, "  %d/%d done, %d failed\n", okN.Load()+failN.Load(), count, failN.Load())
+				}
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	var seq atomic.Int64
+	for w := 0; w < c; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				k := int(seq.Add(1) - 1)
+				if k >= count || time.Now().After(deadline) {
+					return
+				}
+				i := int(next.Add(1) - 1)
+				t0 := time.Now()
+				err := send(i)
+				if lat != nil {
+					lat[k] = time.Since(t0)
+				}
+				if err != nil {
+					failN.Add(1)
+					errOnce.Do(func() { firstErr = err })
+					continue
+				}
+				okN.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	close(stop)
+	_ = base
+	return okN.Load(), failN.Load(), firstErr
+}
+
+func makeCSRs(n int) ([][]byte, error) {
+	out := make([][]byte, n)
+	var wg sync.WaitGroup
+	var firstErr error
+	var mu sync.Mutex
+	workers := 4
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := w; i < n; i += workers {
+				key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+				if err == nil {
+					var der []byte
+					serial := fmt.Sprintf("LOAD-%08d", i)
+					mac := fmt.Sprintf("02:%02x:%02x:%02x:%02x:%02x", byte(i>>32), byte(i>>24), byte(i>>16), byte(i>>8), byte(i))
+					der, err = pki.NewDeviceCSR(key, serial, []string{mac})
+					if err == nil {
+						out[i], err = json.Marshal(client.EnrollRequest{CSR: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}))})
+					}
+				}
+				if err != nil {
+					mu.Lock()
+					firstErr = errors.Join(firstErr, err)
+					mu.Unlock()
+					return
+				}
+			}
+		}(w)
+	}
+	wg.Wait()
+	return out, firstErr
+}
+
+func waitHealthy(base string, pool *x509.CertPool, max time.Duration) error {
+	hc := &http.Client{Timeout: time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	deadline := time.Now().Add(max)
+	for time.Now().Before(deadline) {
+		resp, err := hc.Get(base + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("ca serve did not become healthy within %s", max)
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// procCPU reads utime+stime of pid from /proc/PID/stat.
+func procCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, fmt.Errorf("read server CPU time: %w", err)
+	}
+	// Fields after the ")" that closes comm: state is field 3; utime 14, stime 15.
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	const hz = 100 // USER_HZ on Linux
+	return time.Duration(utime+stime) * time.Second / hz, nil
+}
+
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func maxRSSMB(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "VmHWM:") {
+			kb, _ := strconv.ParseFloat(strings.Fields(line)[1], 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

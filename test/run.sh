@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, vet, staticcheck, unit tests, the race
+# detector on the concurrent packages, the storetest suite on a real
+# PostgreSQL server, and the end-to-end tests with the real binaries.
+# Installs what it needs (Debian packages when run as root, Go tools from the
+# module proxy) and starts a throwaway PostgreSQL on a unix socket.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PATH:$(go env GOPATH)/bin"
+step() { printf '\n==> %s\n' "$*"; }
+
+need_pkgs=()
+command -v openssl >/dev/null || need_pkgs+=(openssl)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_pkgs+=(postgresql)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    step "installing ${need_pkgs[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+  else
+    echo "missing packages: ${need_pkgs[*]} (install them, or run as root)" >&2
+  fi
+fi
+if ! command -v staticcheck >/dev/null; then
+  step "installing staticcheck"
+  go install honnef.co/go/tools/cmd/staticcheck@latest
+fi
+
+# Throwaway PostgreSQL for the HA store paths.
+pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)
+if [ -n "${pg_bin}" ] && [ -z "${DEVPKI_TEST_POSTGRES_DSN:-}" ]; then
+  step "starting PostgreSQL from ${pg_bin}"
+  pgdir=$(mktemp -d /tmp/devpki-pg.XXXXXX)
+  run_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+  [ "$(id -u)" = 0 ] && chown postgres "$pgdir"
+  run_pg "$pg_bin/initdb" -D "$pgdir/data" -U devpki --auth=trust >/dev/null
+  run_pg "$pg_bin/pg_ctl" -D "$pgdir/data" -l "$pgdir/log" -w \
+    -o "-k $pgdir -c listen_addresses='' -c fsync=on -c max_connections=200" start >/dev/null
+  trap 'run_pg "$pg_bin/pg_ctl" -D "$pgdir/data" -m fast stop >/dev/null 2>&1 || true; rm -rf "$pgdir"' EXIT
+  run_pg "$pg_bin/createdb" -h "$pgdir" -U devpki devpki_test
+  export DEVPKI_TEST_POSTGRES_DSN="host=$pgdir user=devpki dbname=devpki_test sslmode=disable"
+fi
+[ -n "${DEVPKI_TEST_POSTGRES_DSN:-}" ] || echo "warning: no PostgreSQL; its tests will be skipped" >&2
+
+step "gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$unformatted" ]; then echo "not gofmt'ed:"; echo "$unformatted"; exit 1; fi
+step "go vet"
+go vet ./...
+step "staticcheck"
+staticcheck ./...
+step "go test (race detector on the concurrent packages)"
+go test -race -count=1 ./pkg/registry/... ./pkg/provision/... ./api/...
+step "go test ./..."
+go test -count=1 ./...
