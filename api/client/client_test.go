@@ -63,6 +63,7 @@ func colonUpper(fp string) string {
 }
 
 func TestFetchRootsPinned(t *testing.T) {
+	t.Parallel()
 	ca := newTestCA(t, "Real")
 	other := newTestCA(t, "Other")
 	mitm := newTestCA(t, "MITM")
@@ -128,6 +129,7 @@ func TestFetchRootsPinned(t *testing.T) {
 }
 
 func TestEnroll(t *testing.T) {
+	t.Parallel()
 	ca := newTestCA(t, "CA")
 	pool := x509.NewCertPool()
 	pool.AddCert(ca.Root)
@@ -178,6 +180,7 @@ func TestEnroll(t *testing.T) {
 }
 
 func TestErrorReplies(t *testing.T) {
+	t.Parallel()
 	ca := newTestCA(t, "CA")
 	pool := x509.NewCertPool()
 	pool.AddCert(ca.Root)
@@ -273,6 +276,7 @@ func (timeoutErr) Timeout() bool   { return true }
 func (timeoutErr) Temporary() bool { return true }
 
 func TestIsTransientNetwork(t *testing.T) {
+	t.Parallel()
 	// A port with nothing listening: connection refused.
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -318,6 +322,7 @@ func TestIsTransientNetwork(t *testing.T) {
 }
 
 func TestCreateTokenMTLS(t *testing.T) {
+	t.Parallel()
 	ca := newTestCA(t, "CA")
 	pool := x509.NewCertPool()
 	pool.AddCert(ca.Root)
@@ -366,6 +371,7 @@ func TestCreateTokenMTLS(t *testing.T) {
 }
 
 func TestRootsChainAndConnections(t *testing.T) {
+	t.Parallel()
 	ca := newTestCA(t, "CA")
 	pool := x509.NewCertPool()
 	pool.AddCert(ca.Root)
@@ -419,6 +425,7 @@ func TestRootsChainAndConnections(t *testing.T) {
 }
 
 func TestNewOptions(t *testing.T) {
+	t.Parallel()
 	for _, tt := range []struct {
 		url  string
 		opts []Option

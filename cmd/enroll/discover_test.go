@@ -11,6 +11,7 @@ import (
 )
 
 func TestDiscoverSerial(t *testing.T) {
+	t.Parallel()
 	write := func(t *testing.T, content string) string {
 		p := filepath.Join(t.TempDir(), "serial")
 		if err := os.WriteFile(p, []byte(content), 0o444); err != nil {
@@ -74,6 +75,7 @@ func TestDiscoverSerial(t *testing.T) {
 }
 
 func TestDiscoverMAC(t *testing.T) {
+	t.Parallel()
 	mac := func(s string) net.HardwareAddr {
 		m, err := net.ParseMAC(s)
 		if err != nil {
@@ -115,6 +117,7 @@ func TestDiscoverMAC(t *testing.T) {
 // With no --serial and --mac, enrollment discovers both; with nothing to
 // discover it fails before contacting the CA.
 func TestEnrollDiscovers(t *testing.T) {
+	t.Parallel()
 	f := newFakeCA(t)
 	serialFile := filepath.Join(t.TempDir(), "serial-number")
 	os.WriteFile(serialFile, []byte("BOARD-77\x00"), 0o444)
@@ -147,6 +150,7 @@ func TestEnrollDiscovers(t *testing.T) {
 }
 
 func TestWriteFileAtomic(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	p := filepath.Join(dir, "f")
 	if err := writeFileAtomic(p, []byte("old"), 0o644); err != nil {
@@ -174,6 +178,7 @@ func TestWriteFileAtomic(t *testing.T) {
 }
 
 func TestLoadIdentityRejectsExpired(t *testing.T) {
+	t.Parallel()
 	f := newFakeCA(t)
 	h := newHarness(t, f)
 	if err := h.run(); err != nil {

@@ -146,6 +146,7 @@ func runEnroll(ctx context.Context, cfg config) error {
 	id, err := loadIdentity(cfg.Dir, cfg.KeyPasswordFile, pin, cfg.Now())
 	switch {
 	case err == nil:
+		cfg.warnClock(id)
 		fmt.Fprintf(cfg.Stdout, "already enrolled as %s, certificate valid until %s; nothing to do\n",
 			id.Cert.Subject.CommonName, id.Cert.NotAfter.UTC().Format(time.RFC3339))
 		return nil
@@ -214,6 +215,7 @@ func runEnroll(ctx context.Context, cfg config) error {
 	if err != nil {
 		return fmt.Errorf("CA reply refused: %w", err)
 	}
+	cfg.warnClock(id)
 	if err := ensureStateDir(cfg.Dir); err != nil {
 		return err
 	}
@@ -231,6 +233,13 @@ func runEnroll(ctx context.Context, cfg config) error {
 	fmt.Fprintf(cfg.Stdout, "enrolled device %s; certificate %s valid until %s\n",
 		deviceID, cfg.Dir+"/"+certFile, id.Cert.NotAfter.UTC().Format(time.RFC3339))
 	return nil
+}
+
+func (c *config) warnClock(id *identity) {
+	if now := c.Now(); now.Before(id.Cert.NotBefore) {
+		c.logf("warning: the system clock (%s) is behind the certificate's notBefore (%s); set the clock (NTP)",
+			now.UTC().Format(time.RFC3339), id.Cert.NotBefore.UTC().Format(time.RFC3339))
+	}
 }
 
 // identityClaims returns the serial and MACs from the flags, discovering
@@ -305,6 +314,9 @@ func (r *retrier) do(ctx context.Context, what string, op func(context.Context) 
 		if !client.IsTransient(err) && ctx.Err() == nil {
 			return fmt.Errorf("%s: %w", what, describe(err))
 		}
+		if errors.Is(ctx.Err(), context.Canceled) {
+			return fmt.Errorf("%s: interrupted: %w", what, describe(err))
+		}
 		if ctx.Err() != nil || !r.cfg.Now().Before(r.deadline) {
 			return &exitError{exitTimedOut, fmt.Errorf("%s: gave up after %s: %w", what, r.cfg.Timeout, describe(err))}
 		}
@@ -318,6 +330,9 @@ func (r *retrier) do(ctx context.Context, what string, op func(context.Context) 
 		}
 		r.cfg.logf("retrying in %s: %v", delay.Round(time.Millisecond), describe(err))
 		if err := r.cfg.Sleep(ctx, delay); err != nil {
+			if errors.Is(err, context.Canceled) {
+				return fmt.Errorf("%s: interrupted while waiting to retry: %w", what, describe(err))
+			}
 			return &exitError{exitTimedOut, fmt.Errorf("%s: gave up after %s: %w", what, r.cfg.Timeout, err)}
 		}
 	}

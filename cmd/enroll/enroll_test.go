@@ -97,6 +97,7 @@ func checkState(t *testing.T, dir string, pw []byte, want map[string]os.FileMode
 }
 
 func TestEnrollHappyPathAndIdempotence(t *testing.T) {
+	t.Parallel()
 	f := newFakeCA(t)
 	dir := filepath.Join(t.TempDir(), "state")
 	tokenFile := filepath.Join(t.TempDir(), "token")
@@ -154,6 +155,7 @@ func TestEnrollHappyPathAndIdempotence(t *testing.T) {
 }
 
 func TestEnrollKeyPasswordFile(t *testing.T) {
+	t.Parallel()
 	f := newFakeCA(t)
 	h := newHarness(t, f)
 	pwFile := filepath.Join(t.TempDir(), "pw")
@@ -167,6 +169,7 @@ func TestEnrollKeyPasswordFile(t *testing.T) {
 }
 
 func TestEnrollReusesPasswordFile(t *testing.T) {
+	t.Parallel()
 	f := newFakeCA(t)
 	h := newHarness(t, f)
 	os.MkdirAll(h.cfg.Dir, 0o700)
@@ -178,6 +181,7 @@ func TestEnrollReusesPasswordFile(t *testing.T) {
 }
 
 func TestEnrollRetryAfterHonoured(t *testing.T) {
+	t.Parallel()
 	f := newFakeCA(t)
 	f.Then(
 		problem(http.StatusServiceUnavailable, "unavailable", "warming up", "Retry-After", "7"),
@@ -202,6 +206,7 @@ func TestEnrollRetryAfterHonoured(t *testing.T) {
 }
 
 func TestEnrollPermanentProblem(t *testing.T) {
+	t.Parallel()
 	f := newFakeCA(t)
 	h := newHarness(t, f)
 	h.cfg.Token = "wrong-token"
@@ -225,6 +230,7 @@ func TestEnrollPermanentProblem(t *testing.T) {
 }
 
 func TestEnrollOtherPermanentStatuses(t *testing.T) {
+	t.Parallel()
 	for _, status := range []int{400, 403, 404, 409, 413, 422, 418, 500} {
 		f := newFakeCA(t)
 		f.Then(problem(status, "x", "refused"))
@@ -236,6 +242,7 @@ func TestEnrollOtherPermanentStatuses(t *testing.T) {
 }
 
 func TestEnrollTimesOutOnPersistent503(t *testing.T) {
+	t.Parallel()
 	f := newFakeCA(t)
 	for range 100 {
 		f.Then(func(w http.ResponseWriter) { http.Error(w, "busy", http.StatusServiceUnavailable) })
@@ -265,6 +272,7 @@ func TestEnrollTimesOutOnPersistent503(t *testing.T) {
 }
 
 func TestEnrollWrongFingerprint(t *testing.T) {
+	t.Parallel()
 	f := newFakeCA(t)
 	h := newHarness(t, f)
 	h.cfg.Fingerprint = strings.Repeat("ab", 32)
@@ -278,6 +286,7 @@ func TestEnrollWrongFingerprint(t *testing.T) {
 }
 
 func TestEnrollReplacesIdentityOfAnotherCA(t *testing.T) {
+	t.Parallel()
 	old, f := newFakeCA(t), newFakeCA(t)
 	h := newHarness(t, old)
 	if err := h.run(); err != nil {
@@ -297,6 +306,7 @@ func TestEnrollReplacesIdentityOfAnotherCA(t *testing.T) {
 }
 
 func TestEnrollRejectsForeignCertificate(t *testing.T) {
+	t.Parallel()
 	f := newFakeCA(t)
 	other := newFakeCA(t)
 	// The CA answers with a certificate for another key: must be refused.
@@ -326,6 +336,7 @@ func quoteJSON(s string) string {
 }
 
 func TestBackoffCeilings(t *testing.T) {
+	t.Parallel()
 	want := []time.Duration{500 * time.Millisecond, time.Second, 2 * time.Second, 4 * time.Second,
 		8 * time.Second, 16 * time.Second, 30 * time.Second, 30 * time.Second}
 	for i, w := range want {
@@ -339,6 +350,7 @@ func TestBackoffCeilings(t *testing.T) {
 }
 
 func TestUsageErrors(t *testing.T) {
+	t.Parallel()
 	fp := strings.Repeat("ab", 32)
 	dir := t.TempDir()
 	tokenFile := filepath.Join(dir, "tok")
@@ -379,6 +391,7 @@ func TestUsageErrors(t *testing.T) {
 }
 
 func TestTokenFromEnv(t *testing.T) {
+	t.Parallel()
 	cfg, err := parseEnrollFlags([]string{"--ca", "https://x"}, &bytes.Buffer{}, func(k string) string {
 		if k == "DEVPKI_TOKEN" {
 			return " env-token\n"
@@ -387,5 +400,54 @@ func TestTokenFromEnv(t *testing.T) {
 	})
 	if err != nil || cfg.Token != "env-token" {
 		t.Errorf("token %q, err %v", cfg.Token, err)
+	}
+}
+
+func TestEnrollRetriesRootFetch(t *testing.T) {
+	t.Parallel()
+	f := newFakeCA(t)
+	f.RootsFail.Store(2)
+	h := newHarness(t, f)
+	if err := h.run(); err != nil {
+		t.Fatalf("%v\n%s", err, &h.stderr)
+	}
+	if f.RootsHits.Load() != 3 || len(h.sleeps) != 2 {
+		t.Errorf("%d roots requests, %d sleeps; want 3 and 2", f.RootsHits.Load(), len(h.sleeps))
+	}
+}
+
+// A device without a real-time clock boots in the past: the certificate is
+// not yet valid by its clock, but enrollment succeeds (with a warning) and the
+// next run still finds the identity.
+func TestEnrollClockBehind(t *testing.T) {
+	t.Parallel()
+	f := newFakeCA(t)
+	h := newHarness(t, f)
+	h.now = time.Date(1970, 1, 1, 0, 0, 0, 0, time.UTC)
+	if err := h.run(); err != nil {
+		t.Fatalf("%v\n%s", err, &h.stderr)
+	}
+	if !strings.Contains(h.stderr.String(), "system clock") {
+		t.Errorf("no clock warning:\n%s", &h.stderr)
+	}
+	h.stdout.Reset()
+	if err := h.run(); err != nil || !strings.Contains(h.stdout.String(), "already enrolled") {
+		t.Errorf("second run: %v, %q", err, &h.stdout)
+	}
+	if f.EnrollHits.Load() != 1 {
+		t.Errorf("%d enroll requests, want 1", f.EnrollHits.Load())
+	}
+}
+
+func TestEnrollInterrupted(t *testing.T) {
+	t.Parallel()
+	f := newFakeCA(t)
+	f.Then(func(w http.ResponseWriter) { w.WriteHeader(http.StatusServiceUnavailable) })
+	h := newHarness(t, f)
+	ctx, cancel := context.WithCancel(context.Background())
+	h.cfg.Sleep = func(ctx context.Context, _ time.Duration) error { cancel(); return ctx.Err() }
+	err := runEnroll(ctx, h.cfg)
+	if code := exitCode(err); code != exitFailure || !strings.Contains(err.Error(), "interrupted") {
+		t.Errorf("exit %d (%v), want 1 interrupted", code, err)
 	}
 }

@@ -32,6 +32,7 @@ type fakeCA struct {
 	CA          *pkitest.TestCA
 	Srv         *httptest.Server
 	RootsHits   atomic.Int32
+	RootsFail   atomic.Int32 // answer this many /v1/ca/roots with 503 first
 	EnrollHits  atomic.Int32
 	mu          sync.Mutex
 	script      []func(http.ResponseWriter)
@@ -78,6 +79,10 @@ func (f *fakeCA) serve(w http.ResponseWriter, r *http.Request) {
 	switch r.URL.Path {
 	case "/v1/ca/roots":
 		f.RootsHits.Add(1)
+		if f.RootsFail.Add(-1) >= 0 {
+			http.Error(w, "starting", http.StatusServiceUnavailable)
+			return
+		}
 		w.Header().Set("Content-Type", "application/pem-certificate-chain")
 		w.Write(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: f.CA.CA.Root.Raw}))
 	case "/v1/enroll":

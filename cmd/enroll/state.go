@@ -121,8 +121,13 @@ type identity struct {
 
 // verifyIdentity checks that id is usable at now: the key matches the
 // certificate, and the certificate chains through id.Chain to id.Root for
-// client authentication (which also checks every validity period).
+// client authentication (which also checks every validity period). A clock
+// behind the certificate's notBefore — a device without a real-time clock at
+// first boot — is judged at notBefore instead: only expiry is held against it.
 func verifyIdentity(id *identity, now time.Time) error {
+	if now.Before(id.Cert.NotBefore) {
+		now = id.Cert.NotBefore
+	}
 	pub, ok := id.Key.Public().(interface{ Equal(crypto.PublicKey) bool })
 	if !ok || !pub.Equal(id.Cert.PublicKey) {
 		return errors.New("key does not match certificate")
