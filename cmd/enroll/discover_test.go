@@ -191,9 +191,28 @@ func TestLoadIdentityRejectsExpired(t *testing.T) {
 	if _, err := loadIdentity(h.cfg.Dir, "", strings.Repeat("00", 32), time.Now()); err == nil {
 		t.Error("identity accepted under another pin")
 	}
-	// Tampered key: another key with the same password.
+	// Without device.crt the state is "not enrolled".
 	os.Remove(filepath.Join(h.cfg.Dir, certFile))
 	if _, err := loadIdentity(h.cfg.Dir, "", f.Fingerprint(), time.Now()); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("without device.crt: err = %v, want not-exist", err)
 	}
+}
+
+func TestLoadIdentityMissingKeyIsBroken(t *testing.T) {
+	t.Parallel()
+	f := newFakeCA(t)
+	h := newHarness(t, f)
+	if err := h.run(); err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(filepath.Join(h.cfg.Dir, keyFile))
+	_, err := loadIdentity(h.cfg.Dir, "", f.Fingerprint(), time.Now())
+	if err == nil || errors.Is(err, os.ErrNotExist) {
+		t.Errorf("err = %v, want a broken identity (not not-exist)", err)
+	}
+	// The next run reports it and enrolls anew.
+	if err := h.run(); err != nil || !strings.Contains(h.stderr.String(), "not usable") {
+		t.Errorf("re-enroll: %v\n%s", err, &h.stderr)
+	}
+	checkState(t, h.cfg.Dir, nil, stateFiles)
 }

@@ -54,6 +54,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	}
 	if err == nil {
 		cfg.Stdout, cfg.Stderr = stdout, stderr
+		cfg.UserAgent = "devpki-enroll/0"
 		err = runEnroll(ctx, cfg)
 	}
 	if err != nil {

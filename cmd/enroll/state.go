@@ -163,9 +163,11 @@ func loadIdentity(dir, passwordPath, pin string, now time.Time) (*identity, erro
 	}
 	id := &identity{Cert: certs[0]}
 
+	// From here a missing file is a broken identity, not "not enrolled":
+	// %v keeps fs.ErrNotExist from leaking through.
 	rootPEM, err := os.ReadFile(filepath.Join(dir, rootFile))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%v", err)
 	}
 	roots, err := client.ParseCertificatesPEM(rootPEM)
 	if err != nil {
@@ -178,7 +180,7 @@ func loadIdentity(dir, passwordPath, pin string, now time.Time) (*identity, erro
 
 	chainPEM, err := os.ReadFile(filepath.Join(dir, chainFile))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%v", err)
 	}
 	if len(strings.TrimSpace(string(chainPEM))) > 0 {
 		if id.Chain, err = client.ParseCertificatesPEM(chainPEM); err != nil {
@@ -188,11 +190,11 @@ func loadIdentity(dir, passwordPath, pin string, now time.Time) (*identity, erro
 
 	pw, err := keyPassword(dir, passwordPath, false)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%v", err)
 	}
 	keyPEM, err := os.ReadFile(filepath.Join(dir, keyFile))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%v", err)
 	}
 	k, err := pemutil.ParseKey(keyPEM, pemutil.WithPassword(pw))
 	if err != nil {
