@@ -232,7 +232,7 @@ func (c *Client) send(req *http.Request) (*http.Response, error) {
 	req.Header.Set("User-Agent", c.userAgent)
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("client: %s %s: %w", req.Method, req.URL.Path, err)
+		return nil, err // a *url.Error: names the method and URL
 	}
 	return resp, nil
 }
