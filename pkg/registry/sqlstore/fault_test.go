@@ -239,3 +239,31 @@ func TestCloseDrains(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestCancelWhileQueued: a write whose context ends while it waits behind a
+// busy committer returns the context's error and is never applied.
+func TestCancelWhileQueued(t *testing.T) {
+	s := newSQLite(t)
+	tok := mustToken(t, s, "tok-cancel", 1)
+	release := blockCommitter(t, s, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Enroll(ctx, enrollment("SN-CANCEL", tok)) }()
+	waitQueued(t, s, 1)
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Enroll = %v, want context.Canceled", err)
+	}
+	release()
+	// A later write is answered only after the abandoned one would have run.
+	if err := s.AppendAudit(context.Background(), &registry.AuditEvent{Actor: "system"}); err != nil {
+		t.Fatal(err)
+	}
+	bg := context.Background()
+	if _, err := s.GetDeviceBySerial(bg, registry.DefaultTenant, "SN-CANCEL"); !errors.Is(err, registry.ErrNotFound) {
+		t.Errorf("cancelled enrollment was applied: %v", err)
+	}
+	if got, _ := s.GetToken(bg, tok); got.UsesLeft != 1 {
+		t.Errorf("cancelled enrollment spent the token: %d uses left", got.UsesLeft)
+	}
+}
