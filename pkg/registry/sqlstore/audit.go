@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"gorm.io/gorm"
-	"gorm.io/gorm/clause"
 
 	"devpki/pkg/registry"
 )
@@ -42,28 +41,25 @@ func writeField(h hash.Hash, f string) {
 	h.Write([]byte(f))
 }
 
-// loadHead reads the chain head inside tx, locking it against other writers
-// (other replicas, on PostgreSQL) until tx ends.
-func (b *batch) loadHead(tx *gorm.DB) error {
-	var head auditHeadRow
-	q := tx.Model(&auditHeadRow{})
+// loadHead reads the chain head inside the batch's transaction, locking it
+// against other writers (other replicas, on PostgreSQL) until it ends.
+func (b *batch) loadHead() error {
+	q := sqlReadHead
 	if b.s.driver == DriverPostgres {
-		q = q.Clauses(clause.Locking{Strength: "UPDATE"})
+		q = sqlReadHeadLocked
 	}
-	if err := q.Where("id = ?", 1).Take(&head).Error; err != nil {
-		return fmt.Errorf("sqlstore: read audit head: %w", translate(err))
+	if err := b.scan(q, nil, &b.headSeq, &b.headHash); err != nil {
+		return fmt.Errorf("sqlstore: read audit head: %w", b.s.translateSQL(err))
 	}
-	b.headSeq, b.headHash = head.Seq, head.Hash
 	return nil
 }
 
-func (b *batch) storeHead(tx *gorm.DB) error {
-	res := tx.Model(&auditHeadRow{}).Where("id = ?", 1).
-		Updates(map[string]any{"seq": b.headSeq, "hash": b.headHash})
-	if res.Error != nil {
-		return fmt.Errorf("sqlstore: write audit head: %w", translate(res.Error))
+func (b *batch) storeHead() error {
+	res, err := b.exec(sqlWriteHead, b.headSeq, b.headHash)
+	if err != nil {
+		return fmt.Errorf("sqlstore: write audit head: %w", b.s.translateSQL(err))
 	}
-	if res.RowsAffected != 1 {
+	if n, _ := res.RowsAffected(); n != 1 {
 		return fmt.Errorf("sqlstore: write audit head: %w", registry.ErrNotFound)
 	}
 	return nil
@@ -71,7 +67,7 @@ func (b *batch) storeHead(tx *gorm.DB) error {
 
 // appendAudit chains ev after the batch's head and inserts it. On success it
 // fills a copy of ev; the caller copies it back once the batch has committed.
-func (b *batch) appendAudit(tx *gorm.DB, ev *registry.AuditEvent) (*registry.AuditEvent, error) {
+func (b *batch) appendAudit(ev *registry.AuditEvent) (*registry.AuditEvent, error) {
 	out := *ev
 	if out.Time.IsZero() {
 		out.Time = b.s.now()
@@ -80,13 +76,11 @@ func (b *batch) appendAudit(tx *gorm.DB, ev *registry.AuditEvent) (*registry.Aud
 	out.Seq = b.headSeq + 1
 	out.PrevHash = b.headHash
 	out.Hash = AuditHash(out.PrevHash, &out)
-	row := &auditRow{
-		Seq: out.Seq, Time: out.Time, TenantID: out.TenantID, Actor: out.Actor, Action: out.Action,
-		Target: out.Target, Result: out.Result, Detail: out.Detail, SourceAddr: out.SourceAddr,
-		PrevHash: out.PrevHash, Hash: out.Hash,
-	}
-	if err := tx.Create(row).Error; err != nil {
-		return nil, fmt.Errorf("sqlstore: append audit event %d: %w", out.Seq, translate(err))
+	_, err := b.exec(sqlInsertAudit,
+		out.Seq, out.Time, out.TenantID, out.Actor, out.Action, out.Target, out.Result, out.Detail, out.SourceAddr,
+		out.PrevHash, out.Hash)
+	if err != nil {
+		return nil, fmt.Errorf("sqlstore: append audit event %d: %w", out.Seq, b.s.translateSQL(err))
 	}
 	b.headSeq, b.headHash = out.Seq, out.Hash
 	return &out, nil
@@ -105,8 +99,8 @@ func (s *Store) AppendAudit(ctx context.Context, ev *registry.AuditEvent) error 
 		return fmt.Errorf("sqlstore: append audit: nil event")
 	}
 	var out *registry.AuditEvent
-	err := s.write(ctx, func(tx *gorm.DB, b *batch) (err error) {
-		out, err = b.appendAudit(tx, ev)
+	err := s.write(ctx, func(_ *gorm.DB, b *batch) (err error) {
+		out, err = b.appendAudit(ev)
 		return err
 	})
 	if err != nil {

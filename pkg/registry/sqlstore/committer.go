@@ -2,6 +2,7 @@ package sqlstore
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"sync/atomic"
@@ -29,7 +30,7 @@ const (
 )
 
 type op struct {
-	fn    func(tx *gorm.DB, b *batch) error
+	fn    func(tx *gorm.DB, b *batch) error // tx is gorm over b.tx, for the rare writes
 	state atomic.Int32
 	done  chan error // buffered(1), written once
 }
@@ -37,6 +38,8 @@ type op struct {
 // batch is the per-transaction state shared by the ops of one batch.
 type batch struct {
 	s        *Store
+	ctx      context.Context
+	tx       *sql.Tx // the batch's transaction; hot statements run on it directly
 	headSeq  int64
 	headHash []byte
 }
@@ -136,35 +139,42 @@ func (s *Store) runBatch(queued []*op) {
 
 	// The transaction is not tied to any caller's context: once taken, an op
 	// is applied or not as a whole, whatever its caller does meanwhile.
-	tx := s.w.WithContext(context.Background()).Begin()
-	if tx.Error != nil {
-		fail(fmt.Errorf("sqlstore: begin: %w", tx.Error))
+	ctx := context.Background()
+	sqlTx, err := s.wsql.BeginTx(ctx, nil)
+	if err != nil {
+		fail(fmt.Errorf("sqlstore: begin: %w", err))
 		return
 	}
-	b := &batch{s: s}
-	if err := b.loadHead(tx); err != nil {
-		tx.Rollback()
+	tx := s.w.Session(&gorm.Session{Context: ctx, NewDB: true})
+	tx.Statement.ConnPool = sqlTx
+	b := &batch{s: s, ctx: ctx, tx: sqlTx}
+	if err := b.loadHead(); err != nil {
+		sqlTx.Rollback()
 		fail(err)
 		return
 	}
 	startSeq, startHash := b.headSeq, b.headHash
 	for i, o := range ops {
-		sp := fmt.Sprintf("op%d", i)
-		if err := tx.SavePoint(sp).Error; err != nil {
-			tx.Rollback()
+		// One savepoint name, released after each op: SQLite keeps no deep
+		// savepoint stack and the statements stay prepared.
+		if _, err := b.exec("SAVEPOINT op"); err != nil {
+			sqlTx.Rollback()
 			fail(fmt.Errorf("sqlstore: savepoint: %w", err))
 			return
 		}
 		seq, hash := b.headSeq, b.headHash
 		err := o.fn(tx, b)
 		if err == nil {
-			continue
+			if _, err = b.exec("RELEASE SAVEPOINT op"); err == nil {
+				continue
+			}
+			err = fmt.Errorf("sqlstore: release savepoint: %w", err)
 		}
 		errs[i] = err
 		b.headSeq, b.headHash = seq, hash
-		if rerr := tx.RollbackTo(sp).Error; rerr != nil {
+		if _, rerr := b.exec("ROLLBACK TO SAVEPOINT op"); rerr != nil {
 			// The transaction is in an unknown state: give up on all of it.
-			tx.Rollback()
+			sqlTx.Rollback()
 			err := fmt.Errorf("sqlstore: rollback to savepoint: %w", rerr)
 			for j, o := range ops {
 				if errs[j] != nil && j < i {
@@ -175,15 +185,20 @@ func (s *Store) runBatch(queued []*op) {
 			}
 			return
 		}
+		if _, rerr := b.exec("RELEASE SAVEPOINT op"); rerr != nil {
+			sqlTx.Rollback()
+			fail(fmt.Errorf("sqlstore: release savepoint: %w", rerr))
+			return
+		}
 	}
 	if b.headSeq != startSeq || string(b.headHash) != string(startHash) {
-		if err := b.storeHead(tx); err != nil {
-			tx.Rollback()
+		if err := b.storeHead(); err != nil {
+			sqlTx.Rollback()
 			fail(err)
 			return
 		}
 	}
-	if err := tx.Commit().Error; err != nil {
+	if err := sqlTx.Commit(); err != nil {
 		err = fmt.Errorf("sqlstore: commit: %w", translate(err))
 		for i, o := range ops {
 			if errs[i] == nil {

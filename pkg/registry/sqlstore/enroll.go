@@ -2,8 +2,10 @@ package sqlstore
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
+	"time"
 
 	"gorm.io/gorm"
 
@@ -86,19 +88,23 @@ func checkEnrollment(e *registry.Enrollment) error {
 }
 
 // enroll runs inside the committer's transaction, within a savepoint that is
-// rolled back if it returns an error.
+// rolled back if it returns an error. The common case — a new device with a
+// live token — takes four prepared statements: read the token, insert the
+// device (ON CONFLICT DO NOTHING tells an existing serial apart), spend the
+// token, insert the certificate; then the audit event.
 func (s *Store) enroll(tx *gorm.DB, b *batch, tokenHash []byte, dev *deviceRow, cert *certificateRow,
 	audit *registry.AuditEvent) (*registry.AuditEvent, error) {
 	now := ts(s.now())
 
 	var tok tokenRow
 	if tokenHash != nil {
-		err := tx.Where("hash = ?", tokenHash).Take(&tok).Error
+		err := b.scan(sqlReadToken,
+			[]any{tokenHash}, &tok.TenantID, &tok.Serial, &tok.ExpiresAt, &tok.UsesLeft)
 		switch {
-		case errors.Is(err, gorm.ErrRecordNotFound):
+		case errors.Is(err, sql.ErrNoRows):
 			return nil, registry.ErrTokenInvalid
 		case err != nil:
-			return nil, fmt.Errorf("sqlstore: enroll: read token: %w", translate(err))
+			return nil, fmt.Errorf("sqlstore: enroll: read token: %w", s.translateSQL(err))
 		case tok.TenantID != dev.TenantID:
 			return nil, registry.ErrTokenTenantMismatch
 		case !tok.ExpiresAt.IsZero() && !now.Before(tok.ExpiresAt):
@@ -110,71 +116,80 @@ func (s *Store) enroll(tx *gorm.DB, b *batch, tokenHash []byte, dev *deviceRow, 
 		}
 	}
 
-	var old deviceRow
-	err := tx.Where("tenant_id = ? AND serial = ?", dev.TenantID, dev.Serial).Take(&old).Error
-	reenroll := err == nil
-	switch {
-	case errors.Is(err, gorm.ErrRecordNotFound):
-	case err != nil:
-		return nil, fmt.Errorf("sqlstore: enroll: read device: %w", translate(err))
-	case tokenHash == nil || tok.Serial != dev.Serial:
-		return nil, fmt.Errorf("%w: %s/%s is device %s", registry.ErrSerialConflict, dev.TenantID, dev.Serial, old.ID)
-	case old.ID != dev.ID:
-		return nil, fmt.Errorf("%w: %s/%s is device %s, not %s", registry.ErrConflict, dev.TenantID, dev.Serial, old.ID, dev.ID)
+	if dev.CreatedAt.IsZero() {
+		dev.CreatedAt = now
+	}
+	if dev.UpdatedAt.IsZero() {
+		dev.UpdatedAt = now
+	}
+	res, err := b.exec(sqlInsertDevice,
+		dev.ID, dev.TenantID, dev.Serial, dev.MACs, dev.Status, dev.Method, dev.EKHash, dev.CreatedAt, dev.UpdatedAt)
+	if err != nil {
+		// A device id already used for another serial.
+		return nil, fmt.Errorf("%w: insert device %s: %w", registry.ErrConflict, dev.ID, s.translateSQL(err))
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		if err := s.reenroll(tx, tokenHash, &tok, dev, now); err != nil {
+			return nil, err
+		}
 	}
 
 	if tokenHash != nil {
-		res := tx.Model(&tokenRow{}).Where("hash = ? AND uses_left > 0", tokenHash).
-			Update("uses_left", gorm.Expr("uses_left - 1"))
-		if res.Error != nil {
-			return nil, fmt.Errorf("sqlstore: enroll: spend token: %w", translate(res.Error))
+		res, err := b.exec(sqlSpendToken, tokenHash)
+		if err != nil {
+			return nil, fmt.Errorf("sqlstore: enroll: spend token: %w", s.translateSQL(err))
 		}
-		if res.RowsAffected != 1 {
+		if n, _ := res.RowsAffected(); n != 1 {
 			return nil, registry.ErrTokenSpent
-		}
-	}
-
-	if reenroll {
-		res := tx.Model(&certificateRow{}).
-			Where("device_id = ? AND status IN ?", dev.ID, []string{string(registry.CertActive), string(registry.CertSuperseded)}).
-			Updates(map[string]any{
-				"status":            string(registry.CertRevoked),
-				"revoked_at":        now,
-				"revocation_reason": registry.ReasonSuperseded,
-			})
-		if res.Error != nil {
-			return nil, fmt.Errorf("sqlstore: enroll: revoke old certificates: %w", translate(res.Error))
-		}
-		dev.Status, dev.CreatedAt, dev.UpdatedAt = string(registry.DeviceActive), old.CreatedAt, now
-		res = tx.Model(&deviceRow{}).Where("id = ?", dev.ID).Updates(map[string]any{
-			"macs": dev.MACs, "method": dev.Method, "ek_hash": dev.EKHash,
-			"status": dev.Status, "updated_at": now,
-		})
-		if res.Error != nil {
-			return nil, fmt.Errorf("sqlstore: enroll: update device: %w", translate(res.Error))
-		}
-	} else {
-		if dev.CreatedAt.IsZero() {
-			dev.CreatedAt = now
-		}
-		if dev.UpdatedAt.IsZero() {
-			dev.UpdatedAt = now
-		}
-		if err := tx.Create(dev).Error; err != nil {
-			// A concurrent insert of the same serial (another replica) or a
-			// device id already used for another serial.
-			return nil, fmt.Errorf("%w: insert device %s: %w", registry.ErrConflict, dev.ID, translate(err))
 		}
 	}
 
 	if cert.CreatedAt.IsZero() {
 		cert.CreatedAt = now
 	}
-	if err := tx.Create(cert).Error; err != nil {
-		return nil, fmt.Errorf("sqlstore: enroll: insert certificate %s: %w", cert.Serial, translate(err))
+	_, err = b.exec(sqlInsertCertificate,
+		cert.Serial, cert.Kind, cert.DeviceID, cert.TenantID, cert.Subject, cert.SANs, cert.NotBefore, cert.NotAfter, cert.DER,
+		cert.Status, cert.RevokedAt, cert.RevocationReason, cert.ReplacesSerial, cert.CreatedAt)
+	if err != nil {
+		return nil, fmt.Errorf("sqlstore: enroll: insert certificate %s: %w", cert.Serial, s.translateSQL(err))
 	}
 	if audit == nil {
 		return nil, nil
 	}
-	return b.appendAudit(tx, audit)
+	return b.appendAudit(audit)
+}
+
+// reenroll handles an enrollment whose (tenant, serial) is already a device:
+// allowed only with a token bound to that serial and the same device id; it
+// revokes the device's earlier certificates as superseded.
+func (s *Store) reenroll(tx *gorm.DB, tokenHash []byte, tok *tokenRow, dev *deviceRow, now time.Time) error {
+	var old deviceRow
+	if err := tx.Where("tenant_id = ? AND serial = ?", dev.TenantID, dev.Serial).Take(&old).Error; err != nil {
+		return fmt.Errorf("sqlstore: enroll: read device: %w", translate(err))
+	}
+	switch {
+	case tokenHash == nil || tok.Serial != dev.Serial:
+		return fmt.Errorf("%w: %s/%s is device %s", registry.ErrSerialConflict, dev.TenantID, dev.Serial, old.ID)
+	case old.ID != dev.ID:
+		return fmt.Errorf("%w: %s/%s is device %s, not %s", registry.ErrConflict, dev.TenantID, dev.Serial, old.ID, dev.ID)
+	}
+	res := tx.Model(&certificateRow{}).
+		Where("device_id = ? AND status IN ?", dev.ID, []string{string(registry.CertActive), string(registry.CertSuperseded)}).
+		Updates(map[string]any{
+			"status":            string(registry.CertRevoked),
+			"revoked_at":        now,
+			"revocation_reason": registry.ReasonSuperseded,
+		})
+	if res.Error != nil {
+		return fmt.Errorf("sqlstore: enroll: revoke old certificates: %w", translate(res.Error))
+	}
+	dev.Status, dev.CreatedAt, dev.UpdatedAt = string(registry.DeviceActive), old.CreatedAt, now
+	res = tx.Model(&deviceRow{}).Where("id = ?", dev.ID).Updates(map[string]any{
+		"macs": dev.MACs, "method": dev.Method, "ek_hash": dev.EKHash,
+		"status": dev.Status, "updated_at": now,
+	})
+	if res.Error != nil {
+		return fmt.Errorf("sqlstore: enroll: update device: %w", translate(res.Error))
+	}
+	return nil
 }

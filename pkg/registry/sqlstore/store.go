@@ -10,6 +10,7 @@ package sqlstore
 import (
 	"context"
 	"crypto/sha256"
+	"database/sql"
 	"errors"
 	"fmt"
 	"runtime"
@@ -72,6 +73,10 @@ type Store struct {
 	loopDone chan struct{}
 
 	batches, batchedOps atomic.Int64
+
+	wsql       *sql.DB   // the writer pool under s.w
+	stmts      stmtCache // prepared hot-path statements on wsql
+	sharedPool bool      // s.r shares s.w's pool (PostgreSQL)
 }
 
 var _ registry.Store = (*Store)(nil)
@@ -100,19 +105,23 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if log == nil {
 		log = logger.Discard
 	}
-	cfg := func() *gorm.Config {
+	// Reads use gorm's statement cache. Writes do not: inside a transaction
+	// gorm re-prepares a cached statement on every use; the committer runs
+	// its hot statements through its own cache instead (sqlexec.go).
+	cfg := func(prepare bool) *gorm.Config {
 		return &gorm.Config{
 			Logger:                 log,
 			NowFunc:                func() time.Time { return ts(s.now()) },
 			SkipDefaultTransaction: true,
 			TranslateError:         true,
+			PrepareStmt:            prepare,
 		}
 	}
 
 	var err error
 	switch s.driver {
 	case DriverSQLite:
-		s.w, err = gorm.Open(sqlite.Open(sqliteDSN(opts.DSN, true)), cfg())
+		s.w, err = gorm.Open(sqlite.Open(sqliteDSN(opts.DSN, true)), cfg(false))
 		if err != nil {
 			return nil, fmt.Errorf("sqlstore: open sqlite writer: %w", err)
 		}
@@ -124,7 +133,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 			closeDB(s.w)
 			return nil, err
 		}
-		s.r, err = gorm.Open(sqlite.Open(sqliteDSN(opts.DSN, false)), cfg())
+		s.r, err = gorm.Open(sqlite.Open(sqliteDSN(opts.DSN, false)), cfg(true))
 		if err != nil {
 			closeDB(s.w)
 			return nil, fmt.Errorf("sqlstore: open sqlite readers: %w", err)
@@ -134,22 +143,41 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 			return nil, err
 		}
 	case DriverPostgres:
-		s.w, err = gorm.Open(postgres.Open(opts.DSN), cfg())
+		s.w, err = gorm.Open(postgres.Open(opts.DSN), cfg(false))
 		if err != nil {
 			return nil, fmt.Errorf("sqlstore: open postgres: %w", err)
 		}
 		if err := setPool(s.w, readConns+1); err != nil {
 			return nil, err
 		}
-		s.r = s.w
 		if err := s.migrate(ctx); err != nil {
 			closeDB(s.w)
 			return nil, err
 		}
+		pool, err := s.w.DB()
+		if err != nil {
+			closeDB(s.w)
+			return nil, err
+		}
+		// Readers share the pool, with gorm's statement cache on top.
+		s.r, err = gorm.Open(postgres.New(postgres.Config{Conn: pool}), cfg(true))
+		if err != nil {
+			closeDB(s.w)
+			return nil, fmt.Errorf("sqlstore: open postgres readers: %w", err)
+		}
+		s.sharedPool = true
 	default:
 		return nil, fmt.Errorf("sqlstore: open: unknown driver %q", opts.Driver)
 	}
 
+	if s.wsql, err = s.w.DB(); err != nil {
+		s.closeAll()
+		return nil, err
+	}
+	if err := s.stmts.prepare(ctx, s); err != nil {
+		s.closeAll()
+		return nil, err
+	}
 	s.ops = make(chan *op, s.maxBatch)
 	s.quit = make(chan struct{})
 	s.loopDone = make(chan struct{})
@@ -229,8 +257,13 @@ func (s *Store) Close() error {
 	close(s.quit)
 	s.mu.Unlock()
 	<-s.loopDone
+	return s.closeAll()
+}
+
+func (s *Store) closeAll() error {
+	s.stmts.closeAll()
 	err := closeDB(s.w)
-	if s.r != s.w {
+	if s.r != nil && !s.sharedPool {
 		err = errors.Join(err, closeDB(s.r))
 	}
 	return err
@@ -259,6 +292,19 @@ func translate(err error) error {
 		return fmt.Errorf("%w: referenced record: %w", registry.ErrNotFound, err)
 	}
 	return err
+}
+
+// translateSQL is translate for the committer's own database/sql
+// statements: the dialect's error translation first (unique and foreign-key
+// violations), then the registry's sentinels.
+func (s *Store) translateSQL(err error) error {
+	if errors.Is(err, sql.ErrNoRows) {
+		return registry.ErrNotFound
+	}
+	if t, ok := s.w.Dialector.(gorm.ErrorTranslator); ok && err != nil {
+		err = t.Translate(err)
+	}
+	return translate(err)
 }
 
 // get reads one row into dst from the read pool.
@@ -312,7 +358,7 @@ func (s *Store) insert(ctx context.Context, what string, row any, audit *registr
 		}
 		if audit != nil {
 			var err error
-			ev, err = b.appendAudit(tx, audit)
+			ev, err = b.appendAudit(audit)
 			return err
 		}
 		return nil
@@ -428,7 +474,7 @@ func (s *Store) PutAdmin(ctx context.Context, a *registry.Admin, audit *registry
 			return fmt.Errorf("sqlstore: put admin %s: %w", a.Name, translate(err))
 		}
 		if audit != nil {
-			ev, err = b.appendAudit(tx, audit)
+			ev, err = b.appendAudit(audit)
 		}
 		return err
 	})

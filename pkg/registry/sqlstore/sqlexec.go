@@ -1,0 +1,103 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// stmtCache holds the committer's hot statements, prepared on the writer
+// pool at Open. Used through tx.StmtContext, a statement prepared on the
+// pool's connection is reused by every transaction on that connection
+// (SQLite has exactly one writer connection), so these statements are parsed
+// once — unlike gorm's prepared mode, which re-prepares inside transactions.
+// Preparing happens before the committer starts: with one connection, a
+// prepare issued while a transaction holds it would wait forever.
+type stmtCache struct {
+	m map[string]*sql.Stmt // read-only after prepare
+}
+
+// hotStatements are prepared at Open; their text is the cache key.
+var hotStatements = []string{
+	"SAVEPOINT op",
+	"RELEASE SAVEPOINT op",
+	"ROLLBACK TO SAVEPOINT op",
+	sqlReadHead, sqlReadHeadLocked, sqlWriteHead, sqlInsertAudit,
+	sqlReadToken, sqlInsertDevice, sqlSpendToken, sqlInsertCertificate,
+}
+
+func (c *stmtCache) prepare(ctx context.Context, s *Store) error {
+	c.m = make(map[string]*sql.Stmt, len(hotStatements))
+	for _, q := range hotStatements {
+		if q == sqlReadHeadLocked && s.driver != DriverPostgres {
+			continue
+		}
+		st, err := s.wsql.PrepareContext(ctx, s.rebind(q))
+		if err != nil {
+			return fmt.Errorf("sqlstore: prepare %q: %w", q, err)
+		}
+		c.m[q] = st
+	}
+	return nil
+}
+
+func (c *stmtCache) closeAll() {
+	for _, st := range c.m {
+		st.Close()
+	}
+}
+
+// rebind turns the '?' placeholders of query into the driver's form.
+func (s *Store) rebind(query string) string {
+	if s.driver != DriverPostgres {
+		return query
+	}
+	var b strings.Builder
+	n := 0
+	for _, r := range query {
+		if r == '?' {
+			n++
+			b.WriteByte('$')
+			b.WriteString(strconv.Itoa(n))
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// exec runs a statement inside the batch's transaction, prepared when it
+// is one of hotStatements.
+func (b *batch) exec(query string, args ...any) (sql.Result, error) {
+	if st, ok := b.s.stmts.m[query]; ok {
+		return b.tx.StmtContext(b.ctx, st).ExecContext(b.ctx, args...)
+	}
+	return b.tx.ExecContext(b.ctx, b.s.rebind(query), args...)
+}
+
+// scan runs a cached single-row query inside the batch's transaction into
+// dst; a missing row is sql.ErrNoRows.
+func (b *batch) scan(query string, args []any, dst ...any) error {
+	if st, ok := b.s.stmts.m[query]; ok {
+		return b.tx.StmtContext(b.ctx, st).QueryRowContext(b.ctx, args...).Scan(dst...)
+	}
+	return b.tx.QueryRowContext(b.ctx, b.s.rebind(query), args...).Scan(dst...)
+}
+
+// The committer's hot statements.
+const (
+	sqlReadHead       = "SELECT seq, hash FROM audit_head WHERE id = 1"
+	sqlReadHeadLocked = "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE"
+	sqlWriteHead      = "UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1"
+	sqlInsertAudit    = `INSERT INTO audit_events (seq, time, tenant_id, actor, action, target, result, detail, source_addr, prev_hash, hash)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	sqlReadToken    = "SELECT tenant_id, serial, expires_at, uses_left FROM tokens WHERE hash = ?"
+	sqlInsertDevice = `INSERT INTO devices (id, tenant_id, serial, macs, status, method, ek_hash, created_at, updated_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, serial) DO NOTHING`
+	sqlSpendToken        = "UPDATE tokens SET uses_left = uses_left - 1 WHERE hash = ? AND uses_left > 0"
+	sqlInsertCertificate = `INSERT INTO certificates (serial, kind, device_id, tenant_id, subject, sans, not_before, not_after, der,
+		status, revoked_at, revocation_reason, replaces_serial, created_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+)
