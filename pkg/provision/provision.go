@@ -151,17 +151,20 @@ func (s *Service) enroll(ctx context.Context, adm *Admission, req *Request) (*Re
 		CreatedAt: now,
 		UpdatedAt: now,
 	}
-	existing, err := s.cfg.Store.GetDeviceBySerial(ctx, tenant.ID, claims.Serial)
-	switch {
-	case err == nil:
-		if adm.BoundSerial != claims.Serial {
-			return nil, claims.Serial, fmt.Errorf("serial %q is already enrolled in tenant %q; re-enrolling needs a token bound to that serial: %w", claims.Serial, tenant.Name, registry.ErrSerialConflict)
+	// Only an admission bound to this serial may re-enroll it, so only then
+	// is the device looked up (to keep its id). Otherwise the serial must be
+	// new, which the store checks in the enrollment transaction
+	// (registry.ErrSerialConflict): one read fewer on the common path.
+	dev.ID = s.cfg.NewDeviceID()
+	if adm.BoundSerial != "" {
+		existing, err := s.cfg.Store.GetDeviceBySerial(ctx, tenant.ID, claims.Serial)
+		switch {
+		case err == nil:
+			dev.ID, dev.CreatedAt = existing.ID, existing.CreatedAt
+		case errors.Is(err, registry.ErrNotFound):
+		default:
+			return nil, claims.Serial, fmt.Errorf("look up device %q: %w", claims.Serial, err)
 		}
-		dev.ID, dev.CreatedAt = existing.ID, existing.CreatedAt
-	case errors.Is(err, registry.ErrNotFound):
-		dev.ID = s.cfg.NewDeviceID()
-	default:
-		return nil, claims.Serial, fmt.Errorf("look up device %q: %w", claims.Serial, err)
 	}
 
 	issued, err := s.cfg.Issuer.IssueDevice(ctx, &pki.DeviceRequest{

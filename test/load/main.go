@@ -254,6 +254,11 @@ func run(o options) error {
 	if firstErr != nil {
 		fmt.Printf("first error:       %v\n", firstErr)
 	}
+	if os.Getenv("LOAD_SERVER_LOG") != "" {
+		srv.Process.Signal(syscall.SIGTERM)
+		srv.Wait()
+		fmt.Print(srvLog.String())
+	}
 	if failed > 0 {
 		return fmt.Errorf("%d requests failed", failed)
 	}

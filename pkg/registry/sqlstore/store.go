@@ -55,7 +55,15 @@ type Options struct {
 	Logger logger.Interface
 	// ReadConns is the size of the read pool; 0 means max(4, GOMAXPROCS).
 	ReadConns int
+	// Linger is how long the committer waits for more writes to join a
+	// transaction while the store is busy (its previous transaction held
+	// more than one write); 0 means DefaultLinger, negative disables it.
+	// An idle store never waits.
+	Linger time.Duration
 }
+
+// DefaultLinger is the group-commit wait used when Options.Linger is 0.
+const DefaultLinger = time.Millisecond
 
 // Store is a registry.Store backed by SQLite or PostgreSQL. Its zero value is
 // not usable; call Open.
@@ -65,6 +73,7 @@ type Store struct {
 	r        *gorm.DB // reads (a separate pool on SQLite)
 	now      func() time.Time
 	maxBatch int
+	linger   time.Duration
 
 	ops      chan *op
 	mu       sync.RWMutex // guards closed against sends on ops
@@ -96,6 +105,12 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	}
 	if s.maxBatch <= 0 {
 		s.maxBatch = DefaultMaxBatch
+	}
+	switch {
+	case opts.Linger == 0:
+		s.linger = DefaultLinger
+	case opts.Linger > 0:
+		s.linger = opts.Linger
 	}
 	readConns := opts.ReadConns
 	if readConns <= 0 {
