@@ -208,7 +208,6 @@ func TestReEnrollRules(t *testing.T) {
 func TestSingleUseTokenUnderConcurrency(t *testing.T) {
 	f := newFixture(t)
 	tok := f.mint(t, provision.TokenSpec{})
-	type csr struct{ pem []byte }
 	csrs := make([][]byte, 50)
 	for i := range csrs {
 		_, _, csrs[i] = f.ca.DeviceKeyAndCSR(t, "SN-C"+string(rune('A'+i%26))+string(rune('a'+i/26)), "02:00:00:00:01:00")
