@@ -9,6 +9,7 @@ import (
 
 	"devpki/api/client"
 	"devpki/pkg/provision"
+	"devpki/pkg/registry"
 )
 
 func (s *Server) routesEnroll(e *echo.Echo) {
@@ -19,6 +20,10 @@ func (s *Server) routesEnroll(e *echo.Echo) {
 func (s *Server) enroll(c echo.Context) error {
 	token, ok := bearer(c.Request())
 	if !ok {
+		s.audit(c.Request().Context(), &registry.AuditEvent{
+			Actor: "anonymous", Action: "enroll", Result: registry.ResultDenied,
+			Detail: "no bootstrap token presented", SourceAddr: c.RealIP(),
+		})
 		c.Response().Header().Set("WWW-Authenticate", `Bearer realm="devpki enroll"`)
 		return problem(http.StatusUnauthorized, "token-invalid", "Bootstrap token required",
 			"send the bootstrap token as 'Authorization: Bearer <token>'")

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"mime"
 	"net/http"
 	"time"
 
@@ -93,9 +94,10 @@ func New(cfg Config) (*echo.Echo, error) {
 
 // decodeJSON reads exactly one JSON object with no unknown fields.
 func decodeJSON(c echo.Context, v any) error {
-	ct := c.Request().Header.Get(echo.HeaderContentType)
-	if ct != "" && !bytes.HasPrefix([]byte(ct), []byte(echo.MIMEApplicationJSON)) {
-		return problem(http.StatusUnsupportedMediaType, "bad-request", "Unsupported media type", "send Content-Type: application/json")
+	if ct := c.Request().Header.Get(echo.HeaderContentType); ct != "" {
+		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != echo.MIMEApplicationJSON {
+			return problem(http.StatusUnsupportedMediaType, "bad-request", "Unsupported media type", "send Content-Type: application/json")
+		}
 	}
 	body, err := io.ReadAll(c.Request().Body)
 	if err != nil {
