@@ -306,7 +306,7 @@ func TestIsTransientNetwork(t *testing.T) {
 		{"deadline", fmt.Errorf("x: %w", context.DeadlineExceeded), true},
 		{"unexpected EOF", fmt.Errorf("x: %w", io.ErrUnexpectedEOF), true},
 		{"dns temporary", &net.DNSError{Err: "server misbehaving", IsTemporary: true}, true},
-		{"dns not found", &net.DNSError{Err: "no such host", IsNotFound: true}, false},
+		{"dns not found (resolver not up yet at boot)", &net.DNSError{Err: "no such host", IsNotFound: true}, true},
 		{"cancelled", cancelled, false},
 		{"certificate error", x509.UnknownAuthorityError{}, false},
 		{"other", errors.New("boom"), false},

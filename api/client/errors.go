@@ -82,9 +82,12 @@ func IsTransient(err error) bool {
 	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
 		return true
 	}
+	// Every DNS failure is worth retrying: at first power-on the network,
+	// the resolver or the CA's record may simply not be up yet, and the
+	// caller's deadline bounds the retries anyway.
 	var dnsErr *net.DNSError
 	if errors.As(err, &dnsErr) {
-		return dnsErr.IsTimeout || dnsErr.IsTemporary
+		return true
 	}
 	var netErr net.Error
 	if errors.As(err, &netErr) && netErr.Timeout() {
