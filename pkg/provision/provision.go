@@ -269,13 +269,21 @@ func RenewAfter(c *x509.Certificate) time.Time {
 	return c.NotBefore.Add(life * 2 / 3).UTC().Truncate(time.Second)
 }
 
-// NewUUID returns a random RFC 9562 version 4 UUID.
+// NewUUID returns an RFC 9562 version 7 UUID: a millisecond timestamp then
+// 74 random bits. Ids made in time order land at the end of the registry's
+// indexes instead of on random pages, so a busy CA dirties fewer pages per
+// commit.
 func NewUUID() string {
 	var b [16]byte
-	if _, err := rand.Read(b[:]); err != nil {
+	if _, err := rand.Read(b[6:]); err != nil {
 		panic(err) // crypto/rand never fails on supported platforms
 	}
-	b[6] = b[6]&0x0f | 0x40
+	ms := uint64(time.Now().UnixMilli())
+	for i := 5; i >= 0; i-- {
+		b[i] = byte(ms)
+		ms >>= 8
+	}
+	b[6] = b[6]&0x0f | 0x70
 	b[8] = b[8]&0x3f | 0x80
 	h := hex.EncodeToString(b[:])
 	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -246,5 +247,22 @@ func TestMintTokenValidation(t *testing.T) {
 	}
 	if _, _, err := provision.MintToken(context.Background(), f.store, f.now, provision.TokenSpec{Tenant: "nope"}); !errors.Is(err, registry.ErrNotFound) {
 		t.Errorf("unknown tenant: %v", err)
+	}
+}
+
+func TestNewUUIDIsVersion7AndOrdered(t *testing.T) {
+	prev := ""
+	for i := 0; i < 100; i++ {
+		u := provision.NewUUID()
+		if len(u) != 36 || u[14] != '7' || !strings.ContainsRune("89ab", rune(u[19])) {
+			t.Fatalf("%q is not an RFC 9562 version 7 UUID", u)
+		}
+		if u[:13] < prev {
+			t.Fatalf("timestamp prefix went backwards: %q after %q", u, prev)
+		}
+		prev = u[:13]
+		if i == 50 {
+			time.Sleep(2 * time.Millisecond)
+		}
 	}
 }

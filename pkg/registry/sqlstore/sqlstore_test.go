@@ -321,3 +321,21 @@ func waitQueued(t testing.TB, s *Store, n int) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+func TestNewDatabaseFileIsPrivate(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "r.db")
+	s, err := Open(context.Background(), Options{DSN: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, p := range []string{path, path + "-wal"} {
+		st, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode().Perm() != 0o600 {
+			t.Errorf("%s has mode %v, want 0600", p, st.Mode().Perm())
+		}
+	}
+}

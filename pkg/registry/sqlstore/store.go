@@ -13,6 +13,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"os"
 	"runtime"
 	"strings"
 	"sync"
@@ -136,6 +137,9 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	var err error
 	switch s.driver {
 	case DriverSQLite:
+		if err := createPrivate(opts.DSN); err != nil {
+			return nil, err
+		}
 		s.w, err = gorm.Open(sqlite.Open(sqliteDSN(opts.DSN, true)), cfg(false))
 		if err != nil {
 			return nil, fmt.Errorf("sqlstore: open sqlite writer: %w", err)
@@ -198,6 +202,22 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	s.loopDone = make(chan struct{})
 	go s.commitLoop()
 	return s, nil
+}
+
+// createPrivate creates a new SQLite file with mode 0600 (it holds token
+// hashes and the audit log); SQLite gives its -wal and -shm files the same
+// mode. An existing file is left as it is.
+func createPrivate(dsn string) error {
+	path, _, _ := strings.Cut(dsn, "?")
+	path = strings.TrimPrefix(path, "file:")
+	if path == "" || path == ":memory:" {
+		return nil
+	}
+	f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("sqlstore: create %s: %w", path, err)
+	}
+	return f.Close()
 }
 
 // sqliteDSN adds the mattn pragmas: the writer gets WAL, synchronous=FULL
