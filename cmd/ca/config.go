@@ -29,7 +29,7 @@ type Config struct {
 	PasswordFile string `yaml:"password_file,omitempty"`
 
 	CA         CAConfig         `yaml:"ca"`
-	TLS        KeyPair          `yaml:"tls"`
+	TLS        TLSConfig        `yaml:"tls"`
 	Admin      KeyPair          `yaml:"admin"`
 	DB         DBConfig         `yaml:"db"`
 	Enrollment EnrollmentConfig `yaml:"enrollment"`
@@ -44,6 +44,18 @@ type CAConfig struct {
 	// Key is a go.step.sm/crypto/kms URI of the issuing key, e.g.
 	// "softkms:path=intermediate.key" (relative paths allowed).
 	Key string `yaml:"key"`
+}
+
+// TLSConfig is the CA's own HTTPS listener.
+type TLSConfig struct {
+	KeyPair `yaml:",inline"`
+	// ClassicalKeyExchange turns off the hybrid post-quantum key exchange
+	// (X25519MLKEM768, Go's default) and offers X25519 and P-256 only. The
+	// hybrid costs about 0.1 ms of server CPU per handshake on a small
+	// machine (docs/BENCHMARKS.md); what crosses this listener — CSRs,
+	// certificates, single-use bootstrap tokens — has no long-term secrecy
+	// value, so a CA that must enroll fleets fast may trade it away.
+	ClassicalKeyExchange bool `yaml:"classical_key_exchange,omitempty"`
 }
 
 // KeyPair is a PEM certificate chain and its encrypted PEM key.

@@ -115,7 +115,7 @@ func initCA(ctx context.Context, o initOptions, stderr io.Writer) (fp string, er
 			Intermediate: "intermediate.crt",
 			Key:          "softkms:path=intermediate.key",
 		},
-		TLS:   KeyPair{Cert: fileServerCrt, Key: fileServerKey},
+		TLS:   TLSConfig{KeyPair: KeyPair{Cert: fileServerCrt, Key: fileServerKey}},
 		Admin: KeyPair{Cert: fileAdminCrt, Key: fileAdminKey},
 		DB:    DBConfig{Driver: "sqlite", DSN: fileDB},
 		dir:   dir,

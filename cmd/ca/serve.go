@@ -150,6 +150,9 @@ func serve(ctx context.Context, cfg *Config, dev bool, stdout, stderr io.Writer)
 			SessionTicketsDisabled: true,
 		},
 	}
+	if cfg.TLS.ClassicalKeyExchange {
+		srv.TLSConfig.CurvePreferences = []tls.CurveID{tls.X25519, tls.CurveP256}
+	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w (is another CA running? pass --listen ADDR)", cfg.Listen, err)

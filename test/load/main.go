@@ -52,6 +52,7 @@ type options struct {
 	jsonOut     bool
 	warmup      int
 	profile     string
+	classical   bool
 }
 
 func main() {
@@ -65,6 +66,7 @@ func main() {
 	flag.BoolVar(&o.jsonOut, "json", false, "print the result as JSON")
 	flag.IntVar(&o.warmup, "warmup", 200, "requests sent before measuring")
 	flag.StringVar(&o.profile, "server-cpuprofile", "", "have 'ca serve' write a CPU profile to this file")
+	flag.BoolVar(&o.classical, "classical", false, "set tls.classical_key_exchange in the CA's config (no hybrid post-quantum key exchange)")
 	flag.Parse()
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "load:", err)
@@ -124,6 +126,17 @@ func run(o options) error {
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	if out, err := exec.Command(caBin, "init", "--dir", dir, "--password-file", pw, "--listen", addr).CombinedOutput(); err != nil {
 		return fmt.Errorf("ca init: %v\n%s", err, out)
+	}
+	if o.classical {
+		cfgPath := filepath.Join(dir, "ca.yaml")
+		b, err := os.ReadFile(cfgPath)
+		if err != nil {
+			return err
+		}
+		b = bytes.Replace(b, []byte("\ntls:\n"), []byte("\ntls:\n    classical_key_exchange: true\n"), 1)
+		if err := os.WriteFile(cfgPath, b, 0o600); err != nil {
+			return err
+		}
 	}
 	srvArgs := []string{"serve", "--config", filepath.Join(dir, "ca.yaml")}
 	if o.profile != "" {
