@@ -31,6 +31,10 @@ var (
 	// ErrAuditChain is returned by VerifyAudit when an event was edited,
 	// removed or reordered.
 	ErrAuditChain = errors.New("registry: audit chain broken")
+	// ErrAlreadyRevoked is returned, wrapped, by RevokeCertificate and
+	// RevokeDevice when there was nothing left to revoke. It is not a
+	// failure: revocation is idempotent, and nothing was written.
+	ErrAlreadyRevoked = errors.New("registry: already revoked")
 )
 
 // Tenant is an isolated fleet. The zero RequireTPM lets devices enroll with
@@ -86,14 +90,28 @@ const (
 	KindClient CertKind = "client"
 )
 
-// RFC 5280 CRLReason codes used by the registry.
+// RFC 5280 CRLReason codes. Code 7 is unassigned.
 const (
 	ReasonUnspecified          = 0
 	ReasonKeyCompromise        = 1
+	ReasonCACompromise         = 2
 	ReasonAffiliationChanged   = 3
 	ReasonSuperseded           = 4
 	ReasonCessationOfOperation = 5
+	ReasonCertificateHold      = 6
+	ReasonRemoveFromCRL        = 8
+	ReasonPrivilegeWithdrawn   = 9
+	ReasonAACompromise         = 10
 )
+
+// RevokedEntry is one line of a CRL: a revoked certificate that has not
+// expired yet.
+type RevokedEntry struct {
+	Serial    string // as Certificate.Serial
+	RevokedAt time.Time
+	Reason    int // RFC 5280 CRLReason
+	NotAfter  time.Time
+}
 
 // Certificate is every certificate the CA issued, recorded before it is
 // returned to anyone.
@@ -213,6 +231,29 @@ type Store interface {
 	RecordCertificate(ctx context.Context, c *Certificate, audit *AuditEvent) error
 	GetCertificate(ctx context.Context, serial string) (*Certificate, error)
 	ListDeviceCertificates(ctx context.Context, deviceID string) ([]*Certificate, error)
+
+	// RevokeCertificate marks the certificate revoked at at (zero: now) with
+	// an RFC 5280 reason (see ValidReason; else an error wrapping
+	// ErrInvalidReason) and appends audit in the same transaction. It
+	// returns the stored certificate. An unknown serial is ErrNotFound. A
+	// certificate already revoked is returned unchanged together with an
+	// error wrapping ErrAlreadyRevoked, and nothing — no audit event
+	// either — is written.
+	RevokeCertificate(ctx context.Context, serial string, reason int, at time.Time, audit *AuditEvent) (*Certificate, error)
+	// RevokeDevice sets the device's status to revoked and revokes every
+	// one of its certificates that is not revoked and not expired, with
+	// audit, in one transaction; it returns the certificates it revoked.
+	// An unknown device is ErrNotFound; a device already revoked with
+	// nothing left to revoke gives an error wrapping ErrAlreadyRevoked and
+	// writes nothing.
+	RevokeDevice(ctx context.Context, deviceID string, reason int, audit *AuditEvent) ([]*Certificate, error)
+	// ListRevoked returns every revoked certificate whose NotAfter is after
+	// now (what a CRL built at now must list), ordered by serial.
+	ListRevoked(ctx context.Context, now time.Time) ([]RevokedEntry, error)
+	// NextCRLNumber returns the next CRL number from a counter kept in the
+	// database: strictly increasing across calls, processes and replicas
+	// sharing the database; the first call returns 1.
+	NextCRLNumber(ctx context.Context) (int64, error)
 
 	PutAdmin(ctx context.Context, a *Admin, audit *AuditEvent) error
 	GetAdmin(ctx context.Context, name string) (*Admin, error)

@@ -104,8 +104,18 @@ type auditHeadRow struct {
 
 func (auditHeadRow) TableName() string { return "audit_head" }
 
+// crlCounterRow is the single row (ID 1) holding the last CRL number
+// issued; NextCRLNumber increments it in a write transaction.
+type crlCounterRow struct {
+	ID     int   `gorm:"primaryKey;autoIncrement:false"`
+	Number int64 `gorm:"not null"`
+}
+
+func (crlCounterRow) TableName() string { return "crl_counter" }
+
 func allModels() []any {
-	return []any{&tenantRow{}, &deviceRow{}, &certificateRow{}, &tokenRow{}, &adminRow{}, &auditRow{}, &auditHeadRow{}}
+	return []any{&tenantRow{}, &deviceRow{}, &certificateRow{}, &tokenRow{}, &adminRow{}, &auditRow{}, &auditHeadRow{},
+		&crlCounterRow{}}
 }
 
 // ts normalises a time for storage: UTC, microsecond precision (PostgreSQL's

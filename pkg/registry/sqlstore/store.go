@@ -277,6 +277,10 @@ func (s *Store) migrate(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("sqlstore: create audit head: %w", translate(err))
 	}
+	err = db.Clauses(clause.OnConflict{DoNothing: true}).Create(&crlCounterRow{ID: 1}).Error
+	if err != nil {
+		return fmt.Errorf("sqlstore: create CRL counter: %w", translate(err))
+	}
 	return nil
 }
 

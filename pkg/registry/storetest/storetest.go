@@ -42,6 +42,11 @@ func Run(t *testing.T, open func(t *testing.T) registry.Store) {
 		{"CancelledContext", testCancelledContext},
 		{"Audit", testAudit},
 		{"ListAuditPaging", testListAuditPaging},
+		{"RevokeCertificate", testRevokeCertificate},
+		{"RevokeInvalidReason", testRevokeInvalidReason},
+		{"RevokeDevice", testRevokeDevice},
+		{"ListRevoked", testListRevoked},
+		{"NextCRLNumber", testNextCRLNumber},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
