@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -223,6 +224,9 @@ func runEnroll(ctx context.Context, cfg config) error {
 	if err != nil {
 		return err
 	}
+	if err := saveCAInfo(cfg.Dir, caInfo{URL: cfg.CA, Fingerprint: pin}); err != nil {
+		return err
+	}
 	if err := saveIdentity(cfg.Dir, id, pw); err != nil {
 		return fmt.Errorf("save identity: %w", err)
 	}
@@ -277,7 +281,7 @@ func identityClaims(cfg config) (string, []string, error) {
 
 // checkReply verifies what the CA sent: the certificate holds our public key
 // and chains through the returned intermediates to the pinned root.
-func checkReply(resp *client.EnrollResponse, key *ecdsa.PrivateKey, root *x509.Certificate, now time.Time) (*identity, error) {
+func checkReply(resp *client.EnrollResponse, key crypto.Signer, root *x509.Certificate, now time.Time) (*identity, error) {
 	leaf, err := client.ParseCertificatesPEM([]byte(resp.Certificate))
 	if err != nil {
 		return nil, fmt.Errorf("certificate: %w", err)

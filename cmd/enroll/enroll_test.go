@@ -20,7 +20,7 @@ import (
 
 // stateFiles are the files a completed enrollment leaves, and their modes.
 var stateFiles = map[string]os.FileMode{
-	keyFile: 0o600, passwordFile: 0o600, certFile: 0o644, chainFile: 0o644, rootFile: 0o644,
+	keyFile: 0o600, passwordFile: 0o600, certFile: 0o644, chainFile: 0o644, rootFile: 0o644, caFile: 0o644,
 }
 
 func readCert(t *testing.T, path string) *x509.Certificate {
@@ -164,7 +164,7 @@ func TestEnrollKeyPasswordFile(t *testing.T) {
 	if err := h.run(); err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]os.FileMode{keyFile: 0o600, certFile: 0o644, chainFile: 0o644, rootFile: 0o644}
+	want := map[string]os.FileMode{keyFile: 0o600, certFile: 0o644, chainFile: 0o644, rootFile: 0o644, caFile: 0o644}
 	checkState(t, h.cfg.Dir, []byte("correct horse"), want)
 }
 
@@ -373,7 +373,8 @@ func TestUsageErrors(t *testing.T) {
 		{"bad mac", append(base, "--token", "t", "--serial", "S1", "--mac", "zz"), "", "mac"},
 		{"unknown flag", append(base, "--nope"), "", "flag provided but not defined"},
 		{"extra args", append(base, "extra"), "", "unexpected arguments"},
-		{"subcommand not built", []string{"renew"}, "", `"renew" is not built yet`},
+		{"renew without dir", []string{"renew"}, "", "--dir is required"},
+		{"unknown subcommand", []string{"frobnicate"}, "", `unknown subcommand "frobnicate"`},
 		{"unknown subcommand", []string{"frobnicate"}, "", "unknown subcommand"},
 	}
 	for _, tt := range tests {

@@ -9,6 +9,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -31,6 +32,8 @@ const testToken = "tok-123"
 type fakeCA struct {
 	CA          *pkitest.TestCA
 	Srv         *httptest.Server
+	RenewHits   atomic.Int32
+	RekeyNeeded atomic.Bool // answer same-key renewals with 409 rekey-required
 	RootsHits   atomic.Int32
 	RootsFail   atomic.Int32 // answer this many /v1/ca/roots with 503 first
 	EnrollHits  atomic.Int32
@@ -60,7 +63,11 @@ func newFakeCA(t *testing.T) *fakeCA {
 		chain = append(chain, c.Raw)
 	}
 	f.Srv = httptest.NewUnstartedServer(http.HandlerFunc(f.serve))
-	f.Srv.TLS = &tls.Config{Certificates: []tls.Certificate{{Certificate: chain, PrivateKey: key}}}
+	f.Srv.TLS = &tls.Config{
+		Certificates: []tls.Certificate{{Certificate: chain, PrivateKey: key}},
+		ClientAuth:   tls.VerifyClientCertIfGiven,
+		ClientCAs:    f.CA.Roots(),
+	}
 	f.Srv.StartTLS()
 	t.Cleanup(f.Srv.Close)
 	return f
@@ -88,6 +95,9 @@ func (f *fakeCA) serve(w http.ResponseWriter, r *http.Request) {
 	case "/v1/enroll":
 		f.EnrollHits.Add(1)
 		f.enroll(w, r)
+	case "/v1/renew":
+		f.RenewHits.Add(1)
+		f.renew(w, r)
 	default:
 		http.NotFound(w, r)
 	}
@@ -134,6 +144,10 @@ func (f *fakeCA) enroll(w http.ResponseWriter, r *http.Request) {
 	f.lastSerial, f.lastMACs = claims.Serial, claims.MACs
 	f.issuedCerts++
 	f.mu.Unlock()
+	f.writeIssued(w, iss)
+}
+
+func (f *fakeCA) writeIssued(w http.ResponseWriter, iss *pki.Issued) {
 	resp := client.EnrollResponse{
 		DeviceID:    iss.Certificate.Subject.CommonName,
 		Certificate: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: iss.Certificate.Raw})),
@@ -198,3 +212,56 @@ func newHarness(t *testing.T, f *fakeCA) *harness {
 }
 
 func (h *harness) run() error { return runEnroll(context.Background(), h.cfg) }
+
+// renew answers POST /v1/renew like the CA: the verified client certificate
+// is the credential; an empty body renews its key, a CSR re-keys.
+func (f *fakeCA) renew(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	if len(f.script) > 0 {
+		reply := f.script[0]
+		f.script = f.script[1:]
+		f.mu.Unlock()
+		reply(w)
+		return
+	}
+	f.mu.Unlock()
+	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
+		problem(http.StatusUnauthorized, "unauthorized", "client certificate required")(w)
+		return
+	}
+	leaf := r.TLS.VerifiedChains[0][0]
+	var req client.RenewRequest
+	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&req); err != nil {
+		problem(http.StatusBadRequest, "bad-request", err.Error())(w)
+		return
+	}
+	pub := leaf.PublicKey
+	if req.CSR == "" && f.RekeyNeeded.Load() {
+		problem(http.StatusConflict, client.SlugRekeyRequired, "an admin asked for a new key")(w)
+		return
+	}
+	if req.CSR != "" {
+		csr, err := pki.ParseCSRPEM([]byte(req.CSR))
+		if err != nil {
+			problem(http.StatusBadRequest, "bad-csr", err.Error())(w)
+			return
+		}
+		claims, err := pki.CSRPolicy{}.Check(csr)
+		if err != nil || claims.Serial != leaf.Subject.SerialNumber {
+			problem(http.StatusBadRequest, "bad-csr", fmt.Sprintf("CSR for another identity: %v", err))(w)
+			return
+		}
+		pub = claims.PublicKey
+	}
+	id, err := pki.DeviceIdentity(leaf, pkitest.TrustDomain)
+	if err != nil {
+		problem(http.StatusForbidden, "forbidden", err.Error())(w)
+		return
+	}
+	iss, err := f.CA.Issuer.IssueDevice(r.Context(), &pki.DeviceRequest{Identity: *id, PublicKey: pub})
+	if err != nil {
+		problem(http.StatusInternalServerError, "internal", err.Error())(w)
+		return
+	}
+	f.writeIssued(w, iss)
+}

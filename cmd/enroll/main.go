@@ -10,6 +10,17 @@
 // chain.pem and root.crt into --dir. Run again, it does nothing while that
 // identity is valid. Exit codes: 0 enrolled or already enrolled, 1 permanent
 // error, 2 usage error, 3 timed out while the CA kept failing transiently.
+//
+// The other subcommands work on an enrolled --dir (the CA URL and pinned
+// root are recorded in DIR/ca.json at enrollment):
+//
+//	enroll renew --dir DIR [--rekey]   renew once over mTLS (re-key when asked or forced)
+//	enroll rekey --dir DIR             renew with a new key
+//	enroll run --dir DIR [enroll flags] enroll if needed, then renew at 2/3 of each lifetime
+//	enroll status --dir DIR            identity, validity, chain and OCSP status
+//
+// Renewal keeps the previous key and certificate as .prev files and installs
+// the new ones so that a crash at any point leaves a valid pair (renew.go).
 package main
 
 import (
@@ -40,11 +51,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	}
 	switch cmd {
 	case "enroll":
-	case "renew", "run", "rekey", "status":
-		fmt.Fprintf(stderr, "enroll: subcommand %q is not built yet\n", cmd)
-		return exitUsage
+	case "renew", "rekey", "run", "status":
+		return runAgentCmd(ctx, cmd, args, stdout, stderr, getenv)
 	default:
-		fmt.Fprintf(stderr, "enroll: unknown subcommand %q (want enroll)\n", cmd)
+		fmt.Fprintf(stderr, "enroll: unknown subcommand %q (want enroll, renew, rekey, run or status)\n", cmd)
 		return exitUsage
 	}
 
@@ -120,4 +130,39 @@ func parseEnrollFlags(args []string, stderr io.Writer, getenv func(string) strin
 		cfg.Token = strings.TrimSpace(getenv("DEVPKI_TOKEN"))
 	}
 	return cfg, nil
+}
+
+// runAgentCmd runs renew, rekey (renew --rekey), run and status.
+func runAgentCmd(ctx context.Context, cmd string, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
+	name := cmd
+	if cmd == "rekey" {
+		name = "renew"
+	}
+	a, err := parseAgentFlags(name, args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	if err == nil {
+		a.cfg.Stdout, a.cfg.Stderr = stdout, stderr
+		a.cfg.UserAgent = "devpki-enroll/0"
+		if a.cfg.Token == "" {
+			a.cfg.Token = strings.TrimSpace(getenv("DEVPKI_TOKEN"))
+		}
+		fp := envFailpoint(getenv)
+		switch cmd {
+		case "renew":
+			err = runRenewCmd(ctx, a, fp)
+		case "rekey":
+			a.rekey = true
+			err = runRenewCmd(ctx, a, fp)
+		case "run":
+			err = runAgent(ctx, a, fp)
+		case "status":
+			err = runStatus(ctx, a)
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "enroll %s: %v\n", cmd, err)
+	}
+	return exitCode(err)
 }

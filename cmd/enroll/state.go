@@ -149,17 +149,29 @@ func verifyIdentity(id *identity, now time.Time) error {
 	return nil
 }
 
+// generation names the files of one key, certificate and chain: the
+// current ones, or the .next and .prev copies a renewal keeps (renew.go).
+type generation struct{ key, cert, chain string }
+
+// current is the identity every consumer reads.
+var current = generation{key: keyFile, cert: certFile, chain: chainFile}
+
 // loadIdentity reads and checks the identity in dir. It returns
 // fs.ErrNotExist (wrapped) when device.crt is absent, and another error when
 // the files are there but do not form a valid identity pinned to pin at now.
 func loadIdentity(dir, passwordPath, pin string, now time.Time) (*identity, error) {
-	certPEM, err := os.ReadFile(filepath.Join(dir, certFile))
+	return loadGeneration(dir, current, passwordPath, pin, now)
+}
+
+// loadGeneration is loadIdentity for the files of g.
+func loadGeneration(dir string, g generation, passwordPath, pin string, now time.Time) (*identity, error) {
+	certPEM, err := os.ReadFile(filepath.Join(dir, g.cert))
 	if err != nil {
 		return nil, err
 	}
 	certs, err := client.ParseCertificatesPEM(certPEM)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", certFile, err)
+		return nil, fmt.Errorf("%s: %w", g.cert, err)
 	}
 	id := &identity{Cert: certs[0]}
 
@@ -178,13 +190,13 @@ func loadIdentity(dir, passwordPath, pin string, now time.Time) (*identity, erro
 		return nil, fmt.Errorf("%s has fingerprint %s, not the pinned %s", rootFile, fp, pin)
 	}
 
-	chainPEM, err := os.ReadFile(filepath.Join(dir, chainFile))
+	chainPEM, err := os.ReadFile(filepath.Join(dir, g.chain))
 	if err != nil {
 		return nil, fmt.Errorf("%v", err)
 	}
 	if len(strings.TrimSpace(string(chainPEM))) > 0 {
 		if id.Chain, err = client.ParseCertificatesPEM(chainPEM); err != nil {
-			return nil, fmt.Errorf("%s: %w", chainFile, err)
+			return nil, fmt.Errorf("%s: %w", g.chain, err)
 		}
 	}
 
@@ -192,17 +204,17 @@ func loadIdentity(dir, passwordPath, pin string, now time.Time) (*identity, erro
 	if err != nil {
 		return nil, fmt.Errorf("%v", err)
 	}
-	keyPEM, err := os.ReadFile(filepath.Join(dir, keyFile))
+	keyPEM, err := os.ReadFile(filepath.Join(dir, g.key))
 	if err != nil {
 		return nil, fmt.Errorf("%v", err)
 	}
 	k, err := pemutil.ParseKey(keyPEM, pemutil.WithPassword(pw))
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", keyFile, err)
+		return nil, fmt.Errorf("%s: %w", g.key, err)
 	}
 	signer, ok := k.(crypto.Signer)
 	if !ok {
-		return nil, fmt.Errorf("%s: %T is not a signing key", keyFile, k)
+		return nil, fmt.Errorf("%s: %T is not a signing key", g.key, k)
 	}
 	id.Key = signer
 	if err := verifyIdentity(id, now); err != nil {

@@ -1,0 +1,223 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/http"
+	"os"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/crypto/ocsp"
+)
+
+// agentFlags parses the flags of renew, run and status.
+type agentFlags struct {
+	cfg         config
+	rekey       bool
+	fingerprint string
+}
+
+func parseAgentFlags(cmd string, args []string, stderr io.Writer) (*agentFlags, error) {
+	a := &agentFlags{}
+	fs := flag.NewFlagSet("enroll "+cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&a.cfg.Dir, "dir", "", "state `directory` written by enroll (required)")
+	fs.StringVar(&a.cfg.CA, "ca", "", "CA base `URL` (default: the one recorded at enrollment)")
+	fs.StringVar(&a.fingerprint, "fingerprint", "", "root fingerprint (default: the one recorded at enrollment)")
+	fs.StringVar(&a.cfg.KeyPasswordFile, "key-password-file", "", "`file` holding the password of device.key (default: DIR/device.key.password)")
+	fs.DurationVar(&a.cfg.Timeout, "timeout", 5*time.Minute, "give up retrying transient failures after this long")
+	if cmd == "renew" {
+		fs.BoolVar(&a.rekey, "rekey", false, "make a new key instead of renewing the current one")
+	}
+	if cmd == "run" {
+		fs.Func("mac", "MAC `address` for the first enrollment, repeatable", func(s string) error {
+			a.cfg.MACs = append(a.cfg.MACs, s)
+			return nil
+		})
+		fs.StringVar(&a.cfg.Serial, "serial", "", "device serial for the first enrollment")
+		fs.StringVar(&a.cfg.Token, "token", "", "bootstrap token for the first enrollment (or $DEVPKI_TOKEN)")
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, err
+		}
+		return nil, &exitError{exitUsage, err}
+	}
+	if fs.NArg() > 0 {
+		return nil, usageErr("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	if a.cfg.Dir == "" {
+		return nil, usageErr("--dir is required")
+	}
+	if a.cfg.Timeout <= 0 {
+		return nil, usageErr("--timeout must be positive")
+	}
+	return a, nil
+}
+
+// envFailpoint is the crash hook of the real binary: when DEVPKI_FAILPOINT
+// names a step of replaceIdentity, the process kills itself with SIGKILL
+// there. The crash tests use it; it does nothing otherwise.
+func envFailpoint(getenv func(string) string) func(string) error {
+	want := getenv("DEVPKI_FAILPOINT")
+	return func(step string) error {
+		if want != "" && step == want {
+			syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			select {} // never returns
+		}
+		return nil
+	}
+}
+
+// runRenewCmd is 'enroll renew': renew (or re-key) once.
+func runRenewCmd(ctx context.Context, a *agentFlags, failpoint func(string) error) error {
+	cfg := &a.cfg
+	cfg.defaults()
+	ci, err := loadCAInfo(cfg.Dir, cfg.CA, a.fingerprint)
+	if err != nil {
+		return err
+	}
+	id, err := renewOnce(ctx, cfg, ci, a.rekey, failpoint)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(cfg.Stdout, "renewed device %s; certificate %s valid until %s\n",
+		id.Cert.Subject.CommonName, cfg.Dir+"/"+certFile, id.Cert.NotAfter.UTC().Format(time.RFC3339))
+	return nil
+}
+
+// runAgent is 'enroll run': enroll when the state is empty, then renew at two
+// thirds of each certificate's lifetime, retrying while the CA is away, until
+// ctx ends (SIGTERM) or the identity can no longer be renewed.
+func runAgent(ctx context.Context, a *agentFlags, failpoint func(string) error) error {
+	cfg := &a.cfg
+	cfg.defaults()
+	for {
+		ci, ciErr := loadCAInfo(cfg.Dir, cfg.CA, a.fingerprint)
+		var id *identity
+		var err error
+		if ciErr == nil {
+			id, err = recoverIdentity(cfg.Dir, cfg.KeyPasswordFile, ci.Fingerprint, cfg.Now(), cfg.logf)
+		}
+		if ciErr != nil || errors.Is(err, fs.ErrNotExist) {
+			cfg.logf("no identity in %s yet: enrolling", cfg.Dir)
+			ec := *cfg
+			ec.Fingerprint = a.fingerprint
+			if err := runEnroll(ctx, ec); err != nil {
+				return err
+			}
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("load identity: %w", err)
+		}
+		at := renewAt(id.Cert, cfg.Jitter)
+		cfg.logf("certificate %s valid until %s; next renewal at %s", id.Cert.SerialNumber.Text(16),
+			id.Cert.NotAfter.UTC().Format(time.RFC3339), at.UTC().Format(time.RFC3339))
+		if wait := at.Sub(cfg.Now()); wait > 0 {
+			if err := cfg.Sleep(ctx, wait); err != nil {
+				cfg.logf("stopping: %v", err)
+				return nil
+			}
+		}
+		for attempt := 0; ; attempt++ {
+			rc := *cfg
+			rc.Timeout = max(cfg.Timeout, id.Cert.NotAfter.Sub(cfg.Now()))
+			if _, err = renewOnce(ctx, &rc, ci, false, failpoint); err == nil {
+				cfg.logf("renewed")
+				break
+			}
+			if ctx.Err() != nil {
+				cfg.logf("stopping: %v", ctx.Err())
+				return nil
+			}
+			if !cfg.Now().Before(id.Cert.NotAfter) {
+				return fmt.Errorf("renewal failed and the certificate has expired: %w", err)
+			}
+			delay := cfg.Jitter(backoff(attempt))
+			cfg.logf("renewal failed (%v); retrying in %s", err, delay.Round(time.Millisecond))
+			if err := cfg.Sleep(ctx, delay); err != nil {
+				return nil
+			}
+		}
+	}
+}
+
+// runStatus is 'enroll status': identity, expiry, chain and OCSP status.
+func runStatus(ctx context.Context, a *agentFlags) error {
+	cfg := &a.cfg
+	cfg.defaults()
+	ci, err := loadCAInfo(cfg.Dir, cfg.CA, a.fingerprint)
+	if err != nil {
+		return err
+	}
+	id, err := recoverIdentity(cfg.Dir, cfg.KeyPasswordFile, ci.Fingerprint, cfg.Now(), cfg.logf)
+	if err != nil {
+		return fmt.Errorf("no valid identity in %s: %w", cfg.Dir, err)
+	}
+	c := id.Cert
+	w := cfg.Stdout
+	fmt.Fprintf(w, "device:      %s\n", c.Subject.CommonName)
+	fmt.Fprintf(w, "serial:      %s\n", c.Subject.SerialNumber)
+	for _, u := range c.URIs {
+		fmt.Fprintf(w, "san:         %s\n", u)
+	}
+	fmt.Fprintf(w, "certificate: %s\n", c.SerialNumber.Text(16))
+	fmt.Fprintf(w, "valid:       %s to %s (renewal due %s)\n", c.NotBefore.UTC().Format(time.RFC3339),
+		c.NotAfter.UTC().Format(time.RFC3339), renewAt(c, func(time.Duration) time.Duration { return 0 }).UTC().Format(time.RFC3339))
+	fmt.Fprintf(w, "chain:       valid to pinned root %s\n", ci.Fingerprint)
+	fmt.Fprintf(w, "ocsp:        %s\n", ocspStatus(ctx, id))
+	return nil
+}
+
+// ocspStatus asks the responder named in the certificate.
+func ocspStatus(ctx context.Context, id *identity) string {
+	if len(id.Cert.OCSPServer) == 0 {
+		return "unknown (the certificate names no OCSP responder)"
+	}
+	if len(id.Chain) == 0 {
+		return "unknown (no issuer certificate in chain.pem)"
+	}
+	issuer := id.Chain[0]
+	req, err := ocsp.CreateRequest(id.Cert, issuer, nil)
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(id.Root)
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
+	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, id.Cert.OCSPServer[0], bytes.NewReader(req))
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	hr.Header.Set("Content-Type", "application/ocsp-request")
+	resp, err := hc.Do(hr)
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	r, err := ocsp.ParseResponseForCert(body, id.Cert, issuer)
+	if err != nil {
+		return fmt.Sprintf("error: %v (HTTP %d)", err, resp.StatusCode)
+	}
+	switch r.Status {
+	case ocsp.Good:
+		return fmt.Sprintf("good (this update %s)", r.ThisUpdate.UTC().Format(time.RFC3339))
+	case ocsp.Revoked:
+		return fmt.Sprintf("REVOKED at %s, reason %d", r.RevokedAt.UTC().Format(time.RFC3339), r.RevocationReason)
+	}
+	return "unknown to the responder"
+}
