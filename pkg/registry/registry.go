@@ -35,6 +35,14 @@ var (
 	// RevokeDevice when there was nothing left to revoke. It is not a
 	// failure: revocation is idempotent, and nothing was written.
 	ErrAlreadyRevoked = errors.New("registry: already revoked")
+	// ErrRekeyRequired: an admin asked the device for a new key; a renewal
+	// with the current key is refused.
+	ErrRekeyRequired = errors.New("registry: re-key required")
+	// ErrNotRenewable: the certificate presented for renewal is revoked,
+	// superseded by a later renewal, or not a device certificate.
+	ErrNotRenewable = errors.New("registry: certificate cannot be renewed")
+	// ErrDeviceNotActive: the device is revoked or quarantined.
+	ErrDeviceNotActive = errors.New("registry: device is not active")
 )
 
 // Tenant is an isolated fleet. The zero RequireTPM lets devices enroll with
@@ -58,15 +66,21 @@ const (
 
 // Device is one enrolled piece of hardware, unique per (TenantID, Serial).
 type Device struct {
-	ID        string // opaque, stable; the certificate's CN
-	TenantID  string
-	Serial    string   // hardware serial number
-	MACs      []string // 12 lowercase hex digits each
-	Status    DeviceStatus
-	Method    string // enrollment method: "token", "tpm", ...
-	EKHash    string // TPM EK public key hash, empty for software keys
-	CreatedAt time.Time
-	UpdatedAt time.Time
+	ID       string // opaque, stable; the certificate's CN
+	TenantID string
+	Serial   string   // hardware serial number
+	MACs     []string // 12 lowercase hex digits each
+	Status   DeviceStatus
+	Method   string // enrollment method: "token", "tpm", ...
+	EKHash   string // TPM EK public key hash, empty for software keys
+	// RekeyRequired is set by an admin's rotate: the next renewal must
+	// bring a new key. A renewal with a new key clears it.
+	RekeyRequired bool
+	// RekeyDeadline, when set with RekeyRequired, is when the certificates
+	// of a device that has not re-keyed are revoked.
+	RekeyDeadline *time.Time
+	CreatedAt     time.Time
+	UpdatedAt     time.Time
 }
 
 // CertStatus is the state of an issued certificate.
@@ -208,6 +222,20 @@ type Enrollment struct {
 	Audit *AuditEvent
 }
 
+// Renewal is what one renewal writes, in one transaction by Store.Renew:
+// the certificate OldSerial must be an active device certificate of an
+// active device (else ErrNotRenewable or ErrDeviceNotActive); a same-key
+// renewal of a device whose RekeyRequired is set is ErrRekeyRequired. Then
+// Certificate (ReplacesSerial = OldSerial) is inserted, the old certificate
+// becomes superseded (still valid until it expires), a new-key renewal
+// clears RekeyRequired, and Audit is appended.
+type Renewal struct {
+	OldSerial   string
+	SameKey     bool
+	Certificate *Certificate
+	Audit       *AuditEvent
+}
+
 // Store is the registry. All methods are safe for concurrent use. Every
 // write method takes the audit event it appends in the same transaction.
 type Store interface {
@@ -254,6 +282,15 @@ type Store interface {
 	// database: strictly increasing across calls, processes and replicas
 	// sharing the database; the first call returns 1.
 	NextCRLNumber(ctx context.Context) (int64, error)
+
+	// Renew records a renewal atomically (see Renewal).
+	Renew(ctx context.Context, r *Renewal) error
+	// GetReplacement returns the certificate that renewed serial, or
+	// ErrNotFound.
+	GetReplacement(ctx context.Context, serial string) (*Certificate, error)
+	// RequireRekey sets or clears the device's RekeyRequired flag and
+	// deadline, with audit. An unknown device is ErrNotFound.
+	RequireRekey(ctx context.Context, deviceID string, required bool, deadline *time.Time, audit *AuditEvent) error
 
 	PutAdmin(ctx context.Context, a *Admin, audit *AuditEvent) error
 	GetAdmin(ctx context.Context, name string) (*Admin, error)

@@ -20,16 +20,19 @@ type tenantRow struct {
 func (tenantRow) TableName() string { return "tenants" }
 
 type deviceRow struct {
-	ID        string     `gorm:"primaryKey;size:128"`
-	TenantID  string     `gorm:"size:128;not null;uniqueIndex:ux_devices_tenant_serial,priority:1"`
-	Tenant    *tenantRow `gorm:"foreignKey:TenantID;references:ID;constraint:OnUpdate:RESTRICT,OnDelete:RESTRICT"`
-	Serial    string     `gorm:"size:256;not null;uniqueIndex:ux_devices_tenant_serial,priority:2"`
-	MACs      string     `gorm:"column:macs;not null"` // JSON array of strings
-	Status    string     `gorm:"size:32;not null"`
-	Method    string     `gorm:"size:64;not null"`
-	EKHash    string     `gorm:"column:ek_hash;size:128;not null"`
-	CreatedAt time.Time
-	UpdatedAt time.Time
+	ID       string     `gorm:"primaryKey;size:128"`
+	TenantID string     `gorm:"size:128;not null;uniqueIndex:ux_devices_tenant_serial,priority:1"`
+	Tenant   *tenantRow `gorm:"foreignKey:TenantID;references:ID;constraint:OnUpdate:RESTRICT,OnDelete:RESTRICT"`
+	Serial   string     `gorm:"size:256;not null;uniqueIndex:ux_devices_tenant_serial,priority:2"`
+	MACs     string     `gorm:"column:macs;not null"` // JSON array of strings
+	Status   string     `gorm:"size:32;not null"`
+	Method   string     `gorm:"size:64;not null"`
+	EKHash   string     `gorm:"column:ek_hash;size:128;not null"`
+	// RekeyRequired and RekeyDeadline: an admin's rotate (registry.Device).
+	RekeyRequired bool `gorm:"not null;default:false"`
+	RekeyDeadline *time.Time
+	CreatedAt     time.Time
+	UpdatedAt     time.Time
 }
 
 func (deviceRow) TableName() string { return "devices" }
@@ -158,16 +161,34 @@ func fromDevice(d *registry.Device) *deviceRow {
 	return &deviceRow{
 		ID: d.ID, TenantID: d.TenantID, Serial: d.Serial, MACs: encodeList(d.MACs),
 		Status: string(d.Status), Method: d.Method, EKHash: d.EKHash,
+		RekeyRequired: d.RekeyRequired, RekeyDeadline: tsPtr(d.RekeyDeadline),
 		CreatedAt: ts(d.CreatedAt), UpdatedAt: ts(d.UpdatedAt),
 	}
+}
+
+func tsPtr(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	v := ts(*t)
+	return &v
 }
 
 func (r *deviceRow) domain() *registry.Device {
 	return &registry.Device{
 		ID: r.ID, TenantID: r.TenantID, Serial: r.Serial, MACs: decodeList(r.MACs),
 		Status: registry.DeviceStatus(r.Status), Method: r.Method, EKHash: r.EKHash,
+		RekeyRequired: r.RekeyRequired, RekeyDeadline: utcPtr(r.RekeyDeadline),
 		CreatedAt: r.CreatedAt.UTC(), UpdatedAt: r.UpdatedAt.UTC(),
 	}
+}
+
+func utcPtr(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	v := t.UTC()
+	return &v
 }
 
 func fromCertificate(c *registry.Certificate) *certificateRow {

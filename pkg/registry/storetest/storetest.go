@@ -47,6 +47,9 @@ func Run(t *testing.T, open func(t *testing.T) registry.Store) {
 		{"RevokeDevice", testRevokeDevice},
 		{"ListRevoked", testListRevoked},
 		{"NextCRLNumber", testNextCRLNumber},
+		{"Renew", testRenew},
+		{"RenewRekeyRequired", testRenewRekeyRequired},
+		{"RenewRevoked", testRenewRevoked},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,0 +1,100 @@
+package storetest
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"devpki/pkg/registry"
+)
+
+func renewal(t *testing.T, old string, sameKey bool) *registry.Renewal {
+	t.Helper()
+	now := time.Now()
+	return &registry.Renewal{
+		OldSerial: old,
+		SameKey:   sameKey,
+		Certificate: &registry.Certificate{
+			Serial: randHex(t, 20), Kind: registry.KindDevice, Subject: "CN=renewed",
+			NotBefore: now.Add(-time.Minute), NotAfter: now.Add(30 * 24 * time.Hour), DER: []byte{0x30, 0x03, 0x02, 0x01, 0x02},
+		},
+		Audit: &registry.AuditEvent{TenantID: registry.DefaultTenant, Actor: "device:x", Action: "renew", Result: registry.ResultOK},
+	}
+}
+
+func testRenew(t *testing.T, s registry.Store) {
+	ctx := context.Background()
+	e := enrolled(t, s, "SN-RENEW")
+	old := e.Certificate.Serial
+	r := renewal(t, old, true)
+	if err := s.Renew(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.GetCertificate(ctx, r.Certificate.Serial)
+	if err != nil || got.ReplacesSerial != old || got.DeviceID != e.Device.ID || got.Status != registry.CertActive {
+		t.Fatalf("new certificate %+v, %v", got, err)
+	}
+	prev, err := s.GetCertificate(ctx, old)
+	if err != nil || prev.Status != registry.CertSuperseded || prev.RevokedAt != nil {
+		t.Fatalf("old certificate %+v, %v; want superseded, not revoked", prev, err)
+	}
+	rep, err := s.GetReplacement(ctx, old)
+	if err != nil || rep.Serial != r.Certificate.Serial {
+		t.Fatalf("GetReplacement: %+v, %v", rep, err)
+	}
+	if _, err := s.GetReplacement(ctx, r.Certificate.Serial); !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("GetReplacement of the newest: %v, want ErrNotFound", err)
+	}
+	// The superseded certificate cannot renew again; nothing is written.
+	n0, _ := auditHead(t, s)
+	if err := s.Renew(ctx, renewal(t, old, true)); !errors.Is(err, registry.ErrNotRenewable) {
+		t.Fatalf("renewing a superseded certificate: %v, want ErrNotRenewable", err)
+	}
+	if err := s.Renew(ctx, renewal(t, "00ff", true)); !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("renewing an unknown certificate: %v, want ErrNotFound", err)
+	}
+	if n1, _ := auditHead(t, s); n1 != n0 {
+		t.Fatalf("refused renewals wrote %d audit events", n1-n0)
+	}
+	verify(t, s)
+}
+
+func testRenewRekeyRequired(t *testing.T, s registry.Store) {
+	ctx := context.Background()
+	e := enrolled(t, s, "SN-ROTATE")
+	deadline := time.Now().Add(48 * time.Hour)
+	if err := s.RequireRekey(ctx, e.Device.ID, true, &deadline, revokeEvent("device.rotate", e.Device.ID)); err != nil {
+		t.Fatal(err)
+	}
+	d, err := s.GetDevice(ctx, e.Device.ID)
+	if err != nil || !d.RekeyRequired || d.RekeyDeadline == nil || d.RekeyDeadline.Sub(deadline).Abs() > time.Second {
+		t.Fatalf("device after RequireRekey: %+v, %v", d, err)
+	}
+	if err := s.Renew(ctx, renewal(t, e.Certificate.Serial, true)); !errors.Is(err, registry.ErrRekeyRequired) {
+		t.Fatalf("same-key renewal after rotate: %v, want ErrRekeyRequired", err)
+	}
+	if err := s.Renew(ctx, renewal(t, e.Certificate.Serial, false)); err != nil {
+		t.Fatalf("new-key renewal after rotate: %v", err)
+	}
+	if d, _ := s.GetDevice(ctx, e.Device.ID); d.RekeyRequired || d.RekeyDeadline != nil {
+		t.Fatalf("re-key did not clear the flag: %+v", d)
+	}
+	if err := s.RequireRekey(ctx, "no-such-device", true, nil, nil); !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("RequireRekey of an unknown device: %v", err)
+	}
+	verify(t, s)
+}
+
+func testRenewRevoked(t *testing.T, s registry.Store) {
+	ctx := context.Background()
+	e := enrolled(t, s, "SN-RENEW-REVOKED")
+	if _, err := s.RevokeDevice(ctx, e.Device.ID, registry.ReasonKeyCompromise, revokeEvent("device.revoke", e.Device.ID)); err != nil {
+		t.Fatal(err)
+	}
+	err := s.Renew(ctx, renewal(t, e.Certificate.Serial, true))
+	if !errors.Is(err, registry.ErrNotRenewable) && !errors.Is(err, registry.ErrDeviceNotActive) {
+		t.Fatalf("renewal of a revoked device: %v", err)
+	}
+	verify(t, s)
+}
