@@ -51,6 +51,12 @@ func classify(err error) (status int, slug, title string, public bool) {
 		return http.StatusUnauthorized, "token-spent", "Bootstrap token already used", true
 	case errors.Is(err, registry.ErrTokenSerialMismatch), errors.Is(err, registry.ErrTokenTenantMismatch):
 		return http.StatusForbidden, "token-mismatch", "Bootstrap token not valid for this device", true
+	case errors.Is(err, registry.ErrRekeyRequired):
+		return http.StatusConflict, client.SlugRekeyRequired, "A new key is required", true
+	case errors.Is(err, registry.ErrNotRenewable):
+		return http.StatusForbidden, "not-renewable", "Certificate cannot be renewed", true
+	case errors.Is(err, registry.ErrDeviceNotActive):
+		return http.StatusForbidden, "revoked", "Device revoked", true
 	case errors.Is(err, registry.ErrSerialConflict):
 		return http.StatusConflict, "serial-conflict", "Serial already enrolled", true
 	case errors.Is(err, registry.ErrConflict):

@@ -87,6 +87,7 @@ func New(cfg Config) (*echo.Echo, error) {
 		}
 	})
 	s.routesEnroll(e)
+	s.routesRenew(e)
 	s.routesCA(e)
 	s.routesAdmin(e)
 	return e, nil

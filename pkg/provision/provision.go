@@ -22,6 +22,8 @@ import (
 // Issuer signs device certificates. *pki.Issuer implements it.
 type Issuer interface {
 	IssueDevice(ctx context.Context, req *pki.DeviceRequest) (*pki.Issued, error)
+	// Chain is the issuing chain sent with every certificate.
+	Chain() []*x509.Certificate
 }
 
 // Config configures a Service. Store, Issuer and TrustDomain are required.
@@ -114,12 +116,12 @@ type Attestor interface {
 func (s *Service) Enroll(ctx context.Context, a Attestor, req *Request) (*Result, error) {
 	adm, err := a.Admit(ctx, req)
 	if err != nil {
-		s.refuse(ctx, req, "", "enroll", "", err)
+		s.refuse(ctx, req, "", "", "", "enroll", err)
 		return nil, err
 	}
 	res, target, err := s.enroll(ctx, adm, req)
 	if err != nil {
-		s.refuse(ctx, req, adm.TenantID, adm.Actor, target, err)
+		s.refuse(ctx, req, adm.TenantID, adm.Actor, target, "enroll", err)
 		return nil, err
 	}
 	return res, nil
@@ -211,14 +213,14 @@ func (s *Service) enroll(ctx context.Context, adm *Admission, req *Request) (*Re
 // refuse audits a refused enrollment. Auditing must not hide the refusal, so
 // a failure to write the event is only reported through the returned error
 // of the enrollment (which is already an error).
-func (s *Service) refuse(ctx context.Context, req *Request, tenantID, actor, target string, cause error) {
+func (s *Service) refuse(ctx context.Context, req *Request, tenantID, actor, target, action string, cause error) {
 	if actor == "" {
 		actor = "anonymous"
 	}
 	_ = s.cfg.Store.AppendAudit(context.WithoutCancel(ctx), &registry.AuditEvent{
 		TenantID:   tenantID,
 		Actor:      actor,
-		Action:     "enroll",
+		Action:     action,
 		Target:     target,
 		Result:     registry.ResultDenied,
 		Detail:     cause.Error(),
@@ -288,3 +290,5 @@ func NewUUID() string {
 	h := hex.EncodeToString(b[:])
 	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
 }
+
+func (s *Service) chain() []*x509.Certificate { return s.cfg.Issuer.Chain() }

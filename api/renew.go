@@ -1,0 +1,42 @@
+package api
+
+import (
+	"net/http"
+
+	"github.com/labstack/echo/v4"
+
+	"devpki/api/client"
+	"devpki/pkg/provision"
+	"devpki/pkg/registry"
+)
+
+func (s *Server) routesRenew(e *echo.Echo) {
+	e.POST("/v1/renew", s.renew)
+}
+
+// renew is POST /v1/renew: the device's current certificate over mTLS is the
+// only credential; an empty body renews its key, {"csr": PEM} re-keys.
+func (s *Server) renew(c echo.Context) error {
+	r := c.Request()
+	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
+		s.audit(r.Context(), &registry.AuditEvent{
+			Actor: "anonymous", Action: "renew", Result: registry.ResultDenied,
+			Detail: "no client certificate", SourceAddr: c.RealIP(),
+		})
+		return problem(http.StatusUnauthorized, "unauthorized", "Client certificate required",
+			"renewal is authenticated by the device's current certificate over mutual TLS")
+	}
+	var req client.RenewRequest
+	if err := decodeJSON(c, &req); err != nil {
+		return err
+	}
+	res, err := s.cfg.Provision.Renew(r.Context(), &provision.RenewRequest{
+		Peer:       r.TLS.VerifiedChains[0][0],
+		CSRPEM:     []byte(req.CSR),
+		SourceAddr: c.RealIP(),
+	})
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusCreated, enrollResponse(res, s.chainList))
+}
