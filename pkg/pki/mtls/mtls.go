@@ -1,0 +1,349 @@
+// Package mtls builds crypto/tls configurations for devpki components: it
+// trusts the CA's bundle, serves the component's own certificate and reloads
+// it when the device agent renews it (no restart), refuses revoked peers in
+// VerifyConnection from a signature-checked CRL cache, and reads the peer's
+// devpki identity.
+//
+// Two lines give a server or a client:
+//
+//	src, err := mtls.New(mtls.Options{RootFile: "root.crt", CertFile: "server.crt", KeyFile: "server.key", CRLURL: "https://ca:8443/crl"})
+//	srv := &http.Server{TLSConfig: src.ServerConfig()}
+//
+// Revocation is fail-closed: while no CRL covering the peer's issuer is held
+// that is fresh (see Options.MaxCRLStaleness), every peer is refused unless
+// Options.FailOpen is set. With neither CRLURL nor CRLFile, revocation is not
+// checked at all.
+package mtls
+
+import (
+	"context"
+	"crypto"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"go.step.sm/crypto/pemutil"
+)
+
+// Defaults for zero Options fields.
+const (
+	DefaultCRLRefresh = time.Minute
+	// DefaultCRLGrace is how long after its nextUpdate a CRL still counts
+	// as fresh (clock skew between the CA and this host).
+	DefaultCRLGrace = 5 * time.Minute
+	// reloadCheckInterval bounds how often the certificate files are
+	// stat'ed on use.
+	reloadCheckInterval = time.Second
+	// minOnDemandRefresh bounds how often a handshake that finds the CRL
+	// stale triggers a fetch itself.
+	minOnDemandRefresh = time.Second
+	fetchTimeout       = 30 * time.Second
+	maxCRLBytes        = 64 << 20
+)
+
+// Errors wrapped by the errors this package returns.
+var (
+	// ErrRevoked is wrapped (through *RevokedError) when a peer's
+	// certificate, or a CA certificate in its chain, is on the CRL.
+	ErrRevoked = errors.New("certificate revoked")
+	// ErrCRLStale means no fresh CRL covering the peer's issuer is held;
+	// the peer is refused unless Options.FailOpen.
+	ErrCRLStale = errors.New("no fresh CRL")
+	// ErrCRLSignature means a fetched CRL was not signed by a CA in the
+	// trust bundle; it was ignored.
+	ErrCRLSignature = errors.New("CRL signature not from a trusted issuer")
+	// ErrCRLRollback means a fetched CRL has a lower CRL number than the
+	// one held; it was ignored.
+	ErrCRLRollback = errors.New("CRL number lower than the one held")
+	// ErrBadCRL means a fetched CRL is malformed, expired, or lacks a CRL
+	// number or nextUpdate (RFC 5280 requires both); it was ignored.
+	ErrBadCRL = errors.New("bad CRL")
+	// ErrNoPeer means the connection has no verified peer chain.
+	ErrNoPeer = errors.New("no verified peer certificate")
+)
+
+// Options configures New. RootFile or Roots, and CertFile with KeyFile or
+// GetKey, are required; every other zero field means the documented default.
+type Options struct {
+	// RootFile is a PEM bundle of trust anchors (the CA's root.crt). Every
+	// CA certificate in it may also sign CRLs.
+	RootFile string
+	// Roots adds trust anchors. Its certificates cannot be listed, so CRL
+	// issuers must come from RootFile, the own chain or CRLIssuers.
+	Roots *x509.CertPool
+	// CRLIssuers are extra CA certificates that may sign CRLs (such as the
+	// issuing intermediate); each must chain to the trust anchors.
+	CRLIssuers []*x509.Certificate
+
+	// CertFile is the PEM certificate (optionally followed by its chain);
+	// ChainFile, if set, holds more chain certificates (the device agent's
+	// chain.pem). Both are re-read with the key when CertFile changes.
+	CertFile, ChainFile string
+	// KeyFile is the PEM private key, encrypted when KeyPassword or
+	// KeyPasswordFile is set (go.step.sm/crypto/pemutil formats).
+	KeyFile         string
+	KeyPassword     []byte
+	KeyPasswordFile string // first line is the password
+	// GetKey, if set, replaces KeyFile: it is called on every (re)load and
+	// must return the key of the certificate in CertFile (a TPM key, say).
+	GetKey func() (crypto.Signer, error)
+
+	// CRLURL is an http(s) URL of a DER CRL (the CA's /crl); CRLFile a
+	// local DER or PEM CRL. Either, both or neither (no revocation check).
+	CRLURL, CRLFile string
+	// CRLRefresh is how often the CRLs are fetched in the background;
+	// default DefaultCRLRefresh (1m).
+	CRLRefresh time.Duration
+	// MaxCRLStaleness, when positive, also requires the CRL to have been
+	// confirmed current by a successful fetch within this long. A CRL is
+	// never fresh past its nextUpdate + DefaultCRLGrace.
+	MaxCRLStaleness time.Duration
+	// FailOpen accepts peers while no fresh CRL is held (serials on a
+	// stale CRL are still refused). Default false: fail closed.
+	FailOpen bool
+
+	// TrustDomain is the SPIFFE trust domain PeerIdentity checks; empty
+	// means PeerIdentity fails.
+	TrustDomain string
+	// Now is the clock for certificate and CRL validity; default time.Now.
+	Now func() time.Time
+	// Logger receives reloads and CRL updates; default discards.
+	Logger *slog.Logger
+	// HTTPClient fetches CRLURL; default a client with a 30s timeout that
+	// trusts the same anchors.
+	HTTPClient *http.Client
+}
+
+// Source holds the trust bundle, the current own certificate and the CRL
+// cache. It is safe for concurrent use; Close stops its background refresh.
+type Source struct {
+	opts      Options
+	roots     *x509.CertPool
+	issuers   []*x509.Certificate // CRL issuer candidates, verified to roots
+	now       func() time.Time
+	log       *slog.Logger
+	certs     *certReloader
+	crl       *crlCache // nil: no revocation check
+	stop      chan struct{}
+	done      chan struct{}
+	closeOnce sync.Once
+}
+
+// New loads the trust bundle and the own certificate and key, fetches the
+// CRLs once (a failure is logged: peers are then refused until a fetch
+// succeeds, unless FailOpen), and starts the background CRL refresh.
+func New(opts Options) (*Source, error) {
+	s := &Source{opts: opts, now: opts.Now, log: opts.Logger}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if opts.CRLRefresh < 0 || opts.MaxCRLStaleness < 0 {
+		return nil, errors.New("mtls: CRLRefresh and MaxCRLStaleness must not be negative")
+	}
+	if opts.CRLRefresh == 0 {
+		s.opts.CRLRefresh = DefaultCRLRefresh
+	}
+	var anchors []*x509.Certificate
+	if opts.Roots != nil {
+		s.roots = opts.Roots.Clone()
+	} else {
+		s.roots = x509.NewCertPool()
+	}
+	if opts.RootFile != "" {
+		certs, err := pemutil.ReadCertificateBundle(opts.RootFile)
+		if err != nil {
+			return nil, fmt.Errorf("mtls: read roots: %w", err)
+		}
+		for _, c := range certs {
+			s.roots.AddCert(c)
+			anchors = append(anchors, c)
+		}
+	} else if opts.Roots == nil {
+		return nil, errors.New("mtls: RootFile or Roots is required")
+	}
+	if opts.CertFile == "" || (opts.KeyFile == "" && opts.GetKey == nil) {
+		return nil, errors.New("mtls: CertFile and KeyFile (or GetKey) are required")
+	}
+	password := opts.KeyPassword
+	if opts.KeyPasswordFile != "" {
+		b, err := os.ReadFile(opts.KeyPasswordFile)
+		if err != nil {
+			return nil, fmt.Errorf("mtls: read key password: %w", err)
+		}
+		password = firstLine(b)
+	}
+	s.certs = &certReloader{
+		certFile: opts.CertFile, chainFile: opts.ChainFile, keyFile: opts.KeyFile,
+		password: password, getKey: opts.GetKey, now: s.now, log: s.log,
+	}
+	if err := s.certs.load(); err != nil {
+		return nil, fmt.Errorf("mtls: %w", err)
+	}
+	// CRL issuers: CA certificates of the bundle, the own chain and
+	// CRLIssuers, each only if it chains to the anchors.
+	cands := append(append([]*x509.Certificate{}, anchors...), opts.CRLIssuers...)
+	cands = append(cands, s.certs.current().chain...)
+	for _, c := range cands {
+		if !c.IsCA {
+			continue
+		}
+		if _, err := c.Verify(x509.VerifyOptions{Roots: s.roots, CurrentTime: c.NotBefore.Add(time.Second),
+			KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+			s.log.Warn("mtls: CA certificate does not chain to the trust anchors; not used for CRLs", "subject", c.Subject.String(), "err", err)
+			continue
+		}
+		s.issuers = append(s.issuers, c)
+	}
+	if opts.CRLURL != "" || opts.CRLFile != "" {
+		hc := opts.HTTPClient
+		if hc == nil {
+			tr := http.DefaultTransport.(*http.Transport).Clone()
+			tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: s.roots}
+			hc = &http.Client{Transport: tr, Timeout: fetchTimeout}
+		}
+		c, err := newCRLCache(s, hc)
+		if err != nil {
+			return nil, fmt.Errorf("mtls: %w", err)
+		}
+		s.crl = c
+		ctx, cancel := context.WithTimeout(context.Background(), fetchTimeout)
+		if err := s.crl.refresh(ctx); err != nil {
+			s.log.Error("mtls: initial CRL fetch failed; peers are refused until one succeeds", "err", err, "fail_open", opts.FailOpen)
+		}
+		cancel()
+		s.stop, s.done = make(chan struct{}), make(chan struct{})
+		go s.refreshLoop()
+	}
+	return s, nil
+}
+
+// ServerConfig returns a server configuration: TLS 1.2+, client
+// certificates required and verified against the anchors, the current own
+// certificate, and the revocation check in VerifyConnection (run on
+// resumed sessions too).
+func (s *Source) ServerConfig() *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		ClientAuth: tls.RequireAndVerifyClientCert,
+		ClientCAs:  s.roots,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			return s.certs.get(), nil
+		},
+		VerifyConnection: s.VerifyConnection,
+		Time:             s.now,
+	}
+}
+
+// ClientConfig returns a client configuration: TLS 1.2+, the server's chain
+// verified against the anchors (set ServerName when dialing by IP or
+// through a proxy), the current own certificate, the revocation check in
+// VerifyConnection, and a session cache for resumption.
+func (s *Source) ClientConfig() *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		RootCAs:    s.roots,
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			return s.certs.get(), nil
+		},
+		VerifyConnection:   s.VerifyConnection,
+		ClientSessionCache: tls.NewLRUClientSessionCache(64),
+		Time:               s.now,
+	}
+}
+
+// VerifyConnection refuses a connection whose verified peer chains all
+// contain a revoked certificate or, fail-closed, whose leaf's issuer has no
+// fresh CRL. It is set on the configurations this package returns.
+func (s *Source) VerifyConnection(cs tls.ConnectionState) error {
+	if len(cs.VerifiedChains) == 0 {
+		if len(cs.PeerCertificates) == 0 {
+			return nil // a server that did not ask; ClientAuth decides
+		}
+		return fmt.Errorf("mtls: %w", ErrNoPeer)
+	}
+	if s.crl == nil {
+		return nil
+	}
+	var first error
+	for _, chain := range cs.VerifiedChains {
+		err := s.crl.check(chain)
+		if err == nil {
+			return nil
+		}
+		if first == nil {
+			first = err
+		}
+	}
+	return fmt.Errorf("mtls: %w", first)
+}
+
+// Certificate returns the own certificate currently served.
+func (s *Source) Certificate() *x509.Certificate { return s.certs.current().leaf }
+
+// Reload re-reads the own certificate and key now; on any error (unreadable
+// files, a key that does not match) the previous pair stays in use.
+func (s *Source) Reload() error { return s.certs.load() }
+
+// RefreshCRL fetches every configured CRL now and returns the first error
+// (the CRL that failed keeps its previous state).
+func (s *Source) RefreshCRL(ctx context.Context) error {
+	if s.crl == nil {
+		return nil
+	}
+	return s.crl.refresh(ctx)
+}
+
+// Close stops the background CRL refresh. The configurations keep working
+// with the state held at that time.
+func (s *Source) Close() error {
+	s.closeOnce.Do(func() {
+		if s.stop != nil {
+			close(s.stop)
+			<-s.done
+		}
+	})
+	return nil
+}
+
+func (s *Source) refreshLoop() {
+	defer close(s.done)
+	t := time.NewTicker(s.opts.CRLRefresh)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), fetchTimeout)
+		go func() {
+			select {
+			case <-s.stop:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		if err := s.crl.refresh(ctx); err != nil {
+			s.log.Warn("mtls: CRL refresh failed; keeping the CRL held", "err", err)
+		}
+		cancel()
+	}
+}
+
+func firstLine(b []byte) []byte {
+	for i, c := range b {
+		if c == '\n' || c == '\r' {
+			return b[:i]
+		}
+	}
+	return b
+}
