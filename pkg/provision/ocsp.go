@@ -1,0 +1,93 @@
+package provision
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"golang.org/x/crypto/ocsp"
+
+	"devpki/pkg/pki"
+	"devpki/pkg/registry"
+)
+
+// OCSPAnswer is a DER OCSP response and how long HTTP caches may keep it.
+type OCSPAnswer struct {
+	DER []byte
+	// NextUpdate is the response's nextUpdate; zero for unsigned error
+	// responses (malformedRequest, unauthorized, internalError).
+	NextUpdate time.Time
+	// MaxAge is how long an HTTP cache may reuse it; zero means no-cache.
+	MaxAge time.Duration
+}
+
+// OCSP answers a DER OCSP request (RFC 6960) for one certificate: good
+// (recorded and not revoked), revoked (with time and reason), or unknown
+// (not in the registry, or issued by another CA). An unparsable request
+// gets malformedRequest. Signed answers are cached per serial until
+// Refresh passes and dropped on revocation. Only a failure to read the
+// registry or to sign is an error.
+func (r *Revocation) OCSP(ctx context.Context, raw []byte) (*OCSPAnswer, error) {
+	req, err := ocsp.ParseRequest(raw)
+	if err != nil || req.SerialNumber == nil {
+		return &OCSPAnswer{DER: ocsp.MalformedRequestErrorResponse}, nil
+	}
+	if r.cfg.OCSP == nil {
+		return &OCSPAnswer{DER: ocsp.UnauthorizedErrorResponse}, nil
+	}
+	now := r.cfg.Now()
+	st := &pki.OCSPStatus{
+		Serial: req.SerialNumber, Status: ocsp.Unknown, Hash: req.HashAlgorithm,
+		ThisUpdate: now.Add(-pki.DefaultBackdate).UTC().Truncate(time.Second),
+		NextUpdate: now.Add(r.cfg.OCSPValidity).UTC().Truncate(time.Second),
+	}
+	if !r.cfg.OCSP.MatchesIssuer(req) || req.SerialNumber.Sign() <= 0 {
+		return r.signOCSP(ctx, st)
+	}
+	key := ocspKey{serial: pki.SerialHex(req.SerialNumber), hash: req.HashAlgorithm}
+	r.ocspMu.Lock()
+	e := r.ocspCache[key]
+	r.ocspMu.Unlock()
+	if e != nil && now.Before(e.reuseUntil) {
+		return &OCSPAnswer{DER: e.der, NextUpdate: e.nextUpdate, MaxAge: e.reuseUntil.Sub(now)}, nil
+	}
+	seq := r.revSeq.Load()
+	c, err := r.cfg.Store.GetCertificate(ctx, key.serial)
+	switch {
+	case errors.Is(err, registry.ErrNotFound):
+		// Not cached: serials are random, an unknown one stays unknown, and
+		// caching them would let anyone fill memory.
+		return r.signOCSP(ctx, st)
+	case err != nil:
+		return nil, fmt.Errorf("OCSP: look up %s: %w", key.serial, err)
+	case c.Status == registry.CertRevoked:
+		st.Status, st.Reason = ocsp.Revoked, c.RevocationReason
+		if c.RevokedAt != nil {
+			st.RevokedAt = *c.RevokedAt
+		}
+	default:
+		st.Status = ocsp.Good
+	}
+	a, err := r.signOCSP(ctx, st)
+	if err != nil {
+		return nil, err
+	}
+	a.MaxAge = min(r.cfg.Refresh, st.NextUpdate.Sub(now))
+	r.ocspMu.Lock()
+	// A revocation that committed while this answer was made would not be
+	// in it: cache only if none did.
+	if r.revSeq.Load() == seq && len(r.ocspCache) < r.cfg.OCSPCacheMax {
+		r.ocspCache[key] = &ocspEntry{der: a.DER, nextUpdate: st.NextUpdate, reuseUntil: now.Add(a.MaxAge)}
+	}
+	r.ocspMu.Unlock()
+	return a, nil
+}
+
+func (r *Revocation) signOCSP(ctx context.Context, st *pki.OCSPStatus) (*OCSPAnswer, error) {
+	der, err := r.cfg.OCSP.Sign(ctx, st)
+	if err != nil {
+		return nil, fmt.Errorf("OCSP: %w", err)
+	}
+	return &OCSPAnswer{DER: der, NextUpdate: st.NextUpdate}, nil
+}

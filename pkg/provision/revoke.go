@@ -1,0 +1,309 @@
+package provision
+
+import (
+	"context"
+	"crypto"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/crypto/ocsp"
+
+	"devpki/pkg/pki"
+	"devpki/pkg/registry"
+)
+
+// Revocation defaults.
+const (
+	DefaultCRLValidity  = 24 * time.Hour
+	DefaultRefresh      = time.Minute
+	DefaultOCSPValidity = time.Hour
+	DefaultOCSPCacheMax = 100_000
+)
+
+// ErrForbidden is returned when an admin acts outside its tenant.
+var ErrForbidden = errors.New("forbidden")
+
+// CRLSigner signs CRLs. *pki.CA implements it.
+type CRLSigner interface {
+	SignCRL(ctx context.Context, t *pki.CRLTemplate) ([]byte, error)
+}
+
+// OCSPSigner signs OCSP responses for one issuer. *pki.OCSPResponder
+// implements it.
+type OCSPSigner interface {
+	Sign(ctx context.Context, st *pki.OCSPStatus) ([]byte, error)
+	MatchesIssuer(req *ocsp.Request) bool
+}
+
+// RevocationConfig configures NewRevocation. Store and CRLSigner are
+// required; OCSP may be nil (then OCSP answers unauthorized).
+type RevocationConfig struct {
+	Store     registry.Store
+	CRLSigner CRLSigner
+	OCSP      OCSPSigner
+	// CRLValidity is nextUpdate - thisUpdate of each CRL; 0 means 24h. The
+	// CRL is rebuilt on every revocation and, at the latest, when half of it
+	// has passed.
+	CRLValidity time.Duration
+	// Refresh is how often Run re-reads the revoked certificates (to pick up
+	// revocations made by other replicas; the CRL is rebuilt only when they
+	// changed) and the longest an OCSP response is reused from memory; 0
+	// means 1m. It bounds how late a replica shows another's revocation.
+	Refresh time.Duration
+	// OCSPValidity is nextUpdate - thisUpdate of OCSP responses; 0 means 1h.
+	OCSPValidity time.Duration
+	// OCSPCacheMax caps the cached OCSP responses; 0 means 100,000.
+	OCSPCacheMax int
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Log receives CRL rebuild progress; nil means slog.Default().
+	Log *slog.Logger
+}
+
+// Revocation revokes certificates and devices and serves what relying
+// parties check: the CRL and OCSP responses, both from memory, both updated
+// before a revocation is acknowledged. It is safe for concurrent use.
+type Revocation struct {
+	cfg RevocationConfig
+
+	crl     atomic.Pointer[CRL]
+	buildMu sync.Mutex   // one CRL build at a time
+	revSeq  atomic.Int64 // bumped after every committed revocation
+	builtAt int64        // revSeq seen by the last successful build; under buildMu
+
+	ocspMu    sync.Mutex
+	ocspCache map[ocspKey]*ocspEntry
+}
+
+// NewRevocation checks cfg and applies its defaults. It builds no CRL: the
+// first CRL is built by Run, or on first use.
+func NewRevocation(cfg RevocationConfig) (*Revocation, error) {
+	var errs []error
+	if cfg.Store == nil {
+		errs = append(errs, errors.New("provision: revocation: Store is required"))
+	}
+	if cfg.CRLSigner == nil {
+		errs = append(errs, errors.New("provision: revocation: CRLSigner is required"))
+	}
+	if cfg.CRLValidity < 0 || cfg.Refresh < 0 || cfg.OCSPValidity < 0 || cfg.OCSPCacheMax < 0 {
+		errs = append(errs, errors.New("provision: revocation: durations and sizes must not be negative"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	if cfg.CRLValidity == 0 {
+		cfg.CRLValidity = DefaultCRLValidity
+	}
+	if cfg.Refresh == 0 {
+		cfg.Refresh = DefaultRefresh
+	}
+	if cfg.OCSPValidity == 0 {
+		cfg.OCSPValidity = DefaultOCSPValidity
+	}
+	if cfg.OCSPCacheMax == 0 {
+		cfg.OCSPCacheMax = DefaultOCSPCacheMax
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	return &Revocation{cfg: cfg, ocspCache: make(map[ocspKey]*ocspEntry)}, nil
+}
+
+// Actor is who asks for a revocation, for tenant scoping and the audit log.
+type Actor struct {
+	Name     string // audit actor, e.g. "admin:alice"
+	TenantID string // the admin's tenant; it may only revoke inside it
+	Source   string // client address
+}
+
+// RevokeResult is what a revocation did.
+type RevokeResult struct {
+	// Certificates revoked by this call, or — when AlreadyRevoked — the
+	// certificate as it already was (RevokeCertificate only).
+	Certificates []*registry.Certificate
+	// AlreadyRevoked: there was nothing left to revoke; nothing was
+	// written, not even an audit event.
+	AlreadyRevoked bool
+	// CRLNumber is the number of a CRL, built after the revocation
+	// committed, that lists it; 0 if that build failed (Run retries).
+	CRLNumber int64
+}
+
+// RevokeCertificate revokes one certificate with an RFC 5280 reason. The
+// revocation is committed with its audit event, then the OCSP cache entry
+// is dropped and the CRL rebuilt, all before it returns. Refusals (bad
+// reason, unknown serial, another tenant's certificate) are audited.
+func (r *Revocation) RevokeCertificate(ctx context.Context, who Actor, serial string, reason int) (*RevokeResult, error) {
+	const action = "cert.revoke"
+	if err := registry.ValidReason(reason); err != nil {
+		r.refuse(ctx, who, action, serial, err)
+		return nil, err
+	}
+	c, err := r.cfg.Store.GetCertificate(ctx, serial)
+	if err != nil {
+		r.refuse(ctx, who, action, serial, err)
+		return nil, fmt.Errorf("revoke certificate %s: %w", serial, err)
+	}
+	if !sameTenant(c.TenantID, who.TenantID) {
+		err := fmt.Errorf("certificate %s belongs to another tenant: %w", serial, ErrForbidden)
+		r.refuse(ctx, who, action, serial, err)
+		return nil, err
+	}
+	ev := &registry.AuditEvent{
+		TenantID: c.TenantID, Actor: who.Name, Action: action, Target: serial, Result: registry.ResultOK,
+		Detail: "reason=" + registry.ReasonName(reason), SourceAddr: who.Source,
+	}
+	if c.DeviceID != "" {
+		ev.Detail += " device=" + c.DeviceID
+	}
+	c, err = r.cfg.Store.RevokeCertificate(ctx, serial, reason, r.cfg.Now(), ev)
+	switch {
+	case errors.Is(err, registry.ErrAlreadyRevoked):
+		return &RevokeResult{Certificates: []*registry.Certificate{c}, AlreadyRevoked: true, CRLNumber: r.crlNumber()}, nil
+	case err != nil:
+		r.refuse(ctx, who, action, serial, err)
+		return nil, fmt.Errorf("revoke certificate %s: %w", serial, err)
+	}
+	return r.revoked(ctx, []*registry.Certificate{c}), nil
+}
+
+// RevokeDevice revokes a device — its status and every unexpired
+// certificate — in one transaction, then updates OCSP and the CRL as
+// RevokeCertificate does.
+func (r *Revocation) RevokeDevice(ctx context.Context, who Actor, deviceID string, reason int) (*RevokeResult, error) {
+	const action = "device.revoke"
+	if err := registry.ValidReason(reason); err != nil {
+		r.refuse(ctx, who, action, deviceID, err)
+		return nil, err
+	}
+	d, err := r.cfg.Store.GetDevice(ctx, deviceID)
+	if err != nil {
+		r.refuse(ctx, who, action, deviceID, err)
+		return nil, fmt.Errorf("revoke device %s: %w", deviceID, err)
+	}
+	if !sameTenant(d.TenantID, who.TenantID) {
+		err := fmt.Errorf("device %s belongs to another tenant: %w", deviceID, ErrForbidden)
+		r.refuse(ctx, who, action, deviceID, err)
+		return nil, err
+	}
+	ev := &registry.AuditEvent{
+		TenantID: d.TenantID, Actor: who.Name, Action: action, Target: deviceID, Result: registry.ResultOK,
+		Detail: "reason=" + registry.ReasonName(reason) + " serial=" + d.Serial, SourceAddr: who.Source,
+	}
+	certs, err := r.cfg.Store.RevokeDevice(ctx, deviceID, reason, ev)
+	switch {
+	case errors.Is(err, registry.ErrAlreadyRevoked):
+		return &RevokeResult{AlreadyRevoked: true, CRLNumber: r.crlNumber()}, nil
+	case err != nil:
+		r.refuse(ctx, who, action, deviceID, err)
+		return nil, fmt.Errorf("revoke device %s: %w", deviceID, err)
+	}
+	return r.revoked(ctx, certs), nil
+}
+
+// revoked runs after a revocation committed: drop the OCSP answers, then
+// rebuild the CRL (unless a build that started after the commit already
+// did).
+func (r *Revocation) revoked(ctx context.Context, certs []*registry.Certificate) *RevokeResult {
+	seq := r.revSeq.Add(1)
+	for _, c := range certs {
+		r.invalidateOCSP(c.Serial)
+	}
+	res := &RevokeResult{Certificates: certs}
+	crl, err := r.rebuildSince(context.WithoutCancel(ctx), seq)
+	if err != nil {
+		r.cfg.Log.Error("CRL rebuild after revocation failed; the next refresh retries", "err", err)
+		return res
+	}
+	res.CRLNumber = crl.Number
+	return res
+}
+
+func (r *Revocation) crlNumber() int64 {
+	if c := r.crl.Load(); c != nil {
+		return c.Number
+	}
+	return 0
+}
+
+// refuse audits a refused revocation.
+func (r *Revocation) refuse(ctx context.Context, who Actor, action, target string, cause error) {
+	err := r.cfg.Store.AppendAudit(context.WithoutCancel(ctx), &registry.AuditEvent{
+		TenantID: who.TenantID, Actor: who.Name, Action: action, Target: target,
+		Result: registry.ResultDenied, Detail: cause.Error(), SourceAddr: who.Source,
+	})
+	if err != nil {
+		r.cfg.Log.Error("audit append failed", "action", action, "err", err)
+	}
+}
+
+// sameTenant: a record with no tenant (CA infrastructure certificates) is
+// the default tenant's.
+func sameTenant(recordTenant, adminTenant string) bool {
+	if recordTenant == "" {
+		recordTenant = registry.DefaultTenant
+	}
+	return recordTenant == adminTenant
+}
+
+// Run keeps the CRL and the OCSP cache fresh until ctx ends: every Refresh
+// it re-reads the revoked certificates and rebuilds the CRL when they
+// changed or half of its validity has passed, and drops stale OCSP answers.
+// It builds the first CRL at once.
+func (r *Revocation) Run(ctx context.Context) {
+	t := time.NewTicker(r.cfg.Refresh)
+	defer t.Stop()
+	for {
+		if err := r.Refresh(ctx); err != nil && ctx.Err() == nil {
+			r.cfg.Log.Error("CRL refresh failed", "err", err)
+		}
+		r.sweepOCSP()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// ocspKey identifies a cached OCSP response: the serial and the CertID hash
+// the request used (the response echoes it).
+type ocspKey struct {
+	serial string
+	hash   crypto.Hash
+}
+
+type ocspEntry struct {
+	der        []byte
+	nextUpdate time.Time
+	reuseUntil time.Time
+}
+
+// ocspHashes are the CertID hashes golang.org/x/crypto/ocsp parses.
+var ocspHashes = []crypto.Hash{crypto.SHA1, crypto.SHA256, crypto.SHA384, crypto.SHA512}
+
+func (r *Revocation) invalidateOCSP(serial string) {
+	r.ocspMu.Lock()
+	defer r.ocspMu.Unlock()
+	for _, h := range ocspHashes {
+		delete(r.ocspCache, ocspKey{serial, h})
+	}
+}
+
+func (r *Revocation) sweepOCSP() {
+	now := r.cfg.Now()
+	r.ocspMu.Lock()
+	defer r.ocspMu.Unlock()
+	for k, e := range r.ocspCache {
+		if !now.Before(e.reuseUntil) {
+			delete(r.ocspCache, k)
+		}
+	}
+}
