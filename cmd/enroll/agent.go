@@ -101,6 +101,7 @@ func runRenewCmd(ctx context.Context, a *agentFlags, failpoint func(string) erro
 func runAgent(ctx context.Context, a *agentFlags, failpoint func(string) error) error {
 	cfg := &a.cfg
 	cfg.defaults()
+	var lastRenewed time.Time
 	for {
 		ci, ciErr := loadCAInfo(cfg.Dir, cfg.CA, a.fingerprint)
 		var id *identity
@@ -121,6 +122,13 @@ func runAgent(ctx context.Context, a *agentFlags, failpoint func(string) error) 
 			return fmt.Errorf("load identity: %w", err)
 		}
 		at := renewAt(id.Cert, cfg.Jitter)
+		if earliest := lastRenewed.Add(minRenewGap(id.Cert)); !lastRenewed.IsZero() && at.Before(earliest) {
+			// The certificate just issued is already due: this clock runs
+			// ahead of the CA's. Don't renew in a loop.
+			cfg.logf("warning: certificate %s is due for renewal right after it was issued; is the clock (%s) ahead of the CA's? waiting until %s",
+				id.Cert.SerialNumber.Text(16), cfg.Now().UTC().Format(time.RFC3339), earliest.UTC().Format(time.RFC3339))
+			at = earliest
+		}
 		cfg.logf("certificate %s valid until %s; next renewal at %s", id.Cert.SerialNumber.Text(16),
 			id.Cert.NotAfter.UTC().Format(time.RFC3339), at.UTC().Format(time.RFC3339))
 		if wait := at.Sub(cfg.Now()); wait > 0 {
@@ -134,6 +142,7 @@ func runAgent(ctx context.Context, a *agentFlags, failpoint func(string) error) 
 			rc.Timeout = max(cfg.Timeout, id.Cert.NotAfter.Sub(cfg.Now()))
 			if _, err = renewOnce(ctx, &rc, ci, false, failpoint); err == nil {
 				cfg.logf("renewed")
+				lastRenewed = cfg.Now()
 				break
 			}
 			if ctx.Err() != nil {
@@ -150,6 +159,12 @@ func runAgent(ctx context.Context, a *agentFlags, failpoint func(string) error) 
 			}
 		}
 	}
+}
+
+// minRenewGap is the least time between two renewals by the agent: a tenth
+// of the lifetime, at most an hour.
+func minRenewGap(c *x509.Certificate) time.Duration {
+	return min(time.Hour, c.NotAfter.Sub(c.NotBefore)/10)
 }
 
 // runStatus is 'enroll status': identity, expiry, chain and OCSP status.

@@ -33,6 +33,7 @@ type fakeCA struct {
 	CA          *pkitest.TestCA
 	Srv         *httptest.Server
 	RenewHits   atomic.Int32
+	issuer      *pki.Issuer // signs; f.CA.Issuer unless UseClock
 	RekeyNeeded atomic.Bool // answer same-key renewals with 409 rekey-required
 	RootsHits   atomic.Int32
 	RootsFail   atomic.Int32 // answer this many /v1/ca/roots with 503 first
@@ -70,7 +71,20 @@ func newFakeCA(t *testing.T) *fakeCA {
 	}
 	f.Srv.StartTLS()
 	t.Cleanup(f.Srv.Close)
+	f.issuer = f.CA.Issuer
 	return f
+}
+
+// UseClock makes the fake CA issue and check client certificates on now's
+// clock, for tests that move time. Call it before the first request.
+func (f *fakeCA) UseClock(t *testing.T, now func() time.Time) {
+	t.Helper()
+	iss, err := pki.NewIssuer(pki.IssuerOptions{CA: f.CA.CA, TrustDomain: pkitest.TrustDomain, Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.issuer = iss
+	f.Srv.TLS.Time = now
 }
 
 // Then queues scripted replies to the next enroll requests.
@@ -132,7 +146,7 @@ func (f *fakeCA) enroll(w http.ResponseWriter, r *http.Request) {
 		problem(http.StatusBadRequest, "bad-csr", err.Error())(w)
 		return
 	}
-	iss, err := f.CA.Issuer.IssueDevice(r.Context(), &pki.DeviceRequest{
+	iss, err := f.issuer.IssueDevice(r.Context(), &pki.DeviceRequest{
 		Identity:  pki.Identity{DeviceID: "dev-" + strings.ToLower(claims.Serial), Tenant: "acme", Serial: claims.Serial, MACs: claims.MACs},
 		PublicKey: claims.PublicKey,
 	})
@@ -258,7 +272,7 @@ func (f *fakeCA) renew(w http.ResponseWriter, r *http.Request) {
 		problem(http.StatusForbidden, "forbidden", err.Error())(w)
 		return
 	}
-	iss, err := f.CA.Issuer.IssueDevice(r.Context(), &pki.DeviceRequest{Identity: *id, PublicKey: pub})
+	iss, err := f.issuer.IssueDevice(r.Context(), &pki.DeviceRequest{Identity: *id, PublicKey: pub})
 	if err != nil {
 		problem(http.StatusInternalServerError, "internal", err.Error())(w)
 		return

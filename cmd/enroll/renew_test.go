@@ -205,3 +205,104 @@ func TestRenewAtTwoThirds(t *testing.T) {
 		t.Fatalf("jitter moved the renewal by %s, want (0, %s)", at.Sub(early), life/20)
 	}
 }
+
+// TestAgentRunLoop drives 'enroll run' on a fake clock: it enrolls an empty
+// state, renews at two thirds of each lifetime, rides out a CA outage, and
+// re-keys when the CA asks.
+func TestAgentRunLoop(t *testing.T) {
+	f := newFakeCA(t)
+	h := newHarness(t, f)
+	f.UseClock(t, h.cfg.Now)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var renewals []time.Time
+	sleep := h.cfg.Sleep
+	h.cfg.Sleep = func(ctx context.Context, d time.Duration) error {
+		if n := int(f.RenewHits.Load()); n >= 8 {
+			cancel()
+			return ctx.Err()
+		}
+		return sleep(ctx, d)
+	}
+	// Renewal 2 meets an outage (two 503s); renewal 3 is told to re-key.
+	script := map[int32]func(){
+		2: func() {
+			f.Then(problem(503, "unavailable", "maintenance", "Retry-After", "30"), problem(503, "unavailable", "maintenance"))
+		},
+		3: func() { f.RekeyNeeded.Store(true) },
+	}
+	a := &agentFlags{cfg: h.cfg, fingerprint: f.Fingerprint()}
+	done := make(chan error, 1)
+	go func() {
+		done <- runAgent(ctx, a, func(step string) error {
+			if step == stepCertMoved {
+				renewals = append(renewals, h.cfg.Now())
+				if s, ok := script[int32(len(renewals))]; ok {
+					s()
+				}
+			}
+			return nil
+		})
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run: %v\n%s", err, h.stderr.String())
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("agent did not stop")
+	}
+	if f.EnrollHits.Load() != 1 {
+		t.Fatalf("%d enrollments, want 1", f.EnrollHits.Load())
+	}
+	if len(renewals) < 3 {
+		t.Fatalf("%d renewals installed, want at least 3\n%s", len(renewals), h.stderr.String())
+	}
+	log := h.stderr.String()
+	for _, want := range []string{"no identity", "next renewal at", "retrying in 30s", "requires a new key", "renewed"} {
+		if !strings.Contains(log, want) {
+			t.Errorf("agent log lacks %q:\n%s", want, log)
+		}
+	}
+	id := h.load(t)
+	life := id.Cert.NotAfter.Sub(id.Cert.NotBefore)
+	for i := 1; i < len(renewals); i++ {
+		if gap := renewals[i].Sub(renewals[i-1]); gap < life/2 || gap > life*3/4 {
+			t.Errorf("renewal %d came %s after the previous one, want about 2/3 of %s", i, gap, life)
+		}
+	}
+}
+
+// TestAgentClockAhead: a device whose clock runs far ahead of the CA's gets
+// certificates that are due at once; the agent must not renew in a loop.
+func TestAgentClockAhead(t *testing.T) {
+	f := newFakeCA(t) // issues on the real clock
+	h := newHarness(t, f)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sleep := h.cfg.Sleep
+	h.cfg.Sleep = func(ctx context.Context, d time.Duration) error {
+		if f.RenewHits.Load() >= 4 {
+			cancel()
+			return ctx.Err()
+		}
+		return sleep(ctx, d)
+	}
+	a := &agentFlags{cfg: h.cfg, fingerprint: f.Fingerprint()}
+	if err := runAgent(ctx, a, nil); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(h.stderr.String(), "ahead of the CA's") {
+		t.Fatalf("no clock warning:\n%s", h.stderr.String())
+	}
+	// Between renewals the agent waited at least the minimum gap (an hour).
+	long := 0
+	for _, d := range h.sleeps {
+		if d >= time.Hour {
+			long++
+		}
+	}
+	if long < 2 {
+		t.Fatalf("sleeps %v: want the renewals spaced by at least an hour", h.sleeps)
+	}
+}
