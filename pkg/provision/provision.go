@@ -6,12 +6,15 @@
 package provision
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -115,6 +118,14 @@ type Attestor interface {
 // api/errors.go for how each maps to a response).
 func (s *Service) Enroll(ctx context.Context, a Attestor, req *Request) (*Result, error) {
 	adm, err := a.Admit(ctx, req)
+	if errors.Is(err, registry.ErrTokenSpent) {
+		// The device may be retrying an enrollment whose answer it never got
+		// (power cut, dropped link): same token, same key. Hand back what
+		// was issued instead of stranding it.
+		if res, rerr := s.replayEnrollment(ctx, req); rerr == nil {
+			return res, nil
+		}
+	}
 	if err != nil {
 		s.refuse(ctx, req, "", "", "", "enroll", err)
 		return nil, err
@@ -260,9 +271,17 @@ func CertificateRecord(c *x509.Certificate, kind registry.CertKind, tenantID, de
 		NotBefore: c.NotBefore,
 		NotAfter:  c.NotAfter,
 		DER:       c.Raw,
+		KeySHA256: KeyHash(c.RawSubjectPublicKeyInfo),
 		Status:    registry.CertActive,
 		CreatedAt: now,
 	}
+}
+
+// KeyHash is how the registry indexes certificates by public key: SHA-256
+// of the DER SubjectPublicKeyInfo.
+func KeyHash(spki []byte) []byte {
+	h := sha256.Sum256(spki)
+	return h[:]
 }
 
 // RenewAfter is two thirds into the certificate's lifetime.
@@ -292,3 +311,37 @@ func NewUUID() string {
 }
 
 func (s *Service) chain() []*x509.Certificate { return s.cfg.Issuer.Chain() }
+
+// replayEnrollment finds the certificate an earlier enrollment with the same
+// token issued for the same key and serial, still active, and returns it.
+func (s *Service) replayEnrollment(ctx context.Context, req *Request) (*Result, error) {
+	csr, err := pki.ParseCSRPEM(req.CSRPEM)
+	if err != nil {
+		return nil, err
+	}
+	claims, err := s.cfg.Policy.Check(csr)
+	if err != nil {
+		return nil, err
+	}
+	tokenHash := HashToken(strings.TrimSpace(req.Credential))
+	recs, err := s.cfg.Store.ListCertificatesByKey(ctx, KeyHash(csr.RawSubjectPublicKeyInfo))
+	if err != nil {
+		return nil, err
+	}
+	for i := len(recs) - 1; i >= 0; i-- {
+		r := recs[i]
+		if r.Kind != registry.KindDevice || r.Status != registry.CertActive || !bytes.Equal(r.TokenHash, tokenHash) {
+			continue
+		}
+		c, err := x509.ParseCertificate(r.DER)
+		if err != nil || c.Subject.SerialNumber != claims.Serial {
+			continue
+		}
+		_ = s.cfg.Store.AppendAudit(context.WithoutCancel(ctx), &registry.AuditEvent{
+			TenantID: r.TenantID, Actor: "device:" + r.DeviceID, Action: "enroll.replay", Target: r.DeviceID,
+			Result: registry.ResultOK, Detail: "cert=" + r.Serial + " sent again to the same key and token", SourceAddr: req.SourceAddr,
+		})
+		return &Result{DeviceID: r.DeviceID, Certificate: c, Chain: s.chain(), RenewAfter: RenewAfter(c)}, nil
+	}
+	return nil, registry.ErrNotFound
+}

@@ -266,3 +266,42 @@ func TestNewUUIDIsVersion7AndOrdered(t *testing.T) {
 		}
 	}
 }
+
+// TestEnrollReplayAfterLostAnswer: a device that never got its answer sends
+// the same CSR with the same (now spent) token again and gets the same
+// certificate, with no new signature; anything else stays refused.
+func TestEnrollReplayAfterLostAnswer(t *testing.T) {
+	f := newFixture(t)
+	tok := f.mint(t, provision.TokenSpec{})
+	_, _, csrPEM := f.ca.DeviceKeyAndCSR(t, "SN-LOST", "02:00:00:00:00:42")
+	req := func(token string, csr []byte) (*provision.Result, error) {
+		return f.svc.Enroll(context.Background(), provision.TokenAttestor{Store: f.store}, &provision.Request{Credential: token, CSRPEM: csr})
+	}
+	first, err := req(tok, csrPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signed := f.issuer.n.Load()
+	again, err := req(tok, csrPEM)
+	if err != nil || !again.Certificate.Equal(first.Certificate) || again.DeviceID != first.DeviceID {
+		t.Fatalf("replay: %v", err)
+	}
+	if f.issuer.n.Load() != signed {
+		t.Fatal("the replay signed a new certificate")
+	}
+	_, _, otherKey := f.ca.DeviceKeyAndCSR(t, "SN-LOST", "02:00:00:00:00:42")
+	if _, err := req(tok, otherKey); !errors.Is(err, registry.ErrTokenSpent) {
+		t.Fatalf("spent token with another key: %v, want ErrTokenSpent", err)
+	}
+	other := f.mint(t, provision.TokenSpec{})
+	if _, err := req(other, csrPEM); err == nil {
+		t.Fatal("the same key enrolled again with another token")
+	}
+	// Once the certificate is revoked, the replay is over too.
+	if _, err := f.store.RevokeCertificate(context.Background(), first.Certificate.SerialNumber.Text(16), registry.ReasonKeyCompromise, time.Time{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := req(tok, csrPEM); !errors.Is(err, registry.ErrTokenSpent) {
+		t.Fatalf("replay of a revoked certificate: %v, want ErrTokenSpent", err)
+	}
+}

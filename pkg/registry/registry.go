@@ -143,7 +143,12 @@ type Certificate struct {
 	RevokedAt        *time.Time
 	RevocationReason int
 	ReplacesSerial   string // the certificate this one renews, if any
-	CreatedAt        time.Time
+	// KeySHA256 is the SHA-256 of the certificate's SubjectPublicKeyInfo.
+	KeySHA256 []byte
+	// TokenHash is the bootstrap token this certificate was enrolled with
+	// (set by Store.Enroll from Enrollment.TokenHash).
+	TokenHash []byte
+	CreatedAt time.Time
 }
 
 // Token is a bootstrap token. Only the SHA-256 hash of the secret is stored.
@@ -258,6 +263,9 @@ type Store interface {
 	// (admin, server, client).
 	RecordCertificate(ctx context.Context, c *Certificate, audit *AuditEvent) error
 	GetCertificate(ctx context.Context, serial string) (*Certificate, error)
+	// ListCertificatesByKey returns the certificates whose KeySHA256 is
+	// keyHash, oldest first (at most a few: one key, one device).
+	ListCertificatesByKey(ctx context.Context, keyHash []byte) ([]*Certificate, error)
 	ListDeviceCertificates(ctx context.Context, deviceID string) ([]*Certificate, error)
 
 	// RevokeCertificate marks the certificate revoked at at (zero: now) with

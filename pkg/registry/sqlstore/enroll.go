@@ -67,6 +67,7 @@ func (s *Store) Enroll(ctx context.Context, e *registry.Enrollment) error {
 	e.Certificate.DeviceID, e.Certificate.TenantID = dev.ID, cert.TenantID
 	e.Certificate.Kind, e.Certificate.Status = registry.CertKind(cert.Kind), registry.CertStatus(cert.Status)
 	e.Certificate.CreatedAt = cert.CreatedAt
+	e.Certificate.TokenHash = e.TokenHash
 	copyAudit(e.Audit, ev)
 	return nil
 }
@@ -149,7 +150,7 @@ func (s *Store) enroll(tx *gorm.DB, b *batch, tokenHash []byte, dev *deviceRow, 
 	}
 	_, err = b.exec(sqlInsertCertificate,
 		cert.Serial, cert.Kind, cert.DeviceID, cert.TenantID, cert.Subject, cert.SANs, cert.NotBefore, cert.NotAfter, cert.DER,
-		cert.Status, cert.RevokedAt, cert.RevocationReason, cert.ReplacesSerial, cert.CreatedAt)
+		cert.Status, cert.RevokedAt, cert.RevocationReason, cert.ReplacesSerial, cert.KeySHA256, tokenHash, cert.CreatedAt)
 	if err != nil {
 		return nil, fmt.Errorf("sqlstore: enroll: insert certificate %s: %w", cert.Serial, s.translateSQL(err))
 	}

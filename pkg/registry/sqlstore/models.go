@@ -52,6 +52,8 @@ type certificateRow struct {
 	RevokedAt        *time.Time
 	RevocationReason int    `gorm:"not null"`
 	ReplacesSerial   string `gorm:"size:64;not null"`
+	KeySHA256        []byte `gorm:"column:key_sha256;index"`
+	TokenHash        []byte `gorm:"column:token_hash"`
 	CreatedAt        time.Time
 }
 
@@ -196,7 +198,7 @@ func fromCertificate(c *registry.Certificate) *certificateRow {
 		Serial: c.Serial, Kind: string(c.Kind), TenantID: c.TenantID, Subject: c.Subject,
 		SANs: encodeList(c.SANs), NotBefore: ts(c.NotBefore), NotAfter: ts(c.NotAfter), DER: c.DER,
 		Status: string(c.Status), RevocationReason: c.RevocationReason, ReplacesSerial: c.ReplacesSerial,
-		CreatedAt: ts(c.CreatedAt),
+		KeySHA256: c.KeySHA256, TokenHash: c.TokenHash, CreatedAt: ts(c.CreatedAt),
 	}
 	if c.DeviceID != "" {
 		id := c.DeviceID
@@ -217,7 +219,7 @@ func (r *certificateRow) domain() *registry.Certificate {
 		Serial: r.Serial, Kind: registry.CertKind(r.Kind), TenantID: r.TenantID, Subject: r.Subject,
 		SANs: decodeList(r.SANs), NotBefore: r.NotBefore.UTC(), NotAfter: r.NotAfter.UTC(), DER: r.DER,
 		Status: registry.CertStatus(r.Status), RevocationReason: r.RevocationReason,
-		ReplacesSerial: r.ReplacesSerial, CreatedAt: r.CreatedAt.UTC(),
+		ReplacesSerial: r.ReplacesSerial, KeySHA256: r.KeySHA256, TokenHash: r.TokenHash, CreatedAt: r.CreatedAt.UTC(),
 	}
 	if r.DeviceID != nil {
 		c.DeviceID = *r.DeviceID

@@ -114,3 +114,17 @@ func (s *Store) RequireRekey(ctx context.Context, deviceID string, required bool
 	copyAudit(audit, ev)
 	return nil
 }
+
+// ListCertificatesByKey implements registry.Store.
+func (s *Store) ListCertificatesByKey(ctx context.Context, keyHash []byte) ([]*registry.Certificate, error) {
+	var rows []certificateRow
+	err := s.r.WithContext(ctx).Where("key_sha256 = ?", keyHash).Order("created_at, serial").Limit(100).Find(&rows).Error
+	if err != nil {
+		return nil, fmt.Errorf("sqlstore: certificates by key: %w", translate(err))
+	}
+	out := make([]*registry.Certificate, len(rows))
+	for i := range rows {
+		out[i] = rows[i].domain()
+	}
+	return out, nil
+}

@@ -98,6 +98,6 @@ const (
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, serial) DO NOTHING`
 	sqlSpendToken        = "UPDATE tokens SET uses_left = uses_left - 1 WHERE hash = ? AND uses_left > 0"
 	sqlInsertCertificate = `INSERT INTO certificates (serial, kind, device_id, tenant_id, subject, sans, not_before, not_after, der,
-		status, revoked_at, revocation_reason, replaces_serial, created_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+		status, revoked_at, revocation_reason, replaces_serial, key_sha256, token_hash, created_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 )

@@ -98,3 +98,20 @@ func testRenewRevoked(t *testing.T, s registry.Store) {
 	}
 	verify(t, s)
 }
+
+func testCertificatesByKey(t *testing.T, s registry.Store) {
+	ctx := context.Background()
+	tok := mkToken(t, s, registry.DefaultTenant, "", 1, future())
+	e := newEnrollment(t, registry.DefaultTenant, "SN-BYKEY", tok.Hash)
+	e.Certificate.KeySHA256 = []byte(randHex(t, 32))
+	if err := s.Enroll(ctx, e); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.ListCertificatesByKey(ctx, e.Certificate.KeySHA256)
+	if err != nil || len(got) != 1 || got[0].Serial != e.Certificate.Serial || string(got[0].TokenHash) != string(tok.Hash) {
+		t.Fatalf("ListCertificatesByKey: %+v, %v; want the enrolled certificate with its token hash", got, err)
+	}
+	if got, err := s.ListCertificatesByKey(ctx, []byte("none")); err != nil || len(got) != 0 {
+		t.Fatalf("unknown key: %+v, %v", got, err)
+	}
+}

@@ -50,6 +50,7 @@ func Run(t *testing.T, open func(t *testing.T) registry.Store) {
 		{"Renew", testRenew},
 		{"RenewRekeyRequired", testRenewRekeyRequired},
 		{"RenewRevoked", testRenewRevoked},
+		{"CertificatesByKey", testCertificatesByKey},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
