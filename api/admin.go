@@ -21,6 +21,7 @@ const adminKey ctxKey = iota
 func (s *Server) routesAdmin(e *echo.Echo) {
 	g := e.Group("/v1/admin")
 	g.POST("/tokens", s.createToken, s.requireRole(registry.RoleAdmin, registry.RoleOperator))
+	s.routesRevoke(g)
 }
 
 // requireRole admits only a verified client certificate from this CA that

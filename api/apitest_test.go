@@ -46,6 +46,8 @@ type fixture struct {
 	client *http.Client // trusts the root, presents no client certificate
 	now    time.Time
 	tenant *registry.Tenant // the default tenant
+	rev    *provision.Revocation
+	ocsp   *pki.OCSPResponder
 
 	storeClosed atomic.Bool
 }
@@ -83,10 +85,19 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if f.ocsp, err = pki.NewOCSPResponder(ctx, pki.OCSPResponderOptions{CA: f.ca.CA}); err != nil {
+		t.Fatal(err)
+	}
+	f.rev, err = provision.NewRevocation(provision.RevocationConfig{
+		Store: store, CRLSigner: f.ca.CA, OCSP: f.ocsp, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	handler, err := api.New(api.Config{
 		Store: store, Provision: prov, Root: f.ca.CA.Root, Chain: f.ca.Issuer.Chain(),
-		TrustDomain: pkitest.TrustDomain,
-		Log:         slog.New(slog.NewTextHandler(io.Discard, nil)),
+		TrustDomain: pkitest.TrustDomain, Revocation: f.rev,
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -34,6 +34,10 @@ type Config struct {
 	// (intermediate first) served at /v1/ca/chain.
 	Root  *x509.Certificate
 	Chain []*x509.Certificate
+	// Revocation, when set, serves GET /crl and GET|POST /ocsp and backs the
+	// admin revoke routes; when nil, /crl and /ocsp are not served and the
+	// revoke routes answer 501.
+	Revocation *provision.Revocation
 	// TrustDomain is used to read admin identities from client certificates.
 	TrustDomain string
 	Log         *slog.Logger
@@ -90,6 +94,10 @@ func New(cfg Config) (*echo.Echo, error) {
 	s.routesRenew(e)
 	s.routesCA(e)
 	s.routesAdmin(e)
+	if cfg.Revocation != nil {
+		s.routesCRL(e)
+		s.routesOCSP(e)
+	}
 	return e, nil
 }
 

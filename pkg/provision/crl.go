@@ -35,6 +35,13 @@ func (r *Revocation) CRL(ctx context.Context) (*CRL, error) {
 	return r.rebuildSince(ctx, r.revSeq.Load())
 }
 
+// MaxAge is how long an HTTP cache may keep an answer valid until next:
+// never past it, and never longer than Refresh, so that caches revalidate
+// soon after a revocation.
+func (r *Revocation) MaxAge(next, now time.Time) time.Duration {
+	return max(0, min(r.cfg.Refresh, next.Sub(now)))
+}
+
 // RebuildCRL builds, signs and caches a new CRL now, with a new number.
 func (r *Revocation) RebuildCRL(ctx context.Context) (*CRL, error) {
 	r.buildMu.Lock()
