@@ -3,9 +3,6 @@ package main
 import (
 	"context"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
@@ -193,9 +190,19 @@ func runEnroll(ctx context.Context, cfg config) error {
 		return usageErr("--ca: %v", err)
 	}
 
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	// The key is on disk before the CSR leaves: if the answer is lost, the
+	// next run sends the same key and the CA hands back the same
+	// certificate instead of refusing the spent token.
+	if err := ensureStateDir(cfg.Dir); err != nil {
+		return err
+	}
+	pw, err := keyPassword(cfg.Dir, cfg.KeyPasswordFile, true)
 	if err != nil {
-		return fmt.Errorf("generate device key: %w", err)
+		return err
+	}
+	key, err := pendingKey(cfg.Dir, pw, cfg.logf)
+	if err != nil {
+		return err
 	}
 	csrDER, err := pki.NewDeviceCSR(key, serial, macs)
 	if err != nil {
@@ -217,13 +224,6 @@ func runEnroll(ctx context.Context, cfg config) error {
 		return fmt.Errorf("CA reply refused: %w", err)
 	}
 	cfg.warnClock(id)
-	if err := ensureStateDir(cfg.Dir); err != nil {
-		return err
-	}
-	pw, err := keyPassword(cfg.Dir, cfg.KeyPasswordFile, true)
-	if err != nil {
-		return err
-	}
 	if err := saveCAInfo(cfg.Dir, caInfo{URL: cfg.CA, Fingerprint: pin}); err != nil {
 		return err
 	}

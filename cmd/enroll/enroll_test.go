@@ -266,8 +266,13 @@ func TestEnrollTimesOutOnPersistent503(t *testing.T) {
 	if len(h.sleeps) < 5 {
 		t.Errorf("only %d retries", len(h.sleeps))
 	}
-	if _, err := os.Stat(h.cfg.Dir); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("state dir created on failure (%v)", err)
+	// Only the pending key (and its password) is kept, for the next run to
+	// send again; no certificate.
+	if _, err := os.Stat(filepath.Join(h.cfg.Dir, certFile)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("device.crt written on failure (%v)", err)
+	}
+	if _, err := os.Stat(filepath.Join(h.cfg.Dir, keyFile)); err != nil {
+		t.Errorf("pending key not kept: %v", err)
 	}
 }
 

@@ -34,6 +34,7 @@ type fakeCA struct {
 	Srv         *httptest.Server
 	RenewHits   atomic.Int32
 	issuer      *pki.Issuer // signs; f.CA.Issuer unless UseClock
+	csrKeys     []string    // SubjectPublicKeyInfo of every enroll CSR, hex
 	RekeyNeeded atomic.Bool // answer same-key renewals with 409 rekey-required
 	RootsHits   atomic.Int32
 	RootsFail   atomic.Int32 // answer this many /v1/ca/roots with 503 first
@@ -108,6 +109,7 @@ func (f *fakeCA) serve(w http.ResponseWriter, r *http.Request) {
 		w.Write(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: f.CA.CA.Root.Raw}))
 	case "/v1/enroll":
 		f.EnrollHits.Add(1)
+		f.recordKey(r)
 		f.enroll(w, r)
 	case "/v1/renew":
 		f.RenewHits.Add(1)
@@ -278,4 +280,20 @@ func (f *fakeCA) renew(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f.writeIssued(w, iss)
+}
+
+// recordKey notes the public key of an enroll request's CSR and puts the
+// body back for the handler.
+func (f *fakeCA) recordKey(r *http.Request) {
+	body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<16))
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	var req client.EnrollRequest
+	if json.Unmarshal(body, &req) != nil {
+		return
+	}
+	if csr, err := pki.ParseCSRPEM([]byte(req.CSR)); err == nil {
+		f.mu.Lock()
+		f.csrKeys = append(f.csrKeys, fmt.Sprintf("%x", csr.RawSubjectPublicKeyInfo))
+		f.mu.Unlock()
+	}
 }

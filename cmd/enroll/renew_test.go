@@ -306,3 +306,24 @@ func TestAgentClockAhead(t *testing.T) {
 		t.Fatalf("sleeps %v: want the renewals spaced by at least an hour", h.sleeps)
 	}
 }
+
+// TestEnrollReusesKeyAfterLostAnswer: the key is stored before the CSR is
+// sent, so a run that fails after sending sends the same key next time.
+func TestEnrollReusesKeyAfterLostAnswer(t *testing.T) {
+	f := newFakeCA(t)
+	h := newHarness(t, f)
+	f.Then(problem(500, "internal", "the answer was lost"))
+	if err := h.run(); exitCode(err) != exitFailure {
+		t.Fatalf("first run: %v", err)
+	}
+	if err := h.run(); err != nil {
+		t.Fatalf("second run: %v\n%s", err, h.stderr.String())
+	}
+	if len(f.csrKeys) != 2 || f.csrKeys[0] != f.csrKeys[1] {
+		t.Fatalf("the two requests carried %d keys, equal=%v; want the same key twice", len(f.csrKeys), len(f.csrKeys) == 2 && f.csrKeys[0] == f.csrKeys[1])
+	}
+	if !strings.Contains(h.stderr.String(), "reusing the key of an unfinished enrollment") {
+		t.Fatalf("no log of the reuse:\n%s", h.stderr.String())
+	}
+	h.load(t)
+}

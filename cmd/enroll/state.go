@@ -2,6 +2,8 @@ package main
 
 import (
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/base64"
@@ -250,4 +252,37 @@ func saveIdentity(dir string, id *identity, pw []byte) error {
 		}
 	}
 	return nil
+}
+
+// pendingKey returns the key of an enrollment that sent its CSR but never
+// stored a certificate (device.key present, device.crt absent), or makes a
+// new P-256 key and stores it (encrypted with pw) before it is used.
+func pendingKey(dir string, pw []byte, logf func(string, ...any)) (crypto.Signer, error) {
+	if _, err := os.Stat(filepath.Join(dir, certFile)); errors.Is(err, fs.ErrNotExist) {
+		if b, err := os.ReadFile(filepath.Join(dir, keyFile)); err == nil {
+			if k, err := pemutil.ParseKey(b, pemutil.WithPassword(pw)); err == nil {
+				if signer, ok := k.(crypto.Signer); ok {
+					logf("reusing the key of an unfinished enrollment")
+					return signer, nil
+				}
+			}
+		}
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("generate device key: %w", err)
+	}
+	keyPEM, err := encodeKey(key, pw)
+	if err != nil {
+		return nil, err
+	}
+	// A certificate left from an identity that is no longer usable must not
+	// sit beside the new key.
+	if err := removeDurable(filepath.Join(dir, certFile)); err != nil {
+		return nil, fmt.Errorf("remove stale %s: %w", certFile, err)
+	}
+	if err := writeFileAtomic(filepath.Join(dir, keyFile), keyPEM, 0o600); err != nil {
+		return nil, err
+	}
+	return key, nil
 }
