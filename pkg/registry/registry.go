@@ -102,6 +102,7 @@ const (
 	KindAdmin  CertKind = "admin"
 	KindServer CertKind = "server"
 	KindClient CertKind = "client"
+	KindOCSP   CertKind = "ocsp" // the CA's delegated OCSP responder
 )
 
 // RFC 5280 CRLReason codes. Code 7 is unassigned.
@@ -241,6 +242,30 @@ type Renewal struct {
 	Audit       *AuditEvent
 }
 
+// DeviceFilter selects devices for ListDevices. Zero fields match all.
+// Results are ordered by ID (time-ordered UUIDs); pass the last ID of a page
+// as After to get the next one (keyset pagination).
+type DeviceFilter struct {
+	TenantID string
+	Status   DeviceStatus
+	Serial   string
+	MAC      string // 12 lowercase hex digits
+	After    string
+	Limit    int // 0 means 100; at most 1000
+}
+
+// CertFilter selects certificates for ListCertificates, ordered by Serial,
+// with After as the keyset cursor. Zero fields match all.
+type CertFilter struct {
+	TenantID       string
+	DeviceID       string
+	Kind           CertKind
+	Status         CertStatus
+	ExpiringBefore time.Time // NotAfter before this
+	After          string
+	Limit          int // 0 means 100; at most 1000
+}
+
 // Store is the registry. All methods are safe for concurrent use. Every
 // write method takes the audit event it appends in the same transaction.
 type Store interface {
@@ -257,6 +282,10 @@ type Store interface {
 	GetToken(ctx context.Context, hash []byte) (*Token, error)
 
 	GetDevice(ctx context.Context, id string) (*Device, error)
+	// ListDevices returns one page of devices matching f.
+	ListDevices(ctx context.Context, f DeviceFilter) ([]*Device, error)
+	// ListCertificates returns one page of certificates matching f.
+	ListCertificates(ctx context.Context, f CertFilter) ([]*Certificate, error)
 	GetDeviceBySerial(ctx context.Context, tenantID, serial string) (*Device, error)
 
 	// RecordCertificate stores a certificate that is not a device enrollment

@@ -51,6 +51,8 @@ func Run(t *testing.T, open func(t *testing.T) registry.Store) {
 		{"RenewRekeyRequired", testRenewRekeyRequired},
 		{"RenewRevoked", testRenewRevoked},
 		{"CertificatesByKey", testCertificatesByKey},
+		{"ListDevices", testListDevices},
+		{"ListCertificates", testListCertificates},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

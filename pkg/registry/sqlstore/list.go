@@ -1,0 +1,81 @@
+package sqlstore
+
+import (
+	"context"
+	"fmt"
+
+	"devpki/pkg/registry"
+)
+
+// pageLimit applies the page-size defaults of the registry's filters.
+func pageLimit(n int) int {
+	switch {
+	case n <= 0:
+		return 100
+	case n > 1000:
+		return 1000
+	}
+	return n
+}
+
+// ListDevices implements registry.Store.
+func (s *Store) ListDevices(ctx context.Context, f registry.DeviceFilter) ([]*registry.Device, error) {
+	q := s.r.WithContext(ctx).Model(&deviceRow{})
+	if f.TenantID != "" {
+		q = q.Where("tenant_id = ?", f.TenantID)
+	}
+	if f.Status != "" {
+		q = q.Where("status = ?", string(f.Status))
+	}
+	if f.Serial != "" {
+		q = q.Where("serial = ?", f.Serial)
+	}
+	if f.MAC != "" {
+		// macs is a JSON array of 12-hex-digit strings: match one element.
+		q = q.Where("macs LIKE ?", `%"`+f.MAC+`"%`)
+	}
+	if f.After != "" {
+		q = q.Where("id > ?", f.After)
+	}
+	var rows []deviceRow
+	if err := q.Order("id").Limit(pageLimit(f.Limit)).Find(&rows).Error; err != nil {
+		return nil, fmt.Errorf("sqlstore: list devices: %w", translate(err))
+	}
+	out := make([]*registry.Device, len(rows))
+	for i := range rows {
+		out[i] = rows[i].domain()
+	}
+	return out, nil
+}
+
+// ListCertificates implements registry.Store.
+func (s *Store) ListCertificates(ctx context.Context, f registry.CertFilter) ([]*registry.Certificate, error) {
+	q := s.r.WithContext(ctx).Model(&certificateRow{})
+	if f.TenantID != "" {
+		q = q.Where("tenant_id = ?", f.TenantID)
+	}
+	if f.DeviceID != "" {
+		q = q.Where("device_id = ?", f.DeviceID)
+	}
+	if f.Kind != "" {
+		q = q.Where("kind = ?", string(f.Kind))
+	}
+	if f.Status != "" {
+		q = q.Where("status = ?", string(f.Status))
+	}
+	if !f.ExpiringBefore.IsZero() {
+		q = q.Where("not_after < ?", ts(f.ExpiringBefore))
+	}
+	if f.After != "" {
+		q = q.Where("serial > ?", f.After)
+	}
+	var rows []certificateRow
+	if err := q.Order("serial").Limit(pageLimit(f.Limit)).Find(&rows).Error; err != nil {
+		return nil, fmt.Errorf("sqlstore: list certificates: %w", translate(err))
+	}
+	out := make([]*registry.Certificate, len(rows))
+	for i := range rows {
+		out[i] = rows[i].domain()
+	}
+	return out, nil
+}
