@@ -273,6 +273,7 @@ func (c *crlCache) check(chain []*x509.Certificate) error {
 		now = c.s.now()
 		st = c.lookup(chain[1])
 	}
+	var buf [32]byte
 	for i := 0; i+1 < len(chain); i++ {
 		var crl *crlState
 		if i == 0 {
@@ -283,7 +284,7 @@ func (c *crlCache) check(chain []*x509.Certificate) error {
 		if crl == nil {
 			continue
 		}
-		if r, ok := crl.revoked[string(chain[i].SerialNumber.Bytes())]; ok {
+		if r, ok := crl.revoked[string(serialKey(&buf, chain[i].SerialNumber))]; ok {
 			return &RevokedError{Serial: chain[i].SerialNumber, Subject: chain[i].Subject.String(), Reason: r.reason, RevokedAt: r.at}
 		}
 	}
@@ -295,4 +296,14 @@ func (c *crlCache) check(chain []*x509.Certificate) error {
 		return fmt.Errorf("%w for issuer %s", ErrCRLStale, chain[1].Subject)
 	}
 	return nil
+}
+
+// serialKey returns sn's big-endian bytes (as big.Int.Bytes does) without
+// allocating for serials of up to 32 bytes (RFC 5280 allows 20).
+func serialKey(buf *[32]byte, sn *big.Int) []byte {
+	n := (sn.BitLen() + 7) / 8
+	if n > len(buf) {
+		return sn.Bytes()
+	}
+	return sn.FillBytes(buf[:n])
 }

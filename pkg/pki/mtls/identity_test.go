@@ -9,6 +9,7 @@ import (
 )
 
 func TestPeerIdentity(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	src, srv := e.server(nil)
 	dc, dk, dis := e.issueDevice("device", "SN-1")

@@ -13,6 +13,15 @@
 // that is fresh (see Options.MaxCRLStaleness), every peer is refused unless
 // Options.FailOpen is set. With neither CRLURL nor CRLFile, revocation is not
 // checked at all.
+//
+// A CRL is accepted only if it is signed by a CA certificate that chains to
+// the trust anchors and is found in RootFile, the own certificate chain (as
+// loaded by New) or Options.CRLIssuers; it must carry a CRL number no lower
+// than the one held for that issuer (no rollback) and a nextUpdate not yet
+// past. A refused CRL leaves the previous one in place. The leaf of a peer
+// chain must be covered by a fresh CRL from its issuer; other certificates
+// of the chain are checked against any CRL held from their issuer. A peer
+// chain without an intermediate (a bare anchor) is refused when CRLs are on.
 package mtls
 
 import (

@@ -37,6 +37,7 @@ func result(t *testing.T, srv *tlsServer) serverResult {
 }
 
 func TestAcceptsDeviceClient(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	_, srv := e.server(nil)
 	dc, dk, is := e.issueDevice("device", "SN-1")
@@ -54,6 +55,7 @@ func TestAcceptsDeviceClient(t *testing.T) {
 }
 
 func TestRefusesUnauthenticatedAndForeignClients(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	_, srv := e.server(nil)
 	other := newEnv(t) // another CA, same names and trust domain
@@ -76,6 +78,7 @@ func TestRefusesUnauthenticatedAndForeignClients(t *testing.T) {
 // TestRevokedRefusedOnResumption: a client accepted once is refused after
 // its revocation, also when it resumes its session.
 func TestRevokedRefusedOnResumption(t *testing.T) {
+	t.Parallel()
 	for _, v := range []uint16{tls.VersionTLS13, tls.VersionTLS12} {
 		t.Run(tls.VersionName(v), func(t *testing.T) {
 			e := newEnv(t)
@@ -125,6 +128,7 @@ func TestRevokedRefusedOnResumption(t *testing.T) {
 // TestClientRefusesRevokedServer: ClientConfig checks the server's chain
 // against the CRL too.
 func TestClientRefusesRevokedServer(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	server, srv := e.server(nil)
 	dc, dk, _ := e.issueDevice("device", "SN-1")
@@ -143,6 +147,7 @@ func TestClientRefusesRevokedServer(t *testing.T) {
 }
 
 func TestCRLBadSignatureIgnored(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	src, srv := e.server(nil)
 	dc, dk, is := e.issueDevice("device", "SN-1")
@@ -185,6 +190,7 @@ func TestCRLBadSignatureIgnored(t *testing.T) {
 }
 
 func TestCRLRollbackRefused(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	src, srv := e.server(nil)
 	dc, dk, is := e.issueDevice("device", "SN-1")
@@ -206,6 +212,7 @@ func TestCRLRollbackRefused(t *testing.T) {
 }
 
 func TestStaleCRL(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name     string
 		failOpen bool
@@ -249,6 +256,7 @@ func TestStaleCRL(t *testing.T) {
 }
 
 func TestCRLFileAndExpiredCRL(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	dc, dk, is := e.issueDevice("device", "SN-1")
 	// A CRL file works like the URL.
@@ -275,6 +283,7 @@ func TestCRLFileAndExpiredCRL(t *testing.T) {
 }
 
 func TestHotReload(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	src, srv := e.server(nil)
 	dc, dk, dis := e.issueDevice("device", "SN-1")
@@ -309,6 +318,7 @@ func TestHotReload(t *testing.T) {
 }
 
 func TestReloadMismatchKeepsPrevious(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	src, srv := e.server(nil)
 	first := src.Certificate().SerialNumber
@@ -352,6 +362,7 @@ func TestReloadMismatchKeepsPrevious(t *testing.T) {
 }
 
 func TestGetKeyAndEncryptedKeyFile(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	_, srv := e.server(nil)
 	dc, dk, _ := e.issueDevice("device", "SN-1")
@@ -384,12 +395,9 @@ func TestGetKeyAndEncryptedKeyFile(t *testing.T) {
 // TestConcurrentReloadAndRefresh: handshakes never fail while the files are
 // rewritten and the CRL refreshed (run with -race).
 func TestConcurrentReloadAndRefresh(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	src, srv := e.server(nil)
-	go func() {
-		for range srv.results {
-		}
-	}()
 	dc, dk, _ := e.issueDevice("device", "SN-1")
 	client := e.source(dc, dk, nil)
 	stop := make(chan struct{})
@@ -430,6 +438,7 @@ func TestConcurrentReloadAndRefresh(t *testing.T) {
 }
 
 func TestNewErrors(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	c, k, _ := e.issueServer("server")
 	for name, o := range map[string]Options{
