@@ -22,6 +22,7 @@ func (s *Server) routesAdmin(e *echo.Echo) {
 	g := e.Group("/v1/admin")
 	g.POST("/tokens", s.createToken, s.requireRole(registry.RoleAdmin, registry.RoleOperator))
 	s.routesRevoke(g)
+	s.routesAdminQuery(g)
 }
 
 // requireRole admits only a verified client certificate from this CA that

@@ -32,7 +32,13 @@ type RenewRequest struct {
 func (s *Service) Renew(ctx context.Context, req *RenewRequest) (*Result, error) {
 	res, target, err := s.renew(ctx, req)
 	if err != nil {
-		s.refuse(ctx, &Request{SourceAddr: req.SourceAddr}, "", "cert:"+req.Peer.SerialNumber.Text(16), target, "renew", err)
+		// Refusals land in the device's tenant's log when the CA knows it.
+		serial := req.Peer.SerialNumber.Text(16)
+		tenantID := ""
+		if rec, rerr := s.cfg.Store.GetCertificate(ctx, serial); rerr == nil {
+			tenantID = rec.TenantID
+		}
+		s.refuse(ctx, &Request{SourceAddr: req.SourceAddr}, tenantID, "cert:"+serial, target, "renew", err)
 		return nil, err
 	}
 	return res, nil

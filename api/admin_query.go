@@ -1,0 +1,275 @@
+package api
+
+import (
+	"encoding/pem"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"devpki/api/client"
+	"devpki/pkg/pki"
+	"devpki/pkg/provision"
+	"devpki/pkg/registry"
+)
+
+// routesAdminQuery adds the admin routes that list and inspect the registry
+// (every role), rotate a device and issue component certificates (admin),
+// and read the audit log (every role). Everything is scoped to the caller's
+// tenant.
+func (s *Server) routesAdminQuery(g *echo.Group) {
+	anyRole := s.requireRole(registry.RoleAdmin, registry.RoleOperator, registry.RoleAuditor)
+	g.GET("/devices", s.listDevices, anyRole)
+	g.GET("/devices/:id", s.getDevice, anyRole)
+	g.GET("/certificates", s.listCertificates, anyRole)
+	g.GET("/certificates/:serial", s.getCertificate, anyRole)
+	g.GET("/audit", s.listAudit, anyRole)
+	g.POST("/devices/:id/rotate", s.rotateDevice, s.requireRole(registry.RoleAdmin))
+	g.POST("/certificates", s.issueCertificate, s.requireRole(registry.RoleAdmin))
+}
+
+func badArg(format string, args ...any) error {
+	return problem(http.StatusBadRequest, "bad-request", "Invalid argument", fmt.Sprintf(format, args...))
+}
+
+func queryLimit(c echo.Context) (int, error) {
+	v := c.QueryParam("limit")
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > 1000 {
+		return 0, badArg("limit %q must be a number from 1 to 1000", v)
+	}
+	return n, nil
+}
+
+func (s *Server) listDevices(c echo.Context) error {
+	adm := adminFrom(c)
+	limit, err := queryLimit(c)
+	if err != nil {
+		return err
+	}
+	f := registry.DeviceFilter{
+		TenantID: adm.TenantID, Status: registry.DeviceStatus(c.QueryParam("status")),
+		Serial: c.QueryParam("serial"), After: c.QueryParam("after"), Limit: limit,
+	}
+	switch f.Status {
+	case "", registry.DeviceActive, registry.DeviceRevoked, registry.DeviceQuarantined:
+	default:
+		return badArg("status %q is not active, revoked or quarantined", f.Status)
+	}
+	if m := c.QueryParam("mac"); m != "" {
+		if f.MAC, err = pki.NormalizeMAC(m); err != nil {
+			return badArg("mac %q: %v", m, err)
+		}
+	}
+	devs, err := s.cfg.Store.ListDevices(c.Request().Context(), f)
+	if err != nil {
+		return err
+	}
+	tenant, err := s.cfg.Store.GetTenantByID(c.Request().Context(), adm.TenantID)
+	if err != nil {
+		return err
+	}
+	out := client.DeviceList{Devices: make([]client.Device, 0, len(devs))}
+	for _, d := range devs {
+		out.Devices = append(out.Devices, deviceView(d, tenant.Name))
+	}
+	if len(devs) > 0 && len(devs) == effectiveLimit(limit) {
+		out.Next = devs[len(devs)-1].ID
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+func effectiveLimit(n int) int {
+	if n == 0 {
+		return 100
+	}
+	return n
+}
+
+func (s *Server) getDevice(c echo.Context) error {
+	adm := adminFrom(c)
+	d, err := s.cfg.Store.GetDevice(c.Request().Context(), c.Param("id"))
+	if err != nil || d.TenantID != adm.TenantID {
+		return problem(http.StatusNotFound, "not-found", "Not found", fmt.Sprintf("no device %q in your tenant", c.Param("id")))
+	}
+	tenant, err := s.cfg.Store.GetTenantByID(c.Request().Context(), d.TenantID)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, deviceView(d, tenant.Name))
+}
+
+func (s *Server) listCertificates(c echo.Context) error {
+	adm := adminFrom(c)
+	limit, err := queryLimit(c)
+	if err != nil {
+		return err
+	}
+	f := registry.CertFilter{
+		TenantID: adm.TenantID, DeviceID: c.QueryParam("device"), Kind: registry.CertKind(c.QueryParam("kind")),
+		Status: registry.CertStatus(c.QueryParam("status")), After: c.QueryParam("after"), Limit: limit,
+	}
+	switch f.Status {
+	case "", registry.CertActive, registry.CertSuperseded, registry.CertRevoked:
+	default:
+		return badArg("status %q is not active, superseded or revoked", f.Status)
+	}
+	if v := c.QueryParam("expiring_before"); v != "" {
+		t, err := time.Parse(time.RFC3339, v)
+		if err != nil {
+			return badArg("expiring_before %q is not an RFC 3339 time", v)
+		}
+		f.ExpiringBefore = t
+	}
+	certs, err := s.cfg.Store.ListCertificates(c.Request().Context(), f)
+	if err != nil {
+		return err
+	}
+	out := client.CertificateList{Certificates: make([]client.Certificate, 0, len(certs))}
+	for _, r := range certs {
+		out.Certificates = append(out.Certificates, certView(r, false))
+	}
+	if len(certs) > 0 && len(certs) == effectiveLimit(limit) {
+		out.Next = certs[len(certs)-1].Serial
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+func (s *Server) getCertificate(c echo.Context) error {
+	adm := adminFrom(c)
+	r, err := s.cfg.Store.GetCertificate(c.Request().Context(), c.Param("serial"))
+	if err != nil || r.TenantID != adm.TenantID {
+		return problem(http.StatusNotFound, "not-found", "Not found", fmt.Sprintf("no certificate %q in your tenant", c.Param("serial")))
+	}
+	return c.JSON(http.StatusOK, certView(r, true))
+}
+
+func (s *Server) listAudit(c echo.Context) error {
+	adm := adminFrom(c)
+	limit, err := queryLimit(c)
+	if err != nil {
+		return err
+	}
+	var after int64
+	if v := c.QueryParam("after"); v != "" {
+		if after, err = strconv.ParseInt(v, 10, 64); err != nil || after < 0 {
+			return badArg("after %q is not a sequence number", v)
+		}
+	}
+	out := client.AuditList{Events: []client.AuditEvent{}}
+	want := effectiveLimit(limit)
+	// Read the shared log in chunks and keep the caller's tenant's events.
+	for len(out.Events) < want {
+		evs, err := s.cfg.Store.ListAudit(c.Request().Context(), after, 500)
+		if err != nil {
+			return err
+		}
+		for _, ev := range evs {
+			after = ev.Seq
+			if ev.TenantID != adm.TenantID {
+				continue
+			}
+			out.Events = append(out.Events, client.AuditEvent{
+				Seq: ev.Seq, Time: ev.Time, Tenant: ev.TenantID, Actor: ev.Actor, Action: ev.Action, Target: ev.Target,
+				Result: ev.Result, Detail: ev.Detail, SourceAddr: ev.SourceAddr, Hash: fmt.Sprintf("%x", ev.Hash),
+			})
+			if len(out.Events) == want {
+				out.Next = ev.Seq
+				break
+			}
+		}
+		if len(evs) < 500 {
+			break
+		}
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+func (s *Server) rotateDevice(c echo.Context) error {
+	adm := adminFrom(c)
+	var req client.RotateRequest
+	if c.Request().ContentLength != 0 {
+		if err := decodeJSON(c, &req); err != nil {
+			return err
+		}
+	}
+	ctx := c.Request().Context()
+	id := c.Param("id")
+	d, err := s.cfg.Store.GetDevice(ctx, id)
+	if err != nil || d.TenantID != adm.TenantID {
+		return problem(http.StatusNotFound, "not-found", "Not found", fmt.Sprintf("no device %q in your tenant", id))
+	}
+	if req.Deadline != nil && !req.Deadline.After(s.cfg.Now()) {
+		return badArg("deadline %s is not in the future", req.Deadline.Format(time.RFC3339))
+	}
+	detail := "re-key at next renewal"
+	if req.Deadline != nil {
+		detail += "; certificates revoked after " + req.Deadline.UTC().Format(time.RFC3339)
+	}
+	if err := s.cfg.Store.RequireRekey(ctx, id, true, req.Deadline, &registry.AuditEvent{
+		TenantID: adm.TenantID, Actor: "admin:" + adm.Name, Action: "device.rotate", Target: id,
+		Result: registry.ResultOK, Detail: detail, SourceAddr: c.RealIP(),
+	}); err != nil {
+		return err
+	}
+	if d, err = s.cfg.Store.GetDevice(ctx, id); err != nil {
+		return err
+	}
+	tenant, err := s.cfg.Store.GetTenantByID(ctx, d.TenantID)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, deviceView(d, tenant.Name))
+}
+
+func (s *Server) issueCertificate(c echo.Context) error {
+	adm := adminFrom(c)
+	var req client.IssueRequest
+	if err := decodeJSON(c, &req); err != nil {
+		return err
+	}
+	if req.Usage != "server" && req.Usage != "client" {
+		return badArg("usage %q must be server or client", req.Usage)
+	}
+	var life time.Duration
+	if req.Lifetime != "" {
+		d, err := time.ParseDuration(req.Lifetime)
+		if err != nil {
+			return badArg("lifetime %q is not a Go duration such as 720h", req.Lifetime)
+		}
+		life = d
+	}
+	res, err := s.cfg.Provision.IssueComponent(c.Request().Context(), &provision.ComponentRequest{
+		CSRPEM: []byte(req.CSR), Server: req.Usage == "server", CommonName: req.CommonName,
+		DNSNames: req.DNSNames, IPs: req.IPs, Lifetime: life,
+		TenantID: adm.TenantID, Actor: "admin:" + adm.Name, SourceAddr: c.RealIP(),
+	})
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusCreated, enrollResponse(res, s.chainList))
+}
+
+func deviceView(d *registry.Device, tenant string) client.Device {
+	return client.Device{
+		ID: d.ID, Tenant: tenant, Serial: d.Serial, MACs: d.MACs, Status: string(d.Status), Method: d.Method,
+		RekeyRequired: d.RekeyRequired, RekeyDeadline: d.RekeyDeadline, CreatedAt: d.CreatedAt, UpdatedAt: d.UpdatedAt,
+	}
+}
+
+func certView(r *registry.Certificate, withPEM bool) client.Certificate {
+	v := client.Certificate{
+		Serial: r.Serial, Kind: string(r.Kind), DeviceID: r.DeviceID, Subject: r.Subject, SANs: r.SANs,
+		NotBefore: r.NotBefore, NotAfter: r.NotAfter, Status: string(r.Status), RevokedAt: r.RevokedAt,
+		RevocationReason: r.RevocationReason, ReplacesSerial: r.ReplacesSerial,
+	}
+	if withPEM {
+		v.PEM = string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: r.DER}))
+	}
+	return v
+}

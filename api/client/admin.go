@@ -1,0 +1,168 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+)
+
+// Device is a device as the admin API shows it.
+type Device struct {
+	ID            string     `json:"id"`
+	Tenant        string     `json:"tenant"`
+	Serial        string     `json:"serial"`
+	MACs          []string   `json:"macs"`
+	Status        string     `json:"status"`
+	Method        string     `json:"method"`
+	RekeyRequired bool       `json:"rekey_required,omitempty"`
+	RekeyDeadline *time.Time `json:"rekey_deadline,omitempty"`
+	CreatedAt     time.Time  `json:"created_at"`
+	UpdatedAt     time.Time  `json:"updated_at"`
+}
+
+// DeviceList is one page of devices; Next, when set, is the After of the
+// next page.
+type DeviceList struct {
+	Devices []Device `json:"devices"`
+	Next    string   `json:"next,omitempty"`
+}
+
+// Certificate is a certificate as the admin API shows it.
+type Certificate struct {
+	Serial           string     `json:"serial"`
+	Kind             string     `json:"kind"`
+	DeviceID         string     `json:"device_id,omitempty"`
+	Subject          string     `json:"subject"`
+	SANs             []string   `json:"sans"`
+	NotBefore        time.Time  `json:"not_before"`
+	NotAfter         time.Time  `json:"not_after"`
+	Status           string     `json:"status"`
+	RevokedAt        *time.Time `json:"revoked_at,omitempty"`
+	RevocationReason int        `json:"revocation_reason,omitempty"`
+	ReplacesSerial   string     `json:"replaces_serial,omitempty"`
+	PEM              string     `json:"pem,omitempty"` // only when fetched one by one
+}
+
+// CertificateList is one page of certificates.
+type CertificateList struct {
+	Certificates []Certificate `json:"certificates"`
+	Next         string        `json:"next,omitempty"`
+}
+
+// RotateRequest is the body of POST /v1/admin/devices/{id}/rotate: the
+// device must re-key at its next renewal; after Deadline, if set, its
+// certificates are revoked.
+type RotateRequest struct {
+	Deadline *time.Time `json:"deadline,omitempty"`
+}
+
+// IssueRequest is the body of POST /v1/admin/certificates: a certificate for
+// another component from its CSR. Only the CSR's key is used.
+type IssueRequest struct {
+	CSR        string   `json:"csr"`
+	Usage      string   `json:"usage"` // "server" or "client"
+	CommonName string   `json:"common_name,omitempty"`
+	DNSNames   []string `json:"dns_names,omitempty"`
+	IPs        []string `json:"ips,omitempty"`
+	Lifetime   string   `json:"lifetime,omitempty"` // Go duration, default 720h
+}
+
+// AuditEvent is one audit log entry.
+type AuditEvent struct {
+	Seq        int64     `json:"seq"`
+	Time       time.Time `json:"time"`
+	Tenant     string    `json:"tenant,omitempty"`
+	Actor      string    `json:"actor"`
+	Action     string    `json:"action"`
+	Target     string    `json:"target,omitempty"`
+	Result     string    `json:"result"`
+	Detail     string    `json:"detail,omitempty"`
+	SourceAddr string    `json:"source_addr,omitempty"`
+	Hash       string    `json:"hash"`
+}
+
+// AuditList is one page of the audit log; Next is the After of the next page.
+type AuditList struct {
+	Events []AuditEvent `json:"events"`
+	Next   int64        `json:"next,omitempty"`
+}
+
+// ListDevices lists devices; q holds the filters (status, serial, mac,
+// after, limit).
+func (c *Client) ListDevices(ctx context.Context, q url.Values) (*DeviceList, error) {
+	var out DeviceList
+	return &out, c.getJSON(ctx, "/v1/admin/devices", q, &out)
+}
+
+// GetDevice returns one device.
+func (c *Client) GetDevice(ctx context.Context, id string) (*Device, error) {
+	var out Device
+	return &out, c.getJSON(ctx, "/v1/admin/devices/"+url.PathEscape(id), nil, &out)
+}
+
+// ListCertificates lists certificates; q holds the filters (device, kind,
+// status, expiring_before (RFC 3339), after, limit).
+func (c *Client) ListCertificates(ctx context.Context, q url.Values) (*CertificateList, error) {
+	var out CertificateList
+	return &out, c.getJSON(ctx, "/v1/admin/certificates", q, &out)
+}
+
+// GetCertificate returns one certificate with its PEM.
+func (c *Client) GetCertificate(ctx context.Context, serial string) (*Certificate, error) {
+	var out Certificate
+	return &out, c.getJSON(ctx, "/v1/admin/certificates/"+url.PathEscape(serial), nil, &out)
+}
+
+// RotateDevice forces a re-key at the device's next renewal.
+func (c *Client) RotateDevice(ctx context.Context, id string, req *RotateRequest) (*Device, error) {
+	var out Device
+	return &out, c.doJSON(ctx, http.MethodPost, "/v1/admin/devices/"+url.PathEscape(id)+"/rotate", "", req, &out)
+}
+
+// Issue asks the CA for a component certificate.
+func (c *Client) Issue(ctx context.Context, req *IssueRequest) (*EnrollResponse, error) {
+	var out EnrollResponse
+	return &out, c.doJSON(ctx, http.MethodPost, "/v1/admin/certificates", "", req, &out)
+}
+
+// ListAudit returns audit events with Seq > after.
+func (c *Client) ListAudit(ctx context.Context, after int64, limit int) (*AuditList, error) {
+	q := url.Values{}
+	if after > 0 {
+		q.Set("after", strconv.FormatInt(after, 10))
+	}
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
+	var out AuditList
+	return &out, c.getJSON(ctx, "/v1/admin/audit", q, &out)
+}
+
+func (c *Client) getJSON(ctx context.Context, path string, q url.Values, out any) error {
+	u := c.endpoint(path)
+	if len(q) > 0 {
+		u += "?" + q.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return fmt.Errorf("client: GET %s: %w", path, err)
+	}
+	req.Header.Set("Accept", "application/json, application/problem+json")
+	resp, err := c.send(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if err := checkStatus(req, resp); err != nil {
+		return err
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, maxJSONBody)).Decode(out); err != nil {
+		return fmt.Errorf("client: decode reply to GET %s: %w", path, err)
+	}
+	return nil
+}
