@@ -22,6 +22,10 @@ type Config struct {
 	Listen string `yaml:"listen"`
 	// URL is how devices and admins reach this CA; the CLI's default --ca.
 	URL string `yaml:"url"`
+	// ExternalURL is the base URL relying parties fetch the CRL (ExternalURL
+	// + "/crl") and ask OCSP (ExternalURL + "/ocsp") from; issued device and
+	// client certificates carry both. Empty means URL.
+	ExternalURL string `yaml:"external_url,omitempty"`
 	// TrustDomain names identities: spiffe://<trust_domain>/<tenant>/device/<serial>.
 	TrustDomain string `yaml:"trust_domain"`
 	// PasswordFile holds the passphrase of the CA, TLS and admin keys. When
@@ -33,6 +37,8 @@ type Config struct {
 	Admin      KeyPair          `yaml:"admin"`
 	DB         DBConfig         `yaml:"db"`
 	Enrollment EnrollmentConfig `yaml:"enrollment"`
+	CRL        CRLConfig        `yaml:"crl,omitempty"`
+	OCSP       OCSPConfig       `yaml:"ocsp,omitempty"`
 
 	dir string // directory of the config file
 }
@@ -76,6 +82,26 @@ type EnrollmentConfig struct {
 	AllowP384    bool     `yaml:"allow_p384"`
 	AllowEd25519 bool     `yaml:"allow_ed25519"`
 	AllowRSA     bool     `yaml:"allow_rsa"` // RSA >= 2048 only
+}
+
+// CRLConfig is the CRL served at /crl.
+type CRLConfig struct {
+	// Validity is nextUpdate - thisUpdate; default 24h. The CRL is rebuilt on
+	// every revocation and at half of it at the latest.
+	Validity Duration `yaml:"validity,omitempty"`
+	// Refresh is how often each replica re-reads revocations (made by other
+	// replicas) and the longest HTTP caches and the OCSP cache keep an
+	// answer; default 1m. It bounds how late a revocation shows everywhere.
+	Refresh Duration `yaml:"refresh,omitempty"`
+}
+
+// OCSPConfig is the OCSP responder at /ocsp.
+type OCSPConfig struct {
+	// Validity is nextUpdate - thisUpdate of responses; default 1h.
+	Validity Duration `yaml:"validity,omitempty"`
+	// ResponderLifetime is the lifetime of the delegated responder
+	// certificate, re-issued at half of it; default 168h.
+	ResponderLifetime Duration `yaml:"responder_lifetime,omitempty"`
 }
 
 // Duration is a time.Duration written as "720h" in YAML.
@@ -135,6 +161,22 @@ func (c *Config) defaults() {
 	if c.Enrollment.CertLifetime == 0 {
 		c.Enrollment.CertLifetime = Duration(720 * time.Hour)
 	}
+	if c.ExternalURL == "" {
+		c.ExternalURL = c.URL
+	}
+	c.ExternalURL = strings.TrimRight(c.ExternalURL, "/")
+	if c.CRL.Validity == 0 {
+		c.CRL.Validity = Duration(24 * time.Hour)
+	}
+	if c.CRL.Refresh == 0 {
+		c.CRL.Refresh = Duration(time.Minute)
+	}
+	if c.OCSP.Validity == 0 {
+		c.OCSP.Validity = Duration(time.Hour)
+	}
+	if c.OCSP.ResponderLifetime == 0 {
+		c.OCSP.ResponderLifetime = Duration(168 * time.Hour)
+	}
 }
 
 // Validate reports every problem at once and changes nothing.
@@ -161,6 +203,23 @@ func (c *Config) Validate() error {
 	case "sqlite", "postgres":
 	default:
 		errs = append(errs, fmt.Errorf("db.driver: %q is not sqlite or postgres", c.DB.Driver))
+	}
+	if u, err := url.Parse(c.ExternalURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" ||
+		u.RawQuery != "" || u.Fragment != "" {
+		errs = append(errs, fmt.Errorf("external_url: %q is not an http(s):// base URL", c.ExternalURL))
+	}
+	if c.CRL.Validity < Duration(time.Hour) {
+		errs = append(errs, fmt.Errorf("crl.validity: %s is shorter than 1h", time.Duration(c.CRL.Validity)))
+	}
+	if c.CRL.Refresh < Duration(time.Second) || c.CRL.Refresh > c.CRL.Validity/2 {
+		errs = append(errs, fmt.Errorf("crl.refresh: %s must be at least 1s and at most half of crl.validity", time.Duration(c.CRL.Refresh)))
+	}
+	if c.OCSP.Validity < Duration(time.Minute) {
+		errs = append(errs, fmt.Errorf("ocsp.validity: %s is shorter than 1m", time.Duration(c.OCSP.Validity)))
+	}
+	if c.OCSP.ResponderLifetime < Duration(time.Hour) || c.OCSP.ResponderLifetime < 2*c.OCSP.Validity {
+		errs = append(errs, fmt.Errorf("ocsp.responder_lifetime: %s must be at least 1h and twice ocsp.validity",
+			time.Duration(c.OCSP.ResponderLifetime)))
 	}
 	if c.Enrollment.CertLifetime < Duration(time.Hour) {
 		errs = append(errs, fmt.Errorf("enrollment.cert_lifetime: %s is shorter than 1h", time.Duration(c.Enrollment.CertLifetime)))

@@ -21,6 +21,8 @@ commands:
   init          create a CA in a directory (root, intermediate, TLS and admin certificates, ca.yaml)
   serve         serve the CA over HTTPS (--dev: create ./devpki-data on first start and print an enroll command)
   token create  mint a bootstrap token through the admin API
+  certs revoke SERIAL --reason R    revoke one certificate (RFC 5280 reason name or code)
+  devices revoke ID --reason R      revoke a device and all its certificates
   audit verify  check the audit log's hash chain in the registry database
 
 Run 'ca <command> -h' for the flags of a command.
@@ -60,6 +62,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("%w: 'ca token' takes the subcommand 'create'", errUsage)
 		}
 		return cmdTokenCreate(ctx, args[2:], stdout, stderr)
+	case "certs":
+		if len(args) < 2 || args[1] != "revoke" {
+			return fmt.Errorf("%w: 'ca certs' takes the subcommand 'revoke'", errUsage)
+		}
+		return cmdCertsRevoke(ctx, args[2:], stdout, stderr)
+	case "devices":
+		if len(args) < 2 || args[1] != "revoke" {
+			return fmt.Errorf("%w: 'ca devices' takes the subcommand 'revoke'", errUsage)
+		}
+		return cmdDevicesRevoke(ctx, args[2:], stdout, stderr)
 	case "audit":
 		if len(args) < 2 || args[1] != "verify" {
 			return fmt.Errorf("%w: 'ca audit' takes the subcommand 'verify'", errUsage)

@@ -97,7 +97,10 @@ func serve(ctx context.Context, cfg *Config, dev bool, stdout, stderr io.Writer)
 	if err != nil {
 		return fmt.Errorf("load CA: %w", err)
 	}
-	issuer, err := pki.NewIssuer(pki.IssuerOptions{CA: ca, TrustDomain: cfg.TrustDomain})
+	issuer, err := pki.NewIssuer(pki.IssuerOptions{
+		CA: ca, TrustDomain: cfg.TrustDomain,
+		CRLURL: cfg.ExternalURL + "/crl", OCSPURL: cfg.ExternalURL + "/ocsp",
+	})
 	if err != nil {
 		return err
 	}
@@ -110,6 +113,10 @@ func serve(ctx context.Context, cfg *Config, dev bool, stdout, stderr io.Writer)
 		return fmt.Errorf("open registry: %w", err)
 	}
 	defer store.Close()
+	rev, err := newRevocation(ctx, cfg, ca, store, log)
+	if err != nil {
+		return err
+	}
 	prov, err := provision.New(provision.Config{
 		Store: store, Issuer: issuer, TrustDomain: cfg.TrustDomain,
 		Lifetime: time.Duration(cfg.Enrollment.CertLifetime),
@@ -122,7 +129,7 @@ func serve(ctx context.Context, cfg *Config, dev bool, stdout, stderr io.Writer)
 	}
 	handler, err := api.New(api.Config{
 		Store: store, Provision: prov, Root: ca.Root, Chain: issuer.Chain(),
-		TrustDomain: cfg.TrustDomain, Log: log,
+		TrustDomain: cfg.TrustDomain, Log: log, Revocation: rev,
 	})
 	if err != nil {
 		return err
@@ -166,6 +173,14 @@ func serve(ctx context.Context, cfg *Config, dev bool, stdout, stderr io.Writer)
 			return err
 		}
 	}
+	// The CRL is built before the first request and kept fresh meanwhile.
+	if err := rev.Refresh(ctx); err != nil {
+		ln.Close()
+		return fmt.Errorf("build the first CRL: %w", err)
+	}
+	revCtx, stopRev := context.WithCancel(ctx)
+	defer stopRev()
+	go rev.Run(revCtx)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ServeTLS(ln, "", "") }()
 	select {
@@ -180,6 +195,33 @@ func serve(ctx context.Context, cfg *Config, dev bool, stdout, stderr io.Writer)
 	batches, ops := store.BatchStats()
 	log.Info("registry writes", "transactions", batches, "writes", ops)
 	return err
+}
+
+// newRevocation makes the OCSP responder (a fresh key and delegated
+// certificate, recorded in the registry) and the CRL/OCSP service.
+func newRevocation(ctx context.Context, cfg *Config, ca *pki.CA, store registry.Store, log *slog.Logger) (*provision.Revocation, error) {
+	responder, err := pki.NewOCSPResponder(ctx, pki.OCSPResponderOptions{
+		CA: ca, Lifetime: time.Duration(cfg.OCSP.ResponderLifetime),
+		Issued: func(ctx context.Context, c *x509.Certificate) error {
+			rec := provision.CertificateRecord(c, registry.KindOCSP, "", "", time.Now())
+			err := store.RecordCertificate(ctx, rec, &registry.AuditEvent{
+				Actor: "system", Action: "cert.issue", Target: rec.Serial, Result: registry.ResultOK,
+				Detail: "kind=ocsp not_after=" + c.NotAfter.UTC().Format(time.RFC3339),
+			})
+			if err == nil {
+				log.Info("OCSP responder certificate issued", "serial", rec.Serial, "not_after", c.NotAfter.UTC().Format(time.RFC3339))
+			}
+			return err
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return provision.NewRevocation(provision.RevocationConfig{
+		Store: store, CRLSigner: ca, OCSP: responder,
+		CRLValidity: time.Duration(cfg.CRL.Validity), Refresh: time.Duration(cfg.CRL.Refresh),
+		OCSPValidity: time.Duration(cfg.OCSP.Validity), Log: log,
+	})
 }
 
 func printDevInstructions(ctx context.Context, store registry.Store, cfg *Config, addr, fp string, w io.Writer) error {
