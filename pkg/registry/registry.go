@@ -250,8 +250,11 @@ type DeviceFilter struct {
 	Status   DeviceStatus
 	Serial   string
 	MAC      string // 12 lowercase hex digits
-	After    string
-	Limit    int // 0 means 100; at most 1000
+	// RekeyDueBefore selects devices told to re-key whose deadline is
+	// before this time.
+	RekeyDueBefore time.Time
+	After          string
+	Limit          int // 0 means 100; at most 1000
 }
 
 // CertFilter selects certificates for ListCertificates, ordered by Serial,
