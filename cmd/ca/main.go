@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 )
@@ -18,15 +19,30 @@ import (
 const usage = `usage: ca <command> [flags]
 
 commands:
-  init          create a CA in a directory (root, intermediate, TLS and admin certificates, ca.yaml)
-  serve         serve the CA over HTTPS (--dev: create ./devpki-data on first start and print an enroll command)
-  token create  mint a bootstrap token through the admin API
-  certs revoke SERIAL --reason R    revoke one certificate (RFC 5280 reason name or code)
+  init --dir DIR                    create a CA (root, intermediate, TLS and admin certificates, ca.yaml)
+  serve --config DIR/ca.yaml        serve the CA over HTTPS (--dev: create ./devpki-data and print an enroll command)
+  token create                      mint a bootstrap token through the admin API
+  devices list [--status --serial --mac]   list devices (pages: --limit, --after)
+  devices get ID                    one device and its certificates
   devices revoke ID --reason R      revoke a device and all its certificates
-  audit verify  check the audit log's hash chain in the registry database
+  devices rotate ID [--deadline D]  force a re-key at the next renewal (revoke after D)
+  certs list [--device --status --expiring-before]   list certificates
+  certs revoke SERIAL --reason R    revoke one certificate (RFC 5280 reason name or code)
+  issue --csr F --server|--client   certificate for another component (--dns, --ip, --cn)
+  audit list [--after N]            read the audit log through the API
+  audit verify                      check the audit log's hash chain in the registry database
+
+Admin commands take --config DIR/ca.yaml (its admin certificate), --ca URL and --output json.
 
 Run 'ca <command> -h' for the flags of a command.
 `
+
+// subcommands of the commands that have several.
+var subcommands = map[string]map[string]func(context.Context, []string, io.Writer, io.Writer) error{
+	"devices": {"list": cmdDevicesList, "get": cmdDevicesGet, "revoke": cmdDevicesRevoke, "rotate": cmdDevicesRotate},
+	"certs":   {"list": cmdCertsList, "revoke": cmdCertsRevoke},
+	"audit":   {"list": cmdAuditList, "verify": cmdAuditVerify},
+}
 
 // errUsage marks a command-line mistake (exit code 2).
 var errUsage = errors.New("usage error")
@@ -62,21 +78,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("%w: 'ca token' takes the subcommand 'create'", errUsage)
 		}
 		return cmdTokenCreate(ctx, args[2:], stdout, stderr)
-	case "certs":
-		if len(args) < 2 || args[1] != "revoke" {
-			return fmt.Errorf("%w: 'ca certs' takes the subcommand 'revoke'", errUsage)
+	case "certs", "devices", "audit":
+		cmds := subcommands[args[0]]
+		if len(args) < 2 || cmds[args[1]] == nil {
+			names := make([]string, 0, len(cmds))
+			for n := range cmds {
+				names = append(names, n)
+			}
+			slices.Sort(names)
+			return fmt.Errorf("%w: 'ca %s' takes one of the subcommands %s", errUsage, args[0], strings.Join(names, ", "))
 		}
-		return cmdCertsRevoke(ctx, args[2:], stdout, stderr)
-	case "devices":
-		if len(args) < 2 || args[1] != "revoke" {
-			return fmt.Errorf("%w: 'ca devices' takes the subcommand 'revoke'", errUsage)
-		}
-		return cmdDevicesRevoke(ctx, args[2:], stdout, stderr)
-	case "audit":
-		if len(args) < 2 || args[1] != "verify" {
-			return fmt.Errorf("%w: 'ca audit' takes the subcommand 'verify'", errUsage)
-		}
-		return cmdAuditVerify(ctx, args[2:], stdout, stderr)
+		return cmds[args[1]](ctx, args[2:], stdout, stderr)
+	case "issue":
+		return cmdIssue(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

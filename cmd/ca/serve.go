@@ -181,6 +181,7 @@ func serve(ctx context.Context, cfg *Config, dev bool, stdout, stderr io.Writer)
 	revCtx, stopRev := context.WithCancel(ctx)
 	defer stopRev()
 	go rev.Run(revCtx)
+	go provision.RunRekeyDeadlines(revCtx, store, rev, time.Minute, log)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ServeTLS(ln, "", "") }()
 	select {

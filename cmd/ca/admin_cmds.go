@@ -1,0 +1,332 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"devpki/api/client"
+	"devpki/pkg/atomicfile"
+)
+
+// parseWithTarget parses flags that may stand before or after one positional
+// target (a device id, a serial). An empty what means no target is taken.
+func parseWithTarget(fs *flag.FlagSet, args []string, what string) (string, error) {
+	var target string
+	if what != "" && len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		target, args = args[0], args[1:]
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return "", err
+		}
+		return "", fmt.Errorf("%w: %v", errUsage, err)
+	}
+	switch {
+	case what != "" && target == "" && fs.NArg() == 1:
+		target = fs.Arg(0)
+	case fs.NArg() > 0:
+		return "", fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(fs.NArg()-1))
+	}
+	if what != "" && target == "" {
+		return "", fmt.Errorf("%w: the %s is required", errUsage, what)
+	}
+	return target, nil
+}
+
+// printJSON writes v indented, for --output json.
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func fmtTime(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+
+// cmdDevicesList is 'ca devices list [--status S] [--serial S] [--mac M] [--limit N] [--after ID]'.
+func cmdDevicesList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var af adminFlags
+	fs := newFlags("devices list", stderr)
+	af.register(fs)
+	status := fs.String("status", "", "active, revoked or quarantined")
+	serial := fs.String("serial", "", "hardware serial")
+	mac := fs.String("mac", "", "MAC address")
+	limit := fs.Int("limit", 100, "page size (1-1000)")
+	after := fs.String("after", "", "list after this device id (the 'next' of the previous page)")
+	if _, err := parseWithTarget(fs, args, ""); err != nil {
+		return err
+	}
+	c, err := af.client()
+	if err != nil {
+		return err
+	}
+	q := url.Values{"limit": {strconv.Itoa(*limit)}}
+	for k, v := range map[string]string{"status": *status, "serial": *serial, "mac": *mac, "after": *after} {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	l, err := c.ListDevices(ctx, q)
+	if err != nil {
+		return fmt.Errorf("list devices: %w", err)
+	}
+	if af.output == "json" {
+		return printJSON(stdout, l)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tSERIAL\tSTATUS\tMETHOD\tMACS\tREKEY\tUPDATED")
+	for _, d := range l.Devices {
+		rekey := ""
+		if d.RekeyRequired {
+			rekey = "required"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.ID, d.Serial, d.Status, d.Method, strings.Join(d.MACs, ","), rekey, fmtTime(d.UpdatedAt))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if l.Next != "" {
+		fmt.Fprintf(stderr, "more: --after %s\n", l.Next)
+	}
+	return nil
+}
+
+// cmdDevicesGet is 'ca devices get ID'.
+func cmdDevicesGet(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var af adminFlags
+	fs := newFlags("devices get ID", stderr)
+	af.register(fs)
+	id, err := parseWithTarget(fs, args, "device id")
+	if err != nil {
+		return err
+	}
+	c, err := af.client()
+	if err != nil {
+		return err
+	}
+	d, err := c.GetDevice(ctx, id)
+	if err != nil {
+		return fmt.Errorf("get device: %w", err)
+	}
+	if af.output == "json" {
+		return printJSON(stdout, d)
+	}
+	certs, err := c.ListCertificates(ctx, url.Values{"device": {id}})
+	if err != nil {
+		return fmt.Errorf("list certificates: %w", err)
+	}
+	fmt.Fprintf(stdout, "device:   %s\ntenant:   %s\nserial:   %s\nmacs:     %s\nstatus:   %s\nmethod:   %s\ncreated:  %s\n",
+		d.ID, d.Tenant, d.Serial, strings.Join(d.MACs, ","), d.Status, d.Method, fmtTime(d.CreatedAt))
+	if d.RekeyRequired {
+		fmt.Fprintf(stdout, "re-key:   required")
+		if d.RekeyDeadline != nil {
+			fmt.Fprintf(stdout, " by %s", fmtTime(*d.RekeyDeadline))
+		}
+		fmt.Fprintln(stdout)
+	}
+	for _, ct := range certs.Certificates {
+		fmt.Fprintf(stdout, "cert:     %s %s until %s\n", ct.Serial, ct.Status, fmtTime(ct.NotAfter))
+	}
+	return nil
+}
+
+// cmdDevicesRotate is 'ca devices rotate ID [--deadline 72h|RFC3339]'.
+func cmdDevicesRotate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var af adminFlags
+	fs := newFlags("devices rotate ID", stderr)
+	af.register(fs)
+	deadline := fs.String("deadline", "", "revoke the device's certificates if it has not re-keyed by then (a duration such as 72h, or an RFC 3339 time)")
+	id, err := parseWithTarget(fs, args, "device id")
+	if err != nil {
+		return err
+	}
+	var req client.RotateRequest
+	if *deadline != "" {
+		t, err := parseDeadline(*deadline, time.Now())
+		if err != nil {
+			return fmt.Errorf("%w: --deadline: %v", errUsage, err)
+		}
+		req.Deadline = &t
+	}
+	c, err := af.client()
+	if err != nil {
+		return err
+	}
+	d, err := c.RotateDevice(ctx, id, &req)
+	if err != nil {
+		return fmt.Errorf("rotate device: %w", err)
+	}
+	if af.output == "json" {
+		return printJSON(stdout, d)
+	}
+	fmt.Fprintf(stdout, "device %s must re-key at its next renewal", d.ID)
+	if d.RekeyDeadline != nil {
+		fmt.Fprintf(stdout, "; its certificates are revoked if it has not by %s", fmtTime(*d.RekeyDeadline))
+	}
+	fmt.Fprintln(stdout)
+	return nil
+}
+
+func parseDeadline(s string, now time.Time) (time.Time, error) {
+	if d, err := time.ParseDuration(s); err == nil {
+		if d <= 0 {
+			return time.Time{}, fmt.Errorf("%s is not in the future", s)
+		}
+		return now.Add(d).UTC().Truncate(time.Second), nil
+	}
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%q is neither a duration (72h) nor an RFC 3339 time", s)
+	}
+	return t, nil
+}
+
+// cmdCertsList is 'ca certs list [--device ID] [--kind K] [--status S] [--expiring-before 240h|RFC3339]'.
+func cmdCertsList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var af adminFlags
+	fs := newFlags("certs list", stderr)
+	af.register(fs)
+	device := fs.String("device", "", "device id")
+	kind := fs.String("kind", "", "device, admin, server or client")
+	status := fs.String("status", "", "active, superseded or revoked")
+	expiring := fs.String("expiring-before", "", "only certificates that expire before this (a duration from now such as 240h, or an RFC 3339 time)")
+	limit := fs.Int("limit", 100, "page size (1-1000)")
+	after := fs.String("after", "", "list after this serial (the 'next' of the previous page)")
+	if _, err := parseWithTarget(fs, args, ""); err != nil {
+		return err
+	}
+	q := url.Values{"limit": {strconv.Itoa(*limit)}}
+	for k, v := range map[string]string{"device": *device, "kind": *kind, "status": *status, "after": *after} {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	if *expiring != "" {
+		t, err := parseDeadline(*expiring, time.Now())
+		if err != nil {
+			return fmt.Errorf("%w: --expiring-before: %v", errUsage, err)
+		}
+		q.Set("expiring_before", t.Format(time.RFC3339))
+	}
+	c, err := af.client()
+	if err != nil {
+		return err
+	}
+	l, err := c.ListCertificates(ctx, q)
+	if err != nil {
+		return fmt.Errorf("list certificates: %w", err)
+	}
+	if af.output == "json" {
+		return printJSON(stdout, l)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SERIAL\tKIND\tSTATUS\tDEVICE\tNOT AFTER\tSUBJECT")
+	for _, ct := range l.Certificates {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", ct.Serial, ct.Kind, ct.Status, ct.DeviceID, fmtTime(ct.NotAfter), ct.Subject)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if l.Next != "" {
+		fmt.Fprintf(stderr, "more: --after %s\n", l.Next)
+	}
+	return nil
+}
+
+// cmdIssue is 'ca issue --csr F (--server|--client) [--dns N]... [--ip A]... [--cn N] [--lifetime D] [--out F]'.
+func cmdIssue(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var af adminFlags
+	var dns, ips listFlag
+	fs := newFlags("issue", stderr)
+	af.register(fs)
+	csrFile := fs.String("csr", "", "PEM certificate request of the component (only its key is used)")
+	server := fs.Bool("server", false, "a server certificate (serverAuth and clientAuth)")
+	clientCert := fs.Bool("client", false, "a client certificate (clientAuth)")
+	fs.Var(&dns, "dns", "DNS name (repeatable; server certificates)")
+	fs.Var(&ips, "ip", "IP address (repeatable; server certificates)")
+	cn := fs.String("cn", "", "common name (required for client certificates)")
+	lifetime := fs.Duration("lifetime", 720*time.Hour, "validity")
+	out := fs.String("out", "", "write the certificate and chain to this file instead of stdout")
+	if _, err := parseWithTarget(fs, args, ""); err != nil {
+		return err
+	}
+	if *server == *clientCert {
+		return fmt.Errorf("%w: pass exactly one of --server and --client", errUsage)
+	}
+	if *csrFile == "" {
+		return fmt.Errorf("%w: --csr FILE is required", errUsage)
+	}
+	csr, err := os.ReadFile(*csrFile)
+	if err != nil {
+		return fmt.Errorf("%w: --csr: %v", errUsage, err)
+	}
+	req := &client.IssueRequest{CSR: string(csr), Usage: "client", CommonName: *cn, DNSNames: dns, IPs: ips, Lifetime: lifetime.String()}
+	if *server {
+		req.Usage = "server"
+	}
+	c, err := af.client()
+	if err != nil {
+		return err
+	}
+	res, err := c.Issue(ctx, req)
+	if err != nil {
+		return fmt.Errorf("issue: %w", err)
+	}
+	if af.output == "json" {
+		return printJSON(stdout, res)
+	}
+	bundle := res.Certificate + strings.Join(res.Chain, "")
+	if *out != "" {
+		if err := atomicfile.Write(*out, []byte(bundle), 0o644); err != nil {
+			return err
+		}
+		fmt.Fprintf(stderr, "wrote %s\n", *out)
+		return nil
+	}
+	_, err = io.WriteString(stdout, bundle)
+	return err
+}
+
+// cmdAuditList is 'ca audit list [--after SEQ] [--limit N]'.
+func cmdAuditList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var af adminFlags
+	fs := newFlags("audit list", stderr)
+	af.register(fs)
+	after := fs.Int64("after", 0, "list events after this sequence number")
+	limit := fs.Int("limit", 100, "page size (1-1000)")
+	if _, err := parseWithTarget(fs, args, ""); err != nil {
+		return err
+	}
+	c, err := af.client()
+	if err != nil {
+		return err
+	}
+	l, err := c.ListAudit(ctx, *after, *limit)
+	if err != nil {
+		return fmt.Errorf("list audit events: %w", err)
+	}
+	if af.output == "json" {
+		return printJSON(stdout, l)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SEQ\tTIME\tACTOR\tACTION\tTARGET\tRESULT\tDETAIL")
+	for _, ev := range l.Events {
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", ev.Seq, fmtTime(ev.Time), ev.Actor, ev.Action, ev.Target, ev.Result, ev.Detail)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if l.Next != 0 {
+		fmt.Fprintf(stderr, "more: --after %d\n", l.Next)
+	}
+	return nil
+}
