@@ -28,6 +28,7 @@ import (
 var (
 	caBin     string
 	enrollBin string
+	ingestBin string // the sample mTLS component, examples/ingest
 )
 
 // serverSlots caps how many `ca serve` processes run at once, whatever
@@ -60,7 +61,10 @@ func buildAndRun(m *testing.M) int {
 	}
 	caBin = filepath.Join(dir, "ca")
 	enrollBin = filepath.Join(dir, "enroll")
-	for _, b := range []struct{ out, pkg string }{{caBin, "devpki/cmd/ca"}, {enrollBin, "devpki/cmd/enroll"}} {
+	ingestBin = filepath.Join(dir, "ingest")
+	for _, b := range []struct{ out, pkg string }{
+		{caBin, "devpki/cmd/ca"}, {enrollBin, "devpki/cmd/enroll"}, {ingestBin, "devpki/examples/ingest"},
+	} {
 		cmd := exec.Command(goTool, "build", "-o", b.out, b.pkg)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			fmt.Fprintf(os.Stderr, "e2e: go build %s: %v\n%s", b.pkg, err, out)
