@@ -38,6 +38,7 @@ import (
 	"time"
 
 	"go.step.sm/crypto/pemutil"
+	"golang.org/x/crypto/ocsp"
 
 	"devpki/api/client"
 	"devpki/pkg/pki"
@@ -59,7 +60,7 @@ func main() {
 	var o options
 	flag.IntVar(&o.n, "n", 5000, "devices to enroll (bounded)")
 	flag.IntVar(&o.c, "c", 64, "concurrent clients")
-	flag.StringVar(&o.target, "target", "enroll", "enroll, or healthz for the TLS-handshake + HTTP floor")
+	flag.StringVar(&o.target, "target", "enroll", "enroll; renew (mTLS, new connection each, devices enrolled first); ocsp (keep-alive); or healthz for the TLS-handshake + HTTP floor")
 	flag.StringVar(&o.caBin, "ca-bin", "", "path of a built 'ca' binary (default: go build ./cmd/ca into a temp dir)")
 	flag.StringVar(&o.keep, "dir", "", "CA directory to create and keep (default: a temp dir, removed)")
 	flag.DurationVar(&o.maxDuration, "max-duration", 2*time.Minute, "stop sending after this long")
@@ -95,8 +96,10 @@ func run(o options) error {
 	if o.n <= 0 || o.c <= 0 || o.n > 1_000_000 || o.c > 4096 {
 		return fmt.Errorf("-n must be in [1, 1e6] and -c in [1, 4096]")
 	}
-	if o.target != "enroll" && o.target != "healthz" {
-		return fmt.Errorf("-target must be enroll or healthz")
+	switch o.target {
+	case "enroll", "renew", "ocsp", "healthz":
+	default:
+		return fmt.Errorf("-target must be enroll, renew, ocsp or healthz")
 	}
 	work, err := os.MkdirTemp("", "devpki-load-")
 	if err != nil {
@@ -170,59 +173,14 @@ func run(o options) error {
 	}
 
 	total := o.n + o.warmup
-	var token string
-	var bodies [][]byte
-	if o.target == "enroll" {
-		out, err := exec.Command(caBin, "token", "create", "--config", filepath.Join(dir, "ca.yaml"),
-			"--uses", strconv.Itoa(total), "--ttl", "2h").Output()
-		if err != nil {
-			return fmt.Errorf("ca token create: %v", err)
-		}
-		token = strings.TrimSpace(string(out))
-		fmt.Fprintf(os.Stderr, "generating %d device keys and CSRs ...\n", total)
-		bodies, err = makeCSRs(total)
-		if err != nil {
-			return err
-		}
-	}
-
-	// Each request gets a new TLS connection: keep-alives off, sessions
-	// not resumed (no client session cache).
-	tr := &http.Transport{
-		TLSClientConfig:     &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
-		DisableKeepAlives:   true,
-		MaxIdleConnsPerHost: -1,
-		ForceAttemptHTTP2:   false,
-	}
-	hc := &http.Client{Transport: tr, Timeout: 30 * time.Second}
-	send := func(i int) error {
-		var req *http.Request
-		if o.target == "enroll" {
-			req, _ = http.NewRequest(http.MethodPost, base+"/v1/enroll", bytes.NewReader(bodies[i]))
-			req.Header.Set("Authorization", "Bearer "+token)
-			req.Header.Set("Content-Type", "application/json")
-		} else {
-			req, _ = http.NewRequest(http.MethodGet, base+"/healthz", nil)
-		}
-		resp, err := hc.Do(req)
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		want := http.StatusOK
-		if o.target == "enroll" {
-			want = http.StatusCreated
-		}
-		if resp.StatusCode != want {
-			return fmt.Errorf("status %d: %s", resp.StatusCode, b)
-		}
-		return nil
+	sendOne, err := prepare(o, caBin, dir, base, pool, total)
+	if err != nil {
+		return err
 	}
 
 	// Warm up (connections, caches, page cache), unmeasured.
 	next := atomic.Int64{}
-	if _, _, err := drive(o.c, o.warmup, &next, time.Minute, send, nil); err != nil {
+	if _, _, err := drive(o.c, o.warmup, &next, time.Minute, sendOne, nil); err != nil {
 		return fmt.Errorf("warm-up: %w", err)
 	}
 	cpu0, err := procCPU(srv.Process.Pid)
@@ -232,7 +190,7 @@ func run(o options) error {
 	self0 := selfCPU()
 	lat := make([]time.Duration, o.n)
 	start := time.Now()
-	ok, failed, firstErr := drive(o.c, o.n, &next, o.maxDuration, send, lat)
+	ok, failed, firstErr := drive(o.c, o.n, &next, o.maxDuration, sendOne, lat)
 	elapsed := time.Since(start)
 	cpu1, _ := procCPU(srv.Process.Pid)
 	self1 := selfCPU()
@@ -333,8 +291,9 @@ func drive(c, count int, next *atomic.Int64, maxDur time.Duration, send func(int
 	return okN.Load(), failN.Load(), firstErr
 }
 
-func makeCSRs(n int) ([][]byte, error) {
+func makeCSRs(n int) ([][]byte, []*ecdsa.PrivateKey, error) {
 	out := make([][]byte, n)
+	keys := make([]*ecdsa.PrivateKey, n)
 	var wg sync.WaitGroup
 	var firstErr error
 	var mu sync.Mutex
@@ -345,6 +304,7 @@ func makeCSRs(n int) ([][]byte, error) {
 			defer wg.Done()
 			for i := w; i < n; i += workers {
 				key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+				keys[i] = key
 				if err == nil {
 					var der []byte
 					serial := fmt.Sprintf("LOAD-%08d", i)
@@ -364,7 +324,7 @@ func makeCSRs(n int) ([][]byte, error) {
 		}(w)
 	}
 	wg.Wait()
-	return out, firstErr
+	return out, keys, firstErr
 }
 
 func waitHealthy(base string, pool *x509.CertPool, max time.Duration) error {
@@ -428,3 +388,123 @@ func maxRSSMB(pid int) float64 {
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// prepare does the unmeasured set-up of a target and returns what sends
+// request i.
+func prepare(o options, caBin, dir, base string, pool *x509.CertPool, total int) (func(int) error, error) {
+	// Each request gets a new TLS connection (keep-alives off, no session
+	// cache), except for ocsp, which is a relying party's keep-alive client.
+	newConnEach := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, DisableKeepAlives: true,
+	}}
+	if o.target == "healthz" {
+		return func(int) error { return do(newConnEach, http.MethodGet, base+"/healthz", "", nil, http.StatusOK) }, nil
+	}
+	out, err := exec.Command(caBin, "token", "create", "--config", filepath.Join(dir, "ca.yaml"),
+		"--uses", strconv.Itoa(total), "--ttl", "2h").Output()
+	if err != nil {
+		return nil, fmt.Errorf("ca token create: %v", err)
+	}
+	token := strings.TrimSpace(string(out))
+	fmt.Fprintf(os.Stderr, "generating %d device keys and CSRs ...\n", total)
+	bodies, keys, err := makeCSRs(total)
+	if err != nil {
+		return nil, err
+	}
+	enroll := func(i int) error {
+		req, _ := http.NewRequest(http.MethodPost, base+"/v1/enroll", bytes.NewReader(bodies[i]))
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Content-Type", "application/json")
+		return send(newConnEach, req, http.StatusCreated, nil)
+	}
+	if o.target == "enroll" {
+		return enroll, nil
+	}
+
+	// renew and ocsp need enrolled devices: enroll them all first.
+	fmt.Fprintf(os.Stderr, "enrolling %d devices first (not measured) ...\n", total)
+	certs := make([][]byte, total)
+	var chain [][]byte
+	var mu sync.Mutex
+	var next atomic.Int64
+	if _, failed, err := drive(o.c, total, &next, 10*time.Minute, func(i int) error {
+		req, _ := http.NewRequest(http.MethodPost, base+"/v1/enroll", bytes.NewReader(bodies[i]))
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Content-Type", "application/json")
+		var er client.EnrollResponse
+		if err := send(newConnEach, req, http.StatusCreated, &er); err != nil {
+			return err
+		}
+		b, _ := pem.Decode([]byte(er.Certificate))
+		mu.Lock()
+		defer mu.Unlock()
+		certs[i] = b.Bytes
+		if chain == nil {
+			for _, c := range er.Chain {
+				cb, _ := pem.Decode([]byte(c))
+				chain = append(chain, cb.Bytes)
+			}
+		}
+		return nil
+	}, nil); failed > 0 {
+		return nil, fmt.Errorf("enrolling the devices: %v", err)
+	}
+	if o.target == "renew" {
+		clients := make([]*http.Client, total)
+		for i := range clients {
+			tc := tls.Certificate{Certificate: append([][]byte{certs[i]}, chain...), PrivateKey: keys[i]}
+			clients[i] = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+				DisableKeepAlives: true,
+				TLSClientConfig:   &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{tc}},
+			}}
+		}
+		return func(i int) error {
+			return do(clients[i], http.MethodPost, base+"/v1/renew", "application/json", []byte("{}"), http.StatusCreated)
+		}, nil
+	}
+	issuer, err := x509.ParseCertificate(chain[0])
+	if err != nil {
+		return nil, err
+	}
+	reqs := make([][]byte, total)
+	for i := range reqs {
+		c, err := x509.ParseCertificate(certs[i])
+		if err != nil {
+			return nil, err
+		}
+		if reqs[i], err = ocsp.CreateRequest(c, issuer, nil); err != nil {
+			return nil, err
+		}
+	}
+	keepAlive := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, MaxIdleConnsPerHost: o.c,
+	}}
+	return func(i int) error {
+		return do(keepAlive, http.MethodPost, base+"/ocsp", "application/ocsp-request", reqs[i], http.StatusOK)
+	}, nil
+}
+
+func do(hc *http.Client, method, url, contentType string, body []byte, want int) error {
+	req, _ := http.NewRequest(method, url, bytes.NewReader(body))
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	return send(hc, req, want, nil)
+}
+
+// send runs req, wants the status, and decodes a JSON reply into out.
+func send(hc *http.Client, req *http.Request, want int, out any) error {
+	resp, err := hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != want {
+		return fmt.Errorf("status %d: %s", resp.StatusCode, b)
+	}
+	if out != nil {
+		return json.Unmarshal(b, out)
+	}
+	return nil
+}
