@@ -98,7 +98,8 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(addr s
 		TLSConfig:         src.ServerConfig(),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		// Refused handshakes (revoked, unknown CA, stale CRL) are logged.
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {

@@ -65,7 +65,13 @@ type env struct {
 
 func newEnv(t testing.TB) *env {
 	t.Helper()
-	e := &env{t: t, ca: pkitest.NewCA(t), dir: t.TempDir(), clock: newClock()}
+	return newEnvCA(t, pkitest.NewCA(t))
+}
+
+// newEnvCA is newEnv sharing ca (minting a CA is slow under -race).
+func newEnvCA(t testing.TB, ca *pkitest.TestCA) *env {
+	t.Helper()
+	e := &env{t: t, ca: ca, dir: t.TempDir(), clock: newClock()}
 	e.crlSrv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		e.fetches.Add(1)
 		b := e.crl.Load()

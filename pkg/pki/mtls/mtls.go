@@ -255,7 +255,8 @@ func (s *Source) ServerConfig() *tls.Config {
 // ClientConfig returns a client configuration: TLS 1.2+, the server's chain
 // verified against the anchors (set ServerName when dialing by IP or
 // through a proxy), the current own certificate, the revocation check in
-// VerifyConnection, and a session cache for resumption.
+// VerifyConnection, and a session cache for resumption (each call makes a
+// new cache: keep one configuration per client).
 func (s *Source) ClientConfig() *tls.Config {
 	return &tls.Config{
 		MinVersion: tls.VersionTLS12,

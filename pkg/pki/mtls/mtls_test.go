@@ -79,9 +79,10 @@ func TestRefusesUnauthenticatedAndForeignClients(t *testing.T) {
 // its revocation, also when it resumes its session.
 func TestRevokedRefusedOnResumption(t *testing.T) {
 	t.Parallel()
+	ca := pkitest.NewCA(t)
 	for _, v := range []uint16{tls.VersionTLS13, tls.VersionTLS12} {
 		t.Run(tls.VersionName(v), func(t *testing.T) {
-			e := newEnv(t)
+			e := newEnvCA(t, ca)
 			src, srv := e.server(nil)
 			dc, dk, is := e.issueDevice("device", "SN-1")
 			cfg := plainClientConfig(t, e.ca.Roots(), dc, dk)
@@ -213,6 +214,7 @@ func TestCRLRollbackRefused(t *testing.T) {
 
 func TestStaleCRL(t *testing.T) {
 	t.Parallel()
+	ca := pkitest.NewCA(t)
 	for _, tc := range []struct {
 		name     string
 		failOpen bool
@@ -230,7 +232,7 @@ func TestStaleCRL(t *testing.T) {
 		{name: "MaxCRLStaleness kept by refetch", maxStale: 10 * time.Minute, advance: 11 * time.Minute},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newEnv(t)
+			e := newEnvCA(t, ca)
 			dc, dk, is := e.issueDevice("device", "SN-1")
 			if tc.revoke {
 				e.publishCRL(is.Certificate.SerialNumber)
