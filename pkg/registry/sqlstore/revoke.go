@@ -2,6 +2,7 @@ package sqlstore
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"time"
@@ -118,27 +119,33 @@ func (s *Store) RevokeDevice(ctx context.Context, deviceID string, reason int,
 	return out, nil
 }
 
-// ListRevoked implements registry.Store.
+// ListRevoked implements registry.Store. It scans rows directly (no gorm
+// reflection): a CA with 100k revoked certificates reads them on every
+// revocation.
 func (s *Store) ListRevoked(ctx context.Context, now time.Time) ([]registry.RevokedEntry, error) {
-	var rows []struct {
-		Serial           string
-		RevokedAt        *time.Time
-		RevocationReason int
-		NotAfter         time.Time
-	}
-	err := s.r.WithContext(ctx).Model(&certificateRow{}).
+	rows, err := s.r.WithContext(ctx).Model(&certificateRow{}).
 		Select("serial, revoked_at, revocation_reason, not_after").
 		Where("status = ? AND not_after > ?", string(registry.CertRevoked), ts(now)).
-		Order("serial").Scan(&rows).Error
+		Order("serial").Rows()
 	if err != nil {
 		return nil, fmt.Errorf("sqlstore: list revoked: %w", translate(err))
 	}
-	out := make([]registry.RevokedEntry, len(rows))
-	for i, r := range rows {
-		out[i] = registry.RevokedEntry{Serial: r.Serial, Reason: r.RevocationReason, NotAfter: r.NotAfter.UTC()}
-		if r.RevokedAt != nil {
-			out[i].RevokedAt = r.RevokedAt.UTC()
+	defer rows.Close()
+	var out []registry.RevokedEntry
+	for rows.Next() {
+		var e registry.RevokedEntry
+		var at sql.NullTime
+		if err := rows.Scan(&e.Serial, &at, &e.Reason, &e.NotAfter); err != nil {
+			return nil, fmt.Errorf("sqlstore: list revoked: %w", err)
 		}
+		e.NotAfter = e.NotAfter.UTC()
+		if at.Valid {
+			e.RevokedAt = at.Time.UTC()
+		}
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlstore: list revoked: %w", err)
 	}
 	return out, nil
 }
