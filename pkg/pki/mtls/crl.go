@@ -100,7 +100,7 @@ func (c *crlCache) refreshIfDue() {
 	if c.s.now().UnixNano()-c.lastAttempt.Load() < int64(minOnDemandRefresh) {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), fetchTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), onDemandTimeout)
 	defer cancel()
 	if err := c.refreshLocked(ctx); err != nil {
 		c.s.log.Warn("mtls: on-demand CRL refresh failed", "err", err)

@@ -53,7 +53,9 @@ const (
 	// stale triggers a fetch itself.
 	minOnDemandRefresh = time.Second
 	fetchTimeout       = 30 * time.Second
-	maxCRLBytes        = 64 << 20
+	// onDemandTimeout bounds the fetch a handshake waits for.
+	onDemandTimeout = 5 * time.Second
+	maxCRLBytes     = 64 << 20
 )
 
 // Errors wrapped by the errors this package returns.
@@ -92,7 +94,9 @@ type Options struct {
 
 	// CertFile is the PEM certificate (optionally followed by its chain);
 	// ChainFile, if set, holds more chain certificates (the device agent's
-	// chain.pem). Both are re-read with the key when CertFile changes.
+	// chain.pem). All three files are re-read together when any of them
+	// changes (inode, mtime or size; checked on use, at most once a
+	// second); a pair whose key does not match is not installed.
 	CertFile, ChainFile string
 	// KeyFile is the PEM private key, encrypted when KeyPassword or
 	// KeyPasswordFile is set (go.step.sm/crypto/pemutil formats).
@@ -120,7 +124,8 @@ type Options struct {
 	// TrustDomain is the SPIFFE trust domain PeerIdentity checks; empty
 	// means PeerIdentity fails.
 	TrustDomain string
-	// Now is the clock for certificate and CRL validity; default time.Now.
+	// Now is the clock for certificate and CRL validity and for the
+	// reload and on-demand refresh rate limits; default time.Now.
 	Now func() time.Time
 	// Logger receives reloads and CRL updates; default discards.
 	Logger *slog.Logger

@@ -457,3 +457,34 @@ func TestNewErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestBackgroundRefresh: with a short CRLRefresh the Source picks up a
+// revocation by itself (no RefreshCRL call, the clock standing still).
+func TestBackgroundRefresh(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	src, srv := e.server(func(o *Options) { o.CRLRefresh = 10 * time.Millisecond })
+	dc, dk, is := e.issueDevice("device", "SN-1")
+	cfg := plainClientConfig(t, e.ca.Roots(), dc, dk)
+	if _, err := dial(srv.addr, cfg); err != nil {
+		t.Fatal(err)
+	}
+	result(t, srv)
+	e.publishCRL(is.Certificate.SerialNumber)
+	// Wait (bounded, not measured) until the loop has fetched the new CRL.
+	deadline := time.Now().Add(20 * time.Second)
+	for src.crl.sources[0].state.Load().number.Int64() != e.number {
+		if time.Now().After(deadline) {
+			t.Fatal("the background refresh never fetched the new CRL")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if _, err := dial(srv.addr, cfg); err == nil {
+		t.Fatal("revoked client accepted")
+	}
+	if r := result(t, srv); !errors.Is(r.err, ErrRevoked) {
+		t.Fatalf("server: %v", r.err)
+	}
+	src.Close()
+	src.Close() // idempotent
+}
