@@ -9,7 +9,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"devpki/api/client"
-	"devpki/pkg/pki"
+	"devpki/pkg/pki/mtls"
 	"devpki/pkg/provision"
 	"devpki/pkg/registry"
 )
@@ -48,16 +48,12 @@ func (s *Server) requireRole(roles ...registry.Role) echo.MiddlewareFunc {
 			}
 			leaf := r.TLS.VerifiedChains[0][0]
 			actor := "cert:" + leaf.SerialNumber.Text(16)
-			var tenant, name string
-			for _, u := range leaf.URIs {
-				if t, n, ok := pki.ParseAdminURI(u, s.cfg.TrustDomain); ok {
-					tenant, name = t, n
-					break
-				}
-			}
-			if name == "" {
+			// The same identity reading every component uses (pkg/pki/mtls).
+			id, err := mtls.PeerIdentity(r.TLS, s.cfg.TrustDomain)
+			if err != nil || id.Role != mtls.RoleAdmin {
 				return deny(http.StatusForbidden, actor, "the client certificate is not an admin certificate")
 			}
+			tenant, name := id.Tenant, id.AdminName
 			actor = "admin:" + name
 			rec, err := s.cfg.Store.GetCertificate(r.Context(), leaf.SerialNumber.Text(16))
 			if err != nil || rec.Kind != registry.KindAdmin || rec.Status == registry.CertRevoked {
