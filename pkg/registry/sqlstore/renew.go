@@ -24,45 +24,46 @@ func (s *Store) Renew(ctx context.Context, r *registry.Renewal) error {
 	}
 	cert.Status = string(registry.CertActive)
 	var ev *registry.AuditEvent
-	err := s.write(ctx, func(tx *gorm.DB, b *batch) error {
+	err := s.write(ctx, func(_ *gorm.DB, b *batch) error {
 		now := ts(s.now())
-		var old certificateRow
-		if err := tx.Where("serial = ?", r.OldSerial).Take(&old).Error; err != nil {
-			return fmt.Errorf("sqlstore: renew %s: %w", r.OldSerial, translate(err))
+		var kind, tenantID, status string
+		var deviceID *string
+		if err := b.scan(sqlReadRenewedCert, []any{r.OldSerial}, &kind, &deviceID, &tenantID, &status); err != nil {
+			return fmt.Errorf("sqlstore: renew %s: %w", r.OldSerial, s.translateSQL(err))
 		}
-		if old.Kind != string(registry.KindDevice) || old.DeviceID == nil || old.Status != string(registry.CertActive) {
-			return fmt.Errorf("%w: certificate %s is %s %s", registry.ErrNotRenewable, r.OldSerial, old.Status, old.Kind)
+		if kind != string(registry.KindDevice) || deviceID == nil || status != string(registry.CertActive) {
+			return fmt.Errorf("%w: certificate %s is %s %s", registry.ErrNotRenewable, r.OldSerial, status, kind)
 		}
-		var dev deviceRow
-		if err := tx.Where("id = ?", *old.DeviceID).Take(&dev).Error; err != nil {
-			return fmt.Errorf("sqlstore: renew %s: device: %w", r.OldSerial, translate(err))
+		var devStatus string
+		var rekey bool
+		if err := b.scan(sqlReadRenewingDevice, []any{*deviceID}, &devStatus, &rekey); err != nil {
+			return fmt.Errorf("sqlstore: renew %s: device: %w", r.OldSerial, s.translateSQL(err))
 		}
-		if dev.Status != string(registry.DeviceActive) {
-			return fmt.Errorf("%w: device %s is %s", registry.ErrDeviceNotActive, dev.ID, dev.Status)
+		if devStatus != string(registry.DeviceActive) {
+			return fmt.Errorf("%w: device %s is %s", registry.ErrDeviceNotActive, *deviceID, devStatus)
 		}
-		if dev.RekeyRequired && r.SameKey {
-			return fmt.Errorf("%w: device %s", registry.ErrRekeyRequired, dev.ID)
+		if rekey && r.SameKey {
+			return fmt.Errorf("%w: device %s", registry.ErrRekeyRequired, *deviceID)
 		}
-		cert.DeviceID, cert.TenantID, cert.CreatedAt = old.DeviceID, old.TenantID, now
-		if err := tx.Create(cert).Error; err != nil {
-			return fmt.Errorf("sqlstore: renew %s: insert certificate %s: %w", r.OldSerial, cert.Serial, translate(err))
+		cert.DeviceID, cert.TenantID, cert.CreatedAt = deviceID, tenantID, now
+		if _, err := b.exec(sqlInsertCertificate,
+			cert.Serial, cert.Kind, cert.DeviceID, cert.TenantID, cert.Subject, cert.SANs, cert.NotBefore, cert.NotAfter, cert.DER,
+			cert.Status, cert.RevokedAt, cert.RevocationReason, cert.ReplacesSerial, cert.KeySHA256, nil, cert.CreatedAt); err != nil {
+			return fmt.Errorf("sqlstore: renew %s: insert certificate %s: %w", r.OldSerial, cert.Serial, s.translateSQL(err))
 		}
-		res := tx.Model(&certificateRow{}).Where("serial = ? AND status = ?", r.OldSerial, string(registry.CertActive)).
-			Update("status", string(registry.CertSuperseded))
-		if res.Error != nil || res.RowsAffected != 1 {
-			return fmt.Errorf("sqlstore: renew %s: supersede: %w", r.OldSerial, errors.Join(translate(res.Error), registry.ErrConflict))
+		res, err := b.exec(sqlSupersede, string(registry.CertSuperseded), r.OldSerial, string(registry.CertActive))
+		if err != nil {
+			return fmt.Errorf("sqlstore: renew %s: supersede: %w", r.OldSerial, s.translateSQL(err))
 		}
-		upd := map[string]any{"updated_at": now}
-		if !r.SameKey && dev.RekeyRequired {
-			upd["rekey_required"], upd["rekey_deadline"] = false, nil
+		if n, _ := res.RowsAffected(); n != 1 {
+			return fmt.Errorf("sqlstore: renew %s: supersede: %w", r.OldSerial, registry.ErrConflict)
 		}
-		if err := tx.Model(&deviceRow{}).Where("id = ?", dev.ID).Updates(upd).Error; err != nil {
-			return fmt.Errorf("sqlstore: renew %s: device: %w", r.OldSerial, translate(err))
+		if _, err := b.exec(sqlTouchRenewedDevice, false, now, *deviceID); err != nil {
+			return fmt.Errorf("sqlstore: renew %s: device: %w", r.OldSerial, s.translateSQL(err))
 		}
 		if r.Audit == nil {
 			return nil
 		}
-		var err error
 		ev, err = b.appendAudit(r.Audit)
 		return err
 	})

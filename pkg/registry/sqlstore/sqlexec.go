@@ -26,6 +26,7 @@ var hotStatements = []string{
 	"ROLLBACK TO SAVEPOINT op",
 	sqlReadHead, sqlReadHeadLocked, sqlWriteHead, sqlInsertAudit,
 	sqlReadToken, sqlInsertDevice, sqlSpendToken, sqlInsertCertificate,
+	sqlReadRenewedCert, sqlReadRenewingDevice, sqlSupersede, sqlTouchRenewedDevice,
 }
 
 func (c *stmtCache) prepare(ctx context.Context, s *Store) error {
@@ -100,4 +101,10 @@ const (
 	sqlInsertCertificate = `INSERT INTO certificates (serial, kind, device_id, tenant_id, subject, sans, not_before, not_after, der,
 		status, revoked_at, revocation_reason, replaces_serial, key_sha256, token_hash, created_at)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	sqlReadRenewedCert    = "SELECT kind, device_id, tenant_id, status FROM certificates WHERE serial = ?"
+	sqlReadRenewingDevice = "SELECT status, rekey_required FROM devices WHERE id = ?"
+	sqlSupersede          = "UPDATE certificates SET status = ? WHERE serial = ? AND status = ?"
+	// A renewal that got this far satisfies any rotate: same-key renewals of
+	// a device told to re-key are refused before it runs.
+	sqlTouchRenewedDevice = "UPDATE devices SET rekey_required = ?, rekey_deadline = NULL, updated_at = ? WHERE id = ?"
 )
