@@ -32,7 +32,18 @@ func (r *Revocation) CRL(ctx context.Context) (*CRL, error) {
 	if c := r.crl.Load(); c != nil && r.cfg.Now().Before(c.NextUpdate) {
 		return c, nil
 	}
-	return r.rebuildSince(ctx, r.revSeq.Load())
+	r.buildMu.Lock()
+	defer r.buildMu.Unlock()
+	// Another caller may have built it while this one waited.
+	if c := r.crl.Load(); c != nil && r.cfg.Now().Before(c.NextUpdate) {
+		return c, nil
+	}
+	start := r.revSeq.Load()
+	c, err := r.buildLocked(ctx, nil)
+	if err == nil {
+		r.builtAt = max(r.builtAt, start)
+	}
+	return c, err
 }
 
 // MaxAge is how long an HTTP cache may keep an answer valid until next:

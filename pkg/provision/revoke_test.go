@@ -364,3 +364,31 @@ func TestOCSPEdgeCases(t *testing.T) {
 		t.Errorf("other issuer: %+v, %v; want unknown", resp, err)
 	}
 }
+
+// TestFirstCRLBuiltOnce: concurrent first requests share one CRL build.
+func TestFirstCRLBuiltOnce(t *testing.T) {
+	f := newRevFixture(t)
+	var wg sync.WaitGroup
+	nums := make([]int64, 8)
+	for i := range nums {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := f.rev.CRL(context.Background())
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			nums[i] = c.Number
+		}()
+	}
+	wg.Wait()
+	if n := f.signer.n.Load(); n != 1 {
+		t.Errorf("%d CRL builds for concurrent first requests, want 1", n)
+	}
+	for _, n := range nums {
+		if n != nums[0] {
+			t.Errorf("CRL numbers %v differ", nums)
+		}
+	}
+}
