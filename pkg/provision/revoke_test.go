@@ -392,3 +392,35 @@ func TestFirstCRLBuiltOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestRunPicksUpOtherReplica: the background loop rebuilds the CRL within
+// Refresh of a revocation made by another replica.
+func TestRunPicksUpOtherReplica(t *testing.T) {
+	f := newRevFixture(t)
+	// This replica's clock is the real one, so its ticker and its clock agree.
+	runner, err := provision.NewRevocation(provision.RevocationConfig{
+		Store: f.store, CRLSigner: f.ca.CA, Refresh: 20 * time.Millisecond,
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { runner.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	a := f.device(t, "SN-RUN")
+	if _, err := f.rev.RevokeCertificate(context.Background(), f.admin, a.Certificate.SerialNumber.Text(16), 1); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		c, err := runner.CRL(context.Background())
+		if err == nil && c.Entries == 1 {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatal("the background refresh did not pick up the other replica's revocation")
+}
