@@ -70,7 +70,16 @@ func (s *Server) requireRole(roles ...registry.Role) echo.MiddlewareFunc {
 			for _, role := range roles {
 				if adm.Role == role {
 					c.SetRequest(r.WithContext(context.WithValue(r.Context(), adminKey, adm)))
-					return next(c)
+					err := next(c)
+					if err == nil && r.Method == http.MethodGet {
+						// Reads are audited too; writes audit their own
+						// action in the transaction that makes them.
+						s.audit(r.Context(), &registry.AuditEvent{
+							TenantID: adm.TenantID, Actor: actor, Action: action, Target: r.URL.RequestURI(),
+							Result: registry.ResultOK, SourceAddr: c.RealIP(),
+						})
+					}
+					return err
 				}
 			}
 			return deny(http.StatusForbidden, actor, fmt.Sprintf("role %q may not %s", adm.Role, action))

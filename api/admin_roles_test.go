@@ -112,3 +112,22 @@ func TestAdminRouteRoles(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// TestAdminReadsAreAudited: a successful read leaves an audit event too.
+func TestAdminReadsAreAudited(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	hc := f.newClient(ptr(f.adminCert(f.ca, "default", "reader", registry.RoleAuditor, "")))
+	seq := f.lastSeq()
+	resp, b, err := f.do(hc, "GET", "/v1/admin/devices?limit=5", "", "", bytes.NewReader(nil))
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("list: %v %s", err, b)
+	}
+	found := false
+	for _, ev := range f.auditSince(seq) {
+		found = found || (ev.Actor == "admin:reader" && ev.Result == registry.ResultOK && strings.Contains(ev.Target, "/v1/admin/devices"))
+	}
+	if !found {
+		t.Fatal("no audit event for a successful read")
+	}
+}
