@@ -141,7 +141,7 @@ func runEnroll(ctx context.Context, cfg config) error {
 	}
 
 	// Idempotence: a valid identity means nothing to do, without the network.
-	id, err := loadIdentity(cfg.Dir, cfg.KeyPasswordFile, pin, cfg.Now())
+	id, err := recoverIdentity(cfg.Dir, cfg.KeyPasswordFile, pin, cfg.Now(), cfg.logf)
 	switch {
 	case err == nil:
 		cfg.warnClock(id)

@@ -77,7 +77,7 @@ func loadCAInfo(dir, url, fingerprint string) (caInfo, error) {
 // files over the current ones, chain, key and certificate in that order. A
 // crash between any two steps leaves one of these generations valid and
 // matching, and recoverIdentity finds it (and rewrites the current files from
-// it), so the device never lacks a usable identity:
+// it with saveIdentity), so the device never lacks a usable identity:
 var candidates = []generation{
 	current,
 	{key: keyFile, cert: certFile + ".next", chain: chainFile}, // crashed after the key was renamed
@@ -155,8 +155,8 @@ func replaceIdentity(dir string, id *identity, pw []byte, failpoint func(step st
 
 // recoverIdentity is loadIdentity that also accepts what an interrupted
 // replaceIdentity left: the first valid generation of candidates. When that
-// is not the current one, the current files are rewritten from it (chain,
-// key, certificate: each step again leaves a valid candidate).
+// is not the current one, the current files are rewritten from it
+// (saveIdentity: a crash there again leaves a valid candidate).
 func recoverIdentity(dir, passwordPath, pin string, now time.Time, logf func(string, ...any)) (*identity, error) {
 	id, firstErr := loadGeneration(dir, current, passwordPath, pin, now)
 	if firstErr == nil {
@@ -172,27 +172,12 @@ func recoverIdentity(dir, passwordPath, pin string, now time.Time, logf func(str
 		if err != nil {
 			return nil, err
 		}
-		if err := saveGeneration(dir, id, pw); err != nil {
+		if err := saveIdentity(dir, id, pw); err != nil {
 			return nil, fmt.Errorf("restore identity: %w", err)
 		}
 		return id, nil
 	}
 	return nil, firstErr
-}
-
-// saveGeneration rewrites the current files from id: chain, key, certificate.
-func saveGeneration(dir string, id *identity, pw []byte) error {
-	keyPEM, err := encodeKey(id.Key, pw)
-	if err != nil {
-		return err
-	}
-	if err := writeFileAtomic(filepath.Join(dir, chainFile), encodeCerts(id.Chain...), 0o644); err != nil {
-		return err
-	}
-	if err := writeFileAtomic(filepath.Join(dir, keyFile), keyPEM, 0o600); err != nil {
-		return err
-	}
-	return writeFileAtomic(filepath.Join(dir, certFile), encodeCerts(id.Cert), 0o644)
 }
 
 // renewOnce renews the identity in cfg.Dir over mTLS: same key unless rekey
