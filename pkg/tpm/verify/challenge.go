@@ -1,0 +1,266 @@
+package verify
+
+import (
+	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/subtle"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/google/go-tpm/tpm2"
+	"github.com/smallstep/go-attestation/attest"
+)
+
+// DefaultTTL is the lifetime of a challenge when Config.TTL is zero.
+const DefaultTTL = 60 * time.Second
+
+// NonceSize is the length of the certify nonce in bytes.
+const NonceSize = 32
+
+// Config configures a Challenger. The zero value is usable.
+type Config struct {
+	// Store keeps pending challenges; nil means a new MemoryStore, which is
+	// correct only with a single replica.
+	Store Store
+	// TTL is how long a challenge is accepted; zero means DefaultTTL.
+	TTL time.Duration
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Rand is the source of IDs, nonces and activation secrets; nil means
+	// crypto/rand.Reader.
+	Rand io.Reader
+}
+
+// Challenger runs the credential-activation round of TPM attestation:
+// NewChallenge checks an AK and encrypts a secret to the EK bound to that AK's
+// name; Complete checks the recovered secret and the certification of the
+// application key that the CSR carries.
+type Challenger struct {
+	store Store
+	ttl   time.Duration
+	now   func() time.Time
+	rand  io.Reader
+}
+
+// NewChallenger returns a Challenger configured by cfg.
+func NewChallenger(cfg Config) *Challenger {
+	c := &Challenger{store: cfg.Store, ttl: cfg.TTL, now: cfg.Now, rand: cfg.Rand}
+	if c.now == nil {
+		c.now = time.Now
+	}
+	if c.store == nil {
+		c.store = &MemoryStore{Now: c.now}
+	}
+	if c.ttl <= 0 {
+		c.ttl = DefaultTTL
+	}
+	if c.rand == nil {
+		c.rand = rand.Reader
+	}
+	return c
+}
+
+// ChallengeRequest is the device's first message.
+type ChallengeRequest struct {
+	// EKPub is the EK public key: the key of an EK certificate that passed
+	// VerifyEKCertificate, or a key whose EKHash is on an allow-list. Never
+	// a key sent next to a certificate. It must be RSA: the device
+	// activates with its RSA EK.
+	EKPub crypto.PublicKey
+	// AK is the AK public area, creation data, creation attestation and
+	// signature.
+	AK attest.AttestationParameters
+}
+
+// Challenge is sent back to the device.
+type Challenge struct {
+	// ID names the challenge in Complete.
+	ID string
+	// Credential is the encrypted credential for TPM2_ActivateCredential.
+	Credential attest.EncryptedCredential
+	// Nonce must be the qualifying data of the TPM2_Certify.
+	Nonce []byte
+	// Expires is when the challenge stops being accepted.
+	Expires time.Time
+}
+
+// Result is what a completed attestation proved.
+type Result struct {
+	// EKHash identifies the TPM (see EKHash).
+	EKHash string
+	// AKPub is the activated AK's public key.
+	AKPub crypto.PublicKey
+	// KeyPub is the certified application key, equal to the CSR's key.
+	KeyPub crypto.PublicKey
+}
+
+// NewChallenge checks req.AK and returns a credential-activation challenge
+// encrypted to req.EKPub and bound to the AK's name.
+//
+// The AK must be an RSA (≥2048) key created by the TPM (TPM_GENERATED
+// creation attestation over its creation data, self-signed), with
+// fixedTPM, fixedParent, sensitiveDataOrigin, restricted and sign set and
+// decrypt clear.
+func (c *Challenger) NewChallenge(ctx context.Context, req *ChallengeRequest) (*Challenge, error) {
+	if req == nil {
+		return nil, fmt.Errorf("new challenge: %w: no request", ErrAKInvalid)
+	}
+	ekPub, ok := req.EKPub.(*rsa.PublicKey)
+	if !ok {
+		return nil, fmt.Errorf("new challenge: %w: EK public key is %T, want RSA", ErrEKUntrusted, req.EKPub)
+	}
+	ekHash, err := EKHash(ekPub)
+	if err != nil {
+		return nil, fmt.Errorf("new challenge: %w: %w", ErrEKUntrusted, err)
+	}
+	params := attest.ActivationParameters{
+		TPMVersion: attest.TPMVersion20,
+		EK:         ekPub,
+		AK:         req.AK,
+		Rand:       c.rand,
+	}
+	secret, ec, err := params.Generate()
+	if err != nil {
+		return nil, fmt.Errorf("new challenge for EK %s: %w: %w", ekHash, ErrAKInvalid, err)
+	}
+	if err := checkAKAttributes(req.AK.Public); err != nil {
+		return nil, fmt.Errorf("new challenge for EK %s: %w: %w", ekHash, ErrAKInvalid, err)
+	}
+	id := make([]byte, 16)
+	nonce := make([]byte, NonceSize)
+	if _, err := io.ReadFull(c.rand, id); err != nil {
+		return nil, fmt.Errorf("new challenge: read random: %w", err)
+	}
+	if _, err := io.ReadFull(c.rand, nonce); err != nil {
+		return nil, fmt.Errorf("new challenge: read random: %w", err)
+	}
+	p := &Pending{
+		ID:       hex.EncodeToString(id),
+		Secret:   secret,
+		Nonce:    nonce,
+		AKPublic: append([]byte(nil), req.AK.Public...),
+		EKHash:   ekHash,
+		Expires:  c.now().Add(c.ttl),
+	}
+	if err := c.store.Put(ctx, p); err != nil {
+		return nil, fmt.Errorf("new challenge: %w", err)
+	}
+	return &Challenge{
+		ID:         p.ID,
+		Credential: *ec,
+		Nonce:      append([]byte(nil), nonce...),
+		Expires:    p.Expires,
+	}, nil
+}
+
+// checkAKAttributes adds to attest's checks the ones it leaves out: sign set
+// and decrypt clear. It repeats the others so they do not rest on one
+// library alone.
+func checkAKAttributes(public []byte) error {
+	pub, err := tpm2.Unmarshal[tpm2.TPMTPublic](public)
+	if err != nil {
+		return fmt.Errorf("parse AK public area: %w", err)
+	}
+	a := pub.ObjectAttributes
+	switch {
+	case !a.SignEncrypt:
+		return errors.New("AK lacks the sign attribute")
+	case a.Decrypt:
+		return errors.New("AK has the decrypt attribute")
+	case !a.Restricted:
+		return errors.New("AK is not restricted")
+	case !a.FixedTPM || !a.FixedParent:
+		return errors.New("AK is not fixedTPM and fixedParent")
+	case !a.SensitiveDataOrigin:
+		return errors.New("AK was not generated by the TPM")
+	}
+	return nil
+}
+
+// Complete finishes challenge id. The challenge is consumed by the first
+// call, whatever its outcome. It checks, in order: the activated secret
+// (constant time); the certification's structure and signature under
+// exactly the AK bound into the challenge; that the certified key is
+// fixedTPM, fixedParent, sensitiveDataOrigin and not restricted; that the
+// certification's extraData equals the challenge nonce; and that the CSR is
+// self-signed by the certified key.
+func (c *Challenger) Complete(ctx context.Context, id string, activatedSecret []byte, certify attest.CertificationParameters, csr *x509.CertificateRequest) (*Result, error) {
+	p, err := c.store.Consume(ctx, id, c.now())
+	if err != nil {
+		return nil, fmt.Errorf("complete challenge: %w", err)
+	}
+	if len(activatedSecret) == 0 || subtle.ConstantTimeCompare(activatedSecret, p.Secret) != 1 {
+		return nil, fmt.Errorf("complete challenge %q for EK %s: %w: secret mismatch", id, p.EKHash, ErrActivation)
+	}
+	akPub, err := attest.ParseAKPublic(attest.TPMVersion20, p.AKPublic)
+	if err != nil {
+		return nil, fmt.Errorf("complete challenge %q: %w: %w", id, ErrAKInvalid, err)
+	}
+	keyPub, err := verifyCertification(certify, akPub, p.Nonce)
+	if err != nil {
+		return nil, fmt.Errorf("complete challenge %q for EK %s: %w", id, p.EKHash, err)
+	}
+	if err := checkCSR(csr, keyPub); err != nil {
+		return nil, fmt.Errorf("complete challenge %q for EK %s: %w", id, p.EKHash, err)
+	}
+	return &Result{EKHash: p.EKHash, AKPub: akPub.Public, KeyPub: keyPub}, nil
+}
+
+// verifyCertification checks a TPM2_Certify made by ak over the application
+// key in cp, with nonce as qualifying data, and returns the certified key.
+func verifyCertification(cp attest.CertificationParameters, ak *attest.AKPublic, nonce []byte) (crypto.PublicKey, error) {
+	if err := cp.Verify(attest.VerifyOpts{Public: ak.Public, Hash: ak.Hash}); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrCertify, err)
+	}
+	pub, err := tpm2.Unmarshal[tpm2.TPMTPublic](cp.Public)
+	if err != nil {
+		return nil, fmt.Errorf("%w: parse certified public area: %w", ErrCertify, err)
+	}
+	a := pub.ObjectAttributes
+	switch {
+	case a.Restricted:
+		return nil, fmt.Errorf("%w: certified key is restricted", ErrCertify)
+	case !a.FixedTPM || !a.FixedParent:
+		return nil, fmt.Errorf("%w: certified key is not fixedTPM and fixedParent", ErrCertify)
+	case !a.SensitiveDataOrigin:
+		return nil, fmt.Errorf("%w: certified key was not generated by the TPM", ErrCertify)
+	case !a.SignEncrypt:
+		return nil, fmt.Errorf("%w: certified key lacks the sign attribute", ErrCertify)
+	}
+	att, err := tpm2.Unmarshal[tpm2.TPMSAttest](cp.CreateAttestation)
+	if err != nil {
+		return nil, fmt.Errorf("%w: parse certify attestation: %w", ErrCertify, err)
+	}
+	if att.Type != tpm2.TPMSTAttestCertify {
+		return nil, fmt.Errorf("%w: attestation type %#x is not certify", ErrCertify, att.Type)
+	}
+	if subtle.ConstantTimeCompare(att.ExtraData.Buffer, nonce) != 1 {
+		return nil, fmt.Errorf("%w: extraData does not match the challenge nonce", ErrCertify)
+	}
+	key, err := tpm2.Pub(*pub)
+	if err != nil {
+		return nil, fmt.Errorf("%w: certified public key: %w", ErrCertify, err)
+	}
+	return key, nil
+}
+
+// checkCSR requires csr to be self-signed by key.
+func checkCSR(csr *x509.CertificateRequest, key crypto.PublicKey) error {
+	if csr == nil {
+		return fmt.Errorf("%w: no CSR", ErrCSR)
+	}
+	if err := csr.CheckSignature(); err != nil {
+		return fmt.Errorf("%w: %w", ErrCSR, err)
+	}
+	k, ok := key.(interface{ Equal(crypto.PublicKey) bool })
+	if !ok || !k.Equal(csr.PublicKey) {
+		return fmt.Errorf("%w: CSR public key is not the certified key", ErrCSR)
+	}
+	return nil
+}
