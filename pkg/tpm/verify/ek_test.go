@@ -240,3 +240,14 @@ func TestEKHash(t *testing.T) {
 		t.Fatal("EKHash of an unsupported key succeeded")
 	}
 }
+
+func BenchmarkVerifyEKCertificate(b *testing.B) {
+	p := newEKPKI(b)
+	c := p.leaf(b, nil)
+	roots, inters := pool(p.root), pool(p.inter)
+	for b.Loop() {
+		if err := VerifyEKCertificate(c, roots, inters, p.now); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
