@@ -5,6 +5,7 @@ import (
 	"crypto"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/subtle"
 	"crypto/x509"
 	"encoding/hex"
@@ -141,12 +142,12 @@ func (c *Challenger) NewChallenge(ctx context.Context, req *ChallengeRequest) (*
 		return nil, fmt.Errorf("new challenge: read random: %w", err)
 	}
 	p := &Pending{
-		ID:       hex.EncodeToString(id),
-		Secret:   secret,
-		Nonce:    nonce,
-		AKPublic: append([]byte(nil), req.AK.Public...),
-		EKHash:   ekHash,
-		Expires:  c.now().Add(c.ttl),
+		ID:         hex.EncodeToString(id),
+		SecretHash: hashSecret(secret),
+		Nonce:      nonce,
+		AKPublic:   append([]byte(nil), req.AK.Public...),
+		EKHash:     ekHash,
+		Expires:    c.now().Add(c.ttl),
 	}
 	if err := c.store.Put(ctx, p); err != nil {
 		return nil, fmt.Errorf("new challenge: %w", err)
@@ -157,6 +158,11 @@ func (c *Challenger) NewChallenge(ctx context.Context, req *ChallengeRequest) (*
 		Nonce:      append([]byte(nil), nonce...),
 		Expires:    p.Expires,
 	}, nil
+}
+
+func hashSecret(s []byte) []byte {
+	h := sha256.Sum256(s)
+	return h[:]
 }
 
 // checkAKAttributes adds to attest's checks the ones it leaves out: sign set
@@ -195,7 +201,7 @@ func (c *Challenger) Complete(ctx context.Context, id string, activatedSecret []
 	if err != nil {
 		return nil, fmt.Errorf("complete challenge: %w", err)
 	}
-	if len(activatedSecret) == 0 || subtle.ConstantTimeCompare(activatedSecret, p.Secret) != 1 {
+	if len(activatedSecret) == 0 || subtle.ConstantTimeCompare(hashSecret(activatedSecret), p.SecretHash) != 1 {
 		return nil, fmt.Errorf("complete challenge %q for EK %s: %w: secret mismatch", id, p.EKHash, ErrActivation)
 	}
 	akPub, err := attest.ParseAKPublic(attest.TPMVersion20, p.AKPublic)

@@ -13,8 +13,10 @@ import (
 type Pending struct {
 	// ID names the challenge.
 	ID string
-	// Secret is the activation secret the device must recover with its TPM.
-	Secret []byte
+	// SecretHash is the SHA-256 of the activation secret the device must
+	// recover with its TPM; the secret itself is not kept, so a persistent
+	// Store holds nothing that answers the challenge.
+	SecretHash []byte
 	// Nonce must come back as the certify extraData.
 	Nonce []byte
 	// AKPublic is the TPMT_PUBLIC of the AK that was checked and bound into

@@ -114,7 +114,7 @@ func TestCompleteChallengeState(t *testing.T) {
 	secret := []byte("0123456789abcdef0123456789abcdef")
 	put := func(id string) {
 		t.Helper()
-		if err := store.Put(ctx, &Pending{ID: id, Secret: secret, Expires: clock.Now().Add(DefaultTTL)}); err != nil {
+		if err := store.Put(ctx, &Pending{ID: id, SecretHash: hashSecret(secret), Expires: clock.Now().Add(DefaultTTL)}); err != nil {
 			t.Fatal(err)
 		}
 	}
