@@ -12,6 +12,12 @@ step() { printf '\n==> %s\n' "$*"; }
 need_pkgs=()
 command -v openssl >/dev/null || need_pkgs+=(openssl)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_pkgs+=(postgresql)
+# pkg/tpm: swtpm (TPM 2.0 emulator) for its tests; gcc and libssl-dev for the
+# cgo simulator build (-tags tpmsimulator).
+command -v swtpm >/dev/null || need_pkgs+=(swtpm)
+command -v swtpm_setup >/dev/null || need_pkgs+=(swtpm-tools)
+command -v gcc >/dev/null || need_pkgs+=(gcc)
+[ -e /usr/include/openssl/evp.h ] || need_pkgs+=(libssl-dev)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     step "installing ${need_pkgs[*]}"
@@ -41,6 +47,8 @@ if [ -n "${pg_bin}" ] && [ -z "${DEVPKI_TEST_POSTGRES_DSN:-}" ]; then
   export DEVPKI_TEST_POSTGRES_DSN="host=$pgdir user=devpki dbname=devpki_test sslmode=disable"
 fi
 [ -n "${DEVPKI_TEST_POSTGRES_DSN:-}" ] || echo "warning: no PostgreSQL; its tests will be skipped" >&2
+# The swtpm tests of pkg/tpm fail, rather than skip, when swtpm is missing.
+export DEVPKI_REQUIRE_SWTPM="${DEVPKI_REQUIRE_SWTPM:-1}"
 
 step "gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
@@ -53,3 +61,5 @@ step "go test (race detector on the concurrent packages)"
 go test -race -count=1 ./pkg/registry/... ./pkg/provision/... ./pkg/pki/mtls/... ./api/...
 step "go test ./..."
 go test -count=1 ./...
+step "go test -tags tpmsimulator (TPM simulator, cgo)"
+CGO_ENABLED=1 go test -count=1 -tags tpmsimulator ./pkg/tpm/...
