@@ -1,29 +1,32 @@
 package tpm
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/google/go-tpm/tpmutil"
 )
 
-// deviceChannel is go-attestation's command channel on a TPM character
-// device. step's library calls Close after every operation and reuses the
-// value, so the file is reopened on the next command.
-type deviceChannel struct {
-	path string
+// channel is go-attestation's command channel on a TPM character device or
+// a TCP socket. step's library calls Close after every operation and reuses
+// the value, so the connection is reopened on the next command.
+type channel struct {
+	open func() (io.ReadWriteCloser, error)
 	mu   sync.Mutex
 	f    io.ReadWriteCloser
 }
 
-func (c *deviceChannel) get() (io.ReadWriteCloser, error) {
+func (c *channel) get() (io.ReadWriteCloser, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.f == nil {
-		f, err := openDevice(c.path)
+		f, err := c.open()
 		if err != nil {
 			return nil, err
 		}
@@ -32,7 +35,7 @@ func (c *deviceChannel) get() (io.ReadWriteCloser, error) {
 	return c.f, nil
 }
 
-func (c *deviceChannel) Read(p []byte) (int, error) {
+func (c *channel) Read(p []byte) (int, error) {
 	f, err := c.get()
 	if err != nil {
 		return 0, err
@@ -40,7 +43,7 @@ func (c *deviceChannel) Read(p []byte) (int, error) {
 	return f.Read(p)
 }
 
-func (c *deviceChannel) Write(p []byte) (int, error) {
+func (c *channel) Write(p []byte) (int, error) {
 	f, err := c.get()
 	if err != nil {
 		return 0, err
@@ -49,7 +52,7 @@ func (c *deviceChannel) Write(p []byte) (int, error) {
 }
 
 // Close closes the device until the next command.
-func (c *deviceChannel) Close() error {
+func (c *channel) Close() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.f == nil {
@@ -61,7 +64,7 @@ func (c *deviceChannel) Close() error {
 }
 
 // MeasurementLog is not used by this package.
-func (c *deviceChannel) MeasurementLog() ([]byte, error) { return nil, nil }
+func (c *channel) MeasurementLog() ([]byte, error) { return nil, nil }
 
 // openDevice opens a TPM character device for raw commands.
 func openDevice(path string) (io.ReadWriteCloser, error) {
@@ -80,6 +83,64 @@ func openDevice(path string) (io.ReadWriteCloser, error) {
 		return nil, err
 	}
 	return rwc, nil
+}
+
+// tcpConn is a connection to swtpm's raw TCP server (--server type=tcp):
+// TPM commands and responses as they are, one command per connection, like
+// its unixio server. Read returns the whole response even when TCP splits
+// it, because go-tpm reads a response with a single Read.
+type tcpConn struct {
+	addr string
+	conn net.Conn
+	resp []byte
+}
+
+func (c *tcpConn) Write(p []byte) (int, error) {
+	c.Close()
+	conn, err := net.DialTimeout("tcp", c.addr, 10*time.Second)
+	if err != nil {
+		return 0, err
+	}
+	c.conn = conn
+	_ = conn.SetDeadline(time.Now().Add(2 * time.Minute)) // RSA keygen on a slow host
+	return conn.Write(p)
+}
+
+func (c *tcpConn) Read(p []byte) (int, error) {
+	if c.resp == nil {
+		if c.conn == nil {
+			return 0, errors.New("read before write")
+		}
+		hdr := make([]byte, 6) // tag, size
+		if _, err := io.ReadFull(c.conn, hdr); err != nil {
+			return 0, err
+		}
+		size := binary.BigEndian.Uint32(hdr[2:])
+		if size < 10 || size > 1<<16 {
+			return 0, fmt.Errorf("TPM response size %d", size)
+		}
+		c.resp = make([]byte, size)
+		copy(c.resp, hdr)
+		if _, err := io.ReadFull(c.conn, c.resp[6:]); err != nil {
+			return 0, err
+		}
+	}
+	n := copy(p, c.resp)
+	c.resp = c.resp[n:]
+	if len(c.resp) == 0 {
+		c.resp = nil
+	}
+	return n, nil
+}
+
+func (c *tcpConn) Close() error {
+	c.resp = nil
+	if c.conn == nil {
+		return nil
+	}
+	err := c.conn.Close()
+	c.conn = nil
+	return err
 }
 
 // openUnix opens swtpm's unixio server socket for raw commands (one

@@ -7,9 +7,12 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"errors"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -23,17 +26,44 @@ import (
 // swtpm is a fresh swtpm (TPM 2.0 emulator) with EK and platform
 // certificates, on a unix socket, for one test.
 type swtpm struct {
-	dir, sock string
+	dir, sock string // sock is a unix socket path or, over TCP, HOST:PORT
+	tcp       bool
 	cmd       *exec.Cmd
 }
 
 // Spec is the Open spec of the emulator.
-func (s *swtpm) Spec() string { return "swtpm:unix:" + s.sock }
+func (s *swtpm) Spec() string {
+	if s.tcp {
+		return "swtpm:tcp:" + s.sock
+	}
+	return "swtpm:unix:" + s.sock
+}
+
+// raw opens a connection for legacy go-tpm commands.
+func (s *swtpm) raw() io.ReadWriteCloser {
+	if s.tcp {
+		return &tcpConn{addr: s.sock}
+	}
+	return tpmutil.NewEmulatorReadWriteCloser(s.sock)
+}
+
+// freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func freePort(tb testing.TB) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer l.Close()
+	return strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+}
 
 // startSWTPM starts a fresh swtpm and registers its orderly stop. Without
 // swtpm and swtpm_setup on PATH it skips, or fails when
 // DEVPKI_REQUIRE_SWTPM=1 (as test/run.sh sets).
-func startSWTPM(tb testing.TB) *swtpm {
+func startSWTPM(tb testing.TB) *swtpm { return startSWTPMOn(tb, false) }
+
+// startSWTPMOn is startSWTPM with the choice of swtpm's TCP server.
+func startSWTPMOn(tb testing.TB, tcp bool) *swtpm {
 	tb.Helper()
 	for _, bin := range []string{"swtpm", "swtpm_setup"} {
 		if _, err := exec.LookPath(bin); err != nil {
@@ -58,11 +88,18 @@ func startSWTPM(tb testing.TB) *swtpm {
 	if out, err := setup.CombinedOutput(); err != nil {
 		tb.Fatalf("swtpm_setup: %v\n%s", err, out)
 	}
-	s := &swtpm{dir: dir, sock: filepath.Join(dir, "s")}
+	s := &swtpm{dir: dir, sock: filepath.Join(dir, "s"), tcp: tcp}
+	server, ctrl := "type=unixio,path="+s.sock, "type=unixio,path="+filepath.Join(dir, "c")
+	if tcp {
+		port := freePort(tb)
+		s.sock = "127.0.0.1:" + port
+		server = "type=tcp,bindaddr=127.0.0.1,port=" + port
+		ctrl = "type=tcp,bindaddr=127.0.0.1,port=" + freePort(tb)
+	}
 	s.cmd = exec.Command("swtpm", "socket", "--tpm2",
 		"--tpmstate", "dir="+dir,
-		"--server", "type=unixio,path="+s.sock,
-		"--ctrl", "type=unixio,path="+filepath.Join(dir, "c"),
+		"--server", server,
+		"--ctrl", ctrl,
 		"--flags", "startup-clear",
 		"--log", "file="+filepath.Join(dir, "log")+",level=1")
 	var stderr bytes.Buffer
@@ -72,7 +109,12 @@ func startSWTPM(tb testing.TB) *swtpm {
 	}
 	tb.Cleanup(func() { s.stop(tb) })
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if fi, err := os.Stat(s.sock); err == nil && fi.Mode()&os.ModeSocket != 0 {
+		if tcp {
+			if c, err := net.Dial("tcp", s.sock); err == nil {
+				c.Close()
+				break
+			}
+		} else if fi, err := os.Stat(s.sock); err == nil && fi.Mode()&os.ModeSocket != 0 {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -85,7 +127,7 @@ func startSWTPM(tb testing.TB) *swtpm {
 // stop sends TPM2_Shutdown before ending swtpm: an unordered stop raises the
 // DA counter on the next start.
 func (s *swtpm) stop(tb testing.TB) {
-	rw := tpmutil.NewEmulatorReadWriteCloser(s.sock)
+	rw := s.raw()
 	if err := tpm2.Shutdown(rw, tpm2.StartupClear); err != nil {
 		tb.Errorf("swtpm: TPM2_Shutdown: %v", err)
 	}
@@ -104,7 +146,7 @@ func (s *swtpm) stop(tb testing.TB) {
 // lockoutCounter reads TPM_PT_LOCKOUT_COUNTER.
 func (s *swtpm) lockoutCounter(t *testing.T) uint32 {
 	t.Helper()
-	rw := tpmutil.NewEmulatorReadWriteCloser(s.sock)
+	rw := s.raw()
 	defer rw.Close()
 	vals, _, err := tpm2.GetCapability(rw, tpm2.CapabilityTPMProperties, 1, uint32(tpm2.LockoutCounter))
 	if err != nil {
@@ -114,7 +156,16 @@ func (s *swtpm) lockoutCounter(t *testing.T) uint32 {
 }
 
 func TestSWTPMEnrollTLSAndReload(t *testing.T) {
-	sw := startSWTPM(t)
+	for _, tcp := range []bool{false, true} {
+		name := "unix"
+		if tcp {
+			name = "tcp"
+		}
+		t.Run(name, func(t *testing.T) { testSWTPMEnroll(t, startSWTPMOn(t, tcp)) })
+	}
+}
+
+func testSWTPMEnroll(t *testing.T, sw *swtpm) {
 	ctx := context.Background()
 	dir := filepath.Join(t.TempDir(), "state")
 	tp, err := Open(ctx, sw.Spec(), Options{StateDir: dir, DisableDownload: true})
@@ -138,7 +189,7 @@ func TestSWTPMEnrollTLSAndReload(t *testing.T) {
 	}
 	// The raw NV bytes parse with go-attestation's parser (crypto/x509 alone
 	// trips on NV padding and TCG headers) into the same certificate.
-	rw := tpmutil.NewEmulatorReadWriteCloser(sw.sock)
+	rw := sw.raw()
 	nv, err := tpm2.NVReadEx(rw, 0x01c00002, tpm2.HandleOwner, "", 0)
 	rw.Close()
 	if err != nil {
@@ -197,7 +248,7 @@ func TestSWTPMLockout(t *testing.T) {
 	}
 	// Load the key under the SRK and sign with a wrong password until the
 	// TPM locks out (swtpm: maxAuthFail 3).
-	rw := tpmutil.NewEmulatorReadWriteCloser(sw.sock)
+	rw := sw.raw()
 	h, _, err := tpm2.Load(rw, 0x81000001, "", pub[2:], priv[2:]) // drop tpm2-tools size headers
 	if err != nil {
 		rw.Close()

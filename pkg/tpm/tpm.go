@@ -37,6 +37,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"regexp"
 	"strings"
@@ -100,8 +101,9 @@ type TPM struct {
 //	auto                 /dev/tpmrm0, else /dev/tpm0, else ErrNoTPM
 //	/dev/tpmrm0          a TPM character device (any path)
 //	swtpm:unix:PATH      swtpm started with --server type=unixio,path=PATH
-//	swtpm:tcp:HOST:PORT  not supported (ErrUnsupported): swtpm 0.7.1 does not
-//	                     speak the MS-simulator protocol; use swtpm:unix
+//	swtpm:tcp:HOST:PORT  swtpm started with --server type=tcp,port=PORT (its raw
+//	                     protocol, not the MS-simulator one go-tpm's mssim
+//	                     speaks)
 //	simulator            the in-process simulator (tpmsimulator builds only)
 //	simulator:SEED       the same with a fixed 16-hex-digit seed, so that keys
 //	                     survive a new Open; insecure, for tests only
@@ -139,7 +141,19 @@ func Open(ctx context.Context, spec string, opts Options) (*TPM, error) {
 		}
 		t.rawOpen = func() (io.ReadWriteCloser, error) { return openUnix(path) }
 	case strings.HasPrefix(spec, "swtpm:tcp:"):
-		return nil, fmt.Errorf("open TPM %q: swtpm over TCP is %w (swtpm 0.7.1 does not speak the MS-simulator protocol): use swtpm:unix:PATH with --server type=unixio,path=PATH", spec, ErrUnsupported)
+		addr := strings.TrimPrefix(spec, "swtpm:tcp:")
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return nil, fmt.Errorf("open TPM %q: want swtpm:tcp:HOST:PORT: %w", spec, err)
+		}
+		open := func() (io.ReadWriteCloser, error) { return &tcpConn{addr: addr}, nil }
+		// Every call this package makes goes through go-attestation and so
+		// the channel; the device name only makes step's go-tpm path (unused
+		// here) fail instead of opening /dev/tpmrm0.
+		stepOpts = append(stepOpts, steptpm.WithCommandChannel(&channel{open: open}), steptpm.WithDeviceName(spec))
+		if opts.DisableDownload {
+			stepOpts = append(stepOpts, steptpm.WithDisableDownload())
+		}
+		t.rawOpen = open
 	case spec == "simulator" || strings.HasPrefix(spec, "simulator:"):
 		sim, err := openSimulator(strings.TrimPrefix(strings.TrimPrefix(spec, "simulator"), ":"))
 		if err != nil {
@@ -214,7 +228,7 @@ func findDevice() (string, error) {
 func deviceOptions(path string) []steptpm.NewTPMOption {
 	return []steptpm.NewTPMOption{
 		steptpm.WithDeviceName(path),
-		steptpm.WithCommandChannel(&deviceChannel{path: path}),
+		steptpm.WithCommandChannel(&channel{open: func() (io.ReadWriteCloser, error) { return openDevice(path) }}),
 		steptpm.WithDisableDownload(),
 	}
 }

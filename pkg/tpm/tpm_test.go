@@ -40,7 +40,8 @@ func TestOpenErrors(t *testing.T) {
 		spec, want string
 		is         error
 	}{
-		{"swtpm:tcp:127.0.0.1:2321", "use swtpm:unix", ErrUnsupported},
+		{"swtpm:tcp:127.0.0.1", "want swtpm:tcp:HOST:PORT", nil},
+		{"swtpm:tcp:127.0.0.1:1", "connection refused", nil},
 		{"swtpm:unix:" + filepath.Join(dir, "missing"), "no such file", os.ErrNotExist},
 		{"swtpm:unix:" + sock, "not a unix socket", nil},
 		{"/dev/does-not-exist-tpm", "no such file", os.ErrNotExist},
