@@ -76,6 +76,9 @@ func (t *TPM) EnsureAK(ctx context.Context, name string) (*AK, error) {
 	ak, err := t.tpm.GetAK(ctx, name)
 	if errors.Is(err, steptpm.ErrNotFound) {
 		ak, err = t.tpm.CreateAK(ctx, name)
+		if errors.Is(err, steptpm.ErrExists) { // another process won the race
+			ak, err = t.tpm.GetAK(ctx, name)
+		}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("AK %q: %w", name, err)

@@ -30,6 +30,16 @@
 // needs group tss or root. /dev/tpm0 has no resource manager and admits one
 // open at a time. go-attestation persists the SRK at 0x81000001 and the RSA
 // EK at 0x81010001 with empty owner and endorsement authorization.
+//
+// # Tests
+//
+//	go test ./pkg/tpm/                        # unit tests; swtpm tests if swtpm is installed
+//	DEVPKI_REQUIRE_SWTPM=1 go test ./pkg/tpm/ # swtpm tests fail instead of skipping (test/run.sh)
+//	go test -tags tpmsimulator ./pkg/tpm/     # adds the simulator tests (cgo, gcc, libssl-dev)
+//	go test -tags tpmsimulator -run '^$' -bench . ./pkg/tpm/
+//
+// The swtpm tests start a fresh swtpm per test (swtpm_setup --create-ek-cert)
+// and stop it with TPM2_Shutdown first, so the DA counter stays at 0.
 package tpm
 
 import (
