@@ -5,18 +5,26 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+
+	"go.step.sm/crypto/x509util"
 )
 
 // Identity is a device identity as encoded in its certificate (DESIGN.md
 // "Identity in a certificate"): Subject CN=DeviceID, serialNumber=Serial,
 // O=Tenant; SAN URIs spiffe://TrustDomain/Tenant/device/Serial and one
 // urn:dev:mac:<mac> per MAC. An empty TrustDomain means the issuer's.
+// A TPM-backed device also carries its EK identity as a PermanentIdentifier
+// SAN (RFC 4043) whose identifierValue is EKHash.
 type Identity struct {
 	DeviceID    string
 	Tenant      string
 	Serial      string
 	MACs        []string // 12 lowercase hex digits each
 	TrustDomain string
+	// EKHash is the hex SHA-256 of the TPM EK public key (see
+	// pkg/tpm/verify.EKHash), 64 lowercase hex digits; empty for a device
+	// whose key is not TPM-attested (no PermanentIdentifier SAN then).
+	EKHash string
 }
 
 // SPIFFEID returns spiffe://<td>/<tenant>/device/<serial>, with tenant and
@@ -78,7 +86,8 @@ func ParseAdminURI(u *url.URL, trustDomain string) (tenant, name string, ok bool
 // DeviceIdentity reads the device identity from a certificate issued by
 // IssueDevice (either profile) and checks that its parts agree: exactly one
 // SPIFFE URI in trustDomain whose tenant and serial match the subject's O and
-// serialNumber, MAC URIs well formed, no other SANs, not a CA.
+// serialNumber, MAC URIs well formed, at most one PermanentIdentifier (the
+// EK hash), no other SANs, not a CA.
 func DeviceIdentity(c *x509.Certificate, trustDomain string) (*Identity, error) {
 	if c == nil {
 		return nil, fmt.Errorf("%w: no certificate", ErrBadIdentity)
@@ -116,6 +125,11 @@ func DeviceIdentity(c *x509.Certificate, trustDomain string) (*Identity, error) 
 	if spiffe != 1 {
 		return nil, fmt.Errorf("%w: certificate has %d SPIFFE IDs, want 1", ErrBadIdentity, spiffe)
 	}
+	ek, err := permanentIdentifier(c)
+	if err != nil {
+		return nil, err
+	}
+	id.EKHash = ek
 	if err := id.validate(); err != nil {
 		return nil, err
 	}
@@ -135,6 +149,9 @@ func (id *Identity) validate() error {
 	}
 	if err := ValidateTrustDomain(id.TrustDomain); err != nil {
 		return fmt.Errorf("%w: %v", ErrBadIdentity, err)
+	}
+	if id.EKHash != "" && !isEKHash(id.EKHash) {
+		return fmt.Errorf("%w: EK hash %q is not 64 lowercase hex digits", ErrBadIdentity, id.EKHash)
 	}
 	for _, m := range id.MACs {
 		if !isCanonicalMAC(m) {
@@ -306,4 +323,38 @@ func validateAdminName(s string) error {
 
 func isAlnum(c byte) bool {
 	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+}
+
+// isEKHash reports whether s is 64 lowercase hex digits.
+func isEKHash(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// permanentIdentifier returns the identifierValue of the certificate's one
+// PermanentIdentifier SAN, or "" when it has none.
+func permanentIdentifier(c *x509.Certificate) (string, error) {
+	sans, err := x509util.ParseSubjectAlternativeNames(c)
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", ErrBadIdentity, err)
+	}
+	switch len(sans.PermanentIdentifiers) {
+	case 0:
+		return "", nil
+	case 1:
+		p := sans.PermanentIdentifiers[0]
+		if p.Identifier == "" {
+			return "", fmt.Errorf("%w: PermanentIdentifier SAN without a value", ErrBadIdentity)
+		}
+		return p.Identifier, nil
+	default:
+		return "", fmt.Errorf("%w: certificate has %d PermanentIdentifier SANs, want at most 1", ErrBadIdentity, len(sans.PermanentIdentifiers))
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
+	"encoding/asn1"
 	"errors"
 	"fmt"
 	"io"
@@ -118,7 +119,9 @@ type Issued struct {
 
 // IssueDevice issues a device certificate: Subject CN=<DeviceID>,
 // serialNumber=<Serial>, O=<Tenant>; URI SANs the SPIFFE ID then each
-// urn:dev:mac (spiffe profile: SPIFFE ID only); digitalSignature; clientAuth;
+// urn:dev:mac (spiffe profile: SPIFFE ID only), then, when Identity.EKHash is
+// set, a PermanentIdentifier otherName SAN (RFC 4043) with identifierValue
+// EKHash and no assigner; digitalSignature; clientAuth;
 // CA:false; SKI/AKI; AIA OCSP and CRL DP when configured; a fresh 20-byte
 // serial; notBefore now-Backdate; notAfter now+Lifetime clamped to the
 // intermediate's notAfter.
@@ -162,6 +165,13 @@ func (i *Issuer) IssueDevice(ctx context.Context, req *DeviceRequest) (*Issued, 
 		URIs:        uris,
 		KeyUsage:    x509util.KeyUsage(x509.KeyUsageDigitalSignature),
 		ExtKeyUsage: x509util.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	if id.EKHash != "" {
+		ext, err := deviceSANExtension(uris, id.EKHash)
+		if err != nil {
+			return nil, fmt.Errorf("issue device: %w", err)
+		}
+		tmpl.Extensions = []x509util.Extension{ext}
 	}
 	return i.issue(ctx, "issue device", &tmpl, req.PublicKey, req.Lifetime, true)
 }
@@ -292,4 +302,32 @@ func (i *Issuer) issue(ctx context.Context, op string, tmpl *x509util.Certificat
 		return nil, fmt.Errorf("%s: sign: %w", op, err)
 	}
 	return &Issued{Certificate: resp.Certificate, Chain: i.Chain()}, nil
+}
+
+// oidSubjectAltName is id-ce-subjectAltName.
+var oidSubjectAltName = asn1.ObjectIdentifier{2, 5, 29, 17}
+
+// deviceSANExtension encodes a (non-critical: the subject is not empty) SAN
+// extension with uris followed by a PermanentIdentifier of ekHash. Go's
+// crypto/x509 cannot write otherName SANs, so the whole extension is built
+// here.
+func deviceSANExtension(uris []*url.URL, ekHash string) (x509util.Extension, error) {
+	raw := make([]asn1.RawValue, 0, len(uris)+1)
+	for _, u := range uris {
+		v, err := x509util.SubjectAlternativeName{Type: x509util.URIType, Value: u.String()}.RawValue()
+		if err != nil {
+			return x509util.Extension{}, fmt.Errorf("encode URI SAN %q: %w", u, err)
+		}
+		raw = append(raw, v)
+	}
+	v, err := x509util.SubjectAlternativeName{Type: x509util.PermanentIdentifierType, Value: ekHash}.RawValue()
+	if err != nil {
+		return x509util.Extension{}, fmt.Errorf("encode PermanentIdentifier SAN: %w", err)
+	}
+	raw = append(raw, v)
+	der, err := asn1.Marshal(raw)
+	if err != nil {
+		return x509util.Extension{}, fmt.Errorf("encode SAN extension: %w", err)
+	}
+	return x509util.Extension{ID: x509util.ObjectIdentifier(oidSubjectAltName), Value: der}, nil
 }

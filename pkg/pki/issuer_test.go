@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"go.step.sm/crypto/x509util"
+
 	"devpki/pkg/pki"
 	"devpki/pkg/pki/pkitest"
 )
@@ -67,6 +69,13 @@ func TestIssueDevice(t *testing.T) {
 			req:      pki.DeviceRequest{Identity: id, Profile: pki.ProfileSPIFFE, Lifetime: 24 * time.Hour},
 			wantURIs: []string{"spiffe://test.devpki/acme/device/SN%2F42:x"},
 			wantLife: 24 * time.Hour, backdate: 5 * time.Minute,
+		},
+		{
+			name: "TPM-backed: EK hash as a PermanentIdentifier SAN",
+			req: pki.DeviceRequest{Identity: pki.Identity{DeviceID: "dev-0001", Tenant: "acme", Serial: "SN/42:x",
+				MACs: []string{"aabbccddeeff"}, EKHash: strings.Repeat("0123456789abcdef", 4)}},
+			wantURIs: []string{"spiffe://test.devpki/acme/device/SN%2F42:x", "urn:dev:mac:aabbccddeeff"},
+			wantLife: 720 * time.Hour, backdate: time.Minute,
 		},
 		{
 			name:     "explicit trust domain, no MACs, lifetime clamped to the intermediate",
@@ -120,6 +129,20 @@ func TestIssueDevice(t *testing.T) {
 			}
 			if len(c.DNSNames)+len(c.IPAddresses)+len(c.EmailAddresses) != 0 {
 				t.Error("unexpected DNS/IP/email SANs")
+			}
+			sans, err := x509util.ParseSubjectAlternativeNames(c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var wantPI []x509util.PermanentIdentifier
+			if req.Identity.EKHash != "" {
+				wantPI = []x509util.PermanentIdentifier{{Identifier: req.Identity.EKHash}}
+			}
+			if !reflect.DeepEqual(sans.PermanentIdentifiers, wantPI) {
+				t.Errorf("PermanentIdentifiers = %+v, want %+v", sans.PermanentIdentifiers, wantPI)
+			}
+			if extCritical(c, asn1.ObjectIdentifier{2, 5, 29, 17}) {
+				t.Error("SAN is critical with a non-empty subject")
 			}
 			if c.KeyUsage != x509.KeyUsageDigitalSignature || !extCritical(c, oidKeyUsage) {
 				t.Errorf("key usage %b (critical=%v), want digitalSignature, critical", c.KeyUsage, extCritical(c, oidKeyUsage))
@@ -215,6 +238,9 @@ func TestIssueDeviceRejects(t *testing.T) {
 		{"bad serial", pki.DeviceRequest{Identity: with(func(id *pki.Identity) { id.Serial = "a b" })}, "serial"},
 		{"uppercase MAC", pki.DeviceRequest{Identity: with(func(id *pki.Identity) { id.MACs = []string{"AABBCCDDEEFF"} })}, "MAC"},
 		{"duplicate MAC", pki.DeviceRequest{Identity: with(func(id *pki.Identity) { id.MACs = []string{"aabbccddeeff", "aabbccddeeff"} })}, "listed twice"},
+		{"EK hash not hex", pki.DeviceRequest{Identity: with(func(id *pki.Identity) { id.EKHash = strings.Repeat("g", 64) })}, "EK hash"},
+		{"EK hash uppercase", pki.DeviceRequest{Identity: with(func(id *pki.Identity) { id.EKHash = strings.Repeat("AB", 32) })}, "EK hash"},
+		{"EK hash short", pki.DeviceRequest{Identity: with(func(id *pki.Identity) { id.EKHash = "abcd" })}, "EK hash"},
 		{"unknown profile", pki.DeviceRequest{Identity: good, Profile: "svid"}, "unknown profile"},
 		{"no key", pki.DeviceRequest{Identity: good}, "public key is required"},
 		{"weak RSA key", pki.DeviceRequest{Identity: good, PublicKey: k["rsa1024"].Public()}, "at least 2048"},

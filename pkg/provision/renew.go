@@ -94,10 +94,16 @@ func (s *Service) renew(ctx context.Context, req *RenewRequest) (*Result, string
 	if err != nil {
 		return nil, dev.ID, err
 	}
+	id := pki.Identity{
+		DeviceID: dev.ID, Tenant: tenant.Name, Serial: dev.Serial, MACs: dev.MACs, TrustDomain: s.cfg.TrustDomain,
+	}
+	if sameKey {
+		// The TPM-attested key keeps its EK identity; a new key from a CSR
+		// was not attested, so its certificate does not claim one.
+		id.EKHash = dev.EKHash
+	}
 	issued, err := s.cfg.Issuer.IssueDevice(ctx, &pki.DeviceRequest{
-		Identity: pki.Identity{
-			DeviceID: dev.ID, Tenant: tenant.Name, Serial: dev.Serial, MACs: dev.MACs, TrustDomain: s.cfg.TrustDomain,
-		},
+		Identity:  id,
 		PublicKey: pub,
 		Lifetime:  s.cfg.Lifetime,
 	})
