@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"devpki/pkg/pki"
@@ -42,12 +43,17 @@ type Config struct {
 	Now func() time.Time
 	// NewDeviceID makes ids for new devices; nil means a random UUIDv4.
 	NewDeviceID func() string
+	// TPM enables TPM attestation enrollment (TPMChallenge, TPMEnroll); nil
+	// disables it.
+	TPM *TPMConfig
 }
 
 // Service runs enrollments.
 type Service struct {
 	cfg     Config
 	tenants sync.Map // tenant id -> *registry.Tenant (tenants are never renamed)
+	// tpmTenantID caches the id of TPMConfig.Tenant.
+	tpmTenantID atomic.Value
 }
 
 // New returns a Service, or an error naming every missing field.

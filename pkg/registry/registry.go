@@ -221,6 +221,12 @@ type Enrollment struct {
 	// equal the existing id (else ErrConflict). On re-enrollment every
 	// active or superseded certificate of the device is revoked with reason
 	// superseded.
+	//
+	// SameEK (TPM attestation, no token) instead allows re-enrolling an
+	// existing device only when it is active and its stored EKHash is
+	// non-empty and equals Device.EKHash (a factory reset of the same TPM);
+	// any other existing device is ErrSerialConflict.
+	SameEK bool
 	Device *Device
 	// Certificate is inserted; its DeviceID equals Device.ID.
 	Certificate *Certificate
@@ -250,6 +256,9 @@ type DeviceFilter struct {
 	Status   DeviceStatus
 	Serial   string
 	MAC      string // 12 lowercase hex digits
+	// EKHash selects the devices bound to this TPM EK (any tenant unless
+	// TenantID is set).
+	EKHash string
 	// RekeyDueBefore selects devices told to re-key whose deadline is
 	// before this time.
 	RekeyDueBefore time.Time

@@ -23,8 +23,9 @@ import (
 //     ExpiresAt never expires) → ErrTokenExpired, bound to another serial →
 //     ErrTokenSerialMismatch, no uses left → ErrTokenSpent;
 //  2. existing device with the same (tenant, serial): the token must be
-//     bound to that serial (else ErrSerialConflict) and Device.ID must match
-//     (else ErrConflict);
+//     bound to that serial, or e.SameEK set and the device active with the
+//     same non-empty EKHash (else ErrSerialConflict), and Device.ID must
+//     match (else ErrConflict);
 //  3. the token is spent with a conditional UPDATE (ErrTokenSpent if another
 //     writer spent the last use first).
 //
@@ -52,11 +53,12 @@ func (s *Store) Enroll(ctx context.Context, e *registry.Enrollment) error {
 		dev.Status = string(registry.DeviceActive)
 	}
 	tokenHash := e.TokenHash
+	sameEK := e.SameEK
 
 	var ev *registry.AuditEvent
 	err := s.write(ctx, func(tx *gorm.DB, b *batch) error {
 		var err error
-		ev, err = s.enroll(tx, b, tokenHash, dev, cert, e.Audit)
+		ev, err = s.enroll(tx, b, tokenHash, sameEK, dev, cert, e.Audit)
 		return err
 	})
 	if err != nil {
@@ -93,7 +95,7 @@ func checkEnrollment(e *registry.Enrollment) error {
 // live token — takes four prepared statements: read the token, insert the
 // device (ON CONFLICT DO NOTHING tells an existing serial apart), spend the
 // token, insert the certificate; then the audit event.
-func (s *Store) enroll(tx *gorm.DB, b *batch, tokenHash []byte, dev *deviceRow, cert *certificateRow,
+func (s *Store) enroll(tx *gorm.DB, b *batch, tokenHash []byte, sameEK bool, dev *deviceRow, cert *certificateRow,
 	audit *registry.AuditEvent) (*registry.AuditEvent, error) {
 	now := ts(s.now())
 
@@ -130,7 +132,7 @@ func (s *Store) enroll(tx *gorm.DB, b *batch, tokenHash []byte, dev *deviceRow, 
 		return nil, fmt.Errorf("%w: insert device %s: %w", registry.ErrConflict, dev.ID, s.translateSQL(err))
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
-		if err := s.reenroll(tx, tokenHash, &tok, dev, now); err != nil {
+		if err := s.reenroll(tx, tokenHash, &tok, sameEK, dev, now); err != nil {
 			return nil, err
 		}
 	}
@@ -161,14 +163,22 @@ func (s *Store) enroll(tx *gorm.DB, b *batch, tokenHash []byte, dev *deviceRow, 
 }
 
 // reenroll handles an enrollment whose (tenant, serial) is already a device:
-// allowed only with a token bound to that serial and the same device id; it
-// revokes the device's earlier certificates as superseded.
-func (s *Store) reenroll(tx *gorm.DB, tokenHash []byte, tok *tokenRow, dev *deviceRow, now time.Time) error {
+// allowed only with a token bound to that serial (or, with sameEK, for an
+// active device bound to the same EK) and the same device id; it revokes the
+// device's earlier certificates as superseded.
+func (s *Store) reenroll(tx *gorm.DB, tokenHash []byte, tok *tokenRow, sameEK bool, dev *deviceRow, now time.Time) error {
 	var old deviceRow
 	if err := tx.Where("tenant_id = ? AND serial = ?", dev.TenantID, dev.Serial).Take(&old).Error; err != nil {
 		return fmt.Errorf("sqlstore: enroll: read device: %w", translate(err))
 	}
 	switch {
+	case sameEK && tokenHash == nil:
+		if old.EKHash == "" || old.EKHash != dev.EKHash || old.Status != string(registry.DeviceActive) {
+			return fmt.Errorf("%w: %s/%s is device %s (%s, EK %q)", registry.ErrSerialConflict, dev.TenantID, dev.Serial, old.ID, old.Status, old.EKHash)
+		}
+		if old.ID != dev.ID {
+			return fmt.Errorf("%w: %s/%s is device %s, not %s", registry.ErrConflict, dev.TenantID, dev.Serial, old.ID, dev.ID)
+		}
 	case tokenHash == nil || tok.Serial != dev.Serial:
 		return fmt.Errorf("%w: %s/%s is device %s", registry.ErrSerialConflict, dev.TenantID, dev.Serial, old.ID)
 	case old.ID != dev.ID:

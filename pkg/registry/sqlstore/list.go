@@ -34,6 +34,9 @@ func (s *Store) ListDevices(ctx context.Context, f registry.DeviceFilter) ([]*re
 		// macs is a JSON array of 12-hex-digit strings: match one element.
 		q = q.Where("macs LIKE ?", `%"`+f.MAC+`"%`)
 	}
+	if f.EKHash != "" {
+		q = q.Where("ek_hash = ?", f.EKHash)
+	}
 	if !f.RekeyDueBefore.IsZero() {
 		q = q.Where("rekey_required = ? AND rekey_deadline IS NOT NULL AND rekey_deadline < ?", true, ts(f.RekeyDueBefore))
 	}

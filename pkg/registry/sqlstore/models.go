@@ -27,7 +27,7 @@ type deviceRow struct {
 	MACs     string     `gorm:"column:macs;not null"` // JSON array of strings
 	Status   string     `gorm:"size:32;not null"`
 	Method   string     `gorm:"size:64;not null"`
-	EKHash   string     `gorm:"column:ek_hash;size:128;not null"`
+	EKHash   string     `gorm:"column:ek_hash;size:128;not null;index"`
 	// RekeyRequired and RekeyDeadline: an admin's rotate (registry.Device).
 	RekeyRequired bool `gorm:"not null;default:false"`
 	RekeyDeadline *time.Time

@@ -35,6 +35,7 @@ func Run(t *testing.T, open func(t *testing.T) registry.Store) {
 		{"EnrollWithoutToken", testEnrollWithoutToken},
 		{"EnrollTokenFailures", testEnrollTokenFailures},
 		{"ReEnroll", testReEnroll},
+		{"ReEnrollSameEK", testReEnrollSameEK},
 		{"UniqueTenantSerial", testUniqueTenantSerial},
 		{"SingleUseTokenRace", testSingleUseTokenRace},
 		{"MultiUseTokenRace", testMultiUseTokenRace},

@@ -22,7 +22,7 @@ func TestAttestationSimulator(t *testing.T) {
 	c := NewChallenger(Config{})
 	ekPub := simEKPub(t)
 	ak, params := simAK(t)
-	ch, err := c.NewChallenge(ctx, &ChallengeRequest{EKPub: ekPub, AK: params})
+	ch, err := c.NewChallenge(ctx, &ChallengeRequest{EKPub: ekPub, AK: params, Binding: []byte("serial=SN1")})
 	if err != nil {
 		t.Fatalf("NewChallenge: %v", err)
 	}
@@ -38,6 +38,9 @@ func TestAttestationSimulator(t *testing.T) {
 	wantHash, _ := EKHash(ekPub)
 	if res.EKHash != wantHash {
 		t.Errorf("EKHash = %s, want %s", res.EKHash, wantHash)
+	}
+	if string(res.Binding) != "serial=SN1" {
+		t.Errorf("Binding = %q, want the request's", res.Binding)
 	}
 	if !res.KeyPub.(interface{ Equal(crypto.PublicKey) bool }).Equal(csr.PublicKey) {
 		t.Error("KeyPub is not the CSR key")

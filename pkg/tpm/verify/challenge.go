@@ -77,6 +77,11 @@ type ChallengeRequest struct {
 	// AK is the AK public area, creation data, creation attestation and
 	// signature.
 	AK attest.AttestationParameters
+	// Binding is opaque to the Challenger: it is kept with the pending
+	// challenge and returned in Result.Binding, so the caller can tie what
+	// the device claimed (serial, MACs, tenant) to the challenge without a
+	// store of its own.
+	Binding []byte
 }
 
 // Challenge is sent back to the device.
@@ -99,6 +104,8 @@ type Result struct {
 	AKPub crypto.PublicKey
 	// KeyPub is the certified application key, equal to the CSR's key.
 	KeyPub crypto.PublicKey
+	// Binding is ChallengeRequest.Binding.
+	Binding []byte
 }
 
 // NewChallenge checks req.AK and returns a credential-activation challenge
@@ -147,6 +154,7 @@ func (c *Challenger) NewChallenge(ctx context.Context, req *ChallengeRequest) (*
 		Nonce:      nonce,
 		AKPublic:   append([]byte(nil), req.AK.Public...),
 		EKHash:     ekHash,
+		Binding:    append([]byte(nil), req.Binding...),
 		Expires:    c.now().Add(c.ttl),
 	}
 	if err := c.store.Put(ctx, p); err != nil {
@@ -215,7 +223,7 @@ func (c *Challenger) Complete(ctx context.Context, id string, activatedSecret []
 	if err := checkCSR(csr, keyPub); err != nil {
 		return nil, fmt.Errorf("complete challenge %q for EK %s: %w", id, p.EKHash, err)
 	}
-	return &Result{EKHash: p.EKHash, AKPub: akPub.Public, KeyPub: keyPub}, nil
+	return &Result{EKHash: p.EKHash, AKPub: akPub.Public, KeyPub: keyPub, Binding: p.Binding}, nil
 }
 
 // verifyCertification checks a TPM2_Certify made by ak over the application

@@ -24,6 +24,8 @@ type Pending struct {
 	AKPublic []byte
 	// EKHash is EKHash of the EK the credential was encrypted to.
 	EKHash string
+	// Binding is ChallengeRequest.Binding, opaque to this package.
+	Binding []byte
 	// Expires is when the challenge stops being accepted.
 	Expires time.Time
 }

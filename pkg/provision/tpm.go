@@ -1,0 +1,325 @@
+package provision
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/smallstep/go-attestation/attest"
+
+	"devpki/pkg/pki"
+	"devpki/pkg/registry"
+	"devpki/pkg/tpm/verify"
+)
+
+// MethodTPM is the enrollment method of TPM attestation.
+const MethodTPM = "tpm"
+
+// Errors of TPM enrollment. The verify package's sentinels (ErrEKUntrusted,
+// ErrAKInvalid, ErrActivation, ErrCertify, ErrCSR, ErrChallenge*) pass
+// through wrapped.
+var (
+	// ErrTPMDisabled: the CA has no TPM configuration.
+	ErrTPMDisabled = errors.New("provision: TPM attestation enrollment is not enabled")
+	// ErrCloneSuspect: the serial is enrolled with another EK, or the EK is
+	// enrolled with another serial. The claim is refused and audited for an
+	// admin; no certificate is issued.
+	ErrCloneSuspect = errors.New("provision: clone suspect")
+)
+
+// TPMConfig enables TPM attestation enrollment (Config.TPM).
+type TPMConfig struct {
+	// EKRoots are the TPM manufacturer roots EK certificates must chain to;
+	// EKIntermediates may help build the chain.
+	EKRoots, EKIntermediates *x509.CertPool
+	// Challenger runs the credential-activation round. Required.
+	Challenger *verify.Challenger
+	// Tenant is the name of the tenant TPM-attested devices join; empty
+	// means registry.DefaultTenant.
+	Tenant string
+}
+
+// TPMChallengeRequest is the device's first message.
+type TPMChallengeRequest struct {
+	// EKCertDER is the EK certificate as read from the TPM (TCG header and
+	// padding tolerated).
+	EKCertDER []byte
+	// EKPubDER is a bare EK public key (PKIX DER), for TPMs without an EK
+	// certificate. It must have been pre-registered by an operator; this CA
+	// has no pre-registration yet, so a bare key is refused.
+	EKPubDER []byte
+	// AK is the AK public area, creation data, attestation and signature.
+	AK attest.AttestationParameters
+	// Serial and MACs are what the device will claim in its CSR.
+	Serial string
+	MACs   []string
+	// SourceAddr is the client address, for the audit log.
+	SourceAddr string
+}
+
+// TPMChallenge is the answer to a TPMChallengeRequest.
+type TPMChallenge struct {
+	ID         string
+	Credential attest.EncryptedCredential
+	Nonce      []byte
+	Expires    time.Time
+}
+
+// TPMEnrollRequest is the device's second message.
+type TPMEnrollRequest struct {
+	ChallengeID     string
+	ActivatedSecret []byte
+	Certify         attest.CertificationParameters
+	CSRPEM          []byte
+	SourceAddr      string
+}
+
+// tpmBinding is what the device claimed in its challenge request, kept with
+// the pending challenge (verify.ChallengeRequest.Binding).
+type tpmBinding struct {
+	TenantID string   `json:"tenant_id"`
+	Serial   string   `json:"serial"`
+	MACs     []string `json:"macs"`
+}
+
+// TPMChallenge checks the device's EK and AK and returns a
+// credential-activation challenge. The EK must come with a certificate that
+// chains to the configured manufacturer roots: the key challenged is the
+// verified certificate's. The serial and MACs are checked now and bound to
+// the challenge; TPMEnroll requires the CSR to name the same. Refusals are
+// audited.
+func (s *Service) TPMChallenge(ctx context.Context, req *TPMChallengeRequest) (*TPMChallenge, error) {
+	ch, tenantID, err := s.tpmChallenge(ctx, req)
+	if err != nil {
+		s.refuseTPM(ctx, req.SourceAddr, tenantID, "enroll.tpm.challenge", req.Serial, err)
+		return nil, err
+	}
+	return ch, nil
+}
+
+func (s *Service) tpmChallenge(ctx context.Context, req *TPMChallengeRequest) (*TPMChallenge, string, error) {
+	cfg := s.cfg.TPM
+	if cfg == nil || cfg.Challenger == nil {
+		return nil, "", ErrTPMDisabled
+	}
+	if err := pki.ValidateSerial(req.Serial); err != nil {
+		return nil, "", fmt.Errorf("%w: serial: %w", ErrInvalidArgument, err)
+	}
+	macs := make([]string, 0, len(req.MACs))
+	for _, m := range req.MACs {
+		n, err := pki.NormalizeMAC(m)
+		if err != nil {
+			return nil, "", fmt.Errorf("%w: %w", ErrInvalidArgument, err)
+		}
+		macs = append(macs, n)
+	}
+	tenant, err := s.tpmTenant(ctx)
+	if err != nil {
+		return nil, "", err
+	}
+	var ekCert *x509.Certificate
+	switch {
+	case len(req.EKCertDER) > 0:
+		if ekCert, err = verify.ParseEKCertificate(req.EKCertDER); err != nil {
+			return nil, tenant.ID, err
+		}
+		if err := verify.VerifyEKCertificate(ekCert, cfg.EKRoots, cfg.EKIntermediates, s.cfg.Now()); err != nil {
+			return nil, tenant.ID, err
+		}
+	case len(req.EKPubDER) > 0:
+		return nil, tenant.ID, fmt.Errorf("%w: a bare EK public key needs operator pre-registration, which this CA does not support yet; send the EK certificate", verify.ErrEKUntrusted)
+	default:
+		return nil, tenant.ID, fmt.Errorf("%w: no EK certificate", verify.ErrEKUntrusted)
+	}
+	ekHash, err := verify.EKHash(ekCert.PublicKey)
+	if err != nil {
+		return nil, tenant.ID, fmt.Errorf("%w: %w", verify.ErrEKUntrusted, err)
+	}
+	// Refuse a clone before the TPM work; TPMEnroll checks again.
+	if _, err := s.checkClone(ctx, tenant.ID, req.Serial, ekHash); err != nil {
+		return nil, tenant.ID, err
+	}
+	binding, err := json.Marshal(tpmBinding{TenantID: tenant.ID, Serial: req.Serial, MACs: macs})
+	if err != nil {
+		return nil, tenant.ID, err
+	}
+	ch, err := cfg.Challenger.NewChallenge(ctx, &verify.ChallengeRequest{EKPub: ekCert.PublicKey, AK: req.AK, Binding: binding})
+	if err != nil {
+		return nil, tenant.ID, err
+	}
+	return &TPMChallenge{ID: ch.ID, Credential: ch.Credential, Nonce: ch.Nonce, Expires: ch.Expires}, tenant.ID, nil
+}
+
+// TPMEnroll completes challenge req.ChallengeID: the activated secret, the
+// certification of the CSR key under the activated AK with the challenge
+// nonce, the CSR policy, and the CSR's serial and MACs against the
+// challenge's. Then the clone defence: a serial enrolled with another EK, or
+// the EK enrolled with another serial, is refused (ErrCloneSuspect, audited
+// as action "enroll.clone-suspect"). Otherwise the device is recorded with
+// Method "tpm" and its EK hash, and its certificate carries the EK hash as a
+// PermanentIdentifier SAN. Re-enrolling a serial with the same EK (a reset)
+// keeps the device id and supersedes its earlier certificates.
+func (s *Service) TPMEnroll(ctx context.Context, req *TPMEnrollRequest) (*Result, error) {
+	res, tenantID, target, err := s.tpmEnroll(ctx, req)
+	if err != nil {
+		action := "enroll.tpm"
+		if errors.Is(err, ErrCloneSuspect) {
+			action = "enroll.clone-suspect"
+		}
+		s.refuseTPM(ctx, req.SourceAddr, tenantID, action, target, err)
+		return nil, err
+	}
+	return res, nil
+}
+
+func (s *Service) tpmEnroll(ctx context.Context, req *TPMEnrollRequest) (res *Result, tenantID, target string, err error) {
+	cfg := s.cfg.TPM
+	if cfg == nil || cfg.Challenger == nil {
+		return nil, "", "", ErrTPMDisabled
+	}
+	target = "challenge:" + req.ChallengeID
+	csr, err := pki.ParseCSRPEM(req.CSRPEM)
+	if err != nil {
+		return nil, "", target, err
+	}
+	att, err := cfg.Challenger.Complete(ctx, req.ChallengeID, req.ActivatedSecret, req.Certify, csr)
+	if err != nil {
+		return nil, "", target, err
+	}
+	var b tpmBinding
+	if err := json.Unmarshal(att.Binding, &b); err != nil {
+		return nil, "", target, fmt.Errorf("challenge %s: read binding: %w", req.ChallengeID, err)
+	}
+	target = b.Serial
+	claims, err := s.cfg.Policy.Check(csr)
+	if err != nil {
+		return nil, b.TenantID, target, err
+	}
+	if claims.Serial != b.Serial || !sameMACs(claims.MACs, b.MACs) {
+		return nil, b.TenantID, target, fmt.Errorf("%w: the CSR names serial %q MACs %v, the challenge %q %v",
+			pki.ErrBadCSR, claims.Serial, claims.MACs, b.Serial, b.MACs)
+	}
+	tenant, err := s.tenant(ctx, b.TenantID)
+	if err != nil {
+		return nil, b.TenantID, target, err
+	}
+	existing, err := s.checkClone(ctx, tenant.ID, claims.Serial, att.EKHash)
+	if err != nil {
+		return nil, tenant.ID, target, err
+	}
+	now := s.cfg.Now()
+	dev := &registry.Device{
+		ID:        s.cfg.NewDeviceID(),
+		TenantID:  tenant.ID,
+		Serial:    claims.Serial,
+		MACs:      claims.MACs,
+		Status:    registry.DeviceActive,
+		Method:    MethodTPM,
+		EKHash:    att.EKHash,
+		CreatedAt: now,
+		UpdatedAt: now,
+	}
+	if existing != nil {
+		dev.ID, dev.CreatedAt = existing.ID, existing.CreatedAt
+	}
+	target = dev.ID
+	issued, err := s.cfg.Issuer.IssueDevice(ctx, &pki.DeviceRequest{
+		Identity: pki.Identity{
+			DeviceID:    dev.ID,
+			Tenant:      tenant.Name,
+			Serial:      claims.Serial,
+			MACs:        claims.MACs,
+			TrustDomain: s.cfg.TrustDomain,
+			EKHash:      att.EKHash,
+		},
+		PublicKey: att.KeyPub,
+		Lifetime:  s.cfg.Lifetime,
+	})
+	if err != nil {
+		return nil, tenant.ID, target, fmt.Errorf("sign certificate for %q: %w", claims.Serial, err)
+	}
+	cert := issued.Certificate
+	rec := CertificateRecord(cert, registry.KindDevice, tenant.ID, dev.ID, now)
+	err = s.cfg.Store.Enroll(ctx, &registry.Enrollment{
+		SameEK:      true,
+		Device:      dev,
+		Certificate: rec,
+		Audit: &registry.AuditEvent{
+			TenantID:   tenant.ID,
+			Actor:      "tpm:" + att.EKHash,
+			Action:     "enroll",
+			Target:     dev.ID,
+			Result:     registry.ResultOK,
+			Detail:     fmt.Sprintf("method=%s serial=%s ek=%s cert=%s", MethodTPM, claims.Serial, att.EKHash, rec.Serial),
+			SourceAddr: req.SourceAddr,
+		},
+	})
+	if errors.Is(err, registry.ErrSerialConflict) {
+		// Another EK enrolled this serial since checkClone looked.
+		return nil, tenant.ID, target, fmt.Errorf("%w: serial %q EK %s: %w", ErrCloneSuspect, claims.Serial, att.EKHash, err)
+	}
+	if err != nil {
+		return nil, tenant.ID, target, fmt.Errorf("record enrollment of %q: %w", claims.Serial, err)
+	}
+	return &Result{
+		DeviceID:    dev.ID,
+		Certificate: cert,
+		Chain:       issued.Chain,
+		RenewAfter:  RenewAfter(cert),
+	}, tenant.ID, dev.ID, nil
+}
+
+// checkClone returns the device already enrolled with serial in the tenant
+// (nil if none) when it may be re-enrolled by this EK: it must be active and
+// bound to the same EK, and the EK must not be bound to any other device.
+func (s *Service) checkClone(ctx context.Context, tenantID, serial, ekHash string) (*registry.Device, error) {
+	existing, err := s.cfg.Store.GetDeviceBySerial(ctx, tenantID, serial)
+	switch {
+	case errors.Is(err, registry.ErrNotFound):
+		existing = nil
+	case err != nil:
+		return nil, fmt.Errorf("look up device %q: %w", serial, err)
+	case existing.EKHash != ekHash:
+		return nil, fmt.Errorf("%w: serial %q is enrolled as device %s with EK %q, this claim has EK %s",
+			ErrCloneSuspect, serial, existing.ID, existing.EKHash, ekHash)
+	case existing.Status != registry.DeviceActive:
+		return nil, fmt.Errorf("device %s (serial %q) is %s: %w", existing.ID, serial, existing.Status, registry.ErrDeviceNotActive)
+	}
+	bound, err := s.cfg.Store.ListDevices(ctx, registry.DeviceFilter{EKHash: ekHash, Limit: 10})
+	if err != nil {
+		return nil, fmt.Errorf("look up devices of EK %s: %w", ekHash, err)
+	}
+	for _, d := range bound {
+		if existing == nil || d.ID != existing.ID {
+			return nil, fmt.Errorf("%w: EK %s is enrolled as device %s (serial %q), this claim has serial %q",
+				ErrCloneSuspect, ekHash, d.ID, d.Serial, serial)
+		}
+	}
+	return existing, nil
+}
+
+func (s *Service) tpmTenant(ctx context.Context) (*registry.Tenant, error) {
+	name := s.cfg.TPM.Tenant
+	if name == "" {
+		name = registry.DefaultTenant
+	}
+	if id, ok := s.tpmTenantID.Load().(string); ok {
+		return s.tenant(ctx, id)
+	}
+	t, err := s.cfg.Store.GetTenant(ctx, name)
+	if err != nil {
+		return nil, fmt.Errorf("look up tenant %q: %w", name, err)
+	}
+	s.tpmTenantID.Store(t.ID)
+	s.tenants.Store(t.ID, t)
+	return t, nil
+}
+
+// refuseTPM audits a refused TPM enrollment step. The detail carries the
+// cause, which names the EK hash when one was known.
+func (s *Service) refuseTPM(ctx context.Context, source, tenantID, action, target string, cause error) {
+	s.refuse(ctx, &Request{SourceAddr: source}, tenantID, "anonymous", target, action, cause)
+}

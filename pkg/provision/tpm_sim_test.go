@@ -1,0 +1,322 @@
+//go:build tpmsimulator
+
+package provision_test
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"go.step.sm/crypto/x509util"
+
+	"devpki/pkg/pki"
+	"devpki/pkg/provision"
+	"devpki/pkg/registry"
+	"devpki/pkg/tpm"
+	"devpki/pkg/tpm/verify"
+	"devpki/pkg/tpm/verify/ektest"
+)
+
+// simDevice is a simulated TPM with an EK certificate from a test
+// manufacturer (the simulator has none of its own).
+type simDevice struct {
+	tp     *tpm.TPM
+	ekCert []byte
+	ekHash string
+	ak     *tpm.AK
+	keys   int
+}
+
+// openSim opens the in-process simulator with seed (one at a time per
+// process: close it before opening another).
+func openSim(t *testing.T, seed string, m *ektest.Manufacturer) *simDevice {
+	t.Helper()
+	ctx := context.Background()
+	tp, err := tpm.Open(ctx, "simulator:"+seed, tpm.Options{StateDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ek, err := tp.EK(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ak, err := tp.EnsureAK(ctx, "ak1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := verify.EKHash(ek.Public)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &simDevice{tp: tp, ekCert: m.EKCert(t, ek.Public), ekHash: h, ak: ak}
+}
+
+func (d *simDevice) challengeRequest(t *testing.T, serial string, macs ...string) *provision.TPMChallengeRequest {
+	t.Helper()
+	params, err := d.ak.AttestationParameters(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &provision.TPMChallengeRequest{EKCertDER: d.ekCert, AK: params, Serial: serial, MACs: macs, SourceAddr: "192.0.2.7"}
+}
+
+// answer activates the credential, makes an attested key bound to the nonce
+// and a CSR for serial and macs with it.
+func (d *simDevice) answer(t *testing.T, ch *provision.TPMChallenge, serial string, macs ...string) *provision.TPMEnrollRequest {
+	t.Helper()
+	ctx := context.Background()
+	secret, err := d.ak.ActivateCredential(ctx, ch.Credential)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.keys++
+	key, err := d.tp.AttestedKey(ctx, "ak1", fmt.Sprintf("key%d", d.keys), ch.Nonce)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp, err := key.CertificationParameters(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := key.Signer(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := pki.NewDeviceCSR(signer, serial, macs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &provision.TPMEnrollRequest{
+		ChallengeID: ch.ID, ActivatedSecret: secret, Certify: cp, SourceAddr: "192.0.2.7",
+		CSRPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}),
+	}
+}
+
+func newTPMFixture(t *testing.T, m *ektest.Manufacturer) *fixture {
+	t.Helper()
+	f := newFixture(t)
+	svc, err := provision.New(provision.Config{Store: f.store, Issuer: f.issuer, TrustDomain: "test.devpki",
+		TPM: &provision.TPMConfig{EKRoots: m.Roots(), EKIntermediates: m.Intermediates(), Challenger: verify.NewChallenger(verify.Config{})}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.svc = svc
+	return f
+}
+
+func lastAudit(t *testing.T, s registry.Store) *registry.AuditEvent {
+	t.Helper()
+	var last *registry.AuditEvent
+	for after := int64(0); ; {
+		evs, err := s.ListAudit(context.Background(), after, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(evs) == 0 {
+			return last
+		}
+		last = evs[len(evs)-1]
+		after = last.Seq
+	}
+}
+
+// TestTPMEnrollSimulator runs TPM attestation enrollment on simulator
+// evidence: the happy path, each refusal, re-enrollment after a reset and
+// the clone defence.
+func TestTPMEnrollSimulator(t *testing.T) {
+	ctx := context.Background()
+	m := ektest.New(t)
+	f := newTPMFixture(t, m)
+	const serial, mac = "SN-TPM-1", "02:00:00:00:00:01"
+	d := openSim(t, "0000000000000001", m)
+
+	enroll := func(t *testing.T, d *simDevice, serial string) (*provision.TPMEnrollRequest, *provision.Result, error) {
+		t.Helper()
+		ch, err := f.svc.TPMChallenge(ctx, d.challengeRequest(t, serial, mac))
+		if err != nil {
+			return nil, nil, err
+		}
+		req := d.answer(t, ch, serial, mac)
+		res, err := f.svc.TPMEnroll(ctx, req)
+		return req, res, err
+	}
+
+	var first *provision.Result
+	t.Run("happy path", func(t *testing.T) {
+		req, res, err := enroll(t, d, serial)
+		if err != nil {
+			t.Fatal(err)
+		}
+		first = res
+		id, err := pki.DeviceIdentity(res.Certificate, "test.devpki")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if id.EKHash != d.ekHash || id.Serial != serial || len(id.MACs) != 1 || id.MACs[0] != "020000000001" {
+			t.Errorf("identity = %+v, want EK %s", id, d.ekHash)
+		}
+		sans, err := x509util.ParseSubjectAlternativeNames(res.Certificate)
+		if err != nil || len(sans.PermanentIdentifiers) != 1 || sans.PermanentIdentifiers[0].Identifier != d.ekHash {
+			t.Errorf("PermanentIdentifiers = %+v, %v", sans.PermanentIdentifiers, err)
+		}
+		dev, err := f.store.GetDevice(ctx, res.DeviceID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if dev.Method != "tpm" || dev.EKHash != d.ekHash || dev.Status != registry.DeviceActive || dev.Serial != serial {
+			t.Errorf("device = %+v", dev)
+		}
+		if ev := lastAudit(t, f.store); ev.Action != "enroll" || ev.Result != registry.ResultOK || !strings.Contains(ev.Detail, d.ekHash) {
+			t.Errorf("audit = %+v", ev)
+		}
+
+		// The same answer again: the challenge is spent.
+		if _, err := f.svc.TPMEnroll(ctx, req); !errors.Is(err, verify.ErrChallengeUsed) {
+			t.Fatalf("replayed challenge: %v, want ErrChallengeUsed", err)
+		}
+		if ev := lastAudit(t, f.store); ev.Result != registry.ResultDenied || ev.Action != "enroll.tpm" {
+			t.Errorf("replay audit = %+v", ev)
+		}
+	})
+
+	refused := []struct {
+		name      string
+		csrSerial string // the serial in the TPM key's CSR; empty: the challenge's
+		mod       func(t *testing.T, req *provision.TPMEnrollRequest)
+		want      error
+	}{
+		{"wrong secret", "", func(t *testing.T, req *provision.TPMEnrollRequest) { req.ActivatedSecret[0] ^= 1 }, verify.ErrActivation},
+		{"CSR key is not the certified key", "", func(t *testing.T, req *provision.TPMEnrollRequest) {
+			_, _, req.CSRPEM = f.ca.DeviceKeyAndCSR(t, serial, mac)
+		}, verify.ErrCSR},
+		{"CSR names another serial than the challenge", "SN-OTHER", func(*testing.T, *provision.TPMEnrollRequest) {}, pki.ErrBadCSR},
+		{"malformed CSR", "", func(t *testing.T, req *provision.TPMEnrollRequest) { req.CSRPEM = []byte("junk") }, pki.ErrBadCSR},
+		{"unknown challenge", "", func(t *testing.T, req *provision.TPMEnrollRequest) { req.ChallengeID = "nope" }, verify.ErrChallengeNotFound},
+	}
+	for _, tt := range refused {
+		t.Run(tt.name, func(t *testing.T) {
+			before := f.issuer.n.Load()
+			ch, err := f.svc.TPMChallenge(ctx, d.challengeRequest(t, serial, mac))
+			if err != nil {
+				t.Fatal(err)
+			}
+			csrSerial := serial
+			if tt.csrSerial != "" {
+				csrSerial = tt.csrSerial
+			}
+			req := d.answer(t, ch, csrSerial, mac)
+			tt.mod(t, req)
+			if _, err = f.svc.TPMEnroll(ctx, req); !errors.Is(err, tt.want) {
+				t.Fatalf("TPMEnroll = %v, want %v", err, tt.want)
+			}
+			if f.issuer.n.Load() != before {
+				t.Error("a certificate was signed")
+			}
+			if ev := lastAudit(t, f.store); ev.Result != registry.ResultDenied {
+				t.Errorf("audit = %+v, want a denial", ev)
+			}
+		})
+	}
+
+	t.Run("EK certificate from an unconfigured root", func(t *testing.T) {
+		req := d.challengeRequest(t, serial, mac)
+		req.EKCertDER = ektest.New(t).EKCert(t, mustParse(t, d.ekCert).PublicKey)
+		if _, err := f.svc.TPMChallenge(ctx, req); !errors.Is(err, verify.ErrEKUntrusted) {
+			t.Fatalf("TPMChallenge = %v, want ErrEKUntrusted", err)
+		}
+		if ev := lastAudit(t, f.store); ev.Result != registry.ResultDenied || ev.Action != "enroll.tpm.challenge" {
+			t.Errorf("audit = %+v", ev)
+		}
+	})
+	t.Run("bare EK public key (no pre-registration yet)", func(t *testing.T) {
+		req := d.challengeRequest(t, serial, mac)
+		der, err := x509.MarshalPKIXPublicKey(mustParse(t, d.ekCert).PublicKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.EKCertDER, req.EKPubDER = nil, der
+		if _, err := f.svc.TPMChallenge(ctx, req); !errors.Is(err, verify.ErrEKUntrusted) || !strings.Contains(err.Error(), "pre-registration") {
+			t.Fatalf("TPMChallenge = %v, want ErrEKUntrusted about pre-registration", err)
+		}
+	})
+	t.Run("bad serial and MAC", func(t *testing.T) {
+		if _, err := f.svc.TPMChallenge(ctx, d.challengeRequest(t, "bad serial")); !errors.Is(err, provision.ErrInvalidArgument) {
+			t.Errorf("bad serial: %v", err)
+		}
+		if _, err := f.svc.TPMChallenge(ctx, d.challengeRequest(t, serial, "ff:ff:ff:ff:ff:ff")); !errors.Is(err, provision.ErrInvalidArgument) {
+			t.Errorf("bad MAC: %v", err)
+		}
+	})
+
+	t.Run("same EK re-enrolls and keeps the device id", func(t *testing.T) {
+		_, res, err := enroll(t, d, serial)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.DeviceID != first.DeviceID {
+			t.Errorf("device id %s, want %s", res.DeviceID, first.DeviceID)
+		}
+		old, err := f.store.GetCertificate(ctx, first.Certificate.SerialNumber.Text(16))
+		if err != nil || old.Status != registry.CertRevoked {
+			t.Errorf("first certificate = %+v, %v; want revoked (superseded)", old, err)
+		}
+	})
+
+	t.Run("clone: same EK, another serial", func(t *testing.T) {
+		before := f.issuer.n.Load()
+		_, _, err := enroll(t, d, "SN-TPM-2")
+		if !errors.Is(err, provision.ErrCloneSuspect) {
+			t.Fatalf("enroll = %v, want ErrCloneSuspect", err)
+		}
+		if f.issuer.n.Load() != before {
+			t.Error("a certificate was signed")
+		}
+		if ev := lastAudit(t, f.store); ev.Result != registry.ResultDenied || !strings.Contains(ev.Detail, d.ekHash) {
+			t.Errorf("audit = %+v", ev)
+		}
+	})
+
+	if err := d.tp.Close(); err != nil {
+		t.Fatal(err)
+	}
+	t.Run("clone: same serial, another EK", func(t *testing.T) {
+		// Refused at the challenge, before any TPM work; TPMEnroll runs the
+		// same check again, and the store's SameEK rule closes the race.
+		other := openSim(t, "0000000000000002", m)
+		defer other.tp.Close()
+		if other.ekHash == d.ekHash {
+			t.Fatal("the two simulators share an EK")
+		}
+		before := f.issuer.n.Load()
+		_, err := f.svc.TPMChallenge(ctx, other.challengeRequest(t, serial, mac))
+		if !errors.Is(err, provision.ErrCloneSuspect) {
+			t.Fatalf("TPMChallenge = %v, want ErrCloneSuspect", err)
+		}
+		if ev := lastAudit(t, f.store); ev.Result != registry.ResultDenied || !strings.Contains(ev.Detail, other.ekHash) {
+			t.Errorf("audit = %+v", ev)
+		}
+		dev, err := f.store.GetDeviceBySerial(ctx, mustTenant(t, f.store).ID, serial)
+		if err != nil || dev.EKHash != d.ekHash || dev.Status != registry.DeviceActive {
+			t.Errorf("device after the clone attempt = %+v, %v", dev, err)
+		}
+		if f.issuer.n.Load() != before {
+			t.Error("a certificate was signed")
+		}
+	})
+	if err := f.store.VerifyAudit(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func mustParse(t *testing.T, der []byte) *x509.Certificate {
+	t.Helper()
+	c, err := verify.ParseEKCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
