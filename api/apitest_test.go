@@ -57,6 +57,13 @@ const mac = "02:00:00:00:00:01"
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
+	return newFixtureTPM(t, nil)
+}
+
+// newFixtureTPM is newFixture with TPM attestation enrollment configured by
+// tpm (nil: disabled).
+func newFixtureTPM(t *testing.T, tpm *provision.TPMConfig) *fixture {
+	t.Helper()
 	ctx := context.Background()
 	f := &fixture{t: t, ca: pkitest.NewCA(t), now: time.Now()}
 
@@ -81,6 +88,7 @@ func newFixture(t *testing.T) *fixture {
 		// RSA is allowed so that RSA-1024 and SHA-1 are refused for those
 		// reasons, not for being RSA.
 		Policy: pki.CSRPolicy{AllowRSA: true},
+		TPM:    tpm,
 	})
 	if err != nil {
 		t.Fatal(err)

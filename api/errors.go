@@ -12,6 +12,7 @@ import (
 	"devpki/pkg/pki"
 	"devpki/pkg/provision"
 	"devpki/pkg/registry"
+	"devpki/pkg/tpm/verify"
 )
 
 // problemError is an error that already knows its HTTP answer.
@@ -39,6 +40,24 @@ func classify(err error) (status int, slug, title string, public bool) {
 		return pe.status, pe.slug, pe.title, true
 	case errors.As(err, &mbe):
 		return http.StatusRequestEntityTooLarge, "payload-too-large", "Request body too large", true
+	case errors.Is(err, provision.ErrCloneSuspect):
+		return http.StatusForbidden, client.SlugCloneSuspect, "Held for an admin: possible clone", true
+	case errors.Is(err, provision.ErrTPMDisabled):
+		return http.StatusNotFound, client.SlugTPMDisabled, "TPM attestation enrollment is not enabled", true
+	case errors.Is(err, verify.ErrEKUntrusted):
+		return http.StatusForbidden, client.SlugTPMUntrustedEK, "TPM endorsement key not trusted", true
+	case errors.Is(err, verify.ErrAKInvalid):
+		return http.StatusBadRequest, client.SlugTPMInvalidAK, "TPM attestation key refused", true
+	case errors.Is(err, verify.ErrActivation):
+		return http.StatusForbidden, client.SlugTPMActivation, "TPM credential activation failed", true
+	case errors.Is(err, verify.ErrCertify), errors.Is(err, verify.ErrCSR):
+		return http.StatusForbidden, client.SlugTPMCertifyInvalid, "TPM key certification refused", true
+	case errors.Is(err, verify.ErrChallengeExpired), errors.Is(err, verify.ErrChallengeNotFound):
+		return http.StatusGone, client.SlugChallengeExpired, "Challenge expired or unknown, start again", true
+	case errors.Is(err, verify.ErrChallengeUsed):
+		return http.StatusConflict, client.SlugChallengeUsed, "Challenge already answered", true
+	case errors.Is(err, verify.ErrStoreFull):
+		return http.StatusServiceUnavailable, "unavailable", "Service unavailable, retry later", true
 	case errors.Is(err, pki.ErrBadCSR):
 		return http.StatusBadRequest, "bad-csr", "Certificate request refused", true
 	case errors.Is(err, provision.ErrInvalidArgument):

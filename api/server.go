@@ -91,6 +91,7 @@ func New(cfg Config) (*echo.Echo, error) {
 		}
 	})
 	s.routesEnroll(e)
+	s.routesEnrollTPM(e)
 	s.routesRenew(e)
 	s.routesCA(e)
 	s.routesAdmin(e)

@@ -39,6 +39,7 @@ type Config struct {
 	Enrollment EnrollmentConfig `yaml:"enrollment"`
 	CRL        CRLConfig        `yaml:"crl,omitempty"`
 	OCSP       OCSPConfig       `yaml:"ocsp,omitempty"`
+	TPM        TPMConfig        `yaml:"tpm,omitempty"`
 
 	dir string // directory of the config file
 }
@@ -102,6 +103,22 @@ type OCSPConfig struct {
 	// ResponderLifetime is the lifetime of the delegated responder
 	// certificate, re-issued at half of it; default 168h.
 	ResponderLifetime Duration `yaml:"responder_lifetime,omitempty"`
+}
+
+// TPMConfig enables TPM attestation enrollment (POST /v1/enroll/tpm/...).
+// With no EKRoots the routes answer 404 tpm-disabled.
+type TPMConfig struct {
+	// EKRoots are PEM files of TPM manufacturer root certificates (relative
+	// to ca.yaml); EK certificates must chain to one of them.
+	EKRoots []string `yaml:"ek_roots,omitempty"`
+	// EKIntermediates are PEM files of manufacturer issuing CAs, used to
+	// build chains whose intermediates the device does not send.
+	EKIntermediates []string `yaml:"ek_intermediates,omitempty"`
+	// Tenant is the tenant TPM-attested devices join; default "default".
+	Tenant string `yaml:"tenant,omitempty"`
+	// ChallengeTTL is how long a credential-activation challenge is
+	// accepted; default 60s.
+	ChallengeTTL Duration `yaml:"challenge_ttl,omitempty"`
 }
 
 // Duration is a time.Duration written as "720h" in YAML.
@@ -220,6 +237,17 @@ func (c *Config) Validate() error {
 	if c.OCSP.ResponderLifetime < Duration(time.Hour) || c.OCSP.ResponderLifetime < 2*c.OCSP.Validity {
 		errs = append(errs, fmt.Errorf("ocsp.responder_lifetime: %s must be at least 1h and twice ocsp.validity",
 			time.Duration(c.OCSP.ResponderLifetime)))
+	}
+	if c.TPM.ChallengeTTL < 0 || c.TPM.ChallengeTTL > Duration(10*time.Minute) {
+		errs = append(errs, fmt.Errorf("tpm.challenge_ttl: %s must be between 0 (default 60s) and 10m", time.Duration(c.TPM.ChallengeTTL)))
+	}
+	if len(c.TPM.EKRoots) == 0 && (len(c.TPM.EKIntermediates) > 0 || c.TPM.Tenant != "") {
+		errs = append(errs, errors.New("tpm: ek_intermediates and tenant need ek_roots"))
+	}
+	for i, p := range append(append([]string(nil), c.TPM.EKRoots...), c.TPM.EKIntermediates...) {
+		if p == "" {
+			errs = append(errs, fmt.Errorf("tpm: certificate file %d is empty", i+1))
+		}
 	}
 	if c.Enrollment.CertLifetime < Duration(time.Hour) {
 		errs = append(errs, fmt.Errorf("enrollment.cert_lifetime: %s is shorter than 1h", time.Duration(c.Enrollment.CertLifetime)))

@@ -5,6 +5,7 @@ import (
 	"crypto"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -24,6 +25,7 @@ import (
 	"devpki/pkg/provision"
 	"devpki/pkg/registry"
 	"devpki/pkg/registry/sqlstore"
+	"devpki/pkg/tpm/verify"
 )
 
 func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -117,8 +119,12 @@ func serve(ctx context.Context, cfg *Config, dev bool, stdout, stderr io.Writer)
 	if err != nil {
 		return err
 	}
+	tpmCfg, err := tpmConfig(cfg)
+	if err != nil {
+		return err
+	}
 	prov, err := provision.New(provision.Config{
-		Store: store, Issuer: issuer, TrustDomain: cfg.TrustDomain,
+		Store: store, Issuer: issuer, TrustDomain: cfg.TrustDomain, TPM: tpmCfg,
 		Lifetime: time.Duration(cfg.Enrollment.CertLifetime),
 		Policy: pki.CSRPolicy{
 			AllowP384: cfg.Enrollment.AllowP384, AllowEd25519: cfg.Enrollment.AllowEd25519, AllowRSA: cfg.Enrollment.AllowRSA,
@@ -270,4 +276,58 @@ func loadKeyPair(certPath, keyPath string, password []byte) (tls.Certificate, er
 		return tls.Certificate{}, fmt.Errorf("%s does not match the key in %s", certPath, keyPath)
 	}
 	return tc, nil
+}
+
+// tpmConfig loads the TPM manufacturer roots and creates the challenger;
+// nil when tpm.ek_roots is empty. Challenges are kept in memory: a client
+// must answer on the replica that challenged it.
+func tpmConfig(cfg *Config) (*provision.TPMConfig, error) {
+	if len(cfg.TPM.EKRoots) == 0 {
+		return nil, nil
+	}
+	roots, err := loadCertPool(cfg, cfg.TPM.EKRoots)
+	if err != nil {
+		return nil, fmt.Errorf("tpm.ek_roots: %w", err)
+	}
+	inters, err := loadCertPool(cfg, cfg.TPM.EKIntermediates)
+	if err != nil {
+		return nil, fmt.Errorf("tpm.ek_intermediates: %w", err)
+	}
+	return &provision.TPMConfig{
+		EKRoots: roots, EKIntermediates: inters, Tenant: cfg.TPM.Tenant,
+		Challenger: verify.NewChallenger(verify.Config{TTL: time.Duration(cfg.TPM.ChallengeTTL)}),
+	}, nil
+}
+
+// loadCertPool reads every certificate of the PEM files (relative to the
+// config's directory); each file must hold at least one.
+func loadCertPool(cfg *Config, files []string) (*x509.CertPool, error) {
+	pool := x509.NewCertPool()
+	for _, f := range files {
+		b, err := os.ReadFile(cfg.Path(f))
+		if err != nil {
+			return nil, err
+		}
+		n := 0
+		for rest := b; ; {
+			var blk *pem.Block
+			blk, rest = pem.Decode(rest)
+			if blk == nil {
+				break
+			}
+			if blk.Type != "CERTIFICATE" {
+				continue
+			}
+			c, err := x509.ParseCertificate(blk.Bytes)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", f, err)
+			}
+			pool.AddCert(c)
+			n++
+		}
+		if n == 0 {
+			return nil, fmt.Errorf("%s: no PEM certificate", f)
+		}
+	}
+	return pool, nil
 }

@@ -1,0 +1,78 @@
+package api
+
+import (
+	"net/http"
+
+	"github.com/labstack/echo/v4"
+	"github.com/smallstep/go-attestation/attest"
+
+	"devpki/api/client"
+	"devpki/pkg/provision"
+)
+
+func (s *Server) routesEnrollTPM(e *echo.Echo) {
+	e.POST("/v1/enroll/tpm/challenge", s.tpmChallenge)
+	e.POST("/v1/enroll/tpm", s.tpmEnroll)
+}
+
+// tpmChallenge is POST /v1/enroll/tpm/challenge: no credential, the TPM
+// evidence is the proof.
+func (s *Server) tpmChallenge(c echo.Context) error {
+	var req client.TPMChallengeRequest
+	if err := decodeJSON(c, &req); err != nil {
+		return err
+	}
+	if len(req.EKCert) > 0 && len(req.EKPub) > 0 {
+		return problem(http.StatusBadRequest, "bad-request", "Invalid argument", "send \"ek_cert\" or \"ek_pub\", not both")
+	}
+	ch, err := s.cfg.Provision.TPMChallenge(c.Request().Context(), &provision.TPMChallengeRequest{
+		EKCertDER: req.EKCert,
+		EKPubDER:  req.EKPub,
+		AK: attest.AttestationParameters{
+			Public:            req.AK.Public,
+			CreateData:        req.AK.CreateData,
+			CreateAttestation: req.AK.CreateAttestation,
+			CreateSignature:   req.AK.CreateSignature,
+		},
+		Serial:     req.Serial,
+		MACs:       req.MACs,
+		SourceAddr: c.RealIP(),
+	})
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, &client.TPMChallengeResponse{
+		ChallengeID: ch.ID,
+		Credential:  ch.Credential.Credential,
+		Secret:      ch.Credential.Secret,
+		Nonce:       ch.Nonce,
+		Expires:     ch.Expires.UTC(),
+	})
+}
+
+// tpmEnroll is POST /v1/enroll/tpm: the answer to a challenge.
+func (s *Server) tpmEnroll(c echo.Context) error {
+	var req client.TPMEnrollRequest
+	if err := decodeJSON(c, &req); err != nil {
+		return err
+	}
+	if req.CSR == "" {
+		return problem(http.StatusBadRequest, "bad-csr", "Certificate request refused", "the body has no \"csr\"")
+	}
+	res, err := s.cfg.Provision.TPMEnroll(c.Request().Context(), &provision.TPMEnrollRequest{
+		ChallengeID:     req.ChallengeID,
+		ActivatedSecret: req.ActivatedSecret,
+		Certify: attest.CertificationParameters{
+			Public:            req.Certify.Public,
+			CreateData:        req.Certify.CreateData,
+			CreateAttestation: req.Certify.CreateAttestation,
+			CreateSignature:   req.Certify.CreateSignature,
+		},
+		CSRPEM:     []byte(req.CSR),
+		SourceAddr: c.RealIP(),
+	})
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusCreated, enrollResponse(res, s.chainList))
+}

@@ -1,0 +1,36 @@
+package api_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"testing"
+
+	"devpki/api/client"
+)
+
+// TestTPMEnrollDisabledAndMalformed: without TPM configuration the routes
+// answer 404 tpm-disabled (audited); malformed bodies are 400.
+func TestTPMEnrollDisabledAndMalformed(t *testing.T) {
+	f := newFixture(t)
+	c, err := client.New(f.url, client.WithRoots(f.ca.Roots()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	check := func(err error, status int, slug string) {
+		t.Helper()
+		var re *client.ResponseError
+		if !errors.As(err, &re) || re.Problem == nil || re.StatusCode != status || re.Problem.Slug() != slug {
+			t.Errorf("error = %v, want %d %s", err, status, slug)
+		}
+	}
+	_, err = c.TPMChallenge(ctx, &client.TPMChallengeRequest{EKCert: []byte{1}, Serial: "SN1"})
+	check(err, http.StatusNotFound, client.SlugTPMDisabled)
+	_, err = c.TPMEnroll(ctx, &client.TPMEnrollRequest{ChallengeID: "x", CSR: string(f.csr("SN1"))})
+	check(err, http.StatusNotFound, client.SlugTPMDisabled)
+	_, err = c.TPMChallenge(ctx, &client.TPMChallengeRequest{EKCert: []byte{1}, EKPub: []byte{2}, Serial: "SN1"})
+	check(err, http.StatusBadRequest, "bad-request")
+	_, err = c.TPMEnroll(ctx, &client.TPMEnrollRequest{ChallengeID: "x"})
+	check(err, http.StatusBadRequest, "bad-csr")
+}
