@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"devpki/pkg/tpm/verify/ektest"
 )
 
 // TestExampleConfigLoads keeps configs/ca.yaml, the documented example, valid.
@@ -59,5 +61,60 @@ func TestConfigErrors(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestTPMConfig: tpm.ek_roots and ek_intermediates are PEM files relative
+// to ca.yaml; the example leaves TPM enrollment off.
+func TestTPMConfig(t *testing.T) {
+	base, err := os.ReadFile(filepath.Join("..", "..", "configs", "ca.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	example, err := LoadConfig(filepath.Join("..", "..", "configs", "ca.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tc, err := tpmConfig(example); err != nil || tc != nil {
+		t.Fatalf("example: tpmConfig = %v, %v; want TPM off", tc, err)
+	}
+
+	dir := t.TempDir()
+	m := ektest.New(t)
+	m.WritePEM(t, dir)
+	if err := os.WriteFile(filepath.Join(dir, "junk.pem"), []byte("not PEM"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ttl := "60s"
+	load := func(tpm string) (*Config, error) {
+		s := strings.Replace(string(base), "  ek_roots: []", tpm, 1)
+		s = strings.Replace(s, "challenge_ttl: 60s", "challenge_ttl: "+ttl, 1)
+		p := filepath.Join(dir, "ca.yaml")
+		if err := os.WriteFile(p, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return LoadConfig(p)
+	}
+	c, err := load("  ek_roots: [root.pem]")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.TPM.EKIntermediates = []string{"issuing.pem"}
+	tc, err := tpmConfig(c)
+	if err != nil || tc == nil || tc.Challenger == nil {
+		t.Fatalf("tpmConfig = %+v, %v", tc, err)
+	}
+	if !tc.EKRoots.Equal(m.Roots()) || !tc.EKIntermediates.Equal(m.Intermediates()) {
+		t.Error("pools do not hold the manufacturer certificates")
+	}
+	for _, bad := range []string{"junk.pem", "missing.pem"} {
+		c.TPM.EKRoots = []string{bad}
+		if _, err := tpmConfig(c); err == nil || !strings.Contains(err.Error(), "tpm.ek_roots") {
+			t.Errorf("ek_roots [%s]: %v", bad, err)
+		}
+	}
+	ttl = "1h"
+	if _, err := load("  ek_roots: [root.pem]"); err == nil || !strings.Contains(err.Error(), "tpm.challenge_ttl: 1h0m0s must be") {
+		t.Errorf("challenge_ttl 1h: %v", err)
 	}
 }

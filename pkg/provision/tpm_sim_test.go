@@ -5,11 +5,10 @@ package provision_test
 import (
 	"context"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
-	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"go.step.sm/crypto/x509util"
 
@@ -21,107 +20,11 @@ import (
 	"devpki/pkg/tpm/verify/ektest"
 )
 
-// simDevice is a simulated TPM with an EK certificate from a test
-// manufacturer (the simulator has none of its own).
-type simDevice struct {
-	tp     *tpm.TPM
-	ekCert []byte
-	ekHash string
-	ak     *tpm.AK
-	keys   int
-}
-
 // openSim opens the in-process simulator with seed (one at a time per
-// process: close it before opening another).
+// process: close it before opening another), its EK certified by m.
 func openSim(t *testing.T, seed string, m *ektest.Manufacturer) *simDevice {
 	t.Helper()
-	ctx := context.Background()
-	tp, err := tpm.Open(ctx, "simulator:"+seed, tpm.Options{StateDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ek, err := tp.EK(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ak, err := tp.EnsureAK(ctx, "ak1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, err := verify.EKHash(ek.Public)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &simDevice{tp: tp, ekCert: m.EKCert(t, ek.Public), ekHash: h, ak: ak}
-}
-
-func (d *simDevice) challengeRequest(t *testing.T, serial string, macs ...string) *provision.TPMChallengeRequest {
-	t.Helper()
-	params, err := d.ak.AttestationParameters(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &provision.TPMChallengeRequest{EKCertDER: d.ekCert, AK: params, Serial: serial, MACs: macs, SourceAddr: "192.0.2.7"}
-}
-
-// answer activates the credential, makes an attested key bound to the nonce
-// and a CSR for serial and macs with it.
-func (d *simDevice) answer(t *testing.T, ch *provision.TPMChallenge, serial string, macs ...string) *provision.TPMEnrollRequest {
-	t.Helper()
-	ctx := context.Background()
-	secret, err := d.ak.ActivateCredential(ctx, ch.Credential)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d.keys++
-	key, err := d.tp.AttestedKey(ctx, "ak1", fmt.Sprintf("key%d", d.keys), ch.Nonce)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cp, err := key.CertificationParameters(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	signer, err := key.Signer(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := pki.NewDeviceCSR(signer, serial, macs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &provision.TPMEnrollRequest{
-		ChallengeID: ch.ID, ActivatedSecret: secret, Certify: cp, SourceAddr: "192.0.2.7",
-		CSRPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}),
-	}
-}
-
-func newTPMFixture(t *testing.T, m *ektest.Manufacturer) *fixture {
-	t.Helper()
-	f := newFixture(t)
-	svc, err := provision.New(provision.Config{Store: f.store, Issuer: f.issuer, TrustDomain: "test.devpki",
-		TPM: &provision.TPMConfig{EKRoots: m.Roots(), EKIntermediates: m.Intermediates(), Challenger: verify.NewChallenger(verify.Config{})}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.svc = svc
-	return f
-}
-
-func lastAudit(t *testing.T, s registry.Store) *registry.AuditEvent {
-	t.Helper()
-	var last *registry.AuditEvent
-	for after := int64(0); ; {
-		evs, err := s.ListAudit(context.Background(), after, 1000)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(evs) == 0 {
-			return last
-		}
-		last = evs[len(evs)-1]
-		after = last.Seq
-	}
+	return openDevice(t, "simulator:"+seed, func(ek *tpm.EK) []byte { return m.EKCert(t, ek.Public) })
 }
 
 // TestTPMEnrollSimulator runs TPM attestation enrollment on simulator
@@ -130,7 +33,7 @@ func lastAudit(t *testing.T, s registry.Store) *registry.AuditEvent {
 func TestTPMEnrollSimulator(t *testing.T) {
 	ctx := context.Background()
 	m := ektest.New(t)
-	f := newTPMFixture(t, m)
+	f := newTPMFixture(t, m.Roots(), m.Intermediates())
 	const serial, mac = "SN-TPM-1", "02:00:00:00:00:01"
 	d := openSim(t, "0000000000000001", m)
 
@@ -241,6 +144,24 @@ func TestTPMEnrollSimulator(t *testing.T) {
 		req.EKCertDER, req.EKPubDER = nil, der
 		if _, err := f.svc.TPMChallenge(ctx, req); !errors.Is(err, verify.ErrEKUntrusted) || !strings.Contains(err.Error(), "pre-registration") {
 			t.Fatalf("TPMChallenge = %v, want ErrEKUntrusted about pre-registration", err)
+		}
+	})
+	t.Run("expired challenge", func(t *testing.T) {
+		now := time.Now()
+		svc, err := provision.New(provision.Config{Store: f.store, Issuer: f.issuer, TrustDomain: "test.devpki",
+			TPM: &provision.TPMConfig{EKRoots: m.Roots(), EKIntermediates: m.Intermediates(),
+				Challenger: verify.NewChallenger(verify.Config{Now: func() time.Time { return now }, TTL: time.Minute})}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ch, err := svc.TPMChallenge(ctx, d.challengeRequest(t, serial, mac))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req := d.answer(t, ch, serial, mac)
+		now = now.Add(time.Minute)
+		if _, err := svc.TPMEnroll(ctx, req); !errors.Is(err, verify.ErrChallengeExpired) {
+			t.Fatalf("TPMEnroll = %v, want ErrChallengeExpired", err)
 		}
 	})
 	t.Run("bad serial and MAC", func(t *testing.T) {

@@ -1,0 +1,119 @@
+//go:build tpmsimulator || swtpm
+
+package provision_test
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"testing"
+
+	"devpki/pkg/pki"
+	"devpki/pkg/provision"
+	"devpki/pkg/registry"
+	"devpki/pkg/tpm"
+	"devpki/pkg/tpm/verify"
+)
+
+// simDevice is a TPM (simulator or swtpm) with its EK certificate.
+type simDevice struct {
+	tp     *tpm.TPM
+	ekCert []byte
+	ekHash string
+	ak     *tpm.AK
+	keys   int
+}
+
+func (d *simDevice) challengeRequest(t *testing.T, serial string, macs ...string) *provision.TPMChallengeRequest {
+	t.Helper()
+	params, err := d.ak.AttestationParameters(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &provision.TPMChallengeRequest{EKCertDER: d.ekCert, AK: params, Serial: serial, MACs: macs, SourceAddr: "192.0.2.7"}
+}
+
+// answer activates the credential, makes an attested key bound to the nonce
+// and a CSR for serial and macs with it.
+func (d *simDevice) answer(t *testing.T, ch *provision.TPMChallenge, serial string, macs ...string) *provision.TPMEnrollRequest {
+	t.Helper()
+	ctx := context.Background()
+	secret, err := d.ak.ActivateCredential(ctx, ch.Credential)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.keys++
+	key, err := d.tp.AttestedKey(ctx, "ak1", fmt.Sprintf("key%d", d.keys), ch.Nonce)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp, err := key.CertificationParameters(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := key.Signer(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := pki.NewDeviceCSR(signer, serial, macs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &provision.TPMEnrollRequest{
+		ChallengeID: ch.ID, ActivatedSecret: secret, Certify: cp, SourceAddr: "192.0.2.7",
+		CSRPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}),
+	}
+}
+
+func newTPMFixture(t *testing.T, roots, intermediates *x509.CertPool) *fixture {
+	t.Helper()
+	f := newFixture(t)
+	svc, err := provision.New(provision.Config{Store: f.store, Issuer: f.issuer, TrustDomain: "test.devpki",
+		TPM: &provision.TPMConfig{EKRoots: roots, EKIntermediates: intermediates, Challenger: verify.NewChallenger(verify.Config{})}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.svc = svc
+	return f
+}
+
+func lastAudit(t *testing.T, s registry.Store) *registry.AuditEvent {
+	t.Helper()
+	var last *registry.AuditEvent
+	for after := int64(0); ; {
+		evs, err := s.ListAudit(context.Background(), after, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(evs) == 0 {
+			return last
+		}
+		last = evs[len(evs)-1]
+		after = last.Seq
+	}
+}
+
+// openDevice opens the TPM at spec and reads its EK and AK; ekCert turns the
+// EK into the certificate the device presents.
+func openDevice(t *testing.T, spec string, ekCert func(*tpm.EK) []byte) *simDevice {
+	t.Helper()
+	ctx := context.Background()
+	tp, err := tpm.Open(ctx, spec, tpm.Options{StateDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ek, err := tp.EK(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ak, err := tp.EnsureAK(ctx, "ak1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := verify.EKHash(ek.Public)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &simDevice{tp: tp, ekCert: ekCert(ek), ekHash: h, ak: ak}
+}
