@@ -106,8 +106,11 @@ type OCSPConfig struct {
 }
 
 // TPMConfig enables TPM attestation enrollment (POST /v1/enroll/tpm/...).
-// With no EKRoots the routes answer 404 tpm-disabled.
+// With no EKRoots and Enabled false the routes answer 404 tpm-disabled.
 type TPMConfig struct {
+	// Enabled turns TPM enrollment on even without EKRoots, for TPMs whose
+	// EK public key an operator pre-registered. Set EKRoots implies it.
+	Enabled bool `yaml:"enabled,omitempty"`
 	// EKRoots are PEM files of TPM manufacturer root certificates (relative
 	// to ca.yaml); EK certificates must chain to one of them.
 	EKRoots []string `yaml:"ek_roots,omitempty"`
@@ -241,8 +244,8 @@ func (c *Config) Validate() error {
 	if c.TPM.ChallengeTTL < 0 || c.TPM.ChallengeTTL > Duration(10*time.Minute) {
 		errs = append(errs, fmt.Errorf("tpm.challenge_ttl: %s must be between 0 (default 60s) and 10m", time.Duration(c.TPM.ChallengeTTL)))
 	}
-	if len(c.TPM.EKRoots) == 0 && (len(c.TPM.EKIntermediates) > 0 || c.TPM.Tenant != "") {
-		errs = append(errs, errors.New("tpm: ek_intermediates and tenant need ek_roots"))
+	if len(c.TPM.EKRoots) == 0 && !c.TPM.Enabled && (len(c.TPM.EKIntermediates) > 0 || c.TPM.Tenant != "") {
+		errs = append(errs, errors.New("tpm: ek_intermediates and tenant need ek_roots or enabled: true"))
 	}
 	for i, p := range append(append([]string(nil), c.TPM.EKRoots...), c.TPM.EKIntermediates...) {
 		if p == "" {

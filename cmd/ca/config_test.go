@@ -113,6 +113,10 @@ func TestTPMConfig(t *testing.T) {
 			t.Errorf("ek_roots [%s]: %v", bad, err)
 		}
 	}
+	c.TPM.EKRoots, c.TPM.EKIntermediates, c.TPM.Enabled = nil, nil, true
+	if tc, err := tpmConfig(c); err != nil || tc == nil || tc.EKRoots == nil {
+		t.Errorf("enabled without roots (pre-registered EKs only): %+v, %v", tc, err)
+	}
 	ttl = "1h"
 	if _, err := load("  ek_roots: [root.pem]"); err == nil || !strings.Contains(err.Error(), "tpm.challenge_ttl: 1h0m0s must be") {
 		t.Errorf("challenge_ttl 1h: %v", err)

@@ -279,10 +279,10 @@ func loadKeyPair(certPath, keyPath string, password []byte) (tls.Certificate, er
 }
 
 // tpmConfig loads the TPM manufacturer roots and creates the challenger;
-// nil when tpm.ek_roots is empty. Challenges are kept in memory: a client
-// must answer on the replica that challenged it.
+// nil when tpm.ek_roots is empty and tpm.enabled false. Challenges are kept
+// in memory: a client must answer on the replica that challenged it.
 func tpmConfig(cfg *Config) (*provision.TPMConfig, error) {
-	if len(cfg.TPM.EKRoots) == 0 {
+	if len(cfg.TPM.EKRoots) == 0 && !cfg.TPM.Enabled {
 		return nil, nil
 	}
 	roots, err := loadCertPool(cfg, cfg.TPM.EKRoots)

@@ -2,6 +2,7 @@ package provision
 
 import (
 	"context"
+	"crypto"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
@@ -48,8 +49,10 @@ type TPMChallengeRequest struct {
 	// padding tolerated).
 	EKCertDER []byte
 	// EKPubDER is a bare EK public key (PKIX DER), for TPMs without an EK
-	// certificate. It must have been pre-registered by an operator; this CA
-	// has no pre-registration yet, so a bare key is refused.
+	// certificate. Its EK hash must have been pre-registered by an operator
+	// (registry.Preregistration) for this serial (and these MACs, when the
+	// pre-registration names any); the device then joins the
+	// pre-registration's tenant.
 	EKPubDER []byte
 	// AK is the AK public area, creation data, attestation and signature.
 	AK attest.AttestationParameters
@@ -87,8 +90,8 @@ type tpmBinding struct {
 
 // TPMChallenge checks the device's EK and AK and returns a
 // credential-activation challenge. The EK must come with a certificate that
-// chains to the configured manufacturer roots: the key challenged is the
-// verified certificate's. The serial and MACs are checked now and bound to
+// chains to the configured manufacturer roots (the key challenged is the
+// verified certificate's), or be a bare key pre-registered for the serial. The serial and MACs are checked now and bound to
 // the challenge; TPMEnroll requires the CSR to name the same. Refusals are
 // audited.
 func (s *Service) TPMChallenge(ctx context.Context, req *TPMChallengeRequest) (*TPMChallenge, error) {
@@ -120,21 +123,33 @@ func (s *Service) tpmChallenge(ctx context.Context, req *TPMChallengeRequest) (*
 	if err != nil {
 		return nil, "", err
 	}
-	var ekCert *x509.Certificate
+	var ekPub crypto.PublicKey
 	switch {
+	case len(req.EKCertDER) > 0 && len(req.EKPubDER) > 0:
+		return nil, tenant.ID, fmt.Errorf("%w: send an EK certificate or an EK public key, not both", ErrInvalidArgument)
 	case len(req.EKCertDER) > 0:
-		if ekCert, err = verify.ParseEKCertificate(req.EKCertDER); err != nil {
+		ekCert, err := verify.ParseEKCertificate(req.EKCertDER)
+		if err != nil {
 			return nil, tenant.ID, err
 		}
 		if err := verify.VerifyEKCertificate(ekCert, cfg.EKRoots, cfg.EKIntermediates, s.cfg.Now()); err != nil {
 			return nil, tenant.ID, err
 		}
+		ekPub = ekCert.PublicKey
 	case len(req.EKPubDER) > 0:
-		return nil, tenant.ID, fmt.Errorf("%w: a bare EK public key needs operator pre-registration, which this CA does not support yet; send the EK certificate", verify.ErrEKUntrusted)
+		pub, err := x509.ParsePKIXPublicKey(req.EKPubDER)
+		if err != nil {
+			return nil, tenant.ID, fmt.Errorf("%w: parse EK public key: %w", verify.ErrEKUntrusted, err)
+		}
+		pt, err := s.preregistered(ctx, pub, req.Serial, macs)
+		if err != nil {
+			return nil, tenant.ID, err
+		}
+		tenant, ekPub = pt, pub
 	default:
-		return nil, tenant.ID, fmt.Errorf("%w: no EK certificate", verify.ErrEKUntrusted)
+		return nil, tenant.ID, fmt.Errorf("%w: no EK certificate or EK public key", verify.ErrEKUntrusted)
 	}
-	ekHash, err := verify.EKHash(ekCert.PublicKey)
+	ekHash, err := verify.EKHash(ekPub)
 	if err != nil {
 		return nil, tenant.ID, fmt.Errorf("%w: %w", verify.ErrEKUntrusted, err)
 	}
@@ -146,7 +161,7 @@ func (s *Service) tpmChallenge(ctx context.Context, req *TPMChallengeRequest) (*
 	if err != nil {
 		return nil, tenant.ID, err
 	}
-	ch, err := cfg.Challenger.NewChallenge(ctx, &verify.ChallengeRequest{EKPub: ekCert.PublicKey, AK: req.AK, Binding: binding})
+	ch, err := cfg.Challenger.NewChallenge(ctx, &verify.ChallengeRequest{EKPub: ekPub, AK: req.AK, Binding: binding})
 	if err != nil {
 		return nil, tenant.ID, err
 	}
@@ -299,6 +314,28 @@ func (s *Service) checkClone(ctx context.Context, tenantID, serial, ekHash strin
 		}
 	}
 	return existing, nil
+}
+
+// preregistered checks that the bare EK key pub was pre-registered for serial
+// (and macs, when the pre-registration lists MACs) and returns the
+// pre-registration's tenant.
+func (s *Service) preregistered(ctx context.Context, pub crypto.PublicKey, serial string, macs []string) (*registry.Tenant, error) {
+	h, err := verify.EKHash(pub)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", verify.ErrEKUntrusted, err)
+	}
+	p, err := s.cfg.Store.GetPreregistration(ctx, h)
+	switch {
+	case errors.Is(err, registry.ErrNotFound):
+		return nil, fmt.Errorf("%w: EK %s has no certificate and is not pre-registered", verify.ErrEKUntrusted, h)
+	case err != nil:
+		return nil, fmt.Errorf("look up pre-registration of EK %s: %w", h, err)
+	case p.Serial != serial:
+		return nil, fmt.Errorf("%w: EK %s is pre-registered for serial %q, not %q", verify.ErrEKUntrusted, h, p.Serial, serial)
+	case len(p.MACs) > 0 && !sameMACs(p.MACs, macs):
+		return nil, fmt.Errorf("%w: EK %s is pre-registered with MACs %v, not %v", verify.ErrEKUntrusted, h, p.MACs, macs)
+	}
+	return s.tenant(ctx, p.TenantID)
 }
 
 func (s *Service) tpmTenant(ctx context.Context) (*registry.Tenant, error) {

@@ -135,15 +135,15 @@ func TestTPMEnrollSimulator(t *testing.T) {
 			t.Errorf("audit = %+v", ev)
 		}
 	})
-	t.Run("bare EK public key (no pre-registration yet)", func(t *testing.T) {
+	t.Run("bare EK public key, not pre-registered", func(t *testing.T) {
 		req := d.challengeRequest(t, serial, mac)
 		der, err := x509.MarshalPKIXPublicKey(mustParse(t, d.ekCert).PublicKey)
 		if err != nil {
 			t.Fatal(err)
 		}
 		req.EKCertDER, req.EKPubDER = nil, der
-		if _, err := f.svc.TPMChallenge(ctx, req); !errors.Is(err, verify.ErrEKUntrusted) || !strings.Contains(err.Error(), "pre-registration") {
-			t.Fatalf("TPMChallenge = %v, want ErrEKUntrusted about pre-registration", err)
+		if _, err := f.svc.TPMChallenge(ctx, req); !errors.Is(err, verify.ErrEKUntrusted) || !strings.Contains(err.Error(), "not pre-registered") {
+			t.Fatalf("TPMChallenge = %v, want ErrEKUntrusted: not pre-registered", err)
 		}
 	})
 	t.Run("expired challenge", func(t *testing.T) {
@@ -204,7 +204,7 @@ func TestTPMEnrollSimulator(t *testing.T) {
 	if err := d.tp.Close(); err != nil {
 		t.Fatal(err)
 	}
-	t.Run("clone: same serial, another EK", func(t *testing.T) {
+	t.Run("clone: same serial, another EK; that TPM by pre-registration", func(t *testing.T) {
 		// Refused at the challenge, before any TPM work; TPMEnroll runs the
 		// same check again, and the store's SameEK rule closes the race.
 		other := openSim(t, "0000000000000002", m)
@@ -226,6 +226,40 @@ func TestTPMEnrollSimulator(t *testing.T) {
 		}
 		if f.issuer.n.Load() != before {
 			t.Error("a certificate was signed")
+		}
+
+		// The second TPM, without an EK certificate, by pre-registration.
+		bare := func(serial string, macs ...string) *provision.TPMChallengeRequest {
+			req := other.challengeRequest(t, serial, macs...)
+			der, err := x509.MarshalPKIXPublicKey(mustParse(t, other.ekCert).PublicKey)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.EKCertDER, req.EKPubDER = nil, der
+			return req
+		}
+		tn := mustTenant(t, f.store)
+		if err := f.store.PutPreregistration(ctx, &registry.Preregistration{
+			EKHash: other.ekHash, TenantID: tn.ID, Serial: "SN-PRE-1", MACs: []string{"020000000002"}, CreatedBy: "admin:test",
+		}, &registry.AuditEvent{TenantID: tn.ID, Actor: "admin:test", Action: "tpm.preregister", Target: other.ekHash, Result: registry.ResultOK}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.svc.TPMChallenge(ctx, bare("SN-PRE-2", "02:00:00:00:00:02")); !errors.Is(err, verify.ErrEKUntrusted) {
+			t.Errorf("pre-registered EK, other serial: %v, want ErrEKUntrusted", err)
+		}
+		if _, err := f.svc.TPMChallenge(ctx, bare("SN-PRE-1", "02:00:00:00:00:03")); !errors.Is(err, verify.ErrEKUntrusted) {
+			t.Errorf("pre-registered EK, other MAC: %v, want ErrEKUntrusted", err)
+		}
+		ch, err := f.svc.TPMChallenge(ctx, bare("SN-PRE-1", "02:00:00:00:00:02"))
+		if err != nil {
+			t.Fatalf("pre-registered EK: %v", err)
+		}
+		res, err := f.svc.TPMEnroll(ctx, other.answer(t, ch, "SN-PRE-1", "02:00:00:00:00:02"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if id, err := pki.DeviceIdentity(res.Certificate, "test.devpki"); err != nil || id.EKHash != other.ekHash {
+			t.Errorf("identity = %+v, %v", id, err)
 		}
 	})
 	if err := f.store.VerifyAudit(ctx); err != nil {

@@ -207,6 +207,19 @@ type AuditEvent struct {
 	Hash       []byte
 }
 
+// Preregistration binds a TPM EK, by its hash, to the serial (and MACs) of
+// the device that holds it, before that device enrolls. A TPM without an EK
+// certificate can enroll by attestation only when its EK is pre-registered,
+// and only with this serial.
+type Preregistration struct {
+	EKHash    string // hex SHA-256 of the EK public key (PKIX DER), 64 lowercase hex digits
+	TenantID  string
+	Serial    string
+	MACs      []string // 12 lowercase hex digits each
+	CreatedBy string
+	CreatedAt time.Time
+}
+
 // Enrollment is everything one successful enrollment writes, applied in one
 // transaction by Store.Enroll.
 type Enrollment struct {
@@ -349,6 +362,13 @@ type Store interface {
 	// after the transaction holding e has committed durably, and an error in
 	// one enrollment never affects another.
 	Enroll(ctx context.Context, e *Enrollment) error
+
+	// PutPreregistration records p with audit in one transaction; an EK
+	// hash already pre-registered is ErrAlreadyExists.
+	PutPreregistration(ctx context.Context, p *Preregistration, audit *AuditEvent) error
+	// GetPreregistration returns the pre-registration of an EK hash, or
+	// ErrNotFound.
+	GetPreregistration(ctx context.Context, ekHash string) (*Preregistration, error)
 
 	// AppendAudit appends a single event (refused requests and the like).
 	AppendAudit(ctx context.Context, ev *AuditEvent) error

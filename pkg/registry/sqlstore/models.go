@@ -73,6 +73,18 @@ type tokenRow struct {
 
 func (tokenRow) TableName() string { return "tokens" }
 
+type preregistrationRow struct {
+	EKHash    string     `gorm:"column:ek_hash;primaryKey;size:128"`
+	TenantID  string     `gorm:"size:128;not null"`
+	Tenant    *tenantRow `gorm:"foreignKey:TenantID;references:ID;constraint:OnUpdate:RESTRICT,OnDelete:RESTRICT"`
+	Serial    string     `gorm:"size:256;not null"`
+	MACs      string     `gorm:"column:macs;not null"` // JSON array of strings
+	CreatedBy string     `gorm:"size:256;not null"`
+	CreatedAt time.Time
+}
+
+func (preregistrationRow) TableName() string { return "tpm_preregistrations" }
+
 type adminRow struct {
 	Name      string `gorm:"primaryKey;size:256"`
 	TenantID  string `gorm:"size:128;not null"`
@@ -120,7 +132,7 @@ func (crlCounterRow) TableName() string { return "crl_counter" }
 
 func allModels() []any {
 	return []any{&tenantRow{}, &deviceRow{}, &certificateRow{}, &tokenRow{}, &adminRow{}, &auditRow{}, &auditHeadRow{},
-		&crlCounterRow{}}
+		&crlCounterRow{}, &preregistrationRow{}}
 }
 
 // ts normalises a time for storage: UTC, microsecond precision (PostgreSQL's

@@ -532,3 +532,30 @@ func (s *Store) GetAdmin(ctx context.Context, name string) (*registry.Admin, err
 	}
 	return r.domain(), nil
 }
+
+// PutPreregistration implements registry.Store.
+func (s *Store) PutPreregistration(ctx context.Context, p *registry.Preregistration, audit *registry.AuditEvent) error {
+	if p == nil || p.EKHash == "" || p.TenantID == "" || p.Serial == "" {
+		return errors.New("sqlstore: put preregistration: EK hash, tenant and serial are required")
+	}
+	row := &preregistrationRow{
+		EKHash: p.EKHash, TenantID: p.TenantID, Serial: p.Serial, MACs: encodeList(p.MACs),
+		CreatedBy: p.CreatedBy, CreatedAt: ts(p.CreatedAt),
+	}
+	if row.CreatedAt.IsZero() {
+		row.CreatedAt = ts(s.now())
+	}
+	return s.insert(ctx, "preregistration "+p.EKHash, row, audit, func() { p.CreatedAt = row.CreatedAt })
+}
+
+// GetPreregistration implements registry.Store.
+func (s *Store) GetPreregistration(ctx context.Context, ekHash string) (*registry.Preregistration, error) {
+	var r preregistrationRow
+	if err := s.get(ctx, "preregistration "+ekHash, &r, "ek_hash = ?", ekHash); err != nil {
+		return nil, err
+	}
+	return &registry.Preregistration{
+		EKHash: r.EKHash, TenantID: r.TenantID, Serial: r.Serial, MACs: decodeList(r.MACs),
+		CreatedBy: r.CreatedBy, CreatedAt: r.CreatedAt.UTC(),
+	}, nil
+}

@@ -36,6 +36,7 @@ func Run(t *testing.T, open func(t *testing.T) registry.Store) {
 		{"EnrollTokenFailures", testEnrollTokenFailures},
 		{"ReEnroll", testReEnroll},
 		{"ReEnrollSameEK", testReEnrollSameEK},
+		{"Preregistration", testPreregistration},
 		{"UniqueTenantSerial", testUniqueTenantSerial},
 		{"SingleUseTokenRace", testSingleUseTokenRace},
 		{"MultiUseTokenRace", testMultiUseTokenRace},

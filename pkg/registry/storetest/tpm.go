@@ -75,3 +75,41 @@ func testReEnrollSameEK(t *testing.T, s registry.Store) {
 	}
 	verify(t, s)
 }
+
+// testPreregistration: an EK hash is pre-registered once, with audit, and
+// read back.
+func testPreregistration(t *testing.T, s registry.Store) {
+	ctx := context.Background()
+	tn, err := s.GetTenant(ctx, registry.DefaultTenant)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ek := strings.Repeat("c", 64)
+	if _, err := s.GetPreregistration(ctx, ek); !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("GetPreregistration(unknown) = %v, want ErrNotFound", err)
+	}
+	audit := func() *registry.AuditEvent {
+		return &registry.AuditEvent{TenantID: tn.ID, Actor: "admin:test", Action: "tpm.preregister", Target: ek, Result: registry.ResultOK}
+	}
+	p := &registry.Preregistration{EKHash: ek, TenantID: tn.ID, Serial: "PRE-1", MACs: []string{"020000000001"}, CreatedBy: "admin:test"}
+	n, _ := auditHead(t, s)
+	if err := s.PutPreregistration(ctx, p, audit()); err != nil {
+		t.Fatal(err)
+	}
+	if m, _ := auditHead(t, s); m != n+1 {
+		t.Errorf("audit events %d → %d, want one more", n, m)
+	}
+	got, err := s.GetPreregistration(ctx, ek)
+	if err != nil || got.Serial != "PRE-1" || got.TenantID != tn.ID || len(got.MACs) != 1 || got.MACs[0] != "020000000001" || got.CreatedAt.IsZero() {
+		t.Fatalf("GetPreregistration = %+v, %v", got, err)
+	}
+	dup := *p
+	dup.Serial = "PRE-2"
+	if err := s.PutPreregistration(ctx, &dup, audit()); !errors.Is(err, registry.ErrAlreadyExists) {
+		t.Fatalf("second PutPreregistration = %v, want ErrAlreadyExists", err)
+	}
+	if m, _ := auditHead(t, s); m != n+1 {
+		t.Errorf("a refused pre-registration wrote an audit event")
+	}
+	verify(t, s)
+}
