@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto"
+	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
@@ -393,5 +394,54 @@ func TestIssueServerAndClient(t *testing.T) {
 	}
 	if got := pki.Fingerprint(c); len(got) != 64 || strings.ToLower(got) != got {
 		t.Errorf("Fingerprint = %q", got)
+	}
+}
+
+// TestDeviceIdentityPermanentIdentifier: DeviceIdentity accepts at most one
+// PermanentIdentifier SAN, and only an EK hash.
+func TestDeviceIdentityPermanentIdentifier(t *testing.T) {
+	t.Parallel()
+	key := keys()["p256"]
+	id := pki.Identity{DeviceID: "dev1", Tenant: "acme", Serial: "SN1", TrustDomain: pkitest.TrustDomain}
+	ek := strings.Repeat("ab", 32)
+	mk := func(values ...string) *x509.Certificate {
+		t.Helper()
+		raw := []asn1.RawValue{{Tag: 6, Class: asn1.ClassContextSpecific, Bytes: []byte(id.SPIFFEID().String())}}
+		for _, v := range values {
+			rv, err := x509util.SubjectAlternativeName{Type: x509util.PermanentIdentifierType, Value: v}.RawValue()
+			if err != nil {
+				t.Fatal(err)
+			}
+			raw = append(raw, rv)
+		}
+		der, err := asn1.Marshal(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tmpl := &x509.Certificate{
+			SerialNumber: big.NewInt(1), NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour),
+			Subject:         pkix.Name{CommonName: id.DeviceID, SerialNumber: id.Serial, Organization: []string{id.Tenant}},
+			ExtraExtensions: []pkix.Extension{{Id: asn1.ObjectIdentifier{2, 5, 29, 17}, Value: der}},
+		}
+		cder, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := x509.ParseCertificate(cder)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	if got, err := pki.DeviceIdentity(mk(ek), pkitest.TrustDomain); err != nil || got.EKHash != ek {
+		t.Errorf("one EK hash: %+v, %v", got, err)
+	}
+	if got, err := pki.DeviceIdentity(mk(), pkitest.TrustDomain); err != nil || got.EKHash != "" {
+		t.Errorf("none: %+v, %v", got, err)
+	}
+	for name, values := range map[string][]string{"two": {ek, ek}, "not an EK hash": {"SN1"}} {
+		if _, err := pki.DeviceIdentity(mk(values...), pkitest.TrustDomain); !errors.Is(err, pki.ErrBadIdentity) {
+			t.Errorf("%s: %v, want ErrBadIdentity", name, err)
+		}
 	}
 }
