@@ -86,6 +86,23 @@ func TestTPMEnrollSimulator(t *testing.T) {
 		}
 	})
 
+	t.Run("renewal keeps the EK identity for the same key only", func(t *testing.T) {
+		same, err := f.renew(t, first.Certificate, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if id, err := pki.DeviceIdentity(same.Certificate, "test.devpki"); err != nil || id.EKHash != d.ekHash {
+			t.Errorf("same-key renewal identity = %+v, %v; want EK %s", id, err, d.ekHash)
+		}
+		rekeyed, err := f.renew(t, same.Certificate, csrFor(t, serial, "020000000001"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if id, err := pki.DeviceIdentity(rekeyed.Certificate, "test.devpki"); err != nil || id.EKHash != "" {
+			t.Errorf("re-keyed (software key) identity = %+v, %v; want no EK", id, err)
+		}
+	})
+
 	refused := []struct {
 		name      string
 		csrSerial string // the serial in the TPM key's CSR; empty: the challenge's
