@@ -23,6 +23,7 @@ func (s *Server) routesAdmin(e *echo.Echo) {
 	g.POST("/tokens", s.createToken, s.requireRole(registry.RoleAdmin, registry.RoleOperator))
 	s.routesRevoke(g)
 	s.routesAdminQuery(g)
+	s.routesPrereg(g)
 }
 
 // requireRole admits only a verified client certificate from this CA that

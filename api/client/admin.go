@@ -166,3 +166,25 @@ func (c *Client) getJSON(ctx context.Context, path string, q url.Values, out any
 	}
 	return nil
 }
+
+// PreregisterRequest is the body of POST /v1/admin/preregistrations: a TPM
+// EK public key bound to a device serial (and MACs) before the device first
+// boots, for TPM enrollment without an EK certificate.
+type PreregisterRequest struct {
+	Serial string   `json:"serial"`
+	MACs   []string `json:"macs,omitempty"`
+	EKPub  string   `json:"ek_pub"` // PEM "PUBLIC KEY", or base64 of the PKIX DER
+}
+
+// Preregistration is the 201 reply.
+type Preregistration struct {
+	EKHash string   `json:"ek_hash"`
+	Serial string   `json:"serial"`
+	MACs   []string `json:"macs,omitempty"`
+}
+
+// Preregister records a TPM EK for a serial.
+func (c *Client) Preregister(ctx context.Context, req *PreregisterRequest) (*Preregistration, error) {
+	var out Preregistration
+	return &out, c.doJSON(ctx, http.MethodPost, "/v1/admin/preregistrations", "", req, &out)
+}

@@ -1,0 +1,91 @@
+package api
+
+import (
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+
+	"devpki/api/client"
+	"devpki/pkg/pki"
+	"devpki/pkg/registry"
+	"devpki/pkg/tpm/verify"
+)
+
+// routesPrereg adds TPM EK pre-registration (operators and admins).
+func (s *Server) routesPrereg(g *echo.Group) {
+	g.POST("/preregistrations", s.preregister, s.requireRole(registry.RoleAdmin, registry.RoleOperator))
+}
+
+// preregister is POST /v1/admin/preregistrations.
+func (s *Server) preregister(c echo.Context) error {
+	adm := adminFrom(c)
+	var req client.PreregisterRequest
+	if err := decodeJSON(c, &req); err != nil {
+		return err
+	}
+	if err := pki.ValidateSerial(req.Serial); err != nil {
+		return badArg("serial %q: %v", req.Serial, err)
+	}
+	macs := make([]string, 0, len(req.MACs))
+	for _, m := range req.MACs {
+		n, err := pki.NormalizeMAC(m)
+		if err != nil {
+			return badArg("mac %q: %v", m, err)
+		}
+		macs = append(macs, n)
+	}
+	pub, err := parseEKPub(req.EKPub)
+	if err != nil {
+		return badArg("ek_pub: %v", err)
+	}
+	hash, err := verify.EKHash(pub)
+	if err != nil {
+		return badArg("ek_pub: %v", err)
+	}
+	err = s.cfg.Store.PutPreregistration(c.Request().Context(), &registry.Preregistration{
+		EKHash: hash, TenantID: adm.TenantID, Serial: req.Serial, MACs: macs, CreatedBy: "admin:" + adm.Name,
+	}, &registry.AuditEvent{
+		TenantID: adm.TenantID, Actor: "admin:" + adm.Name, Action: "tpm.preregister", Target: req.Serial,
+		Result: registry.ResultOK, Detail: "ek=" + hash, SourceAddr: c.RealIP(),
+	})
+	if errors.Is(err, registry.ErrAlreadyExists) {
+		return problem(http.StatusConflict, "conflict", "Already pre-registered", fmt.Sprintf("EK %s is already pre-registered", hash))
+	}
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusCreated, &client.Preregistration{EKHash: hash, Serial: req.Serial, MACs: macs})
+}
+
+// parseEKPub reads an RSA EK public key given as PEM or base64 PKIX DER.
+func parseEKPub(s string) (*rsa.PublicKey, error) {
+	s = strings.TrimSpace(s)
+	var der []byte
+	if b, _ := pem.Decode([]byte(s)); b != nil {
+		der = b.Bytes
+	} else {
+		var err error
+		if der, err = base64.StdEncoding.DecodeString(s); err != nil {
+			return nil, fmt.Errorf("neither PEM nor base64: %v", err)
+		}
+	}
+	pub, err := x509.ParsePKIXPublicKey(der)
+	if err != nil {
+		return nil, err
+	}
+	rsaPub, ok := pub.(*rsa.PublicKey)
+	if !ok {
+		return nil, fmt.Errorf("%T: only RSA EKs are supported", pub)
+	}
+	if rsaPub.N.BitLen() < 2048 {
+		return nil, fmt.Errorf("RSA key of %d bits, an EK has at least 2048", rsaPub.N.BitLen())
+	}
+	return rsaPub, nil
+}

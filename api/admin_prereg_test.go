@@ -1,0 +1,65 @@
+package api_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
+	"net/http"
+	"testing"
+
+	"devpki/api/client"
+	"devpki/pkg/registry"
+	"devpki/pkg/tpm/verify"
+)
+
+func TestPreregister(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := context.Background()
+	op := f.apiClient(f.adminCert(f.ca, "default", "factory", registry.RoleOperator, ""))
+	aud := f.apiClient(f.adminCert(f.ca, "default", "aud", registry.RoleAuditor, ""))
+	ek, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, _ := x509.MarshalPKIXPublicKey(&ek.PublicKey)
+	pemPub := string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
+
+	got, err := op.Preregister(ctx, &client.PreregisterRequest{Serial: "SN-PRE-1", MACs: []string{"02:00:00:00:00:aa"}, EKPub: pemPub})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := verify.EKHash(&ek.PublicKey)
+	if got.EKHash != want || got.MACs[0] != "0200000000aa" {
+		t.Fatalf("reply %+v, want EK hash %s", got, want)
+	}
+	rec, err := f.store.GetPreregistration(ctx, want)
+	if err != nil || rec.Serial != "SN-PRE-1" || rec.TenantID != f.tenant.ID {
+		t.Fatalf("registry %+v, %v", rec, err)
+	}
+	// The same EK again is a conflict; base64 DER is accepted as input.
+	_, err = op.Preregister(ctx, &client.PreregisterRequest{Serial: "SN-PRE-2", EKPub: base64.StdEncoding.EncodeToString(der)})
+	wantStatus(t, err, http.StatusConflict, "conflict")
+	_, err = aud.Preregister(ctx, &client.PreregisterRequest{Serial: "SN-PRE-3", EKPub: pemPub})
+	wantStatus(t, err, http.StatusForbidden, "forbidden")
+
+	ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ecDER, _ := x509.MarshalPKIXPublicKey(&ec.PublicKey)
+	small, _ := rsa.GenerateKey(rand.Reader, 1024)
+	smallDER, _ := x509.MarshalPKIXPublicKey(&small.PublicKey)
+	for _, bad := range []*client.PreregisterRequest{
+		{Serial: "bad serial", EKPub: pemPub},
+		{Serial: "SN-X", MACs: []string{"zz"}, EKPub: pemPub},
+		{Serial: "SN-X", EKPub: "not a key"},
+		{Serial: "SN-X", EKPub: base64.StdEncoding.EncodeToString(ecDER)},
+		{Serial: "SN-X", EKPub: base64.StdEncoding.EncodeToString(smallDER)},
+	} {
+		_, err := op.Preregister(ctx, bad)
+		wantStatus(t, err, http.StatusBadRequest, "bad-request")
+	}
+}
