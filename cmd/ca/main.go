@@ -26,6 +26,7 @@ commands:
   devices get ID                    one device and its certificates
   devices revoke ID --reason R      revoke a device and all its certificates
   devices rotate ID [--deadline D]  force a re-key at the next renewal (revoke after D)
+  devices preregister --serial S --mac M --ek-pub F | --csv F   bind TPM EKs to serials (bulk with progress)
   certs list [--device --status --expiring-before]   list certificates
   certs revoke SERIAL --reason R    revoke one certificate (RFC 5280 reason name or code)
   issue --csr F --server|--client   certificate for another component (--dns, --ip, --cn)
@@ -39,9 +40,12 @@ Run 'ca <command> -h' for the flags of a command.
 
 // subcommands of the commands that have several.
 var subcommands = map[string]map[string]func(context.Context, []string, io.Writer, io.Writer) error{
-	"devices": {"list": cmdDevicesList, "get": cmdDevicesGet, "revoke": cmdDevicesRevoke, "rotate": cmdDevicesRotate},
-	"certs":   {"list": cmdCertsList, "revoke": cmdCertsRevoke},
-	"audit":   {"list": cmdAuditList, "verify": cmdAuditVerify},
+	"devices": {
+		"list": cmdDevicesList, "get": cmdDevicesGet, "revoke": cmdDevicesRevoke, "rotate": cmdDevicesRotate,
+		"preregister": cmdDevicesPreregister,
+	},
+	"certs": {"list": cmdCertsList, "revoke": cmdCertsRevoke},
+	"audit": {"list": cmdAuditList, "verify": cmdAuditVerify},
 }
 
 // errUsage marks a command-line mistake (exit code 2).
