@@ -43,8 +43,8 @@ func TestPreregisterBulkCSV(t *testing.T) {
 		fmt.Fprintf(&csv, "FAB-%d,02:00:00:00:01:0%d;02:00:00:00:02:0%d,%s\n", i, i, i, writeEK(fmt.Sprintf("ek%d.pem", i)))
 	}
 	csv.WriteString("bad serial,02:00:00:00:03:00," + writeEK("ek3.pem") + "\n") // line 5
-	csv.WriteString("FAB-9,02:00:00:00:04:00,missing.pem\n")                    // line 6
-	csv.WriteString("FAB-X,only-two-columns\n")                                 // line 7
+	csv.WriteString("FAB-9,02:00:00:00:04:00,missing.pem\n")                     // line 6
+	csv.WriteString("FAB-X,only-two-columns\n")                                  // line 7
 	csvPath := filepath.Join(dir, "fleet.csv")
 	if err := os.WriteFile(csvPath, []byte(csv.String()), 0o644); err != nil {
 		t.Fatal(err)
