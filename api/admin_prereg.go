@@ -18,9 +18,63 @@ import (
 	"devpki/pkg/tpm/verify"
 )
 
-// routesPrereg adds TPM EK pre-registration (operators and admins).
+// routesPrereg adds TPM EK pre-registration (operators and admins) and the
+// TPM manufacturer roots (admins add, every role reads).
 func (s *Server) routesPrereg(g *echo.Group) {
 	g.POST("/preregistrations", s.preregister, s.requireRole(registry.RoleAdmin, registry.RoleOperator))
+	g.POST("/tpm/roots", s.addTPMRoot, s.requireRole(registry.RoleAdmin))
+	g.GET("/tpm/roots", s.listTPMRoots, s.requireRole(registry.RoleAdmin, registry.RoleOperator, registry.RoleAuditor))
+}
+
+// addTPMRoot is POST /v1/admin/tpm/roots: one self-signed CA certificate.
+func (s *Server) addTPMRoot(c echo.Context) error {
+	adm := adminFrom(c)
+	var req client.AddTPMRootRequest
+	if err := decodeJSON(c, &req); err != nil {
+		return err
+	}
+	b, rest := pem.Decode([]byte(req.PEM))
+	if b == nil || b.Type != "CERTIFICATE" || len(strings.TrimSpace(string(rest))) != 0 {
+		return badArg("pem must hold exactly one CERTIFICATE block")
+	}
+	cert, err := x509.ParseCertificate(b.Bytes)
+	if err != nil {
+		return badArg("certificate: %v", err)
+	}
+	if !cert.IsCA || !cert.BasicConstraintsValid {
+		return badArg("%s is not a CA certificate", cert.Subject)
+	}
+	if err := cert.CheckSignatureFrom(cert); err != nil {
+		return badArg("%s is not a self-signed root: %v", cert.Subject, err)
+	}
+	root := &registry.TPMRoot{Fingerprint: pki.Fingerprint(cert), DER: cert.Raw, Subject: cert.Subject.String(), AddedBy: "admin:" + adm.Name}
+	err = s.cfg.Store.PutTPMRoot(c.Request().Context(), root, &registry.AuditEvent{
+		TenantID: adm.TenantID, Actor: "admin:" + adm.Name, Action: "tpm.root.add", Target: root.Fingerprint,
+		Result: registry.ResultOK, Detail: root.Subject, SourceAddr: c.RealIP(),
+	})
+	if errors.Is(err, registry.ErrAlreadyExists) {
+		return problem(http.StatusConflict, "conflict", "Already added", fmt.Sprintf("root %s is already trusted", root.Fingerprint))
+	}
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusCreated, tpmRootView(root))
+}
+
+func (s *Server) listTPMRoots(c echo.Context) error {
+	roots, err := s.cfg.Store.ListTPMRoots(c.Request().Context())
+	if err != nil {
+		return err
+	}
+	out := make([]client.TPMRoot, 0, len(roots))
+	for _, r := range roots {
+		out = append(out, tpmRootView(r))
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+func tpmRootView(r *registry.TPMRoot) client.TPMRoot {
+	return client.TPMRoot{Fingerprint: r.Fingerprint, Subject: r.Subject, AddedBy: r.AddedBy, CreatedAt: r.CreatedAt}
 }
 
 // preregister is POST /v1/admin/preregistrations.

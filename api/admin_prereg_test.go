@@ -63,3 +63,29 @@ func TestPreregister(t *testing.T) {
 		wantStatus(t, err, http.StatusBadRequest, "bad-request")
 	}
 }
+
+func TestTPMRoots(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := context.Background()
+	admin := f.apiClient(f.adminCert(f.ca, "default", "root", registry.RoleAdmin, ""))
+	op := f.apiClient(f.adminCert(f.ca, "default", "op", registry.RoleOperator, ""))
+	rootPEM := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: f.ca.CA.Root.Raw}))
+	_, err := op.AddTPMRoot(ctx, &client.AddTPMRootRequest{PEM: rootPEM})
+	wantStatus(t, err, http.StatusForbidden, "forbidden")
+	got, err := admin.AddTPMRoot(ctx, &client.AddTPMRootRequest{PEM: rootPEM})
+	if err != nil || got.Subject == "" {
+		t.Fatalf("add: %+v, %v", got, err)
+	}
+	_, err = admin.AddTPMRoot(ctx, &client.AddTPMRootRequest{PEM: rootPEM})
+	wantStatus(t, err, http.StatusConflict, "conflict")
+	inter := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: f.ca.CA.Intermediate.Raw}))
+	for _, bad := range []string{"", "garbage", inter, rootPEM + rootPEM} {
+		_, err := admin.AddTPMRoot(ctx, &client.AddTPMRootRequest{PEM: bad})
+		wantStatus(t, err, http.StatusBadRequest, "bad-request")
+	}
+	list, err := op.ListTPMRoots(ctx)
+	if err != nil || len(list) != 1 || list[0].Fingerprint != got.Fingerprint {
+		t.Fatalf("list: %+v, %v", list, err)
+	}
+}

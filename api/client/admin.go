@@ -188,3 +188,28 @@ func (c *Client) Preregister(ctx context.Context, req *PreregisterRequest) (*Pre
 	var out Preregistration
 	return &out, c.doJSON(ctx, http.MethodPost, "/v1/admin/preregistrations", "", req, &out)
 }
+
+// TPMRoot is a TPM manufacturer root added through the admin API.
+type TPMRoot struct {
+	Fingerprint string    `json:"fingerprint"`
+	Subject     string    `json:"subject"`
+	AddedBy     string    `json:"added_by,omitempty"`
+	CreatedAt   time.Time `json:"created_at"`
+}
+
+// AddTPMRootRequest is the body of POST /v1/admin/tpm/roots.
+type AddTPMRootRequest struct {
+	PEM string `json:"pem"` // one CA certificate
+}
+
+// AddTPMRoot adds a TPM manufacturer root (role admin).
+func (c *Client) AddTPMRoot(ctx context.Context, req *AddTPMRootRequest) (*TPMRoot, error) {
+	var out TPMRoot
+	return &out, c.doJSON(ctx, http.MethodPost, "/v1/admin/tpm/roots", "", req, &out)
+}
+
+// ListTPMRoots lists the manufacturer roots added through the API.
+func (c *Client) ListTPMRoots(ctx context.Context) ([]TPMRoot, error) {
+	var out []TPMRoot
+	return out, c.getJSON(ctx, "/v1/admin/tpm/roots", nil, &out)
+}

@@ -29,6 +29,7 @@ commands:
   devices preregister --serial S --mac M --ek-pub F | --csv F   bind TPM EKs to serials (bulk with progress)
   certs list [--device --status --expiring-before]   list certificates
   certs revoke SERIAL --reason R    revoke one certificate (RFC 5280 reason name or code)
+  tpm roots add FILE | list         trust a TPM manufacturer root for EK certificates
   issue --csr F --server|--client   certificate for another component (--dns, --ip, --cn)
   audit list [--after N]            read the audit log through the API
   audit verify                      check the audit log's hash chain in the registry database
@@ -95,6 +96,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmds[args[1]](ctx, args[2:], stdout, stderr)
 	case "issue":
 		return cmdIssue(ctx, args[1:], stdout, stderr)
+	case "tpm":
+		if len(args) < 3 || args[1] != "roots" || (args[2] != "add" && args[2] != "list") {
+			return fmt.Errorf("%w: use 'ca tpm roots add FILE' or 'ca tpm roots list'", errUsage)
+		}
+		if args[2] == "add" {
+			return cmdTPMRootsAdd(ctx, args[3:], stdout, stderr)
+		}
+		return cmdTPMRootsList(ctx, args[3:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

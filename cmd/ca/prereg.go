@@ -209,3 +209,57 @@ func drawProgress(w io.Writer, done, total, failed int) {
 	}
 	fmt.Fprintf(w, "\r[%s%s] %d/%d, %d failed", strings.Repeat("#", filled), strings.Repeat(".", width-filled), done, total, failed)
 }
+
+// cmdTPMRootsAdd is 'ca tpm roots add FILE': trust a TPM manufacturer root
+// for EK certificates (every replica sees it at once).
+func cmdTPMRootsAdd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var af adminFlags
+	fs := newFlags("tpm roots add FILE", stderr)
+	af.register(fs)
+	file, err := parseWithTarget(fs, args, "root certificate file")
+	if err != nil {
+		return err
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	c, err := af.client()
+	if err != nil {
+		return err
+	}
+	r, err := c.AddTPMRoot(ctx, &client.AddTPMRootRequest{PEM: string(b)})
+	if err != nil {
+		return fmt.Errorf("add TPM root: %w", err)
+	}
+	if af.output == "json" {
+		return printJSON(stdout, r)
+	}
+	fmt.Fprintf(stdout, "trusting TPM manufacturer root %s (%s)\n", r.Subject, r.Fingerprint)
+	return nil
+}
+
+// cmdTPMRootsList is 'ca tpm roots list'.
+func cmdTPMRootsList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var af adminFlags
+	fs := newFlags("tpm roots list", stderr)
+	af.register(fs)
+	if _, err := parseWithTarget(fs, args, ""); err != nil {
+		return err
+	}
+	c, err := af.client()
+	if err != nil {
+		return err
+	}
+	roots, err := c.ListTPMRoots(ctx)
+	if err != nil {
+		return fmt.Errorf("list TPM roots: %w", err)
+	}
+	if af.output == "json" {
+		return printJSON(stdout, roots)
+	}
+	for _, r := range roots {
+		fmt.Fprintf(stdout, "%s  %s  added %s by %s\n", r.Fingerprint, r.Subject, fmtTime(r.CreatedAt), r.AddedBy)
+	}
+	return nil
+}

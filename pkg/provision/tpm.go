@@ -132,7 +132,11 @@ func (s *Service) tpmChallenge(ctx context.Context, req *TPMChallengeRequest) (*
 		if err != nil {
 			return nil, tenant.ID, err
 		}
-		if err := verify.VerifyEKCertificate(ekCert, cfg.EKRoots, cfg.EKIntermediates, s.cfg.Now()); err != nil {
+		roots, err := s.ekRoots(ctx, cfg)
+		if err != nil {
+			return nil, tenant.ID, err
+		}
+		if err := verify.VerifyEKCertificate(ekCert, roots, cfg.EKIntermediates, s.cfg.Now()); err != nil {
 			return nil, tenant.ID, err
 		}
 		ekPub = ekCert.PublicKey
@@ -359,4 +363,29 @@ func (s *Service) tpmTenant(ctx context.Context) (*registry.Tenant, error) {
 // cause, which names the EK hash when one was known.
 func (s *Service) refuseTPM(ctx context.Context, source, tenantID, action, target string, cause error) {
 	s.refuse(ctx, &Request{SourceAddr: source}, tenantID, "anonymous", target, action, cause)
+}
+
+// ekRoots is the configured manufacturer roots plus those admins added to the
+// registry ('ca tpm roots add'), read at each challenge so every replica sees
+// an addition at once.
+func (s *Service) ekRoots(ctx context.Context, cfg *TPMConfig) (*x509.CertPool, error) {
+	added, err := s.cfg.Store.ListTPMRoots(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read TPM manufacturer roots: %w", err)
+	}
+	if len(added) == 0 {
+		return cfg.EKRoots, nil
+	}
+	pool := x509.NewCertPool()
+	if cfg.EKRoots != nil {
+		pool = cfg.EKRoots.Clone()
+	}
+	for _, r := range added {
+		c, err := x509.ParseCertificate(r.DER)
+		if err != nil {
+			return nil, fmt.Errorf("TPM root %s in the registry: %w", r.Fingerprint, err)
+		}
+		pool.AddCert(c)
+	}
+	return pool, nil
 }

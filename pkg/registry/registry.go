@@ -220,6 +220,16 @@ type Preregistration struct {
 	CreatedAt time.Time
 }
 
+// TPMRoot is a TPM manufacturer root certificate added by an admin; EK
+// certificates may chain to it (besides the roots in the CA's config).
+type TPMRoot struct {
+	Fingerprint string // hex SHA-256 of DER
+	DER         []byte
+	Subject     string
+	AddedBy     string
+	CreatedAt   time.Time
+}
+
 // Enrollment is everything one successful enrollment writes, applied in one
 // transaction by Store.Enroll.
 type Enrollment struct {
@@ -369,6 +379,11 @@ type Store interface {
 	// GetPreregistration returns the pre-registration of an EK hash, or
 	// ErrNotFound.
 	GetPreregistration(ctx context.Context, ekHash string) (*Preregistration, error)
+	// PutTPMRoot adds a manufacturer root with audit; a fingerprint
+	// already there is ErrAlreadyExists.
+	PutTPMRoot(ctx context.Context, r *TPMRoot, audit *AuditEvent) error
+	// ListTPMRoots returns every manufacturer root added, oldest first.
+	ListTPMRoots(ctx context.Context) ([]*TPMRoot, error)
 
 	// AppendAudit appends a single event (refused requests and the like).
 	AppendAudit(ctx context.Context, ev *AuditEvent) error

@@ -5,12 +5,15 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
+	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"devpki/pkg/tpm/verify"
 )
@@ -69,6 +72,25 @@ func TestPreregisterBulkCSV(t *testing.T) {
 		"--ek-pub", filepath.Join(dir, writeEK("ek-one.pem")), "--config", ca.Config, "--ca", srv.URL)
 	if !strings.Contains(one.stdout, "pre-registered FAB-ONE") {
 		t.Fatalf("single pre-registration: %s", one)
+	}
+
+	// A manufacturer root, added and listed through the CLI.
+	rootKey, _ := rsa.GenerateKey(rand.Reader, 2048)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "E2E TPM Maker Root"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign}
+	rootDER, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &rootKey.PublicKey, rootKey)
+	rootFile := filepath.Join(dir, "maker-root.pem")
+	if err := os.WriteFile(rootFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: rootDER}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mustRun(t, nil, caBin, "tpm", "roots", "add", rootFile, "--config", ca.Config, "--ca", srv.URL)
+	if res := run(t, nil, caBin, "tpm", "roots", "add", rootFile, "--config", ca.Config, "--ca", srv.URL); res.code != 1 {
+		t.Errorf("adding the same root twice: want exit 1 (409), got %s", res)
+	}
+	list := mustRun(t, nil, caBin, "tpm", "roots", "list", "--config", ca.Config, "--ca", srv.URL)
+	if !strings.Contains(list.stdout, "E2E TPM Maker Root") {
+		t.Errorf("tpm roots list:\n%s", list.stdout)
 	}
 	ca.auditVerify(t)
 }

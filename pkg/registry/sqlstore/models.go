@@ -132,7 +132,7 @@ func (crlCounterRow) TableName() string { return "crl_counter" }
 
 func allModels() []any {
 	return []any{&tenantRow{}, &deviceRow{}, &certificateRow{}, &tokenRow{}, &adminRow{}, &auditRow{}, &auditHeadRow{},
-		&crlCounterRow{}, &preregistrationRow{}}
+		&crlCounterRow{}, &preregistrationRow{}, &tpmRootRow{}}
 }
 
 // ts normalises a time for storage: UTC, microsecond precision (PostgreSQL's
@@ -272,3 +272,13 @@ func (r *auditRow) domain() *registry.AuditEvent {
 		PrevHash: r.PrevHash, Hash: r.Hash,
 	}
 }
+
+type tpmRootRow struct {
+	Fingerprint string `gorm:"primaryKey;size:64"`
+	DER         []byte `gorm:"column:der;not null"`
+	Subject     string `gorm:"not null"`
+	AddedBy     string `gorm:"size:256;not null"`
+	CreatedAt   time.Time
+}
+
+func (tpmRootRow) TableName() string { return "tpm_roots" }

@@ -115,3 +115,19 @@ func testCertificatesByKey(t *testing.T, s registry.Store) {
 		t.Fatalf("unknown key: %+v, %v", got, err)
 	}
 }
+
+func testTPMRoots(t *testing.T, s registry.Store) {
+	ctx := context.Background()
+	r := &registry.TPMRoot{Fingerprint: randHex(t, 32), DER: []byte{0x30, 0x00}, Subject: "CN=Maker Root", AddedBy: "admin:x"}
+	if err := s.PutTPMRoot(ctx, r, revokeEvent("tpm.root.add", r.Fingerprint)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutTPMRoot(ctx, r, nil); !errors.Is(err, registry.ErrAlreadyExists) {
+		t.Fatalf("second PutTPMRoot: %v, want ErrAlreadyExists", err)
+	}
+	got, err := s.ListTPMRoots(ctx)
+	if err != nil || len(got) != 1 || got[0].Fingerprint != r.Fingerprint || got[0].Subject != r.Subject {
+		t.Fatalf("ListTPMRoots: %+v, %v", got, err)
+	}
+	verify(t, s)
+}

@@ -55,6 +55,7 @@ func Run(t *testing.T, open func(t *testing.T) registry.Store) {
 		{"CertificatesByKey", testCertificatesByKey},
 		{"ListDevices", testListDevices},
 		{"ListCertificates", testListCertificates},
+		{"TPMRoots", testTPMRoots},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
