@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -63,7 +64,9 @@ func startSWTPM(t *testing.T) string {
 		_ = cmd.Wait()
 	})
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if fi, err := os.Stat(sock); err == nil && fi.Mode()&os.ModeSocket != 0 {
+		if c, err := net.Dial("unix", sock); err == nil {
+			// Dial, not stat: the socket file exists before swtpm listens.
+			c.Close()
 			return "swtpm:unix:" + sock
 		}
 		if time.Now().After(deadline) {

@@ -114,7 +114,9 @@ func startSWTPMOn(tb testing.TB, tcp bool) *swtpm {
 				c.Close()
 				break
 			}
-		} else if fi, err := os.Stat(s.sock); err == nil && fi.Mode()&os.ModeSocket != 0 {
+		} else if c, err := net.Dial("unix", s.sock); err == nil {
+			// Dial, not stat: the socket file exists before swtpm listens.
+			c.Close()
 			break
 		}
 		if time.Now().After(deadline) {

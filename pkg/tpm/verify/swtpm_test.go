@@ -10,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -53,7 +54,9 @@ func startSWTPM(t *testing.T) string {
 		_ = cmd.Wait()
 	})
 	for deadline := time.Now().Add(5 * time.Second); ; {
-		if _, err := os.Stat(sock); err == nil {
+		if c, err := net.Dial("unix", sock); err == nil {
+			// Dial, not stat: the socket file exists before swtpm listens.
+			c.Close()
 			return sock
 		}
 		if time.Now().After(deadline) {
