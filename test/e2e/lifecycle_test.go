@@ -232,6 +232,27 @@ func TestLifecycleEndToEnd(t *testing.T) {
 	if strings.Contains(dev.stdout, "re-key:   required") {
 		t.Fatalf("rotate flag still set after the re-key:\n%s", dev.stdout)
 	}
+	// The listing commands, as an operator's scripts would use them.
+	admin := func(args ...string) result {
+		return mustRun(t, nil, caBin, append(args, "--config", ca.Config, "--ca", srv.URL)...)
+	}
+	var devs struct {
+		Devices []struct{ ID, Status string } `json:"devices"`
+	}
+	if err := json.Unmarshal([]byte(admin("devices", "list", "--status", "revoked", "--output", "json").stdout), &devs); err != nil ||
+		len(devs.Devices) != 1 || devs.Devices[0].ID != idA {
+		t.Fatalf("devices list --status revoked: %+v, %v", devs, err)
+	}
+	var certs struct {
+		Certificates []struct{ Serial, Status string } `json:"certificates"`
+	}
+	if err := json.Unmarshal([]byte(admin("certs", "list", "--device", idB, "--output", "json").stdout), &certs); err != nil || len(certs.Certificates) != 2 {
+		t.Fatalf("certs list --device: %+v, %v", certs, err)
+	}
+	admin("certs", "revoke", certB.SerialNumber.Text(16), "--reason", "superseded")
+	if out := admin("certs", "list", "--device", idB, "--status", "revoked").stdout; !strings.Contains(out, certB.SerialNumber.Text(16)) {
+		t.Fatalf("certs list --status revoked lacks the revoked serial:\n%s", out)
+	}
 	audit := mustRun(t, nil, caBin, "audit", "list", "--limit", "1000", "--config", ca.Config, "--ca", srv.URL)
 	for _, want := range []string{"device.revoke", "device.rotate", "rekey", "renew"} {
 		if !strings.Contains(audit.stdout, want) {
