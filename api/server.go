@@ -122,9 +122,6 @@ func decodeJSON(c echo.Context, v any) error {
 	if err := dec.Decode(v); err != nil {
 		return problem(http.StatusBadRequest, "bad-request", "Malformed JSON body", err.Error())
 	}
-	if dec.More() {
-		return problem(http.StatusBadRequest, "bad-request", "Malformed JSON body", "trailing data after the JSON object")
-	}
 	var extra json.RawMessage
 	if err := dec.Decode(&extra); err != io.EOF {
 		return problem(http.StatusBadRequest, "bad-request", "Malformed JSON body", "trailing data after the JSON object")

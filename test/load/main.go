@@ -242,7 +242,6 @@ func run(o options) error {
 func drive(c, count int, next *atomic.Int64, maxDur time.Duration, send func(int) error, lat []time.Duration) (ok, failed int64, firstErr error) {
 	var okN, failN atomic.Int64
 	var errOnce sync.Once
-	base := next.Load()
 	deadline := time.Now().Add(maxDur)
 	stop := make(chan struct{})
 	go func() {
@@ -287,7 +286,6 @@ func drive(c, count int, next *atomic.Int64, maxDur time.Duration, send func(int
 	}
 	wg.Wait()
 	close(stop)
-	_ = base
 	return okN.Load(), failN.Load(), firstErr
 }
 
