@@ -28,6 +28,7 @@ func (s *Server) routesAdminQuery(g *echo.Group) {
 	g.GET("/audit", s.listAudit, anyRole)
 	g.POST("/devices/:id/rotate", s.rotateDevice, s.requireRole(registry.RoleAdmin))
 	g.POST("/certificates", s.issueCertificate, s.requireRole(registry.RoleAdmin))
+	s.routesQuarantine(g)
 }
 
 func badArg(format string, args ...any) error {
@@ -57,7 +58,13 @@ func (s *Server) listDevices(c echo.Context) error {
 		Serial: c.QueryParam("serial"), After: c.QueryParam("after"), Limit: limit,
 	}
 	switch f.Status {
-	case "", registry.DeviceActive, registry.DeviceRevoked, registry.DeviceQuarantined:
+	case "", registry.DeviceActive, registry.DeviceRevoked:
+	case registry.DeviceQuarantined:
+		// Claims held for an admin as possible clones: no devices.
+		if m := c.QueryParam("mac"); m != "" {
+			return badArg("mac does not apply to status quarantined")
+		}
+		return s.listQuarantined(c, adm.TenantID, f.Serial, f.After, limit)
 	default:
 		return badArg("status %q is not active, revoked or quarantined", f.Status)
 	}

@@ -32,6 +32,7 @@ func TestAdminRouteRoles(t *testing.T) {
 	b, _ := pem.Decode([]byte(er.Certificate))
 	leaf, _ := x509.ParseCertificate(b.Bytes)
 	serial := leaf.SerialNumber.Text(16)
+	held := f.holdClaim(f.tenant.ID, "q-roles", "SN-ROLES-CLONE", strings.Repeat("cd", 32))
 
 	type route struct {
 		method, path, body string
@@ -44,11 +45,13 @@ func TestAdminRouteRoles(t *testing.T) {
 		{"GET", "/v1/admin/certificates", "", all},
 		{"GET", "/v1/admin/certificates/" + serial, "", all},
 		{"GET", "/v1/admin/audit", "", all},
+		{"GET", "/v1/admin/devices?status=quarantined", "", all},
 		{"POST", "/v1/admin/tokens", `{}`, []registry.Role{registry.RoleAdmin, registry.RoleOperator}},
 		{"POST", "/v1/admin/certificates", `{"csr":"` + csr + `","usage":"server","dns_names":["x.local"]}`, []registry.Role{registry.RoleAdmin}},
 		{"POST", "/v1/admin/devices/" + er.DeviceID + "/rotate", `{}`, []registry.Role{registry.RoleAdmin}},
 		{"POST", "/v1/admin/certificates/" + serial + "/revoke", `{"reason":"superseded"}`, []registry.Role{registry.RoleAdmin}},
 		{"POST", "/v1/admin/devices/" + er.DeviceID + "/revoke", `{"reason":"keyCompromise"}`, []registry.Role{registry.RoleAdmin}},
+		{"POST", "/v1/admin/quarantine/" + held.ID + "/dismiss", `{}`, []registry.Role{registry.RoleAdmin}},
 	}
 	callers := map[string]*http.Client{
 		"none":   f.newClient(nil),

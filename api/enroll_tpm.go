@@ -8,6 +8,7 @@ import (
 
 	"devpki/api/client"
 	"devpki/pkg/provision"
+	"devpki/pkg/registry"
 )
 
 func (s *Server) routesEnrollTPM(e *echo.Echo) {
@@ -15,9 +16,23 @@ func (s *Server) routesEnrollTPM(e *echo.Echo) {
 	e.POST("/v1/enroll/tpm", s.tpmEnroll)
 }
 
-// tpmChallenge is POST /v1/enroll/tpm/challenge: no credential, the TPM
-// evidence is the proof.
+// tpmChallenge is POST /v1/enroll/tpm/challenge: the TPM evidence is the
+// proof; a bootstrap token ('Authorization: Bearer', optional) chooses the
+// tenant and is spent by the enrollment.
 func (s *Server) tpmChallenge(c echo.Context) error {
+	var token string
+	if c.Request().Header.Get("Authorization") != "" {
+		var ok bool
+		if token, ok = bearer(c.Request()); !ok || token == "" {
+			s.audit(c.Request().Context(), &registry.AuditEvent{
+				Actor: "anonymous", Action: "enroll.tpm.challenge", Result: registry.ResultDenied,
+				Detail: "Authorization header is not a bootstrap token", SourceAddr: c.RealIP(),
+			})
+			c.Response().Header().Set("WWW-Authenticate", `Bearer realm="devpki enroll"`)
+			return problem(http.StatusUnauthorized, "token-invalid", "Bootstrap token refused",
+				"send the bootstrap token as 'Authorization: Bearer <token>', or no Authorization header")
+		}
+	}
 	var req client.TPMChallengeRequest
 	if err := decodeJSON(c, &req); err != nil {
 		return err
@@ -36,6 +51,7 @@ func (s *Server) tpmChallenge(c echo.Context) error {
 		},
 		Serial:     req.Serial,
 		MACs:       req.MACs,
+		Token:      token,
 		SourceAddr: c.RealIP(),
 	})
 	if err != nil {

@@ -42,6 +42,8 @@ func classify(err error) (status int, slug, title string, public bool) {
 		return http.StatusRequestEntityTooLarge, "payload-too-large", "Request body too large", true
 	case errors.Is(err, provision.ErrCloneSuspect):
 		return http.StatusForbidden, client.SlugCloneSuspect, "Held for an admin: possible clone", true
+	case errors.Is(err, provision.ErrTPMRequired):
+		return http.StatusForbidden, client.SlugTPMRequired, "TPM attestation required", true
 	case errors.Is(err, provision.ErrTPMDisabled):
 		return http.StatusNotFound, client.SlugTPMDisabled, "TPM attestation enrollment is not enabled", true
 	case errors.Is(err, verify.ErrEKUntrusted):

@@ -26,10 +26,35 @@ type Device struct {
 }
 
 // DeviceList is one page of devices; Next, when set, is the After of the
-// next page.
+// next page. With status=quarantined the page holds the claims held for an
+// admin (Quarantined) instead of devices, and Next is a claim id.
 type DeviceList struct {
-	Devices []Device `json:"devices"`
-	Next    string   `json:"next,omitempty"`
+	Devices     []Device           `json:"devices"`
+	Quarantined []QuarantinedClaim `json:"quarantined,omitempty"`
+	Next        string             `json:"next,omitempty"`
+}
+
+// QuarantinedClaim is an enrollment claim the CA refused as a possible clone
+// and holds for an admin: a TPM claiming a serial enrolled with another EK
+// (reason "serial-has-other-ek"), or an enrolled EK claiming another serial
+// ("ek-has-other-serial"). Nothing was issued to it. Repeats of the same
+// claim (serial and EK) are counted in Attempts.
+type QuarantinedClaim struct {
+	ID     string   `json:"id"`
+	Tenant string   `json:"tenant"`
+	Serial string   `json:"serial"`
+	MACs   []string `json:"macs"`
+	EKHash string   `json:"ek_hash"`
+	Reason string   `json:"reason"`
+	// ConflictDeviceID is the enrolled device the claim collides with.
+	ConflictDeviceID string     `json:"conflict_device_id,omitempty"`
+	SourceAddr       string     `json:"source_addr,omitempty"`
+	Attempts         int        `json:"attempts"`
+	FirstSeen        time.Time  `json:"first_seen"`
+	LastSeen         time.Time  `json:"last_seen"`
+	Status           string     `json:"status"` // held or dismissed
+	DismissedBy      string     `json:"dismissed_by,omitempty"`
+	DismissedAt      *time.Time `json:"dismissed_at,omitempty"`
 }
 
 // Certificate is a certificate as the admin API shows it.
@@ -97,6 +122,26 @@ type AuditList struct {
 func (c *Client) ListDevices(ctx context.Context, q url.Values) (*DeviceList, error) {
 	var out DeviceList
 	return &out, c.getJSON(ctx, "/v1/admin/devices", q, &out)
+}
+
+// ListQuarantined lists the claims held for an admin as possible clones
+// (GET /v1/admin/devices?status=quarantined); q may add serial, after and
+// limit.
+func (c *Client) ListQuarantined(ctx context.Context, q url.Values) (*DeviceList, error) {
+	v := url.Values{}
+	for k, vs := range q {
+		v[k] = vs
+	}
+	v.Set("status", "quarantined")
+	var out DeviceList
+	return &out, c.getJSON(ctx, "/v1/admin/devices", v, &out)
+}
+
+// DismissQuarantined closes a held claim (role admin): the admin looked into
+// it and nothing more is to be done. It does not let the claimant in.
+func (c *Client) DismissQuarantined(ctx context.Context, id string) (*QuarantinedClaim, error) {
+	var out QuarantinedClaim
+	return &out, c.doJSON(ctx, http.MethodPost, "/v1/admin/quarantine/"+url.PathEscape(id)+"/dismiss", "", struct{}{}, &out)
 }
 
 // GetDevice returns one device.

@@ -17,6 +17,7 @@ const (
 	SlugChallengeUsed     = "challenge-used"        // 409: the challenge was already answered
 	SlugCloneSuspect      = "clone-suspect"         // 403: serial or EK already enrolled with another EK or serial; held for an admin
 	SlugTPMDisabled       = "tpm-disabled"          // 404: the CA has no TPM manufacturer roots configured
+	SlugTPMRequired       = "tpm-required"          // 403: the tenant admits only TPM-attested devices; enroll with a TPM
 )
 
 // TPMAttestationParameters is the AK evidence: TPMT_PUBLIC, TPMS_CREATION_DATA,
@@ -69,10 +70,21 @@ type TPMEnrollRequest struct {
 	CSR             string                     `json:"csr"` // PEM; its key is the certified key
 }
 
-// TPMChallenge starts TPM attestation enrollment (POST /v1/enroll/tpm/challenge).
+// TPMChallenge starts TPM attestation enrollment (POST /v1/enroll/tpm/challenge)
+// without a bootstrap token: the TPM evidence alone admits the device.
 func (c *Client) TPMChallenge(ctx context.Context, req *TPMChallengeRequest) (*TPMChallengeResponse, error) {
+	return c.TPMChallengeWithToken(ctx, "", req)
+}
+
+// TPMChallengeWithToken is TPMChallenge with a bootstrap token, sent as
+// 'Authorization: Bearer <token>' as Enroll sends it; an empty token sends
+// none. The device then joins the token's tenant (a serial-bound token must
+// name req.Serial), and TPMEnroll spends the token. A refused token is a
+// *ResponseError with the same problems as Enroll (token-invalid,
+// token-expired, token-spent, token-mismatch).
+func (c *Client) TPMChallengeWithToken(ctx context.Context, token string, req *TPMChallengeRequest) (*TPMChallengeResponse, error) {
 	var resp TPMChallengeResponse
-	if err := c.doJSON(ctx, http.MethodPost, "/v1/enroll/tpm/challenge", "", req, &resp); err != nil {
+	if err := c.doJSON(ctx, http.MethodPost, "/v1/enroll/tpm/challenge", token, req, &resp); err != nil {
 		return nil, err
 	}
 	if resp.ChallengeID == "" || len(resp.Credential) == 0 || len(resp.Secret) == 0 || len(resp.Nonce) == 0 {

@@ -57,7 +57,7 @@ func cmdDevicesList(ctx context.Context, args []string, stdout, stderr io.Writer
 	var af adminFlags
 	fs := newFlags("devices list", stderr)
 	af.register(fs)
-	status := fs.String("status", "", "active, revoked or quarantined")
+	status := fs.String("status", "", "active, revoked or quarantined (quarantined: enrollment claims held for an admin as possible clones)")
 	serial := fs.String("serial", "", "hardware serial")
 	mac := fs.String("mac", "", "MAC address")
 	limit := fs.Int("limit", 100, "page size (1-1000)")
@@ -74,6 +74,9 @@ func cmdDevicesList(ctx context.Context, args []string, stdout, stderr io.Writer
 		if v != "" {
 			q.Set(k, v)
 		}
+	}
+	if *status == "quarantined" {
+		return listQuarantined(ctx, c, q, af.output, stdout, stderr)
 	}
 	l, err := c.ListDevices(ctx, q)
 	if err != nil {
@@ -97,6 +100,83 @@ func cmdDevicesList(ctx context.Context, args []string, stdout, stderr io.Writer
 	if l.Next != "" {
 		fmt.Fprintf(stderr, "more: --after %s\n", l.Next)
 	}
+	return nil
+}
+
+// listQuarantined prints the claims held as possible clones.
+func listQuarantined(ctx context.Context, c *client.Client, q url.Values, output string, stdout, stderr io.Writer) error {
+	l, err := c.ListQuarantined(ctx, q)
+	if err != nil {
+		return fmt.Errorf("list quarantined claims: %w", err)
+	}
+	if output == "json" {
+		return printJSON(stdout, l)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tSERIAL\tMACS\tREASON\tCONFLICTS WITH\tCOUNT\tFIRST SEEN\tLAST SEEN\tEK HASH")
+	for _, h := range l.Quarantined {
+		conflict := h.ConflictDeviceID
+		if conflict == "" {
+			conflict = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", h.ID, h.Serial, strings.Join(h.MACs, ","), h.Reason, conflict,
+			h.Attempts, fmtTime(h.FirstSeen), fmtTime(h.LastSeen), h.EKHash)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if l.Next != "" {
+		fmt.Fprintf(stderr, "more: --after %s\n", l.Next)
+	}
+	return nil
+}
+
+// dismissHelp explains 'ca devices dismiss'.
+const dismissHelp = `usage: ca devices dismiss QUARANTINE_ID [--config DIR/ca.yaml] [--ca URL] [--output json]
+
+Closes a claim the CA holds as a possible clone (listed by 'ca devices list
+--status quarantined'): your answer once you have looked into it. Dismissing
+changes no device and admits no one: the claimant stays refused, and a new
+claim from it is held again as a new record. Role admin; audited as
+quarantine.dismiss.
+
+A held claim means a TPM asked for a serial enrolled with another TPM (reason
+serial-has-other-ek), or an enrolled TPM asked for another serial
+(ek-has-other-serial). If the enrolled device is the impostor or is
+compromised, revoke it with 'ca devices revoke DEVICE_ID --reason
+keyCompromise'. Revoking does not hand its serial or its TPM over to the
+claimant: they stay bound to the revoked device, and the claimant stays
+refused.
+
+flags:
+`
+
+// cmdDevicesDismiss is 'ca devices dismiss QUARANTINE_ID'.
+func cmdDevicesDismiss(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var af adminFlags
+	fs := newFlags("devices dismiss QUARANTINE_ID", stderr)
+	af.register(fs)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, dismissHelp)
+		fs.PrintDefaults()
+	}
+	id, err := parseWithTarget(fs, args, "quarantine id")
+	if err != nil {
+		return err
+	}
+	c, err := af.client()
+	if err != nil {
+		return err
+	}
+	h, err := c.DismissQuarantined(ctx, id)
+	if err != nil {
+		return fmt.Errorf("dismiss %s: %w", id, err)
+	}
+	if af.output == "json" {
+		return printJSON(stdout, h)
+	}
+	fmt.Fprintf(stdout, "claim %s (serial %s, EK %s, %s, %d attempts) dismissed by %s; the claimant stays refused\n",
+		h.ID, h.Serial, h.EKHash, h.Reason, h.Attempts, h.DismissedBy)
 	return nil
 }
 

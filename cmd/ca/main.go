@@ -26,6 +26,8 @@ commands:
   devices get ID                    one device and its certificates
   devices revoke ID --reason R      revoke a device and all its certificates
   devices rotate ID [--deadline D]  force a re-key at the next renewal (revoke after D)
+  devices list --status quarantined  enrollment claims held as possible clones
+  devices dismiss QUARANTINE_ID     close a held claim after looking into it (admits no one)
   devices preregister --serial S --mac M --ek-pub F | --csv F   bind TPM EKs to serials (bulk with progress)
   certs list [--device --status --expiring-before]   list certificates
   certs revoke SERIAL --reason R    revoke one certificate (RFC 5280 reason name or code)
@@ -33,6 +35,8 @@ commands:
   issue --csr F --server|--client   certificate for another component (--dns, --ip, --cn)
   audit list [--after N]            read the audit log through the API
   audit verify                      check the audit log's hash chain in the registry database
+  tenants create NAME [--require-tpm] | list | set NAME --require-tpm=BOOL
+                                    manage tenants in the registry database (--config; require_tpm admits TPM-attested devices only)
 
 Admin commands take --config DIR/ca.yaml (its admin certificate), --ca URL and --output json.
 
@@ -43,10 +47,11 @@ Run 'ca <command> -h' for the flags of a command.
 var subcommands = map[string]map[string]func(context.Context, []string, io.Writer, io.Writer) error{
 	"devices": {
 		"list": cmdDevicesList, "get": cmdDevicesGet, "revoke": cmdDevicesRevoke, "rotate": cmdDevicesRotate,
-		"preregister": cmdDevicesPreregister,
+		"preregister": cmdDevicesPreregister, "dismiss": cmdDevicesDismiss,
 	},
-	"certs": {"list": cmdCertsList, "revoke": cmdCertsRevoke},
-	"audit": {"list": cmdAuditList, "verify": cmdAuditVerify},
+	"certs":   {"list": cmdCertsList, "revoke": cmdCertsRevoke},
+	"audit":   {"list": cmdAuditList, "verify": cmdAuditVerify},
+	"tenants": {"create": cmdTenantsCreate, "list": cmdTenantsList, "set": cmdTenantsSet},
 }
 
 // errUsage marks a command-line mistake (exit code 2).
@@ -83,7 +88,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("%w: 'ca token' takes the subcommand 'create'", errUsage)
 		}
 		return cmdTokenCreate(ctx, args[2:], stdout, stderr)
-	case "certs", "devices", "audit":
+	case "certs", "devices", "audit", "tenants":
 		cmds := subcommands[args[0]]
 		if len(args) < 2 || cmds[args[1]] == nil {
 			names := make([]string, 0, len(cmds))

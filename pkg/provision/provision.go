@@ -46,12 +46,17 @@ type Config struct {
 	// TPM enables TPM attestation enrollment (TPMChallenge, TPMEnroll); nil
 	// disables it.
 	TPM *TPMConfig
+	// TenantTTL is how long a tenant read from the store (its name and its
+	// RequireTPM policy) is reused, so a policy change reaches this service
+	// within TenantTTL; zero means DefaultTenantTTL, negative means the
+	// tenant is read at every enrollment.
+	TenantTTL time.Duration
 }
 
 // Service runs enrollments.
 type Service struct {
 	cfg     Config
-	tenants sync.Map // tenant id -> *registry.Tenant (tenants are never renamed)
+	tenants sync.Map // tenant id -> *cachedTenant, reused for Config.TenantTTL
 	// tpmTenantID caches the id of TPMConfig.Tenant.
 	tpmTenantID atomic.Value
 }
@@ -79,6 +84,9 @@ func New(cfg Config) (*Service, error) {
 	}
 	if cfg.NewDeviceID == nil {
 		cfg.NewDeviceID = NewUUID
+	}
+	if cfg.TenantTTL == 0 {
+		cfg.TenantTTL = DefaultTenantTTL
 	}
 	return &Service{cfg: cfg}, nil
 }
@@ -158,6 +166,11 @@ func (s *Service) enroll(ctx context.Context, adm *Admission, req *Request) (*Re
 	}
 	tenant, err := s.tenant(ctx, adm.TenantID)
 	if err != nil {
+		return nil, claims.Serial, err
+	}
+	// The key of a request admitted here is not attested (a software key,
+	// or a TPM key the CA cannot tell apart from one).
+	if err := requireAttested(tenant, adm.Method); err != nil {
 		return nil, claims.Serial, err
 	}
 	now := s.cfg.Now()
@@ -243,18 +256,6 @@ func (s *Service) refuse(ctx context.Context, req *Request, tenantID, actor, tar
 		Detail:     cause.Error(),
 		SourceAddr: req.SourceAddr,
 	})
-}
-
-func (s *Service) tenant(ctx context.Context, id string) (*registry.Tenant, error) {
-	if t, ok := s.tenants.Load(id); ok {
-		return t.(*registry.Tenant), nil
-	}
-	t, err := s.cfg.Store.GetTenantByID(ctx, id)
-	if err != nil {
-		return nil, fmt.Errorf("look up tenant %q: %w", id, err)
-	}
-	s.tenants.Store(id, t)
-	return t, nil
 }
 
 // CertificateRecord is the registry record of an issued certificate.

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/smallstep/go-attestation/attest"
@@ -38,8 +39,9 @@ type TPMConfig struct {
 	EKRoots, EKIntermediates *x509.CertPool
 	// Challenger runs the credential-activation round. Required.
 	Challenger *verify.Challenger
-	// Tenant is the name of the tenant TPM-attested devices join; empty
-	// means registry.DefaultTenant.
+	// Tenant is the name of the tenant TPM-attested devices join when they
+	// present no bootstrap token (with one they join the token's tenant);
+	// empty means registry.DefaultTenant.
 	Tenant string
 }
 
@@ -59,6 +61,12 @@ type TPMChallengeRequest struct {
 	// Serial and MACs are what the device will claim in its CSR.
 	Serial string
 	MACs   []string
+	// Token, when not empty, is a bootstrap token the device presents with
+	// its evidence. It must be live (as for Enroll), the device joins its
+	// tenant, a serial-bound token must name Serial, and a bare EK must be
+	// pre-registered in that tenant; TPMEnroll spends it. Empty means no
+	// token: the device joins TPMConfig.Tenant or its pre-registration's.
+	Token string
 	// SourceAddr is the client address, for the audit log.
 	SourceAddr string
 }
@@ -86,24 +94,28 @@ type tpmBinding struct {
 	TenantID string   `json:"tenant_id"`
 	Serial   string   `json:"serial"`
 	MACs     []string `json:"macs"`
+	// TokenHash and TokenID are the bootstrap token presented with the
+	// challenge request, if any: TPMEnroll spends it.
+	TokenHash []byte `json:"token_hash,omitempty"`
+	TokenID   string `json:"token_id,omitempty"`
 }
 
 // TPMChallenge checks the device's EK and AK and returns a
 // credential-activation challenge. The EK must come with a certificate that
 // chains to the configured manufacturer roots (the key challenged is the
 // verified certificate's), or be a bare key pre-registered for the serial. The serial and MACs are checked now and bound to
-// the challenge; TPMEnroll requires the CSR to name the same. Refusals are
-// audited.
+// the challenge; TPMEnroll requires the CSR to name the same. A bootstrap
+// token (req.Token) is checked now, chooses the tenant and is bound to the
+// challenge; TPMEnroll spends it. Refusals are audited.
 func (s *Service) TPMChallenge(ctx context.Context, req *TPMChallengeRequest) (*TPMChallenge, error) {
 	ch, tenantID, err := s.tpmChallenge(ctx, req)
 	if err != nil {
-		s.refuseTPM(ctx, req.SourceAddr, tenantID, "enroll.tpm.challenge", req.Serial, err)
-		return nil, err
+		return nil, s.refuseTPM(ctx, req.SourceAddr, tenantID, "enroll.tpm.challenge", req.Serial, err)
 	}
 	return ch, nil
 }
 
-func (s *Service) tpmChallenge(ctx context.Context, req *TPMChallengeRequest) (*TPMChallenge, string, error) {
+func (s *Service) tpmChallenge(ctx context.Context, req *TPMChallengeRequest) (_ *TPMChallenge, _ string, err error) {
 	cfg := s.cfg.TPM
 	if cfg == nil || cfg.Challenger == nil {
 		return nil, "", ErrTPMDisabled
@@ -119,7 +131,26 @@ func (s *Service) tpmChallenge(ctx context.Context, req *TPMChallengeRequest) (*
 		}
 		macs = append(macs, n)
 	}
-	tenant, err := s.tpmTenant(ctx)
+	var tok *Admission // the bootstrap token, if one was presented
+	var tenant *registry.Tenant
+	if req.Token != "" {
+		if tok, err = (TokenAttestor{Store: s.cfg.Store, Now: s.cfg.Now}).Admit(ctx, &Request{Credential: req.Token}); err != nil {
+			return nil, "", err
+		}
+		// Name the token in every later refusal (and so in its audit event).
+		defer func() {
+			if err != nil {
+				err = fmt.Errorf("bootstrap token %s: %w", tokenID(tok), err)
+			}
+		}()
+		if tok.BoundSerial != "" && tok.BoundSerial != req.Serial {
+			return nil, tok.TenantID, fmt.Errorf("token is bound to serial %q, the device claims %q: %w",
+				tok.BoundSerial, req.Serial, registry.ErrTokenSerialMismatch)
+		}
+		tenant, err = s.tenant(ctx, tok.TenantID)
+	} else {
+		tenant, err = s.tpmTenant(ctx)
+	}
 	if err != nil {
 		return nil, "", err
 	}
@@ -149,6 +180,10 @@ func (s *Service) tpmChallenge(ctx context.Context, req *TPMChallengeRequest) (*
 		if err != nil {
 			return nil, tenant.ID, err
 		}
+		if tok != nil && pt.ID != tenant.ID {
+			return nil, tenant.ID, fmt.Errorf("the EK is pre-registered in tenant %q, the token is for tenant %q: %w",
+				pt.Name, tenant.Name, registry.ErrTokenTenantMismatch)
+		}
 		tenant, ekPub = pt, pub
 	default:
 		return nil, tenant.ID, fmt.Errorf("%w: no EK certificate or EK public key", verify.ErrEKUntrusted)
@@ -159,9 +194,13 @@ func (s *Service) tpmChallenge(ctx context.Context, req *TPMChallengeRequest) (*
 	}
 	// Refuse a clone before the TPM work; TPMEnroll checks again.
 	if _, err := s.checkClone(ctx, tenant.ID, req.Serial, ekHash); err != nil {
-		return nil, tenant.ID, err
+		return nil, tenant.ID, withMACs(err, macs)
 	}
-	binding, err := json.Marshal(tpmBinding{TenantID: tenant.ID, Serial: req.Serial, MACs: macs})
+	b := tpmBinding{TenantID: tenant.ID, Serial: req.Serial, MACs: macs}
+	if tok != nil {
+		b.TokenHash, b.TokenID = tok.TokenHash, tokenID(tok)
+	}
+	binding, err := json.Marshal(b)
 	if err != nil {
 		return nil, tenant.ID, err
 	}
@@ -177,7 +216,8 @@ func (s *Service) tpmChallenge(ctx context.Context, req *TPMChallengeRequest) (*
 // nonce, the CSR policy, and the CSR's serial and MACs against the
 // challenge's. Then the clone defence: a serial enrolled with another EK, or
 // the EK enrolled with another serial, is refused (ErrCloneSuspect, audited
-// as action "enroll.clone-suspect"). Otherwise the device is recorded with
+// as action "enroll.clone-suspect") and held for an admin as a
+// registry.Quarantine record. Otherwise the device is recorded with
 // Method "tpm" and its EK hash, and its certificate carries the EK hash as a
 // PermanentIdentifier SAN. Re-enrolling a serial with the same EK (a reset)
 // keeps the device id and supersedes its earlier certificates.
@@ -188,8 +228,7 @@ func (s *Service) TPMEnroll(ctx context.Context, req *TPMEnrollRequest) (*Result
 		if errors.Is(err, ErrCloneSuspect) {
 			action = "enroll.clone-suspect"
 		}
-		s.refuseTPM(ctx, req.SourceAddr, tenantID, action, target, err)
-		return nil, err
+		return nil, s.refuseTPM(ctx, req.SourceAddr, tenantID, action, target, err)
 	}
 	return res, nil
 }
@@ -213,6 +252,13 @@ func (s *Service) tpmEnroll(ctx context.Context, req *TPMEnrollRequest) (res *Re
 		return nil, "", target, fmt.Errorf("challenge %s: read binding: %w", req.ChallengeID, err)
 	}
 	target = b.Serial
+	if b.TokenID != "" {
+		defer func() {
+			if err != nil {
+				err = fmt.Errorf("bootstrap token %s: %w", b.TokenID, err)
+			}
+		}()
+	}
 	claims, err := s.cfg.Policy.Check(csr)
 	if err != nil {
 		return nil, b.TenantID, target, err
@@ -227,7 +273,7 @@ func (s *Service) tpmEnroll(ctx context.Context, req *TPMEnrollRequest) (res *Re
 	}
 	existing, err := s.checkClone(ctx, tenant.ID, claims.Serial, att.EKHash)
 	if err != nil {
-		return nil, tenant.ID, target, err
+		return nil, tenant.ID, target, withMACs(err, claims.MACs)
 	}
 	now := s.cfg.Now()
 	dev := &registry.Device{
@@ -262,23 +308,37 @@ func (s *Service) tpmEnroll(ctx context.Context, req *TPMEnrollRequest) (res *Re
 	}
 	cert := issued.Certificate
 	rec := CertificateRecord(cert, registry.KindDevice, tenant.ID, dev.ID, now)
+	actor, detail := "tpm:"+att.EKHash, fmt.Sprintf("method=%s serial=%s ek=%s cert=%s", MethodTPM, claims.Serial, att.EKHash, rec.Serial)
+	if b.TokenID != "" {
+		actor, detail = "token:"+b.TokenID, detail+" token="+b.TokenID
+	}
+	// With a token, the store checks and spends it in this transaction;
+	// SameEK still decides whether an enrolled serial may be re-enrolled
+	// (only by its own EK), so a token never overrides the clone defence.
 	err = s.cfg.Store.Enroll(ctx, &registry.Enrollment{
+		TokenHash:   b.TokenHash,
 		SameEK:      true,
 		Device:      dev,
 		Certificate: rec,
 		Audit: &registry.AuditEvent{
 			TenantID:   tenant.ID,
-			Actor:      "tpm:" + att.EKHash,
+			Actor:      actor,
 			Action:     "enroll",
 			Target:     dev.ID,
 			Result:     registry.ResultOK,
-			Detail:     fmt.Sprintf("method=%s serial=%s ek=%s cert=%s", MethodTPM, claims.Serial, att.EKHash, rec.Serial),
+			Detail:     detail,
 			SourceAddr: req.SourceAddr,
 		},
 	})
 	if errors.Is(err, registry.ErrSerialConflict) {
 		// Another EK enrolled this serial since checkClone looked.
-		return nil, tenant.ID, target, fmt.Errorf("%w: serial %q EK %s: %w", ErrCloneSuspect, claims.Serial, att.EKHash, err)
+		return nil, tenant.ID, target, &cloneClaim{reason: registry.ReasonSerialOtherEK, serial: claims.Serial, macs: claims.MACs,
+			ekHash: att.EKHash, msg: fmt.Sprintf("serial %q EK %s: %v", claims.Serial, att.EKHash, err)}
+	}
+	if errors.Is(err, registry.ErrEKConflict) {
+		// This EK enrolled under another serial since checkClone looked.
+		return nil, tenant.ID, target, &cloneClaim{reason: registry.ReasonEKOtherSerial, serial: claims.Serial, macs: claims.MACs,
+			ekHash: att.EKHash, msg: fmt.Sprintf("serial %q EK %s: %v", claims.Serial, att.EKHash, err)}
 	}
 	if err != nil {
 		return nil, tenant.ID, target, fmt.Errorf("record enrollment of %q: %w", claims.Serial, err)
@@ -302,8 +362,9 @@ func (s *Service) checkClone(ctx context.Context, tenantID, serial, ekHash strin
 	case err != nil:
 		return nil, fmt.Errorf("look up device %q: %w", serial, err)
 	case existing.EKHash != ekHash:
-		return nil, fmt.Errorf("%w: serial %q is enrolled as device %s with EK %q, this claim has EK %s",
-			ErrCloneSuspect, serial, existing.ID, existing.EKHash, ekHash)
+		return nil, &cloneClaim{reason: registry.ReasonSerialOtherEK, serial: serial, ekHash: ekHash,
+			device: existing.ID, deviceTenant: existing.TenantID,
+			msg: fmt.Sprintf("serial %q is enrolled as device %s with EK %q, this claim has EK %s", serial, existing.ID, existing.EKHash, ekHash)}
 	case existing.Status != registry.DeviceActive:
 		return nil, fmt.Errorf("device %s (serial %q) is %s: %w", existing.ID, serial, existing.Status, registry.ErrDeviceNotActive)
 	}
@@ -313,8 +374,9 @@ func (s *Service) checkClone(ctx context.Context, tenantID, serial, ekHash strin
 	}
 	for _, d := range bound {
 		if existing == nil || d.ID != existing.ID {
-			return nil, fmt.Errorf("%w: EK %s is enrolled as device %s (serial %q), this claim has serial %q",
-				ErrCloneSuspect, ekHash, d.ID, d.Serial, serial)
+			return nil, &cloneClaim{reason: registry.ReasonEKOtherSerial, serial: serial, ekHash: ekHash,
+				device: d.ID, deviceTenant: d.TenantID,
+				msg: fmt.Sprintf("EK %s is enrolled as device %s (serial %q), this claim has serial %q", ekHash, d.ID, d.Serial, serial)}
 		}
 	}
 	return existing, nil
@@ -355,14 +417,24 @@ func (s *Service) tpmTenant(ctx context.Context) (*registry.Tenant, error) {
 		return nil, fmt.Errorf("look up tenant %q: %w", name, err)
 	}
 	s.tpmTenantID.Store(t.ID)
-	s.tenants.Store(t.ID, t)
+	s.cacheTenant(t, s.cfg.Now())
 	return t, nil
 }
 
-// refuseTPM audits a refused TPM enrollment step. The detail carries the
-// cause, which names the EK hash when one was known.
-func (s *Service) refuseTPM(ctx context.Context, source, tenantID, action, target string, cause error) {
+// tokenID is the id of the token an admission by TokenAttestor names.
+func tokenID(adm *Admission) string { return strings.TrimPrefix(adm.Actor, "token:") }
+
+// refuseTPM audits a refused TPM enrollment step and returns the error for
+// the device. The detail carries the cause, which names the EK hash when one
+// was known. A clone suspect (ErrCloneSuspect) is instead held for an admin
+// (holdClone): recorded as a registry.Quarantine with its audit event, and
+// the device is told so.
+func (s *Service) refuseTPM(ctx context.Context, source, tenantID, action, target string, cause error) error {
+	if held := s.holdClone(ctx, source, tenantID, cause); held != nil {
+		return held
+	}
 	s.refuse(ctx, &Request{SourceAddr: source}, tenantID, "anonymous", target, action, cause)
+	return cause
 }
 
 // ekRoots is the configured manufacturer roots plus those admins added to the

@@ -245,10 +245,13 @@ type Enrollment struct {
 	// active or superseded certificate of the device is revoked with reason
 	// superseded.
 	//
-	// SameEK (TPM attestation, no token) instead allows re-enrolling an
-	// existing device only when it is active and its stored EKHash is
-	// non-empty and equals Device.EKHash (a factory reset of the same TPM);
-	// any other existing device is ErrSerialConflict.
+	// SameEK (TPM attestation) instead allows re-enrolling an existing
+	// device only when it is active and its stored EKHash is non-empty and
+	// equals Device.EKHash (a factory reset of the same TPM); any other
+	// existing device is ErrSerialConflict. With SameEK a token (TokenHash)
+	// is still checked and spent, but its serial binding grants no
+	// re-enrollment: the EK decides, so a token never lets another TPM take
+	// over an enrolled serial.
 	SameEK bool
 	Device *Device
 	// Certificate is inserted; its DeviceID equals Device.ID.
@@ -311,6 +314,12 @@ type Store interface {
 	GetTenant(ctx context.Context, name string) (*Tenant, error)
 	GetTenantByID(ctx context.Context, id string) (*Tenant, error)
 	CreateTenant(ctx context.Context, t *Tenant, audit *AuditEvent) error
+	// ListTenants returns every tenant, ordered by name.
+	ListTenants(ctx context.Context) ([]*Tenant, error)
+	// SetTenantRequireTPM sets the tenant's RequireTPM policy and appends
+	// audit in one transaction. An unknown tenant id is ErrNotFound, and
+	// nothing is written.
+	SetTenantRequireTPM(ctx context.Context, tenantID string, require bool, audit *AuditEvent) error
 
 	CreateToken(ctx context.Context, t *Token, audit *AuditEvent) error
 	// GetToken returns the token with the given hash whatever its state.
@@ -384,6 +393,22 @@ type Store interface {
 	PutTPMRoot(ctx context.Context, r *TPMRoot, audit *AuditEvent) error
 	// ListTPMRoots returns every manufacturer root added, oldest first.
 	ListTPMRoots(ctx context.Context) ([]*TPMRoot, error)
+
+	// HoldClaim records a claim refused as a possible clone (see Quarantine)
+	// and appends audit, in one transaction. A claim equal in (TenantID,
+	// Serial, EKHash) to a held one updates it instead (Attempts+1,
+	// LastSeen, MACs, Reason, ConflictDeviceID, SourceAddr); q.ID is then
+	// ignored. Zero LastSeen means now. On return q holds the stored record;
+	// an empty audit.Target is set to its ID.
+	HoldClaim(ctx context.Context, q *Quarantine, audit *AuditEvent) error
+	// GetQuarantine returns a held or dismissed claim, or ErrNotFound.
+	GetQuarantine(ctx context.Context, id string) (*Quarantine, error)
+	// ListQuarantine returns one page of claims matching f.
+	ListQuarantine(ctx context.Context, f QuarantineFilter) ([]*Quarantine, error)
+	// DismissQuarantine marks a held claim dismissed by by, with audit, and
+	// returns it. An unknown id is ErrNotFound; a claim already dismissed is
+	// ErrConflict, with nothing written.
+	DismissQuarantine(ctx context.Context, id, by string, audit *AuditEvent) (*Quarantine, error)
 
 	// AppendAudit appends a single event (refused requests and the like).
 	AppendAudit(ctx context.Context, ev *AuditEvent) error

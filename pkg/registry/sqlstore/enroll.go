@@ -22,10 +22,10 @@ import (
 //     tenant → ErrTokenTenantMismatch, expired (ExpiresAt ≤ Now; a zero
 //     ExpiresAt never expires) → ErrTokenExpired, bound to another serial →
 //     ErrTokenSerialMismatch, no uses left → ErrTokenSpent;
-//  2. existing device with the same (tenant, serial): the token must be
-//     bound to that serial, or e.SameEK set and the device active with the
-//     same non-empty EKHash (else ErrSerialConflict), and Device.ID must
-//     match (else ErrConflict);
+//  2. existing device with the same (tenant, serial): with e.SameEK the
+//     device must be active with the same non-empty EKHash (whether or not
+//     a token is set), without it the token must be bound to that serial
+//     (else ErrSerialConflict); Device.ID must match (else ErrConflict);
 //  3. the token is spent with a conditional UPDATE (ErrTokenSpent if another
 //     writer spent the last use first).
 //
@@ -127,6 +127,9 @@ func (s *Store) enroll(tx *gorm.DB, b *batch, tokenHash []byte, sameEK bool, dev
 	}
 	res, err := b.exec(sqlInsertDevice,
 		dev.ID, dev.TenantID, dev.Serial, dev.MACs, dev.Status, dev.Method, dev.EKHash, dev.CreatedAt, dev.UpdatedAt)
+	if isEKConflict(err) {
+		return nil, fmt.Errorf("%w: EK %s, device %s (serial %q): %v", registry.ErrEKConflict, dev.EKHash, dev.ID, dev.Serial, err)
+	}
 	if err != nil {
 		// A device id already used for another serial.
 		return nil, fmt.Errorf("%w: insert device %s: %w", registry.ErrConflict, dev.ID, s.translateSQL(err))
@@ -163,16 +166,16 @@ func (s *Store) enroll(tx *gorm.DB, b *batch, tokenHash []byte, sameEK bool, dev
 }
 
 // reenroll handles an enrollment whose (tenant, serial) is already a device:
-// allowed only with a token bound to that serial (or, with sameEK, for an
-// active device bound to the same EK) and the same device id; it revokes the
-// device's earlier certificates as superseded.
+// allowed only with a token bound to that serial (or, with sameEK, only for
+// an active device bound to the same EK, token or not) and the same device
+// id; it revokes the device's earlier certificates as superseded.
 func (s *Store) reenroll(tx *gorm.DB, tokenHash []byte, tok *tokenRow, sameEK bool, dev *deviceRow, now time.Time) error {
 	var old deviceRow
 	if err := tx.Where("tenant_id = ? AND serial = ?", dev.TenantID, dev.Serial).Take(&old).Error; err != nil {
 		return fmt.Errorf("sqlstore: enroll: read device: %w", translate(err))
 	}
 	switch {
-	case sameEK && tokenHash == nil:
+	case sameEK:
 		if old.EKHash == "" || old.EKHash != dev.EKHash || old.Status != string(registry.DeviceActive) {
 			return fmt.Errorf("%w: %s/%s is device %s (%s, EK %q)", registry.ErrSerialConflict, dev.TenantID, dev.Serial, old.ID, old.Status, old.EKHash)
 		}
@@ -199,6 +202,9 @@ func (s *Store) reenroll(tx *gorm.DB, tokenHash []byte, tok *tokenRow, sameEK bo
 		"macs": dev.MACs, "method": dev.Method, "ek_hash": dev.EKHash,
 		"status": dev.Status, "updated_at": now,
 	})
+	if isEKConflict(res.Error) {
+		return fmt.Errorf("%w: EK %s, device %s (serial %q): %v", registry.ErrEKConflict, dev.EKHash, dev.ID, dev.Serial, res.Error)
+	}
 	if res.Error != nil {
 		return fmt.Errorf("sqlstore: enroll: update device: %w", translate(res.Error))
 	}

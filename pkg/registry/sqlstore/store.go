@@ -264,6 +264,9 @@ func (s *Store) migrate(ctx context.Context) error {
 	if err := db.AutoMigrate(allModels()...); err != nil {
 		return fmt.Errorf("sqlstore: migrate: %w", err)
 	}
+	if err := migrateQuarantine(db); err != nil {
+		return err
+	}
 	now := ts(s.now())
 	err := db.Clauses(clause.OnConflict{DoNothing: true}).Create(&tenantRow{
 		ID: registry.DefaultTenant, Name: registry.DefaultTenant, CreatedAt: now,

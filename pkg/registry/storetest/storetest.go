@@ -56,6 +56,10 @@ func Run(t *testing.T, open func(t *testing.T) registry.Store) {
 		{"ListDevices", testListDevices},
 		{"ListCertificates", testListCertificates},
 		{"TPMRoots", testTPMRoots},
+		{"Quarantine", testQuarantine},
+		{"EKUnique", testEKUnique},
+		{"TenantPolicy", testTenantPolicy},
+		{"ReEnrollSameEKWithToken", testReEnrollSameEKWithToken},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
