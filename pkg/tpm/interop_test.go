@@ -4,15 +4,13 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"devpki/pkg/pki"
 	"devpki/pkg/tpm"
+	"devpki/pkg/tpm/swtpmtest"
 	"devpki/pkg/tpm/verify"
 )
 
@@ -95,23 +93,6 @@ func enrollAgainstVerify(t *testing.T, spec string, roots, intermediates *x509.C
 // TestSWTPMWithVerify trusts the swtpm EK through swtpm's per-machine local
 // CA, as a manufacturer root.
 func TestSWTPMWithVerify(t *testing.T) {
-	spec := tpm.StartSWTPM(t)
-	const localCA = "/var/lib/swtpm-localca"
-	roots, inter := x509.NewCertPool(), x509.NewCertPool()
-	for pool, file := range map[*x509.CertPool]string{roots: "swtpm-localca-rootca-cert.pem", inter: "issuercert.pem"} {
-		b, err := os.ReadFile(filepath.Join(localCA, file))
-		if err != nil {
-			t.Fatalf("swtpm local CA: %v (readable by root)", err)
-		}
-		blk, _ := pem.Decode(b)
-		if blk == nil {
-			t.Fatalf("%s: no PEM", file)
-		}
-		cert, err := x509.ParseCertificate(blk.Bytes)
-		if err != nil {
-			t.Fatal(err)
-		}
-		pool.AddCert(cert)
-	}
-	enrollAgainstVerify(t, spec, roots, inter)
+	spec := swtpmtest.Start(t).Spec()
+	enrollAgainstVerify(t, spec, swtpmtest.Roots(t), swtpmtest.Intermediates(t))
 }
