@@ -35,6 +35,7 @@ func parseAgentFlags(cmd string, args []string, stderr io.Writer) (*agentFlags, 
 	fs.StringVar(&a.fingerprint, "fingerprint", "", "root fingerprint (default: the one recorded at enrollment)")
 	fs.StringVar(&a.cfg.KeyPasswordFile, "key-password-file", "", "`file` holding the password of device.key (default: DIR/device.key.password)")
 	fs.DurationVar(&a.cfg.Timeout, "timeout", 5*time.Minute, "give up retrying transient failures after this long")
+	fs.StringVar(&a.cfg.TPM, "tpm", "auto", "TPM `spec`: for a TPM identity, auto uses the TPM recorded in DIR/tpm.json; for 'run', also the first enrollment's (see enroll -h)")
 	if cmd == "renew" {
 		fs.BoolVar(&a.rekey, "rekey", false, "make a new key instead of renewing the current one")
 	}
@@ -107,7 +108,9 @@ func runAgent(ctx context.Context, a *agentFlags, failpoint func(string) error) 
 		var id *identity
 		var err error
 		if ciErr == nil {
-			id, err = recoverIdentity(cfg.Dir, cfg.KeyPasswordFile, ci.Fingerprint, cfg.Now(), cfg.logf)
+			kr := cfg.keyring()
+			id, err = recoverIdentity(ctx, kr, ci.Fingerprint, cfg.Now(), cfg.logf)
+			kr.close()
 		}
 		if ciErr != nil || errors.Is(err, fs.ErrNotExist) {
 			cfg.logf("no identity in %s yet: enrolling", cfg.Dir)
@@ -175,9 +178,15 @@ func runStatus(ctx context.Context, a *agentFlags) error {
 	if err != nil {
 		return err
 	}
-	id, err := recoverIdentity(cfg.Dir, cfg.KeyPasswordFile, ci.Fingerprint, cfg.Now(), cfg.logf)
+	kr := cfg.keyring()
+	defer kr.close()
+	id, err := recoverIdentity(ctx, kr, ci.Fingerprint, cfg.Now(), cfg.logf)
 	if err != nil {
 		return fmt.Errorf("no valid identity in %s: %w", cfg.Dir, err)
+	}
+	spec := kr.tpmSpec
+	if kr.tpm != nil && spec == "" {
+		spec = kr.tpm.Spec()
 	}
 	c := id.Cert
 	w := cfg.Stdout
@@ -186,6 +195,7 @@ func runStatus(ctx context.Context, a *agentFlags) error {
 	for _, u := range c.URIs {
 		fmt.Fprintf(w, "san:         %s\n", u)
 	}
+	fmt.Fprintf(w, "key:         %s\n", keyStorage(id.Key, spec))
 	fmt.Fprintf(w, "certificate: %s\n", c.SerialNumber.Text(16))
 	fmt.Fprintf(w, "valid:       %s to %s (renewal due %s)\n", c.NotBefore.UTC().Format(time.RFC3339),
 		c.NotAfter.UTC().Format(time.RFC3339), renewAt(c, func(time.Duration) time.Duration { return 0 }).UTC().Format(time.RFC3339))

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"net"
 	"os"
@@ -185,15 +186,15 @@ func TestLoadIdentityRejectsExpired(t *testing.T) {
 		t.Fatal(err)
 	}
 	later := time.Now().Add(365 * 24 * time.Hour)
-	if _, err := loadIdentity(h.cfg.Dir, "", f.Fingerprint(), later); err == nil || errors.Is(err, os.ErrNotExist) {
+	if _, err := loadIdentity(context.Background(), newKeyring(h.cfg.Dir, ""), f.Fingerprint(), later); err == nil || errors.Is(err, os.ErrNotExist) {
 		t.Errorf("expired identity: err = %v", err)
 	}
-	if _, err := loadIdentity(h.cfg.Dir, "", strings.Repeat("00", 32), time.Now()); err == nil {
+	if _, err := loadIdentity(context.Background(), newKeyring(h.cfg.Dir, ""), strings.Repeat("00", 32), time.Now()); err == nil {
 		t.Error("identity accepted under another pin")
 	}
 	// Without device.crt the state is "not enrolled".
 	os.Remove(filepath.Join(h.cfg.Dir, certFile))
-	if _, err := loadIdentity(h.cfg.Dir, "", f.Fingerprint(), time.Now()); !errors.Is(err, os.ErrNotExist) {
+	if _, err := loadIdentity(context.Background(), newKeyring(h.cfg.Dir, ""), f.Fingerprint(), time.Now()); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("without device.crt: err = %v, want not-exist", err)
 	}
 }
@@ -206,7 +207,7 @@ func TestLoadIdentityMissingKeyIsBroken(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.Remove(filepath.Join(h.cfg.Dir, keyFile))
-	_, err := loadIdentity(h.cfg.Dir, "", f.Fingerprint(), time.Now())
+	_, err := loadIdentity(context.Background(), newKeyring(h.cfg.Dir, ""), f.Fingerprint(), time.Now())
 	if err == nil || errors.Is(err, os.ErrNotExist) {
 		t.Errorf("err = %v, want a broken identity (not not-exist)", err)
 	}

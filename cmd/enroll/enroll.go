@@ -43,8 +43,11 @@ type config struct {
 	Serial          string
 	MACs            []string
 	KeyPasswordFile string
-	Timeout         time.Duration
-	UserAgent       string
+	// TPM is --tpm: auto, a device path, swtpm:unix:PATH, swtpm:tcp:HOST:PORT,
+	// simulator (tpmsimulator builds) or none.
+	TPM       string
+	Timeout   time.Duration
+	UserAgent string
 
 	Stdout, Stderr io.Writer
 
@@ -81,7 +84,21 @@ func exitCode(err error) int {
 	return exitFailure
 }
 
+// keyring reads and writes the keys of c.Dir. An enrolled TPM identity is
+// opened through the TPM recorded at enrollment unless --tpm names a
+// specific one.
+func (c *config) keyring() *keyring {
+	kr := newKeyring(c.Dir, c.KeyPasswordFile)
+	if c.TPM != "" && c.TPM != "auto" && c.TPM != "none" {
+		kr.tpmSpec = c.TPM
+	}
+	return kr
+}
+
 func (c *config) defaults() {
+	if c.TPM == "" {
+		c.TPM = "auto"
+	}
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -139,9 +156,14 @@ func runEnroll(ctx context.Context, cfg config) error {
 	if cfg.Timeout <= 0 {
 		return usageErr("--timeout must be positive")
 	}
+	if err := checkTPMSpec(cfg.TPM); err != nil {
+		return err
+	}
 
 	// Idempotence: a valid identity means nothing to do, without the network.
-	id, err := recoverIdentity(cfg.Dir, cfg.KeyPasswordFile, pin, cfg.Now(), cfg.logf)
+	kr := cfg.keyring()
+	defer kr.close()
+	id, err := recoverIdentity(ctx, kr, pin, cfg.Now(), cfg.logf)
 	switch {
 	case err == nil:
 		cfg.warnClock(id)
@@ -153,9 +175,24 @@ func runEnroll(ctx context.Context, cfg config) error {
 	default:
 		cfg.logf("existing identity in %s is not usable (%v); enrolling anew", cfg.Dir, err)
 	}
+	kr.close() // the enrollment opens the TPM named by --tpm
 
-	if cfg.Token == "" {
-		return usageErr("a bootstrap token is required: --token, --token-file or DEVPKI_TOKEN")
+	noToken := usageErr("a bootstrap token is required: --token, --token-file or DEVPKI_TOKEN (without one, enrollment needs a TPM: --tpm)")
+	if cfg.Token == "" && cfg.TPM == "none" {
+		return noToken
+	}
+	if err := ensureStateDir(cfg.Dir); err != nil {
+		return err
+	}
+	t, err := cfg.openEnrollTPM(ctx)
+	if err != nil {
+		return err
+	}
+	if t != nil {
+		defer t.Close()
+	}
+	if cfg.Token == "" && t == nil {
+		return noToken
 	}
 	serial, macs, err := identityClaims(cfg)
 	if err != nil {
@@ -190,23 +227,59 @@ func runEnroll(ctx context.Context, cfg config) error {
 		return usageErr("--ca: %v", err)
 	}
 
-	// The key is on disk before the CSR leaves: if the answer is lost, the
-	// next run sends the same key and the CA hands back the same
-	// certificate instead of refusing the spent token.
-	if err := ensureStateDir(cfg.Dir); err != nil {
+	var deviceID string
+	if t != nil {
+		id, deviceID, err = enrollTPM(ctx, &cfg, &r, cl, t, serial, macs, root)
+		if err != nil {
+			return err
+		}
+		if err := kr.useTPM(t, cfg.TPM); err != nil {
+			return fmt.Errorf("record the TPM: %w", err)
+		}
+	} else {
+		id, deviceID, err = enrollSoftware(ctx, &cfg, &r, cl, serial, macs, root)
+		if err != nil {
+			if hasSlug(err, slugTPMRequired) {
+				if cfg.TPM == "none" {
+					return fmt.Errorf("%w; this device must enroll with its TPM: --tpm auto (or the TPM's path)", err)
+				}
+				return fmt.Errorf("%w; this device has no TPM, so it cannot join that tenant", err)
+			}
+			return err
+		}
+	}
+	cfg.warnClock(id)
+	if err := saveCAInfo(cfg.Dir, caInfo{URL: cfg.CA, Fingerprint: pin}); err != nil {
 		return err
 	}
+	if err := saveIdentity(kr, id); err != nil {
+		return fmt.Errorf("save identity: %w", err)
+	}
+	kr.pruneTPMKeys(ctx, cfg.logf)
+	if deviceID == "" {
+		deviceID = id.Cert.Subject.CommonName
+	}
+	fmt.Fprintf(cfg.Stdout, "enrolled device %s; certificate %s valid until %s; key: %s\n",
+		deviceID, cfg.Dir+"/"+certFile, id.Cert.NotAfter.UTC().Format(time.RFC3339), keyStorage(id.Key, cfg.TPM))
+	return nil
+}
+
+// enrollSoftware enrolls with a bootstrap token and a software P-256 key.
+// The key is on disk before the CSR leaves: if the answer is lost, the next
+// run sends the same key and the CA hands back the same certificate instead
+// of refusing the spent token.
+func enrollSoftware(ctx context.Context, cfg *config, r *retrier, cl *client.Client, serial string, macs []string, root *x509.Certificate) (*identity, string, error) {
 	pw, err := keyPassword(cfg.Dir, cfg.KeyPasswordFile, true)
 	if err != nil {
-		return err
+		return nil, "", err
 	}
 	key, err := pendingKey(cfg.Dir, pw, cfg.logf)
 	if err != nil {
-		return err
+		return nil, "", err
 	}
 	csrDER, err := pki.NewDeviceCSR(key, serial, macs)
 	if err != nil {
-		return fmt.Errorf("build CSR: %w", err)
+		return nil, "", fmt.Errorf("build CSR: %w", err)
 	}
 	req := &client.EnrollRequest{CSR: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csrDER}))}
 
@@ -216,27 +289,13 @@ func runEnroll(ctx context.Context, cfg config) error {
 		resp, err = cl.Enroll(ctx, cfg.Token, req)
 		return err
 	}); err != nil {
-		return err
+		return nil, "", err
 	}
-
-	id, err = checkReply(resp, key, root, cfg.Now())
+	id, err := checkReply(resp, key, root, cfg.Now())
 	if err != nil {
-		return fmt.Errorf("CA reply refused: %w", err)
+		return nil, "", fmt.Errorf("CA reply refused: %w", err)
 	}
-	cfg.warnClock(id)
-	if err := saveCAInfo(cfg.Dir, caInfo{URL: cfg.CA, Fingerprint: pin}); err != nil {
-		return err
-	}
-	if err := saveIdentity(cfg.Dir, id, pw); err != nil {
-		return fmt.Errorf("save identity: %w", err)
-	}
-	deviceID := resp.DeviceID
-	if deviceID == "" {
-		deviceID = id.Cert.Subject.CommonName
-	}
-	fmt.Fprintf(cfg.Stdout, "enrolled device %s; certificate %s valid until %s\n",
-		deviceID, cfg.Dir+"/"+certFile, id.Cert.NotAfter.UTC().Format(time.RFC3339))
-	return nil
+	return id, resp.DeviceID, nil
 }
 
 func (c *config) warnClock(id *identity) {

@@ -103,7 +103,7 @@ func TestEnrollHappyPathAndIdempotence(t *testing.T) {
 	tokenFile := filepath.Join(t.TempDir(), "token")
 	os.WriteFile(tokenFile, []byte(testToken+"\n"), 0o600)
 	args := []string{"--ca", f.Srv.URL, "--fingerprint", strings.ToUpper(f.Fingerprint()), "--token-file", tokenFile,
-		"--dir", dir, "--serial", "SN-0001", "--mac", "aa:bb:cc:00:11:22", "--mac", "AA-BB-CC-00-11-23"}
+		"--dir", dir, "--serial", "SN-0001", "--mac", "aa:bb:cc:00:11:22", "--mac", "AA-BB-CC-00-11-23", "--tpm", "none"}
 	noEnv := func(string) string { return "" }
 
 	var stdout, stderr bytes.Buffer
@@ -123,7 +123,7 @@ func TestEnrollHappyPathAndIdempotence(t *testing.T) {
 	if chain := readCert(t, filepath.Join(dir, chainFile)); !chain.Equal(f.CA.CA.Intermediate) {
 		t.Error("chain.pem is not the intermediate")
 	}
-	wantOut := "enrolled device dev-sn-0001; certificate " + dir + "/device.crt valid until " + cert.NotAfter.UTC().Format(time.RFC3339) + "\n"
+	wantOut := "enrolled device dev-sn-0001; certificate " + dir + "/device.crt valid until " + cert.NotAfter.UTC().Format(time.RFC3339) + "; key: software (encrypted PEM)\n"
 	if stdout.String() != wantOut {
 		t.Errorf("stdout = %q, want %q", &stdout, wantOut)
 	}
@@ -371,7 +371,8 @@ func TestUsageErrors(t *testing.T) {
 		{"http ca", []string{"--ca", "http://x", "--fingerprint", fp, "--dir", dir, "--token", "t"}, "", "https://"},
 		{"bad fingerprint", []string{"--ca", "https://x", "--fingerprint", "abc", "--dir", dir, "--token", "t"}, "", "64 hex digits"},
 		{"no dir", []string{"--ca", "https://x", "--fingerprint", fp, "--token", "t"}, "", "--dir is required"},
-		{"tpm", append(base, "--tpm", "tpm2", "--token", "t"), "", "TPM support is not built yet"},
+		{"bad tpm spec", append(base, "--tpm", "tpm2", "--token", "t"), "", `--tpm "tpm2": want auto`},
+		{"tpm device missing", append(base, "--tpm", "/nonexistent/tpm", "--token", "t"), "", "/nonexistent/tpm"},
 		{"token and token file", append(base, "--token", "t", "--token-file", tokenFile), "", "only one of"},
 		{"no token", base, "", "bootstrap token is required"},
 		{"bad serial", append(base, "--token", "t", "--serial", "a b", "--mac", "aabbcc001122"), "", "serial"},
@@ -455,5 +456,35 @@ func TestEnrollInterrupted(t *testing.T) {
 	err := runEnroll(ctx, h.cfg)
 	if code := exitCode(err); code != exitFailure || !strings.Contains(err.Error(), "interrupted") {
 		t.Errorf("exit %d (%v), want 1 interrupted", code, err)
+	}
+}
+
+// TestEnrollAutoWithoutTPM: --tpm auto (the default) on a device without a
+// TPM enrolls with a software key and says so.
+func TestEnrollAutoWithoutTPM(t *testing.T) {
+	t.Parallel()
+	for _, p := range []string{"/dev/tpmrm0", "/dev/tpm0"} {
+		if _, err := os.Stat(p); err == nil {
+			t.Skipf("%s exists: this machine has a TPM", p)
+		}
+	}
+	f := newFakeCA(t)
+	h := newHarness(t, f)
+	h.cfg.TPM = "auto"
+	if err := runEnroll(context.Background(), h.cfg); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(h.stderr.String(), "no TPM found") || !strings.Contains(h.stdout.String(), "key: software") {
+		t.Errorf("stdout %q stderr %q: want the software fallback announced", &h.stdout, &h.stderr)
+	}
+	if _, err := os.Stat(filepath.Join(h.cfg.Dir, tpmStateDir)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("state dir has %s after a software enrollment: %v", tpmStateDir, err)
+	}
+
+	// Without a token there is nothing to enroll with.
+	h2 := newHarness(t, f)
+	h2.cfg.TPM, h2.cfg.Token = "auto", ""
+	if err := runEnroll(context.Background(), h2.cfg); exitCode(err) != exitUsage || !strings.Contains(err.Error(), "bootstrap token is required") {
+		t.Errorf("no token, no TPM: %v", err)
 	}
 }

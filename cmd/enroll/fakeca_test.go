@@ -114,6 +114,9 @@ func (f *fakeCA) serve(w http.ResponseWriter, r *http.Request) {
 	case "/v1/renew":
 		f.RenewHits.Add(1)
 		f.renew(w, r)
+	case "/v1/enroll/tpm/challenge":
+		// This fake CA does not verify TPMs, like a CA without tpm config.
+		problem(http.StatusNotFound, "tpm-disabled", "TPM attestation enrollment is not enabled")(w)
 	default:
 		http.NotFound(w, r)
 	}
@@ -207,6 +210,7 @@ func newHarness(t *testing.T, f *fakeCA) *harness {
 		Dir:         t.TempDir() + "/state",
 		Serial:      "SN-0001",
 		MACs:        []string{"AA:BB:CC:00:11:22"},
+		TPM:         "none",
 		Timeout:     5 * time.Minute,
 		Stdout:      &h.stdout,
 		Stderr:      &h.stderr,

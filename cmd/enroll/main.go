@@ -6,18 +6,29 @@
 //
 // It pins the CA root by fingerprint, makes an ECDSA P-256 key, sends a CSR
 // naming the device serial and MAC with a bootstrap token, verifies the
-// certificate it gets, and writes device.key (encrypted PEM), device.crt,
-// chain.pem and root.crt into --dir. Run again, it does nothing while that
-// identity is valid. Exit codes: 0 enrolled or already enrolled, 1 permanent
-// error, 2 usage error, 3 timed out while the CA kept failing transiently.
+// certificate it gets, and writes device.key, device.crt, chain.pem and
+// root.crt into --dir. Run again, it does nothing while that identity is
+// valid. Exit codes: 0 enrolled or already enrolled, 1 permanent error, 2
+// usage error, 3 timed out while the CA kept failing transiently.
+//
+// Where the key lives is --tpm (default auto): with a TPM (/dev/tpmrm0,
+// /dev/tpm0, a device path, or swtpm:unix:PATH / swtpm:tcp:HOST:PORT) the key
+// is created inside it and never leaves it — device.key then only references
+// the TPM's wrapped blob in DIR/tpm, and DIR/tpm.json names the TPM. Without
+// --token such a device enrolls by TPM attestation (EK certificate or a
+// pre-registered EK, credential activation, the key certified over the CA's
+// nonce); with a token the same attestation runs and the token picks the
+// tenant. --tpm auto on a device without a TPM falls back to a software key
+// (encrypted PEM, its password in device.key.password) and says so; a tenant
+// with require_tpm refuses that key. --tpm none always uses a software key.
 //
 // The other subcommands work on an enrolled --dir (the CA URL and pinned
 // root are recorded in DIR/ca.json at enrollment):
 //
 //	enroll renew --dir DIR [--rekey]   renew once over mTLS (re-key when asked or forced)
-//	enroll rekey --dir DIR             renew with a new key
+//	enroll rekey --dir DIR             renew with a new key (in the TPM for a TPM identity)
 //	enroll run --dir DIR [enroll flags] enroll if needed, then renew at 2/3 of each lifetime
-//	enroll status --dir DIR            identity, validity, chain and OCSP status
+//	enroll status --dir DIR            identity, key storage, validity, chain and OCSP status
 //
 // Renewal keeps the previous key and certificate as .prev files and installs
 // the new ones so that a crash at any point leaves a valid pair (renew.go).
@@ -78,7 +89,6 @@ func parseEnrollFlags(args []string, stderr io.Writer, getenv func(string) strin
 		cfg       config
 		token     string
 		tokenFile string
-		tpm       string
 	)
 	fs := flag.NewFlagSet("enroll", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -94,9 +104,10 @@ func parseEnrollFlags(args []string, stderr io.Writer, getenv func(string) strin
 	})
 	fs.StringVar(&cfg.KeyPasswordFile, "key-password-file", "", "`file` holding the password of device.key (default: DIR/device.key.password, generated)")
 	fs.DurationVar(&cfg.Timeout, "timeout", 5*time.Minute, "give up retrying transient failures after this long")
-	fs.StringVar(&tpm, "tpm", "none", "key storage: none (TPM support is not built yet)")
+	fs.StringVar(&cfg.TPM, "tpm", "auto", "where the key lives, a `spec`: auto (/dev/tpmrm0 or /dev/tpm0; a software key when there is none), a TPM device path, swtpm:unix:PATH, swtpm:tcp:HOST:PORT, or none (software key)")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: enroll [enroll] --ca URL --fingerprint HEX (--token T | --token-file F | $DEVPKI_TOKEN) --dir DIR [flags]\n")
+		fmt.Fprintf(fs.Output(), "usage: enroll [enroll] --ca URL --fingerprint HEX [--token T | --token-file F | $DEVPKI_TOKEN] [--tpm SPEC] --dir DIR [flags]\n")
+		fmt.Fprintf(fs.Output(), "       (a token is required unless the device enrolls by TPM attestation)\n")
 		fs.PrintDefaults()
 		fmt.Fprintf(fs.Output(), "exit codes: 0 ok, 1 permanent error, 2 usage error, 3 timed out on transient errors\n")
 	}
@@ -108,9 +119,6 @@ func parseEnrollFlags(args []string, stderr io.Writer, getenv func(string) strin
 	}
 	if fs.NArg() > 0 {
 		return cfg, usageErr("unexpected arguments: %s", strings.Join(fs.Args(), " "))
-	}
-	if tpm != "none" {
-		return cfg, usageErr("--tpm %q: TPM support is not built yet; use --tpm none", tpm)
 	}
 	switch {
 	case token != "" && tokenFile != "":

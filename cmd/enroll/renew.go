@@ -3,9 +3,6 @@ package main
 import (
 	"context"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -97,7 +94,8 @@ const (
 // replaceIdentity installs id in dir, keeping the previous pair as .prev.
 // failpoint runs after each step (see stepPrevWritten...); an error from it
 // stops the replacement there, as a crash would.
-func replaceIdentity(dir string, id *identity, pw []byte, failpoint func(step string) error) error {
+func replaceIdentity(kr *keyring, id *identity, failpoint func(step string) error) error {
+	dir := kr.dir
 	if failpoint == nil {
 		failpoint = func(string) error { return nil }
 	}
@@ -117,7 +115,7 @@ func replaceIdentity(dir string, id *identity, pw []byte, failpoint func(step st
 	if err := failpoint(stepPrevWritten); err != nil {
 		return err
 	}
-	keyPEM, err := encodeKey(id.Key, pw)
+	keyPEM, err := kr.encode(id.Key)
 	if err != nil {
 		return err
 	}
@@ -157,22 +155,18 @@ func replaceIdentity(dir string, id *identity, pw []byte, failpoint func(step st
 // replaceIdentity left: the first valid generation of candidates. When that
 // is not the current one, the current files are rewritten from it
 // (saveIdentity: a crash there again leaves a valid candidate).
-func recoverIdentity(dir, passwordPath, pin string, now time.Time, logf func(string, ...any)) (*identity, error) {
-	id, firstErr := loadGeneration(dir, current, passwordPath, pin, now)
+func recoverIdentity(ctx context.Context, kr *keyring, pin string, now time.Time, logf func(string, ...any)) (*identity, error) {
+	id, firstErr := loadGeneration(ctx, kr, current, pin, now)
 	if firstErr == nil {
 		return id, nil
 	}
 	for _, g := range candidates[1:] {
-		id, err := loadGeneration(dir, g, passwordPath, pin, now)
+		id, err := loadGeneration(ctx, kr, g, pin, now)
 		if err != nil {
 			continue
 		}
 		logf("current identity is not usable (%v); restoring it from %s", firstErr, g.cert)
-		pw, err := keyPassword(dir, passwordPath, false)
-		if err != nil {
-			return nil, err
-		}
-		if err := saveIdentity(dir, id, pw); err != nil {
+		if err := saveIdentity(kr, id); err != nil {
 			return nil, fmt.Errorf("restore identity: %w", err)
 		}
 		return id, nil
@@ -185,7 +179,9 @@ func recoverIdentity(dir, passwordPath, pin string, now time.Time, logf func(str
 // and its CSR (same serial and MACs) sent, still authenticated by the current
 // certificate. The new identity replaces the old one only once it verifies.
 func renewOnce(ctx context.Context, cfg *config, ci caInfo, rekey bool, failpoint func(string) error) (*identity, error) {
-	old, err := recoverIdentity(cfg.Dir, cfg.KeyPasswordFile, ci.Fingerprint, cfg.Now(), cfg.logf)
+	kr := cfg.keyring()
+	defer kr.close()
+	old, err := recoverIdentity(ctx, kr, ci.Fingerprint, cfg.Now(), cfg.logf)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, fmt.Errorf("%s holds no identity: enroll first: %w", cfg.Dir, err)
@@ -221,10 +217,10 @@ func renewOnce(ctx context.Context, cfg *config, ci caInfo, rekey bool, failpoin
 	var resp *client.EnrollResponse
 	for attempt := 0; ; attempt++ {
 		if rekey && key == old.Key {
-			if key, req, err = rekeyRequest(old.Cert); err != nil {
+			if key, req, err = rekeyRequest(ctx, kr, old); err != nil {
 				return nil, err
 			}
-			cfg.logf("re-keying: new P-256 key, CSR for serial %s", old.Cert.Subject.SerialNumber)
+			cfg.logf("re-keying: new P-256 key in %s, CSR for serial %s", keyStorage(key, "the TPM"), old.Cert.Subject.SerialNumber)
 		}
 		err = r.do(ctx, "renew", func(ctx context.Context) (err error) {
 			resp, err = cl.Renew(ctx, req)
@@ -247,27 +243,26 @@ func renewOnce(ctx context.Context, cfg *config, ci caInfo, rekey bool, failpoin
 	if err := sameIdentity(old.Cert, id.Cert); err != nil {
 		return nil, fmt.Errorf("CA reply refused: %w", err)
 	}
-	pw, err := keyPassword(cfg.Dir, cfg.KeyPasswordFile, false)
-	if err != nil {
-		return nil, err
-	}
-	if err := replaceIdentity(cfg.Dir, id, pw, failpoint); err != nil {
+	if err := replaceIdentity(kr, id, failpoint); err != nil {
 		return nil, fmt.Errorf("save renewed identity: %w", err)
 	}
+	kr.pruneTPMKeys(ctx, cfg.logf)
 	return id, nil
 }
 
-// rekeyRequest makes a new key and a CSR naming the serial and MACs of cert.
-func rekeyRequest(cert *x509.Certificate) (crypto.Signer, *client.RenewRequest, error) {
+// rekeyRequest makes a new key, stored like the old one (software or TPM),
+// and a CSR naming the serial and MACs of old's certificate.
+func rekeyRequest(ctx context.Context, kr *keyring, old *identity) (crypto.Signer, *client.RenewRequest, error) {
+	cert := old.Cert
 	var macs []string
 	for _, u := range cert.URIs {
 		if m, ok := strings.CutPrefix(u.String(), "urn:dev:mac:"); ok {
 			macs = append(macs, m)
 		}
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	key, err := kr.newKeyLike(ctx, old.Key)
 	if err != nil {
-		return nil, nil, fmt.Errorf("generate device key: %w", err)
+		return nil, nil, err
 	}
 	der, err := pki.NewDeviceCSR(key, cert.Subject.SerialNumber, macs)
 	if err != nil {

@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"devpki/pkg/tpm/swtpmtest"
 )
 
 // enrolled returns a harness whose state directory holds an identity.
@@ -27,7 +29,7 @@ func enrolled(t *testing.T) (*fakeCA, *harness) {
 
 func (h *harness) load(t *testing.T) *identity {
 	t.Helper()
-	id, err := loadIdentity(h.cfg.Dir, "", h.cfg.Fingerprint, h.cfg.Now())
+	id, err := loadIdentity(context.Background(), newKeyring(h.cfg.Dir, ""), h.cfg.Fingerprint, h.cfg.Now())
 	if err != nil {
 		t.Fatalf("current identity: %v", err)
 	}
@@ -59,7 +61,7 @@ func TestRenewSameKey(t *testing.T) {
 		t.Fatalf("subject changed: %s -> %s", before.Cert.Subject, after.Cert.Subject)
 	}
 	// The previous pair is kept beside the new one.
-	prev, err := loadGeneration(h.cfg.Dir, candidates[len(candidates)-1], "", h.cfg.Fingerprint, h.cfg.Now())
+	prev, err := loadGeneration(context.Background(), newKeyring(h.cfg.Dir, ""), candidates[len(candidates)-1], h.cfg.Fingerprint, h.cfg.Now())
 	if err != nil || prev.Cert.SerialNumber.Cmp(before.Cert.SerialNumber) != 0 {
 		t.Fatalf("previous pair not kept: %v", err)
 	}
@@ -131,7 +133,7 @@ func TestRenewCrashAtEveryStep(t *testing.T) {
 				if !errors.Is(err, crash) {
 					t.Fatalf("renew: %v, want the simulated crash", err)
 				}
-				id, err := recoverIdentity(h.cfg.Dir, "", h.cfg.Fingerprint, h.cfg.Now(), t.Logf)
+				id, err := recoverIdentity(context.Background(), newKeyring(h.cfg.Dir, ""), h.cfg.Fingerprint, h.cfg.Now(), t.Logf)
 				if err != nil {
 					t.Fatalf("no usable identity after a crash at %s: %v", step, err)
 				}
@@ -155,6 +157,17 @@ func TestRenewCrashAtEveryStep(t *testing.T) {
 // TestRenewSIGKILLAtEveryStep runs the real binary and has it SIGKILL itself
 // at each step of a re-key (DEVPKI_FAILPOINT), then checks the state.
 func TestRenewSIGKILLAtEveryStep(t *testing.T) {
+	testRenewSIGKILL(t, "none")
+}
+
+// TestRenewSIGKILLAtEveryStepTPM is the same with the key in swtpm: each
+// re-key makes a new TPM key, and every generation's reference must still
+// load after the kill.
+func TestRenewSIGKILLAtEveryStepTPM(t *testing.T) {
+	testRenewSIGKILL(t, swtpmtest.Start(t).Spec())
+}
+
+func testRenewSIGKILL(t *testing.T, tpmSpec string) {
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
@@ -167,7 +180,7 @@ func TestRenewSIGKILLAtEveryStep(t *testing.T) {
 			f := newFakeCA(t)
 			dir := filepath.Join(t.TempDir(), "state")
 			enroll := exec.Command(bin, "--ca", f.Srv.URL, "--fingerprint", f.Fingerprint(), "--token", testToken,
-				"--dir", dir, "--serial", "SN-KILL", "--mac", "02:00:00:00:00:0a")
+				"--dir", dir, "--serial", "SN-KILL", "--mac", "02:00:00:00:00:0a", "--tpm", tpmSpec)
 			if out, err := enroll.CombinedOutput(); err != nil {
 				t.Fatalf("enroll: %v\n%s", err, out)
 			}
@@ -184,6 +197,9 @@ func TestRenewSIGKILLAtEveryStep(t *testing.T) {
 			out, err := st.CombinedOutput()
 			if err != nil || !strings.Contains(string(out), "serial:      SN-KILL") {
 				t.Fatalf("status after SIGKILL at %s: %v\n%s", step, err, out)
+			}
+			if wantTPM := tpmSpec != "none"; wantTPM != strings.Contains(string(out), "key:         TPM (") {
+				t.Fatalf("status after SIGKILL at %s: want a TPM key %v:\n%s", step, wantTPM, out)
 			}
 			if out, err := exec.Command(bin, "renew", "--dir", dir).CombinedOutput(); err != nil {
 				t.Fatalf("renew after SIGKILL at %s: %v\n%s", step, err, out)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -158,15 +159,16 @@ type generation struct{ key, cert, chain string }
 // current is the identity every consumer reads.
 var current = generation{key: keyFile, cert: certFile, chain: chainFile}
 
-// loadIdentity reads and checks the identity in dir. It returns
+// loadIdentity reads and checks the identity in kr.dir. It returns
 // fs.ErrNotExist (wrapped) when device.crt is absent, and another error when
 // the files are there but do not form a valid identity pinned to pin at now.
-func loadIdentity(dir, passwordPath, pin string, now time.Time) (*identity, error) {
-	return loadGeneration(dir, current, passwordPath, pin, now)
+func loadIdentity(ctx context.Context, kr *keyring, pin string, now time.Time) (*identity, error) {
+	return loadGeneration(ctx, kr, current, pin, now)
 }
 
 // loadGeneration is loadIdentity for the files of g.
-func loadGeneration(dir string, g generation, passwordPath, pin string, now time.Time) (*identity, error) {
+func loadGeneration(ctx context.Context, kr *keyring, g generation, pin string, now time.Time) (*identity, error) {
+	dir := kr.dir
 	certPEM, err := os.ReadFile(filepath.Join(dir, g.cert))
 	if err != nil {
 		return nil, err
@@ -202,35 +204,26 @@ func loadGeneration(dir string, g generation, passwordPath, pin string, now time
 		}
 	}
 
-	pw, err := keyPassword(dir, passwordPath, false)
-	if err != nil {
-		return nil, fmt.Errorf("%v", err)
-	}
 	keyPEM, err := os.ReadFile(filepath.Join(dir, g.key))
 	if err != nil {
 		return nil, fmt.Errorf("%v", err)
 	}
-	k, err := pemutil.ParseKey(keyPEM, pemutil.WithPassword(pw))
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", g.key, err)
+	if id.Key, err = kr.parse(ctx, keyPEM, g.key); err != nil {
+		return nil, err
 	}
-	signer, ok := k.(crypto.Signer)
-	if !ok {
-		return nil, fmt.Errorf("%s: %T is not a signing key", g.key, k)
-	}
-	id.Key = signer
 	if err := verifyIdentity(id, now); err != nil {
 		return nil, err
 	}
 	return id, nil
 }
 
-// saveIdentity writes id into dir: the key (encrypted with pw) first, then
-// chain.pem and root.crt, and device.crt last. A stale device.crt is removed
-// before the key is replaced, so a crash never leaves a certificate beside a
-// key it does not belong to.
-func saveIdentity(dir string, id *identity, pw []byte) error {
-	keyPEM, err := encodeKey(id.Key, pw)
+// saveIdentity writes id into kr.dir: the key (encrypted, or a TPM key
+// reference) first, then chain.pem and root.crt, and device.crt last. A stale
+// device.crt is removed before the key is replaced, so a crash never leaves a
+// certificate beside a key it does not belong to.
+func saveIdentity(kr *keyring, id *identity) error {
+	dir := kr.dir
+	keyPEM, err := kr.encode(id.Key)
 	if err != nil {
 		return err
 	}

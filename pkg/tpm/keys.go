@@ -231,3 +231,29 @@ func mapErr(err error) error {
 	}
 	return err
 }
+
+// DeleteKey removes the key called name. On Linux the TPM holds nothing for
+// it (the blob is loaded per use), so this removes its blob from the state
+// directory; the key can never be used again.
+func (t *TPM) DeleteKey(ctx context.Context, name string) error {
+	if err := checkName("key", name); err != nil {
+		return err
+	}
+	if err := t.tpm.DeleteKey(ctx, name); err != nil {
+		return fmt.Errorf("delete key %q: %w", name, mapErr(err))
+	}
+	return nil
+}
+
+// KeyNames lists the application keys in the state directory.
+func (t *TPM) KeyNames(ctx context.Context) ([]string, error) {
+	keys, err := t.tpm.ListKeys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list keys: %w", err)
+	}
+	names := make([]string, 0, len(keys))
+	for _, k := range keys {
+		names = append(names, k.Name())
+	}
+	return names, nil
+}

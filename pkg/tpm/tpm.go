@@ -123,11 +123,7 @@ func Open(ctx context.Context, spec string, opts Options) (*TPM, error) {
 	if opts.StateDir == "" {
 		return nil, errors.New("open TPM: Options.StateDir is required")
 	}
-	store, err := newFileStore(opts.StateDir)
-	if err != nil {
-		return nil, fmt.Errorf("open TPM %q: %w", spec, err)
-	}
-	stepOpts := []steptpm.NewTPMOption{steptpm.WithStore(store)}
+	var stepOpts []steptpm.NewTPMOption
 	t := &TPM{spec: spec}
 
 	switch {
@@ -185,6 +181,13 @@ func Open(ctx context.Context, spec string, opts Options) (*TPM, error) {
 		return nil, fmt.Errorf("open TPM %q: unknown spec (want auto, a device path, swtpm:unix:PATH or simulator)", spec)
 	}
 
+	// The state directory is created only once a TPM was found.
+	store, err := newFileStore(opts.StateDir)
+	if err != nil {
+		t.Close()
+		return nil, fmt.Errorf("open TPM %q: %w", spec, err)
+	}
+	stepOpts = append(stepOpts, steptpm.WithStore(store))
 	st, err := steptpm.New(stepOpts...)
 	if err != nil {
 		t.Close()

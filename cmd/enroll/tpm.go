@@ -1,0 +1,161 @@
+package main
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"devpki/api/client"
+	"devpki/api/client/tpmenroll"
+	"devpki/pkg/pki"
+	"devpki/pkg/tpm"
+)
+
+// Problem slugs the agent reacts to (api/client defines the CA's full set).
+const (
+	slugTPMRequired = "tpm-required"
+	slugTPMDisabled = client.SlugTPMDisabled
+)
+
+// openEnrollTPM opens the TPM named by --tpm for a new enrollment. It returns
+// nil for --tpm none, and for --tpm auto on a device without a TPM (the
+// software fallback, announced on stderr). Any other failure to open a TPM is
+// an error: a device that has a TPM never silently falls back.
+func (c *config) openEnrollTPM(ctx context.Context) (*tpm.TPM, error) {
+	if c.TPM == "none" {
+		return nil, nil
+	}
+	t, err := tpm.Open(ctx, c.TPM, tpm.Options{StateDir: filepath.Join(c.Dir, tpmStateDir), DisableDownload: true})
+	switch {
+	case err == nil:
+		return t, nil
+	case c.TPM == "auto" && errors.Is(err, tpm.ErrNoTPM):
+		c.logf("no TPM found (tried /dev/tpmrm0 and /dev/tpm0): using a software key; a tenant with require_tpm will refuse it")
+		return nil, nil
+	case errors.Is(err, os.ErrPermission):
+		return nil, usageErr("--tpm %s: %v (run as root or in group tss)", c.TPM, err)
+	case errors.Is(err, os.ErrNotExist):
+		return nil, usageErr("--tpm %s: %v (is the TPM driver loaded, or swtpm running?)", c.TPM, err)
+	}
+	return nil, fmt.Errorf("--tpm %s: %w (use --tpm none for a software key)", c.TPM, err)
+}
+
+// enrollTPM enrolls with a key created in t. Without a bootstrap token the CA
+// admits the device on its TPM alone (attestation: EK certificate or a
+// pre-registered EK, credential activation, certification of the key over
+// the CA's nonce); with a token the same attestation proves the key is
+// TPM-resident and the token decides the tenant. Each attempt is a whole
+// round with a fresh challenge and a fresh key: a lost answer is retried by
+// attesting again, which the CA accepts for the same serial and EK.
+func enrollTPM(ctx context.Context, cfg *config, r *retrier, cl *client.Client, t *tpm.TPM, serial string, macs []string, root *x509.Certificate) (*identity, string, error) {
+	cfg.logf("TPM %s: reading the EK and the attestation key (the first run creates the key: seconds on a hardware TPM)", cfg.TPM)
+	claim, err := tpmenroll.Claim(ctx, t, akName, serial, macs)
+	if err != nil {
+		return nil, "", tpmHint(fmt.Errorf("TPM: %w", err))
+	}
+	if len(claim.EKCert) == 0 {
+		cfg.logf("the TPM holds no EK certificate: the CA admits it only if an operator pre-registered its EK (ca devices preregister --ek-pub)")
+	}
+	what := "enroll by TPM attestation"
+	if cfg.Token != "" {
+		what = "enroll by TPM attestation with a bootstrap token"
+	}
+	cfg.logf("%s: serial %s", what, serial)
+	var (
+		resp *client.EnrollResponse
+		ans  *tpmenroll.Answered
+	)
+	err = r.do(ctx, what, func(ctx context.Context) error {
+		var ch *client.TPMChallengeResponse
+		var err error
+		if cfg.Token != "" {
+			ch, err = cl.TPMChallengeWithToken(ctx, cfg.Token, claim)
+		} else {
+			ch, err = cl.TPMChallenge(ctx, claim)
+		}
+		if err != nil {
+			return err
+		}
+		name, err := newTPMKeyName()
+		if err != nil {
+			return err
+		}
+		if ans, err = tpmenroll.Answer(ctx, t, akName, name, ch, serial, macs); err != nil {
+			return tpmHint(fmt.Errorf("TPM: %w", err))
+		}
+		resp, err = cl.TPMEnroll(ctx, ans.Request)
+		return err
+	})
+	if err != nil && cfg.Token != "" && hasSlug(err, slugTPMDisabled) {
+		// The CA does not verify TPMs: the token admits the device, and the
+		// key still never leaves the TPM.
+		cfg.logf("the CA does not verify TPM attestation (%v); enrolling with the token and a TPM key the CA cannot check", describe(err))
+		return enrollTokenTPM(ctx, cfg, r, cl, t, serial, macs, root)
+	}
+	if err != nil {
+		return nil, "", err
+	}
+	key := &tpmKey{Signer: ans.Signer, name: ans.Key.Name()}
+	id, err := checkReply(resp, key, root, cfg.Now())
+	if err != nil {
+		return nil, "", fmt.Errorf("CA reply refused: %w", err)
+	}
+	return id, resp.DeviceID, nil
+}
+
+// enrollTokenTPM is token enrollment with a TPM-resident key and no
+// attestation.
+func enrollTokenTPM(ctx context.Context, cfg *config, r *retrier, cl *client.Client, t *tpm.TPM, serial string, macs []string, root *x509.Certificate) (*identity, string, error) {
+	key, err := newTPMKey(ctx, t)
+	if err != nil {
+		return nil, "", tpmHint(fmt.Errorf("TPM: %w", err))
+	}
+	der, err := pki.NewDeviceCSR(key, serial, macs)
+	if err != nil {
+		return nil, "", tpmHint(fmt.Errorf("build CSR: %w", err))
+	}
+	req := &client.EnrollRequest{CSR: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}))}
+	var resp *client.EnrollResponse
+	if err := r.do(ctx, "enroll", func(ctx context.Context) (err error) {
+		resp, err = cl.Enroll(ctx, cfg.Token, req)
+		return err
+	}); err != nil {
+		return nil, "", err
+	}
+	id, err := checkReply(resp, key, root, cfg.Now())
+	if err != nil {
+		return nil, "", fmt.Errorf("CA reply refused: %w", err)
+	}
+	return id, resp.DeviceID, nil
+}
+
+// hasSlug reports whether err is a CA problem with slug.
+func hasSlug(err error, slug string) bool {
+	var re *client.ResponseError
+	return errors.As(err, &re) && re.Problem != nil && re.Problem.Slug() == slug
+}
+
+// tpmHint adds what to do about a TPM in dictionary-attack lockout.
+func tpmHint(err error) error {
+	if errors.Is(err, tpm.ErrLockout) {
+		return fmt.Errorf("%w: wait for the TPM's lockout recovery time, or have its owner reset the lockout (tpm2_dictionarylockout --clear-lockout)", err)
+	}
+	return err
+}
+
+// checkTPMSpec refuses a --tpm value no build could open.
+func checkTPMSpec(spec string) error {
+	switch {
+	case spec == "auto", spec == "none", spec == "simulator",
+		strings.HasPrefix(spec, "/"), strings.HasPrefix(spec, "simulator:"),
+		strings.HasPrefix(spec, "swtpm:unix:") && len(spec) > len("swtpm:unix:"),
+		strings.HasPrefix(spec, "swtpm:tcp:") && len(spec) > len("swtpm:tcp:"):
+		return nil
+	}
+	return usageErr("--tpm %q: want auto, none, a device path (/dev/tpmrm0), swtpm:unix:PATH or swtpm:tcp:HOST:PORT", spec)
+}
