@@ -1,4 +1,4 @@
-.PHONY: run test build bench load
+.PHONY: run test build bench load load-tpm
 
 # Run the CA in development mode (embedded SQLite in ./devpki-data).
 run:
@@ -18,3 +18,8 @@ bench:
 # Whole-process load: N enrollments, each over a new TLS connection.
 load:
 	go run ./test/load -n 20000 -c 64
+
+# TPM attestation load: 8 swtpm instances enroll by attestation, end to end
+# (needs swtpm, swtpm-tools and root for swtpm's local CA).
+load-tpm:
+	go run ./test/load -target tpm -devices 8 -n 400

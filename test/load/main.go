@@ -7,6 +7,7 @@
 //
 //	go run ./test/load -n 20000 -c 64
 //	go run ./test/load -n 20000 -c 64 -target healthz   # TLS+HTTP floor: same loop, no enrollment
+//	go run ./test/load -target tpm -devices 8 -n 400    # TPM attestation, one swtpm per device (tpm.go)
 //
 // The run is bounded by -n and -max-duration.
 package main
@@ -54,21 +55,28 @@ type options struct {
 	warmup      int
 	profile     string
 	classical   bool
+	devices     int
 }
 
 func main() {
 	var o options
 	flag.IntVar(&o.n, "n", 5000, "devices to enroll (bounded)")
 	flag.IntVar(&o.c, "c", 64, "concurrent clients")
-	flag.StringVar(&o.target, "target", "enroll", "enroll; renew (mTLS, new connection each, devices enrolled first); ocsp (keep-alive); or healthz for the TLS-handshake + HTTP floor")
+	flag.StringVar(&o.target, "target", "enroll", "enroll; renew (mTLS, new connection each, devices enrolled first); ocsp (keep-alive); tpm (attestation with -devices swtpm instances); or healthz for the TLS-handshake + HTTP floor")
 	flag.StringVar(&o.caBin, "ca-bin", "", "path of a built 'ca' binary (default: go build ./cmd/ca into a temp dir)")
 	flag.StringVar(&o.keep, "dir", "", "CA directory to create and keep (default: a temp dir, removed)")
 	flag.DurationVar(&o.maxDuration, "max-duration", 2*time.Minute, "stop sending after this long")
 	flag.BoolVar(&o.jsonOut, "json", false, "print the result as JSON")
-	flag.IntVar(&o.warmup, "warmup", 200, "requests sent before measuring")
+	flag.IntVar(&o.warmup, "warmup", 200, "requests sent before measuring (tpm: 2 per device unless set)")
 	flag.StringVar(&o.profile, "server-cpuprofile", "", "have 'ca serve' write a CPU profile to this file")
 	flag.BoolVar(&o.classical, "classical", false, "set tls.classical_key_exchange in the CA's config (no hybrid post-quantum key exchange)")
+	flag.IntVar(&o.devices, "devices", 4, "tpm: swtpm instances, each a device enrolling one request at a time (-c is ignored)")
 	flag.Parse()
+	warmupSet := false
+	flag.Visit(func(f *flag.Flag) { warmupSet = warmupSet || f.Name == "warmup" })
+	if o.target == "tpm" && !warmupSet {
+		o.warmup = 2 * o.devices
+	}
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "load:", err)
 		os.Exit(1)
@@ -77,19 +85,20 @@ func main() {
 
 // result is one run's figures.
 type result struct {
-	Target         string  `json:"target"`
-	N              int     `json:"n"`
-	C              int     `json:"c"`
-	OK             int64   `json:"ok"`
-	Failed         int64   `json:"failed"`
-	Seconds        float64 `json:"seconds"`
-	PerSecond      float64 `json:"per_second"`
-	P50ms          float64 `json:"p50_ms"`
-	P99ms          float64 `json:"p99_ms"`
-	ServerCPUms    float64 `json:"server_cpu_ms_per_op"`
-	ClientCPUms    float64 `json:"client_cpu_ms_per_op"`
-	ServerMaxRSSMB float64 `json:"server_max_rss_mb"`
-	FirstError     string  `json:"first_error,omitempty"`
+	Target         string      `json:"target"`
+	N              int         `json:"n"`
+	C              int         `json:"c"`
+	OK             int64       `json:"ok"`
+	Failed         int64       `json:"failed"`
+	Seconds        float64     `json:"seconds"`
+	PerSecond      float64     `json:"per_second"`
+	P50ms          float64     `json:"p50_ms"`
+	P99ms          float64     `json:"p99_ms"`
+	ServerCPUms    float64     `json:"server_cpu_ms_per_op"`
+	ClientCPUms    float64     `json:"client_cpu_ms_per_op"`
+	ServerMaxRSSMB float64     `json:"server_max_rss_mb"`
+	FirstError     string      `json:"first_error,omitempty"`
+	TPM            *tpmFigures `json:"tpm,omitempty"`
 }
 
 func run(o options) error {
@@ -98,8 +107,24 @@ func run(o options) error {
 	}
 	switch o.target {
 	case "enroll", "renew", "ocsp", "healthz":
+	case "tpm":
+		if o.devices < 1 || o.devices > maxDevices {
+			return fmt.Errorf("-devices must be in [1, %d]", maxDevices)
+		}
+		o.c = o.devices
 	default:
-		return fmt.Errorf("-target must be enroll, renew, ocsp or healthz")
+		return fmt.Errorf("-target must be enroll, renew, ocsp, tpm or healthz")
+	}
+	var fleet *tpmFleet
+	if o.target == "tpm" {
+		// First: the first swtpm_setup on a machine creates the local CA
+		// that configureTPMRoots reads.
+		var err error
+		fleet, err = launchTPMFleet(o.devices)
+		defer fleet.stop()
+		if err != nil {
+			return err
+		}
 	}
 	work, err := os.MkdirTemp("", "devpki-load-")
 	if err != nil {
@@ -141,6 +166,11 @@ func run(o options) error {
 			return err
 		}
 	}
+	if fleet != nil {
+		if err := configureTPMRoots(dir); err != nil {
+			return err
+		}
+	}
 	srvArgs := []string{"serve", "--config", filepath.Join(dir, "ca.yaml")}
 	if o.profile != "" {
 		srvArgs = append(srvArgs, "--cpuprofile", o.profile)
@@ -173,7 +203,12 @@ func run(o options) error {
 	}
 
 	total := o.n + o.warmup
-	sendOne, err := prepare(o, caBin, dir, base, pool, total)
+	var sendOne func(int) error
+	if fleet != nil {
+		sendOne, err = fleet.prepare(base, pool)
+	} else {
+		sendOne, err = prepare(o, caBin, dir, base, pool, total)
+	}
 	if err != nil {
 		return err
 	}
@@ -182,6 +217,11 @@ func run(o options) error {
 	next := atomic.Int64{}
 	if _, _, err := drive(o.c, o.warmup, &next, time.Minute, sendOne, nil); err != nil {
 		return fmt.Errorf("warm-up: %w", err)
+	}
+	var swtpm0 time.Duration
+	if fleet != nil {
+		fleet.resetTimes()
+		swtpm0 = fleet.swtpmCPU()
 	}
 	cpu0, err := procCPU(srv.Process.Pid)
 	if err != nil {
@@ -194,6 +234,13 @@ func run(o options) error {
 	elapsed := time.Since(start)
 	cpu1, _ := procCPU(srv.Process.Pid)
 	self1 := selfCPU()
+	var swtpm1 time.Duration
+	if fleet != nil {
+		if fleet.ctx.Err() != nil {
+			return fmt.Errorf("interrupted after %d enrollments", ok)
+		}
+		swtpm1 = fleet.swtpmCPU()
+	}
 
 	res := result{Target: o.target, N: o.n, C: o.c, OK: ok, Failed: failed, Seconds: elapsed.Seconds()}
 	if firstErr != nil {
@@ -212,6 +259,15 @@ func run(o options) error {
 		res.ClientCPUms = ms(self1-self0) / float64(ok)
 	}
 	res.ServerMaxRSSMB = maxRSSMB(srv.Process.Pid)
+	if fleet != nil {
+		res.TPM = fleet.figures(ok, swtpm1-swtpm0)
+		if firstErr == nil {
+			fmt.Fprintf(os.Stderr, "breakdown: device 0 alone, %d enrollments ...\n", breakdownN)
+			if res.TPM.Breakdown, err = fleet.breakdown(breakdownN); err != nil {
+				fmt.Fprintln(os.Stderr, "load:", err)
+			}
+		}
+	}
 	if o.jsonOut {
 		enc := json.NewEncoder(os.Stdout)
 		enc.SetIndent("", "  ")
@@ -222,6 +278,9 @@ func run(o options) error {
 	fmt.Printf("latency:           p50 %.2f ms, p99 %.2f ms\n", res.P50ms, res.P99ms)
 	fmt.Printf("server CPU per op: %.3f ms   (load tool's own CPU per op: %.3f ms)\n", res.ServerCPUms, res.ClientCPUms)
 	fmt.Printf("server max RSS:    %.0f MB\n", res.ServerMaxRSSMB)
+	if res.TPM != nil {
+		printTPM(res.TPM)
+	}
 	if firstErr != nil {
 		fmt.Printf("first error:       %v\n", firstErr)
 	}
