@@ -1,31 +1,46 @@
 package api
 
 import (
+	"bytes"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 
 	"github.com/labstack/echo/v4"
 
 	"devpki/api/client"
+	"devpki/pkg/provision"
 	"devpki/pkg/registry"
 )
 
 // Claims held for an admin as possible clones (registry.Quarantine): listed
 // by GET /v1/admin/devices?status=quarantined (every role, like the other
-// device reads) and closed by POST /v1/admin/quarantine/:id/dismiss (admin).
-// Both are scoped to the caller's tenant.
+// device reads), closed by POST /v1/admin/quarantine/:id/dismiss (admin;
+// admits no one) or POST /v1/admin/quarantine/:id/release (admin; lets the
+// claimant in, revoking the identity it collided with). All are scoped to
+// the caller's tenant.
 
 func (s *Server) routesQuarantine(g *echo.Group) {
 	g.POST("/quarantine/:id/dismiss", s.dismissQuarantine, s.requireRole(registry.RoleAdmin))
+	g.POST("/quarantine/:id/release", s.releaseQuarantine, s.requireRole(registry.RoleAdmin))
 }
 
 // listQuarantined answers GET /v1/admin/devices?status=quarantined: the
-// held claims of the caller's tenant, oldest first, after the claim id
-// after, in pages of limit.
+// held claims of the caller's tenant (with all=true also those dismissed
+// or released), oldest first, after the claim id after, in pages of limit.
 func (s *Server) listQuarantined(c echo.Context, tenantID, serial, after string, limit int) error {
 	ctx := c.Request().Context()
+	status := registry.QuarantineHeld
+	switch all := c.QueryParam("all"); all {
+	case "", "false":
+	case "true":
+		status = ""
+	default:
+		return badArg("all %q must be true or false", all)
+	}
 	qs, err := s.cfg.Store.ListQuarantine(ctx, registry.QuarantineFilter{
-		TenantID: tenantID, Status: registry.QuarantineHeld, Serial: serial, After: after, Limit: limit,
+		TenantID: tenantID, Status: status, Serial: serial, After: after, Limit: limit,
 	})
 	if err != nil {
 		return err
@@ -55,8 +70,7 @@ func (s *Server) dismissQuarantine(c echo.Context) error {
 		return problem(http.StatusNotFound, "not-found", "Not found", fmt.Sprintf("no quarantined claim %q in your tenant", id))
 	}
 	if q.Status != registry.QuarantineHeld {
-		return problem(http.StatusConflict, "conflict", "Already dismissed",
-			fmt.Sprintf("claim %s was dismissed by %s", id, q.DismissedBy))
+		return problem(http.StatusConflict, "conflict", "Claim not held", closedDetail(q))
 	}
 	actor := "admin:" + adm.Name
 	d, err := s.cfg.Store.DismissQuarantine(ctx, id, actor, &registry.AuditEvent{
@@ -74,10 +88,91 @@ func (s *Server) dismissQuarantine(c echo.Context) error {
 	return c.JSON(http.StatusOK, quarantineView(d, tenant.Name))
 }
 
+// closedDetail says who closed a claim that is no longer held.
+func closedDetail(q *registry.Quarantine) string {
+	switch q.Status {
+	case registry.QuarantineDismissed:
+		return fmt.Sprintf("claim %s was dismissed by %s", q.ID, q.DismissedBy)
+	case registry.QuarantineReleased:
+		return fmt.Sprintf("claim %s was released by %s", q.ID, q.ReleasedBy)
+	}
+	return fmt.Sprintf("claim %s is %s", q.ID, q.Status)
+}
+
+// releaseQuarantine is POST /v1/admin/quarantine/:id/release (body
+// client.ReleaseRequest, may be empty): the admin lets the claimant of a
+// held claim in (provision.Revocation.ReleaseQuarantine). It answers once
+// the release is committed and the CRL rebuilt.
+func (s *Server) releaseQuarantine(c echo.Context) error {
+	if s.cfg.Revocation == nil {
+		return problem(http.StatusNotImplemented, "unavailable", "Revocation not configured",
+			"releasing a claim revokes certificates, and this CA serves no CRL or OCSP")
+	}
+	ctx := c.Request().Context()
+	id := c.Param("id")
+	reason, err := releaseReason(c)
+	if err != nil {
+		return s.refuseRevoke(c, "quarantine.release", id, err)
+	}
+	res, err := s.cfg.Revocation.ReleaseQuarantine(ctx, s.actor(c), id, reason)
+	switch {
+	case errors.Is(err, registry.ErrNotFound):
+		return problem(http.StatusNotFound, "not-found", "Not found", fmt.Sprintf("no quarantined claim %q in your tenant", id))
+	case errors.Is(err, registry.ErrClaimNotHeld):
+		if q, gerr := s.cfg.Store.GetQuarantine(ctx, id); gerr == nil {
+			return problem(http.StatusConflict, "conflict", "Claim not held", closedDetail(q))
+		}
+		return problem(http.StatusConflict, "conflict", "Claim not held", err.Error())
+	case errors.Is(err, registry.ErrClaimStale):
+		return problem(http.StatusConflict, "conflict", "Enrolled device changed",
+			err.Error()+"; nothing was changed. Look again at the device ('ca devices get ID') and the claims "+
+				"('ca devices list --status quarantined'): the claimant's next attempt updates the held claim")
+	case errors.Is(err, registry.ErrEKConflict):
+		return problem(http.StatusConflict, "conflict", "TPM bound to another device",
+			err.Error()+"; nothing was changed")
+	case err != nil:
+		return revokeError(err)
+	}
+	tenant, err := s.cfg.Store.GetTenantByID(ctx, res.Claim.TenantID)
+	if err != nil {
+		return err
+	}
+	rv := revokeResponse(&provision.RevokeResult{Certificates: res.Certificates})
+	return c.JSON(http.StatusOK, &client.ReleaseResponse{
+		Claim: quarantineView(res.Claim, tenant.Name), Device: deviceView(res.Device, tenant.Name),
+		Certificates: rv.Certificates, CRLNumber: res.CRLNumber,
+	})
+}
+
+// releaseReason reads the body's reason as revokeReason does, but an
+// empty body or reason means superseded: the identity is replaced, not
+// compromised.
+func releaseReason(c echo.Context) (int, error) {
+	var b revokeBody
+	if c.Request().ContentLength != 0 {
+		if err := decodeJSON(c, &b); err != nil {
+			return 0, err
+		}
+	}
+	raw := bytes.TrimSpace(b.Reason)
+	switch {
+	case len(raw) == 0 || string(raw) == "null" || string(raw) == `""`:
+		return registry.ReasonSuperseded, nil
+	case raw[0] == '"':
+		var s string
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return 0, problem(http.StatusBadRequest, "bad-request", "Malformed JSON body", err.Error())
+		}
+		return registry.ParseReason(s)
+	}
+	return registry.ParseReason(string(raw)) // a JSON number
+}
+
 func quarantineView(q *registry.Quarantine, tenant string) client.QuarantinedClaim {
 	return client.QuarantinedClaim{
 		ID: q.ID, Tenant: tenant, Serial: q.Serial, MACs: q.MACs, EKHash: q.EKHash, Reason: string(q.Reason),
-		ConflictDeviceID: q.ConflictDeviceID, SourceAddr: q.SourceAddr, Attempts: q.Attempts,
+		ConflictDeviceID: q.ConflictDeviceID, ConflictEKHash: q.ConflictEKHash, SourceAddr: q.SourceAddr, Attempts: q.Attempts,
 		FirstSeen: q.FirstSeen, LastSeen: q.LastSeen, Status: string(q.Status), DismissedBy: q.DismissedBy, DismissedAt: q.DismissedAt,
+		ReleasedBy: q.ReleasedBy, ReleasedAt: q.ReleasedAt,
 	}
 }

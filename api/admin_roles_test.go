@@ -33,6 +33,7 @@ func TestAdminRouteRoles(t *testing.T) {
 	leaf, _ := x509.ParseCertificate(b.Bytes)
 	serial := leaf.SerialNumber.Text(16)
 	held := f.holdClaim(f.tenant.ID, "q-roles", "SN-ROLES-CLONE", strings.Repeat("cd", 32))
+	release := f.holdClaim(f.tenant.ID, "q-roles-release", "SN-ROLES-RMA", strings.Repeat("ce", 32))
 
 	type route struct {
 		method, path, body string
@@ -52,6 +53,7 @@ func TestAdminRouteRoles(t *testing.T) {
 		{"POST", "/v1/admin/certificates/" + serial + "/revoke", `{"reason":"superseded"}`, []registry.Role{registry.RoleAdmin}},
 		{"POST", "/v1/admin/devices/" + er.DeviceID + "/revoke", `{"reason":"keyCompromise"}`, []registry.Role{registry.RoleAdmin}},
 		{"POST", "/v1/admin/quarantine/" + held.ID + "/dismiss", `{}`, []registry.Role{registry.RoleAdmin}},
+		{"POST", "/v1/admin/quarantine/" + release.ID + "/release", `{"reason":"superseded"}`, []registry.Role{registry.RoleAdmin}},
 	}
 	callers := map[string]*http.Client{
 		"none":   f.newClient(nil),

@@ -44,6 +44,8 @@ func classify(err error) (status int, slug, title string, public bool) {
 		return http.StatusForbidden, client.SlugCloneSuspect, "Held for an admin: possible clone", true
 	case errors.Is(err, provision.ErrTPMRequired):
 		return http.StatusForbidden, client.SlugTPMRequired, "TPM attestation required", true
+	case errors.Is(err, provision.ErrTPMCertifyRequired):
+		return http.StatusForbidden, client.SlugTPMCertifyRequired, "TPM certification of the new key required", true
 	case errors.Is(err, provision.ErrTPMDisabled):
 		return http.StatusNotFound, client.SlugTPMDisabled, "TPM attestation enrollment is not enabled", true
 	case errors.Is(err, verify.ErrEKUntrusted):

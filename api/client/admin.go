@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -46,15 +47,39 @@ type QuarantinedClaim struct {
 	MACs   []string `json:"macs"`
 	EKHash string   `json:"ek_hash"`
 	Reason string   `json:"reason"`
-	// ConflictDeviceID is the enrolled device the claim collides with.
+	// ConflictDeviceID is the enrolled device the claim collides with, and
+	// ConflictEKHash that device's EK hash when the claim was last held
+	// (empty for a device without a TPM).
 	ConflictDeviceID string     `json:"conflict_device_id,omitempty"`
+	ConflictEKHash   string     `json:"conflict_ek_hash,omitempty"`
 	SourceAddr       string     `json:"source_addr,omitempty"`
 	Attempts         int        `json:"attempts"`
 	FirstSeen        time.Time  `json:"first_seen"`
 	LastSeen         time.Time  `json:"last_seen"`
-	Status           string     `json:"status"` // held or dismissed
+	Status           string     `json:"status"` // held, dismissed or released
 	DismissedBy      string     `json:"dismissed_by,omitempty"`
 	DismissedAt      *time.Time `json:"dismissed_at,omitempty"`
+	ReleasedBy       string     `json:"released_by,omitempty"`
+	ReleasedAt       *time.Time `json:"released_at,omitempty"`
+}
+
+// ReleaseRequest is the body of POST /v1/admin/quarantine/{id}/release.
+// Reason is the RFC 5280 reason (name or code) of the certificates the
+// release revokes; empty means superseded.
+type ReleaseRequest struct {
+	Reason string `json:"reason,omitempty"`
+}
+
+// ReleaseResponse is the 200 reply to a release: the claim (now released),
+// the enrolled device it collided with as it now is (re-bound to the
+// claim's TPM, or revoked), the certificates of that device the release
+// revoked, and the number of a CRL that lists them (0 when that rebuild
+// failed; the CA retries on its schedule).
+type ReleaseResponse struct {
+	Claim        QuarantinedClaim     `json:"claim"`
+	Device       Device               `json:"device"`
+	Certificates []RevokedCertificate `json:"certificates"`
+	CRLNumber    int64                `json:"crl_number"`
 }
 
 // Certificate is a certificate as the admin API shows it.
@@ -142,6 +167,27 @@ func (c *Client) ListQuarantined(ctx context.Context, q url.Values) (*DeviceList
 func (c *Client) DismissQuarantined(ctx context.Context, id string) (*QuarantinedClaim, error) {
 	var out QuarantinedClaim
 	return &out, c.doJSON(ctx, http.MethodPost, "/v1/admin/quarantine/"+url.PathEscape(id)+"/dismiss", "", struct{}{}, &out)
+}
+
+// ReleaseQuarantined lets the claimant of a held claim in (role admin), for
+// a legitimate hardware change: a serial claimed with another TPM (a TPM or
+// mainboard replaced) re-binds the enrolled device to that TPM, keeping its
+// id; a TPM claimed with another serial (moved to another chassis) revokes
+// the enrolled device and frees the TPM for a new one. The enrolled
+// device's certificates are revoked either way (req.Reason; nil or empty
+// means superseded). The claimant's next attestation enrolls.
+func (c *Client) ReleaseQuarantined(ctx context.Context, id string, req *ReleaseRequest) (*ReleaseResponse, error) {
+	if id == "" {
+		return nil, errors.New("client: release quarantined claim: empty id")
+	}
+	if req == nil {
+		req = &ReleaseRequest{}
+	}
+	var out ReleaseResponse
+	if err := c.doJSON(ctx, http.MethodPost, "/v1/admin/quarantine/"+url.PathEscape(id)+"/release", "", req, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
 }
 
 // GetDevice returns one device.

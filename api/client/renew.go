@@ -10,6 +10,14 @@ import (
 // or a CSR naming the same identity to re-key.
 type RenewRequest struct {
 	CSR string `json:"csr,omitempty"` // PEM "CERTIFICATE REQUEST"
+	// Certify is the TPM2_Certify of the CSR's key by the AK the device
+	// enrolled with, its qualifying data (extraData) the SHA-256 of the DER
+	// of the client certificate presented on this connection (the one being
+	// renewed). Required to re-key a TPM-attested device (else 403
+	// tpm-certify-required; an invalid one is 403 tpm-certify-invalid);
+	// ignored for the same key and for devices not enrolled by TPM
+	// attestation.
+	Certify *TPMCertificationParameters `json:"certify,omitempty"`
 }
 
 // SlugRekeyRequired is the problem type slug the CA answers when an admin

@@ -20,6 +20,11 @@ const (
 	SlugTPMRequired       = "tpm-required"          // 403: the tenant admits only TPM-attested devices; enroll with a TPM
 )
 
+// SlugTPMCertifyRequired (403): a TPM-attested device re-keys without a
+// certification of the new key by its AK (RenewRequest.Certify), or its AK
+// was never recorded (re-enroll by attestation).
+const SlugTPMCertifyRequired = "tpm-certify-required"
+
 // TPMAttestationParameters is the AK evidence: TPMT_PUBLIC, TPMS_CREATION_DATA,
 // TPMS_ATTEST and TPMT_SIGNATURE, as go-attestation's
 // attest.AttestationParameters. Base64 (standard) in JSON.

@@ -52,7 +52,7 @@ func printJSON(w io.Writer, v any) error {
 
 func fmtTime(t time.Time) string { return t.UTC().Format(time.RFC3339) }
 
-// cmdDevicesList is 'ca devices list [--status S] [--serial S] [--mac M] [--limit N] [--after ID]'.
+// cmdDevicesList is 'ca devices list [--status S [--all]] [--serial S] [--mac M] [--limit N] [--after ID]'.
 func cmdDevicesList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var af adminFlags
 	fs := newFlags("devices list", stderr)
@@ -62,8 +62,12 @@ func cmdDevicesList(ctx context.Context, args []string, stdout, stderr io.Writer
 	mac := fs.String("mac", "", "MAC address")
 	limit := fs.Int("limit", 100, "page size (1-1000)")
 	after := fs.String("after", "", "list after this device id (the 'next' of the previous page)")
+	all := fs.Bool("all", false, "with --status quarantined: also the claims already dismissed or released")
 	if _, err := parseWithTarget(fs, args, ""); err != nil {
 		return err
+	}
+	if *all && *status != "quarantined" {
+		return fmt.Errorf("%w: --all applies to --status quarantined only", errUsage)
 	}
 	c, err := af.client()
 	if err != nil {
@@ -74,6 +78,9 @@ func cmdDevicesList(ctx context.Context, args []string, stdout, stderr io.Writer
 		if v != "" {
 			q.Set(k, v)
 		}
+	}
+	if *all {
+		q.Set("all", "true")
 	}
 	if *status == "quarantined" {
 		return listQuarantined(ctx, c, q, af.output, stdout, stderr)
@@ -103,7 +110,8 @@ func cmdDevicesList(ctx context.Context, args []string, stdout, stderr io.Writer
 	return nil
 }
 
-// listQuarantined prints the claims held as possible clones.
+// listQuarantined prints the claims held as possible clones (with all=true
+// in q, also those closed), each with its status.
 func listQuarantined(ctx context.Context, c *client.Client, q url.Values, output string, stdout, stderr io.Writer) error {
 	l, err := c.ListQuarantined(ctx, q)
 	if err != nil {
@@ -113,14 +121,14 @@ func listQuarantined(ctx context.Context, c *client.Client, q url.Values, output
 		return printJSON(stdout, l)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tSERIAL\tMACS\tREASON\tCONFLICTS WITH\tCOUNT\tFIRST SEEN\tLAST SEEN\tEK HASH")
+	fmt.Fprintln(tw, "ID\tSTATUS\tSERIAL\tMACS\tREASON\tCONFLICTS WITH\tCOUNT\tFIRST SEEN\tLAST SEEN\tEK HASH")
 	for _, h := range l.Quarantined {
 		conflict := h.ConflictDeviceID
 		if conflict == "" {
 			conflict = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", h.ID, h.Serial, strings.Join(h.MACs, ","), h.Reason, conflict,
-			h.Attempts, fmtTime(h.FirstSeen), fmtTime(h.LastSeen), h.EKHash)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", h.ID, h.Status, h.Serial, strings.Join(h.MACs, ","), h.Reason,
+			conflict, h.Attempts, fmtTime(h.FirstSeen), fmtTime(h.LastSeen), h.EKHash)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -135,10 +143,10 @@ func listQuarantined(ctx context.Context, c *client.Client, q url.Values, output
 const dismissHelp = `usage: ca devices dismiss QUARANTINE_ID [--config DIR/ca.yaml] [--ca URL] [--output json]
 
 Closes a claim the CA holds as a possible clone (listed by 'ca devices list
---status quarantined'): your answer once you have looked into it. Dismissing
-changes no device and admits no one: the claimant stays refused, and a new
-claim from it is held again as a new record. Role admin; audited as
-quarantine.dismiss.
+--status quarantined'): your answer once you have looked into it and found
+that the claimant should not get in. Dismissing changes no device and
+admits no one: the claimant stays refused, and a new claim from it is held
+again as a new record. Role admin; audited as quarantine.dismiss.
 
 A held claim means a TPM asked for a serial enrolled with another TPM (reason
 serial-has-other-ek), or an enrolled TPM asked for another serial
@@ -146,7 +154,9 @@ serial-has-other-ek), or an enrolled TPM asked for another serial
 compromised, revoke it with 'ca devices revoke DEVICE_ID --reason
 keyCompromise'. Revoking does not hand its serial or its TPM over to the
 claimant: they stay bound to the revoked device, and the claimant stays
-refused.
+refused. If the claim is a legitimate hardware change (a TPM or mainboard
+replaced, a TPM moved to another chassis), let the device in with
+'ca devices release QUARANTINE_ID' instead.
 
 flags:
 `
@@ -177,6 +187,82 @@ func cmdDevicesDismiss(ctx context.Context, args []string, stdout, stderr io.Wri
 	}
 	fmt.Fprintf(stdout, "claim %s (serial %s, EK %s, %s, %d attempts) dismissed by %s; the claimant stays refused\n",
 		h.ID, h.Serial, h.EKHash, h.Reason, h.Attempts, h.DismissedBy)
+	return nil
+}
+
+// releaseHelp explains 'ca devices release'.
+const releaseHelp = `usage: ca devices release QUARANTINE_ID [--reason R] [--config DIR/ca.yaml] [--ca URL] [--output json]
+
+Lets in the device with the TPM of a claim held as a possible clone (listed
+by 'ca devices list --status quarantined'), once you have checked that the
+claim is a legitimate hardware change; the previous identity is revoked.
+Role admin; audited as quarantine.release. The device is not contacted: its
+next enrollment attempt succeeds.
+
+  serial-has-other-ek  the chassis got a new TPM or mainboard (RMA): the
+                       enrolled device with that serial is bound to the new
+                       TPM and keeps its device id; its certificates are
+                       revoked.
+  ek-has-other-serial  the TPM moved to another chassis: the enrolled device
+                       with that TPM is revoked (device and certificates) and
+                       the TPM freed; it enrolls as a new device with the
+                       new serial.
+
+Certificates are revoked with --reason (default superseded; keyCompromise if
+the old hardware may be in the wrong hands), and the CRL lists them before
+the command returns. A claim already closed, or whose enrolled device
+changed since it was held, is refused with nothing changed. To refuse the
+claimant instead, use 'ca devices dismiss QUARANTINE_ID'.
+
+flags:
+`
+
+// cmdDevicesRelease is 'ca devices release QUARANTINE_ID [--reason R]'.
+func cmdDevicesRelease(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var af adminFlags
+	var req client.ReleaseRequest
+	fs := newFlags("devices release QUARANTINE_ID", stderr)
+	af.register(fs)
+	fs.StringVar(&req.Reason, "reason", "superseded",
+		"RFC 5280 reason of the certificates revoked: superseded, keyCompromise, affiliationChanged, cessationOfOperation, ... (or the code)")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, releaseHelp)
+		fs.PrintDefaults()
+	}
+	id, err := parseWithTarget(fs, args, "quarantine id")
+	if err != nil {
+		return err
+	}
+	c, err := af.client()
+	if err != nil {
+		return err
+	}
+	res, err := c.ReleaseQuarantined(ctx, id, &req)
+	if err != nil {
+		return fmt.Errorf("release %s: %w", id, err)
+	}
+	if af.output == "json" {
+		return printJSON(stdout, res)
+	}
+	h, d := res.Claim, res.Device
+	fmt.Fprintf(stdout, "claim %s released by %s\n", h.ID, h.ReleasedBy)
+	if h.Reason == "ek-has-other-serial" {
+		fmt.Fprintf(stdout, "device %s (serial %s) revoked and its TPM freed; the TPM (EK %s) enrolls as serial %s, a new device, at its next attempt\n",
+			d.ID, d.Serial, h.EKHash, h.Serial)
+	} else {
+		fmt.Fprintf(stdout, "device %s (serial %s) is now bound to the claimant's TPM (EK %s) and keeps its id; it enrolls at its next attempt\n",
+			d.ID, d.Serial, h.EKHash)
+	}
+	fmt.Fprintf(stdout, "revoked %d certificate(s) of device %s\n", len(res.Certificates), d.ID)
+	for _, rc := range res.Certificates {
+		fmt.Fprintf(stdout, "  %s  %s  %s\n", rc.Serial, rc.Reason, rc.RevokedAt.Format(time.RFC3339))
+	}
+	switch {
+	case res.CRLNumber > 0:
+		fmt.Fprintf(stdout, "CRL %d lists them\n", res.CRLNumber)
+	case len(res.Certificates) > 0:
+		fmt.Fprintln(stderr, "warning: the CRL was not rebuilt yet; the CA retries on its refresh schedule")
+	}
 	return nil
 }
 

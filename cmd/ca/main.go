@@ -28,6 +28,7 @@ commands:
   devices rotate ID [--deadline D]  force a re-key at the next renewal (revoke after D)
   devices list --status quarantined  enrollment claims held as possible clones
   devices dismiss QUARANTINE_ID     close a held claim after looking into it (admits no one)
+  devices release QUARANTINE_ID [--reason R]   let a held claim's TPM in (RMA, moved TPM); revokes the previous identity
   devices preregister --serial S --mac M --ek-pub F | --csv F   bind TPM EKs to serials (bulk with progress)
   certs list [--device --status --expiring-before]   list certificates
   certs revoke SERIAL --reason R    revoke one certificate (RFC 5280 reason name or code)
@@ -47,7 +48,7 @@ Run 'ca <command> -h' for the flags of a command.
 var subcommands = map[string]map[string]func(context.Context, []string, io.Writer, io.Writer) error{
 	"devices": {
 		"list": cmdDevicesList, "get": cmdDevicesGet, "revoke": cmdDevicesRevoke, "rotate": cmdDevicesRotate,
-		"preregister": cmdDevicesPreregister, "dismiss": cmdDevicesDismiss,
+		"preregister": cmdDevicesPreregister, "dismiss": cmdDevicesDismiss, "release": cmdDevicesRelease,
 	},
 	"certs":   {"list": cmdCertsList, "revoke": cmdCertsRevoke},
 	"audit":   {"list": cmdAuditList, "verify": cmdAuditVerify},

@@ -236,6 +236,9 @@ func cmdTPMRootsAdd(ctx context.Context, args []string, stdout, stderr io.Writer
 		return printJSON(stdout, r)
 	}
 	fmt.Fprintf(stdout, "trusting TPM manufacturer root %s (%s)\n", r.Subject, r.Fingerprint)
+	if cfg, err := LoadConfig(af.config); err == nil && len(cfg.TPM.EKRoots) == 0 && !cfg.TPM.Enabled {
+		fmt.Fprintf(stderr, "note: TPM attestation enrollment is off in %s (no tpm.ek_roots, tpm.enabled false): set tpm.enabled: true and restart ca serve, or devices get 404 tpm-disabled\n", af.config)
+	}
 	return nil
 }
 

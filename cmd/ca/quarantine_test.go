@@ -18,10 +18,11 @@ import (
 	"devpki/api/client"
 )
 
-// TestQuarantineCommands: 'ca devices list --status quarantined' prints the
-// held claims (serial, MACs, EK hash, reason, conflicting device, count,
-// first and last seen) and 'ca devices dismiss ID' posts the dismissal,
-// against a stand-in CA that records what it was asked.
+// TestQuarantineCommands: 'ca devices list --status quarantined [--all]'
+// prints the claims (status, serial, MACs, EK hash, reason, conflicting
+// device, count, first and last seen), 'ca devices dismiss ID' posts the
+// dismissal and 'ca devices release ID [--reason R]' the release, against
+// a stand-in CA that records what it was asked.
 func TestQuarantineCommands(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -58,6 +59,22 @@ func TestQuarantineCommands(t *testing.T) {
 		switch {
 		case r.Method == http.MethodGet && r.URL.Path == "/v1/admin/devices":
 			json.NewEncoder(w).Encode(client.DeviceList{Devices: []client.Device{}, Quarantined: []client.QuarantinedClaim{held}, Next: held.ID})
+		case r.Method == http.MethodPost && r.URL.Path == "/v1/admin/quarantine/"+held.ID+"/release":
+			var req client.ReleaseRequest
+			json.NewDecoder(r.Body).Decode(&req)
+			mu.Lock()
+			asked = append(asked, "reason="+req.Reason)
+			mu.Unlock()
+			d := held
+			now := first.Add(2 * time.Hour)
+			d.Status, d.ReleasedBy, d.ReleasedAt = "released", "admin:admin", &now
+			json.NewEncoder(w).Encode(client.ReleaseResponse{
+				Claim:  d,
+				Device: client.Device{ID: "dev-original", Serial: held.Serial, Status: "active"},
+				Certificates: []client.RevokedCertificate{{Serial: "0abc", DeviceID: "dev-original", RevokedAt: now,
+					Reason: req.Reason, ReasonCode: 4}},
+				CRLNumber: 12,
+			})
 		case r.Method == http.MethodPost && r.URL.Path == "/v1/admin/quarantine/"+held.ID+"/dismiss":
 			d := held
 			now := first.Add(2 * time.Hour)
@@ -82,10 +99,10 @@ func TestQuarantineCommands(t *testing.T) {
 		t.Fatalf("devices list --status quarantined: %v (%s)", err, errOut.String())
 	}
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
-	if len(lines) != 2 || strings.Join(strings.Fields(lines[0]), " ") != "ID SERIAL MACS REASON CONFLICTS WITH COUNT FIRST SEEN LAST SEEN EK HASH" {
+	if len(lines) != 2 || strings.Join(strings.Fields(lines[0]), " ") != "ID STATUS SERIAL MACS REASON CONFLICTS WITH COUNT FIRST SEEN LAST SEEN EK HASH" {
 		t.Fatalf("table:\n%s", out.String())
 	}
-	want := []string{"0192-q1", "SN-CLONE-1", "020000000001,020000000002", "serial-has-other-ek", "dev-original", "7",
+	want := []string{"0192-q1", "held", "SN-CLONE-1", "020000000001,020000000002", "serial-has-other-ek", "dev-original", "7",
 		"2026-11-01T10:00:00Z", "2026-11-01T11:30:00Z", held.EKHash}
 	if got := strings.Fields(lines[1]); strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Fatalf("row %q, want %q", got, want)
@@ -101,6 +118,29 @@ func TestQuarantineCommands(t *testing.T) {
 	var l client.DeviceList
 	if err := json.Unmarshal(out.Bytes(), &l); err != nil || len(l.Quarantined) != 1 || l.Quarantined[0].Attempts != 7 {
 		t.Fatalf("json: %+v, %v\n%s", l, err, out.String())
+	}
+
+	if err := run(ctx, append([]string{"devices", "list", "--status", "quarantined", "--all"}, admin...), &bytes.Buffer{}, &bytes.Buffer{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := run(ctx, []string{"devices", "list", "--all"}, &bytes.Buffer{}, &bytes.Buffer{}); !errors.Is(err, errUsage) {
+		t.Errorf("--all without --status quarantined: %v, want a usage error", err)
+	}
+
+	out.Reset()
+	if err := run(ctx, append([]string{"devices", "release", held.ID}, admin...), &out, &bytes.Buffer{}); err != nil {
+		t.Fatal(err)
+	}
+	if s := out.String(); !strings.Contains(s, "claim 0192-q1 released by admin:admin") || !strings.Contains(s, "keeps its id") ||
+		!strings.Contains(s, "0abc  superseded") || !strings.Contains(s, "CRL 12 lists them") {
+		t.Fatalf("release said %q", s)
+	}
+	if err := run(ctx, append([]string{"devices", "release", held.ID, "--reason", "keyCompromise"}, admin...), &bytes.Buffer{}, &bytes.Buffer{}); err != nil {
+		t.Fatal(err)
+	}
+	err = run(ctx, append([]string{"devices", "release", "nope"}, admin...), &bytes.Buffer{}, &bytes.Buffer{})
+	if re := (*client.ResponseError)(nil); !errors.As(err, &re) || re.StatusCode != http.StatusNotFound {
+		t.Fatalf("release unknown: %v, want a 404", err)
 	}
 
 	out.Reset()
@@ -121,6 +161,12 @@ func TestQuarantineCommands(t *testing.T) {
 	wantAsked := []string{
 		"GET /v1/admin/devices?limit=100&serial=SN-CLONE-1&status=quarantined",
 		"GET /v1/admin/devices?limit=100&status=quarantined",
+		"GET /v1/admin/devices?all=true&limit=100&status=quarantined",
+		"POST /v1/admin/quarantine/0192-q1/release",
+		"reason=superseded",
+		"POST /v1/admin/quarantine/0192-q1/release",
+		"reason=keyCompromise",
+		"POST /v1/admin/quarantine/nope/release",
 		"POST /v1/admin/quarantine/0192-q1/dismiss",
 		"POST /v1/admin/quarantine/nope/dismiss",
 	}
@@ -128,8 +174,9 @@ func TestQuarantineCommands(t *testing.T) {
 		t.Fatalf("requests:\n%s\nwant:\n%s", strings.Join(asked, "\n"), strings.Join(wantAsked, "\n"))
 	}
 
-	// Usage: the id is required, once; help explains what dismissing does.
-	for _, args := range [][]string{{"devices", "dismiss"}, {"devices", "dismiss", "a", "b"}, {"devices", "dismiss", "a"}} {
+	// Usage: the id is required, once; help explains what each command does.
+	for _, args := range [][]string{{"devices", "dismiss"}, {"devices", "dismiss", "a", "b"}, {"devices", "dismiss", "a"},
+		{"devices", "release"}, {"devices", "release", "a", "b"}, {"devices", "release", "a"}} {
 		if err := run(ctx, args, &bytes.Buffer{}, &bytes.Buffer{}); !errors.Is(err, errUsage) {
 			t.Errorf("ca %s: %v, want a usage error", strings.Join(args, " "), err)
 		}
@@ -138,7 +185,18 @@ func TestQuarantineCommands(t *testing.T) {
 	if err := run(ctx, []string{"devices", "dismiss", "-h"}, &bytes.Buffer{}, &help); !errors.Is(err, flag.ErrHelp) {
 		t.Fatalf("dismiss -h: %v", err)
 	}
-	if !strings.Contains(help.String(), "admits no one") || !strings.Contains(help.String(), "ca devices revoke") {
+	if !strings.Contains(help.String(), "admits no one") || !strings.Contains(help.String(), "ca devices revoke") ||
+		!strings.Contains(help.String(), "ca devices release") {
 		t.Errorf("dismiss help:\n%s", help.String())
+	}
+	help.Reset()
+	if err := run(ctx, []string{"devices", "release", "-h"}, &bytes.Buffer{}, &help); !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("release -h: %v", err)
+	}
+	for _, want := range []string{"Lets in the device with the TPM", "previous identity is revoked", "keeps its device id",
+		"enrolls as a new device", "-reason"} {
+		if !strings.Contains(help.String(), want) {
+			t.Errorf("release help lacks %q:\n%s", want, help.String())
+		}
 	}
 }

@@ -18,6 +18,7 @@ import (
 
 	"go.step.sm/crypto/pemutil"
 
+	"devpki/api/client"
 	"devpki/pkg/tpm"
 )
 
@@ -168,46 +169,60 @@ func (k *keyring) encode(key crypto.Signer) ([]byte, error) {
 }
 
 // newKeyLike makes a key stored the way old is: in the TPM for a TPM key,
-// else a software P-256 key.
-func (k *keyring) newKeyLike(ctx context.Context, old crypto.Signer) (crypto.Signer, error) {
+// else a software P-256 key. A TPM key comes with its certification by the
+// AK over nonce (TPM2_Certify), which the CA checks before it certifies a
+// new key of a TPM-attested device.
+func (k *keyring) newKeyLike(ctx context.Context, old crypto.Signer, nonce []byte) (crypto.Signer, *client.TPMCertificationParameters, error) {
 	if _, ok := old.(*tpmKey); !ok {
 		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		if err != nil {
-			return nil, fmt.Errorf("generate device key: %w", err)
+			return nil, nil, fmt.Errorf("generate device key: %w", err)
 		}
-		return key, nil
+		return key, nil, nil
 	}
 	t, err := k.openTPM(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return newTPMKey(ctx, t)
+	key, tk, err := newTPMKey(ctx, t, nonce)
+	if err != nil {
+		return nil, nil, err
+	}
+	cp, err := tk.CertificationParameters(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	return key, &client.TPMCertificationParameters{
+		Public: cp.Public, CreateData: cp.CreateData,
+		CreateAttestation: cp.CreateAttestation, CreateSignature: cp.CreateSignature,
+	}, nil
 }
 
-// newTPMKey creates a P-256 key in t, certified by the AK over a random
-// nonce (a CA that verifies attestation does so with its own nonce at
-// enrollment; the certification is kept with the blob).
-func newTPMKey(ctx context.Context, t *tpm.TPM) (*tpmKey, error) {
+// newTPMKey creates a P-256 key in t, certified by the AK over nonce (a
+// random one when nil).
+func newTPMKey(ctx context.Context, t *tpm.TPM, nonce []byte) (*tpmKey, *tpm.Key, error) {
 	if _, err := t.EnsureAK(ctx, akName); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	nonce := make([]byte, 32)
-	if _, err := rand.Read(nonce); err != nil {
-		return nil, err
+	if nonce == nil {
+		nonce = make([]byte, 32)
+		if _, err := rand.Read(nonce); err != nil {
+			return nil, nil, err
+		}
 	}
 	name, err := newTPMKeyName()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	key, err := t.AttestedKey(ctx, akName, name, nonce)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	s, err := key.Signer(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return &tpmKey{Signer: s, name: name}, nil
+	return &tpmKey{Signer: s, name: name}, key, nil
 }
 
 func newTPMKeyName() (string, error) {

@@ -74,7 +74,7 @@ func TestKeyringTPM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	key, err := newTPMKey(ctx, tp)
+	key, _, err := newTPMKey(ctx, tp, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +105,7 @@ func TestKeyringTPM(t *testing.T) {
 	}
 
 	// Pruning keeps the key device.key refers to and drops the others.
-	spare, err := newTPMKey(ctx, tp)
+	spare, _, err := newTPMKey(ctx, tp, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -220,7 +221,11 @@ func renewOnce(ctx context.Context, cfg *config, ci caInfo, rekey bool, failpoin
 			if key, req, err = rekeyRequest(ctx, kr, old); err != nil {
 				return nil, err
 			}
-			cfg.logf("re-keying: new P-256 key in %s, CSR for serial %s", keyStorage(key, "the TPM"), old.Cert.Subject.SerialNumber)
+			where := "software P-256 key"
+			if tk, ok := key.(*tpmKey); ok {
+				where = "P-256 key " + tk.name + " in the TPM, certified by its AK"
+			}
+			cfg.logf("re-keying: new %s; CSR for serial %s", where, old.Cert.Subject.SerialNumber)
 		}
 		err = r.do(ctx, "renew", func(ctx context.Context) (err error) {
 			resp, err = cl.Renew(ctx, req)
@@ -260,15 +265,22 @@ func rekeyRequest(ctx context.Context, kr *keyring, old *identity) (crypto.Signe
 			macs = append(macs, m)
 		}
 	}
-	key, err := kr.newKeyLike(ctx, old.Key)
+	// A new TPM key is certified by the AK over the hash of the certificate
+	// this renewal authenticates with: the CA checks it against the AK it
+	// recorded at attestation before it certifies the new key.
+	nonce := sha256.Sum256(cert.Raw)
+	key, certify, err := kr.newKeyLike(ctx, old.Key, nonce[:])
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, tpmHint(err)
 	}
 	der, err := pki.NewDeviceCSR(key, cert.Subject.SerialNumber, macs)
 	if err != nil {
-		return nil, nil, fmt.Errorf("build CSR: %w", err)
+		return nil, nil, tpmHint(fmt.Errorf("build CSR: %w", err))
 	}
-	return key, &client.RenewRequest{CSR: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}))}, nil
+	return key, &client.RenewRequest{
+		CSR:     string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})),
+		Certify: certify,
+	}, nil
 }
 
 // sameIdentity refuses a renewed certificate that names another device.

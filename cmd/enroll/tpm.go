@@ -97,6 +97,9 @@ func enrollTPM(ctx context.Context, cfg *config, r *retrier, cl *client.Client, 
 		cfg.logf("the CA does not verify TPM attestation (%v); enrolling with the token and a TPM key the CA cannot check", describe(err))
 		return enrollTokenTPM(ctx, cfg, r, cl, t, serial, macs, root)
 	}
+	if err != nil && hasSlug(err, slugTPMDisabled) {
+		return nil, "", fmt.Errorf("%w; this CA does not accept TPM attestation: enroll with a bootstrap token (--token-file), or have the operator enable it (tpm in ca.yaml)", err)
+	}
 	if err != nil {
 		return nil, "", err
 	}
@@ -111,7 +114,7 @@ func enrollTPM(ctx context.Context, cfg *config, r *retrier, cl *client.Client, 
 // enrollTokenTPM is token enrollment with a TPM-resident key and no
 // attestation.
 func enrollTokenTPM(ctx context.Context, cfg *config, r *retrier, cl *client.Client, t *tpm.TPM, serial string, macs []string, root *x509.Certificate) (*identity, string, error) {
-	key, err := newTPMKey(ctx, t)
+	key, _, err := newTPMKey(ctx, t, nil)
 	if err != nil {
 		return nil, "", tpmHint(fmt.Errorf("TPM: %w", err))
 	}

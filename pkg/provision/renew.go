@@ -3,14 +3,25 @@ package provision
 import (
 	"context"
 	"crypto"
+	"crypto/sha256"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"slices"
 
+	"github.com/smallstep/go-attestation/attest"
+
 	"devpki/pkg/pki"
 	"devpki/pkg/registry"
+	"devpki/pkg/tpm/verify"
 )
+
+// ErrTPMCertifyRequired: a TPM-attested device re-keys without proving that
+// the new key lives in the same TPM (RenewRequest.Certify missing), or the
+// device was enrolled by attestation before its AK was recorded
+// (registry.Device.AKPub empty) and must re-enroll by attestation first.
+// Nothing is signed.
+var ErrTPMCertifyRequired = errors.New("provision: TPM certification of the new key required")
 
 // RenewRequest is a renewal as the API received it: the verified client
 // certificate is the only credential.
@@ -19,8 +30,23 @@ type RenewRequest struct {
 	Peer *x509.Certificate
 	// CSRPEM, when set, re-keys: a CSR for the same serial and MACs.
 	CSRPEM []byte
+	// Certify, for a re-key of a TPM-attested device, is the TPM2_Certify of
+	// the CSR's key by the AK recorded at the device's TPM enrollment, its
+	// extraData the SHA-256 of Peer.Raw (RekeyExtraData). Nil means none; it
+	// is ignored for a same-key renewal and for devices not enrolled by TPM
+	// attestation.
+	Certify *attest.CertificationParameters
 	// SourceAddr is the client address, for the audit log.
 	SourceAddr string
+}
+
+// RekeyExtraData is the qualifying data a TPM-attested device certifies its
+// new key with at renewal: the SHA-256 of the DER of the certificate it
+// presents (the one being renewed). It ties the certification to that
+// certificate, so one cannot be replayed to re-key with another.
+func RekeyExtraData(peer *x509.Certificate) []byte {
+	h := sha256.Sum256(peer.Raw)
+	return h[:]
 }
 
 // Renew issues a new certificate for the device that owns req.Peer: same key,
@@ -29,6 +55,15 @@ type RenewRequest struct {
 // admin's rotate — the old key (registry.ErrRekeyRequired). A renewal whose
 // answer was lost may be sent again: if the presented certificate was
 // already renewed with the same key, that renewal's certificate is returned.
+//
+// A device enrolled by TPM attestation (Method "tpm") re-keys only to a key
+// of the same TPM: the request must carry a certification of the new key by
+// the AK recorded at enrollment (registry.Device.AKPub) over
+// RekeyExtraData(req.Peer) (verify.VerifyCertification). Without one, or
+// for a device enrolled before AKs were recorded, it is refused with
+// ErrTPMCertifyRequired; with an invalid one, with verify.ErrCertify. The
+// re-keyed certificate keeps the EK identity and the device stays Method
+// "tpm". Other devices re-key as before; a Certify they send is ignored.
 func (s *Service) Renew(ctx context.Context, req *RenewRequest) (*Result, error) {
 	res, target, err := s.renew(ctx, req)
 	if err != nil {
@@ -81,6 +116,12 @@ func (s *Service) renew(ctx context.Context, req *RenewRequest) (*Result, string
 		pub = claims.PublicKey
 	}
 	sameKey := keysEqual(pub, req.Peer.PublicKey)
+	attested := false // the new key is certified by the device's AK
+	if !sameKey {
+		if attested, err = checkRekeyAttestation(dev, req, pub); err != nil {
+			return nil, dev.ID, err
+		}
+	}
 	if rec.Status == registry.CertSuperseded {
 		if rep, err := s.replay(ctx, serial, pub); err == nil {
 			return rep, dev.ID, nil
@@ -97,9 +138,10 @@ func (s *Service) renew(ctx context.Context, req *RenewRequest) (*Result, string
 	id := pki.Identity{
 		DeviceID: dev.ID, Tenant: tenant.Name, Serial: dev.Serial, MACs: dev.MACs, TrustDomain: s.cfg.TrustDomain,
 	}
-	if sameKey {
-		// The TPM-attested key keeps its EK identity; a new key from a CSR
-		// was not attested, so its certificate does not claim one.
+	if sameKey || attested {
+		// The TPM-attested key, or a new key certified by the same TPM's AK,
+		// keeps the EK identity; a new key that was not attested does not
+		// claim one.
 		id.EKHash = dev.EKHash
 	}
 	issued, err := s.cfg.Issuer.IssueDevice(ctx, &pki.DeviceRequest{
@@ -130,6 +172,32 @@ func (s *Service) renew(ctx context.Context, req *RenewRequest) (*Result, string
 		return nil, dev.ID, fmt.Errorf("record renewal of %s: %w", dev.ID, err)
 	}
 	return &Result{DeviceID: dev.ID, Certificate: cert, Chain: issued.Chain, RenewAfter: RenewAfter(cert)}, dev.ID, nil
+}
+
+// checkRekeyAttestation decides whether dev may re-key to pub. A device that
+// is not TPM-attested may (false, nil). A TPM-attested one must prove pub is
+// a key of the same TPM: certified by its recorded AK over
+// RekeyExtraData(req.Peer) (true, nil).
+func checkRekeyAttestation(dev *registry.Device, req *RenewRequest, pub crypto.PublicKey) (bool, error) {
+	if dev.Method != MethodTPM && len(dev.AKPub) == 0 {
+		return false, nil
+	}
+	if len(dev.AKPub) == 0 {
+		return false, fmt.Errorf("%w: device %s was enrolled by TPM attestation before its attestation key was recorded: "+
+			"re-enroll by attestation (the same EK keeps the device id), then re-key", ErrTPMCertifyRequired, dev.ID)
+	}
+	if req.Certify == nil {
+		return false, fmt.Errorf("%w: this device's key is TPM-attested: a new key must be created and certified by the same TPM "+
+			"(enroll rekey on the device)", ErrTPMCertifyRequired)
+	}
+	akPub, err := x509.ParsePKIXPublicKey(dev.AKPub)
+	if err != nil {
+		return false, fmt.Errorf("read the attestation key of device %s: %w", dev.ID, err)
+	}
+	if err := verify.VerifyCertification(akPub, *req.Certify, RekeyExtraData(req.Peer), pub); err != nil {
+		return false, fmt.Errorf("re-key of device %s (EK %s): %w", dev.ID, dev.EKHash, err)
+	}
+	return true, nil
 }
 
 // replay returns the certificate that already renewed serial when it holds

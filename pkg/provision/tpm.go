@@ -275,6 +275,12 @@ func (s *Service) tpmEnroll(ctx context.Context, req *TPMEnrollRequest) (res *Re
 	if err != nil {
 		return nil, tenant.ID, target, withMACs(err, claims.MACs)
 	}
+	// The activated AK is recorded: a re-key at renewal must be certified
+	// by it (checkRekeyAttestation).
+	akPub, err := x509.MarshalPKIXPublicKey(att.AKPub)
+	if err != nil {
+		return nil, tenant.ID, target, fmt.Errorf("record the AK of %q: %w", claims.Serial, err)
+	}
 	now := s.cfg.Now()
 	dev := &registry.Device{
 		ID:        s.cfg.NewDeviceID(),
@@ -284,6 +290,7 @@ func (s *Service) tpmEnroll(ctx context.Context, req *TPMEnrollRequest) (res *Re
 		Status:    registry.DeviceActive,
 		Method:    MethodTPM,
 		EKHash:    att.EKHash,
+		AKPub:     akPub,
 		CreatedAt: now,
 		UpdatedAt: now,
 	}
@@ -363,7 +370,7 @@ func (s *Service) checkClone(ctx context.Context, tenantID, serial, ekHash strin
 		return nil, fmt.Errorf("look up device %q: %w", serial, err)
 	case existing.EKHash != ekHash:
 		return nil, &cloneClaim{reason: registry.ReasonSerialOtherEK, serial: serial, ekHash: ekHash,
-			device: existing.ID, deviceTenant: existing.TenantID,
+			device: existing.ID, deviceTenant: existing.TenantID, deviceEK: existing.EKHash,
 			msg: fmt.Sprintf("serial %q is enrolled as device %s with EK %q, this claim has EK %s", serial, existing.ID, existing.EKHash, ekHash)}
 	case existing.Status != registry.DeviceActive:
 		return nil, fmt.Errorf("device %s (serial %q) is %s: %w", existing.ID, serial, existing.Status, registry.ErrDeviceNotActive)
@@ -375,7 +382,7 @@ func (s *Service) checkClone(ctx context.Context, tenantID, serial, ekHash strin
 	for _, d := range bound {
 		if existing == nil || d.ID != existing.ID {
 			return nil, &cloneClaim{reason: registry.ReasonEKOtherSerial, serial: serial, ekHash: ekHash,
-				device: d.ID, deviceTenant: d.TenantID,
+				device: d.ID, deviceTenant: d.TenantID, deviceEK: d.EKHash,
 				msg: fmt.Sprintf("EK %s is enrolled as device %s (serial %q), this claim has serial %q", ekHash, d.ID, d.Serial, serial)}
 		}
 	}

@@ -86,7 +86,7 @@ func TestTPMEnrollSimulator(t *testing.T) {
 		}
 	})
 
-	t.Run("renewal keeps the EK identity for the same key only", func(t *testing.T) {
+	t.Run("renewal keeps the EK identity; a software key is refused", func(t *testing.T) {
 		same, err := f.renew(t, first.Certificate, nil)
 		if err != nil {
 			t.Fatal(err)
@@ -94,12 +94,10 @@ func TestTPMEnrollSimulator(t *testing.T) {
 		if id, err := pki.DeviceIdentity(same.Certificate, "test.devpki"); err != nil || id.EKHash != d.ekHash {
 			t.Errorf("same-key renewal identity = %+v, %v; want EK %s", id, err, d.ekHash)
 		}
-		rekeyed, err := f.renew(t, same.Certificate, csrFor(t, serial, "020000000001"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if id, err := pki.DeviceIdentity(rekeyed.Certificate, "test.devpki"); err != nil || id.EKHash != "" {
-			t.Errorf("re-keyed (software key) identity = %+v, %v; want no EK", id, err)
+		// A software key is refused: the device is TPM-attested (re-keys
+		// with a certified TPM key: rekey_sim_test.go).
+		if _, err := f.renew(t, same.Certificate, csrFor(t, serial, "020000000001")); !errors.Is(err, provision.ErrTPMCertifyRequired) {
+			t.Fatalf("re-key to a software key: %v, want ErrTPMCertifyRequired", err)
 		}
 	})
 

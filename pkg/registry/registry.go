@@ -73,6 +73,12 @@ type Device struct {
 	Status   DeviceStatus
 	Method   string // enrollment method: "token", "tpm", ...
 	EKHash   string // TPM EK public key hash, empty for software keys
+	// AKPub is the PKIX DER of the public key of the AK the device
+	// activated at its last TPM enrollment (an RSA key): a new key it
+	// brings at renewal must be certified (TPM2_Certify) by this AK. Nil
+	// for devices not enrolled by TPM attestation, and for TPM devices
+	// enrolled before it was recorded.
+	AKPub []byte
 	// RekeyRequired is set by an admin's rotate: the next renewal must
 	// bring a new key. A renewal with a new key clears it.
 	RekeyRequired bool
@@ -238,7 +244,7 @@ type Enrollment struct {
 	// left and, when bound, is bound to Device.Serial.
 	TokenHash []byte
 	// Device is inserted, or — when a device with the same (TenantID, Serial)
-	// exists — updated (MACs, Method, EKHash, Status=active, UpdatedAt). An
+	// exists — updated (MACs, Method, EKHash, AKPub, Status=active, UpdatedAt). An
 	// existing device may only be re-enrolled when the token is bound to its
 	// serial (else ErrSerialConflict, nothing written), and Device.ID must
 	// equal the existing id (else ErrConflict). On re-enrollment every
@@ -401,14 +407,17 @@ type Store interface {
 	// ignored. Zero LastSeen means now. On return q holds the stored record;
 	// an empty audit.Target is set to its ID.
 	HoldClaim(ctx context.Context, q *Quarantine, audit *AuditEvent) error
-	// GetQuarantine returns a held or dismissed claim, or ErrNotFound.
+	// GetQuarantine returns a claim whatever its status, or ErrNotFound.
 	GetQuarantine(ctx context.Context, id string) (*Quarantine, error)
 	// ListQuarantine returns one page of claims matching f.
 	ListQuarantine(ctx context.Context, f QuarantineFilter) ([]*Quarantine, error)
 	// DismissQuarantine marks a held claim dismissed by by, with audit, and
-	// returns it. An unknown id is ErrNotFound; a claim already dismissed is
-	// ErrConflict, with nothing written.
+	// returns it. An unknown id is ErrNotFound; a claim already dismissed or
+	// released is ErrConflict, with nothing written.
 	DismissQuarantine(ctx context.Context, id, by string, audit *AuditEvent) (*Quarantine, error)
+	// ReleaseQuarantine lets the claimant of a held claim in (see
+	// QuarantineRelease), with r.Audit, in one transaction.
+	ReleaseQuarantine(ctx context.Context, r *QuarantineRelease) error
 
 	// AppendAudit appends a single event (refused requests and the like).
 	AppendAudit(ctx context.Context, ev *AuditEvent) error

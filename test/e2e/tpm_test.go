@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"net/http"
 	"os"
@@ -100,8 +101,12 @@ func tpmDeviceClient(t *testing.T, dir, spec string) *http.Client {
 // root; the key stays in the TPM (device.key is only a reference, no key
 // password exists); the certificate carries the EK as a PermanentIdentifier;
 // renewal and re-key over mTLS sign in the TPM; the sample component accepts
-// the device. A second TPM claiming the same serial, and the same TPM
-// claiming another serial, are refused as clone suspects and leave nothing.
+// the device; a re-key is certified by the TPM; a factory reset keeps the
+// device id. A second TPM claiming the same serial, and the same TPM claiming
+// another serial, are refused and held as clone suspects with nothing
+// issued; releasing the first (a TPM swap) admits the new TPM under the same
+// id and revokes the old identity. In a require_tpm tenant a software key is
+// refused with the token unspent, and the token with a TPM enrolls.
 func TestTPMEndToEnd(t *testing.T) {
 	t.Parallel()
 	sw := swtpmtest.Start(t)
@@ -182,6 +187,11 @@ func TestTPMEndToEnd(t *testing.T) {
 	if samePub(rekeyed, renewed) {
 		t.Fatal("re-key kept the key")
 	}
+	// The CA admitted the new key only with its TPM2_Certify by the AK it
+	// recorded at attestation; the identity still names the EK.
+	if rid, err := pki.DeviceIdentity(rekeyed, "devpki.local"); err != nil || rid.EKHash != id.EKHash {
+		t.Fatalf("re-keyed certificate identity %+v, %v; want EK %s", rid, err, id.EKHash)
+	}
 	if !strings.Contains(res.stderr, "TPM") {
 		t.Errorf("re-key did not say the new key is in the TPM:\n%s", res.stderr)
 	}
@@ -222,6 +232,32 @@ func TestTPMEndToEnd(t *testing.T) {
 	if devs, err := st.ListDevices(context.Background(), registry.DeviceFilter{EKHash: id.EKHash, Limit: 10}); err != nil || len(devs) != 1 {
 		t.Errorf("devices of the EK: %d, %v; want 1", len(devs), err)
 	}
+	// The operator finds the first claim is a legitimate TPM swap (RMA):
+	// release admits that TPM under the same device id and revokes the old
+	// identity.
+	res = mustRun(t, nil, caBin, "devices", "list", "--status", "quarantined", "--serial", serial, "--output", "json",
+		"--config", ca.Config, "--ca", srv.URL)
+	var held struct {
+		Quarantined []struct {
+			ID, Serial, Status string
+		} `json:"quarantined"`
+	}
+	if err := json.Unmarshal([]byte(res.stdout), &held); err != nil || len(held.Quarantined) != 1 {
+		t.Fatalf("held claims of %s: %v\n%s", serial, err, res.stdout)
+	}
+	mustRun(t, nil, caBin, "devices", "release", held.Quarantined[0].ID, "--config", ca.Config, "--ca", srv.URL)
+	res = enrollTPM(cloneDir, other.Spec(), serial)
+	if m := enrolledLine.FindStringSubmatch(res.stdout); res.code != 0 || m == nil || m[1] != deviceID {
+		t.Fatalf("the released TPM enrolls as %s: %s", deviceID, res)
+	}
+	if _, _, err := comp.ingest(tpmDeviceClient(t, cloneDir, other.Spec())); err != nil {
+		t.Fatalf("component refuses the device with its new TPM: %v", err)
+	}
+	res = run(t, nil, enrollBin, "renew", "--dir", dir)
+	if res.code != 1 || !strings.Contains(res.stderr, "403") {
+		t.Fatalf("the replaced TPM's identity still renews: %s", res)
+	}
+
 	// require_tpm: a software key with a token is refused and the token is
 	// kept; the same token with a TPM enrolls by attestation and is spent.
 	tok := ca.mintToken(t, srv)
@@ -235,7 +271,8 @@ func TestTPMEndToEnd(t *testing.T) {
 	if n := usesLeft(t, db, tok.ID); n != 1 {
 		t.Fatalf("refused enrollment spent the token: %d uses left", n)
 	}
-	res = enrollTPM(swDir, other.Spec(), "TPM-E2E-3", "--token", tok.Token)
+	third := swtpmtest.Start(t)
+	res = enrollTPM(swDir, third.Spec(), "TPM-E2E-3", "--token", tok.Token)
 	if res.code != 0 || !strings.Contains(res.stdout, "key: TPM (") || !strings.Contains(res.stderr, "with a bootstrap token") {
 		t.Fatalf("token + TPM attestation: %s", res)
 	}
@@ -243,11 +280,12 @@ func TestTPMEndToEnd(t *testing.T) {
 		t.Fatalf("token + TPM enrollment left the token with %d uses", n)
 	}
 
-	res = mustRun(t, nil, caBin, "devices", "list", "--status", "quarantined", "--config", ca.Config, "--ca", srv.URL)
-	for _, want := range []string{serial, "TPM-E2E-2", deviceID} {
+	res = mustRun(t, nil, caBin, "devices", "list", "--status", "quarantined", "--all", "--config", ca.Config, "--ca", srv.URL)
+	for _, want := range []string{serial, "released", "TPM-E2E-2", "held", deviceID} {
 		if !strings.Contains(res.stdout, want) {
 			t.Errorf("ca devices list --status quarantined lacks %q:\n%s", want, res.stdout)
 		}
 	}
+
 	ca.auditVerify(t)
 }

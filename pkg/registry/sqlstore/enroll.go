@@ -126,7 +126,7 @@ func (s *Store) enroll(tx *gorm.DB, b *batch, tokenHash []byte, sameEK bool, dev
 		dev.UpdatedAt = now
 	}
 	res, err := b.exec(sqlInsertDevice,
-		dev.ID, dev.TenantID, dev.Serial, dev.MACs, dev.Status, dev.Method, dev.EKHash, dev.CreatedAt, dev.UpdatedAt)
+		dev.ID, dev.TenantID, dev.Serial, dev.MACs, dev.Status, dev.Method, dev.EKHash, dev.AKPub, dev.CreatedAt, dev.UpdatedAt)
 	if isEKConflict(err) {
 		return nil, fmt.Errorf("%w: EK %s, device %s (serial %q): %v", registry.ErrEKConflict, dev.EKHash, dev.ID, dev.Serial, err)
 	}
@@ -199,7 +199,7 @@ func (s *Store) reenroll(tx *gorm.DB, tokenHash []byte, tok *tokenRow, sameEK bo
 	}
 	dev.Status, dev.CreatedAt, dev.UpdatedAt = string(registry.DeviceActive), old.CreatedAt, now
 	res = tx.Model(&deviceRow{}).Where("id = ?", dev.ID).Updates(map[string]any{
-		"macs": dev.MACs, "method": dev.Method, "ek_hash": dev.EKHash,
+		"macs": dev.MACs, "method": dev.Method, "ek_hash": dev.EKHash, "ak_pub": dev.AKPub,
 		"status": dev.Status, "updated_at": now,
 	})
 	if isEKConflict(res.Error) {

@@ -28,6 +28,8 @@ type deviceRow struct {
 	Status   string     `gorm:"size:32;not null"`
 	Method   string     `gorm:"size:64;not null"`
 	EKHash   string     `gorm:"column:ek_hash;size:128;not null;index"`
+	// AKPub is registry.Device.AKPub (PKIX DER); NULL when not recorded.
+	AKPub []byte `gorm:"column:ak_pub"`
 	// RekeyRequired and RekeyDeadline: an admin's rotate (registry.Device).
 	RekeyRequired bool `gorm:"not null;default:false"`
 	RekeyDeadline *time.Time
@@ -174,7 +176,7 @@ func (r *tenantRow) domain() *registry.Tenant {
 func fromDevice(d *registry.Device) *deviceRow {
 	return &deviceRow{
 		ID: d.ID, TenantID: d.TenantID, Serial: d.Serial, MACs: encodeList(d.MACs),
-		Status: string(d.Status), Method: d.Method, EKHash: d.EKHash,
+		Status: string(d.Status), Method: d.Method, EKHash: d.EKHash, AKPub: d.AKPub,
 		RekeyRequired: d.RekeyRequired, RekeyDeadline: tsPtr(d.RekeyDeadline),
 		CreatedAt: ts(d.CreatedAt), UpdatedAt: ts(d.UpdatedAt),
 	}
@@ -191,7 +193,7 @@ func tsPtr(t *time.Time) *time.Time {
 func (r *deviceRow) domain() *registry.Device {
 	return &registry.Device{
 		ID: r.ID, TenantID: r.TenantID, Serial: r.Serial, MACs: decodeList(r.MACs),
-		Status: registry.DeviceStatus(r.Status), Method: r.Method, EKHash: r.EKHash,
+		Status: registry.DeviceStatus(r.Status), Method: r.Method, EKHash: r.EKHash, AKPub: r.AKPub,
 		RekeyRequired: r.RekeyRequired, RekeyDeadline: utcPtr(r.RekeyDeadline),
 		CreatedAt: r.CreatedAt.UTC(), UpdatedAt: r.UpdatedAt.UTC(),
 	}

@@ -22,6 +22,7 @@ type quarantineRow struct {
 	EKHash           string     `gorm:"column:ek_hash;size:128;not null"`
 	Reason           string     `gorm:"size:64;not null"`
 	ConflictDeviceID string     `gorm:"size:128;not null"`
+	ConflictEKHash   string     `gorm:"column:conflict_ek_hash;size:128;not null;default:''"`
 	SourceAddr       string     `gorm:"not null"`
 	FirstSeen        time.Time  `gorm:"not null"`
 	LastSeen         time.Time  `gorm:"not null"`
@@ -29,6 +30,8 @@ type quarantineRow struct {
 	Status           string     `gorm:"size:32;not null"`
 	DismissedBy      string     `gorm:"size:256;not null"`
 	DismissedAt      *time.Time
+	ReleasedBy       string `gorm:"size:256;not null;default:''"`
+	ReleasedAt       *time.Time
 }
 
 func (quarantineRow) TableName() string { return "device_quarantine" }
@@ -36,9 +39,10 @@ func (quarantineRow) TableName() string { return "device_quarantine" }
 func (r *quarantineRow) domain() *registry.Quarantine {
 	return &registry.Quarantine{
 		ID: r.ID, TenantID: r.TenantID, Serial: r.Serial, MACs: decodeList(r.MACs), EKHash: r.EKHash,
-		Reason: registry.QuarantineReason(r.Reason), ConflictDeviceID: r.ConflictDeviceID, SourceAddr: r.SourceAddr,
-		FirstSeen: r.FirstSeen.UTC(), LastSeen: r.LastSeen.UTC(), Attempts: r.Attempts,
+		Reason: registry.QuarantineReason(r.Reason), ConflictDeviceID: r.ConflictDeviceID, ConflictEKHash: r.ConflictEKHash,
+		SourceAddr: r.SourceAddr, FirstSeen: r.FirstSeen.UTC(), LastSeen: r.LastSeen.UTC(), Attempts: r.Attempts,
 		Status: registry.QuarantineStatus(r.Status), DismissedBy: r.DismissedBy, DismissedAt: utcPtr(r.DismissedAt),
+		ReleasedBy: r.ReleasedBy, ReleasedAt: utcPtr(r.ReleasedAt),
 	}
 }
 
@@ -56,12 +60,13 @@ const (
 	sqlDuplicateEKs  = `SELECT ek_hash, COUNT(*) AS n FROM devices WHERE ek_hash <> '' GROUP BY ek_hash HAVING COUNT(*) > 1
 		ORDER BY ek_hash LIMIT 10`
 
-	sqlHoldClaim = `INSERT INTO device_quarantine (id, tenant_id, serial, macs, ek_hash, reason, conflict_device_id, source_addr,
-		first_seen, last_seen, attempts, status, dismissed_by)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, 'held', '')
+	sqlHoldClaim = `INSERT INTO device_quarantine (id, tenant_id, serial, macs, ek_hash, reason, conflict_device_id,
+		conflict_ek_hash, source_addr, first_seen, last_seen, attempts, status, dismissed_by, released_by)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, 'held', '', '')
 		ON CONFLICT (tenant_id, serial, ek_hash) WHERE status = 'held' DO UPDATE SET
 		attempts = device_quarantine.attempts + 1, last_seen = excluded.last_seen, macs = excluded.macs,
-		reason = excluded.reason, conflict_device_id = excluded.conflict_device_id, source_addr = excluded.source_addr`
+		reason = excluded.reason, conflict_device_id = excluded.conflict_device_id,
+		conflict_ek_hash = excluded.conflict_ek_hash, source_addr = excluded.source_addr`
 )
 
 // migrateQuarantine creates the quarantine table and the two partial
@@ -127,7 +132,7 @@ func (s *Store) HoldClaim(ctx context.Context, q *registry.Quarantine, audit *re
 	var ev *registry.AuditEvent
 	err := s.write(ctx, func(tx *gorm.DB, b *batch) error {
 		_, err := b.exec(sqlHoldClaim, q.ID, q.TenantID, q.Serial, encodeList(q.MACs), q.EKHash, string(q.Reason),
-			q.ConflictDeviceID, q.SourceAddr, seen, seen)
+			q.ConflictDeviceID, q.ConflictEKHash, q.SourceAddr, seen, seen)
 		if err != nil {
 			return fmt.Errorf("sqlstore: hold claim of %s/%s: %w", q.TenantID, q.Serial, s.translateSQL(err))
 		}
@@ -225,4 +230,159 @@ func (s *Store) DismissQuarantine(ctx context.Context, id, by string, audit *reg
 	}
 	copyAudit(audit, ev)
 	return row.domain(), nil
+}
+
+// ReleaseQuarantine implements registry.Store.
+func (s *Store) ReleaseQuarantine(ctx context.Context, r *registry.QuarantineRelease) error {
+	if r == nil || r.ID == "" {
+		return errors.New("sqlstore: release quarantine: the claim id is required")
+	}
+	if err := registry.ValidReason(r.Reason); err != nil {
+		return fmt.Errorf("sqlstore: release quarantine %s: %w", r.ID, err)
+	}
+	var (
+		claim   quarantineRow
+		dev     deviceRow
+		revoked []certificateRow
+		ev      *registry.AuditEvent
+	)
+	err := s.write(ctx, func(tx *gorm.DB, b *batch) error {
+		claim, dev, revoked = quarantineRow{}, deviceRow{}, nil
+		now := ts(s.now())
+		if err := tx.Where("id = ?", r.ID).Take(&claim).Error; err != nil {
+			return fmt.Errorf("sqlstore: release quarantine %s: %w", r.ID, translate(err))
+		}
+		if r.TenantID != "" && claim.TenantID != r.TenantID {
+			return fmt.Errorf("sqlstore: release quarantine %s: %w", r.ID, registry.ErrNotFound)
+		}
+		if claim.Status != string(registry.QuarantineHeld) {
+			return fmt.Errorf("%w: claim %s is %s", registry.ErrClaimNotHeld, r.ID, claim.Status)
+		}
+		if err := s.releaseTarget(tx, &claim, &dev); err != nil {
+			return err
+		}
+		// The claim's EK must be free, or bound to D (the EK case).
+		var others []string
+		err := tx.Model(&deviceRow{}).Where("ek_hash = ? AND id <> ?", claim.EKHash, dev.ID).Limit(1).Pluck("id", &others).Error
+		if err != nil {
+			return fmt.Errorf("sqlstore: release quarantine %s: devices of the EK: %w", r.ID, translate(err))
+		}
+		if len(others) > 0 {
+			return fmt.Errorf("%w: EK %s of claim %s is now bound to device %s", registry.ErrEKConflict, claim.EKHash, r.ID, others[0])
+		}
+
+		err = tx.Where("device_id = ? AND status <> ? AND not_after > ?", dev.ID, string(registry.CertRevoked), now).
+			Order("created_at, serial").Find(&revoked).Error
+		if err != nil {
+			return fmt.Errorf("sqlstore: release quarantine %s: certificates of device %s: %w", r.ID, dev.ID, translate(err))
+		}
+		if len(revoked) > 0 {
+			serials := make([]string, len(revoked))
+			for i := range revoked {
+				serials[i] = revoked[i].Serial
+				revoked[i].Status, revoked[i].RevokedAt, revoked[i].RevocationReason = string(registry.CertRevoked), &now, r.Reason
+			}
+			res := tx.Model(&certificateRow{}).Where("serial IN ?", serials).
+				Updates(map[string]any{"status": string(registry.CertRevoked), "revoked_at": now, "revocation_reason": r.Reason})
+			if res.Error != nil {
+				return fmt.Errorf("sqlstore: release quarantine %s: revoke certificates: %w", r.ID, translate(res.Error))
+			}
+		}
+
+		update := map[string]any{"updated_at": now}
+		if claim.Reason == string(registry.ReasonSerialOtherEK) {
+			// Re-bind D to the claimant's TPM; the old TPM's keys are gone,
+			// so no re-key is owed.
+			update["ek_hash"], update["status"] = claim.EKHash, string(registry.DeviceActive)
+			update["rekey_required"], update["rekey_deadline"] = false, nil
+		} else {
+			update["ek_hash"], update["status"] = "", string(registry.DeviceRevoked)
+		}
+		// The AK recorded at attestation belonged to the EK that is gone; the
+		// next attestation records the new one.
+		update["ak_pub"] = nil
+		// Conditional on what was checked, in case a write slipped in.
+		res := tx.Model(&deviceRow{}).Where("id = ? AND ek_hash = ?", dev.ID, dev.EKHash).Updates(update)
+		if isEKConflict(res.Error) {
+			return fmt.Errorf("%w: EK %s of claim %s: %v", registry.ErrEKConflict, claim.EKHash, r.ID, res.Error)
+		}
+		if res.Error != nil {
+			return fmt.Errorf("sqlstore: release quarantine %s: update device %s: %w", r.ID, dev.ID, translate(res.Error))
+		}
+		if res.RowsAffected != 1 {
+			return fmt.Errorf("%w: device %s changed while claim %s was being released", registry.ErrClaimStale, dev.ID, r.ID)
+		}
+		dev.EKHash, dev.Status, dev.UpdatedAt = update["ek_hash"].(string), update["status"].(string), now
+		if claim.Reason == string(registry.ReasonSerialOtherEK) {
+			dev.RekeyRequired, dev.RekeyDeadline = false, nil
+		}
+
+		res = tx.Model(&quarantineRow{}).Where("id = ? AND status = ?", r.ID, string(registry.QuarantineHeld)).
+			Updates(map[string]any{"status": string(registry.QuarantineReleased), "released_by": r.By, "released_at": now})
+		if res.Error != nil {
+			return fmt.Errorf("sqlstore: release quarantine %s: %w", r.ID, translate(res.Error))
+		}
+		if res.RowsAffected != 1 {
+			return fmt.Errorf("%w: claim %s changed while being released", registry.ErrClaimNotHeld, r.ID)
+		}
+		claim.Status, claim.ReleasedBy, claim.ReleasedAt = string(registry.QuarantineReleased), r.By, &now
+		if r.Audit != nil {
+			ev, err = b.appendAudit(r.Audit)
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	r.Claim, r.Device = claim.domain(), dev.domain()
+	r.Revoked = make([]*registry.Certificate, len(revoked))
+	for i := range revoked {
+		r.Revoked[i] = revoked[i].domain()
+	}
+	copyAudit(r.Audit, ev)
+	return nil
+}
+
+// releaseTarget reads into dev the device claim collides with and checks
+// it is as it was when the claim was held (registry.QuarantineRelease),
+// else ErrClaimStale.
+func (s *Store) releaseTarget(tx *gorm.DB, claim *quarantineRow, dev *deviceRow) error {
+	if claim.ConflictDeviceID == "" {
+		return fmt.Errorf("%w: claim %s names no enrolled device (it was not found, or is in another tenant)",
+			registry.ErrClaimStale, claim.ID)
+	}
+	err := tx.Where("id = ?", claim.ConflictDeviceID).Take(dev).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return fmt.Errorf("%w: device %s of claim %s no longer exists", registry.ErrClaimStale, claim.ConflictDeviceID, claim.ID)
+	}
+	if err != nil {
+		return fmt.Errorf("sqlstore: release quarantine %s: read device %s: %w", claim.ID, claim.ConflictDeviceID, translate(err))
+	}
+	if dev.TenantID != claim.TenantID {
+		return fmt.Errorf("%w: device %s is not in the claim's tenant", registry.ErrClaimStale, dev.ID)
+	}
+	switch registry.QuarantineReason(claim.Reason) {
+	case registry.ReasonSerialOtherEK:
+		switch {
+		case dev.Serial != claim.Serial:
+			return fmt.Errorf("%w: device %s has serial %q, the claim %q", registry.ErrClaimStale, dev.ID, dev.Serial, claim.Serial)
+		case dev.EKHash == claim.EKHash:
+			return fmt.Errorf("%w: device %s is already bound to the claim's EK %s", registry.ErrClaimStale, dev.ID, claim.EKHash)
+		case dev.EKHash != claim.ConflictEKHash:
+			return fmt.Errorf("%w: device %s is now bound to EK %q; when the claim was held it had EK %q",
+				registry.ErrClaimStale, dev.ID, dev.EKHash, claim.ConflictEKHash)
+		}
+	case registry.ReasonEKOtherSerial:
+		switch {
+		case dev.EKHash != claim.EKHash:
+			return fmt.Errorf("%w: device %s is no longer bound to the claim's EK %s (now %q)",
+				registry.ErrClaimStale, dev.ID, claim.EKHash, dev.EKHash)
+		case dev.Serial == claim.Serial:
+			return fmt.Errorf("%w: device %s already has the claim's serial %q", registry.ErrClaimStale, dev.ID, claim.Serial)
+		}
+	default:
+		return fmt.Errorf("sqlstore: release quarantine %s: unknown reason %q", claim.ID, claim.Reason)
+	}
+	return nil
 }

@@ -122,3 +122,30 @@ func TestPostgresReplicasEKRace(t *testing.T) {
 		}
 	}
 }
+
+// TestMigrateQuarantineRelease: a quarantine table from before release
+// (no conflict_ek_hash, released_by, released_at) gets the columns, and
+// its held claims read back with them empty.
+func TestMigrateQuarantineRelease(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "registry.db")
+	s := openSQLite(t, path)
+	for _, q := range []string{
+		"ALTER TABLE device_quarantine DROP COLUMN conflict_ek_hash",
+		"ALTER TABLE device_quarantine DROP COLUMN released_by",
+		"ALTER TABLE device_quarantine DROP COLUMN released_at",
+		`INSERT INTO device_quarantine (id, tenant_id, serial, macs, ek_hash, reason, conflict_device_id, source_addr,
+			first_seen, last_seen, attempts, status, dismissed_by)
+			VALUES ('q-old', 'default', 'S1', '[]', 'ee', 'serial-has-other-ek', 'dev-1', '', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, 1, 'held', '')`,
+	} {
+		if err := s.w.Exec(q).Error; err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	s = openSQLite(t, path)
+	defer s.Close()
+	q, err := s.GetQuarantine(context.Background(), "q-old")
+	if err != nil || q.Status != registry.QuarantineHeld || q.ConflictEKHash != "" || q.ReleasedBy != "" || q.ReleasedAt != nil {
+		t.Fatalf("old claim after migration = %+v, %v", q, err)
+	}
+}

@@ -95,8 +95,8 @@ const (
 	sqlInsertAudit    = `INSERT INTO audit_events (seq, time, tenant_id, actor, action, target, result, detail, source_addr, prev_hash, hash)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	sqlReadToken    = "SELECT tenant_id, serial, expires_at, uses_left FROM tokens WHERE hash = ?"
-	sqlInsertDevice = `INSERT INTO devices (id, tenant_id, serial, macs, status, method, ek_hash, created_at, updated_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, serial) DO NOTHING`
+	sqlInsertDevice = `INSERT INTO devices (id, tenant_id, serial, macs, status, method, ek_hash, ak_pub, created_at, updated_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, serial) DO NOTHING`
 	sqlSpendToken        = "UPDATE tokens SET uses_left = uses_left - 1 WHERE hash = ? AND uses_left > 0"
 	sqlInsertCertificate = `INSERT INTO certificates (serial, kind, device_id, tenant_id, subject, sans, not_before, not_after, der,
 		status, revoked_at, revocation_reason, replaces_serial, key_sha256, token_hash, created_at)

@@ -36,6 +36,7 @@ func Run(t *testing.T, open func(t *testing.T) registry.Store) {
 		{"EnrollTokenFailures", testEnrollTokenFailures},
 		{"ReEnroll", testReEnroll},
 		{"ReEnrollSameEK", testReEnrollSameEK},
+		{"DeviceAKPub", testDeviceAKPub},
 		{"Preregistration", testPreregistration},
 		{"UniqueTenantSerial", testUniqueTenantSerial},
 		{"SingleUseTokenRace", testSingleUseTokenRace},
@@ -58,6 +59,7 @@ func Run(t *testing.T, open func(t *testing.T) registry.Store) {
 		{"TPMRoots", testTPMRoots},
 		{"Quarantine", testQuarantine},
 		{"EKUnique", testEKUnique},
+		{"QuarantineRelease", testQuarantineRelease},
 		{"TenantPolicy", testTenantPolicy},
 		{"ReEnrollSameEKWithToken", testReEnrollSameEKWithToken},
 	}

@@ -21,8 +21,9 @@ var (
 	// ErrActivation means the activated secret does not match the challenge.
 	ErrActivation = errors.New("tpm verify: credential activation failed")
 	// ErrCertify means the certification of the application key is invalid:
-	// bad structure or signature, a restricted or non-fixedTPM key, or
-	// extraData different from the challenge nonce.
+	// bad structure or signature, a restricted or non-fixedTPM key,
+	// extraData different from the challenge nonce, or (VerifyCertification)
+	// a certified key other than the expected one.
 	ErrCertify = errors.New("tpm verify: key certification invalid")
 	// ErrCSR means the CSR signature is invalid or its public key differs
 	// from the certified key.
