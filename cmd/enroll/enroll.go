@@ -277,9 +277,14 @@ func enrollSoftware(ctx context.Context, cfg *config, r *retrier, cl *client.Cli
 	if err != nil {
 		return nil, "", err
 	}
+	return enrollToken(ctx, cfg, r, cl, key, serial, macs, root)
+}
+
+// enrollToken sends a CSR signed by key with the bootstrap token.
+func enrollToken(ctx context.Context, cfg *config, r *retrier, cl *client.Client, key crypto.Signer, serial string, macs []string, root *x509.Certificate) (*identity, string, error) {
 	csrDER, err := pki.NewDeviceCSR(key, serial, macs)
 	if err != nil {
-		return nil, "", fmt.Errorf("build CSR: %w", err)
+		return nil, "", tpmHint(fmt.Errorf("build CSR: %w", err))
 	}
 	req := &client.EnrollRequest{CSR: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csrDER}))}
 

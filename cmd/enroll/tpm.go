@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
@@ -12,7 +11,6 @@ import (
 
 	"devpki/api/client"
 	"devpki/api/client/tpmenroll"
-	"devpki/pkg/pki"
 	"devpki/pkg/tpm"
 )
 
@@ -118,23 +116,7 @@ func enrollTokenTPM(ctx context.Context, cfg *config, r *retrier, cl *client.Cli
 	if err != nil {
 		return nil, "", tpmHint(fmt.Errorf("TPM: %w", err))
 	}
-	der, err := pki.NewDeviceCSR(key, serial, macs)
-	if err != nil {
-		return nil, "", tpmHint(fmt.Errorf("build CSR: %w", err))
-	}
-	req := &client.EnrollRequest{CSR: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}))}
-	var resp *client.EnrollResponse
-	if err := r.do(ctx, "enroll", func(ctx context.Context) (err error) {
-		resp, err = cl.Enroll(ctx, cfg.Token, req)
-		return err
-	}); err != nil {
-		return nil, "", err
-	}
-	id, err := checkReply(resp, key, root, cfg.Now())
-	if err != nil {
-		return nil, "", fmt.Errorf("CA reply refused: %w", err)
-	}
-	return id, resp.DeviceID, nil
+	return enrollToken(ctx, cfg, r, cl, key, serial, macs, root)
 }
 
 // hasSlug reports whether err is a CA problem with slug.
