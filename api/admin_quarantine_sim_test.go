@@ -4,18 +4,12 @@ package api_test
 
 import (
 	"context"
-	"encoding/pem"
 	"errors"
 	"strings"
 	"testing"
 
 	"devpki/api/client"
-	"devpki/pkg/pki"
-	"devpki/pkg/provision"
 	"devpki/pkg/registry"
-	"devpki/pkg/tpm"
-	"devpki/pkg/tpm/verify"
-	"devpki/pkg/tpm/verify/ektest"
 )
 
 // TestTPMCloneHeldOverHTTP: a TPM whose EK is enrolled claims another
@@ -23,78 +17,20 @@ import (
 // the admin finds it with devices?status=quarantined and dismisses it.
 func TestTPMCloneHeldOverHTTP(t *testing.T) {
 	ctx := context.Background()
-	m := ektest.New(t)
-	f := newFixtureTPM(t, &provision.TPMConfig{
-		EKRoots: m.Roots(), EKIntermediates: m.Intermediates(), Challenger: verify.NewChallenger(verify.Config{}),
-	})
-	c, err := client.New(f.url, client.WithRoots(f.ca.Roots()))
-	if err != nil {
-		t.Fatal(err)
-	}
+	f, m, c := newSimFixture(t)
 	admin := f.apiClient(f.adminCert(f.ca, "default", "root", registry.RoleAdmin, ""))
-	tp, err := tpm.Open(ctx, "simulator:00000000000000b1", tpm.Options{StateDir: t.TempDir()})
+	d := openSimDevice(t, "00000000000000b1", m)
+	ch, err := c.TPMChallenge(ctx, d.claim(t, "SN-HQ-1"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer tp.Close()
-	ek, err := tp.EK(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ekHash, _ := verify.EKHash(ek.Public)
-	ak, err := tp.EnsureAK(ctx, "ak1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	params, err := ak.AttestationParameters(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ekCert := m.EKCert(t, ek.Public)
-	challengeReq := func(serial string) *client.TPMChallengeRequest {
-		return &client.TPMChallengeRequest{
-			EKCert: ekCert,
-			AK: client.TPMAttestationParameters{Public: params.Public, CreateData: params.CreateData,
-				CreateAttestation: params.CreateAttestation, CreateSignature: params.CreateSignature},
-			Serial: serial, MACs: []string{mac},
-		}
-	}
-	ch, err := c.TPMChallenge(ctx, challengeReq("SN-HQ-1"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	secret, err := ak.ActivateCredential(ctx, attestCredential(ch))
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := tp.AttestedKey(ctx, "ak1", "key1", ch.Nonce)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cp, err := key.CertificationParameters(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	signer, err := key.Signer(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := pki.NewDeviceCSR(signer, "SN-HQ-1", []string{mac})
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := c.TPMEnroll(ctx, &client.TPMEnrollRequest{
-		ChallengeID: ch.ChallengeID, ActivatedSecret: secret,
-		Certify: client.TPMCertificationParameters{Public: cp.Public, CreateData: cp.CreateData,
-			CreateAttestation: cp.CreateAttestation, CreateSignature: cp.CreateSignature},
-		CSR: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})),
-	})
+	res, err := c.TPMEnroll(ctx, d.answer(t, ch, "SN-HQ-1").Request)
 	if err != nil {
 		t.Fatal(err)
 	}
 
 	for range 2 {
-		_, err = c.TPMChallenge(ctx, challengeReq("SN-HQ-2"))
+		_, err = c.TPMChallenge(ctx, d.claim(t, "SN-HQ-2"))
 		var re *client.ResponseError
 		if !errors.As(err, &re) || re.StatusCode != 403 || re.Problem == nil || re.Problem.Slug() != client.SlugCloneSuspect ||
 			!strings.Contains(re.Problem.Detail, "held for an administrator") || strings.Contains(re.Problem.Detail, res.DeviceID) {
@@ -106,7 +42,7 @@ func TestTPMCloneHeldOverHTTP(t *testing.T) {
 		t.Fatalf("quarantined: %+v, %v", l, err)
 	}
 	q := l.Quarantined[0]
-	if q.Serial != "SN-HQ-2" || q.EKHash != ekHash || q.Reason != string(registry.ReasonEKOtherSerial) ||
+	if q.Serial != "SN-HQ-2" || q.EKHash != d.ekHash || q.Reason != string(registry.ReasonEKOtherSerial) ||
 		q.ConflictDeviceID != res.DeviceID || q.Attempts != 2 || len(q.MACs) != 1 {
 		t.Fatalf("claim = %+v", q)
 	}

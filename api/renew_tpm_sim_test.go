@@ -6,9 +6,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
-	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -16,10 +14,7 @@ import (
 	"devpki/api/client"
 	"devpki/pkg/pki"
 	"devpki/pkg/pki/pkitest"
-	"devpki/pkg/provision"
 	"devpki/pkg/tpm"
-	"devpki/pkg/tpm/verify"
-	"devpki/pkg/tpm/verify/ektest"
 )
 
 // TestTPMRekeyOverHTTP: a TPM-enrolled device renews over mutual TLS with
@@ -29,58 +24,9 @@ import (
 // refusal.
 func TestTPMRekeyOverHTTP(t *testing.T) {
 	ctx := context.Background()
-	m := ektest.New(t)
-	f := newFixtureTPM(t, &provision.TPMConfig{
-		EKRoots: m.Roots(), EKIntermediates: m.Intermediates(), Challenger: verify.NewChallenger(verify.Config{}),
-	})
-	anon, err := client.New(f.url, client.WithRoots(f.ca.Roots()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tp, err := tpm.Open(ctx, "simulator:00000000000000a3", tpm.Options{StateDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tp.Close()
-	ek, err := tp.EK(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ekHash, _ := verify.EKHash(ek.Public)
-	ak, err := tp.EnsureAK(ctx, "ak1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	params, err := ak.AttestationParameters(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f, m, anon := newSimFixture(t)
+	d := openSimDevice(t, "00000000000000a3", m)
 	const serial = "SN-HTTP-REKEY"
-	keys := 0
-	// newKey makes a TPM key certified by ak1 over extra, and a CSR with it.
-	newKey := func(t *testing.T, extra []byte, serial string) (*tpm.Key, *client.TPMCertificationParameters, string) {
-		t.Helper()
-		keys++
-		key, err := tp.AttestedKey(ctx, "ak1", fmt.Sprintf("key%d", keys), extra)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cp, err := key.CertificationParameters(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		signer, err := key.Signer(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		der, err := pki.NewDeviceCSR(signer, serial, []string{mac})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return key, &client.TPMCertificationParameters{Public: cp.Public, CreateData: cp.CreateData,
-				CreateAttestation: cp.CreateAttestation, CreateSignature: cp.CreateSignature},
-			string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}))
-	}
 	// deviceClient presents the certificate of res with key over mTLS.
 	deviceClient := func(t *testing.T, res *client.EnrollResponse, key *tpm.Key) (*client.Client, *x509.Certificate) {
 		t.Helper()
@@ -105,25 +51,16 @@ func TestTPMRekeyOverHTTP(t *testing.T) {
 	}
 
 	// Enroll by attestation.
-	ch, err := anon.TPMChallenge(ctx, &client.TPMChallengeRequest{
-		EKCert: m.EKCert(t, ek.Public),
-		AK: client.TPMAttestationParameters{Public: params.Public, CreateData: params.CreateData,
-			CreateAttestation: params.CreateAttestation, CreateSignature: params.CreateSignature},
-		Serial: serial, MACs: []string{mac},
-	})
+	ch, err := anon.TPMChallenge(ctx, d.claim(t, serial))
 	if err != nil {
 		t.Fatal(err)
 	}
-	secret, err := ak.ActivateCredential(ctx, attestCredential(ch))
+	enrolled := d.answer(t, ch, serial)
+	res, err := anon.TPMEnroll(ctx, enrolled.Request)
 	if err != nil {
 		t.Fatal(err)
 	}
-	key, cp, csr := newKey(t, ch.Nonce, serial)
-	res, err := anon.TPMEnroll(ctx, &client.TPMEnrollRequest{ChallengeID: ch.ChallengeID, ActivatedSecret: secret, Certify: *cp, CSR: csr})
-	if err != nil {
-		t.Fatal(err)
-	}
-	dev, cur := deviceClient(t, res, key)
+	dev, cur := deviceClient(t, res, enrolled.Key)
 
 	wantRefused := func(t *testing.T, req *client.RenewRequest, slug, detail string) {
 		t.Helper()
@@ -142,7 +79,7 @@ func TestTPMRekeyOverHTTP(t *testing.T) {
 	}
 
 	t.Run("re-key without certify", func(t *testing.T) {
-		_, _, csr := newKey(t, extraFor(cur), serial)
+		_, _, csr := d.certifiedKey(t, extraFor(cur), serial)
 		wantRefused(t, &client.RenewRequest{CSR: csr}, client.SlugTPMCertifyRequired,
 			"a new key must be created and certified by the same TPM (enroll rekey on the device)")
 	})
@@ -150,29 +87,24 @@ func TestTPMRekeyOverHTTP(t *testing.T) {
 		wantRefused(t, &client.RenewRequest{CSR: string(f.csr(serial))}, client.SlugTPMCertifyRequired, "enroll rekey")
 	})
 	t.Run("certify over the wrong extraData", func(t *testing.T) {
-		_, cp, csr := newKey(t, ch.Nonce, serial)
+		_, cp, csr := d.certifiedKey(t, ch.Nonce, serial)
 		wantRefused(t, &client.RenewRequest{CSR: csr, Certify: cp}, client.SlugTPMCertifyInvalid, "extraData")
 	})
 	t.Run("certify of another key", func(t *testing.T) {
-		_, cp, _ := newKey(t, extraFor(cur), serial)
-		_, _, csr := newKey(t, extraFor(cur), serial)
+		_, cp, _ := d.certifiedKey(t, extraFor(cur), serial)
+		_, _, csr := d.certifiedKey(t, extraFor(cur), serial)
 		wantRefused(t, &client.RenewRequest{CSR: csr, Certify: cp}, client.SlugTPMCertifyInvalid, "not the expected key")
 	})
 
 	t.Run("attested re-key", func(t *testing.T) {
-		newK, cp, csr := newKey(t, extraFor(cur), serial)
+		newK, cp, csr := d.certifiedKey(t, extraFor(cur), serial)
 		got, err := dev.Renew(ctx, &client.RenewRequest{CSR: csr, Certify: cp})
 		if err != nil {
 			t.Fatal(err)
 		}
-		blk, _ := pem.Decode([]byte(got.Certificate))
-		cert, err := x509.ParseCertificate(blk.Bytes)
-		if err != nil {
-			t.Fatal(err)
-		}
-		id, err := pki.DeviceIdentity(cert, pkitest.TrustDomain)
-		if err != nil || id.EKHash != ekHash || id.DeviceID != res.DeviceID {
-			t.Fatalf("identity = %+v, %v; want device %s with EK %s", id, err, res.DeviceID, ekHash)
+		id, err := pki.DeviceIdentity(leafOf(t, got.Certificate), pkitest.TrustDomain)
+		if err != nil || id.EKHash != d.ekHash || id.DeviceID != res.DeviceID {
+			t.Fatalf("identity = %+v, %v; want device %s with EK %s", id, err, res.DeviceID, d.ekHash)
 		}
 		if d, err := f.store.GetDevice(ctx, res.DeviceID); err != nil || d.Method != "tpm" {
 			t.Fatalf("device = %+v, %v; want Method tpm", d, err)

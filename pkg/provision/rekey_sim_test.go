@@ -10,7 +10,6 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
-	"fmt"
 	"strings"
 	"testing"
 
@@ -22,31 +21,6 @@ import (
 	"devpki/pkg/tpm/verify"
 	"devpki/pkg/tpm/verify/ektest"
 )
-
-// rekeyKey makes a new key in d's TPM, certified by the AK akName with
-// extraData as qualifying data, and a CSR for serial and macs signed by it.
-func (d *simDevice) rekeyKey(t *testing.T, akName string, extraData []byte, serial string, macs ...string) (*attest.CertificationParameters, []byte) {
-	t.Helper()
-	ctx := context.Background()
-	d.keys++
-	key, err := d.tp.AttestedKey(ctx, akName, fmt.Sprintf("rekey%d", d.keys), extraData)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cp, err := key.CertificationParameters(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	signer, err := key.Signer(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := pki.NewDeviceCSR(signer, serial, macs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &cp, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
-}
 
 // certExtraData is what the device certifies a new key over when it renews
 // cert: SHA-256 of its DER.
@@ -107,7 +81,7 @@ func TestTPMRekeySimulator(t *testing.T) {
 	}
 
 	t.Run("TPM key without certify", func(t *testing.T) {
-		_, csr := d.rekeyKey(t, "ak1", certExtraData(cur), serial, mac)
+		_, csr := d.certifiedKey(t, "ak1", certExtraData(cur), serial, mac)
 		err := refused(t, &provision.RenewRequest{CSRPEM: csr}, provision.ErrTPMCertifyRequired)
 		if !strings.Contains(err.Error(), "certified by the same TPM (enroll rekey on the device)") {
 			t.Errorf("error %q does not tell what to do", err)
@@ -128,15 +102,15 @@ func TestTPMRekeySimulator(t *testing.T) {
 				return h[:]
 			}(),
 		} {
-			cp, csr := d.rekeyKey(t, "ak1", extra, serial, mac)
+			cp, csr := d.certifiedKey(t, "ak1", extra, serial, mac)
 			if err := refused(t, &provision.RenewRequest{CSRPEM: csr, Certify: cp}, verify.ErrCertify); !strings.Contains(err.Error(), "extraData") {
 				t.Errorf("%s: %v, want an extraData mismatch", name, err)
 			}
 		}
 	})
 	t.Run("certify of another key than the CSR's", func(t *testing.T) {
-		cp, _ := d.rekeyKey(t, "ak1", certExtraData(cur), serial, mac)
-		_, otherCSR := d.rekeyKey(t, "ak1", certExtraData(cur), serial, mac)
+		cp, _ := d.certifiedKey(t, "ak1", certExtraData(cur), serial, mac)
+		_, otherCSR := d.certifiedKey(t, "ak1", certExtraData(cur), serial, mac)
 		refused(t, &provision.RenewRequest{CSRPEM: otherCSR, Certify: cp}, verify.ErrCertify)
 		refused(t, &provision.RenewRequest{CSRPEM: csrFor(t, serial, macHex), Certify: cp}, verify.ErrCertify)
 	})
@@ -144,11 +118,11 @@ func TestTPMRekeySimulator(t *testing.T) {
 		if _, err := d.tp.EnsureAK(ctx, "ak2"); err != nil {
 			t.Fatal(err)
 		}
-		cp, csr := d.rekeyKey(t, "ak2", certExtraData(cur), serial, mac)
+		cp, csr := d.certifiedKey(t, "ak2", certExtraData(cur), serial, mac)
 		refused(t, &provision.RenewRequest{CSRPEM: csr, Certify: cp}, verify.ErrCertify)
 	})
 	t.Run("CSR for another identity", func(t *testing.T) {
-		cp, csr := d.rekeyKey(t, "ak1", certExtraData(cur), "SN-OTHER", mac)
+		cp, csr := d.certifiedKey(t, "ak1", certExtraData(cur), "SN-OTHER", mac)
 		refused(t, &provision.RenewRequest{CSRPEM: csr, Certify: cp}, pki.ErrBadCSR)
 	})
 
@@ -164,7 +138,7 @@ func TestTPMRekeySimulator(t *testing.T) {
 	})
 
 	t.Run("attested re-key", func(t *testing.T) {
-		cp, csr := d.rekeyKey(t, "ak1", certExtraData(cur), serial, mac)
+		cp, csr := d.certifiedKey(t, "ak1", certExtraData(cur), serial, mac)
 		res, err := f.svc.Renew(ctx, &provision.RenewRequest{Peer: cur, CSRPEM: csr, Certify: cp, SourceAddr: "192.0.2.7"})
 		if err != nil {
 			t.Fatal(err)
@@ -190,7 +164,7 @@ func TestTPMRekeySimulator(t *testing.T) {
 		// The old certificate's certification cannot re-key the new one.
 		old := cur
 		cur = res.Certificate
-		cp2, csr2 := d.rekeyKey(t, "ak1", certExtraData(old), serial, mac)
+		cp2, csr2 := d.certifiedKey(t, "ak1", certExtraData(old), serial, mac)
 		refused(t, &provision.RenewRequest{CSRPEM: csr2, Certify: cp2}, verify.ErrCertify)
 	})
 
@@ -200,7 +174,7 @@ func TestTPMRekeySimulator(t *testing.T) {
 	t.Run("certify by another TPM's AK", func(t *testing.T) {
 		other := openSim(t, "00000000000000b2", m)
 		defer other.tp.Close()
-		cp, csr := other.rekeyKey(t, "ak1", certExtraData(cur), serial, mac)
+		cp, csr := other.certifiedKey(t, "ak1", certExtraData(cur), serial, mac)
 		refused(t, &provision.RenewRequest{CSRPEM: csr, Certify: cp}, verify.ErrCertify)
 	})
 	if err := f.store.VerifyAudit(ctx); err != nil {

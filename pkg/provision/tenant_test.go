@@ -58,7 +58,7 @@ func TestEnrollRequireTPM(t *testing.T) {
 	if _, err := f.store.GetDeviceBySerial(ctx, secure.ID, "SN-SW-1"); !errors.Is(err, registry.ErrNotFound) {
 		t.Errorf("device recorded: %v", err)
 	}
-	ev := latestAudit(t, f.store)
+	ev := lastAudit(t, f.store)
 	if ev.Action != "enroll" || ev.Result != registry.ResultDenied || ev.TenantID != secure.ID ||
 		!strings.HasPrefix(ev.Actor, "token:") || !strings.Contains(ev.Detail, "TPM attestation required") {
 		t.Errorf("audit = %+v", ev)
@@ -161,7 +161,7 @@ func TestTenantAdminBadInput(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	seq := latestAudit(t, f.store).Seq
+	seq := lastAudit(t, f.store).Seq
 	for _, name := range []string{"", "bad name", "a/b", "..", strings.Repeat("x", 65)} {
 		if _, err := provision.CreateTenant(ctx, f.store, provision.TenantSpec{Name: name}); !errors.Is(err, provision.ErrInvalidArgument) {
 			t.Errorf("CreateTenant(%q) = %v, want ErrInvalidArgument", name, err)
@@ -180,13 +180,13 @@ func TestTenantAdminBadInput(t *testing.T) {
 	if len(after) != len(before) || after[0].RequireTPM {
 		t.Errorf("tenants changed: %+v -> %+v", before, after)
 	}
-	if got := latestAudit(t, f.store).Seq; got != seq {
+	if got := lastAudit(t, f.store).Seq; got != seq {
 		t.Errorf("audit advanced from %d to %d", seq, got)
 	}
 }
 
-// latestAudit is the newest audit event.
-func latestAudit(t *testing.T, s registry.Store) *registry.AuditEvent {
+// lastAudit is the newest audit event in s, nil when there is none.
+func lastAudit(t *testing.T, s registry.Store) *registry.AuditEvent {
 	t.Helper()
 	var last *registry.AuditEvent
 	for after := int64(0); ; {

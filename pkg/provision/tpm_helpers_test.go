@@ -9,9 +9,10 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/smallstep/go-attestation/attest"
+
 	"devpki/pkg/pki"
 	"devpki/pkg/provision"
-	"devpki/pkg/registry"
 	"devpki/pkg/tpm"
 	"devpki/pkg/tpm/verify"
 )
@@ -43,8 +44,19 @@ func (d *simDevice) answer(t *testing.T, ch *provision.TPMChallenge, serial stri
 	if err != nil {
 		t.Fatal(err)
 	}
+	cp, csr := d.certifiedKey(t, "ak1", ch.Nonce, serial, macs...)
+	return &provision.TPMEnrollRequest{
+		ChallengeID: ch.ID, ActivatedSecret: secret, Certify: *cp, SourceAddr: "192.0.2.7", CSRPEM: csr,
+	}
+}
+
+// certifiedKey makes a new key in d's TPM, certified by the AK akName with
+// extraData as qualifying data, and a CSR for serial and macs signed by it.
+func (d *simDevice) certifiedKey(t *testing.T, akName string, extraData []byte, serial string, macs ...string) (*attest.CertificationParameters, []byte) {
+	t.Helper()
+	ctx := context.Background()
 	d.keys++
-	key, err := d.tp.AttestedKey(ctx, "ak1", fmt.Sprintf("key%d", d.keys), ch.Nonce)
+	key, err := d.tp.AttestedKey(ctx, akName, fmt.Sprintf("key%d", d.keys), extraData)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,10 +72,7 @@ func (d *simDevice) answer(t *testing.T, ch *provision.TPMChallenge, serial stri
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &provision.TPMEnrollRequest{
-		ChallengeID: ch.ID, ActivatedSecret: secret, Certify: cp, SourceAddr: "192.0.2.7",
-		CSRPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}),
-	}
+	return &cp, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
 }
 
 func newTPMFixture(t *testing.T, roots, intermediates *x509.CertPool) *fixture {
@@ -76,22 +85,6 @@ func newTPMFixture(t *testing.T, roots, intermediates *x509.CertPool) *fixture {
 	}
 	f.svc = svc
 	return f
-}
-
-func lastAudit(t *testing.T, s registry.Store) *registry.AuditEvent {
-	t.Helper()
-	var last *registry.AuditEvent
-	for after := int64(0); ; {
-		evs, err := s.ListAudit(context.Background(), after, 1000)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(evs) == 0 {
-			return last
-		}
-		last = evs[len(evs)-1]
-		after = last.Seq
-	}
 }
 
 // openDevice opens the TPM at spec and reads its EK and AK; ekCert turns the
