@@ -1,6 +1,7 @@
 package provision
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/x509"
@@ -133,9 +134,12 @@ func (s *Service) tpmChallenge(ctx context.Context, req *TPMChallengeRequest) (_
 	}
 	var tok *Admission // the bootstrap token, if one was presented
 	var tenant *registry.Tenant
+	var spent error // the token was spent: admitted only as the replay of its own enrollment
 	if req.Token != "" {
 		if tok, err = (TokenAttestor{Store: s.cfg.Store, Now: s.cfg.Now}).Admit(ctx, &Request{Credential: req.Token}); err != nil {
-			return nil, "", err
+			if tok, spent = s.spentTokenAdmission(ctx, req.Token, err); tok == nil {
+				return nil, "", err
+			}
 		}
 		// Name the token in every later refusal (and so in its audit event).
 		defer func() {
@@ -191,6 +195,13 @@ func (s *Service) tpmChallenge(ctx context.Context, req *TPMChallengeRequest) (_
 	ekHash, err := verify.EKHash(ekPub)
 	if err != nil {
 		return nil, tenant.ID, fmt.Errorf("%w: %w", verify.ErrEKUntrusted, err)
+	}
+	if spent != nil {
+		if err := s.replayOfToken(ctx, tenant.ID, req.Serial, ekHash, tok.TokenHash); err != nil {
+			return nil, tenant.ID, fmt.Errorf("%w (%v)", spent, err)
+		}
+		// The token is not spent again: the same-EK rule admits the device.
+		tok = &Admission{TenantID: tok.TenantID, Actor: tok.Actor, BoundSerial: tok.BoundSerial}
 	}
 	// Refuse a clone before the TPM work; TPMEnroll checks again.
 	if _, err := s.checkClone(ctx, tenant.ID, req.Serial, ekHash); err != nil {
@@ -356,6 +367,49 @@ func (s *Service) tpmEnroll(ctx context.Context, req *TPMEnrollRequest) (res *Re
 		Chain:       issued.Chain,
 		RenewAfter:  RenewAfter(cert),
 	}, tenant.ID, dev.ID, nil
+}
+
+// spentTokenAdmission returns, for a token Admit refused only because it is
+// spent, an admission carrying the token's tenant, id and hash, and that
+// refusal; tpmChallenge then admits the request only as the replay of the
+// enrollment that spent the token (replayOfToken). Any other refusal gives
+// nil.
+func (s *Service) spentTokenAdmission(ctx context.Context, token string, admitErr error) (*Admission, error) {
+	if !errors.Is(admitErr, registry.ErrTokenSpent) {
+		return nil, nil
+	}
+	t, err := s.cfg.Store.GetToken(ctx, HashToken(strings.TrimSpace(token)))
+	if err != nil {
+		return nil, nil
+	}
+	return &Admission{Method: "token", TenantID: t.TenantID, Actor: "token:" + t.ID, TokenHash: t.Hash, BoundSerial: t.Serial}, admitErr
+}
+
+// replayOfToken checks that the spent token tokenHash was spent enrolling
+// this very device: serial enrolled in the tenant with this EK, and one of
+// its certificates recorded with the token. A device whose answer was lost
+// (power cut after the CA recorded it) thus gets a new certificate by
+// attesting again with the same token, as a software device gets its
+// certificate back by sending the same key; anyone else still sees a spent
+// token.
+func (s *Service) replayOfToken(ctx context.Context, tenantID, serial, ekHash string, tokenHash []byte) error {
+	dev, err := s.cfg.Store.GetDeviceBySerial(ctx, tenantID, serial)
+	if err != nil {
+		return fmt.Errorf("serial %q not enrolled with it", serial)
+	}
+	if dev.EKHash != ekHash {
+		return fmt.Errorf("serial %q was enrolled with another EK", serial)
+	}
+	certs, err := s.cfg.Store.ListDeviceCertificates(ctx, dev.ID)
+	if err != nil {
+		return fmt.Errorf("read certificates of %s: %w", dev.ID, err)
+	}
+	for _, c := range certs {
+		if bytes.Equal(c.TokenHash, tokenHash) {
+			return nil
+		}
+	}
+	return fmt.Errorf("device %s was not enrolled with it", dev.ID)
 }
 
 // checkClone returns the device already enrolled with serial in the tenant

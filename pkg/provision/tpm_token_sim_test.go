@@ -163,8 +163,10 @@ func TestTPMEnrollWithToken(t *testing.T) {
 	})
 
 	var first *provision.Result
+	var firstToken string
 	t.Run("token + TPM enrolls and spends the token", func(t *testing.T) {
 		tok, rec := mint(t, provision.TokenSpec{})
+		firstToken = tok
 		ch, err := challenge(t, d, tok, serial)
 		if err != nil {
 			t.Fatal(err)
@@ -194,9 +196,30 @@ func TestTPMEnrollWithToken(t *testing.T) {
 			!strings.Contains(ev.Detail, "ek="+d.ekHash) || !strings.Contains(ev.Detail, "method=tpm") {
 			t.Errorf("audit = %+v", ev)
 		}
-		// Spent: another challenge with it is refused.
-		if _, err := challenge(t, d, tok, serial); !errors.Is(err, registry.ErrTokenSpent) {
-			t.Errorf("spent token: %v, want ErrTokenSpent", err)
+		// Spent: nobody else gets in with it — not this TPM for another
+		// serial, nor another TPM for this serial (below).
+		if _, err := challenge(t, d, tok, "SN-TOK-3"); !errors.Is(err, registry.ErrTokenSpent) {
+			t.Errorf("spent token, another serial: %v, want ErrTokenSpent", err)
+		}
+		// The answer was lost (power cut): the same TPM attests again with
+		// the same token and gets a new certificate for the same device;
+		// the token is not spent twice.
+		ch, err = challenge(t, d, tok, serial)
+		if err != nil {
+			t.Fatalf("replay of the token's own enrollment: %v", err)
+		}
+		again, err := f.svc.TPMEnroll(ctx, d.answer(t, ch, serial, mac))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if again.DeviceID != res.DeviceID || again.Certificate.SerialNumber.Cmp(res.Certificate.SerialNumber) == 0 {
+			t.Errorf("replay: device %s cert %s; want device %s, a new certificate", again.DeviceID, again.Certificate.SerialNumber, res.DeviceID)
+		}
+		if n := tokenUses(t, f.store, tok); n != 0 {
+			t.Errorf("token uses left %d after the replay, want 0", n)
+		}
+		if ev := lastAudit(t, f.store); ev.Action != "enroll" || ev.Actor != "token:"+rec.ID {
+			t.Errorf("replay audit = %+v", ev)
 		}
 	})
 	t.Run("clone: an enrolled EK with a fresh token and another serial", func(t *testing.T) {
@@ -248,6 +271,15 @@ func TestTPMEnrollWithToken(t *testing.T) {
 	if err := d.tp.Close(); err != nil {
 		t.Fatal(err)
 	}
+	t.Run("spent token, another TPM for the same serial", func(t *testing.T) {
+		other := openSim(t, "00000000000000c3", m)
+		defer other.tp.Close()
+		signed := f.issuer.n.Load()
+		if _, err := challenge(t, other, firstToken, serial); !errors.Is(err, registry.ErrTokenSpent) {
+			t.Fatalf("TPMChallenge = %v, want ErrTokenSpent", err)
+		}
+		refused(t, firstToken, 0, signed, "")
+	})
 	t.Run("bare EK pre-registered in another tenant than the token's", func(t *testing.T) {
 		other := openSim(t, "00000000000000c2", m)
 		defer other.tp.Close()

@@ -279,6 +279,16 @@ func TestTPMEndToEnd(t *testing.T) {
 	if n := usesLeft(t, db, tok.ID); n != 0 {
 		t.Fatalf("token + TPM enrollment left the token with %d uses", n)
 	}
+	// The answer was lost (nothing saved): the same TPM and token finish
+	// the enrollment as the same device; the token is not spent again.
+	m = enrolledLine.FindStringSubmatch(res.stdout)
+	if err := os.RemoveAll(swDir); err != nil {
+		t.Fatal(err)
+	}
+	res = enrollTPM(swDir, third.Spec(), "TPM-E2E-3", "--token", tok.Token)
+	if again := enrolledLine.FindStringSubmatch(res.stdout); res.code != 0 || again == nil || m == nil || again[1] != m[1] {
+		t.Fatalf("token + TPM after a lost answer: want exit 0 as the same device, got %s", res)
+	}
 
 	res = mustRun(t, nil, caBin, "devices", "list", "--status", "quarantined", "--all", "--config", ca.Config, "--ca", srv.URL)
 	for _, want := range []string{serial, "released", "TPM-E2E-2", "held", deviceID} {
