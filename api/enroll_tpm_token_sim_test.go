@@ -89,9 +89,13 @@ func TestTPMEnrollWithTokenOverHTTP(t *testing.T) {
 		if ev := evs[len(evs)-1]; ev.Action != "enroll" || ev.Result != registry.ResultOK || !strings.HasPrefix(ev.Actor, "token:") {
 			t.Errorf("audit = %+v", ev)
 		}
-		// Spent now: the next challenge with it is refused.
-		_, err = c.TPMChallengeWithToken(ctx, tok, d.claim(t, serial))
+		// Spent now: a challenge with it for another serial is refused; the
+		// same TPM and serial may replay the enrollment (a lost answer).
+		_, err = c.TPMChallengeWithToken(ctx, tok, d.claim(t, "SN-HTTP-TOK-OTHER"))
 		wantStatus(t, err, http.StatusUnauthorized, "token-spent")
+		if _, err := c.TPMChallengeWithToken(ctx, tok, d.claim(t, serial)); err != nil {
+			t.Errorf("replay of the token's own enrollment: %v", err)
+		}
 	})
 	t.Run("without the token the device claims the default tenant", func(t *testing.T) {
 		// There its EK is already bound to the device in "secure": a clone
