@@ -68,7 +68,7 @@ func enrollTPM(ctx context.Context, cfg *config, r *retrier, cl *client.Client, 
 		resp *client.EnrollResponse
 		ans  *tpmenroll.Answered
 	)
-	err = r.do(ctx, what, func(ctx context.Context) error {
+	round := func(ctx context.Context) error {
 		var ch *client.TPMChallengeResponse
 		var err error
 		if cfg.Token != "" {
@@ -87,6 +87,16 @@ func enrollTPM(ctx context.Context, cfg *config, r *retrier, cl *client.Client, 
 			return tpmHint(fmt.Errorf("TPM: %w", err))
 		}
 		resp, err = cl.TPMEnroll(ctx, ans.Request)
+		return err
+	}
+	err = r.do(ctx, what, func(ctx context.Context) error {
+		err := round(ctx)
+		// A challenge that expired while the TPM worked (a slow TPM, a
+		// stalled link) is not the device's fault: start a new round.
+		for i := 0; i < 2 && hasSlug(err, client.SlugChallengeExpired); i++ {
+			cfg.logf("the challenge expired before the answer arrived; starting a new one")
+			err = round(ctx)
+		}
 		return err
 	})
 	if err != nil && cfg.Token != "" && hasSlug(err, slugTPMDisabled) {

@@ -24,7 +24,7 @@ import (
 // enableTPM turns TPM attestation on in ca's config with swtpm's local CA
 // issuing certificate as the EK intermediate, and returns the local CA's
 // root as a PEM file for 'ca tpm roots add'.
-func enableTPM(t *testing.T, ca *testCA) string {
+func enableTPM(t *testing.T, ca *testCA, extra ...string) string {
 	t.Helper()
 	rootPEM, err := swtpmtest.RootsPEM()
 	if err != nil {
@@ -49,6 +49,9 @@ func enableTPM(t *testing.T, ca *testCA) string {
 		t.Fatalf("ca.yaml from ca init already has a tpm section:\n%s", cfg)
 	}
 	cfg = append(cfg, "\ntpm:\n    enabled: true\n    ek_intermediates: ["+inter+"]\n"...)
+	for _, line := range extra {
+		cfg = append(cfg, "    "+line+"\n"...)
+	}
 	if err := os.WriteFile(ca.Config, cfg, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -298,4 +301,35 @@ func TestTPMEndToEnd(t *testing.T) {
 	}
 
 	ca.auditVerify(t)
+}
+
+// TestTPMChallengeExpiredEndToEnd: a CA whose challenges expire before any
+// TPM can answer (challenge_ttl 1ms): the device starts new rounds, then
+// gives up with the CA's challenge-expired problem; nothing is enrolled.
+func TestTPMChallengeExpiredEndToEnd(t *testing.T) {
+	t.Parallel()
+	sw := swtpmtest.Start(t)
+	addr := freePort(t)
+	ca := initCAAt(t, addr)
+	rootFile := enableTPM(t, ca, "challenge_ttl: 1ms")
+	srv, err := tryStartServer(t, addr, []string{"--config", ca.Config})
+	if err != nil {
+		t.Fatalf("ca serve: %v", err)
+	}
+	mustRun(t, nil, caBin, "tpm", "roots", "add", rootFile, "--config", ca.Config, "--ca", srv.URL)
+	dir := filepath.Join(t.TempDir(), "dev")
+	res := run(t, nil, enrollBin, "--ca", srv.URL, "--fingerprint", ca.Fingerprint, "--dir", dir,
+		"--serial", "TPM-E2E-TTL", "--mac", "02:00:00:00:0a:09", "--tpm", sw.Spec(), "--timeout", "30s")
+	if res.code != 1 || !strings.Contains(res.stderr, "challenge-expired") || strings.Count(res.stderr, "starting a new one") != 2 {
+		t.Fatalf("want exit 1 after 3 rounds ending in challenge-expired, got %s", res)
+	}
+	requireNoFile(t, filepath.Join(dir, "device.crt"))
+	st := ca.openStore(t)
+	def, err := st.GetTenant(context.Background(), registry.DefaultTenant)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.GetDeviceBySerial(context.Background(), def.ID, "TPM-E2E-TTL"); err == nil {
+		t.Error("a device was recorded although every challenge expired")
+	}
 }
