@@ -488,3 +488,33 @@ func TestEnrollAutoWithoutTPM(t *testing.T) {
 		t.Errorf("no token, no TPM: %v", err)
 	}
 }
+
+// TestEnrollAutoTPMGone: a device whose state says it enrolled with a TPM
+// does not fall back to a software key when --tpm auto finds no TPM.
+func TestEnrollAutoTPMGone(t *testing.T) {
+	t.Parallel()
+	for _, p := range []string{"/dev/tpmrm0", "/dev/tpm0"} {
+		if _, err := os.Stat(p); err == nil {
+			t.Skipf("%s exists: this machine has a TPM", p)
+		}
+	}
+	f := newFakeCA(t)
+	h := newHarness(t, f)
+	h.cfg.TPM = "auto"
+	if err := os.MkdirAll(h.cfg.Dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(h.cfg.Dir, tpmInfoFile), []byte(`{"spec": "auto", "ak": "devpki-ak"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err := runEnroll(context.Background(), h.cfg)
+	if err == nil || !strings.Contains(err.Error(), "refusing to fall back") {
+		t.Fatalf("err = %v, want a refusal to fall back to a software key", err)
+	}
+	if n := f.EnrollHits.Load(); n != 0 {
+		t.Errorf("%d enrollments reached the CA", n)
+	}
+	if _, err := os.Stat(filepath.Join(h.cfg.Dir, keyFile)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a software key was written: %v", err)
+	}
+}

@@ -33,6 +33,13 @@ func (c *config) openEnrollTPM(ctx context.Context) (*tpm.TPM, error) {
 	case err == nil:
 		return t, nil
 	case c.TPM == "auto" && errors.Is(err, tpm.ErrNoTPM):
+		// A device that enrolled with a TPM does not quietly become a
+		// software device because its TPM went missing.
+		if b, rerr := os.ReadFile(filepath.Join(c.Dir, tpmInfoFile)); rerr == nil {
+			return nil, fmt.Errorf("%w, but this device enrolled with a TPM (%s: %s): refusing to fall back to a software key; "+
+				"bring the TPM back (driver, /dev/tpmrm0 permissions), or pass --tpm none to enroll with a software key on purpose",
+				err, tpmInfoFile, strings.TrimSpace(string(b)))
+		}
 		c.logf("no TPM found (tried /dev/tpmrm0 and /dev/tpm0): using a software key; a tenant with require_tpm will refuse it")
 		return nil, nil
 	case errors.Is(err, os.ErrPermission):
