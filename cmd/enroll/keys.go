@@ -143,7 +143,7 @@ func (k *keyring) loadTPMKey(ctx context.Context, blk *pem.Block, file string) (
 	}
 	signer, err := key.Signer(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", file, err)
+		return nil, fmt.Errorf("%s: %w (if the TPM was cleared, run enroll again: the same TPM re-attests and keeps its device id)", file, err)
 	}
 	if pub, ok := signer.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(want) {
 		return nil, fmt.Errorf("%s: the TPM's key %q is not the one referenced (was the TPM cleared?)", file, name)

@@ -60,6 +60,15 @@ func (c *config) openEnrollTPM(ctx context.Context) (*tpm.TPM, error) {
 func enrollTPM(ctx context.Context, cfg *config, r *retrier, cl *client.Client, t *tpm.TPM, serial string, macs []string, root *x509.Certificate) (*identity, string, error) {
 	cfg.logf("TPM %s: reading the EK and the attestation key (the first run creates the key: seconds on a hardware TPM)", cfg.TPM)
 	claim, err := tpmenroll.Claim(ctx, t, akName, serial, macs)
+	if err != nil && strings.Contains(err.Error(), "integrity check failed") {
+		// TPM_RC_INTEGRITY: the AK blob was wrapped by a storage key this
+		// TPM no longer has (a TPM2_Clear). The EK is unchanged, so a new
+		// AK attests the same TPM and the CA keeps the device id.
+		cfg.logf("the attestation key in %s no longer loads (%v): the TPM was cleared; making a new one",
+			filepath.Join(cfg.Dir, tpmStateDir), err)
+		dropAK(ctx, cfg, t)
+		claim, err = tpmenroll.Claim(ctx, t, akName, serial, macs)
+	}
 	if err != nil {
 		return nil, "", tpmHint(fmt.Errorf("TPM: %w", err))
 	}
@@ -124,6 +133,25 @@ func enrollTPM(ctx context.Context, cfg *config, r *retrier, cl *client.Client, 
 		return nil, "", fmt.Errorf("CA reply refused: %w", err)
 	}
 	return id, resp.DeviceID, nil
+}
+
+// dropAK deletes the AK and the keys it attested: after a TPM2_Clear none
+// of their blobs loads again.
+func dropAK(ctx context.Context, cfg *config, t *tpm.TPM) {
+	names, err := t.KeyNames(ctx)
+	if err != nil {
+		cfg.logf("list TPM keys: %v", err)
+	}
+	for _, n := range names {
+		if k, err := t.LoadKey(ctx, n); err == nil && k.AttestedBy() == akName {
+			if err := t.DeleteKey(ctx, n); err != nil {
+				cfg.logf("delete TPM key %s: %v", n, err)
+			}
+		}
+	}
+	if err := t.DeleteAK(ctx, akName); err != nil {
+		cfg.logf("delete the old attestation key: %v", err)
+	}
 }
 
 // enrollTokenTPM is token enrollment with a TPM-resident key and no

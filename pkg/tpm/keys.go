@@ -257,3 +257,16 @@ func (t *TPM) KeyNames(ctx context.Context) ([]string, error) {
 	}
 	return names, nil
 }
+
+// DeleteAK removes the AK called name (its blob in the state directory). A
+// TPM2_Clear makes every blob of the old storage hierarchy unloadable; the
+// device then deletes its AK and creates a new one with EnsureAK.
+func (t *TPM) DeleteAK(ctx context.Context, name string) error {
+	if err := checkName("AK", name); err != nil {
+		return err
+	}
+	if err := t.tpm.DeleteAK(ctx, name); err != nil {
+		return fmt.Errorf("delete AK %q: %w", name, mapErr(err))
+	}
+	return nil
+}

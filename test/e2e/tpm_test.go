@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-tpm/legacy/tpm2"
 	"go.step.sm/crypto/x509util"
 
 	"devpki/pkg/pki"
@@ -217,6 +218,21 @@ func TestTPMEndToEnd(t *testing.T) {
 		t.Fatalf("re-enrollment after a reset: want exit 0 as %s, got %s", deviceID, res)
 	}
 
+	// TPM2_Clear (an owner reset): every blob of the old storage hierarchy
+	// is dead, the EK is not. Renewal fails and says what to do; enroll
+	// makes a new AK, re-attests and keeps the device id.
+	clearTPM(t, sw)
+	res = run(t, nil, enrollBin, "renew", "--dir", dir)
+	if res.code != 1 || !strings.Contains(res.stderr, "TPM was cleared, run enroll again") {
+		t.Fatalf("renew after TPM2_Clear: want exit 1 with a hint, got %s", res)
+	}
+	res = enrollTPM(dir, sw.Spec(), serial)
+	if m := enrolledLine.FindStringSubmatch(res.stdout); res.code != 0 || m == nil || m[1] != deviceID ||
+		!strings.Contains(res.stderr, "the TPM was cleared; making a new one") {
+		t.Fatalf("re-enrollment after TPM2_Clear: want exit 0 as %s with a new AK, got %s", deviceID, res)
+	}
+	mustRun(t, nil, enrollBin, "renew", "--dir", dir)
+
 	// Clone defence through the real binaries.
 	other := swtpmtest.Start(t)
 	cloneDir := filepath.Join(t.TempDir(), "clone")
@@ -331,5 +347,16 @@ func TestTPMChallengeExpiredEndToEnd(t *testing.T) {
 	}
 	if _, err := st.GetDeviceBySerial(context.Background(), def.ID, "TPM-E2E-TTL"); err == nil {
 		t.Error("a device was recorded although every challenge expired")
+	}
+}
+
+// clearTPM sends TPM2_Clear with the (empty) lockout authorization, as an
+// owner reset does.
+func clearTPM(t *testing.T, sw *swtpmtest.Instance) {
+	t.Helper()
+	c := sw.Conn()
+	defer c.Close()
+	if err := tpm2.Clear(c, tpm2.HandleLockout, tpm2.AuthCommand{Session: tpm2.HandlePasswordSession, Attributes: tpm2.AttrContinueSession}); err != nil {
+		t.Fatalf("TPM2_Clear: %v", err)
 	}
 }
