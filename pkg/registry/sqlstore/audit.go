@@ -93,6 +93,29 @@ func copyAudit(dst, src *registry.AuditEvent) {
 	}
 }
 
+// writeAudited runs fn in a write transaction and then, in the same
+// transaction, appends audit when it is not nil; audit gets the Seq, Time
+// and hashes the chain gave it. An error from fn writes nothing.
+func (s *Store) writeAudited(ctx context.Context, audit *registry.AuditEvent, fn func(tx *gorm.DB, b *batch) error) error {
+	var ev *registry.AuditEvent
+	err := s.write(ctx, func(tx *gorm.DB, b *batch) error {
+		if err := fn(tx, b); err != nil {
+			return err
+		}
+		if audit == nil {
+			return nil
+		}
+		var err error
+		ev, err = b.appendAudit(audit)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	copyAudit(audit, ev)
+	return nil
+}
+
 // AppendAudit implements registry.Store.
 func (s *Store) AppendAudit(ctx context.Context, ev *registry.AuditEvent) error {
 	if ev == nil {

@@ -201,8 +201,7 @@ func (s *Store) ListQuarantine(ctx context.Context, f registry.QuarantineFilter)
 func (s *Store) DismissQuarantine(ctx context.Context, id, by string, audit *registry.AuditEvent) (*registry.Quarantine, error) {
 	now := ts(s.now())
 	var row quarantineRow
-	var ev *registry.AuditEvent
-	err := s.write(ctx, func(tx *gorm.DB, b *batch) error {
+	err := s.writeAudited(ctx, audit, func(tx *gorm.DB, _ *batch) error {
 		if err := tx.Where("id = ?", id).Take(&row).Error; err != nil {
 			return fmt.Errorf("sqlstore: dismiss quarantine %s: %w", id, translate(err))
 		}
@@ -218,17 +217,11 @@ func (s *Store) DismissQuarantine(ctx context.Context, id, by string, audit *reg
 			return fmt.Errorf("%w: quarantine %s changed while being dismissed", registry.ErrConflict, id)
 		}
 		row.Status, row.DismissedBy, row.DismissedAt = string(registry.QuarantineDismissed), by, &now
-		if audit != nil {
-			var err error
-			ev, err = b.appendAudit(audit)
-			return err
-		}
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	copyAudit(audit, ev)
 	return row.domain(), nil
 }
 
@@ -244,9 +237,8 @@ func (s *Store) ReleaseQuarantine(ctx context.Context, r *registry.QuarantineRel
 		claim   quarantineRow
 		dev     deviceRow
 		revoked []certificateRow
-		ev      *registry.AuditEvent
 	)
-	err := s.write(ctx, func(tx *gorm.DB, b *batch) error {
+	err := s.writeAudited(ctx, r.Audit, func(tx *gorm.DB, _ *batch) error {
 		claim, dev, revoked = quarantineRow{}, deviceRow{}, nil
 		now := ts(s.now())
 		if err := tx.Where("id = ?", r.ID).Take(&claim).Error; err != nil {
@@ -326,10 +318,6 @@ func (s *Store) ReleaseQuarantine(ctx context.Context, r *registry.QuarantineRel
 			return fmt.Errorf("%w: claim %s changed while being released", registry.ErrClaimNotHeld, r.ID)
 		}
 		claim.Status, claim.ReleasedBy, claim.ReleasedAt = string(registry.QuarantineReleased), r.By, &now
-		if r.Audit != nil {
-			ev, err = b.appendAudit(r.Audit)
-			return err
-		}
 		return nil
 	})
 	if err != nil {
@@ -340,7 +328,6 @@ func (s *Store) ReleaseQuarantine(ctx context.Context, r *registry.QuarantineRel
 	for i := range revoked {
 		r.Revoked[i] = revoked[i].domain()
 	}
-	copyAudit(r.Audit, ev)
 	return nil
 }
 

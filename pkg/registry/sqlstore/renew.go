@@ -23,8 +23,7 @@ func (s *Store) Renew(ctx context.Context, r *registry.Renewal) error {
 		cert.Kind = string(registry.KindDevice)
 	}
 	cert.Status = string(registry.CertActive)
-	var ev *registry.AuditEvent
-	err := s.write(ctx, func(_ *gorm.DB, b *batch) error {
+	err := s.writeAudited(ctx, r.Audit, func(_ *gorm.DB, b *batch) error {
 		now := ts(s.now())
 		var kind, tenantID, status string
 		var deviceID *string
@@ -61,11 +60,7 @@ func (s *Store) Renew(ctx context.Context, r *registry.Renewal) error {
 		if _, err := b.exec(sqlTouchRenewedDevice, false, now, *deviceID); err != nil {
 			return fmt.Errorf("sqlstore: renew %s: device: %w", r.OldSerial, s.translateSQL(err))
 		}
-		if r.Audit == nil {
-			return nil
-		}
-		ev, err = b.appendAudit(r.Audit)
-		return err
+		return nil
 	})
 	if err != nil {
 		return err
@@ -73,7 +68,6 @@ func (s *Store) Renew(ctx context.Context, r *registry.Renewal) error {
 	r.Certificate.ReplacesSerial, r.Certificate.Status = r.OldSerial, registry.CertActive
 	r.Certificate.DeviceID, r.Certificate.TenantID = *cert.DeviceID, cert.TenantID
 	r.Certificate.Kind, r.Certificate.CreatedAt = registry.CertKind(cert.Kind), cert.CreatedAt
-	copyAudit(r.Audit, ev)
 	return nil
 }
 
@@ -91,8 +85,7 @@ func (s *Store) RequireRekey(ctx context.Context, deviceID string, required bool
 	if !required {
 		deadline = nil
 	}
-	var ev *registry.AuditEvent
-	err := s.write(ctx, func(tx *gorm.DB, b *batch) error {
+	return s.writeAudited(ctx, audit, func(tx *gorm.DB, _ *batch) error {
 		res := tx.Model(&deviceRow{}).Where("id = ?", deviceID).Updates(map[string]any{
 			"rekey_required": required, "rekey_deadline": tsPtr(deadline), "updated_at": ts(s.now()),
 		})
@@ -102,18 +95,8 @@ func (s *Store) RequireRekey(ctx context.Context, deviceID string, required bool
 		if res.RowsAffected != 1 {
 			return fmt.Errorf("sqlstore: rekey %s: %w", deviceID, registry.ErrNotFound)
 		}
-		if audit == nil {
-			return nil
-		}
-		var err error
-		ev, err = b.appendAudit(audit)
-		return err
+		return nil
 	})
-	if err != nil {
-		return err
-	}
-	copyAudit(audit, ev)
-	return nil
 }
 
 // ListCertificatesByKey implements registry.Store.

@@ -19,8 +19,7 @@ func (s *Store) RevokeCertificate(ctx context.Context, serial string, reason int
 		return nil, fmt.Errorf("sqlstore: revoke certificate %s: %w", serial, err)
 	}
 	var out *registry.Certificate
-	var ev *registry.AuditEvent
-	err := s.write(ctx, func(tx *gorm.DB, b *batch) error {
+	err := s.writeAudited(ctx, audit, func(tx *gorm.DB, _ *batch) error {
 		var row certificateRow
 		if err := tx.Where("serial = ?", serial).Take(&row).Error; err != nil {
 			return fmt.Errorf("sqlstore: revoke certificate %s: %w", serial, translate(err))
@@ -43,11 +42,6 @@ func (s *Store) RevokeCertificate(ctx context.Context, serial string, reason int
 		}
 		row.Status, row.RevokedAt, row.RevocationReason = string(registry.CertRevoked), &when, reason
 		out = row.domain()
-		if audit != nil {
-			var err error
-			ev, err = b.appendAudit(audit)
-			return err
-		}
 		return nil
 	})
 	if err != nil {
@@ -56,7 +50,6 @@ func (s *Store) RevokeCertificate(ctx context.Context, serial string, reason int
 		}
 		return nil, err
 	}
-	copyAudit(audit, ev)
 	return out, nil
 }
 
@@ -67,8 +60,7 @@ func (s *Store) RevokeDevice(ctx context.Context, deviceID string, reason int,
 		return nil, fmt.Errorf("sqlstore: revoke device %s: %w", deviceID, err)
 	}
 	var out []*registry.Certificate
-	var ev *registry.AuditEvent
-	err := s.write(ctx, func(tx *gorm.DB, b *batch) error {
+	err := s.writeAudited(ctx, audit, func(tx *gorm.DB, _ *batch) error {
 		out = nil
 		var dev deviceRow
 		if err := tx.Where("id = ?", deviceID).Take(&dev).Error; err != nil {
@@ -106,16 +98,11 @@ func (s *Store) RevokeDevice(ctx context.Context, deviceID string, reason int,
 			rows[i].Status, rows[i].RevokedAt, rows[i].RevocationReason = string(registry.CertRevoked), &now, reason
 			out = append(out, rows[i].domain())
 		}
-		if audit != nil {
-			ev, err = b.appendAudit(audit)
-			return err
-		}
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	copyAudit(audit, ev)
 	return out, nil
 }
 

@@ -393,22 +393,15 @@ func (s *Store) CreateTenant(ctx context.Context, t *registry.Tenant, audit *reg
 
 // insert writes row and audit in one op; done runs after commit.
 func (s *Store) insert(ctx context.Context, what string, row any, audit *registry.AuditEvent, done func()) error {
-	var ev *registry.AuditEvent
-	err := s.write(ctx, func(tx *gorm.DB, b *batch) error {
+	err := s.writeAudited(ctx, audit, func(tx *gorm.DB, _ *batch) error {
 		if err := tx.Create(row).Error; err != nil {
 			return fmt.Errorf("sqlstore: create %s: %w", what, translate(err))
-		}
-		if audit != nil {
-			var err error
-			ev, err = b.appendAudit(audit)
-			return err
 		}
 		return nil
 	})
 	if err != nil {
 		return err
 	}
-	copyAudit(audit, ev)
 	if done != nil {
 		done()
 	}
@@ -506,8 +499,7 @@ func (s *Store) PutAdmin(ctx context.Context, a *registry.Admin, audit *registry
 	if row.CreatedAt.IsZero() {
 		row.CreatedAt = ts(s.now())
 	}
-	var ev *registry.AuditEvent
-	err := s.write(ctx, func(tx *gorm.DB, b *batch) error {
+	return s.writeAudited(ctx, audit, func(tx *gorm.DB, _ *batch) error {
 		err := tx.Clauses(clause.OnConflict{
 			Columns:   []clause.Column{{Name: "name"}},
 			DoUpdates: clause.AssignmentColumns([]string{"tenant_id", "role"}),
@@ -515,16 +507,8 @@ func (s *Store) PutAdmin(ctx context.Context, a *registry.Admin, audit *registry
 		if err != nil {
 			return fmt.Errorf("sqlstore: put admin %s: %w", a.Name, translate(err))
 		}
-		if audit != nil {
-			ev, err = b.appendAudit(audit)
-		}
-		return err
+		return nil
 	})
-	if err != nil {
-		return err
-	}
-	copyAudit(audit, ev)
-	return nil
 }
 
 // GetAdmin implements registry.Store.

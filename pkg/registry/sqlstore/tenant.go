@@ -24,8 +24,7 @@ func (s *Store) ListTenants(ctx context.Context) ([]*registry.Tenant, error) {
 
 // SetTenantRequireTPM implements registry.Store.
 func (s *Store) SetTenantRequireTPM(ctx context.Context, tenantID string, require bool, audit *registry.AuditEvent) error {
-	var ev *registry.AuditEvent
-	err := s.write(ctx, func(tx *gorm.DB, b *batch) error {
+	return s.writeAudited(ctx, audit, func(tx *gorm.DB, _ *batch) error {
 		res := tx.Model(&tenantRow{}).Where("id = ?", tenantID).Update("require_tpm", require)
 		if res.Error != nil {
 			return fmt.Errorf("sqlstore: set tenant %s require_tpm: %w", tenantID, translate(res.Error))
@@ -33,16 +32,6 @@ func (s *Store) SetTenantRequireTPM(ctx context.Context, tenantID string, requir
 		if res.RowsAffected != 1 {
 			return fmt.Errorf("sqlstore: set tenant %s require_tpm: %w", tenantID, registry.ErrNotFound)
 		}
-		if audit == nil {
-			return nil
-		}
-		var err error
-		ev, err = b.appendAudit(audit)
-		return err
+		return nil
 	})
-	if err != nil {
-		return err
-	}
-	copyAudit(audit, ev)
-	return nil
 }
