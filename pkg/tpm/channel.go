@@ -1,14 +1,11 @@
 package tpm
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"sync"
-	"time"
 
 	"github.com/google/go-tpm/tpmutil"
 )
@@ -83,64 +80,6 @@ func openDevice(path string) (io.ReadWriteCloser, error) {
 		return nil, err
 	}
 	return rwc, nil
-}
-
-// tcpConn is a connection to swtpm's raw TCP server (--server type=tcp):
-// TPM commands and responses as they are, one command per connection, like
-// its unixio server. Read returns the whole response even when TCP splits
-// it, because go-tpm reads a response with a single Read.
-type tcpConn struct {
-	addr string
-	conn net.Conn
-	resp []byte
-}
-
-func (c *tcpConn) Write(p []byte) (int, error) {
-	c.Close()
-	conn, err := net.DialTimeout("tcp", c.addr, 10*time.Second)
-	if err != nil {
-		return 0, err
-	}
-	c.conn = conn
-	_ = conn.SetDeadline(time.Now().Add(2 * time.Minute)) // RSA keygen on a slow host
-	return conn.Write(p)
-}
-
-func (c *tcpConn) Read(p []byte) (int, error) {
-	if c.resp == nil {
-		if c.conn == nil {
-			return 0, errors.New("read before write")
-		}
-		hdr := make([]byte, 6) // tag, size
-		if _, err := io.ReadFull(c.conn, hdr); err != nil {
-			return 0, err
-		}
-		size := binary.BigEndian.Uint32(hdr[2:])
-		if size < 10 || size > 1<<16 {
-			return 0, fmt.Errorf("TPM response size %d", size)
-		}
-		c.resp = make([]byte, size)
-		copy(c.resp, hdr)
-		if _, err := io.ReadFull(c.conn, c.resp[6:]); err != nil {
-			return 0, err
-		}
-	}
-	n := copy(p, c.resp)
-	c.resp = c.resp[n:]
-	if len(c.resp) == 0 {
-		c.resp = nil
-	}
-	return n, nil
-}
-
-func (c *tcpConn) Close() error {
-	c.resp = nil
-	if c.conn == nil {
-		return nil
-	}
-	err := c.conn.Close()
-	c.conn = nil
-	return err
 }
 
 // openUnix opens swtpm's unixio server socket for raw commands (one

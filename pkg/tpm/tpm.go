@@ -54,6 +54,8 @@ import (
 	"sync"
 
 	steptpm "go.step.sm/crypto/tpm"
+
+	"devpki/pkg/tpm/internal/swtpmconn"
 )
 
 // Errors returned by this package; match them with errors.Is.
@@ -151,7 +153,7 @@ func Open(ctx context.Context, spec string, opts Options) (*TPM, error) {
 		if _, _, err := net.SplitHostPort(addr); err != nil {
 			return nil, fmt.Errorf("open TPM %q: want swtpm:tcp:HOST:PORT: %w", spec, err)
 		}
-		open := func() (io.ReadWriteCloser, error) { return &tcpConn{addr: addr}, nil }
+		open := func() (io.ReadWriteCloser, error) { return &swtpmconn.Conn{Addr: addr}, nil }
 		// Every call this package makes goes through go-attestation and so
 		// the channel; the device name only makes step's go-tpm path (unused
 		// here) fail instead of opening /dev/tpmrm0.

@@ -17,7 +17,6 @@ package swtpmtest
 import (
 	"bytes"
 	"crypto/x509"
-	"encoding/binary"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -34,6 +33,8 @@ import (
 
 	"github.com/google/go-tpm/legacy/tpm2"
 	"github.com/google/go-tpm/tpmutil"
+
+	"devpki/pkg/tpm/internal/swtpmconn"
 )
 
 // LocalCA is where swtpm_setup's local CA keeps its certificates (the
@@ -181,7 +182,7 @@ func (i *Instance) Pid() int { return i.cmd.Process.Pid }
 // what you load.
 func (i *Instance) Conn() io.ReadWriteCloser {
 	if i.tcp {
-		return &tcpConn{addr: i.Socket}
+		return &swtpmconn.Conn{Addr: i.Socket}
 	}
 	return tpmutil.NewEmulatorReadWriteCloser(i.Socket)
 }
@@ -323,61 +324,4 @@ func freePort() (string, error) {
 	}
 	defer l.Close()
 	return strconv.Itoa(l.Addr().(*net.TCPAddr).Port), nil
-}
-
-// tcpConn sends one TPM command per connection to swtpm's raw TCP server and
-// returns the whole response from one Read (go-tpm reads a response with a
-// single Read, and TCP may split it).
-type tcpConn struct {
-	addr string
-	conn net.Conn
-	resp []byte
-}
-
-func (c *tcpConn) Write(p []byte) (int, error) {
-	c.Close()
-	conn, err := net.DialTimeout("tcp", c.addr, 10*time.Second)
-	if err != nil {
-		return 0, err
-	}
-	c.conn = conn
-	_ = conn.SetDeadline(time.Now().Add(2 * time.Minute))
-	return conn.Write(p)
-}
-
-func (c *tcpConn) Read(p []byte) (int, error) {
-	if c.resp == nil {
-		if c.conn == nil {
-			return 0, errors.New("read before write")
-		}
-		hdr := make([]byte, 6) // tag, size
-		if _, err := io.ReadFull(c.conn, hdr); err != nil {
-			return 0, err
-		}
-		size := binary.BigEndian.Uint32(hdr[2:])
-		if size < 10 || size > 1<<16 {
-			return 0, fmt.Errorf("TPM response size %d", size)
-		}
-		c.resp = make([]byte, size)
-		copy(c.resp, hdr)
-		if _, err := io.ReadFull(c.conn, c.resp[6:]); err != nil {
-			return 0, err
-		}
-	}
-	n := copy(p, c.resp)
-	c.resp = c.resp[n:]
-	if len(c.resp) == 0 {
-		c.resp = nil
-	}
-	return n, nil
-}
-
-func (c *tcpConn) Close() error {
-	c.resp = nil
-	if c.conn == nil {
-		return nil
-	}
-	err := c.conn.Close()
-	c.conn = nil
-	return err
 }
