@@ -252,7 +252,7 @@ func TestEnrollBadInputChangesNothing(t *testing.T) {
 		status: 400, slug: "bad-csr", detail: "DSA-SHA256 is not allowed"})
 	s = next()
 	add(tc{name: "SHA-1 signature (RSA-2048)", serial: s,
-		csr:    csrPEM(resign(t, deviceDER(rsa2048, s), rsa2048, asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 5}, crypto.SHA1)),
+		csr:    csrPEM(pkitest.ResignCSR(t, deviceDER(rsa2048, s), rsa2048, asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 5}, crypto.SHA1)),
 		status: 400, slug: "bad-csr", detail: "SHA1-RSA is not allowed"})
 	s = next()
 	add(tc{name: "missing serial", serial: s, csr: custom(s, func(c *x509.CertificateRequest) { c.Subject.SerialNumber = "" }),
@@ -505,40 +505,6 @@ func TestEnrollContentType(t *testing.T) {
 			}
 		})
 	}
-}
-
-// resign replaces a CSR's signature with one made over its TBS with hash h
-// and labels it oid: the way to get a SHA-1 CSR, which crypto/x509 will no
-// longer create.
-func resign(t testing.TB, der []byte, key crypto.Signer, oid asn1.ObjectIdentifier, h crypto.Hash) []byte {
-	t.Helper()
-	csr, err := x509.ParseCertificateRequest(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hh := h.New()
-	hh.Write(csr.RawTBSCertificateRequest)
-	sig, err := key.Sign(rand.Reader, hh.Sum(nil), h)
-	if err != nil {
-		t.Fatal(err)
-	}
-	alg := pkix.AlgorithmIdentifier{Algorithm: oid}
-	if _, ok := key.(*rsa.PrivateKey); ok {
-		alg.Parameters = asn1.NullRawValue
-	}
-	out, err := asn1.Marshal(struct {
-		TBS asn1.RawValue
-		Alg pkix.AlgorithmIdentifier
-		Sig asn1.BitString
-	}{asn1.RawValue{FullBytes: csr.RawTBSCertificateRequest}, alg, asn1.BitString{Bytes: sig, BitLength: 8 * len(sig)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Well formed, so that only the policy can refuse it.
-	if c, err := x509.ParseCertificateRequest(out); err != nil || c.SignatureAlgorithm == x509.UnknownSignatureAlgorithm {
-		t.Fatalf("re-signed CSR: %v", err)
-	}
-	return out
 }
 
 // dsaCSRPEM is pkg/pki/testdata/dsa.csr: an OpenSSL-made DSA-2048/SHA-256

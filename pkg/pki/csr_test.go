@@ -22,6 +22,7 @@ import (
 	"testing"
 
 	"devpki/pkg/pki"
+	"devpki/pkg/pki/pkitest"
 )
 
 // keys are generated once: RSA generation dominates otherwise.
@@ -75,35 +76,6 @@ func createCSR(t testing.TB, tmpl *x509.CertificateRequest, key crypto.Signer) [
 	return der
 }
 
-// resign replaces the signature of a DER CSR with one made with a legacy
-// algorithm that crypto/x509 refuses to create.
-func resign(t testing.TB, der []byte, key crypto.Signer, oid asn1.ObjectIdentifier, h crypto.Hash) []byte {
-	t.Helper()
-	csr, err := x509.ParseCertificateRequest(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hh := h.New()
-	hh.Write(csr.RawTBSCertificateRequest)
-	sig, err := key.Sign(rand.Reader, hh.Sum(nil), h)
-	if err != nil {
-		t.Fatal(err)
-	}
-	alg := pkix.AlgorithmIdentifier{Algorithm: oid}
-	if _, ok := key.(*rsa.PrivateKey); ok {
-		alg.Parameters = asn1.NullRawValue
-	}
-	out, err := asn1.Marshal(struct {
-		TBS asn1.RawValue
-		Alg pkix.AlgorithmIdentifier
-		Sig asn1.BitString
-	}{asn1.RawValue{FullBytes: csr.RawTBSCertificateRequest}, alg, asn1.BitString{Bytes: sig, BitLength: 8 * len(sig)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
 func pemCSR(der []byte) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
 }
@@ -149,11 +121,11 @@ func TestCSRPolicyCheck(t *testing.T) {
 		{name: "rsa1024 MinRSABits below floor", policy: pki.CSRPolicy{AllowRSA: true, MinRSABits: 512}, der: createCSR(t, csrTemplate(t), k["rsa1024"]), wantErr: "at least 2048 required"},
 		{name: "rsa2048 under MinRSABits 3072", policy: pki.CSRPolicy{AllowRSA: true, MinRSABits: 3072}, der: createCSR(t, csrTemplate(t), k["rsa2048"]), wantErr: "RSA key is 2048 bits, at least 3072 required"},
 		{name: "rsa2048 SHA1WithRSA", policy: pki.CSRPolicy{AllowRSA: true},
-			der: resign(t, createCSR(t, csrTemplate(t), k["rsa2048"]), k["rsa2048"], asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 5}, crypto.SHA1), wantErr: "signature algorithm SHA1-RSA is not allowed"},
+			der: pkitest.ResignCSR(t, createCSR(t, csrTemplate(t), k["rsa2048"]), k["rsa2048"], asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 5}, crypto.SHA1), wantErr: "signature algorithm SHA1-RSA is not allowed"},
 		{name: "rsa2048 MD5WithRSA", policy: pki.CSRPolicy{AllowRSA: true},
-			der: resign(t, createCSR(t, csrTemplate(t), k["rsa2048"]), k["rsa2048"], asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 4}, crypto.MD5), wantErr: "signature algorithm MD5-RSA is not allowed"},
-		{name: "ecdsa SHA1", der: resign(t, good(nil), k["p256"], asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 1}, crypto.SHA1), wantErr: "signature algorithm ECDSA-SHA1 is not allowed"},
-		{name: "resign helper sanity (SHA256)", der: resign(t, good(nil), k["p256"], asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 3, 2}, crypto.SHA256)},
+			der: pkitest.ResignCSR(t, createCSR(t, csrTemplate(t), k["rsa2048"]), k["rsa2048"], asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 4}, crypto.MD5), wantErr: "signature algorithm MD5-RSA is not allowed"},
+		{name: "ecdsa SHA1", der: pkitest.ResignCSR(t, good(nil), k["p256"], asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 1}, crypto.SHA1), wantErr: "signature algorithm ECDSA-SHA1 is not allowed"},
+		{name: "resign helper sanity (SHA256)", der: pkitest.ResignCSR(t, good(nil), k["p256"], asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 3, 2}, crypto.SHA256)},
 		{name: "DSA", der: dsaCSR(t), wantErr: "signature algorithm DSA-SHA256 is not allowed"},
 		{name: "tampered signature", der: tampered, wantErr: "signature does not verify"},
 		{name: "CA:TRUE requested", der: good(func(c *x509.CertificateRequest) {
