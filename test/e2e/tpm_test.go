@@ -20,6 +20,7 @@ import (
 	"devpki/pkg/registry"
 	"devpki/pkg/tpm"
 	"devpki/pkg/tpm/swtpmtest"
+	"devpki/pkg/tpm/verify"
 )
 
 // enableTPM turns TPM attestation on in ca's config with swtpm's local CA
@@ -359,4 +360,77 @@ func clearTPM(t *testing.T, sw *swtpmtest.Instance) {
 	if err := tpm2.Clear(c, tpm2.HandleLockout, tpm2.AuthCommand{Session: tpm2.HandlePasswordSession, Attributes: tpm2.AttrContinueSession}); err != nil {
 		t.Fatalf("TPM2_Clear: %v", err)
 	}
+}
+
+// TestTPMPreregisteredEKEndToEnd: a TPM without an EK certificate enrolls by
+// attestation once an operator has pre-registered its EK public key for the
+// serial ('ca devices preregister --ek-pub'); before that, and for another
+// serial, it is refused and nothing is enrolled.
+func TestTPMPreregisteredEKEndToEnd(t *testing.T) {
+	t.Parallel()
+	sw := swtpmtest.StartOptions(t, swtpmtest.Options{NoEKCert: true})
+	// The factory reads the EK public key off the TPM.
+	ctx := context.Background()
+	tp, err := tpm.Open(ctx, sw.Spec(), tpm.Options{StateDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ek, err := tp.EK(ctx)
+	tp.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ek.Certificate != nil {
+		t.Fatal("swtpm made an EK certificate although asked not to")
+	}
+	der, err := x509.MarshalPKIXPublicKey(ek.Public)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ekFile := filepath.Join(t.TempDir(), "ek.pem")
+	if err := os.WriteFile(ekFile, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	addr := freePort(t)
+	ca := initCAAt(t, addr)
+	enableTPM(t, ca) // enabled: true, no manufacturer root
+	srv, err := tryStartServer(t, addr, []string{"--config", ca.Config})
+	if err != nil {
+		t.Fatalf("ca serve: %v", err)
+	}
+	const serial, mac = "TPM-E2E-PRE", "02:00:00:00:0b:01"
+	enrollTPM := func(dir, serial string) result {
+		return run(t, nil, enrollBin, "--ca", srv.URL, "--fingerprint", ca.Fingerprint, "--dir", dir,
+			"--serial", serial, "--mac", mac, "--tpm", sw.Spec(), "--timeout", "30s")
+	}
+
+	dir := filepath.Join(t.TempDir(), "dev")
+	res := enrollTPM(dir, serial)
+	if res.code != 1 || !strings.Contains(res.stderr, "tpm-untrusted-ek") || !strings.Contains(res.stderr, "holds no EK certificate") {
+		t.Fatalf("bare EK not pre-registered: want exit 1 tpm-untrusted-ek, got %s", res)
+	}
+	requireNoFile(t, filepath.Join(dir, "device.crt"))
+
+	mustRun(t, nil, caBin, "devices", "preregister", "--serial", serial, "--mac", mac, "--ek-pub", ekFile,
+		"--config", ca.Config, "--ca", srv.URL)
+	res = enrollTPM(dir, serial)
+	if res.code != 0 || !strings.Contains(res.stdout, "key: TPM (") {
+		t.Fatalf("pre-registered EK: want exit 0 with a TPM key, got %s", res)
+	}
+	id, err := pki.DeviceIdentity(readCert(t, filepath.Join(dir, "device.crt")), "devpki.local")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h, _ := verify.EKHash(ek.Public); id.EKHash != h {
+		t.Errorf("certificate EK %q, want the pre-registered %q", id.EKHash, h)
+	}
+
+	other := filepath.Join(t.TempDir(), "other")
+	res = enrollTPM(other, "TPM-E2E-PRE-2")
+	if res.code != 1 || !strings.Contains(res.stderr, "tpm-untrusted-ek") {
+		t.Fatalf("pre-registered EK claiming another serial: want exit 1 tpm-untrusted-ek, got %s", res)
+	}
+	requireNoFile(t, filepath.Join(other, "device.crt"))
+	ca.auditVerify(t)
 }

@@ -62,6 +62,9 @@ type Options struct {
 	// then HOST:PORT and Spec "swtpm:tcp:HOST:PORT") instead of a unix
 	// socket.
 	TCP bool
+	// NoEKCert manufactures the TPM without an EK certificate (as some
+	// firmware TPMs ship): the CA admits it only by a pre-registered EK.
+	NoEKCert bool
 }
 
 // Instance is one running swtpm. Its zero value is not usable: get one from
@@ -101,8 +104,11 @@ func LaunchOptions(opts Options) (*Instance, error) {
 		// write the state.
 		_ = exec.Command("chown", "tss:tss", dir).Run()
 	}
-	setup := exec.Command("swtpm_setup", "--tpm2", "--tpmstate", dir,
-		"--create-ek-cert", "--create-platform-cert", "--overwrite")
+	args := []string{"--tpm2", "--tpmstate", dir, "--overwrite"}
+	if !opts.NoEKCert {
+		args = append(args, "--create-ek-cert", "--create-platform-cert")
+	}
+	setup := exec.Command("swtpm_setup", args...)
 	if out, err := setup.CombinedOutput(); err != nil {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("swtpm_setup: %w\n%s", err, out)
