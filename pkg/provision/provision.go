@@ -59,6 +59,8 @@ type Service struct {
 	tenants sync.Map // tenant id -> *cachedTenant, reused for Config.TenantTTL
 	// tpmTenantID caches the id of TPMConfig.Tenant.
 	tpmTenantID atomic.Value
+	// ekPool caches ekRoots' pool (*ekPoolCache).
+	ekPool atomic.Value
 }
 
 // New returns a Service, or an error naming every missing field.

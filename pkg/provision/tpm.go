@@ -509,6 +509,14 @@ func (s *Service) ekRoots(ctx context.Context, cfg *TPMConfig) (*x509.CertPool, 
 	if len(added) == 0 {
 		return cfg.EKRoots, nil
 	}
+	// The pool is rebuilt only when the set of registry roots changed.
+	var key strings.Builder
+	for _, r := range added {
+		key.WriteString(r.Fingerprint)
+	}
+	if c, ok := s.ekPool.Load().(*ekPoolCache); ok && c.key == key.String() {
+		return c.pool, nil
+	}
 	pool := x509.NewCertPool()
 	if cfg.EKRoots != nil {
 		pool = cfg.EKRoots.Clone()
@@ -520,5 +528,13 @@ func (s *Service) ekRoots(ctx context.Context, cfg *TPMConfig) (*x509.CertPool, 
 		}
 		pool.AddCert(c)
 	}
+	s.ekPool.Store(&ekPoolCache{key: key.String(), pool: pool})
 	return pool, nil
+}
+
+// ekPoolCache is the last pool ekRoots built, keyed by the fingerprints of
+// the registry roots in it.
+type ekPoolCache struct {
+	key  string
+	pool *x509.CertPool
 }

@@ -52,4 +52,28 @@ func TestTPMRootAddedToRegistry(t *testing.T) {
 	if !errors.Is(err, verify.ErrAKInvalid) {
 		t.Fatalf("after the root was added: %v, want ErrAKInvalid", err)
 	}
+
+	// The service keeps the pool it built; a root added later is still
+	// seen at the next challenge.
+	m2 := ektest.New(t)
+	inters := m.Intermediates()
+	inters.AddCert(m2.Issuing)
+	svc3, err := provision.New(provision.Config{Store: f.store, Issuer: f.issuer, TrustDomain: "test.devpki",
+		TPM: &provision.TPMConfig{Challenger: verify.NewChallenger(verify.Config{}), EKIntermediates: inters}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc3.TPMChallenge(ctx, req); !errors.Is(err, verify.ErrAKInvalid) {
+		t.Fatalf("first manufacturer: %v, want ErrAKInvalid", err)
+	}
+	req2 := &provision.TPMChallengeRequest{EKCertDER: m2.EKCert(t, &ek.PublicKey), Serial: "SN-TPMROOT", MACs: []string{"02:00:00:00:00:77"}}
+	if _, err := svc3.TPMChallenge(ctx, req2); !errors.Is(err, verify.ErrEKUntrusted) {
+		t.Fatalf("second manufacturer before its root is added: %v, want ErrEKUntrusted", err)
+	}
+	if err := f.store.PutTPMRoot(ctx, &registry.TPMRoot{Fingerprint: pki.Fingerprint(m2.Root), DER: m2.Root.Raw, Subject: m2.Root.Subject.String()}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc3.TPMChallenge(ctx, req2); !errors.Is(err, verify.ErrAKInvalid) {
+		t.Fatalf("second manufacturer after its root was added: %v, want ErrAKInvalid", err)
+	}
 }
