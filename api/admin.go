@@ -8,7 +8,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"devpki/api/client"
+	"devpki/api/wire"
 	"devpki/pkg/pki/mtls"
 	"devpki/pkg/provision"
 	"devpki/pkg/registry"
@@ -38,9 +38,9 @@ func (s *Server) requireRole(roles ...registry.Role) echo.MiddlewareFunc {
 					Actor: actor, Action: action, Result: registry.ResultDenied,
 					Detail: why, SourceAddr: c.RealIP(),
 				})
-				slug := "forbidden"
+				slug := wire.SlugForbidden
 				if status == http.StatusUnauthorized {
-					slug = "unauthorized"
+					slug = wire.SlugUnauthorized
 				}
 				return problem(status, slug, http.StatusText(status), why)
 			}
@@ -95,7 +95,7 @@ func adminFrom(c echo.Context) *registry.Admin {
 
 // createToken is POST /v1/admin/tokens.
 func (s *Server) createToken(c echo.Context) error {
-	var req client.TokenCreateRequest
+	var req wire.TokenCreateRequest
 	if err := decodeJSON(c, &req); err != nil {
 		return err
 	}
@@ -110,7 +110,7 @@ func (s *Server) createToken(c echo.Context) error {
 	if req.TTL != "" {
 		d, err := time.ParseDuration(req.TTL)
 		if err != nil || d <= 0 {
-			return problem(http.StatusBadRequest, "bad-request", "Invalid argument", fmt.Sprintf("ttl %q is not a positive Go duration such as 24h", req.TTL))
+			return problem(http.StatusBadRequest, wire.SlugBadRequest, "Invalid argument", fmt.Sprintf("ttl %q is not a positive Go duration such as 24h", req.TTL))
 		}
 		spec.TTL = d
 	}
@@ -118,13 +118,13 @@ func (s *Server) createToken(c echo.Context) error {
 		spec.Tenant = registry.DefaultTenant
 	}
 	if t, err := s.cfg.Store.GetTenantByID(c.Request().Context(), adm.TenantID); err != nil || t.Name != spec.Tenant {
-		return problem(http.StatusForbidden, "forbidden", "Forbidden", fmt.Sprintf("admin %q may not mint tokens for tenant %q", adm.Name, spec.Tenant))
+		return problem(http.StatusForbidden, wire.SlugForbidden, "Forbidden", fmt.Sprintf("admin %q may not mint tokens for tenant %q", adm.Name, spec.Tenant))
 	}
 	token, t, err := provision.MintToken(c.Request().Context(), s.cfg.Store, s.cfg.Now(), spec)
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusCreated, &client.TokenCreateResponse{
+	return c.JSON(http.StatusCreated, &wire.TokenCreateResponse{
 		ID: t.ID, Token: token, Tenant: spec.Tenant, Serial: t.Serial, ExpiresAt: t.ExpiresAt, Uses: t.UsesLeft,
 	})
 }

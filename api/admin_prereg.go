@@ -12,7 +12,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"devpki/api/client"
+	"devpki/api/wire"
 	"devpki/pkg/pki"
 	"devpki/pkg/registry"
 	"devpki/pkg/tpm/verify"
@@ -29,7 +29,7 @@ func (s *Server) routesPrereg(g *echo.Group) {
 // addTPMRoot is POST /v1/admin/tpm/roots: one self-signed CA certificate.
 func (s *Server) addTPMRoot(c echo.Context) error {
 	adm := adminFrom(c)
-	var req client.AddTPMRootRequest
+	var req wire.AddTPMRootRequest
 	if err := decodeJSON(c, &req); err != nil {
 		return err
 	}
@@ -53,7 +53,7 @@ func (s *Server) addTPMRoot(c echo.Context) error {
 		Result: registry.ResultOK, Detail: root.Subject, SourceAddr: c.RealIP(),
 	})
 	if errors.Is(err, registry.ErrAlreadyExists) {
-		return problem(http.StatusConflict, "conflict", "Already added", fmt.Sprintf("root %s is already trusted", root.Fingerprint))
+		return problem(http.StatusConflict, wire.SlugConflict, "Already added", fmt.Sprintf("root %s is already trusted", root.Fingerprint))
 	}
 	if err != nil {
 		return err
@@ -66,21 +66,21 @@ func (s *Server) listTPMRoots(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	out := make([]client.TPMRoot, 0, len(roots))
+	out := make([]wire.TPMRoot, 0, len(roots))
 	for _, r := range roots {
 		out = append(out, tpmRootView(r))
 	}
 	return c.JSON(http.StatusOK, out)
 }
 
-func tpmRootView(r *registry.TPMRoot) client.TPMRoot {
-	return client.TPMRoot{Fingerprint: r.Fingerprint, Subject: r.Subject, AddedBy: r.AddedBy, CreatedAt: r.CreatedAt}
+func tpmRootView(r *registry.TPMRoot) wire.TPMRoot {
+	return wire.TPMRoot{Fingerprint: r.Fingerprint, Subject: r.Subject, AddedBy: r.AddedBy, CreatedAt: r.CreatedAt}
 }
 
 // preregister is POST /v1/admin/preregistrations.
 func (s *Server) preregister(c echo.Context) error {
 	adm := adminFrom(c)
-	var req client.PreregisterRequest
+	var req wire.PreregisterRequest
 	if err := decodeJSON(c, &req); err != nil {
 		return err
 	}
@@ -110,12 +110,12 @@ func (s *Server) preregister(c echo.Context) error {
 		Result: registry.ResultOK, Detail: "ek=" + hash, SourceAddr: c.RealIP(),
 	})
 	if errors.Is(err, registry.ErrAlreadyExists) {
-		return problem(http.StatusConflict, "conflict", "Already pre-registered", fmt.Sprintf("EK %s is already pre-registered", hash))
+		return problem(http.StatusConflict, wire.SlugConflict, "Already pre-registered", fmt.Sprintf("EK %s is already pre-registered", hash))
 	}
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusCreated, &client.Preregistration{EKHash: hash, Serial: req.Serial, MACs: macs})
+	return c.JSON(http.StatusCreated, &wire.Preregistration{EKHash: hash, Serial: req.Serial, MACs: macs})
 }
 
 // parseEKPub reads an RSA EK public key given as PEM or base64 PKIX DER.

@@ -12,7 +12,7 @@ import (
 	"net/http"
 	"testing"
 
-	"devpki/api/client"
+	"devpki/api/wire"
 	"devpki/pkg/registry"
 	"devpki/pkg/tpm/verify"
 )
@@ -30,7 +30,7 @@ func TestPreregister(t *testing.T) {
 	der, _ := x509.MarshalPKIXPublicKey(&ek.PublicKey)
 	pemPub := string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
 
-	got, err := op.Preregister(ctx, &client.PreregisterRequest{Serial: "SN-PRE-1", MACs: []string{"02:00:00:00:00:aa"}, EKPub: pemPub})
+	got, err := op.Preregister(ctx, &wire.PreregisterRequest{Serial: "SN-PRE-1", MACs: []string{"02:00:00:00:00:aa"}, EKPub: pemPub})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,16 +43,16 @@ func TestPreregister(t *testing.T) {
 		t.Fatalf("registry %+v, %v", rec, err)
 	}
 	// The same EK again is a conflict; base64 DER is accepted as input.
-	_, err = op.Preregister(ctx, &client.PreregisterRequest{Serial: "SN-PRE-2", EKPub: base64.StdEncoding.EncodeToString(der)})
+	_, err = op.Preregister(ctx, &wire.PreregisterRequest{Serial: "SN-PRE-2", EKPub: base64.StdEncoding.EncodeToString(der)})
 	wantStatus(t, err, http.StatusConflict, "conflict")
-	_, err = aud.Preregister(ctx, &client.PreregisterRequest{Serial: "SN-PRE-3", EKPub: pemPub})
+	_, err = aud.Preregister(ctx, &wire.PreregisterRequest{Serial: "SN-PRE-3", EKPub: pemPub})
 	wantStatus(t, err, http.StatusForbidden, "forbidden")
 
 	ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	ecDER, _ := x509.MarshalPKIXPublicKey(&ec.PublicKey)
 	small, _ := rsa.GenerateKey(rand.Reader, 1024)
 	smallDER, _ := x509.MarshalPKIXPublicKey(&small.PublicKey)
-	for _, bad := range []*client.PreregisterRequest{
+	for _, bad := range []*wire.PreregisterRequest{
 		{Serial: "bad serial", EKPub: pemPub},
 		{Serial: "SN-X", MACs: []string{"zz"}, EKPub: pemPub},
 		{Serial: "SN-X", EKPub: "not a key"},
@@ -71,17 +71,17 @@ func TestTPMRoots(t *testing.T) {
 	admin := f.apiClient(f.adminCert(f.ca, "default", "root", registry.RoleAdmin, ""))
 	op := f.apiClient(f.adminCert(f.ca, "default", "op", registry.RoleOperator, ""))
 	rootPEM := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: f.ca.CA.Root.Raw}))
-	_, err := op.AddTPMRoot(ctx, &client.AddTPMRootRequest{PEM: rootPEM})
+	_, err := op.AddTPMRoot(ctx, &wire.AddTPMRootRequest{PEM: rootPEM})
 	wantStatus(t, err, http.StatusForbidden, "forbidden")
-	got, err := admin.AddTPMRoot(ctx, &client.AddTPMRootRequest{PEM: rootPEM})
+	got, err := admin.AddTPMRoot(ctx, &wire.AddTPMRootRequest{PEM: rootPEM})
 	if err != nil || got.Subject == "" {
 		t.Fatalf("add: %+v, %v", got, err)
 	}
-	_, err = admin.AddTPMRoot(ctx, &client.AddTPMRootRequest{PEM: rootPEM})
+	_, err = admin.AddTPMRoot(ctx, &wire.AddTPMRootRequest{PEM: rootPEM})
 	wantStatus(t, err, http.StatusConflict, "conflict")
 	inter := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: f.ca.CA.Intermediate.Raw}))
 	for _, bad := range []string{"", "garbage", inter, rootPEM + rootPEM} {
-		_, err := admin.AddTPMRoot(ctx, &client.AddTPMRootRequest{PEM: bad})
+		_, err := admin.AddTPMRoot(ctx, &wire.AddTPMRootRequest{PEM: bad})
 		wantStatus(t, err, http.StatusBadRequest, "bad-request")
 	}
 	list, err := op.ListTPMRoots(ctx)

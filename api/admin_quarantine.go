@@ -9,7 +9,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"devpki/api/client"
+	"devpki/api/wire"
 	"devpki/pkg/provision"
 	"devpki/pkg/registry"
 )
@@ -49,7 +49,7 @@ func (s *Server) listQuarantined(c echo.Context, tenantID, serial, after string,
 	if err != nil {
 		return err
 	}
-	out := client.DeviceList{Devices: []client.Device{}, Quarantined: make([]client.QuarantinedClaim, 0, len(qs))}
+	out := wire.DeviceList{Devices: []wire.Device{}, Quarantined: make([]wire.QuarantinedClaim, 0, len(qs))}
 	for _, q := range qs {
 		out.Quarantined = append(out.Quarantined, quarantineView(q, tenant.Name))
 	}
@@ -67,10 +67,10 @@ func (s *Server) dismissQuarantine(c echo.Context) error {
 	id := c.Param("id")
 	q, err := s.cfg.Store.GetQuarantine(ctx, id)
 	if err != nil || q.TenantID != adm.TenantID {
-		return problem(http.StatusNotFound, "not-found", "Not found", fmt.Sprintf("no quarantined claim %q in your tenant", id))
+		return problem(http.StatusNotFound, wire.SlugNotFound, "Not found", fmt.Sprintf("no quarantined claim %q in your tenant", id))
 	}
 	if q.Status != registry.QuarantineHeld {
-		return problem(http.StatusConflict, "conflict", "Claim not held", closedDetail(q))
+		return problem(http.StatusConflict, wire.SlugConflict, "Claim not held", closedDetail(q))
 	}
 	actor := "admin:" + adm.Name
 	d, err := s.cfg.Store.DismissQuarantine(ctx, id, actor, &registry.AuditEvent{
@@ -100,12 +100,12 @@ func closedDetail(q *registry.Quarantine) string {
 }
 
 // releaseQuarantine is POST /v1/admin/quarantine/:id/release (body
-// client.ReleaseRequest, may be empty): the admin lets the claimant of a
+// wire.ReleaseRequest, may be empty): the admin lets the claimant of a
 // held claim in (provision.Revocation.ReleaseQuarantine). It answers once
 // the release is committed and the CRL rebuilt.
 func (s *Server) releaseQuarantine(c echo.Context) error {
 	if s.cfg.Revocation == nil {
-		return problem(http.StatusNotImplemented, "unavailable", "Revocation not configured",
+		return problem(http.StatusNotImplemented, wire.SlugNotImplemented, "Revocation not configured",
 			"releasing a claim revokes certificates, and this CA serves no CRL or OCSP")
 	}
 	ctx := c.Request().Context()
@@ -117,18 +117,18 @@ func (s *Server) releaseQuarantine(c echo.Context) error {
 	res, err := s.cfg.Revocation.ReleaseQuarantine(ctx, s.actor(c), id, reason)
 	switch {
 	case errors.Is(err, registry.ErrNotFound):
-		return problem(http.StatusNotFound, "not-found", "Not found", fmt.Sprintf("no quarantined claim %q in your tenant", id))
+		return problem(http.StatusNotFound, wire.SlugNotFound, "Not found", fmt.Sprintf("no quarantined claim %q in your tenant", id))
 	case errors.Is(err, registry.ErrClaimNotHeld):
 		if q, gerr := s.cfg.Store.GetQuarantine(ctx, id); gerr == nil {
-			return problem(http.StatusConflict, "conflict", "Claim not held", closedDetail(q))
+			return problem(http.StatusConflict, wire.SlugConflict, "Claim not held", closedDetail(q))
 		}
-		return problem(http.StatusConflict, "conflict", "Claim not held", err.Error())
+		return problem(http.StatusConflict, wire.SlugConflict, "Claim not held", err.Error())
 	case errors.Is(err, registry.ErrClaimStale):
-		return problem(http.StatusConflict, "conflict", "Enrolled device changed",
+		return problem(http.StatusConflict, wire.SlugConflict, "Enrolled device changed",
 			err.Error()+"; nothing was changed. Look again at the device ('ca devices get ID') and the claims "+
 				"('ca devices list --status quarantined'): the claimant's next attempt updates the held claim")
 	case errors.Is(err, registry.ErrEKConflict):
-		return problem(http.StatusConflict, "conflict", "TPM bound to another device",
+		return problem(http.StatusConflict, wire.SlugConflict, "TPM bound to another device",
 			err.Error()+"; nothing was changed")
 	case err != nil:
 		return revokeError(err)
@@ -138,7 +138,7 @@ func (s *Server) releaseQuarantine(c echo.Context) error {
 		return err
 	}
 	rv := revokeResponse(&provision.RevokeResult{Certificates: res.Certificates})
-	return c.JSON(http.StatusOK, &client.ReleaseResponse{
+	return c.JSON(http.StatusOK, &wire.ReleaseResponse{
 		Claim: quarantineView(res.Claim, tenant.Name), Device: deviceView(res.Device, tenant.Name),
 		Certificates: rv.Certificates, CRLNumber: res.CRLNumber,
 	})
@@ -161,15 +161,15 @@ func releaseReason(c echo.Context) (int, error) {
 	case raw[0] == '"':
 		var s string
 		if err := json.Unmarshal(raw, &s); err != nil {
-			return 0, problem(http.StatusBadRequest, "bad-request", "Malformed JSON body", err.Error())
+			return 0, problem(http.StatusBadRequest, wire.SlugBadRequest, "Malformed JSON body", err.Error())
 		}
 		return registry.ParseReason(s)
 	}
 	return registry.ParseReason(string(raw)) // a JSON number
 }
 
-func quarantineView(q *registry.Quarantine, tenant string) client.QuarantinedClaim {
-	return client.QuarantinedClaim{
+func quarantineView(q *registry.Quarantine, tenant string) wire.QuarantinedClaim {
+	return wire.QuarantinedClaim{
 		ID: q.ID, Tenant: tenant, Serial: q.Serial, MACs: q.MACs, EKHash: q.EKHash, Reason: string(q.Reason),
 		ConflictDeviceID: q.ConflictDeviceID, ConflictEKHash: q.ConflictEKHash, SourceAddr: q.SourceAddr, Attempts: q.Attempts,
 		FirstSeen: q.FirstSeen, LastSeen: q.LastSeen, Status: string(q.Status), DismissedBy: q.DismissedBy, DismissedAt: q.DismissedAt,

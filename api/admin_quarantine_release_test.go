@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"devpki/api/client"
+	"devpki/api/wire"
 	"devpki/pkg/registry"
 )
 
@@ -81,7 +82,7 @@ func TestAdminQuarantineRelease(t *testing.T) {
 	wantStatus(t, err, http.StatusNotFound, "not-found")
 	_, err = operator.ReleaseQuarantined(ctx, "q-rma", nil)
 	wantStatus(t, err, http.StatusForbidden, "forbidden")
-	_, err = admin.ReleaseQuarantined(ctx, "q-rma", &client.ReleaseRequest{Reason: "7"})
+	_, err = admin.ReleaseQuarantined(ctx, "q-rma", &wire.ReleaseRequest{Reason: "7"})
 	wantStatus(t, err, http.StatusBadRequest, "bad-reason")
 	if d := f.device("SN-RL-1"); d.EKHash != ek("1") || d.Status != registry.DeviceActive {
 		t.Fatalf("device after refused releases: %+v", d)
@@ -137,7 +138,7 @@ func TestAdminQuarantineRelease(t *testing.T) {
 
 	// The TPM of SN-RL-3 in a new chassis SN-RL-4: SN-RL-3 is revoked.
 	f.holdAgainst(f.tenant.ID, "q-moved", "SN-RL-4", ek("4"), registry.ReasonEKOtherSerial, third)
-	res, err = admin.ReleaseQuarantined(ctx, "q-moved", &client.ReleaseRequest{Reason: "keyCompromise"})
+	res, err = admin.ReleaseQuarantined(ctx, "q-moved", &wire.ReleaseRequest{Reason: "keyCompromise"})
 	if err != nil {
 		t.Fatal(err)
 	}

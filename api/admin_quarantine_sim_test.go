@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"devpki/api/client"
+	"devpki/api/wire"
 	"devpki/pkg/registry"
 )
 
@@ -32,7 +33,7 @@ func TestTPMCloneHeldOverHTTP(t *testing.T) {
 	for range 2 {
 		_, err = c.TPMChallenge(ctx, d.claim(t, "SN-HQ-2"))
 		var re *client.ResponseError
-		if !errors.As(err, &re) || re.StatusCode != 403 || re.Problem == nil || re.Problem.Slug() != client.SlugCloneSuspect ||
+		if !errors.As(err, &re) || re.StatusCode != 403 || re.Problem == nil || re.Problem.Slug() != wire.SlugCloneSuspect ||
 			!strings.Contains(re.Problem.Detail, "held for an administrator") || strings.Contains(re.Problem.Detail, res.DeviceID) {
 			t.Fatalf("clone claim: %v, want 403 clone-suspect saying it is held, without the enrolled device", err)
 		}

@@ -9,7 +9,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"devpki/api/client"
+	"devpki/api/wire"
 	"devpki/pkg/pki"
 	"devpki/pkg/provision"
 	"devpki/pkg/registry"
@@ -32,7 +32,7 @@ func (s *Server) routesAdminQuery(g *echo.Group) {
 }
 
 func badArg(format string, args ...any) error {
-	return problem(http.StatusBadRequest, "bad-request", "Invalid argument", fmt.Sprintf(format, args...))
+	return problem(http.StatusBadRequest, wire.SlugBadRequest, "Invalid argument", fmt.Sprintf(format, args...))
 }
 
 func queryLimit(c echo.Context) (int, error) {
@@ -81,7 +81,7 @@ func (s *Server) listDevices(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	out := client.DeviceList{Devices: make([]client.Device, 0, len(devs))}
+	out := wire.DeviceList{Devices: make([]wire.Device, 0, len(devs))}
 	for _, d := range devs {
 		out.Devices = append(out.Devices, deviceView(d, tenant.Name))
 	}
@@ -102,7 +102,7 @@ func (s *Server) getDevice(c echo.Context) error {
 	adm := adminFrom(c)
 	d, err := s.cfg.Store.GetDevice(c.Request().Context(), c.Param("id"))
 	if err != nil || d.TenantID != adm.TenantID {
-		return problem(http.StatusNotFound, "not-found", "Not found", fmt.Sprintf("no device %q in your tenant", c.Param("id")))
+		return problem(http.StatusNotFound, wire.SlugNotFound, "Not found", fmt.Sprintf("no device %q in your tenant", c.Param("id")))
 	}
 	tenant, err := s.cfg.Store.GetTenantByID(c.Request().Context(), d.TenantID)
 	if err != nil {
@@ -137,7 +137,7 @@ func (s *Server) listCertificates(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	out := client.CertificateList{Certificates: make([]client.Certificate, 0, len(certs))}
+	out := wire.CertificateList{Certificates: make([]wire.Certificate, 0, len(certs))}
 	for _, r := range certs {
 		out.Certificates = append(out.Certificates, certView(r, false))
 	}
@@ -151,7 +151,7 @@ func (s *Server) getCertificate(c echo.Context) error {
 	adm := adminFrom(c)
 	r, err := s.cfg.Store.GetCertificate(c.Request().Context(), c.Param("serial"))
 	if err != nil || r.TenantID != adm.TenantID {
-		return problem(http.StatusNotFound, "not-found", "Not found", fmt.Sprintf("no certificate %q in your tenant", c.Param("serial")))
+		return problem(http.StatusNotFound, wire.SlugNotFound, "Not found", fmt.Sprintf("no certificate %q in your tenant", c.Param("serial")))
 	}
 	return c.JSON(http.StatusOK, certView(r, true))
 }
@@ -168,7 +168,7 @@ func (s *Server) listAudit(c echo.Context) error {
 			return badArg("after %q is not a sequence number", v)
 		}
 	}
-	out := client.AuditList{Events: []client.AuditEvent{}}
+	out := wire.AuditList{Events: []wire.AuditEvent{}}
 	want := effectiveLimit(limit)
 	// Read the shared log in chunks and keep the caller's tenant's events.
 	for len(out.Events) < want {
@@ -181,7 +181,7 @@ func (s *Server) listAudit(c echo.Context) error {
 			if ev.TenantID != adm.TenantID {
 				continue
 			}
-			out.Events = append(out.Events, client.AuditEvent{
+			out.Events = append(out.Events, wire.AuditEvent{
 				Seq: ev.Seq, Time: ev.Time, Tenant: ev.TenantID, Actor: ev.Actor, Action: ev.Action, Target: ev.Target,
 				Result: ev.Result, Detail: ev.Detail, SourceAddr: ev.SourceAddr, Hash: fmt.Sprintf("%x", ev.Hash),
 			})
@@ -199,7 +199,7 @@ func (s *Server) listAudit(c echo.Context) error {
 
 func (s *Server) rotateDevice(c echo.Context) error {
 	adm := adminFrom(c)
-	var req client.RotateRequest
+	var req wire.RotateRequest
 	if c.Request().ContentLength != 0 {
 		if err := decodeJSON(c, &req); err != nil {
 			return err
@@ -209,7 +209,7 @@ func (s *Server) rotateDevice(c echo.Context) error {
 	id := c.Param("id")
 	d, err := s.cfg.Store.GetDevice(ctx, id)
 	if err != nil || d.TenantID != adm.TenantID {
-		return problem(http.StatusNotFound, "not-found", "Not found", fmt.Sprintf("no device %q in your tenant", id))
+		return problem(http.StatusNotFound, wire.SlugNotFound, "Not found", fmt.Sprintf("no device %q in your tenant", id))
 	}
 	if req.Deadline != nil && !req.Deadline.After(s.cfg.Now()) {
 		return badArg("deadline %s is not in the future", req.Deadline.Format(time.RFC3339))
@@ -236,7 +236,7 @@ func (s *Server) rotateDevice(c echo.Context) error {
 
 func (s *Server) issueCertificate(c echo.Context) error {
 	adm := adminFrom(c)
-	var req client.IssueRequest
+	var req wire.IssueRequest
 	if err := decodeJSON(c, &req); err != nil {
 		return err
 	}
@@ -262,15 +262,15 @@ func (s *Server) issueCertificate(c echo.Context) error {
 	return c.JSON(http.StatusCreated, enrollResponse(res, s.chainList))
 }
 
-func deviceView(d *registry.Device, tenant string) client.Device {
-	return client.Device{
+func deviceView(d *registry.Device, tenant string) wire.Device {
+	return wire.Device{
 		ID: d.ID, Tenant: tenant, Serial: d.Serial, MACs: d.MACs, Status: string(d.Status), Method: d.Method,
 		RekeyRequired: d.RekeyRequired, RekeyDeadline: d.RekeyDeadline, CreatedAt: d.CreatedAt, UpdatedAt: d.UpdatedAt,
 	}
 }
 
-func certView(r *registry.Certificate, withPEM bool) client.Certificate {
-	v := client.Certificate{
+func certView(r *registry.Certificate, withPEM bool) wire.Certificate {
+	v := wire.Certificate{
 		Serial: r.Serial, Kind: string(r.Kind), DeviceID: r.DeviceID, Subject: r.Subject, SANs: r.SANs,
 		NotBefore: r.NotBefore, NotAfter: r.NotAfter, Status: string(r.Status), RevokedAt: r.RevokedAt,
 		RevocationReason: r.RevocationReason, ReplacesSerial: r.ReplacesSerial,

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"devpki/api/client"
+	"devpki/api/wire"
 	"devpki/pkg/provision"
 	"devpki/pkg/registry"
 )
@@ -105,7 +106,7 @@ func TestAdminListAndGet(t *testing.T) {
 	wantStatus(t, err, http.StatusForbidden, "forbidden")
 }
 
-func deviceTLSCert(t *testing.T, er *client.EnrollResponse, key any) tls.Certificate {
+func deviceTLSCert(t *testing.T, er *wire.EnrollResponse, key any) tls.Certificate {
 	t.Helper()
 	c := tls.Certificate{PrivateKey: key}
 	for _, p := range append([]string{er.Certificate}, er.Chain...) {
@@ -126,25 +127,25 @@ func TestAdminRotateForcesRekey(t *testing.T) {
 	_, err := operator.RotateDevice(ctx, er.DeviceID, nil)
 	wantStatus(t, err, http.StatusForbidden, "forbidden")
 	past := time.Now().Add(-time.Hour)
-	_, err = admin.RotateDevice(ctx, er.DeviceID, &client.RotateRequest{Deadline: &past})
+	_, err = admin.RotateDevice(ctx, er.DeviceID, &wire.RotateRequest{Deadline: &past})
 	wantStatus(t, err, http.StatusBadRequest, "bad-request")
 	_, err = admin.RotateDevice(ctx, "no-such-device", nil)
 	wantStatus(t, err, http.StatusNotFound, "not-found")
 	deadline := time.Now().Add(48 * time.Hour).UTC().Truncate(time.Second)
-	d, err := admin.RotateDevice(ctx, er.DeviceID, &client.RotateRequest{Deadline: &deadline})
+	d, err := admin.RotateDevice(ctx, er.DeviceID, &wire.RotateRequest{Deadline: &deadline})
 	if err != nil || !d.RekeyRequired || d.RekeyDeadline == nil || !d.RekeyDeadline.Equal(deadline) {
 		t.Fatalf("rotate: %+v, %v", d, err)
 	}
 	// The device's next same-key renewal is refused with rekey-required.
 	dev := f.apiClient(deviceTLSCert(t, er, key))
 	_, err = dev.Renew(ctx, nil)
-	wantStatus(t, err, http.StatusConflict, client.SlugRekeyRequired)
+	wantStatus(t, err, http.StatusConflict, wire.SlugRekeyRequired)
 	if !client.IsRekeyRequired(err) {
 		t.Fatal("IsRekeyRequired is false for the CA's answer")
 	}
 	// A new key is accepted and clears the flag.
 	_, _, csr := f.keyAndCSR("SN-ROT")
-	if _, err := dev.Renew(ctx, &client.RenewRequest{CSR: string(csr)}); err != nil {
+	if _, err := dev.Renew(ctx, &wire.RenewRequest{CSR: string(csr)}); err != nil {
 		t.Fatalf("re-key: %v", err)
 	}
 	if d, _ := admin.GetDevice(ctx, er.DeviceID); d.RekeyRequired {
@@ -180,7 +181,7 @@ func TestAdminIssueComponentCertificate(t *testing.T) {
 	}, key)
 	csr := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}))
 
-	res, err := admin.Issue(ctx, &client.IssueRequest{CSR: csr, Usage: "server", DNSNames: []string{"ingest.local"}, IPs: []string{"127.0.0.1"}})
+	res, err := admin.Issue(ctx, &wire.IssueRequest{CSR: csr, Usage: "server", DNSNames: []string{"ingest.local"}, IPs: []string{"127.0.0.1"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,14 +197,14 @@ func TestAdminIssueComponentCertificate(t *testing.T) {
 	if err != nil || rec.Kind != registry.KindServer {
 		t.Fatalf("record %+v, %v", rec, err)
 	}
-	if res, err := admin.Issue(ctx, &client.IssueRequest{CSR: csr, Usage: "client", CommonName: "broker-1"}); err != nil {
+	if res, err := admin.Issue(ctx, &wire.IssueRequest{CSR: csr, Usage: "client", CommonName: "broker-1"}); err != nil {
 		t.Fatal(err)
 	} else if b, _ := pem.Decode([]byte(res.Certificate)); b == nil {
 		t.Fatal("no client certificate")
 	}
-	_, err = operator.Issue(ctx, &client.IssueRequest{CSR: csr, Usage: "server", DNSNames: []string{"x"}})
+	_, err = operator.Issue(ctx, &wire.IssueRequest{CSR: csr, Usage: "server", DNSNames: []string{"x"}})
 	wantStatus(t, err, http.StatusForbidden, "forbidden")
-	for _, bad := range []*client.IssueRequest{
+	for _, bad := range []*wire.IssueRequest{
 		{CSR: csr, Usage: "both"},
 		{CSR: csr, Usage: "server"},
 		{CSR: csr, Usage: "client"},

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"devpki/api/client"
+	"devpki/api/wire"
 	"devpki/pkg/pki/pkitest"
 	"devpki/pkg/provision"
 	"devpki/pkg/registry"
@@ -44,7 +44,7 @@ func TestAdminTokensAuth(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	post := func(t *testing.T, cert *tls.Certificate, req client.TokenCreateRequest) (*http.Response, []byte, error) {
+	post := func(t *testing.T, cert *tls.Certificate, req wire.TokenCreateRequest) (*http.Response, []byte, error) {
 		t.Helper()
 		b, err := json.Marshal(req)
 		if err != nil {
@@ -57,10 +57,10 @@ func TestAdminTokensAuth(t *testing.T) {
 		for _, tt := range []struct {
 			name string
 			cert *tls.Certificate
-			req  client.TokenCreateRequest
+			req  wire.TokenCreateRequest
 		}{
-			{"admin", &alice, client.TokenCreateRequest{}},
-			{"operator, bound multi-use", &bob, client.TokenCreateRequest{Serial: "SN-MINTED-B", TTL: "2h", Uses: 3}},
+			{"admin", &alice, wire.TokenCreateRequest{}},
+			{"operator, bound multi-use", &bob, wire.TokenCreateRequest{Serial: "SN-MINTED-B", TTL: "2h", Uses: 3}},
 		} {
 			t.Run(tt.name, func(t *testing.T) {
 				resp, b, err := post(t, tt.cert, tt.req)
@@ -70,7 +70,7 @@ func TestAdminTokensAuth(t *testing.T) {
 				if resp.StatusCode != http.StatusCreated {
 					t.Fatalf("status %d: %s", resp.StatusCode, b)
 				}
-				var tr client.TokenCreateResponse
+				var tr wire.TokenCreateResponse
 				if err := json.Unmarshal(b, &tr); err != nil {
 					t.Fatal(err)
 				}
@@ -120,7 +120,7 @@ func TestAdminTokensAuth(t *testing.T) {
 		} {
 			t.Run(tt.name, func(t *testing.T) {
 				seq, before := f.lastSeq(), f.counts()
-				resp, b, err := post(t, tt.cert, client.TokenCreateRequest{})
+				resp, b, err := post(t, tt.cert, wire.TokenCreateRequest{})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -146,7 +146,7 @@ func TestAdminTokensAuth(t *testing.T) {
 	t.Run("revoked admin certificate", func(t *testing.T) {
 		heidi := f.adminCert(f.ca, registry.DefaultTenant, "heidi", registry.RoleAdmin, registry.CertRevoked)
 		seq := f.lastSeq()
-		resp, b, err := post(t, &heidi, client.TokenCreateRequest{})
+		resp, b, err := post(t, &heidi, wire.TokenCreateRequest{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -160,7 +160,7 @@ func TestAdminTokensAuth(t *testing.T) {
 
 	t.Run("client certificate from another CA", func(t *testing.T) {
 		before := f.counts()
-		resp, b, err := post(t, &mallory, client.TokenCreateRequest{})
+		resp, b, err := post(t, &mallory, wire.TokenCreateRequest{})
 		switch {
 		case err != nil:
 			// Refused in the TLS handshake (VerifyClientCertIfGiven): the

@@ -25,7 +25,7 @@ import (
 	"time"
 
 	"devpki/api"
-	"devpki/api/client"
+	"devpki/api/wire"
 	"devpki/pkg/pki"
 	"devpki/pkg/pki/pkitest"
 	"devpki/pkg/provision"
@@ -212,7 +212,7 @@ func (f *fixture) keyAndCSR(serial string, macs ...string) (crypto.Signer, *x509
 // enrollBody is the JSON body of POST /v1/enroll.
 func enrollBody(t testing.TB, csrPEM []byte) []byte {
 	t.Helper()
-	b, err := json.Marshal(client.EnrollRequest{CSR: string(csrPEM)})
+	b, err := json.Marshal(wire.EnrollRequest{CSR: string(csrPEM)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,14 +252,14 @@ func (f *fixture) enroll(token string, csrPEM []byte) (*http.Response, []byte) {
 
 // mustEnroll enrolls serial with token and returns the decoded 201 reply and
 // the device key.
-func (f *fixture) mustEnroll(token, serial string) (*client.EnrollResponse, crypto.Signer) {
+func (f *fixture) mustEnroll(token, serial string) (*wire.EnrollResponse, crypto.Signer) {
 	f.t.Helper()
 	key, _, p := f.keyAndCSR(serial)
 	resp, b := f.enroll(token, p)
 	if resp.StatusCode != http.StatusCreated {
 		f.t.Fatalf("enroll %s: %d %s", serial, resp.StatusCode, b)
 	}
-	var er client.EnrollResponse
+	var er wire.EnrollResponse
 	if err := json.Unmarshal(b, &er); err != nil {
 		f.t.Fatalf("enroll %s: decode %s: %v", serial, b, err)
 	}
@@ -268,7 +268,7 @@ func (f *fixture) mustEnroll(token, serial string) (*client.EnrollResponse, cryp
 
 // problemOf checks that resp is an application/problem+json answer with
 // status and returns the decoded problem.
-func problemOf(t testing.TB, resp *http.Response, body []byte, status int) *client.Problem {
+func problemOf(t testing.TB, resp *http.Response, body []byte, status int) *wire.Problem {
 	t.Helper()
 	if resp.StatusCode != status {
 		t.Errorf("status %d, want %d; body %s", resp.StatusCode, status, body)
@@ -276,15 +276,15 @@ func problemOf(t testing.TB, resp *http.Response, body []byte, status int) *clie
 	if ct := resp.Header.Get("Content-Type"); ct != "application/problem+json" {
 		t.Errorf("Content-Type %q, want application/problem+json", ct)
 	}
-	var p client.Problem
+	var p wire.Problem
 	if err := json.Unmarshal(body, &p); err != nil {
 		t.Fatalf("problem body %q: %v", body, err)
 	}
 	if p.Status != resp.StatusCode {
 		t.Errorf("problem status %d, HTTP status %d", p.Status, resp.StatusCode)
 	}
-	if !strings.HasPrefix(p.Type, client.ProblemTypePrefix) || p.Title == "" {
-		t.Errorf("problem %+v: want type %s<slug> and a title", p, client.ProblemTypePrefix)
+	if !strings.HasPrefix(p.Type, wire.ProblemTypePrefix) || p.Title == "" {
+		t.Errorf("problem %+v: want type %s<slug> and a title", p, wire.ProblemTypePrefix)
 	}
 	return &p
 }

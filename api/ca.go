@@ -1,6 +1,7 @@
 package api
 
 import (
+	"devpki/api/wire"
 	"net/http"
 
 	"github.com/labstack/echo/v4"
@@ -22,7 +23,7 @@ func (s *Server) pemBundle(b func() []byte) echo.HandlerFunc {
 func (s *Server) healthz(c echo.Context) error {
 	if err := s.cfg.Store.Ping(c.Request().Context()); err != nil {
 		s.cfg.Log.Error("health check: store unreachable", "err", err)
-		return problem(http.StatusServiceUnavailable, "unavailable", "Store unreachable", "the registry database does not answer")
+		return problem(http.StatusServiceUnavailable, wire.SlugUnavailable, "Store unreachable", "the registry database does not answer")
 	}
 	return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
 }

@@ -7,7 +7,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"devpki/api/client"
+	"devpki/api/wire"
 	"devpki/pkg/provision"
 	"devpki/pkg/registry"
 )
@@ -25,15 +25,15 @@ func (s *Server) enroll(c echo.Context) error {
 			Detail: "no bootstrap token presented", SourceAddr: c.RealIP(),
 		})
 		c.Response().Header().Set("WWW-Authenticate", `Bearer realm="devpki enroll"`)
-		return problem(http.StatusUnauthorized, "token-invalid", "Bootstrap token required",
+		return problem(http.StatusUnauthorized, wire.SlugTokenInvalid, "Bootstrap token required",
 			"send the bootstrap token as 'Authorization: Bearer <token>'")
 	}
-	var req client.EnrollRequest
+	var req wire.EnrollRequest
 	if err := decodeJSON(c, &req); err != nil {
 		return err
 	}
 	if req.CSR == "" {
-		return problem(http.StatusBadRequest, "bad-csr", "Certificate request refused", "the body has no \"csr\"")
+		return problem(http.StatusBadRequest, wire.SlugBadCSR, "Certificate request refused", "the body has no \"csr\"")
 	}
 	res, err := s.cfg.Provision.Enroll(c.Request().Context(), s.tokens, &provision.Request{
 		Credential: token,
@@ -46,8 +46,8 @@ func (s *Server) enroll(c echo.Context) error {
 	return c.JSON(http.StatusCreated, enrollResponse(res, s.chainList))
 }
 
-func enrollResponse(res *provision.Result, chain []string) *client.EnrollResponse {
-	return &client.EnrollResponse{
+func enrollResponse(res *provision.Result, chain []string) *wire.EnrollResponse {
+	return &wire.EnrollResponse{
 		DeviceID:    res.DeviceID,
 		Certificate: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: res.Certificate.Raw})),
 		Chain:       chain,

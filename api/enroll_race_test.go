@@ -8,7 +8,7 @@ import (
 	"sync"
 	"testing"
 
-	"devpki/api/client"
+	"devpki/api/wire"
 	"devpki/pkg/provision"
 	"devpki/pkg/registry"
 )
@@ -53,7 +53,7 @@ func TestEnrollOneTokenManyDevices(t *testing.T) {
 					}
 					results[i].status = resp.StatusCode
 					if resp.StatusCode != http.StatusCreated {
-						var p client.Problem
+						var p wire.Problem
 						_ = json.Unmarshal(b, &p)
 						results[i].slug = p.Slug()
 					}
@@ -122,7 +122,7 @@ func TestEnrollSameSerialRace(t *testing.T) {
 				return
 			}
 			status[i] = resp.StatusCode
-			var p client.Problem
+			var p wire.Problem
 			if json.Unmarshal(b, &p) == nil {
 				slugs[i] = p.Slug()
 			}

@@ -21,7 +21,7 @@ import (
 	"time"
 
 	"devpki/api"
-	"devpki/api/client"
+	"devpki/api/wire"
 	"devpki/pkg/pki"
 	"devpki/pkg/pki/pkitest"
 	"devpki/pkg/provision"
@@ -62,7 +62,7 @@ func TestEnrollOverTLS(t *testing.T) {
 	if resp.TLS == nil || resp.TLS.Version < 0x0303 {
 		t.Fatalf("not served over TLS ≥ 1.2: %+v", resp.TLS)
 	}
-	var er client.EnrollResponse
+	var er wire.EnrollResponse
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&er); err != nil {
@@ -372,7 +372,7 @@ func TestEnrollBadInputChangesNothing(t *testing.T) {
 			}
 			p := problemOf(t, resp, rb, c.status)
 			if p.Slug() != c.slug {
-				t.Errorf("problem type %q, want %s%s", p.Type, client.ProblemTypePrefix, c.slug)
+				t.Errorf("problem type %q, want %s%s", p.Type, wire.ProblemTypePrefix, c.slug)
 			}
 			if !strings.Contains(p.Detail, c.detail) {
 				t.Errorf("problem detail %q, want it to contain %q", p.Detail, c.detail)

@@ -6,7 +6,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/smallstep/go-attestation/attest"
 
-	"devpki/api/client"
+	"devpki/api/wire"
 	"devpki/pkg/provision"
 	"devpki/pkg/registry"
 )
@@ -29,16 +29,16 @@ func (s *Server) tpmChallenge(c echo.Context) error {
 				Detail: "Authorization header is not a bootstrap token", SourceAddr: c.RealIP(),
 			})
 			c.Response().Header().Set("WWW-Authenticate", `Bearer realm="devpki enroll"`)
-			return problem(http.StatusUnauthorized, "token-invalid", "Bootstrap token refused",
+			return problem(http.StatusUnauthorized, wire.SlugTokenInvalid, "Bootstrap token refused",
 				"send the bootstrap token as 'Authorization: Bearer <token>', or no Authorization header")
 		}
 	}
-	var req client.TPMChallengeRequest
+	var req wire.TPMChallengeRequest
 	if err := decodeJSON(c, &req); err != nil {
 		return err
 	}
 	if len(req.EKCert) > 0 && len(req.EKPub) > 0 {
-		return problem(http.StatusBadRequest, "bad-request", "Invalid argument", "send \"ek_cert\" or \"ek_pub\", not both")
+		return problem(http.StatusBadRequest, wire.SlugBadRequest, "Invalid argument", "send \"ek_cert\" or \"ek_pub\", not both")
 	}
 	ch, err := s.cfg.Provision.TPMChallenge(c.Request().Context(), &provision.TPMChallengeRequest{
 		EKCertDER: req.EKCert,
@@ -57,7 +57,7 @@ func (s *Server) tpmChallenge(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, &client.TPMChallengeResponse{
+	return c.JSON(http.StatusOK, &wire.TPMChallengeResponse{
 		ChallengeID: ch.ID,
 		Credential:  ch.Credential.Credential,
 		Secret:      ch.Credential.Secret,
@@ -68,12 +68,12 @@ func (s *Server) tpmChallenge(c echo.Context) error {
 
 // tpmEnroll is POST /v1/enroll/tpm: the answer to a challenge.
 func (s *Server) tpmEnroll(c echo.Context) error {
-	var req client.TPMEnrollRequest
+	var req wire.TPMEnrollRequest
 	if err := decodeJSON(c, &req); err != nil {
 		return err
 	}
 	if req.CSR == "" {
-		return problem(http.StatusBadRequest, "bad-csr", "Certificate request refused", "the body has no \"csr\"")
+		return problem(http.StatusBadRequest, wire.SlugBadCSR, "Certificate request refused", "the body has no \"csr\"")
 	}
 	res, err := s.cfg.Provision.TPMEnroll(c.Request().Context(), &provision.TPMEnrollRequest{
 		ChallengeID:     req.ChallengeID,

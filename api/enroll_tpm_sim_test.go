@@ -8,7 +8,7 @@ import (
 
 	"go.step.sm/crypto/x509util"
 
-	"devpki/api/client"
+	"devpki/api/wire"
 	"devpki/pkg/pki"
 	"devpki/pkg/pki/pkitest"
 	"devpki/pkg/tpm/verify/ektest"
@@ -44,7 +44,7 @@ func TestTPMEnrollOverHTTP(t *testing.T) {
 
 	t.Run("replayed answer", func(t *testing.T) {
 		_, err := c.TPMEnroll(ctx, req)
-		wantStatus(t, err, 409, client.SlugChallengeUsed)
+		wantStatus(t, err, 409, wire.SlugChallengeUsed)
 	})
 	t.Run("wrong secret", func(t *testing.T) {
 		ch, err := c.TPMChallenge(ctx, d.claim(t, "SN-HTTP-1"))
@@ -54,7 +54,7 @@ func TestTPMEnrollOverHTTP(t *testing.T) {
 		r := d.answer(t, ch, "SN-HTTP-1").Request
 		r.ActivatedSecret[0] ^= 1
 		_, err = c.TPMEnroll(ctx, r)
-		wantStatus(t, err, 403, client.SlugTPMActivation)
+		wantStatus(t, err, 403, wire.SlugTPMActivation)
 	})
 	t.Run("CSR key is not the certified key", func(t *testing.T) {
 		ch, err := c.TPMChallenge(ctx, d.claim(t, "SN-HTTP-1"))
@@ -64,24 +64,24 @@ func TestTPMEnrollOverHTTP(t *testing.T) {
 		r := d.answer(t, ch, "SN-HTTP-1").Request
 		r.CSR = string(f.csr("SN-HTTP-1"))
 		_, err = c.TPMEnroll(ctx, r)
-		wantStatus(t, err, 403, client.SlugTPMCertifyInvalid)
+		wantStatus(t, err, 403, wire.SlugTPMCertifyInvalid)
 	})
 	t.Run("EK certificate from an unconfigured root", func(t *testing.T) {
 		r := d.claim(t, "SN-HTTP-1")
 		r.EKCert = ektest.New(t).EKCert(t, d.ekPub)
 		_, err := c.TPMChallenge(ctx, r)
-		wantStatus(t, err, 403, client.SlugTPMUntrustedEK)
+		wantStatus(t, err, 403, wire.SlugTPMUntrustedEK)
 	})
 	t.Run("tampered AK", func(t *testing.T) {
 		r := d.claim(t, "SN-HTTP-1")
 		r.AK.CreateSignature = append([]byte(nil), r.AK.CreateSignature...)
 		r.AK.CreateSignature[len(r.AK.CreateSignature)-1] ^= 1
 		_, err := c.TPMChallenge(ctx, r)
-		wantStatus(t, err, 400, client.SlugTPMInvalidAK)
+		wantStatus(t, err, 400, wire.SlugTPMInvalidAK)
 	})
 	t.Run("clone: enrolled EK claims another serial", func(t *testing.T) {
 		_, err := c.TPMChallenge(ctx, d.claim(t, "SN-HTTP-2"))
-		wantStatus(t, err, 403, client.SlugCloneSuspect)
+		wantStatus(t, err, 403, wire.SlugCloneSuspect)
 	})
 	t.Run("same EK re-enrolls", func(t *testing.T) {
 		ch, err := c.TPMChallenge(ctx, d.claim(t, "SN-HTTP-1"))

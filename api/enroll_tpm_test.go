@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"devpki/api/client"
+	"devpki/api/wire"
 )
 
 // TestTPMEnrollDisabledAndMalformed: without TPM configuration the routes
@@ -25,12 +26,12 @@ func TestTPMEnrollDisabledAndMalformed(t *testing.T) {
 			t.Errorf("error = %v, want %d %s", err, status, slug)
 		}
 	}
-	_, err = c.TPMChallenge(ctx, &client.TPMChallengeRequest{EKCert: []byte{1}, Serial: "SN1"})
-	check(err, http.StatusNotFound, client.SlugTPMDisabled)
-	_, err = c.TPMEnroll(ctx, &client.TPMEnrollRequest{ChallengeID: "x", CSR: string(f.csr("SN1"))})
-	check(err, http.StatusNotFound, client.SlugTPMDisabled)
-	_, err = c.TPMChallenge(ctx, &client.TPMChallengeRequest{EKCert: []byte{1}, EKPub: []byte{2}, Serial: "SN1"})
+	_, err = c.TPMChallenge(ctx, &wire.TPMChallengeRequest{EKCert: []byte{1}, Serial: "SN1"})
+	check(err, http.StatusNotFound, wire.SlugTPMDisabled)
+	_, err = c.TPMEnroll(ctx, &wire.TPMEnrollRequest{ChallengeID: "x", CSR: string(f.csr("SN1"))})
+	check(err, http.StatusNotFound, wire.SlugTPMDisabled)
+	_, err = c.TPMChallenge(ctx, &wire.TPMChallengeRequest{EKCert: []byte{1}, EKPub: []byte{2}, Serial: "SN1"})
 	check(err, http.StatusBadRequest, "bad-request")
-	_, err = c.TPMEnroll(ctx, &client.TPMEnrollRequest{ChallengeID: "x"})
+	_, err = c.TPMEnroll(ctx, &wire.TPMEnrollRequest{ChallengeID: "x"})
 	check(err, http.StatusBadRequest, "bad-csr")
 }

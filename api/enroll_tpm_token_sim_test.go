@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"devpki/api/client"
+	"devpki/api/wire"
 	"devpki/pkg/pki"
 	"devpki/pkg/pki/pkitest"
 	"devpki/pkg/provision"
@@ -57,8 +57,8 @@ func TestTPMEnrollWithTokenOverHTTP(t *testing.T) {
 	t.Run("token + TPM enrolls into the require_tpm tenant", func(t *testing.T) {
 		// A software key with a token of that tenant is refused...
 		tok := f.mint(provision.TokenSpec{Tenant: "secure"})
-		_, err := c.Enroll(ctx, tok, &client.EnrollRequest{CSR: string(f.csr(serial))})
-		wantStatus(t, err, http.StatusForbidden, client.SlugTPMRequired)
+		_, err := c.Enroll(ctx, tok, &wire.EnrollRequest{CSR: string(f.csr(serial))})
+		wantStatus(t, err, http.StatusForbidden, wire.SlugTPMRequired)
 		if f.usesLeft(tok) != 1 {
 			t.Fatal("the refused enrollment spent the token")
 		}
@@ -101,6 +101,6 @@ func TestTPMEnrollWithTokenOverHTTP(t *testing.T) {
 		// There its EK is already bound to the device in "secure": a clone
 		// suspect, the same EK claiming a second identity.
 		_, err := c.TPMChallenge(ctx, d.claim(t, serial))
-		wantStatus(t, err, http.StatusForbidden, client.SlugCloneSuspect)
+		wantStatus(t, err, http.StatusForbidden, wire.SlugCloneSuspect)
 	})
 }

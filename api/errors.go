@@ -8,7 +8,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"devpki/api/client"
+	"devpki/api/wire"
 	"devpki/pkg/pki"
 	"devpki/pkg/provision"
 	"devpki/pkg/registry"
@@ -39,69 +39,69 @@ func classify(err error) (status int, slug, title string, public bool) {
 	case errors.As(err, &pe):
 		return pe.status, pe.slug, pe.title, true
 	case errors.As(err, &mbe):
-		return http.StatusRequestEntityTooLarge, "payload-too-large", "Request body too large", true
+		return http.StatusRequestEntityTooLarge, wire.SlugPayloadTooLarge, "Request body too large", true
 	case errors.Is(err, provision.ErrCloneSuspect):
-		return http.StatusForbidden, client.SlugCloneSuspect, "Held for an admin: possible clone", true
+		return http.StatusForbidden, wire.SlugCloneSuspect, "Held for an admin: possible clone", true
 	case errors.Is(err, provision.ErrTPMRequired):
-		return http.StatusForbidden, client.SlugTPMRequired, "TPM attestation required", true
+		return http.StatusForbidden, wire.SlugTPMRequired, "TPM attestation required", true
 	case errors.Is(err, provision.ErrTPMCertifyRequired):
-		return http.StatusForbidden, client.SlugTPMCertifyRequired, "TPM certification of the new key required", true
+		return http.StatusForbidden, wire.SlugTPMCertifyRequired, "TPM certification of the new key required", true
 	case errors.Is(err, provision.ErrTPMDisabled):
-		return http.StatusNotFound, client.SlugTPMDisabled, "TPM attestation enrollment is not enabled", true
+		return http.StatusNotFound, wire.SlugTPMDisabled, "TPM attestation enrollment is not enabled", true
 	case errors.Is(err, verify.ErrEKUntrusted):
-		return http.StatusForbidden, client.SlugTPMUntrustedEK, "TPM endorsement key not trusted", true
+		return http.StatusForbidden, wire.SlugTPMUntrustedEK, "TPM endorsement key not trusted", true
 	case errors.Is(err, verify.ErrAKInvalid):
-		return http.StatusBadRequest, client.SlugTPMInvalidAK, "TPM attestation key refused", true
+		return http.StatusBadRequest, wire.SlugTPMInvalidAK, "TPM attestation key refused", true
 	case errors.Is(err, verify.ErrActivation):
-		return http.StatusForbidden, client.SlugTPMActivation, "TPM credential activation failed", true
+		return http.StatusForbidden, wire.SlugTPMActivation, "TPM credential activation failed", true
 	case errors.Is(err, verify.ErrCertify), errors.Is(err, verify.ErrCSR):
-		return http.StatusForbidden, client.SlugTPMCertifyInvalid, "TPM key certification refused", true
+		return http.StatusForbidden, wire.SlugTPMCertifyInvalid, "TPM key certification refused", true
 	case errors.Is(err, verify.ErrChallengeExpired), errors.Is(err, verify.ErrChallengeNotFound):
-		return http.StatusGone, client.SlugChallengeExpired, "Challenge expired or unknown, start again", true
+		return http.StatusGone, wire.SlugChallengeExpired, "Challenge expired or unknown, start again", true
 	case errors.Is(err, verify.ErrChallengeUsed):
-		return http.StatusConflict, client.SlugChallengeUsed, "Challenge already answered", true
+		return http.StatusConflict, wire.SlugChallengeUsed, "Challenge already answered", true
 	case errors.Is(err, verify.ErrStoreFull):
-		return http.StatusServiceUnavailable, "unavailable", "Service unavailable, retry later", true
+		return http.StatusServiceUnavailable, wire.SlugUnavailable, "Service unavailable, retry later", true
 	case errors.Is(err, pki.ErrBadCSR):
-		return http.StatusBadRequest, "bad-csr", "Certificate request refused", true
+		return http.StatusBadRequest, wire.SlugBadCSR, "Certificate request refused", true
 	case errors.Is(err, provision.ErrInvalidArgument):
-		return http.StatusBadRequest, "bad-request", "Invalid argument", true
+		return http.StatusBadRequest, wire.SlugBadRequest, "Invalid argument", true
 	case errors.Is(err, registry.ErrTokenInvalid):
-		return http.StatusUnauthorized, "token-invalid", "Bootstrap token refused", true
+		return http.StatusUnauthorized, wire.SlugTokenInvalid, "Bootstrap token refused", true
 	case errors.Is(err, registry.ErrTokenExpired):
-		return http.StatusUnauthorized, "token-expired", "Bootstrap token expired", true
+		return http.StatusUnauthorized, wire.SlugTokenExpired, "Bootstrap token expired", true
 	case errors.Is(err, registry.ErrTokenSpent):
-		return http.StatusUnauthorized, "token-spent", "Bootstrap token already used", true
+		return http.StatusUnauthorized, wire.SlugTokenSpent, "Bootstrap token already used", true
 	case errors.Is(err, registry.ErrTokenSerialMismatch), errors.Is(err, registry.ErrTokenTenantMismatch):
-		return http.StatusForbidden, "token-mismatch", "Bootstrap token not valid for this device", true
+		return http.StatusForbidden, wire.SlugTokenMismatch, "Bootstrap token not valid for this device", true
 	case errors.Is(err, registry.ErrRekeyRequired):
-		return http.StatusConflict, client.SlugRekeyRequired, "A new key is required", true
+		return http.StatusConflict, wire.SlugRekeyRequired, "A new key is required", true
 	case errors.Is(err, registry.ErrNotRenewable):
-		return http.StatusForbidden, "not-renewable", "Certificate cannot be renewed", true
+		return http.StatusForbidden, wire.SlugNotRenewable, "Certificate cannot be renewed", true
 	case errors.Is(err, registry.ErrDeviceNotActive):
-		return http.StatusForbidden, "revoked", "Device revoked", true
+		return http.StatusForbidden, wire.SlugRevoked, "Device revoked", true
 	case errors.Is(err, registry.ErrSerialConflict):
-		return http.StatusConflict, "serial-conflict", "Serial already enrolled", true
+		return http.StatusConflict, wire.SlugSerialConflict, "Serial already enrolled", true
 	case errors.Is(err, registry.ErrConflict):
-		return http.StatusConflict, "conflict", "Concurrent change, retry", true
+		return http.StatusConflict, wire.SlugConflict, "Concurrent change, retry", true
 	case errors.Is(err, registry.ErrNotFound):
-		return http.StatusNotFound, "not-found", "Not found", true
+		return http.StatusNotFound, wire.SlugNotFound, "Not found", true
 	case errors.As(err, &he):
 		switch he.Code {
 		case http.StatusNotFound:
-			return he.Code, "not-found", "Not found", false
+			return he.Code, wire.SlugNotFound, "Not found", false
 		case http.StatusMethodNotAllowed:
-			return he.Code, "method-not-allowed", "Method not allowed", false
+			return he.Code, wire.SlugMethodNotAllowed, "Method not allowed", false
 		case http.StatusRequestEntityTooLarge:
-			return he.Code, "payload-too-large", "Request body too large", false
+			return he.Code, wire.SlugPayloadTooLarge, "Request body too large", false
 		case http.StatusServiceUnavailable, http.StatusTooManyRequests:
-			return he.Code, "unavailable", "Service unavailable, retry later", false
+			return he.Code, wire.SlugUnavailable, "Service unavailable, retry later", false
 		}
 		if he.Code >= 400 && he.Code < 500 {
-			return he.Code, "bad-request", http.StatusText(he.Code), false
+			return he.Code, wire.SlugBadRequest, http.StatusText(he.Code), false
 		}
 	}
-	return http.StatusInternalServerError, "internal", "Internal error", false
+	return http.StatusInternalServerError, wire.SlugInternal, "Internal error", false
 }
 
 // errorHandler writes every error as application/problem+json. Details of
@@ -112,7 +112,7 @@ func errorHandler(log *slog.Logger) echo.HTTPErrorHandler {
 			return
 		}
 		status, slug, title, public := classify(err)
-		p := client.Problem{Type: client.ProblemTypePrefix + slug, Title: title, Status: status}
+		p := wire.Problem{Type: wire.ProblemTypePrefix + slug, Title: title, Status: status}
 		if public {
 			p.Detail = err.Error()
 			var pe *problemError

@@ -2,6 +2,7 @@ package api
 
 import (
 	"crypto/sha256"
+	"devpki/api/wire"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
@@ -38,7 +39,7 @@ func (s *Server) getOCSP(c echo.Context) error {
 // postOCSP is POST /ocsp with an application/ocsp-request body.
 func (s *Server) postOCSP(c echo.Context) error {
 	if mt, _, err := mime.ParseMediaType(c.Request().Header.Get(echo.HeaderContentType)); err != nil || mt != mimeOCSPRequest {
-		return problem(http.StatusUnsupportedMediaType, "bad-request", "Unsupported media type", "send Content-Type: "+mimeOCSPRequest)
+		return problem(http.StatusUnsupportedMediaType, wire.SlugBadRequest, "Unsupported media type", "send Content-Type: "+mimeOCSPRequest)
 	}
 	raw, err := io.ReadAll(c.Request().Body)
 	if err != nil {

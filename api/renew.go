@@ -6,7 +6,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/smallstep/go-attestation/attest"
 
-	"devpki/api/client"
+	"devpki/api/wire"
 	"devpki/pkg/provision"
 	"devpki/pkg/registry"
 )
@@ -27,10 +27,10 @@ func (s *Server) renew(c echo.Context) error {
 			Actor: "anonymous", Action: "renew", Result: registry.ResultDenied,
 			Detail: "no client certificate", SourceAddr: c.RealIP(),
 		})
-		return problem(http.StatusUnauthorized, "unauthorized", "Client certificate required",
+		return problem(http.StatusUnauthorized, wire.SlugUnauthorized, "Client certificate required",
 			"renewal is authenticated by the device's current certificate over mutual TLS")
 	}
-	var req client.RenewRequest
+	var req wire.RenewRequest
 	if err := decodeJSON(c, &req); err != nil {
 		return err
 	}

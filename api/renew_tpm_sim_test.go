@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"devpki/api/client"
+	"devpki/api/wire"
 	"devpki/pkg/pki"
 	"devpki/pkg/pki/pkitest"
 	"devpki/pkg/tpm"
@@ -28,7 +29,7 @@ func TestTPMRekeyOverHTTP(t *testing.T) {
 	d := openSimDevice(t, "00000000000000a3", m)
 	const serial = "SN-HTTP-REKEY"
 	// deviceClient presents the certificate of res with key over mTLS.
-	deviceClient := func(t *testing.T, res *client.EnrollResponse, key *tpm.Key) (*client.Client, *x509.Certificate) {
+	deviceClient := func(t *testing.T, res *wire.EnrollResponse, key *tpm.Key) (*client.Client, *x509.Certificate) {
 		t.Helper()
 		signer, err := key.Signer(ctx)
 		if err != nil {
@@ -62,7 +63,7 @@ func TestTPMRekeyOverHTTP(t *testing.T) {
 	}
 	dev, cur := deviceClient(t, res, enrolled.Key)
 
-	wantRefused := func(t *testing.T, req *client.RenewRequest, slug, detail string) {
+	wantRefused := func(t *testing.T, req *wire.RenewRequest, slug, detail string) {
 		t.Helper()
 		before := f.counts()
 		_, err := dev.Renew(ctx, req)
@@ -80,25 +81,25 @@ func TestTPMRekeyOverHTTP(t *testing.T) {
 
 	t.Run("re-key without certify", func(t *testing.T) {
 		_, _, csr := d.certifiedKey(t, extraFor(cur), serial)
-		wantRefused(t, &client.RenewRequest{CSR: csr}, client.SlugTPMCertifyRequired,
+		wantRefused(t, &wire.RenewRequest{CSR: csr}, wire.SlugTPMCertifyRequired,
 			"a new key must be created and certified by the same TPM (enroll rekey on the device)")
 	})
 	t.Run("re-key to a software key", func(t *testing.T) {
-		wantRefused(t, &client.RenewRequest{CSR: string(f.csr(serial))}, client.SlugTPMCertifyRequired, "enroll rekey")
+		wantRefused(t, &wire.RenewRequest{CSR: string(f.csr(serial))}, wire.SlugTPMCertifyRequired, "enroll rekey")
 	})
 	t.Run("certify over the wrong extraData", func(t *testing.T) {
 		_, cp, csr := d.certifiedKey(t, ch.Nonce, serial)
-		wantRefused(t, &client.RenewRequest{CSR: csr, Certify: cp}, client.SlugTPMCertifyInvalid, "extraData")
+		wantRefused(t, &wire.RenewRequest{CSR: csr, Certify: cp}, wire.SlugTPMCertifyInvalid, "extraData")
 	})
 	t.Run("certify of another key", func(t *testing.T) {
 		_, cp, _ := d.certifiedKey(t, extraFor(cur), serial)
 		_, _, csr := d.certifiedKey(t, extraFor(cur), serial)
-		wantRefused(t, &client.RenewRequest{CSR: csr, Certify: cp}, client.SlugTPMCertifyInvalid, "not the expected key")
+		wantRefused(t, &wire.RenewRequest{CSR: csr, Certify: cp}, wire.SlugTPMCertifyInvalid, "not the expected key")
 	})
 
 	t.Run("attested re-key", func(t *testing.T) {
 		newK, cp, csr := d.certifiedKey(t, extraFor(cur), serial)
-		got, err := dev.Renew(ctx, &client.RenewRequest{CSR: csr, Certify: cp})
+		got, err := dev.Renew(ctx, &wire.RenewRequest{CSR: csr, Certify: cp})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -9,7 +9,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"devpki/api/client"
+	"devpki/api/wire"
 	"devpki/pkg/pki"
 	"devpki/pkg/provision"
 	"devpki/pkg/registry"
@@ -41,7 +41,7 @@ func revokeReason(c echo.Context) (int, error) {
 	case len(raw) == 0 || string(raw) == "null":
 	case raw[0] == '"':
 		if err := json.Unmarshal(raw, &s); err != nil {
-			return 0, problem(http.StatusBadRequest, "bad-request", "Malformed JSON body", err.Error())
+			return 0, problem(http.StatusBadRequest, wire.SlugBadRequest, "Malformed JSON body", err.Error())
 		}
 	default:
 		s = string(raw) // a JSON number, parsed as a code below
@@ -59,9 +59,9 @@ func revokeError(err error) error {
 	var ire *registry.InvalidReasonError
 	switch {
 	case errors.As(err, &ire):
-		return problem(http.StatusBadRequest, "bad-reason", "Invalid revocation reason", ire.Error())
+		return problem(http.StatusBadRequest, wire.SlugBadReason, "Invalid revocation reason", ire.Error())
 	case errors.Is(err, provision.ErrForbidden):
-		return problem(http.StatusForbidden, "forbidden", "Forbidden", err.Error())
+		return problem(http.StatusForbidden, wire.SlugForbidden, "Forbidden", err.Error())
 	}
 	return err
 }
@@ -74,13 +74,13 @@ func (s *Server) actor(c echo.Context) provision.Actor {
 // revokeCertificate is POST /v1/admin/certificates/{serial}/revoke.
 func (s *Server) revokeCertificate(c echo.Context) error {
 	if s.cfg.Revocation == nil {
-		return problem(http.StatusNotImplemented, "unavailable", "Revocation not configured", "this CA serves no CRL or OCSP")
+		return problem(http.StatusNotImplemented, wire.SlugNotImplemented, "Revocation not configured", "this CA serves no CRL or OCSP")
 	}
 	// Accept the serial as openssl prints it (colons, upper case, 0x).
 	raw := strings.ToLower(strings.ReplaceAll(strings.TrimPrefix(c.Param("serial"), "0x"), ":", ""))
 	sn, err := pki.ParseSerial(raw)
 	if err != nil {
-		return problem(http.StatusBadRequest, "bad-request", "Invalid serial", err.Error())
+		return problem(http.StatusBadRequest, wire.SlugBadRequest, "Invalid serial", err.Error())
 	}
 	reason, err := revokeReason(c)
 	if err != nil {
@@ -98,7 +98,7 @@ func (s *Server) revokeCertificate(c echo.Context) error {
 // revokeDevice is POST /v1/admin/devices/{id}/revoke.
 func (s *Server) revokeDevice(c echo.Context) error {
 	if s.cfg.Revocation == nil {
-		return problem(http.StatusNotImplemented, "unavailable", "Revocation not configured", "this CA serves no CRL or OCSP")
+		return problem(http.StatusNotImplemented, wire.SlugNotImplemented, "Revocation not configured", "this CA serves no CRL or OCSP")
 	}
 	id := c.Param("id")
 	reason, err := revokeReason(c)
@@ -125,13 +125,13 @@ func (s *Server) refuseRevoke(c echo.Context, action, target string, err error) 
 	return revokeError(err)
 }
 
-func revokeResponse(res *provision.RevokeResult) *client.RevokeResponse {
-	out := &client.RevokeResponse{
+func revokeResponse(res *provision.RevokeResult) *wire.RevokeResponse {
+	out := &wire.RevokeResponse{
 		AlreadyRevoked: res.AlreadyRevoked, CRLNumber: res.CRLNumber,
-		Certificates: make([]client.RevokedCertificate, 0, len(res.Certificates)),
+		Certificates: make([]wire.RevokedCertificate, 0, len(res.Certificates)),
 	}
 	for _, rc := range res.Certificates {
-		r := client.RevokedCertificate{
+		r := wire.RevokedCertificate{
 			Serial: rc.Serial, DeviceID: rc.DeviceID,
 			Reason: registry.ReasonName(rc.RevocationReason), ReasonCode: rc.RevocationReason,
 		}

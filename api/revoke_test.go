@@ -13,7 +13,7 @@ import (
 
 	"golang.org/x/crypto/ocsp"
 
-	"devpki/api/client"
+	"devpki/api/wire"
 	"devpki/pkg/pki"
 	"devpki/pkg/pki/pkitest"
 	"devpki/pkg/provision"
@@ -145,7 +145,7 @@ func TestRevokeCertificateEndToEnd(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("revoke: %d %s", resp.StatusCode, b)
 	}
-	var rr client.RevokeResponse
+	var rr wire.RevokeResponse
 	if err := json.Unmarshal(b, &rr); err != nil {
 		t.Fatal(err)
 	}
@@ -212,7 +212,7 @@ func TestRevokeDeviceAPI(t *testing.T) {
 	alice := f.adminCert(f.ca, registry.DefaultTenant, "alice", registry.RoleAdmin, "")
 	cert, id := f.enrolled("SN-DEV-REV")
 	resp, b := f.revoke(&alice, "/v1/admin/devices/"+id+"/revoke", `{"reason":"cessationOfOperation"}`)
-	var rr client.RevokeResponse
+	var rr wire.RevokeResponse
 	if err := json.Unmarshal(b, &rr); err != nil || resp.StatusCode != http.StatusOK || rr.DeviceID != id ||
 		len(rr.Certificates) != 1 || rr.Certificates[0].Serial != cert.SerialNumber.Text(16) || rr.Certificates[0].DeviceID != id {
 		t.Fatalf("revoke device: %d %s", resp.StatusCode, b)

@@ -19,6 +19,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"devpki/api/wire"
 	"devpki/pkg/provision"
 	"devpki/pkg/registry"
 )
@@ -83,7 +84,7 @@ func New(cfg Config) (*echo.Echo, error) {
 	e.Pre(func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			if c.Request().ContentLength > MaxBodyBytes {
-				return problem(http.StatusRequestEntityTooLarge, "payload-too-large", "Request body too large",
+				return problem(http.StatusRequestEntityTooLarge, wire.SlugPayloadTooLarge, "Request body too large",
 					fmt.Sprintf("request bodies are limited to %d bytes", MaxBodyBytes))
 			}
 			c.Request().Body = http.MaxBytesReader(c.Response(), c.Request().Body, MaxBodyBytes)
@@ -106,7 +107,7 @@ func New(cfg Config) (*echo.Echo, error) {
 func decodeJSON(c echo.Context, v any) error {
 	if ct := c.Request().Header.Get(echo.HeaderContentType); ct != "" {
 		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != echo.MIMEApplicationJSON {
-			return problem(http.StatusUnsupportedMediaType, "bad-request", "Unsupported media type", "send Content-Type: application/json")
+			return problem(http.StatusUnsupportedMediaType, wire.SlugBadRequest, "Unsupported media type", "send Content-Type: application/json")
 		}
 	}
 	body, err := io.ReadAll(c.Request().Body)
@@ -115,16 +116,16 @@ func decodeJSON(c echo.Context, v any) error {
 		if errors.As(err, &mbe) {
 			return err
 		}
-		return problem(http.StatusBadRequest, "bad-request", "Unreadable body", err.Error())
+		return problem(http.StatusBadRequest, wire.SlugBadRequest, "Unreadable body", err.Error())
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return problem(http.StatusBadRequest, "bad-request", "Malformed JSON body", err.Error())
+		return problem(http.StatusBadRequest, wire.SlugBadRequest, "Malformed JSON body", err.Error())
 	}
 	var extra json.RawMessage
 	if err := dec.Decode(&extra); err != io.EOF {
-		return problem(http.StatusBadRequest, "bad-request", "Malformed JSON body", "trailing data after the JSON object")
+		return problem(http.StatusBadRequest, wire.SlugBadRequest, "Malformed JSON body", "trailing data after the JSON object")
 	}
 	return nil
 }

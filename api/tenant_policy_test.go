@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"devpki/api/client"
+	"devpki/api/wire"
 	"devpki/pkg/provision"
 	"devpki/pkg/registry"
 )
@@ -29,8 +30,8 @@ func TestEnrollRequireTPMOverTLS(t *testing.T) {
 
 	resp, body := f.enroll(tok, f.csr("SN-REQ-1"))
 	p := problemOf(t, resp, body, http.StatusForbidden)
-	if p.Slug() != client.SlugTPMRequired {
-		t.Errorf("slug %q, want %q", p.Slug(), client.SlugTPMRequired)
+	if p.Slug() != wire.SlugTPMRequired {
+		t.Errorf("slug %q, want %q", p.Slug(), wire.SlugTPMRequired)
 	}
 	for _, want := range []string{`tenant "secure" admits only TPM-attested devices`, "enroll --tpm"} {
 		if !strings.Contains(p.Detail, want) {
@@ -53,10 +54,10 @@ func TestEnrollRequireTPMOverTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = c.Enroll(ctx, tok, &client.EnrollRequest{CSR: string(f.csr("SN-REQ-1"))})
+	_, err = c.Enroll(ctx, tok, &wire.EnrollRequest{CSR: string(f.csr("SN-REQ-1"))})
 	var re *client.ResponseError
-	if !errors.As(err, &re) || re.Problem == nil || re.StatusCode != http.StatusForbidden || re.Problem.Slug() != client.SlugTPMRequired {
-		t.Fatalf("client.Enroll = %v, want 403 %s", err, client.SlugTPMRequired)
+	if !errors.As(err, &re) || re.Problem == nil || re.StatusCode != http.StatusForbidden || re.Problem.Slug() != wire.SlugTPMRequired {
+		t.Fatalf("client.Enroll = %v, want 403 %s", err, wire.SlugTPMRequired)
 	}
 
 }

@@ -12,6 +12,7 @@ import (
 
 	"devpki/api/client"
 	"devpki/api/client/tpmenroll"
+	"devpki/api/wire"
 	"devpki/pkg/pki"
 	"devpki/pkg/provision"
 	"devpki/pkg/tpm"
@@ -71,7 +72,7 @@ func openSimDevice(t *testing.T, seed string, m *ektest.Manufacturer) *simDevice
 
 // claim is the device's challenge request for serial (tpmenroll.Claim),
 // presenting the manufacturer's EK certificate.
-func (d *simDevice) claim(t *testing.T, serial string) *client.TPMChallengeRequest {
+func (d *simDevice) claim(t *testing.T, serial string) *wire.TPMChallengeRequest {
 	t.Helper()
 	req, err := tpmenroll.Claim(context.Background(), d.tp, simAK, serial, []string{mac})
 	if err != nil {
@@ -83,7 +84,7 @@ func (d *simDevice) claim(t *testing.T, serial string) *client.TPMChallengeReque
 
 // answer answers ch for serial with a new TPM key (tpmenroll.Answer); a
 // test may tamper with the Request before it sends it.
-func (d *simDevice) answer(t *testing.T, ch *client.TPMChallengeResponse, serial string) *tpmenroll.Answered {
+func (d *simDevice) answer(t *testing.T, ch *wire.TPMChallengeResponse, serial string) *tpmenroll.Answered {
 	t.Helper()
 	d.keys++
 	a, err := tpmenroll.Answer(context.Background(), d.tp, simAK, fmt.Sprintf("key%d", d.keys), ch, serial, []string{mac})
@@ -95,7 +96,7 @@ func (d *simDevice) answer(t *testing.T, ch *client.TPMChallengeResponse, serial
 
 // certifiedKey makes a new TPM key certified by the AK over extra, and a
 // CSR for serial signed with it, as a re-keying device sends them.
-func (d *simDevice) certifiedKey(t *testing.T, extra []byte, serial string) (*tpm.Key, *client.TPMCertificationParameters, string) {
+func (d *simDevice) certifiedKey(t *testing.T, extra []byte, serial string) (*tpm.Key, *wire.TPMCertificationParameters, string) {
 	t.Helper()
 	ctx := context.Background()
 	d.keys++
@@ -115,7 +116,7 @@ func (d *simDevice) certifiedKey(t *testing.T, extra []byte, serial string) (*tp
 	if err != nil {
 		t.Fatal(err)
 	}
-	return key, &client.TPMCertificationParameters{Public: cp.Public, CreateData: cp.CreateData,
+	return key, &wire.TPMCertificationParameters{Public: cp.Public, CreateData: cp.CreateData,
 			CreateAttestation: cp.CreateAttestation, CreateSignature: cp.CreateSignature},
 		string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}))
 }

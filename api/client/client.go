@@ -1,3 +1,6 @@
+// Package client is the typed Go client of the devpki CA API (the enroll
+// agent and the admin CLI use it). The JSON types it sends and receives live
+// in package api/wire, shared with the server.
 package client
 
 import (
@@ -5,6 +8,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"devpki/api/wire"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -146,11 +150,11 @@ func parseBaseURL(baseURL string) (*url.URL, error) {
 // Enroll sends a CSR with a bootstrap token to POST /v1/enroll. A non-2xx reply
 // is returned as a *ResponseError; when the server sent problem+json, errors.As
 // finds the *Problem in it. IsTransient and RetryAfter classify the error.
-func (c *Client) Enroll(ctx context.Context, token string, req *EnrollRequest) (*EnrollResponse, error) {
+func (c *Client) Enroll(ctx context.Context, token string, req *wire.EnrollRequest) (*wire.EnrollResponse, error) {
 	if token == "" {
 		return nil, errors.New("client: enroll: empty bootstrap token")
 	}
-	var resp EnrollResponse
+	var resp wire.EnrollResponse
 	if err := c.doJSON(ctx, http.MethodPost, "/v1/enroll", token, req, &resp); err != nil {
 		return nil, err
 	}
@@ -162,8 +166,8 @@ func (c *Client) Enroll(ctx context.Context, token string, req *EnrollRequest) (
 
 // CreateToken mints a bootstrap token through POST /v1/admin/tokens. The
 // client must carry an admin certificate (WithClientCertificate).
-func (c *Client) CreateToken(ctx context.Context, req *TokenCreateRequest) (*TokenCreateResponse, error) {
-	var resp TokenCreateResponse
+func (c *Client) CreateToken(ctx context.Context, req *wire.TokenCreateRequest) (*wire.TokenCreateResponse, error) {
+	var resp wire.TokenCreateResponse
 	if err := c.doJSON(ctx, http.MethodPost, "/v1/admin/tokens", "", req, &resp); err != nil {
 		return nil, err
 	}
@@ -270,7 +274,7 @@ func checkStatus(req *http.Request, resp *http.Response) error {
 	}
 	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
 	if mt == "application/problem+json" {
-		var p Problem
+		var p wire.Problem
 		if err := json.NewDecoder(io.LimitReader(resp.Body, maxJSONBody)).Decode(&p); err == nil {
 			if p.Status == 0 {
 				p.Status = resp.StatusCode

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"devpki/api/wire"
 	"devpki/pkg/pki"
 )
 
@@ -133,7 +134,7 @@ func TestEnroll(t *testing.T) {
 	ca := newTestCA(t, "CA")
 	pool := x509.NewCertPool()
 	pool.AddCert(ca.Root)
-	want := EnrollResponse{DeviceID: "dev-1", Certificate: "-----BEGIN CERTIFICATE-----\n...", Chain: []string{"x"},
+	want := wire.EnrollResponse{DeviceID: "dev-1", Certificate: "-----BEGIN CERTIFICATE-----\n...", Chain: []string{"x"},
 		RenewAfter: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)}
 
 	srv := startServer(t, ca.serverCert(t), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -149,7 +150,7 @@ func TestEnroll(t *testing.T) {
 			http.Error(w, "bad headers", http.StatusBadRequest)
 			return
 		}
-		var req EnrollRequest
+		var req wire.EnrollRequest
 		if err := json.NewDecoder(r.Body).Decode(&req); err != nil || req.CSR != "csr-pem" {
 			http.Error(w, "bad body", http.StatusBadRequest)
 			return
@@ -162,7 +163,7 @@ func TestEnroll(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := c.Enroll(context.Background(), "tok-1", &EnrollRequest{CSR: "csr-pem"})
+	got, err := c.Enroll(context.Background(), "tok-1", &wire.EnrollRequest{CSR: "csr-pem"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,7 +173,7 @@ func TestEnroll(t *testing.T) {
 
 	t.Run("untrusted server", func(t *testing.T) {
 		c, _ := New(srv.URL + "/prefix") // system roots do not hold the test CA
-		_, err := c.Enroll(context.Background(), "tok-1", &EnrollRequest{CSR: "csr-pem"})
+		_, err := c.Enroll(context.Background(), "tok-1", &wire.EnrollRequest{CSR: "csr-pem"})
 		if err == nil || IsTransient(err) {
 			t.Fatalf("err = %v, want a permanent TLS error", err)
 		}
@@ -198,7 +199,7 @@ func TestErrorReplies(t *testing.T) {
 			}
 			w.Header().Set("Content-Type", "application/problem+json; charset=utf-8")
 			w.WriteHeader(status)
-			json.NewEncoder(w).Encode(Problem{Type: ProblemTypePrefix + slug, Title: http.StatusText(status), Status: status, Detail: detail})
+			json.NewEncoder(w).Encode(wire.Problem{Type: wire.ProblemTypePrefix + slug, Title: http.StatusText(status), Status: status, Detail: detail})
 		}
 	}
 	tests := []struct {
@@ -240,14 +241,14 @@ func TestErrorReplies(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			reply = tt.reply
-			_, err := c.Enroll(context.Background(), "tok", &EnrollRequest{CSR: "x"})
+			_, err := c.Enroll(context.Background(), "tok", &wire.EnrollRequest{CSR: "x"})
 			var re *ResponseError
 			if !errors.As(err, &re) || re.StatusCode != tt.status {
 				t.Fatalf("err = %v, want a ResponseError with status %d", err, tt.status)
 			}
-			var p *Problem
+			var p *wire.Problem
 			if gotProblem := errors.As(err, &p); gotProblem != (tt.slug != "") {
-				t.Fatalf("errors.As(*Problem) = %v, want %v", gotProblem, tt.slug != "")
+				t.Fatalf("errors.As(*wire.Problem) = %v, want %v", gotProblem, tt.slug != "")
 			}
 			if tt.slug != "" && (p.Slug() != tt.slug || p.Status != tt.status) {
 				t.Errorf("problem = %+v, want slug %s", p, tt.slug)
@@ -335,7 +336,7 @@ func TestCreateTokenMTLS(t *testing.T) {
 	admin := tls.Certificate{Certificate: [][]byte{adminLeaf.Raw, ca.Inter.Raw}, PrivateKey: k}
 
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var req TokenCreateRequest
+		var req wire.TokenCreateRequest
 		if r.URL.Path != "/v1/admin/tokens" || json.NewDecoder(r.Body).Decode(&req) != nil || req.Serial != "SN1" {
 			w.WriteHeader(400)
 			return
@@ -346,7 +347,7 @@ func TestCreateTokenMTLS(t *testing.T) {
 		}
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(201)
-		json.NewEncoder(w).Encode(TokenCreateResponse{ID: "t1", Token: "secret", Serial: req.Serial, Uses: 1})
+		json.NewEncoder(w).Encode(wire.TokenCreateResponse{ID: "t1", Token: "secret", Serial: req.Serial, Uses: 1})
 	}))
 	srv.TLS = &tls.Config{Certificates: []tls.Certificate{ca.serverCert(t)}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool}
 	srv.StartTLS()
@@ -356,7 +357,7 @@ func TestCreateTokenMTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := c.CreateToken(context.Background(), &TokenCreateRequest{Serial: "SN1"})
+	got, err := c.CreateToken(context.Background(), &wire.TokenCreateRequest{Serial: "SN1"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -365,7 +366,7 @@ func TestCreateTokenMTLS(t *testing.T) {
 	}
 
 	noCert, _ := New(srv.URL, WithRoots(pool))
-	if _, err := noCert.CreateToken(context.Background(), &TokenCreateRequest{Serial: "SN1"}); err == nil {
+	if _, err := noCert.CreateToken(context.Background(), &wire.TokenCreateRequest{Serial: "SN1"}); err == nil {
 		t.Error("CreateToken without a client certificate succeeded")
 	}
 }

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"devpki/api/wire"
 	"errors"
 	"fmt"
 	"io"
@@ -20,10 +21,10 @@ type ResponseError struct {
 	Method     string
 	URL        string
 	StatusCode int
-	Status     string      // "503 Service Unavailable"
-	Header     http.Header // of the reply, for Retry-After and the like
-	Problem    *Problem    // nil unless the reply was problem+json
-	Body       string      // excerpt of a non-problem body
+	Status     string        // "503 Service Unavailable"
+	Header     http.Header   // of the reply, for Retry-After and the like
+	Problem    *wire.Problem // nil unless the reply was problem+json
+	Body       string        // excerpt of a non-problem body
 
 	received time.Time // local clock when the reply arrived
 }

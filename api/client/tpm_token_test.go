@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"crypto/x509"
+	"devpki/api/wire"
 	"encoding/json"
 	"net/http"
 	"testing"
@@ -20,7 +21,7 @@ func TestTPMChallengeWithToken(t *testing.T) {
 			http.Error(w, "bad route", http.StatusNotFound)
 			return
 		}
-		var req TPMChallengeRequest
+		var req wire.TPMChallengeRequest
 		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
 			http.Error(w, "bad body", http.StatusBadRequest)
 			return
@@ -32,20 +33,20 @@ func TestTPMChallengeWithToken(t *testing.T) {
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(TPMChallengeResponse{ChallengeID: "ch-1", Credential: []byte{1}, Secret: []byte{2}, Nonce: []byte{3}})
+		json.NewEncoder(w).Encode(wire.TPMChallengeResponse{ChallengeID: "ch-1", Credential: []byte{1}, Secret: []byte{2}, Nonce: []byte{3}})
 	}))
 	c, err := New(srv.URL, WithRoots(pool))
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	if ch, err := c.TPMChallengeWithToken(ctx, "dpk_tok-1", &TPMChallengeRequest{Serial: "with-token"}); err != nil || ch.ChallengeID != "ch-1" {
+	if ch, err := c.TPMChallengeWithToken(ctx, "dpk_tok-1", &wire.TPMChallengeRequest{Serial: "with-token"}); err != nil || ch.ChallengeID != "ch-1" {
 		t.Errorf("TPMChallengeWithToken = %+v, %v", ch, err)
 	}
-	if _, err := c.TPMChallenge(ctx, &TPMChallengeRequest{Serial: "without"}); err != nil {
+	if _, err := c.TPMChallenge(ctx, &wire.TPMChallengeRequest{Serial: "without"}); err != nil {
 		t.Errorf("TPMChallenge: %v", err)
 	}
-	if _, err := c.TPMChallengeWithToken(ctx, "", &TPMChallengeRequest{Serial: "without"}); err != nil {
+	if _, err := c.TPMChallengeWithToken(ctx, "", &wire.TPMChallengeRequest{Serial: "without"}); err != nil {
 		t.Errorf("TPMChallengeWithToken(no token): %v", err)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"devpki/api/client"
+	"devpki/api/wire"
 	"devpki/pkg/atomicfile"
 )
 
@@ -220,7 +221,7 @@ flags:
 // cmdDevicesRelease is 'ca devices release QUARANTINE_ID [--reason R]'.
 func cmdDevicesRelease(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var af adminFlags
-	var req client.ReleaseRequest
+	var req wire.ReleaseRequest
 	fs := newFlags("devices release QUARANTINE_ID", stderr)
 	af.register(fs)
 	fs.StringVar(&req.Reason, "reason", "superseded",
@@ -315,7 +316,7 @@ func cmdDevicesRotate(ctx context.Context, args []string, stdout, stderr io.Writ
 	if err != nil {
 		return err
 	}
-	var req client.RotateRequest
+	var req wire.RotateRequest
 	if *deadline != "" {
 		t, err := parseDeadline(*deadline, time.Now())
 		if err != nil {
@@ -435,7 +436,7 @@ func cmdIssue(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return fmt.Errorf("%w: --csr: %v", errUsage, err)
 	}
-	req := &client.IssueRequest{CSR: string(csr), Usage: "client", CommonName: *cn, DNSNames: dns, IPs: ips, Lifetime: lifetime.String()}
+	req := &wire.IssueRequest{CSR: string(csr), Usage: "client", CommonName: *cn, DNSNames: dns, IPs: ips, Lifetime: lifetime.String()}
 	if *server {
 		req.Usage = "server"
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"devpki/api/client"
+	"devpki/api/wire"
 )
 
 // cmdDevicesPreregister is 'ca devices preregister': one device from flags,
@@ -49,7 +50,7 @@ func cmdDevicesPreregister(ctx context.Context, args []string, stdout, stderr io
 		if err != nil {
 			return fmt.Errorf("%w: --ek-pub: %v", errUsage, err)
 		}
-		p, err := c.Preregister(ctx, &client.PreregisterRequest{Serial: *serial, MACs: macs, EKPub: string(pub)})
+		p, err := c.Preregister(ctx, &wire.PreregisterRequest{Serial: *serial, MACs: macs, EKPub: string(pub)})
 		if err != nil {
 			return fmt.Errorf("preregister %s: %w", *serial, err)
 		}
@@ -65,7 +66,7 @@ func cmdDevicesPreregister(ctx context.Context, args []string, stdout, stderr io
 // csvRow is one line of a bulk pre-registration.
 type csvRow struct {
 	line int
-	req  client.PreregisterRequest
+	req  wire.PreregisterRequest
 	err  error // a row that could not even be read
 }
 
@@ -160,7 +161,7 @@ func preregisterCSV(ctx context.Context, c *client.Client, path string, workers 
 				res := rowResult{Line: row.line, Serial: row.req.Serial}
 				err := row.err
 				if err == nil {
-					var p *client.Preregistration
+					var p *wire.Preregistration
 					if p, err = c.Preregister(ctx, &row.req); err == nil {
 						res.EKHash = p.EKHash
 					}
@@ -228,7 +229,7 @@ func cmdTPMRootsAdd(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err != nil {
 		return err
 	}
-	r, err := c.AddTPMRoot(ctx, &client.AddTPMRootRequest{PEM: string(b)})
+	r, err := c.AddTPMRoot(ctx, &wire.AddTPMRootRequest{PEM: string(b)})
 	if err != nil {
 		return fmt.Errorf("add TPM root: %w", err)
 	}

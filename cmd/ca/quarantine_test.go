@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"devpki/api/client"
+	"devpki/api/wire"
 )
 
 // TestQuarantineCommands: 'ca devices list --status quarantined [--all]'
@@ -44,7 +45,7 @@ func TestQuarantineCommands(t *testing.T) {
 	}
 
 	first := time.Date(2026, 11, 1, 10, 0, 0, 0, time.UTC)
-	held := client.QuarantinedClaim{
+	held := wire.QuarantinedClaim{
 		ID: "0192-q1", Tenant: "default", Serial: "SN-CLONE-1", MACs: []string{"020000000001", "020000000002"},
 		EKHash: strings.Repeat("ab", 32), Reason: "serial-has-other-ek", ConflictDeviceID: "dev-original",
 		Attempts: 7, FirstSeen: first, LastSeen: first.Add(90 * time.Minute), Status: "held",
@@ -58,9 +59,9 @@ func TestQuarantineCommands(t *testing.T) {
 		w.Header().Set("Content-Type", "application/json")
 		switch {
 		case r.Method == http.MethodGet && r.URL.Path == "/v1/admin/devices":
-			json.NewEncoder(w).Encode(client.DeviceList{Devices: []client.Device{}, Quarantined: []client.QuarantinedClaim{held}, Next: held.ID})
+			json.NewEncoder(w).Encode(wire.DeviceList{Devices: []wire.Device{}, Quarantined: []wire.QuarantinedClaim{held}, Next: held.ID})
 		case r.Method == http.MethodPost && r.URL.Path == "/v1/admin/quarantine/"+held.ID+"/release":
-			var req client.ReleaseRequest
+			var req wire.ReleaseRequest
 			json.NewDecoder(r.Body).Decode(&req)
 			mu.Lock()
 			asked = append(asked, "reason="+req.Reason)
@@ -68,10 +69,10 @@ func TestQuarantineCommands(t *testing.T) {
 			d := held
 			now := first.Add(2 * time.Hour)
 			d.Status, d.ReleasedBy, d.ReleasedAt = "released", "admin:admin", &now
-			json.NewEncoder(w).Encode(client.ReleaseResponse{
+			json.NewEncoder(w).Encode(wire.ReleaseResponse{
 				Claim:  d,
-				Device: client.Device{ID: "dev-original", Serial: held.Serial, Status: "active"},
-				Certificates: []client.RevokedCertificate{{Serial: "0abc", DeviceID: "dev-original", RevokedAt: now,
+				Device: wire.Device{ID: "dev-original", Serial: held.Serial, Status: "active"},
+				Certificates: []wire.RevokedCertificate{{Serial: "0abc", DeviceID: "dev-original", RevokedAt: now,
 					Reason: req.Reason, ReasonCode: 4}},
 				CRLNumber: 12,
 			})
@@ -83,7 +84,7 @@ func TestQuarantineCommands(t *testing.T) {
 		default:
 			w.Header().Set("Content-Type", "application/problem+json")
 			w.WriteHeader(http.StatusNotFound)
-			json.NewEncoder(w).Encode(client.Problem{Type: client.ProblemTypePrefix + "not-found", Title: "Not found", Status: 404,
+			json.NewEncoder(w).Encode(wire.Problem{Type: wire.ProblemTypePrefix + "not-found", Title: "Not found", Status: 404,
 				Detail: "no quarantined claim in your tenant"})
 		}
 	}))
@@ -115,7 +116,7 @@ func TestQuarantineCommands(t *testing.T) {
 	if err := run(ctx, append([]string{"devices", "list", "--status", "quarantined", "--output", "json"}, admin...), &out, &bytes.Buffer{}); err != nil {
 		t.Fatal(err)
 	}
-	var l client.DeviceList
+	var l wire.DeviceList
 	if err := json.Unmarshal(out.Bytes(), &l); err != nil || len(l.Quarantined) != 1 || l.Quarantined[0].Attempts != 7 {
 		t.Fatalf("json: %+v, %v\n%s", l, err, out.String())
 	}

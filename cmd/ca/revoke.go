@@ -11,12 +11,13 @@ import (
 	"time"
 
 	"devpki/api/client"
+	"devpki/api/wire"
 )
 
 // cmdCertsRevoke is 'ca certs revoke SERIAL --reason R'.
 func cmdCertsRevoke(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return revokeCommand("certs revoke", "SERIAL", args, stdout, stderr,
-		func(c *client.Client, target string, req *client.RevokeRequest) (*client.RevokeResponse, error) {
+		func(c *client.Client, target string, req *wire.RevokeRequest) (*wire.RevokeResponse, error) {
 			return c.RevokeCertificate(ctx, target, req)
 		})
 }
@@ -24,15 +25,15 @@ func cmdCertsRevoke(ctx context.Context, args []string, stdout, stderr io.Writer
 // cmdDevicesRevoke is 'ca devices revoke ID --reason R'.
 func cmdDevicesRevoke(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return revokeCommand("devices revoke", "DEVICE-ID", args, stdout, stderr,
-		func(c *client.Client, target string, req *client.RevokeRequest) (*client.RevokeResponse, error) {
+		func(c *client.Client, target string, req *wire.RevokeRequest) (*wire.RevokeResponse, error) {
 			return c.RevokeDevice(ctx, target, req)
 		})
 }
 
 func revokeCommand(name, what string, args []string, stdout, stderr io.Writer,
-	call func(*client.Client, string, *client.RevokeRequest) (*client.RevokeResponse, error)) error {
+	call func(*client.Client, string, *wire.RevokeRequest) (*wire.RevokeResponse, error)) error {
 	var af adminFlags
-	var req client.RevokeRequest
+	var req wire.RevokeRequest
 	fs := newFlags(name+" "+what, stderr)
 	af.register(fs)
 	fs.StringVar(&req.Reason, "reason", "unspecified",

@@ -11,6 +11,7 @@ import (
 	"go.step.sm/crypto/pemutil"
 
 	"devpki/api/client"
+	"devpki/api/wire"
 )
 
 // adminFlags are the flags every admin command shares.
@@ -66,7 +67,7 @@ func (a *adminFlags) client() (*client.Client, error) {
 
 func cmdTokenCreate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var af adminFlags
-	var req client.TokenCreateRequest
+	var req wire.TokenCreateRequest
 	var ttl time.Duration
 	fs := newFlags("token create", stderr)
 	af.register(fs)

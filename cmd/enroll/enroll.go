@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"devpki/api/client"
+	"devpki/api/wire"
 	"devpki/pkg/pki"
 )
 
@@ -286,10 +287,10 @@ func enrollToken(ctx context.Context, cfg *config, r *retrier, cl *client.Client
 	if err != nil {
 		return nil, "", tpmHint(fmt.Errorf("build CSR: %w", err))
 	}
-	req := &client.EnrollRequest{CSR: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csrDER}))}
+	req := &wire.EnrollRequest{CSR: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csrDER}))}
 
 	cfg.logf("enrolling serial %s mac %s", serial, strings.Join(macs, ","))
-	var resp *client.EnrollResponse
+	var resp *wire.EnrollResponse
 	if err := r.do(ctx, "enroll", func(ctx context.Context) (err error) {
 		resp, err = cl.Enroll(ctx, cfg.Token, req)
 		return err
@@ -345,7 +346,7 @@ func identityClaims(cfg config) (string, []string, error) {
 
 // checkReply verifies what the CA sent: the certificate holds our public key
 // and chains through the returned intermediates to the pinned root.
-func checkReply(resp *client.EnrollResponse, key crypto.Signer, root *x509.Certificate, now time.Time) (*identity, error) {
+func checkReply(resp *wire.EnrollResponse, key crypto.Signer, root *x509.Certificate, now time.Time) (*identity, error) {
 	leaf, err := client.ParseCertificatesPEM([]byte(resp.Certificate))
 	if err != nil {
 		return nil, fmt.Errorf("certificate: %w", err)

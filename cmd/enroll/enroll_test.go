@@ -16,6 +16,7 @@ import (
 	"go.step.sm/crypto/pemutil"
 
 	"devpki/api/client"
+	"devpki/api/wire"
 )
 
 // stateFiles are the files a completed enrollment leaves, and their modes.
@@ -214,7 +215,7 @@ func TestEnrollPermanentProblem(t *testing.T) {
 	if code := exitCode(err); code != exitFailure {
 		t.Fatalf("exit %d (%v), want 1", code, err)
 	}
-	var p *client.Problem
+	var p *wire.Problem
 	if !errors.As(err, &p) || p.Slug() != "token-invalid" {
 		t.Errorf("err = %v, want the token-invalid problem", err)
 	}

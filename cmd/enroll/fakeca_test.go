@@ -20,7 +20,7 @@ import (
 	"testing"
 	"time"
 
-	"devpki/api/client"
+	"devpki/api/wire"
 	"devpki/pkg/pki"
 	"devpki/pkg/pki/pkitest"
 )
@@ -136,7 +136,7 @@ func (f *fakeCA) enroll(w http.ResponseWriter, r *http.Request) {
 		problem(http.StatusUnauthorized, "token-invalid", "unknown token")(w)
 		return
 	}
-	var req client.EnrollRequest
+	var req wire.EnrollRequest
 	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&req); err != nil {
 		problem(http.StatusBadRequest, "bad-csr", err.Error())(w)
 		return
@@ -167,7 +167,7 @@ func (f *fakeCA) enroll(w http.ResponseWriter, r *http.Request) {
 }
 
 func (f *fakeCA) writeIssued(w http.ResponseWriter, iss *pki.Issued) {
-	resp := client.EnrollResponse{
+	resp := wire.EnrollResponse{
 		DeviceID:    iss.Certificate.Subject.CommonName,
 		Certificate: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: iss.Certificate.Raw})),
 		RenewAfter:  iss.Certificate.NotAfter.Add(-10 * 24 * time.Hour),
@@ -188,7 +188,7 @@ func problem(status int, slug, detail string, hdr ...string) func(http.ResponseW
 		}
 		w.Header().Set("Content-Type", "application/problem+json")
 		w.WriteHeader(status)
-		json.NewEncoder(w).Encode(client.Problem{Type: client.ProblemTypePrefix + slug, Title: http.StatusText(status), Status: status, Detail: detail})
+		json.NewEncoder(w).Encode(wire.Problem{Type: wire.ProblemTypePrefix + slug, Title: http.StatusText(status), Status: status, Detail: detail})
 	}
 }
 
@@ -250,14 +250,14 @@ func (f *fakeCA) renew(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	leaf := r.TLS.VerifiedChains[0][0]
-	var req client.RenewRequest
+	var req wire.RenewRequest
 	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&req); err != nil {
 		problem(http.StatusBadRequest, "bad-request", err.Error())(w)
 		return
 	}
 	pub := leaf.PublicKey
 	if req.CSR == "" && f.RekeyNeeded.Load() {
-		problem(http.StatusConflict, client.SlugRekeyRequired, "an admin asked for a new key")(w)
+		problem(http.StatusConflict, wire.SlugRekeyRequired, "an admin asked for a new key")(w)
 		return
 	}
 	if req.CSR != "" {
@@ -291,7 +291,7 @@ func (f *fakeCA) renew(w http.ResponseWriter, r *http.Request) {
 func (f *fakeCA) recordKey(r *http.Request) {
 	body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<16))
 	r.Body = io.NopCloser(bytes.NewReader(body))
-	var req client.EnrollRequest
+	var req wire.EnrollRequest
 	if json.Unmarshal(body, &req) != nil {
 		return
 	}

@@ -18,7 +18,7 @@ import (
 
 	"go.step.sm/crypto/pemutil"
 
-	"devpki/api/client"
+	"devpki/api/wire"
 	"devpki/pkg/tpm"
 )
 
@@ -172,7 +172,7 @@ func (k *keyring) encode(key crypto.Signer) ([]byte, error) {
 // else a software P-256 key. A TPM key comes with its certification by the
 // AK over nonce (TPM2_Certify), which the CA checks before it certifies a
 // new key of a TPM-attested device.
-func (k *keyring) newKeyLike(ctx context.Context, old crypto.Signer, nonce []byte) (crypto.Signer, *client.TPMCertificationParameters, error) {
+func (k *keyring) newKeyLike(ctx context.Context, old crypto.Signer, nonce []byte) (crypto.Signer, *wire.TPMCertificationParameters, error) {
 	if _, ok := old.(*tpmKey); !ok {
 		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		if err != nil {
@@ -192,7 +192,7 @@ func (k *keyring) newKeyLike(ctx context.Context, old crypto.Signer, nonce []byt
 	if err != nil {
 		return nil, nil, err
 	}
-	return key, &client.TPMCertificationParameters{
+	return key, &wire.TPMCertificationParameters{
 		Public: cp.Public, CreateData: cp.CreateData,
 		CreateAttestation: cp.CreateAttestation, CreateSignature: cp.CreateSignature,
 	}, nil

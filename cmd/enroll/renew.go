@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"devpki/api/client"
+	"devpki/api/wire"
 	"devpki/pkg/atomicfile"
 	"devpki/pkg/pki"
 )
@@ -214,8 +215,8 @@ func renewOnce(ctx context.Context, cfg *config, ci caInfo, rekey bool, failpoin
 	}
 	r := retrier{cfg: cfg, deadline: deadline}
 	key := old.Key
-	req := &client.RenewRequest{}
-	var resp *client.EnrollResponse
+	req := &wire.RenewRequest{}
+	var resp *wire.EnrollResponse
 	for attempt := 0; ; attempt++ {
 		if rekey && key == old.Key {
 			if key, req, err = rekeyRequest(ctx, kr, old); err != nil {
@@ -257,7 +258,7 @@ func renewOnce(ctx context.Context, cfg *config, ci caInfo, rekey bool, failpoin
 
 // rekeyRequest makes a new key, stored like the old one (software or TPM),
 // and a CSR naming the serial and MACs of old's certificate.
-func rekeyRequest(ctx context.Context, kr *keyring, old *identity) (crypto.Signer, *client.RenewRequest, error) {
+func rekeyRequest(ctx context.Context, kr *keyring, old *identity) (crypto.Signer, *wire.RenewRequest, error) {
 	cert := old.Cert
 	var macs []string
 	for _, u := range cert.URIs {
@@ -277,7 +278,7 @@ func rekeyRequest(ctx context.Context, kr *keyring, old *identity) (crypto.Signe
 	if err != nil {
 		return nil, nil, tpmHint(fmt.Errorf("build CSR: %w", err))
 	}
-	return key, &client.RenewRequest{
+	return key, &wire.RenewRequest{
 		CSR:     string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})),
 		Certify: certify,
 	}, nil

@@ -11,13 +11,14 @@ import (
 
 	"devpki/api/client"
 	"devpki/api/client/tpmenroll"
+	"devpki/api/wire"
 	"devpki/pkg/tpm"
 )
 
 // Problem slugs the agent reacts to (api/client defines the CA's full set).
 const (
 	slugTPMRequired = "tpm-required"
-	slugTPMDisabled = client.SlugTPMDisabled
+	slugTPMDisabled = wire.SlugTPMDisabled
 )
 
 // openEnrollTPM opens the TPM named by --tpm for a new enrollment. It returns
@@ -81,11 +82,11 @@ func enrollTPM(ctx context.Context, cfg *config, r *retrier, cl *client.Client, 
 	}
 	cfg.logf("%s: serial %s", what, serial)
 	var (
-		resp *client.EnrollResponse
+		resp *wire.EnrollResponse
 		ans  *tpmenroll.Answered
 	)
 	round := func(ctx context.Context) error {
-		var ch *client.TPMChallengeResponse
+		var ch *wire.TPMChallengeResponse
 		var err error
 		if cfg.Token != "" {
 			ch, err = cl.TPMChallengeWithToken(ctx, cfg.Token, claim)
@@ -109,7 +110,7 @@ func enrollTPM(ctx context.Context, cfg *config, r *retrier, cl *client.Client, 
 		err := round(ctx)
 		// A challenge that expired while the TPM worked (a slow TPM, a
 		// stalled link) is not the device's fault: start a new round.
-		for i := 0; i < 2 && hasSlug(err, client.SlugChallengeExpired); i++ {
+		for i := 0; i < 2 && hasSlug(err, wire.SlugChallengeExpired); i++ {
 			cfg.logf("the challenge expired before the answer arrived; starting a new one")
 			err = round(ctx)
 		}

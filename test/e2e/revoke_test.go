@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/tls"
 	"crypto/x509"
+	"devpki/api/wire"
 	"encoding/base64"
 	"encoding/json"
 	"io"
@@ -14,8 +15,6 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ocsp"
-
-	"devpki/api/client"
 )
 
 // TestRevokeEndToEnd: enroll a device, 'ca devices revoke' it, then the CRL
@@ -69,7 +68,7 @@ func TestRevokeEndToEnd(t *testing.T) {
 
 	admin := []string{"--config", ca.Config, "--ca", srv.URL}
 	out := mustRun(t, nil, caBin, append([]string{"devices", "revoke", id, "--reason", "keyCompromise", "--output", "json"}, admin...)...)
-	var rr client.RevokeResponse
+	var rr wire.RevokeResponse
 	if err := json.Unmarshal([]byte(out.stdout), &rr); err != nil {
 		t.Fatalf("ca devices revoke --output json: %v\n%s", err, out)
 	}

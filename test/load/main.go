@@ -41,7 +41,7 @@ import (
 	"go.step.sm/crypto/pemutil"
 	"golang.org/x/crypto/ocsp"
 
-	"devpki/api/client"
+	"devpki/api/wire"
 	"devpki/pkg/pki"
 )
 
@@ -368,7 +368,7 @@ func makeCSRs(n int) ([][]byte, []*ecdsa.PrivateKey, error) {
 					mac := fmt.Sprintf("02:%02x:%02x:%02x:%02x:%02x", byte(i>>32), byte(i>>24), byte(i>>16), byte(i>>8), byte(i))
 					der, err = pki.NewDeviceCSR(key, serial, []string{mac})
 					if err == nil {
-						out[i], err = json.Marshal(client.EnrollRequest{CSR: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}))})
+						out[i], err = json.Marshal(wire.EnrollRequest{CSR: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}))})
 					}
 				}
 				if err != nil {
@@ -488,7 +488,7 @@ func prepare(o options, caBin, dir, base string, pool *x509.CertPool, total int)
 		req, _ := http.NewRequest(http.MethodPost, base+"/v1/enroll", bytes.NewReader(bodies[i]))
 		req.Header.Set("Authorization", "Bearer "+token)
 		req.Header.Set("Content-Type", "application/json")
-		var er client.EnrollResponse
+		var er wire.EnrollResponse
 		if err := send(newConnEach, req, http.StatusCreated, &er); err != nil {
 			return err
 		}

@@ -37,6 +37,7 @@ import (
 
 	"devpki/api/client"
 	"devpki/api/client/tpmenroll"
+	"devpki/api/wire"
 	"devpki/pkg/pki"
 	"devpki/pkg/tpm"
 	"devpki/pkg/tpm/swtpmtest"
@@ -91,7 +92,7 @@ type tpmDevice struct {
 	tp       *tpm.TPM
 	serial   string
 	macs     []string
-	claim    *client.TPMChallengeRequest
+	claim    *wire.TPMChallengeRequest
 	seq      int // next key number
 	deviceID string
 }
@@ -297,7 +298,7 @@ func (f *tpmFleet) enroll(d *tpmDevice) error {
 }
 
 // checkID checks that every enrollment of d keeps its device id.
-func (d *tpmDevice) checkID(resp *client.EnrollResponse) error {
+func (d *tpmDevice) checkID(resp *wire.EnrollResponse) error {
 	if d.deviceID == "" {
 		d.deviceID = resp.DeviceID
 	} else if resp.DeviceID != d.deviceID {
@@ -428,15 +429,15 @@ func (f *tpmFleet) breakdown(n int) (tpmBreakdown, error) {
 }
 
 // attestCredential and enrollRequest are what tpmenroll.Answer sends.
-func attestCredential(ch *client.TPMChallengeResponse) attest.EncryptedCredential {
+func attestCredential(ch *wire.TPMChallengeResponse) attest.EncryptedCredential {
 	return attest.EncryptedCredential{Credential: ch.Credential, Secret: ch.Secret}
 }
 
-func enrollRequest(ch *client.TPMChallengeResponse, secret []byte, cp attest.CertificationParameters, csrDER []byte) *client.TPMEnrollRequest {
-	return &client.TPMEnrollRequest{
+func enrollRequest(ch *wire.TPMChallengeResponse, secret []byte, cp attest.CertificationParameters, csrDER []byte) *wire.TPMEnrollRequest {
+	return &wire.TPMEnrollRequest{
 		ChallengeID:     ch.ChallengeID,
 		ActivatedSecret: secret,
-		Certify: client.TPMCertificationParameters{
+		Certify: wire.TPMCertificationParameters{
 			Public: cp.Public, CreateData: cp.CreateData,
 			CreateAttestation: cp.CreateAttestation, CreateSignature: cp.CreateSignature,
 		},

@@ -22,7 +22,7 @@ import (
 
 	"github.com/smallstep/go-attestation/attest"
 
-	"devpki/api/client"
+	"devpki/api/wire"
 	"devpki/pkg/pki"
 	"devpki/pkg/tpm"
 )
@@ -31,7 +31,7 @@ import (
 // when the TPM holds one (else the bare EK public key, which an operator must
 // have pre-registered) and the public area and creation evidence of the AK
 // akName, created on first use.
-func Claim(ctx context.Context, t *tpm.TPM, akName, serial string, macs []string) (*client.TPMChallengeRequest, error) {
+func Claim(ctx context.Context, t *tpm.TPM, akName, serial string, macs []string) (*wire.TPMChallengeRequest, error) {
 	ek, err := t.EK(ctx)
 	if err != nil {
 		return nil, err
@@ -44,8 +44,8 @@ func Claim(ctx context.Context, t *tpm.TPM, akName, serial string, macs []string
 	if err != nil {
 		return nil, err
 	}
-	req := &client.TPMChallengeRequest{
-		AK: client.TPMAttestationParameters{
+	req := &wire.TPMChallengeRequest{
+		AK: wire.TPMAttestationParameters{
 			Public: p.Public, CreateData: p.CreateData,
 			CreateAttestation: p.CreateAttestation, CreateSignature: p.CreateSignature,
 		},
@@ -64,7 +64,7 @@ func Claim(ctx context.Context, t *tpm.TPM, akName, serial string, macs []string
 
 // Answered is the device's reply to a challenge and the key it made.
 type Answered struct {
-	Request *client.TPMEnrollRequest
+	Request *wire.TPMEnrollRequest
 	// Key is the new TPM-resident key; Signer signs with it.
 	Key    *tpm.Key
 	Signer crypto.Signer
@@ -74,7 +74,7 @@ type Answered struct {
 // AK lives beside the EK), creates the key keyName in the TPM certified by
 // that AK over the challenge nonce, and signs a CSR for serial and macs with
 // it.
-func Answer(ctx context.Context, t *tpm.TPM, akName, keyName string, ch *client.TPMChallengeResponse, serial string, macs []string) (*Answered, error) {
+func Answer(ctx context.Context, t *tpm.TPM, akName, keyName string, ch *wire.TPMChallengeResponse, serial string, macs []string) (*Answered, error) {
 	if ch == nil || ch.ChallengeID == "" || len(ch.Nonce) == 0 {
 		return nil, errors.New("tpmenroll: incomplete challenge")
 	}
@@ -103,10 +103,10 @@ func Answer(ctx context.Context, t *tpm.TPM, akName, keyName string, ch *client.
 		return nil, fmt.Errorf("build CSR with TPM key %q: %w", keyName, err)
 	}
 	return &Answered{
-		Request: &client.TPMEnrollRequest{
+		Request: &wire.TPMEnrollRequest{
 			ChallengeID:     ch.ChallengeID,
 			ActivatedSecret: secret,
-			Certify: client.TPMCertificationParameters{
+			Certify: wire.TPMCertificationParameters{
 				Public: cp.Public, CreateData: cp.CreateData,
 				CreateAttestation: cp.CreateAttestation, CreateSignature: cp.CreateSignature,
 			},
