@@ -68,7 +68,7 @@ func revokeError(err error) error {
 
 func (s *Server) actor(c echo.Context) provision.Actor {
 	adm := adminFrom(c)
-	return provision.Actor{Name: "admin:" + adm.Name, TenantID: adm.TenantID, Source: c.RealIP()}
+	return provision.AdminActor(adm.Name, adm.TenantID, c.RealIP())
 }
 
 // revokeCertificate is POST /v1/admin/certificates/{serial}/revoke.
@@ -119,7 +119,7 @@ func (s *Server) revokeDevice(c echo.Context) error {
 func (s *Server) refuseRevoke(c echo.Context, action, target string, err error) error {
 	a := s.actor(c)
 	s.audit(c.Request().Context(), &registry.AuditEvent{
-		TenantID: a.TenantID, Actor: a.Name, Action: action, Target: target,
+		TenantID: a.TenantID, Actor: a.String(), Action: action, Target: target,
 		Result: registry.ResultDenied, Detail: err.Error(), SourceAddr: a.Source,
 	})
 	return revokeError(err)

@@ -172,9 +172,9 @@ func (r *Revocation) ReleaseQuarantine(ctx context.Context, who Actor, id string
 		detail += " (device revoked, its EK freed)"
 	}
 	rel := &registry.QuarantineRelease{
-		ID: id, TenantID: q.TenantID, By: who.Name, Reason: reason,
+		ID: id, TenantID: q.TenantID, By: who.String(), Reason: reason,
 		Audit: &registry.AuditEvent{
-			TenantID: q.TenantID, Actor: who.Name, Action: action, Target: id, Result: registry.ResultOK,
+			TenantID: q.TenantID, Actor: who.String(), Action: action, Target: id, Result: registry.ResultOK,
 			Detail: detail + " revocation=" + registry.ReasonName(reason), SourceAddr: who.Source,
 		},
 	}

@@ -31,7 +31,7 @@ func TestTPMReleaseHeldClaim(t *testing.T) {
 		t.Fatal(err)
 	}
 	tn := mustTenant(t, f.store)
-	admin := provision.Actor{Name: "admin:test", TenantID: tn.ID, Source: "192.0.2.200"}
+	admin := provision.Actor{Kind: provision.ActorAdmin, ID: "test", TenantID: tn.ID, Source: "192.0.2.200"}
 	const mac = "02:00:00:00:00:0b"
 	enroll := func(t *testing.T, d *simDevice, serial string) (*provision.Result, error) {
 		t.Helper()
@@ -100,7 +100,7 @@ func TestTPMReleaseHeldClaim(t *testing.T) {
 		if err != nil || q.Reason != registry.ReasonSerialOtherEK || q.ConflictDeviceID != first.DeviceID || q.ConflictEKHash != old.ekHash {
 			t.Fatalf("claim = %+v, %v", q, err)
 		}
-		other := provision.Actor{Name: "admin:other", TenantID: "t-other"}
+		other := provision.Actor{Kind: provision.ActorAdmin, ID: "other", TenantID: "t-other"}
 		if _, err := rev.ReleaseQuarantine(ctx, other, id, registry.ReasonSuperseded); !errors.Is(err, registry.ErrNotFound) {
 			t.Fatalf("release by another tenant's admin: %v, want ErrNotFound", err)
 		}

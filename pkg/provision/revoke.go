@@ -116,13 +116,6 @@ func NewRevocation(cfg RevocationConfig) (*Revocation, error) {
 	return &Revocation{cfg: cfg, ocspCache: make(map[ocspKey]*ocspEntry)}, nil
 }
 
-// Actor is who asks for a revocation, for tenant scoping and the audit log.
-type Actor struct {
-	Name     string // audit actor, e.g. "admin:alice"
-	TenantID string // the admin's tenant; it may only revoke inside it
-	Source   string // client address
-}
-
 // RevokeResult is what a revocation did.
 type RevokeResult struct {
 	// Certificates revoked by this call, or — when AlreadyRevoked — the
@@ -157,7 +150,7 @@ func (r *Revocation) RevokeCertificate(ctx context.Context, who Actor, serial st
 		return nil, err
 	}
 	ev := &registry.AuditEvent{
-		TenantID: c.TenantID, Actor: who.Name, Action: action, Target: serial, Result: registry.ResultOK,
+		TenantID: c.TenantID, Actor: who.String(), Action: action, Target: serial, Result: registry.ResultOK,
 		Detail: "reason=" + registry.ReasonName(reason), SourceAddr: who.Source,
 	}
 	if c.DeviceID != "" {
@@ -194,7 +187,7 @@ func (r *Revocation) RevokeDevice(ctx context.Context, who Actor, deviceID strin
 		return nil, err
 	}
 	ev := &registry.AuditEvent{
-		TenantID: d.TenantID, Actor: who.Name, Action: action, Target: deviceID, Result: registry.ResultOK,
+		TenantID: d.TenantID, Actor: who.String(), Action: action, Target: deviceID, Result: registry.ResultOK,
 		Detail: "reason=" + registry.ReasonName(reason) + " serial=" + d.Serial, SourceAddr: who.Source,
 	}
 	certs, err := r.cfg.Store.RevokeDevice(ctx, deviceID, reason, ev)
@@ -236,7 +229,7 @@ func (r *Revocation) crlNumber() int64 {
 // refuse audits a refused revocation.
 func (r *Revocation) refuse(ctx context.Context, who Actor, action, target string, cause error) {
 	err := r.cfg.Store.AppendAudit(context.WithoutCancel(ctx), &registry.AuditEvent{
-		TenantID: who.TenantID, Actor: who.Name, Action: action, Target: target,
+		TenantID: who.TenantID, Actor: who.String(), Action: action, Target: target,
 		Result: registry.ResultDenied, Detail: cause.Error(), SourceAddr: who.Source,
 	})
 	if err != nil {

@@ -44,7 +44,7 @@ func newRevFixture(t *testing.T) *revFixture {
 	now := time.Now()
 	f.clock.Store(&now)
 	f.rev = f.newRevocation(t)
-	f.admin = provision.Actor{Name: "admin:alice", TenantID: registry.DefaultTenant, Source: "192.0.2.9"}
+	f.admin = provision.Actor{Kind: provision.ActorAdmin, ID: "alice", TenantID: registry.DefaultTenant, Source: "192.0.2.9"}
 	return f
 }
 

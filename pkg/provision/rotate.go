@@ -28,7 +28,7 @@ func EnforceRekeyDeadlines(ctx context.Context, store registry.Store, rev *Revoc
 		}
 		for _, d := range devs {
 			after = d.ID
-			who := Actor{Name: "system:rotate", TenantID: d.TenantID}
+			who := SystemActor("rotate", d.TenantID)
 			certs, err := store.ListCertificates(ctx, registry.CertFilter{DeviceID: d.ID, Limit: 1000})
 			if err != nil {
 				return handled, err
@@ -42,7 +42,7 @@ func EnforceRekeyDeadlines(ctx context.Context, store registry.Store, rev *Revoc
 				}
 			}
 			if err := store.RequireRekey(ctx, d.ID, true, nil, &registry.AuditEvent{
-				TenantID: d.TenantID, Actor: who.Name, Action: "device.rotate.deadline", Target: d.ID, Result: registry.ResultOK,
+				TenantID: d.TenantID, Actor: who.String(), Action: "device.rotate.deadline", Target: d.ID, Result: registry.ResultOK,
 				Detail: fmt.Sprintf("no re-key by %s: certificates revoked", d.RekeyDeadline.UTC().Format(time.RFC3339)),
 			}); err != nil {
 				return handled, err

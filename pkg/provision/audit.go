@@ -1,0 +1,113 @@
+package provision
+
+import (
+	"context"
+
+	"devpki/pkg/registry"
+)
+
+// ActorKind says what kind of principal acted.
+type ActorKind string
+
+// Actor kinds. An audit event's Actor is "<kind>" or "<kind>:<id>".
+const (
+	ActorAnonymous ActorKind = "anonymous" // nothing authenticated yet
+	ActorToken     ActorKind = "token"     // a bootstrap token, by its id
+	ActorTPM       ActorKind = "tpm"       // a TPM attested by its EK, by its EK hash
+	ActorDevice    ActorKind = "device"    // an enrolled device, by its id (its certificate over mTLS)
+	ActorCert      ActorKind = "cert"      // a client certificate the CA does not map to anyone, by its serial
+	ActorAdmin     ActorKind = "admin"     // an admin, by name
+	ActorSystem    ActorKind = "system"    // the CA itself, by task ("init", "rotate", "dev")
+	ActorLocal     ActorKind = "local"     // a local command on the CA host, by OS user
+)
+
+// Actor is who asks for a state change: for tenant scope and for the audit
+// log. The zero value is an anonymous caller from an unknown address.
+type Actor struct {
+	Kind ActorKind
+	// ID names the actor within its kind (token id, EK hash, device id,
+	// admin name, certificate serial, system task); empty for anonymous.
+	ID string
+	// TenantID is the tenant the actor acts in: an admin's tenant, a
+	// token's, a device's. It bounds what the actor may see and change.
+	TenantID string
+	// Source is the client address, for the audit log.
+	Source string
+}
+
+// String is the actor as the audit log records it: "admin:alice",
+// "token:<id>", "anonymous".
+func (a Actor) String() string {
+	if a.Kind == "" {
+		return string(ActorAnonymous)
+	}
+	if a.ID == "" {
+		return string(a.Kind)
+	}
+	return string(a.Kind) + ":" + a.ID
+}
+
+// AdminActor is the actor of an admin's request.
+func AdminActor(name, tenantID, source string) Actor {
+	return Actor{Kind: ActorAdmin, ID: name, TenantID: tenantID, Source: source}
+}
+
+// SystemActor is the CA acting on its own (task names the job: "rotate",
+// "init", "dev").
+func SystemActor(task, tenantID string) Actor {
+	return Actor{Kind: ActorSystem, ID: task, TenantID: tenantID}
+}
+
+// Action names a kind of audited event. Every audit event provision writes
+// uses one of these; `ca audit list` shows them as they are.
+type Action string
+
+// Actions.
+const (
+	ActionEnroll             Action = "enroll"               // a device enrolled (or re-enrolled)
+	ActionEnrollReplay       Action = "enroll.replay"        // a lost enrollment answer was sent again
+	ActionEnrollTPMChallenge Action = "enroll.tpm.challenge" // a TPM challenge was issued or refused
+	ActionEnrollTPM          Action = "enroll.tpm"           // a TPM challenge answer was refused
+	ActionCloneSuspect       Action = "enroll.clone-suspect" // a claim was held for an admin as a possible clone
+	ActionRenew              Action = "renew"                // a device renewed with the same key
+	ActionRekey              Action = "rekey"                // a device renewed with a new key
+	ActionTokenCreate        Action = "token.create"
+	ActionTenantCreate       Action = "tenant.create"
+	ActionTenantUpdate       Action = "tenant.update"
+	ActionCertIssue          Action = "cert.issue" // a component, admin or OCSP certificate
+	ActionCertRevoke         Action = "cert.revoke"
+	ActionDeviceRevoke       Action = "device.revoke"
+	ActionDeviceReinstate    Action = "device.reinstate"
+	ActionDeviceRotate       Action = "device.rotate"
+	ActionRotateDeadline     Action = "device.rotate.deadline"
+	ActionTPMRootAdd         Action = "tpm.root.add"
+	ActionTPMPreregister     Action = "tpm.preregister"
+	ActionQuarantineDismiss  Action = "quarantine.dismiss"
+	ActionQuarantineRelease  Action = "quarantine.release"
+	ActionAdminRead          Action = "admin.read" // an admin read (GET) of the admin API
+	ActionAdminDenied        Action = "admin.denied"
+	ActionAdminPut           Action = "admin.put"
+)
+
+// event builds the audit event of an action by who on target.
+func event(who Actor, tenantID string, action Action, target, result, detail string) *registry.AuditEvent {
+	if tenantID == "" {
+		tenantID = who.TenantID
+	}
+	return &registry.AuditEvent{
+		TenantID: tenantID, Actor: who.String(), Action: string(action), Target: target,
+		Result: result, Detail: detail, SourceAddr: who.Source,
+	}
+}
+
+// auditAppender appends a single audit event (refusals).
+type auditAppender interface {
+	AppendAudit(ctx context.Context, ev *registry.AuditEvent) error
+}
+
+// appendRefusal audits a refused request. The refusal is the answer
+// whatever happens here, so a failure to append is returned only for the
+// caller to log.
+func appendRefusal(ctx context.Context, st auditAppender, who Actor, tenantID string, action Action, target string, cause error) error {
+	return st.AppendAudit(context.WithoutCancel(ctx), event(who, tenantID, action, target, registry.ResultDenied, cause.Error()))
+}
