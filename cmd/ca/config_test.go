@@ -75,7 +75,7 @@ func TestTPMConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if tc, err := tpmConfig(example); err != nil || tc != nil {
+	if tc, err := tpmConfig(example, nil); err != nil || tc != nil {
 		t.Fatalf("example: tpmConfig = %v, %v; want TPM off", tc, err)
 	}
 
@@ -100,7 +100,7 @@ func TestTPMConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.TPM.EKIntermediates = []string{"issuing.pem"}
-	tc, err := tpmConfig(c)
+	tc, err := tpmConfig(c, nil)
 	if err != nil || tc == nil || tc.Challenger == nil {
 		t.Fatalf("tpmConfig = %+v, %v", tc, err)
 	}
@@ -109,12 +109,12 @@ func TestTPMConfig(t *testing.T) {
 	}
 	for _, bad := range []string{"junk.pem", "missing.pem"} {
 		c.TPM.EKRoots = []string{bad}
-		if _, err := tpmConfig(c); err == nil || !strings.Contains(err.Error(), "tpm.ek_roots") {
+		if _, err := tpmConfig(c, nil); err == nil || !strings.Contains(err.Error(), "tpm.ek_roots") {
 			t.Errorf("ek_roots [%s]: %v", bad, err)
 		}
 	}
 	c.TPM.EKRoots, c.TPM.EKIntermediates, c.TPM.Enabled = nil, nil, true
-	if tc, err := tpmConfig(c); err != nil || tc == nil || tc.EKRoots == nil {
+	if tc, err := tpmConfig(c, nil); err != nil || tc == nil || tc.EKRoots == nil {
 		t.Errorf("enabled without roots (pre-registered EKs only): %+v, %v", tc, err)
 	}
 	ttl = "1h"

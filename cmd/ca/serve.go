@@ -119,7 +119,7 @@ func serve(ctx context.Context, cfg *Config, dev bool, stdout, stderr io.Writer)
 	if err != nil {
 		return err
 	}
-	tpmCfg, err := tpmConfig(cfg)
+	tpmCfg, err := tpmConfig(cfg, store)
 	if err != nil {
 		return err
 	}
@@ -279,9 +279,10 @@ func loadKeyPair(certPath, keyPath string, password []byte) (tls.Certificate, er
 }
 
 // tpmConfig loads the TPM manufacturer roots and creates the challenger;
-// nil when tpm.ek_roots is empty and tpm.enabled false. Challenges are kept
-// in memory: a client must answer on the replica that challenged it.
-func tpmConfig(cfg *Config) (*provision.TPMConfig, error) {
+// nil when tpm.ek_roots is empty and tpm.enabled false. Pending challenges
+// are kept in the registry (hashed secret only, single use, swept once
+// expired), so a device may answer on any replica sharing the database.
+func tpmConfig(cfg *Config, store provision.ChallengeRecorder) (*provision.TPMConfig, error) {
 	if len(cfg.TPM.EKRoots) == 0 && !cfg.TPM.Enabled {
 		return nil, nil
 	}
@@ -295,7 +296,9 @@ func tpmConfig(cfg *Config) (*provision.TPMConfig, error) {
 	}
 	return &provision.TPMConfig{
 		EKRoots: roots, EKIntermediates: inters, Tenant: cfg.TPM.Tenant,
-		Challenger: verify.NewChallenger(verify.Config{TTL: time.Duration(cfg.TPM.ChallengeTTL)}),
+		Challenger: verify.NewChallenger(verify.Config{
+			Store: provision.NewChallengeStore(store), TTL: time.Duration(cfg.TPM.ChallengeTTL),
+		}),
 	}, nil
 }
 

@@ -426,4 +426,18 @@ type Store interface {
 	// VerifyAudit walks the whole chain and returns an error wrapping
 	// ErrAuditChain that names the first bad Seq.
 	VerifyAudit(ctx context.Context) error
+
+	// PutTPMChallenge records a pending TPM challenge (not audited: the
+	// enrollment that completes it, or its refusal, is). An ID already
+	// stored is ErrAlreadyExists. In the same transaction it deletes up to
+	// MaxChallengeSweep challenges, used or not, that expired before the
+	// store's clock, so the table does not grow without bound.
+	PutTPMChallenge(ctx context.Context, c *TPMChallenge) error
+	// ConsumeTPMChallenge marks the challenge used and returns it. Of any
+	// number of concurrent calls for one ID, from any number of processes
+	// sharing the database, exactly one succeeds. An unknown ID is
+	// ErrChallengeNotFound; one already consumed is ErrChallengeUsed; one
+	// whose Expires is not after now is ErrChallengeExpired, and is
+	// consumed (a later call gets ErrChallengeUsed, until it is swept).
+	ConsumeTPMChallenge(ctx context.Context, id string, now time.Time) (*TPMChallenge, error)
 }

@@ -4,10 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/binary"
 	"fmt"
-	"hash"
-	"time"
 
 	"gorm.io/gorm"
 
@@ -16,30 +13,6 @@ import (
 
 // verifyChunk is how many audit rows VerifyAudit reads per query.
 const verifyChunk = 1000
-
-// AuditHash returns the chain hash of ev: SHA-256 over prev followed by each
-// field of ev as an 8-byte big-endian length and its bytes, in the order Seq
-// (decimal), Time (UTC, RFC 3339 with nanoseconds), TenantID, Actor, Action,
-// Target, Result, Detail, SourceAddr. ev.PrevHash and ev.Hash are ignored.
-func AuditHash(prev []byte, ev *registry.AuditEvent) []byte {
-	h := sha256.New()
-	h.Write(prev)
-	for _, f := range []string{
-		fmt.Sprintf("%d", ev.Seq),
-		ev.Time.UTC().Format(time.RFC3339Nano),
-		ev.TenantID, ev.Actor, ev.Action, ev.Target, ev.Result, ev.Detail, ev.SourceAddr,
-	} {
-		writeField(h, f)
-	}
-	return h.Sum(nil)
-}
-
-func writeField(h hash.Hash, f string) {
-	var n [8]byte
-	binary.BigEndian.PutUint64(n[:], uint64(len(f)))
-	h.Write(n[:])
-	h.Write([]byte(f))
-}
 
 // loadHead reads the chain head inside the batch's transaction, locking it
 // against other writers (other replicas, on PostgreSQL) until it ends.
@@ -75,7 +48,7 @@ func (b *batch) appendAudit(ev *registry.AuditEvent) (*registry.AuditEvent, erro
 	out.Time = ts(out.Time)
 	out.Seq = b.headSeq + 1
 	out.PrevHash = b.headHash
-	out.Hash = AuditHash(out.PrevHash, &out)
+	out.Hash = registry.AuditHash(out.PrevHash, &out)
 	_, err := b.exec(sqlInsertAudit,
 		out.Seq, out.Time, out.TenantID, out.Actor, out.Action, out.Target, out.Result, out.Detail, out.SourceAddr,
 		out.PrevHash, out.Hash)
@@ -178,7 +151,7 @@ func (s *Store) VerifyAudit(ctx context.Context) error {
 			if !bytes.Equal(r.PrevHash, prev) {
 				return fmt.Errorf("%w: event %d: previous hash does not match event %d", registry.ErrAuditChain, r.Seq, last)
 			}
-			if !bytes.Equal(AuditHash(prev, r.domain()), r.Hash) {
+			if !bytes.Equal(registry.AuditHash(prev, r.domain()), r.Hash) {
 				return fmt.Errorf("%w: event %d: hash does not match its content", registry.ErrAuditChain, r.Seq)
 			}
 			prev, last = r.Hash, r.Seq

@@ -44,7 +44,7 @@ func TestAuditTamper(t *testing.T) {
 				}
 				ev := evs[0]
 				ev.Detail = "forged"
-				err = s.w.Exec("UPDATE audit_events SET detail = ?, hash = ? WHERE seq = 3", ev.Detail, AuditHash(ev.PrevHash, ev)).Error
+				err = s.w.Exec("UPDATE audit_events SET detail = ?, hash = ? WHERE seq = 3", ev.Detail, registry.AuditHash(ev.PrevHash, ev)).Error
 			case strings.Contains(tc.sql, "?"):
 				err = s.w.Exec(tc.sql, "2001-01-01 00:00:00+00:00").Error
 			default:

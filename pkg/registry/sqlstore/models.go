@@ -132,9 +132,47 @@ type crlCounterRow struct {
 
 func (crlCounterRow) TableName() string { return "crl_counter" }
 
+// tpmChallengeRow is a pending TPM challenge (registry.TPMChallenge). Used
+// rows stay until they expire, so a replay is told apart from an unknown
+// ID; PutTPMChallenge sweeps expired rows.
+type tpmChallengeRow struct {
+	ID         string    `gorm:"primaryKey;size:128"`
+	SecretHash []byte    `gorm:"not null"`
+	Nonce      []byte    `gorm:"not null"`
+	AKPublic   []byte    `gorm:"column:ak_public;not null"`
+	EKHash     string    `gorm:"column:ek_hash;size:128;not null"`
+	Binding    []byte    `gorm:"not null"`
+	Expires    time.Time `gorm:"not null;index"`
+	Used       bool      `gorm:"not null;default:false"`
+	CreatedAt  time.Time
+}
+
+func (tpmChallengeRow) TableName() string { return "tpm_challenges" }
+
+func fromTPMChallenge(c *registry.TPMChallenge) *tpmChallengeRow {
+	r := &tpmChallengeRow{
+		ID: c.ID, SecretHash: c.SecretHash, Nonce: c.Nonce, AKPublic: c.AKPublic, EKHash: c.EKHash,
+		Binding: c.Binding, Expires: ts(c.Expires), CreatedAt: ts(c.CreatedAt),
+	}
+	// NOT NULL columns: an absent value is stored empty.
+	for _, b := range []*[]byte{&r.SecretHash, &r.Nonce, &r.AKPublic, &r.Binding} {
+		if *b == nil {
+			*b = []byte{}
+		}
+	}
+	return r
+}
+
+func (r *tpmChallengeRow) domain() *registry.TPMChallenge {
+	return &registry.TPMChallenge{
+		ID: r.ID, SecretHash: r.SecretHash, Nonce: r.Nonce, AKPublic: r.AKPublic, EKHash: r.EKHash,
+		Binding: r.Binding, Expires: r.Expires.UTC(), CreatedAt: r.CreatedAt.UTC(),
+	}
+}
+
 func allModels() []any {
 	return []any{&tenantRow{}, &deviceRow{}, &certificateRow{}, &tokenRow{}, &adminRow{}, &auditRow{}, &auditHeadRow{},
-		&crlCounterRow{}, &preregistrationRow{}, &tpmRootRow{}}
+		&crlCounterRow{}, &preregistrationRow{}, &tpmRootRow{}, &tpmChallengeRow{}}
 }
 
 // ts normalises a time for storage: UTC, microsecond precision (PostgreSQL's

@@ -62,6 +62,11 @@ func Run(t *testing.T, open func(t *testing.T) registry.Store) {
 		{"QuarantineRelease", testQuarantineRelease},
 		{"TenantPolicy", testTenantPolicy},
 		{"ReEnrollSameEKWithToken", testReEnrollSameEKWithToken},
+		{"TPMChallenge", testTPMChallenge},
+		{"TPMChallengeUnknown", testTPMChallengeUnknown},
+		{"TPMChallengeExpired", testTPMChallengeExpired},
+		{"TPMChallengeSingleUse", testTPMChallengeSingleUse},
+		{"TPMChallengeSweep", testTPMChallengeSweep},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
