@@ -13,6 +13,11 @@ import (
 	"time"
 )
 
+// SlugStoreUnavailable is the problem type slug of a 503 answered while the
+// CA's registry cannot commit (a read-only or full disk, a lost database
+// connection): nothing was recorded, retry after the reply's Retry-After.
+const SlugStoreUnavailable = "store-unavailable"
+
 // ResponseError is a non-2xx reply from the CA. When the server sent
 // application/problem+json, Problem holds it and errors.As(err, &problem) finds
 // it; otherwise Body holds an excerpt of what was sent.
