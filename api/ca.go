@@ -1,8 +1,10 @@
 package api
 
 import (
-	"devpki/api/wire"
+	"context"
 	"net/http"
+
+	"devpki/api/wire"
 
 	"github.com/labstack/echo/v4"
 )
@@ -11,6 +13,7 @@ func (s *Server) routesCA(e *echo.Echo) {
 	e.GET("/v1/ca/roots", s.pemBundle(func() []byte { return s.rootsPEM }))
 	e.GET("/v1/ca/chain", s.pemBundle(func() []byte { return s.chainPEM }))
 	e.GET("/healthz", s.healthz)
+	e.GET("/readyz", s.readyz)
 }
 
 func (s *Server) pemBundle(b func() []byte) echo.HandlerFunc {
@@ -26,4 +29,26 @@ func (s *Server) healthz(c echo.Context) error {
 		return problem(http.StatusServiceUnavailable, wire.SlugUnavailable, "Store unreachable", "the registry database does not answer")
 	}
 	return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// readier is a store that knows whether it can commit right now
+// (sqlstore.Store does). A store without it is ready whenever it answers.
+type readier interface {
+	Ready(ctx context.Context) error
+}
+
+// readyz is readiness: 503 store-unavailable, with Retry-After, while the
+// registry does not answer or cannot commit; /healthz stays liveness.
+func (s *Server) readyz(c echo.Context) error {
+	ctx := c.Request().Context()
+	err := s.cfg.Store.Ping(ctx)
+	if r, ok := s.cfg.Store.(readier); ok && err == nil {
+		err = r.Ready(ctx)
+	}
+	if err != nil {
+		s.cfg.Log.Warn("readiness: registry cannot commit", "err", err)
+		return problem(http.StatusServiceUnavailable, wire.SlugStoreUnavailable, "Registry cannot commit, retry later",
+			"the registry database cannot record anything now")
+	}
+	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"strconv"
+	"time"
 
 	"github.com/labstack/echo/v4"
 
@@ -14,6 +16,11 @@ import (
 	"devpki/pkg/registry"
 	"devpki/pkg/tpm/verify"
 )
+
+// RetryAfterStoreUnavailable is the Retry-After of a 503 store-unavailable
+// answer: long enough not to hammer a registry that cannot commit, short
+// enough that devices notice its recovery within seconds.
+const RetryAfterStoreUnavailable = 5 * time.Second
 
 // problemError is an error that already knows its HTTP answer.
 type problemError struct {
@@ -38,6 +45,8 @@ func classify(err error) (status int, slug, title string, public bool) {
 	switch {
 	case errors.As(err, &pe):
 		return pe.status, pe.slug, pe.title, true
+	case errors.Is(err, registry.ErrUnavailable):
+		return http.StatusServiceUnavailable, wire.SlugStoreUnavailable, "Registry cannot commit, retry later", false
 	case errors.As(err, &mbe):
 		return http.StatusRequestEntityTooLarge, wire.SlugPayloadTooLarge, "Request body too large", true
 	case errors.Is(err, provision.ErrCloneSuspect):
@@ -123,7 +132,10 @@ func errorHandler(log *slog.Logger) echo.HTTPErrorHandler {
 		if status >= 500 {
 			log.Error("request failed", "method", c.Request().Method, "path", c.Path(), "err", err)
 		}
-		if status == http.StatusServiceUnavailable || status == http.StatusTooManyRequests {
+		switch {
+		case slug == wire.SlugStoreUnavailable:
+			c.Response().Header().Set("Retry-After", strconv.Itoa(int(RetryAfterStoreUnavailable/time.Second)))
+		case status == http.StatusServiceUnavailable || status == http.StatusTooManyRequests:
 			c.Response().Header().Set("Retry-After", "1")
 		}
 		b, _ := json.Marshal(p)

@@ -2,7 +2,6 @@ package api
 
 import (
 	"crypto/sha256"
-	"devpki/api/wire"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
@@ -15,6 +14,8 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"golang.org/x/crypto/ocsp"
+
+	"devpki/api/wire"
 )
 
 func (s *Server) routesOCSP(e *echo.Echo) {

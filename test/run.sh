@@ -11,6 +11,8 @@ step() { printf '\n==> %s\n' "$*"; }
 
 need_pkgs=()
 command -v openssl >/dev/null || need_pkgs+=(openssl)
+# test/e2e store fault tests: chattr +i on the registry (a tmpfs full disk needs only mount).
+command -v chattr >/dev/null || need_pkgs+=(e2fsprogs)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_pkgs+=(postgresql)
 # pkg/tpm: swtpm (TPM 2.0 emulator) for its tests; gcc and libssl-dev for the
 # cgo simulator build (-tags tpmsimulator).

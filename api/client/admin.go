@@ -2,7 +2,6 @@ package client
 
 import (
 	"context"
-	"devpki/api/wire"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +9,8 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+
+	"devpki/api/wire"
 )
 
 // ListDevices lists devices; q holds the filters (status, serial, mac,

@@ -8,7 +8,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"devpki/api/wire"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -19,6 +18,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"devpki/api/wire"
 )
 
 // Limits on what the client reads from a reply.

@@ -227,7 +227,7 @@ func TestErrorReplies(t *testing.T) {
 		{name: "504", reply: func(w http.ResponseWriter) { w.WriteHeader(504) }, status: 504, transient: true},
 		{name: "500 text excerpt", reply: func(w http.ResponseWriter) {
 			http.Error(w, "boom "+strings.Repeat("x", 5000), http.StatusInternalServerError)
-		}, status: 500, inMessage: "500 Internal Server Error: boom xxx"},
+		}, status: 500, inMessage: "500 Internal Server Error: boom xxx", transient: true},
 		{name: "bad Retry-After ignored", reply: func(w http.ResponseWriter) {
 			w.Header().Set("Retry-After", "soon")
 			w.WriteHeader(503)
@@ -312,7 +312,8 @@ func TestIsTransientNetwork(t *testing.T) {
 		{"certificate error", x509.UnknownAuthorityError{}, false},
 		{"other", errors.New("boom"), false},
 		{"400", &ResponseError{StatusCode: 400}, false},
-		{"500", &ResponseError{StatusCode: 500}, false},
+		{"500", &ResponseError{StatusCode: 500}, true},
+		{"501", &ResponseError{StatusCode: 501}, false},
 		{"429", &ResponseError{StatusCode: 429}, true},
 	}
 	for _, tt := range tests {

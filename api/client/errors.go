@@ -2,7 +2,6 @@ package client
 
 import (
 	"context"
-	"devpki/api/wire"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"devpki/api/wire"
 )
 
 // ResponseError is a non-2xx reply from the CA. When the server sent
@@ -51,8 +52,10 @@ func (e *ResponseError) Unwrap() error {
 // IsTransient reports whether a request that failed with err may succeed if
 // sent again unchanged: connection refused, reset or aborted, network or host
 // unreachable, an unexpected EOF, a timeout or temporary DNS failure, and the
-// replies 429, 502, 503 and 504. Everything else — other statuses, TLS and
-// certificate errors, pinning failures, a cancelled context — is permanent.
+// replies 429, 500, 502, 503 and 504 (a 500 may be a fault of the CA that
+// passes, such as its registry failing; the CA commits nothing it answers
+// 5xx for). Everything else — other statuses, TLS and certificate errors,
+// pinning failures, a cancelled context — is permanent.
 func IsTransient(err error) bool {
 	if err == nil {
 		return false
@@ -60,7 +63,7 @@ func IsTransient(err error) bool {
 	var re *ResponseError
 	if errors.As(err, &re) {
 		switch re.StatusCode {
-		case http.StatusTooManyRequests, http.StatusBadGateway,
+		case http.StatusTooManyRequests, http.StatusInternalServerError, http.StatusBadGateway,
 			http.StatusServiceUnavailable, http.StatusGatewayTimeout:
 			return true
 		}

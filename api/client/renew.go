@@ -2,9 +2,10 @@ package client
 
 import (
 	"context"
-	"devpki/api/wire"
 	"errors"
 	"net/http"
+
+	"devpki/api/wire"
 )
 
 // Renew renews the device's certificate through POST /v1/renew. The client

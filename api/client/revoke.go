@@ -2,10 +2,11 @@ package client
 
 import (
 	"context"
-	"devpki/api/wire"
 	"errors"
 	"net/http"
 	"net/url"
+
+	"devpki/api/wire"
 )
 
 // RevokeCertificate revokes one certificate by serial (hex) through the

@@ -2,9 +2,10 @@ package client
 
 import (
 	"context"
-	"devpki/api/wire"
 	"errors"
 	"net/http"
+
+	"devpki/api/wire"
 )
 
 // TPMChallenge starts TPM attestation enrollment (POST /v1/enroll/tpm/challenge)

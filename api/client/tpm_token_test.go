@@ -3,10 +3,11 @@ package client
 import (
 	"context"
 	"crypto/x509"
-	"devpki/api/wire"
 	"encoding/json"
 	"net/http"
 	"testing"
+
+	"devpki/api/wire"
 )
 
 // TestTPMChallengeWithToken: the token goes as 'Authorization: Bearer', as

@@ -34,7 +34,7 @@ func parseAgentFlags(cmd string, args []string, stderr io.Writer) (*agentFlags, 
 	fs.StringVar(&a.cfg.CA, "ca", "", "CA base `URL` (default: the one recorded at enrollment)")
 	fs.StringVar(&a.fingerprint, "fingerprint", "", "root fingerprint (default: the one recorded at enrollment)")
 	fs.StringVar(&a.cfg.KeyPasswordFile, "key-password-file", "", "`file` holding the password of device.key (default: DIR/device.key.password)")
-	fs.DurationVar(&a.cfg.Timeout, "timeout", 5*time.Minute, "give up retrying transient failures after this long")
+	fs.DurationVar(&a.cfg.Timeout, "timeout", defaultTimeout, "give up retrying transient failures (network, 429, 500, 502, 503, 504) after this long")
 	fs.StringVar(&a.cfg.TPM, "tpm", "auto", "TPM `spec`: for a TPM identity, auto uses the TPM recorded in DIR/tpm.json; for 'run', also the first enrollment's (see enroll -h)")
 	if cmd == "renew" {
 		fs.BoolVar(&a.rekey, "rekey", false, "make a new key instead of renewing the current one")

@@ -10,6 +10,7 @@ import (
 	"io"
 	"io/fs"
 	mrand "math/rand/v2"
+	"strconv"
 	"strings"
 	"time"
 
@@ -26,7 +27,13 @@ const (
 	exitTimedOut = 3 // --timeout elapsed while the CA kept failing transiently
 )
 
-// Backoff between attempts: full jitter over an exponential ceiling.
+// defaultTimeout is --timeout's default: long enough for a device whose
+// first boot falls in an outage of the CA or its registry to ride out a few
+// minutes of it.
+const defaultTimeout = 15 * time.Minute
+
+// Backoff between attempts: full jitter over an exponential ceiling, or the
+// server's Retry-After when that is longer.
 const (
 	backoffBase = 500 * time.Millisecond
 	backoffCap  = 30 * time.Second
@@ -365,8 +372,12 @@ func checkReply(resp *wire.EnrollResponse, key crypto.Signer, root *x509.Certifi
 	return id, nil
 }
 
-// retrier runs an operation until it succeeds, fails permanently, or the
-// deadline would pass.
+// retrier runs an operation until it succeeds, fails permanently (a 4xx
+// answer, a refused TLS peer, ...), or the deadline would pass. Transient
+// failures (client.IsTransient: the network, 429, 500, 502, 503, 504) are
+// retried with jittered exponential backoff, at least the Retry-After the
+// CA asked for; each retry is one line on stderr. Every call to the CA of
+// enroll, renew, rekey and run goes through it.
 type retrier struct {
 	cfg      *config
 	deadline time.Time
@@ -387,24 +398,37 @@ func (r *retrier) do(ctx context.Context, what string, op func(context.Context) 
 			return fmt.Errorf("%s: interrupted: %w", what, describe(err))
 		}
 		if ctx.Err() != nil || !r.cfg.Now().Before(r.deadline) {
-			return &exitError{exitTimedOut, fmt.Errorf("%s: gave up after %s: %w", what, r.cfg.Timeout, describe(err))}
+			return r.timedOut(what, fmt.Errorf("gave up after %s: %w", r.cfg.Timeout, describe(err)))
 		}
 		delay := r.cfg.Jitter(backoff(attempt))
 		if ra, ok := client.RetryAfter(err); ok && ra > delay {
 			delay = ra
 		}
 		if left := r.deadline.Sub(r.cfg.Now()); delay >= left {
-			return &exitError{exitTimedOut, fmt.Errorf("%s: next retry in %s would pass --timeout %s: %w",
-				what, delay.Round(time.Millisecond), r.cfg.Timeout, describe(err))}
+			return r.timedOut(what, fmt.Errorf("next try in %s would pass --timeout %s: %w",
+				seconds(delay), r.cfg.Timeout, describe(err)))
 		}
-		r.cfg.logf("retrying in %s: %v", delay.Round(time.Millisecond), describe(err))
-		if err := r.cfg.Sleep(ctx, delay); err != nil {
-			if errors.Is(err, context.Canceled) {
+		r.cfg.logf("%s failed: %v; next try in %s", what, describe(err), seconds(delay))
+		if serr := r.cfg.Sleep(ctx, delay); serr != nil {
+			if errors.Is(serr, context.Canceled) {
 				return fmt.Errorf("%s: interrupted while waiting to retry: %w", what, describe(err))
 			}
-			return &exitError{exitTimedOut, fmt.Errorf("%s: gave up after %s: %w", what, r.cfg.Timeout, err)}
+			return r.timedOut(what, fmt.Errorf("gave up after %s: %w", r.cfg.Timeout, describe(err)))
 		}
 	}
+}
+
+// timedOut is the exit-3 error of a retry loop whose deadline passed,
+// saying what to do about it.
+func (r *retrier) timedOut(what string, err error) error {
+	return &exitError{exitTimedOut, fmt.Errorf("%s: %w; the CA or the network kept failing: "+
+		"check that the CA is reachable and ready (GET /readyz), then run the command again (it picks up where it "+
+		"stopped), or give it longer with --timeout", what, err)}
+}
+
+// seconds formats a retry delay for humans: "7s", "0.5s".
+func seconds(d time.Duration) string {
+	return strconv.FormatFloat(d.Round(100*time.Millisecond).Seconds(), 'f', -1, 64) + "s"
 }
 
 // backoff is the ceiling before attempt+1: base·2^attempt, capped.

@@ -200,7 +200,7 @@ func TestEnrollRetryAfterHonoured(t *testing.T) {
 	if got := f.EnrollHits.Load(); got != 3 {
 		t.Errorf("%d enroll requests, want 3", got)
 	}
-	if !strings.Contains(h.stderr.String(), "retrying in 7s: 503 Service Unavailable: warming up") {
+	if !strings.Contains(h.stderr.String(), "enroll failed: 503 Service Unavailable: warming up [unavailable]; next try in 7s") {
 		t.Errorf("stderr:\n%s", &h.stderr)
 	}
 	checkState(t, h.cfg.Dir, nil, stateFiles)
@@ -232,7 +232,7 @@ func TestEnrollPermanentProblem(t *testing.T) {
 
 func TestEnrollOtherPermanentStatuses(t *testing.T) {
 	t.Parallel()
-	for _, status := range []int{400, 403, 404, 409, 413, 422, 418, 500} {
+	for _, status := range []int{400, 403, 404, 409, 413, 422, 418, 501} {
 		f := newFakeCA(t)
 		f.Then(problem(status, "x", "refused"))
 		h := newHarness(t, f)

@@ -8,8 +8,12 @@
 // naming the device serial and MAC with a bootstrap token, verifies the
 // certificate it gets, and writes device.key, device.crt, chain.pem and
 // root.crt into --dir. Run again, it does nothing while that identity is
-// valid. Exit codes: 0 enrolled or already enrolled, 1 permanent error, 2
-// usage error, 3 timed out while the CA kept failing transiently.
+// valid. Transient failures (the network, 429 and 5xx answers such as a
+// CA whose registry cannot commit) are retried with jittered exponential
+// backoff, honouring Retry-After, for up to --timeout (default 15m). Exit
+// codes: 0 enrolled or already enrolled, 1 permanent error (a 4xx answer,
+// a wrong CA), 2 usage error, 3 timed out while the CA kept failing
+// transiently.
 //
 // Where the key lives is --tpm (default auto): with a TPM (/dev/tpmrm0,
 // /dev/tpm0, a device path, or swtpm:unix:PATH / swtpm:tcp:HOST:PORT) the key
@@ -44,7 +48,6 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
-	"time"
 )
 
 func main() {
@@ -103,7 +106,7 @@ func parseEnrollFlags(args []string, stderr io.Writer, getenv func(string) strin
 		return nil
 	})
 	fs.StringVar(&cfg.KeyPasswordFile, "key-password-file", "", "`file` holding the password of device.key (default: DIR/device.key.password, generated)")
-	fs.DurationVar(&cfg.Timeout, "timeout", 5*time.Minute, "give up retrying transient failures after this long")
+	fs.DurationVar(&cfg.Timeout, "timeout", defaultTimeout, "give up retrying transient failures (network, 429, 500, 502, 503, 504) after this long")
 	fs.StringVar(&cfg.TPM, "tpm", "auto", "where the key lives, a `spec`: auto (/dev/tpmrm0 or /dev/tpm0; a software key when there is none), a TPM device path, swtpm:unix:PATH, swtpm:tcp:HOST:PORT, or none (software key)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: enroll [enroll] --ca URL --fingerprint HEX [--token T | --token-file F | $DEVPKI_TOKEN] [--tpm SPEC] --dir DIR [flags]\n")

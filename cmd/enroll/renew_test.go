@@ -275,7 +275,7 @@ func TestAgentRunLoop(t *testing.T) {
 		t.Fatalf("%d renewals installed, want at least 3\n%s", len(renewals), h.stderr.String())
 	}
 	log := h.stderr.String()
-	for _, want := range []string{"no identity", "next renewal at", "retrying in 30s", "requires a new key", "renewed"} {
+	for _, want := range []string{"no identity", "next renewal at", "next try in 30s", "requires a new key", "renewed"} {
 		if !strings.Contains(log, want) {
 			t.Errorf("agent log lacks %q:\n%s", want, log)
 		}
@@ -328,15 +328,20 @@ func TestAgentClockAhead(t *testing.T) {
 func TestEnrollReusesKeyAfterLostAnswer(t *testing.T) {
 	f := newFakeCA(t)
 	h := newHarness(t, f)
-	f.Then(problem(500, "internal", "the answer was lost"))
-	if err := h.run(); exitCode(err) != exitFailure {
-		t.Fatalf("first run: %v", err)
+	// With a 1s timeout and the harness's jitter (half the ceiling) the first
+	// run tries at 0, 0.25s and 0.75s, then gives up.
+	f.Then(problem(500, "internal", "the answer was lost"), problem(500, "internal", "the answer was lost"),
+		problem(500, "internal", "the answer was lost"))
+	h.cfg.Timeout = time.Second
+	if err := h.run(); exitCode(err) != exitTimedOut {
+		t.Fatalf("first run: %v, want exit %d", err, exitTimedOut)
 	}
+	h.cfg.Timeout = time.Minute
 	if err := h.run(); err != nil {
 		t.Fatalf("second run: %v\n%s", err, h.stderr.String())
 	}
-	if len(f.csrKeys) != 2 || f.csrKeys[0] != f.csrKeys[1] {
-		t.Fatalf("the two requests carried %d keys, equal=%v; want the same key twice", len(f.csrKeys), len(f.csrKeys) == 2 && f.csrKeys[0] == f.csrKeys[1])
+	if len(f.csrKeys) != 4 || f.csrKeys[0] != f.csrKeys[1] || f.csrKeys[0] != f.csrKeys[2] || f.csrKeys[0] != f.csrKeys[3] {
+		t.Fatalf("the requests carried keys %v; want the same key 4 times", f.csrKeys)
 	}
 	if !strings.Contains(h.stderr.String(), "reusing the key of an unfinished enrollment") {
 		t.Fatalf("no log of the reuse:\n%s", h.stderr.String())

@@ -43,6 +43,10 @@ var (
 	ErrNotRenewable = errors.New("registry: certificate cannot be renewed")
 	// ErrDeviceNotActive: the device is revoked or quarantined.
 	ErrDeviceNotActive = errors.New("registry: device is not active")
+	// ErrUnavailable: the store cannot commit right now (read-only or full
+	// disk, I/O error, lost database connection); nothing was written.
+	// Retry later.
+	ErrUnavailable = errors.New("registry: store unavailable")
 )
 
 // Tenant is an isolated fleet. The zero RequireTPM lets devices enroll with

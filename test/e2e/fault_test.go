@@ -12,8 +12,10 @@ import (
 
 // TestFaultCertificateInsertFails makes the registry refuse the certificate
 // insert while `ca serve` runs: the device must get no certificate, the token
-// must not be spent and no device row may remain (invariants 1 and 2). Once
-// the fault is gone the same token works.
+// must not be spent and no device row may remain (invariants 1 and 2). The
+// server answers 500 (an unknown fault, not an unwritable store), which the
+// agent retries until its --timeout, then exits 3. Once the fault is gone
+// the same token works.
 func TestFaultCertificateInsertFails(t *testing.T) {
 	t.Parallel()
 	ca := initCA(t)
@@ -34,11 +36,14 @@ func TestFaultCertificateInsertFails(t *testing.T) {
 	state := filepath.Join(t.TempDir(), "state")
 	args := enrollArgs(srv, ca.Fingerprint, tok.Token, state, serial, "--timeout", "5s")
 	res := run(t, nil, enrollBin, args...)
-	if res.code == 0 {
-		t.Fatalf("enroll while certificate inserts fail: want non-zero exit, got %s", res)
+	if res.code != 3 {
+		t.Fatalf("enroll while certificate inserts fail: want exit 3 (timed out retrying), got %s", res)
 	}
-	if !strings.Contains(res.stderr, "500") {
-		t.Errorf("enroll while certificate inserts fail: stderr does not show the server's 500 problem:\n%s", res)
+	if n := strings.Count(res.stderr, "enroll failed: 500 Internal error [internal]; next try in"); n < 2 {
+		t.Errorf("enroll while certificate inserts fail: %d retries of the server's 500 problem, want at least 2:\n%s", n, res)
+	}
+	if !strings.Contains(res.stderr, "--timeout") {
+		t.Errorf("enroll gave up without saying what to do:\n%s", res)
 	}
 	requireNoFile(t, filepath.Join(state, "device.crt"))
 	if n := usesLeft(t, db, tok.ID); n != 1 {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/tls"
 	"crypto/x509"
-	"devpki/api/wire"
 	"encoding/base64"
 	"encoding/json"
 	"io"
@@ -15,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ocsp"
+
+	"devpki/api/wire"
 )
 
 // TestRevokeEndToEnd: enroll a device, 'ca devices revoke' it, then the CRL

@@ -52,6 +52,7 @@ var ErrClosed = errors.New("sqlstore: store closed")
 // or rolled back. If ctx ends while the op is still queued, the op is dropped
 // and ctx's error returned; once the committer has taken it, write waits for
 // the real outcome so the caller never gets an error for a committed write.
+// A database that cannot commit is an error wrapping registry.ErrUnavailable.
 func (s *Store) write(ctx context.Context, fn func(tx *gorm.DB, b *batch) error) error {
 	o := &op{fn: fn, done: make(chan error, 1)}
 	s.mu.RLock()
@@ -68,12 +69,12 @@ func (s *Store) write(ctx context.Context, fn func(tx *gorm.DB, b *batch) error)
 	}
 	select {
 	case err := <-o.done:
-		return err
+		return unavailable(err)
 	case <-ctx.Done():
 		if o.state.CompareAndSwap(opQueued, opAbandoned) {
 			return ctx.Err()
 		}
-		return <-o.done
+		return unavailable(<-o.done)
 	}
 }
 
@@ -162,6 +163,7 @@ func (s *Store) runBatch(queued []*op) {
 
 	errs := make([]error, len(ops))
 	fail := func(err error) {
+		s.settle(err)
 		for _, o := range ops {
 			o.done <- err
 		}
@@ -202,10 +204,18 @@ func (s *Store) runBatch(queued []*op) {
 		}
 		errs[i] = err
 		b.headSeq, b.headHash = seq, hash
+		if isUnavailable(err) {
+			// The database cannot write (SQLite may even have rolled the
+			// transaction back by itself): the batch cannot commit.
+			sqlTx.Rollback()
+			fail(err)
+			return
+		}
 		if _, rerr := b.exec("ROLLBACK TO SAVEPOINT op"); rerr != nil {
 			// The transaction is in an unknown state: give up on all of it.
 			sqlTx.Rollback()
-			err := fmt.Errorf("sqlstore: rollback to savepoint: %w", rerr)
+			err := fmt.Errorf("sqlstore: rollback to savepoint after %w: %w", err, rerr)
+			s.settle(err)
 			for j, o := range ops {
 				if errs[j] != nil && j < i {
 					o.done <- errs[j]
@@ -230,6 +240,7 @@ func (s *Store) runBatch(queued []*op) {
 	}
 	if err := sqlTx.Commit(); err != nil {
 		err = fmt.Errorf("sqlstore: commit: %w", translate(err))
+		s.settle(err)
 		for i, o := range ops {
 			if errs[i] == nil {
 				errs[i] = err
@@ -238,6 +249,7 @@ func (s *Store) runBatch(queued []*op) {
 		}
 		return
 	}
+	s.settle(nil)
 	for i, o := range ops {
 		o.done <- errs[i]
 	}

@@ -87,6 +87,8 @@ type Store struct {
 	wsql       *sql.DB   // the writer pool under s.w
 	stmts      stmtCache // prepared hot-path statements on wsql
 	sharedPool bool      // s.r shares s.w's pool (PostgreSQL)
+
+	ready readiness // see Ready
 }
 
 var _ registry.Store = (*Store)(nil)
@@ -267,6 +269,9 @@ func (s *Store) migrate(ctx context.Context) error {
 	if err := migrateQuarantine(db); err != nil {
 		return err
 	}
+	if err := migrateHeartbeat(db); err != nil {
+		return err
+	}
 	now := ts(s.now())
 	err := db.Clauses(clause.OnConflict{DoNothing: true}).Create(&tenantRow{
 		ID: registry.DefaultTenant, Name: registry.DefaultTenant, CreatedAt: now,
@@ -311,17 +316,19 @@ func (s *Store) closeAll() error {
 	return err
 }
 
-// Ping implements registry.Store with a query on the read pool.
+// Ping implements registry.Store with a query on the read pool. A database
+// that does not answer is registry.ErrUnavailable.
 func (s *Store) Ping(ctx context.Context) error {
 	var n int
 	if err := s.r.WithContext(ctx).Raw("SELECT 1").Scan(&n).Error; err != nil {
-		return fmt.Errorf("sqlstore: ping: %w", err)
+		return fmt.Errorf("sqlstore: ping: %w", unavailable(err))
 	}
 	return nil
 }
 
 // translate maps gorm's errors to the registry's sentinels; it is the only
-// place that knows gorm's error values.
+// place that knows gorm's error values. A database that cannot answer or
+// commit is registry.ErrUnavailable (unavailable.go).
 func translate(err error) error {
 	switch {
 	case err == nil:
@@ -333,7 +340,7 @@ func translate(err error) error {
 	case errors.Is(err, gorm.ErrForeignKeyViolated):
 		return fmt.Errorf("%w: referenced record: %w", registry.ErrNotFound, err)
 	}
-	return err
+	return unavailable(err)
 }
 
 // translateSQL is translate for the committer's own database/sql
