@@ -3,8 +3,6 @@ package api
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
-	"fmt"
 	"net/http"
 
 	"github.com/labstack/echo/v4"
@@ -45,13 +43,13 @@ func (s *Server) listQuarantined(c echo.Context, tenantID, serial, after string,
 	if err != nil {
 		return err
 	}
-	tenant, err := s.cfg.Store.GetTenantByID(ctx, tenantID)
+	tenant, err := s.tenantName(ctx, tenantID)
 	if err != nil {
 		return err
 	}
 	out := wire.DeviceList{Devices: []wire.Device{}, Quarantined: make([]wire.QuarantinedClaim, 0, len(qs))}
 	for _, q := range qs {
-		out.Quarantined = append(out.Quarantined, quarantineView(q, tenant.Name))
+		out.Quarantined = append(out.Quarantined, quarantineView(q, tenant))
 	}
 	if len(qs) > 0 && len(qs) == effectiveLimit(limit) {
 		out.Next = qs[len(qs)-1].ID
@@ -62,41 +60,16 @@ func (s *Server) listQuarantined(c echo.Context, tenantID, serial, after string,
 // dismissQuarantine is POST /v1/admin/quarantine/:id/dismiss: the admin has
 // looked into a held claim and closes it. The claimant stays refused.
 func (s *Server) dismissQuarantine(c echo.Context) error {
-	adm := adminFrom(c)
 	ctx := c.Request().Context()
-	id := c.Param("id")
-	q, err := s.cfg.Store.GetQuarantine(ctx, id)
-	if err != nil || q.TenantID != adm.TenantID {
-		return problem(http.StatusNotFound, wire.SlugNotFound, "Not found", fmt.Sprintf("no quarantined claim %q in your tenant", id))
-	}
-	if q.Status != registry.QuarantineHeld {
-		return problem(http.StatusConflict, wire.SlugConflict, "Claim not held", closedDetail(q))
-	}
-	actor := "admin:" + adm.Name
-	d, err := s.cfg.Store.DismissQuarantine(ctx, id, actor, &registry.AuditEvent{
-		TenantID: adm.TenantID, Actor: actor, Action: "quarantine.dismiss", Target: id, Result: registry.ResultOK,
-		Detail:     fmt.Sprintf("serial=%s ek=%s reason=%s device=%s attempts=%d", q.Serial, q.EKHash, q.Reason, q.ConflictDeviceID, q.Attempts),
-		SourceAddr: c.RealIP(),
-	})
+	d, err := s.cfg.Admin.DismissQuarantine(ctx, s.actor(c), c.Param("id"))
 	if err != nil {
 		return err
 	}
-	tenant, err := s.cfg.Store.GetTenantByID(ctx, d.TenantID)
+	tenant, err := s.tenantName(ctx, d.TenantID)
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, quarantineView(d, tenant.Name))
-}
-
-// closedDetail says who closed a claim that is no longer held.
-func closedDetail(q *registry.Quarantine) string {
-	switch q.Status {
-	case registry.QuarantineDismissed:
-		return fmt.Sprintf("claim %s was dismissed by %s", q.ID, q.DismissedBy)
-	case registry.QuarantineReleased:
-		return fmt.Sprintf("claim %s was released by %s", q.ID, q.ReleasedBy)
-	}
-	return fmt.Sprintf("claim %s is %s", q.ID, q.Status)
+	return c.JSON(http.StatusOK, quarantineView(d, tenant))
 }
 
 // releaseQuarantine is POST /v1/admin/quarantine/:id/release (body
@@ -112,34 +85,19 @@ func (s *Server) releaseQuarantine(c echo.Context) error {
 	id := c.Param("id")
 	reason, err := releaseReason(c)
 	if err != nil {
-		return s.refuseRevoke(c, "quarantine.release", id, err)
+		return s.refuse(c, s.actor(c), provision.ActionQuarantineRelease, id, err)
 	}
 	res, err := s.cfg.Revocation.ReleaseQuarantine(ctx, s.actor(c), id, reason)
-	switch {
-	case errors.Is(err, registry.ErrNotFound):
-		return problem(http.StatusNotFound, wire.SlugNotFound, "Not found", fmt.Sprintf("no quarantined claim %q in your tenant", id))
-	case errors.Is(err, registry.ErrClaimNotHeld):
-		if q, gerr := s.cfg.Store.GetQuarantine(ctx, id); gerr == nil {
-			return problem(http.StatusConflict, wire.SlugConflict, "Claim not held", closedDetail(q))
-		}
-		return problem(http.StatusConflict, wire.SlugConflict, "Claim not held", err.Error())
-	case errors.Is(err, registry.ErrClaimStale):
-		return problem(http.StatusConflict, wire.SlugConflict, "Enrolled device changed",
-			err.Error()+"; nothing was changed. Look again at the device ('ca devices get ID') and the claims "+
-				"('ca devices list --status quarantined'): the claimant's next attempt updates the held claim")
-	case errors.Is(err, registry.ErrEKConflict):
-		return problem(http.StatusConflict, wire.SlugConflict, "TPM bound to another device",
-			err.Error()+"; nothing was changed")
-	case err != nil:
-		return revokeError(err)
+	if err != nil {
+		return err
 	}
-	tenant, err := s.cfg.Store.GetTenantByID(ctx, res.Claim.TenantID)
+	tenant, err := s.tenantName(ctx, res.Claim.TenantID)
 	if err != nil {
 		return err
 	}
 	rv := revokeResponse(&provision.RevokeResult{Certificates: res.Certificates})
 	return c.JSON(http.StatusOK, &wire.ReleaseResponse{
-		Claim: quarantineView(res.Claim, tenant.Name), Device: deviceView(res.Device, tenant.Name),
+		Claim: quarantineView(res.Claim, tenant), Device: deviceView(res.Device, tenant),
 		Certificates: rv.Certificates, CRLNumber: res.CRLNumber,
 	})
 }

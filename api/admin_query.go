@@ -27,12 +27,14 @@ func (s *Server) routesAdminQuery(g *echo.Group) {
 	g.GET("/certificates/:serial", s.getCertificate, anyRole)
 	g.GET("/audit", s.listAudit, anyRole)
 	g.POST("/devices/:id/rotate", s.rotateDevice, s.requireRole(registry.RoleAdmin))
+	g.POST("/devices/:id/reinstate", s.reinstateDevice, s.requireRole(registry.RoleAdmin))
 	g.POST("/certificates", s.issueCertificate, s.requireRole(registry.RoleAdmin))
 	s.routesQuarantine(g)
 }
 
+// badArg is a query or body field that does not decode.
 func badArg(format string, args ...any) error {
-	return problem(http.StatusBadRequest, wire.SlugBadRequest, "Invalid argument", fmt.Sprintf(format, args...))
+	return fmt.Errorf("%w: %s", provision.ErrInvalidArgument, fmt.Sprintf(format, args...))
 }
 
 func queryLimit(c echo.Context) (int, error) {
@@ -48,13 +50,13 @@ func queryLimit(c echo.Context) (int, error) {
 }
 
 func (s *Server) listDevices(c echo.Context) error {
-	adm := adminFrom(c)
+	who := s.actor(c)
 	limit, err := queryLimit(c)
 	if err != nil {
 		return err
 	}
 	f := registry.DeviceFilter{
-		TenantID: adm.TenantID, Status: registry.DeviceStatus(c.QueryParam("status")),
+		TenantID: who.TenantID, Status: registry.DeviceStatus(c.QueryParam("status")),
 		Serial: c.QueryParam("serial"), After: c.QueryParam("after"), Limit: limit,
 	}
 	switch f.Status {
@@ -64,7 +66,7 @@ func (s *Server) listDevices(c echo.Context) error {
 		if m := c.QueryParam("mac"); m != "" {
 			return badArg("mac does not apply to status quarantined")
 		}
-		return s.listQuarantined(c, adm.TenantID, f.Serial, f.After, limit)
+		return s.listQuarantined(c, who.TenantID, f.Serial, f.After, limit)
 	default:
 		return badArg("status %q is not active, revoked or quarantined", f.Status)
 	}
@@ -77,13 +79,13 @@ func (s *Server) listDevices(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	tenant, err := s.cfg.Store.GetTenantByID(c.Request().Context(), adm.TenantID)
+	tenant, err := s.tenantName(c.Request().Context(), who.TenantID)
 	if err != nil {
 		return err
 	}
 	out := wire.DeviceList{Devices: make([]wire.Device, 0, len(devs))}
 	for _, d := range devs {
-		out.Devices = append(out.Devices, deviceView(d, tenant.Name))
+		out.Devices = append(out.Devices, deviceView(d, tenant))
 	}
 	if len(devs) > 0 && len(devs) == effectiveLimit(limit) {
 		out.Next = devs[len(devs)-1].ID
@@ -99,26 +101,33 @@ func effectiveLimit(n int) int {
 }
 
 func (s *Server) getDevice(c echo.Context) error {
-	adm := adminFrom(c)
 	d, err := s.cfg.Store.GetDevice(c.Request().Context(), c.Param("id"))
-	if err != nil || d.TenantID != adm.TenantID {
-		return problem(http.StatusNotFound, wire.SlugNotFound, "Not found", fmt.Sprintf("no device %q in your tenant", c.Param("id")))
+	if err == nil && !provision.InScope(s.actor(c), d.TenantID) {
+		err = registry.ErrNotFound
 	}
-	tenant, err := s.cfg.Store.GetTenantByID(c.Request().Context(), d.TenantID)
+	if err != nil {
+		return fmt.Errorf("no device %q in your tenant: %w", c.Param("id"), err)
+	}
+	return s.device(c, d)
+}
+
+// device answers with d.
+func (s *Server) device(c echo.Context, d *registry.Device) error {
+	tenant, err := s.tenantName(c.Request().Context(), d.TenantID)
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, deviceView(d, tenant.Name))
+	return c.JSON(http.StatusOK, deviceView(d, tenant))
 }
 
 func (s *Server) listCertificates(c echo.Context) error {
-	adm := adminFrom(c)
+	who := s.actor(c)
 	limit, err := queryLimit(c)
 	if err != nil {
 		return err
 	}
 	f := registry.CertFilter{
-		TenantID: adm.TenantID, DeviceID: c.QueryParam("device"), Kind: registry.CertKind(c.QueryParam("kind")),
+		TenantID: who.TenantID, DeviceID: c.QueryParam("device"), Kind: registry.CertKind(c.QueryParam("kind")),
 		Status: registry.CertStatus(c.QueryParam("status")), After: c.QueryParam("after"), Limit: limit,
 	}
 	switch f.Status {
@@ -148,16 +157,18 @@ func (s *Server) listCertificates(c echo.Context) error {
 }
 
 func (s *Server) getCertificate(c echo.Context) error {
-	adm := adminFrom(c)
 	r, err := s.cfg.Store.GetCertificate(c.Request().Context(), c.Param("serial"))
-	if err != nil || r.TenantID != adm.TenantID {
-		return problem(http.StatusNotFound, wire.SlugNotFound, "Not found", fmt.Sprintf("no certificate %q in your tenant", c.Param("serial")))
+	if err == nil && !provision.InScope(s.actor(c), r.TenantID) {
+		err = registry.ErrNotFound
+	}
+	if err != nil {
+		return fmt.Errorf("no certificate %q in your tenant: %w", c.Param("serial"), err)
 	}
 	return c.JSON(http.StatusOK, certView(r, true))
 }
 
 func (s *Server) listAudit(c echo.Context) error {
-	adm := adminFrom(c)
+	who := s.actor(c)
 	limit, err := queryLimit(c)
 	if err != nil {
 		return err
@@ -178,7 +189,7 @@ func (s *Server) listAudit(c echo.Context) error {
 		}
 		for _, ev := range evs {
 			after = ev.Seq
-			if ev.TenantID != adm.TenantID {
+			if !provision.InScope(who, ev.TenantID) {
 				continue
 			}
 			out.Events = append(out.Events, wire.AuditEvent{
@@ -197,45 +208,33 @@ func (s *Server) listAudit(c echo.Context) error {
 	return c.JSON(http.StatusOK, out)
 }
 
+// rotateDevice is POST /v1/admin/devices/:id/rotate.
 func (s *Server) rotateDevice(c echo.Context) error {
-	adm := adminFrom(c)
 	var req wire.RotateRequest
 	if c.Request().ContentLength != 0 {
 		if err := decodeJSON(c, &req); err != nil {
 			return err
 		}
 	}
-	ctx := c.Request().Context()
-	id := c.Param("id")
-	d, err := s.cfg.Store.GetDevice(ctx, id)
-	if err != nil || d.TenantID != adm.TenantID {
-		return problem(http.StatusNotFound, wire.SlugNotFound, "Not found", fmt.Sprintf("no device %q in your tenant", id))
-	}
-	if req.Deadline != nil && !req.Deadline.After(s.cfg.Now()) {
-		return badArg("deadline %s is not in the future", req.Deadline.Format(time.RFC3339))
-	}
-	detail := "re-key at next renewal"
-	if req.Deadline != nil {
-		detail += "; certificates revoked after " + req.Deadline.UTC().Format(time.RFC3339)
-	}
-	if err := s.cfg.Store.RequireRekey(ctx, id, true, req.Deadline, &registry.AuditEvent{
-		TenantID: adm.TenantID, Actor: "admin:" + adm.Name, Action: "device.rotate", Target: id,
-		Result: registry.ResultOK, Detail: detail, SourceAddr: c.RealIP(),
-	}); err != nil {
-		return err
-	}
-	if d, err = s.cfg.Store.GetDevice(ctx, id); err != nil {
-		return err
-	}
-	tenant, err := s.cfg.Store.GetTenantByID(ctx, d.TenantID)
+	d, err := s.cfg.Admin.RotateDevice(c.Request().Context(), s.actor(c), c.Param("id"), req.Deadline)
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, deviceView(d, tenant.Name))
+	return s.device(c, d)
+}
+
+// reinstateDevice is POST /v1/admin/devices/:id/reinstate: a revoked
+// device becomes active again; its certificates stay revoked, and a token
+// bound to its serial (or its TPM's attestation) re-enrolls it.
+func (s *Server) reinstateDevice(c echo.Context) error {
+	d, err := s.cfg.Admin.ReinstateDevice(c.Request().Context(), s.actor(c), c.Param("id"))
+	if err != nil {
+		return err
+	}
+	return s.device(c, d)
 }
 
 func (s *Server) issueCertificate(c echo.Context) error {
-	adm := adminFrom(c)
 	var req wire.IssueRequest
 	if err := decodeJSON(c, &req); err != nil {
 		return err
@@ -254,7 +253,7 @@ func (s *Server) issueCertificate(c echo.Context) error {
 	res, err := s.cfg.Provision.IssueComponent(c.Request().Context(), &provision.ComponentRequest{
 		CSRPEM: []byte(req.CSR), Server: req.Usage == "server", CommonName: req.CommonName,
 		DNSNames: req.DNSNames, IPs: req.IPs, Lifetime: life,
-		TenantID: adm.TenantID, Actor: "admin:" + adm.Name, SourceAddr: c.RealIP(),
+		Who: s.actor(c),
 	})
 	if err != nil {
 		return err

@@ -52,6 +52,7 @@ func TestAdminRouteRoles(t *testing.T) {
 		{"POST", "/v1/admin/devices/" + er.DeviceID + "/rotate", `{}`, []registry.Role{registry.RoleAdmin}},
 		{"POST", "/v1/admin/certificates/" + serial + "/revoke", `{"reason":"superseded"}`, []registry.Role{registry.RoleAdmin}},
 		{"POST", "/v1/admin/devices/" + er.DeviceID + "/revoke", `{"reason":"keyCompromise"}`, []registry.Role{registry.RoleAdmin}},
+		{"POST", "/v1/admin/devices/" + er.DeviceID + "/reinstate", `{}`, []registry.Role{registry.RoleAdmin}},
 		{"POST", "/v1/admin/quarantine/" + held.ID + "/dismiss", `{}`, []registry.Role{registry.RoleAdmin}},
 		{"POST", "/v1/admin/quarantine/" + release.ID + "/release", `{"reason":"superseded"}`, []registry.Role{registry.RoleAdmin}},
 	}

@@ -132,7 +132,7 @@ func TestAdminTokensAuth(t *testing.T) {
 				}
 				var found bool
 				for _, ev := range f.auditSince(seq) {
-					if ev.Result == registry.ResultDenied && ev.Action == "admin POST "+tokensPath && ev.Actor == tt.actor && ev.SourceAddr == "127.0.0.1" {
+					if ev.Result == registry.ResultDenied && ev.Action == string(provision.ActionAdminDenied) && ev.Target == "POST "+tokensPath && ev.Actor == tt.actor && ev.SourceAddr == "127.0.0.1" {
 						found = true
 					}
 				}

@@ -47,6 +47,7 @@ type fixture struct {
 	now    time.Time
 	tenant *registry.Tenant // the default tenant
 	rev    *provision.Revocation
+	admin  *provision.Admin
 	ocsp   *pki.OCSPResponder
 
 	storeClosed atomic.Bool
@@ -102,8 +103,15 @@ func newFixtureTPM(t *testing.T, tpm *provision.TPMConfig) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
+	f.admin, err = provision.NewAdmin(provision.AdminConfig{
+		Store: store, TrustDomain: pkitest.TrustDomain, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	handler, err := api.New(api.Config{
-		Store: store, Provision: prov, Root: f.ca.CA.Root, Chain: f.ca.Issuer.Chain(),
+		Store: store, Provision: prov, Admin: f.admin, Tokens: provision.TokenAttestor{Store: store},
+		Root: f.ca.CA.Root, Chain: f.ca.Issuer.Chain(),
 		TrustDomain: pkitest.TrustDomain, Revocation: f.rev,
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})

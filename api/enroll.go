@@ -9,7 +9,6 @@ import (
 
 	"devpki/api/wire"
 	"devpki/pkg/provision"
-	"devpki/pkg/registry"
 )
 
 func (s *Server) routesEnroll(e *echo.Echo) {
@@ -20,13 +19,10 @@ func (s *Server) routesEnroll(e *echo.Echo) {
 func (s *Server) enroll(c echo.Context) error {
 	token, ok := bearer(c.Request())
 	if !ok {
-		s.audit(c.Request().Context(), &registry.AuditEvent{
-			Actor: "anonymous", Action: "enroll", Result: registry.ResultDenied,
-			Detail: "no bootstrap token presented", SourceAddr: c.RealIP(),
-		})
 		c.Response().Header().Set("WWW-Authenticate", `Bearer realm="devpki enroll"`)
-		return problem(http.StatusUnauthorized, wire.SlugTokenInvalid, "Bootstrap token required",
-			"send the bootstrap token as 'Authorization: Bearer <token>'")
+		return s.refuse(c, provision.Actor{}, provision.ActionEnroll, "",
+			problem(http.StatusUnauthorized, wire.SlugTokenInvalid, "Bootstrap token required",
+				"send the bootstrap token as 'Authorization: Bearer <token>'"))
 	}
 	var req wire.EnrollRequest
 	if err := decodeJSON(c, &req); err != nil {
@@ -35,7 +31,7 @@ func (s *Server) enroll(c echo.Context) error {
 	if req.CSR == "" {
 		return problem(http.StatusBadRequest, wire.SlugBadCSR, "Certificate request refused", "the body has no \"csr\"")
 	}
-	res, err := s.cfg.Provision.Enroll(c.Request().Context(), s.tokens, &provision.Request{
+	res, err := s.cfg.Provision.Enroll(c.Request().Context(), s.cfg.Tokens, &provision.Request{
 		Credential: token,
 		CSRPEM:     []byte(req.CSR),
 		SourceAddr: c.RealIP(),

@@ -8,7 +8,6 @@ import (
 
 	"devpki/api/wire"
 	"devpki/pkg/provision"
-	"devpki/pkg/registry"
 )
 
 func (s *Server) routesEnrollTPM(e *echo.Echo) {
@@ -24,13 +23,10 @@ func (s *Server) tpmChallenge(c echo.Context) error {
 	if c.Request().Header.Get("Authorization") != "" {
 		var ok bool
 		if token, ok = bearer(c.Request()); !ok || token == "" {
-			s.audit(c.Request().Context(), &registry.AuditEvent{
-				Actor: "anonymous", Action: "enroll.tpm.challenge", Result: registry.ResultDenied,
-				Detail: "Authorization header is not a bootstrap token", SourceAddr: c.RealIP(),
-			})
 			c.Response().Header().Set("WWW-Authenticate", `Bearer realm="devpki enroll"`)
-			return problem(http.StatusUnauthorized, wire.SlugTokenInvalid, "Bootstrap token refused",
-				"send the bootstrap token as 'Authorization: Bearer <token>', or no Authorization header")
+			return s.refuse(c, provision.Actor{}, provision.ActionEnrollTPMChallenge, "",
+				problem(http.StatusUnauthorized, wire.SlugTokenInvalid, "Bootstrap token refused",
+					"send the bootstrap token as 'Authorization: Bearer <token>', or no Authorization header"))
 		}
 	}
 	var req wire.TPMChallengeRequest

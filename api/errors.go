@@ -42,6 +42,7 @@ func classify(err error) (status int, slug, title string, public bool) {
 	var pe *problemError
 	var he *echo.HTTPError
 	var mbe *http.MaxBytesError
+	var ire *registry.InvalidReasonError
 	switch {
 	case errors.As(err, &pe):
 		return pe.status, pe.slug, pe.title, true
@@ -49,6 +50,12 @@ func classify(err error) (status int, slug, title string, public bool) {
 		return http.StatusServiceUnavailable, wire.SlugStoreUnavailable, "Registry cannot commit, retry later", false
 	case errors.As(err, &mbe):
 		return http.StatusRequestEntityTooLarge, wire.SlugPayloadTooLarge, "Request body too large", true
+	case errors.Is(err, provision.ErrUnauthenticated):
+		return http.StatusUnauthorized, wire.SlugUnauthorized, "Client certificate required", true
+	case errors.Is(err, provision.ErrForbidden):
+		return http.StatusForbidden, wire.SlugForbidden, "Forbidden", true
+	case errors.As(err, &ire):
+		return http.StatusBadRequest, wire.SlugBadReason, "Invalid revocation reason", true
 	case errors.Is(err, provision.ErrCloneSuspect):
 		return http.StatusForbidden, wire.SlugCloneSuspect, "Held for an admin: possible clone", true
 	case errors.Is(err, provision.ErrTPMRequired):
@@ -91,6 +98,16 @@ func classify(err error) (status int, slug, title string, public bool) {
 		return http.StatusForbidden, wire.SlugRevoked, "Device revoked", true
 	case errors.Is(err, registry.ErrSerialConflict):
 		return http.StatusConflict, wire.SlugSerialConflict, "Serial already enrolled", true
+	case errors.Is(err, registry.ErrAlreadyExists):
+		return http.StatusConflict, wire.SlugConflict, "Already exists", true
+	case errors.Is(err, registry.ErrNotRevoked):
+		return http.StatusConflict, wire.SlugConflict, "Device not revoked", true
+	case errors.Is(err, registry.ErrClaimNotHeld):
+		return http.StatusConflict, wire.SlugConflict, "Claim not held", true
+	case errors.Is(err, registry.ErrClaimStale):
+		return http.StatusConflict, wire.SlugConflict, "Enrolled device changed", true
+	case errors.Is(err, registry.ErrEKConflict):
+		return http.StatusConflict, wire.SlugConflict, "TPM bound to another device", true
 	case errors.Is(err, registry.ErrConflict):
 		return http.StatusConflict, wire.SlugConflict, "Concurrent change, retry", true
 	case errors.Is(err, registry.ErrNotFound):

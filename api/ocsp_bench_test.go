@@ -49,8 +49,12 @@ func BenchmarkOCSPHTTP(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	handler, err := api.New(api.Config{Store: store, Provision: prov, Root: tca.CA.Root, Chain: tca.Issuer.Chain(),
-		TrustDomain: pkitest.TrustDomain, Log: log, Revocation: rev})
+	adm, err := provision.NewAdmin(provision.AdminConfig{Store: store, TrustDomain: pkitest.TrustDomain, Log: log})
+	if err != nil {
+		b.Fatal(err)
+	}
+	handler, err := api.New(api.Config{Store: store, Provision: prov, Admin: adm, Tokens: provision.TokenAttestor{Store: store},
+		Root: tca.CA.Root, Chain: tca.Issuer.Chain(), TrustDomain: pkitest.TrustDomain, Log: log, Revocation: rev})
 	if err != nil {
 		b.Fatal(err)
 	}

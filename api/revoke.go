@@ -3,7 +3,6 @@ package api
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"net/http"
 	"strings"
 
@@ -53,24 +52,6 @@ func revokeReason(c echo.Context) (int, error) {
 	return code, nil
 }
 
-// revokeError turns what a revocation may refuse with into problems; other
-// errors (ErrNotFound → 404, internal) go to the error handler as they are.
-func revokeError(err error) error {
-	var ire *registry.InvalidReasonError
-	switch {
-	case errors.As(err, &ire):
-		return problem(http.StatusBadRequest, wire.SlugBadReason, "Invalid revocation reason", ire.Error())
-	case errors.Is(err, provision.ErrForbidden):
-		return problem(http.StatusForbidden, wire.SlugForbidden, "Forbidden", err.Error())
-	}
-	return err
-}
-
-func (s *Server) actor(c echo.Context) provision.Actor {
-	adm := adminFrom(c)
-	return provision.AdminActor(adm.Name, adm.TenantID, c.RealIP())
-}
-
 // revokeCertificate is POST /v1/admin/certificates/{serial}/revoke.
 func (s *Server) revokeCertificate(c echo.Context) error {
 	if s.cfg.Revocation == nil {
@@ -80,15 +61,15 @@ func (s *Server) revokeCertificate(c echo.Context) error {
 	raw := strings.ToLower(strings.ReplaceAll(strings.TrimPrefix(c.Param("serial"), "0x"), ":", ""))
 	sn, err := pki.ParseSerial(raw)
 	if err != nil {
-		return problem(http.StatusBadRequest, wire.SlugBadRequest, "Invalid serial", err.Error())
+		return badArg("serial %q: %v", c.Param("serial"), err)
 	}
 	reason, err := revokeReason(c)
 	if err != nil {
-		return s.refuseRevoke(c, "cert.revoke", c.Param("serial"), err)
+		return s.refuse(c, s.actor(c), provision.ActionCertRevoke, c.Param("serial"), err)
 	}
 	res, err := s.cfg.Revocation.RevokeCertificate(c.Request().Context(), s.actor(c), pki.SerialHex(sn), reason)
 	if err != nil {
-		return revokeError(err)
+		return err
 	}
 	out := revokeResponse(res)
 	out.Serial = pki.SerialHex(sn)
@@ -103,26 +84,15 @@ func (s *Server) revokeDevice(c echo.Context) error {
 	id := c.Param("id")
 	reason, err := revokeReason(c)
 	if err != nil {
-		return s.refuseRevoke(c, "device.revoke", id, err)
+		return s.refuse(c, s.actor(c), provision.ActionDeviceRevoke, id, err)
 	}
 	res, err := s.cfg.Revocation.RevokeDevice(c.Request().Context(), s.actor(c), id, reason)
 	if err != nil {
-		return revokeError(err)
+		return err
 	}
 	out := revokeResponse(res)
 	out.DeviceID = id
 	return c.JSON(http.StatusOK, out)
-}
-
-// refuseRevoke audits a request refused before it reached the Revocation
-// (an unreadable body or reason) and returns the problem.
-func (s *Server) refuseRevoke(c echo.Context, action, target string, err error) error {
-	a := s.actor(c)
-	s.audit(c.Request().Context(), &registry.AuditEvent{
-		TenantID: a.TenantID, Actor: a.String(), Action: action, Target: target,
-		Result: registry.ResultDenied, Detail: err.Error(), SourceAddr: a.Source,
-	})
-	return revokeError(err)
 }
 
 func revokeResponse(res *provision.RevokeResult) *wire.RevokeResponse {

@@ -27,10 +27,31 @@ import (
 // MaxBodyBytes bounds every request body.
 const MaxBodyBytes = 64 << 10
 
-// Config wires the server. Store, Provision, Root and Chain are required.
+// Store is the registry as the API sees it: reads only, for the admin query
+// routes and health. Every state change goes through provision (Provision,
+// Admin, Revocation). *sqlstore.Store implements it.
+type Store interface {
+	// Ping reports whether the store is reachable.
+	Ping(ctx context.Context) error
+	GetTenantByID(ctx context.Context, id string) (*registry.Tenant, error)
+	GetDevice(ctx context.Context, id string) (*registry.Device, error)
+	ListDevices(ctx context.Context, f registry.DeviceFilter) ([]*registry.Device, error)
+	GetCertificate(ctx context.Context, serial string) (*registry.Certificate, error)
+	ListCertificates(ctx context.Context, f registry.CertFilter) ([]*registry.Certificate, error)
+	ListQuarantine(ctx context.Context, f registry.QuarantineFilter) ([]*registry.Quarantine, error)
+	ListTPMRoots(ctx context.Context) ([]*registry.TPMRoot, error)
+	ListAudit(ctx context.Context, afterSeq int64, limit int) ([]*registry.AuditEvent, error)
+}
+
+// Config wires the server. Store, Provision, Admin, Tokens, Root and Chain
+// are required.
 type Config struct {
-	Store     registry.Store
+	Store     Store
 	Provision *provision.Service
+	// Admin authenticates admin certificates and runs the admin actions.
+	Admin *provision.Admin
+	// Tokens admits bootstrap tokens (POST /v1/enroll).
+	Tokens provision.Attestor
 	// Root is the CA root served at /v1/ca/roots; Chain the issuing chain
 	// (intermediate first) served at /v1/ca/chain.
 	Root  *x509.Certificate
@@ -49,7 +70,6 @@ type Config struct {
 // Server holds the handlers' dependencies.
 type Server struct {
 	cfg       Config
-	tokens    provision.TokenAttestor
 	rootsPEM  []byte
 	chainPEM  []byte
 	chainList []string
@@ -57,8 +77,8 @@ type Server struct {
 
 // New returns the echo instance serving the whole API.
 func New(cfg Config) (*echo.Echo, error) {
-	if cfg.Store == nil || cfg.Provision == nil || cfg.Root == nil || len(cfg.Chain) == 0 {
-		return nil, errors.New("api: Store, Provision, Root and Chain are required")
+	if cfg.Store == nil || cfg.Provision == nil || cfg.Admin == nil || cfg.Tokens == nil || cfg.Root == nil || len(cfg.Chain) == 0 {
+		return nil, errors.New("api: Store, Provision, Admin, Tokens, Root and Chain are required")
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
@@ -68,7 +88,6 @@ func New(cfg Config) (*echo.Echo, error) {
 	}
 	s := &Server{
 		cfg:      cfg,
-		tokens:   provision.TokenAttestor{Store: cfg.Store, Now: cfg.Now},
 		rootsPEM: pemCert(cfg.Root),
 	}
 	for _, c := range cfg.Chain {
@@ -134,10 +153,12 @@ func pemCert(c *x509.Certificate) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
 }
 
-// audit appends an event; failures are logged, since the request's own
-// answer is already decided.
-func (s *Server) audit(ctx context.Context, ev *registry.AuditEvent) {
-	if err := s.cfg.Store.AppendAudit(context.WithoutCancel(ctx), ev); err != nil {
-		s.cfg.Log.Error("audit append failed", "action", ev.Action, "err", err)
+// refuse audits a request refused before it reached provision (no
+// credential, an unreadable body) and returns err.
+func (s *Server) refuse(c echo.Context, who provision.Actor, action provision.Action, target string, err error) error {
+	if who.Source == "" {
+		who.Source = c.RealIP()
 	}
+	s.cfg.Admin.Refuse(c.Request().Context(), who, action, target, err)
+	return err
 }

@@ -86,6 +86,20 @@ func (c *Client) RotateDevice(ctx context.Context, id string, req *wire.RotateRe
 	return &out, c.doJSON(ctx, http.MethodPost, "/v1/admin/devices/"+url.PathEscape(id)+"/rotate", "", req, &out)
 }
 
+// ReinstateDevice brings a revoked device back to active (role admin). Its
+// certificates stay revoked: a token bound to its serial, or its TPM's
+// attestation, re-enrolls it under the same id.
+func (c *Client) ReinstateDevice(ctx context.Context, id string) (*wire.Device, error) {
+	if id == "" {
+		return nil, errors.New("client: reinstate device: empty device id")
+	}
+	var out wire.Device
+	if err := c.doJSON(ctx, http.MethodPost, "/v1/admin/devices/"+url.PathEscape(id)+"/reinstate", "", struct{}{}, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
 // Issue asks the CA for a component certificate.
 func (c *Client) Issue(ctx context.Context, req *wire.IssueRequest) (*wire.EnrollResponse, error) {
 	var out wire.EnrollResponse

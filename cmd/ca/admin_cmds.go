@@ -343,6 +343,34 @@ func cmdDevicesRotate(ctx context.Context, args []string, stdout, stderr io.Writ
 	return nil
 }
 
+// cmdDevicesReinstate is 'ca devices reinstate ID': a revoked device
+// becomes active again, its certificates staying revoked, so that a token
+// bound to its serial (or its TPM's attestation) re-enrolls it.
+func cmdDevicesReinstate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var af adminFlags
+	fs := newFlags("devices reinstate ID", stderr)
+	af.register(fs)
+	id, err := parseWithTarget(fs, args, "device id")
+	if err != nil {
+		return err
+	}
+	c, err := af.client()
+	if err != nil {
+		return err
+	}
+	d, err := c.ReinstateDevice(ctx, id)
+	if err != nil {
+		return fmt.Errorf("reinstate device %s: %w", id, err)
+	}
+	if af.output == "json" {
+		return printJSON(stdout, d)
+	}
+	fmt.Fprintf(stdout, "device %s (serial %s) is %s again; its certificates stay revoked: "+
+		"enroll it with a token bound to serial %s ('ca token create --serial %s'), or its TPM's attestation\n",
+		d.ID, d.Serial, d.Status, d.Serial, d.Serial)
+	return nil
+}
+
 func parseDeadline(s string, now time.Time) (time.Time, error) {
 	if d, err := time.ParseDuration(s); err == nil {
 		if d <= 0 {

@@ -25,6 +25,7 @@ commands:
   devices list [--status --serial --mac]   list devices (pages: --limit, --after)
   devices get ID                    one device and its certificates
   devices revoke ID --reason R      revoke a device and all its certificates
+  devices reinstate ID              make a revoked device active again (re-enrolls with a serial-bound token)
   devices rotate ID [--deadline D]  force a re-key at the next renewal (revoke after D)
   devices list --status quarantined  enrollment claims held as possible clones
   devices dismiss QUARANTINE_ID     close a held claim after looking into it (admits no one)
@@ -48,6 +49,7 @@ Run 'ca <command> -h' for the flags of a command.
 var subcommands = map[string]map[string]func(context.Context, []string, io.Writer, io.Writer) error{
 	"devices": {
 		"list": cmdDevicesList, "get": cmdDevicesGet, "revoke": cmdDevicesRevoke, "rotate": cmdDevicesRotate,
+		"reinstate":   cmdDevicesReinstate,
 		"preregister": cmdDevicesPreregister, "dismiss": cmdDevicesDismiss, "release": cmdDevicesRelease,
 	},
 	"certs":   {"list": cmdCertsList, "revoke": cmdCertsRevoke},

@@ -133,8 +133,13 @@ func serve(ctx context.Context, cfg *Config, dev bool, stdout, stderr io.Writer)
 	if err != nil {
 		return err
 	}
+	admin, err := provision.NewAdmin(provision.AdminConfig{Store: store, TrustDomain: cfg.TrustDomain, Log: log})
+	if err != nil {
+		return err
+	}
 	handler, err := api.New(api.Config{
-		Store: store, Provision: prov, Root: ca.Root, Chain: issuer.Chain(),
+		Store: store, Provision: prov, Admin: admin, Tokens: provision.TokenAttestor{Store: store},
+		Root: ca.Root, Chain: issuer.Chain(),
 		TrustDomain: cfg.TrustDomain, Log: log, Revocation: rev,
 	})
 	if err != nil {

@@ -33,9 +33,9 @@ type ComponentRequest struct {
 	DNSNames   []string
 	IPs        []string
 	Lifetime   time.Duration // zero: 720h; at most 8760h
-	TenantID   string
-	Actor      string
-	SourceAddr string
+	// Who asks: the certificate is recorded in Who's tenant, and the
+	// issuance audited as Who's.
+	Who Actor
 }
 
 // IssueComponent checks req, signs, and records the certificate with an
@@ -98,7 +98,7 @@ func (s *Service) IssueComponent(ctx context.Context, req *ComponentRequest) (*R
 			return nil, fmt.Errorf("%w: a client certificate needs a common name", ErrInvalidArgument)
 		}
 		var uris []*url.URL
-		tenant, terr := s.tenant(ctx, req.TenantID)
+		tenant, terr := s.tenant(ctx, req.Who.TenantID)
 		if terr != nil {
 			return nil, terr
 		}
@@ -110,11 +110,9 @@ func (s *Service) IssueComponent(ctx context.Context, req *ComponentRequest) (*R
 	if err != nil {
 		return nil, fmt.Errorf("sign component certificate: %w", err)
 	}
-	rec := CertificateRecord(issued.Certificate, kind, req.TenantID, "", s.cfg.Now())
-	if err := s.cfg.Store.RecordCertificate(ctx, rec, &registry.AuditEvent{
-		TenantID: req.TenantID, Actor: req.Actor, Action: "cert.issue", Target: rec.Serial, Result: registry.ResultOK,
-		Detail: fmt.Sprintf("kind=%s subject=%s sans=%v", kind, rec.Subject, rec.SANs), SourceAddr: req.SourceAddr,
-	}); err != nil {
+	rec := CertificateRecord(issued.Certificate, kind, req.Who.TenantID, "", s.cfg.Now())
+	if err := s.cfg.Store.RecordCertificate(ctx, rec, event(req.Who, req.Who.TenantID, ActionCertIssue, rec.Serial, registry.ResultOK,
+		fmt.Sprintf("kind=%s subject=%s sans=%v", kind, rec.Subject, rec.SANs))); err != nil {
 		return nil, fmt.Errorf("record certificate: %w", err)
 	}
 	return &Result{Certificate: issued.Certificate, Chain: issued.Chain}, nil

@@ -152,18 +152,15 @@ type ReleaseResult struct {
 // another device is registry.ErrEKConflict. Refusals change nothing and
 // are audited.
 func (r *Revocation) ReleaseQuarantine(ctx context.Context, who Actor, id string, reason int) (*ReleaseResult, error) {
-	const action = "quarantine.release"
+	const action = ActionQuarantineRelease
 	if err := registry.ValidReason(reason); err != nil {
 		r.refuse(ctx, who, action, id, err)
 		return nil, err
 	}
-	q, err := r.cfg.Store.GetQuarantine(ctx, id)
-	if err == nil && !sameTenant(q.TenantID, who.TenantID) {
-		err = fmt.Errorf("claim of another tenant: %w", registry.ErrNotFound)
-	}
+	q, err := scopedClaim(ctx, r.cfg.Store, who, id)
 	if err != nil {
 		r.refuse(ctx, who, action, id, err)
-		return nil, fmt.Errorf("release quarantine %s: %w", id, err)
+		return nil, fmt.Errorf("release quarantine: %w", err)
 	}
 	detail := fmt.Sprintf("serial=%s ek=%s reason=%s device=%s", q.Serial, q.EKHash, q.Reason, q.ConflictDeviceID)
 	if q.Reason == registry.ReasonSerialOtherEK {
@@ -173,12 +170,21 @@ func (r *Revocation) ReleaseQuarantine(ctx context.Context, who Actor, id string
 	}
 	rel := &registry.QuarantineRelease{
 		ID: id, TenantID: q.TenantID, By: who.String(), Reason: reason,
-		Audit: &registry.AuditEvent{
-			TenantID: q.TenantID, Actor: who.String(), Action: action, Target: id, Result: registry.ResultOK,
-			Detail: detail + " revocation=" + registry.ReasonName(reason), SourceAddr: who.Source,
-		},
+		Audit: event(who, q.TenantID, action, id, registry.ResultOK, detail+" revocation="+registry.ReasonName(reason)),
 	}
 	if err := r.cfg.Store.ReleaseQuarantine(ctx, rel); err != nil {
+		switch {
+		case errors.Is(err, registry.ErrClaimNotHeld):
+			// Say who closed it.
+			if q, gerr := r.cfg.Store.GetQuarantine(ctx, id); gerr == nil && q.Status != registry.QuarantineHeld {
+				err = closedError(q)
+			}
+		case errors.Is(err, registry.ErrClaimStale):
+			err = fmt.Errorf("%w; nothing was changed. Look again at the device ('ca devices get ID') and the claims "+
+				"('ca devices list --status quarantined'): the claimant's next attempt updates the held claim", err)
+		case errors.Is(err, registry.ErrEKConflict):
+			err = fmt.Errorf("%w; nothing was changed", err)
+		}
 		r.refuse(ctx, who, action, id, err)
 		return nil, fmt.Errorf("release quarantine %s: %w", id, err)
 	}

@@ -24,8 +24,20 @@ const (
 	DefaultOCSPCacheMax = 100_000
 )
 
-// ErrForbidden is returned when an admin acts outside its tenant.
-var ErrForbidden = errors.New("forbidden")
+// RevocationStore is what Revocation reads and writes: revocations, the
+// CRL's entries and number, quarantine releases and refusals.
+// *sqlstore.Store implements it.
+type RevocationStore interface {
+	GetCertificate(ctx context.Context, serial string) (*registry.Certificate, error)
+	GetDevice(ctx context.Context, id string) (*registry.Device, error)
+	RevokeCertificate(ctx context.Context, serial string, reason int, at time.Time, audit *registry.AuditEvent) (*registry.Certificate, error)
+	RevokeDevice(ctx context.Context, deviceID string, reason int, audit *registry.AuditEvent) ([]*registry.Certificate, error)
+	ListRevoked(ctx context.Context, now time.Time) ([]registry.RevokedEntry, error)
+	NextCRLNumber(ctx context.Context) (int64, error)
+	GetQuarantine(ctx context.Context, id string) (*registry.Quarantine, error)
+	ReleaseQuarantine(ctx context.Context, r *registry.QuarantineRelease) error
+	AppendAudit(ctx context.Context, ev *registry.AuditEvent) error
+}
 
 // CRLSigner signs CRLs. *pki.CA implements it.
 type CRLSigner interface {
@@ -42,7 +54,7 @@ type OCSPSigner interface {
 // RevocationConfig configures NewRevocation. Store and CRLSigner are
 // required; OCSP may be nil (then OCSP answers unauthorized).
 type RevocationConfig struct {
-	Store     registry.Store
+	Store     RevocationStore
 	CRLSigner CRLSigner
 	OCSP      OCSPSigner
 	// CRLValidity is nextUpdate - thisUpdate of each CRL; 0 means 24h. The
@@ -134,7 +146,7 @@ type RevokeResult struct {
 // is dropped and the CRL rebuilt, all before it returns. Refusals (bad
 // reason, unknown serial, another tenant's certificate) are audited.
 func (r *Revocation) RevokeCertificate(ctx context.Context, who Actor, serial string, reason int) (*RevokeResult, error) {
-	const action = "cert.revoke"
+	const action = ActionCertRevoke
 	if err := registry.ValidReason(reason); err != nil {
 		r.refuse(ctx, who, action, serial, err)
 		return nil, err
@@ -144,15 +156,12 @@ func (r *Revocation) RevokeCertificate(ctx context.Context, who Actor, serial st
 		r.refuse(ctx, who, action, serial, err)
 		return nil, fmt.Errorf("revoke certificate %s: %w", serial, err)
 	}
-	if !sameTenant(c.TenantID, who.TenantID) {
+	if !InScope(who, c.TenantID) {
 		err := fmt.Errorf("certificate %s belongs to another tenant: %w", serial, ErrForbidden)
 		r.refuse(ctx, who, action, serial, err)
 		return nil, err
 	}
-	ev := &registry.AuditEvent{
-		TenantID: c.TenantID, Actor: who.String(), Action: action, Target: serial, Result: registry.ResultOK,
-		Detail: "reason=" + registry.ReasonName(reason), SourceAddr: who.Source,
-	}
+	ev := event(who, c.TenantID, action, serial, registry.ResultOK, "reason="+registry.ReasonName(reason))
 	if c.DeviceID != "" {
 		ev.Detail += " device=" + c.DeviceID
 	}
@@ -171,7 +180,7 @@ func (r *Revocation) RevokeCertificate(ctx context.Context, who Actor, serial st
 // certificate — in one transaction, then updates OCSP and the CRL as
 // RevokeCertificate does.
 func (r *Revocation) RevokeDevice(ctx context.Context, who Actor, deviceID string, reason int) (*RevokeResult, error) {
-	const action = "device.revoke"
+	const action = ActionDeviceRevoke
 	if err := registry.ValidReason(reason); err != nil {
 		r.refuse(ctx, who, action, deviceID, err)
 		return nil, err
@@ -181,15 +190,12 @@ func (r *Revocation) RevokeDevice(ctx context.Context, who Actor, deviceID strin
 		r.refuse(ctx, who, action, deviceID, err)
 		return nil, fmt.Errorf("revoke device %s: %w", deviceID, err)
 	}
-	if !sameTenant(d.TenantID, who.TenantID) {
+	if !InScope(who, d.TenantID) {
 		err := fmt.Errorf("device %s belongs to another tenant: %w", deviceID, ErrForbidden)
 		r.refuse(ctx, who, action, deviceID, err)
 		return nil, err
 	}
-	ev := &registry.AuditEvent{
-		TenantID: d.TenantID, Actor: who.String(), Action: action, Target: deviceID, Result: registry.ResultOK,
-		Detail: "reason=" + registry.ReasonName(reason) + " serial=" + d.Serial, SourceAddr: who.Source,
-	}
+	ev := event(who, d.TenantID, action, deviceID, registry.ResultOK, "reason="+registry.ReasonName(reason)+" serial="+d.Serial)
 	certs, err := r.cfg.Store.RevokeDevice(ctx, deviceID, reason, ev)
 	switch {
 	case errors.Is(err, registry.ErrAlreadyRevoked):
@@ -227,23 +233,10 @@ func (r *Revocation) crlNumber() int64 {
 }
 
 // refuse audits a refused revocation.
-func (r *Revocation) refuse(ctx context.Context, who Actor, action, target string, cause error) {
-	err := r.cfg.Store.AppendAudit(context.WithoutCancel(ctx), &registry.AuditEvent{
-		TenantID: who.TenantID, Actor: who.String(), Action: action, Target: target,
-		Result: registry.ResultDenied, Detail: cause.Error(), SourceAddr: who.Source,
-	})
-	if err != nil {
+func (r *Revocation) refuse(ctx context.Context, who Actor, action Action, target string, cause error) {
+	if err := appendRefusal(ctx, r.cfg.Store, who, "", action, target, cause); err != nil {
 		r.cfg.Log.Error("audit append failed", "action", action, "err", err)
 	}
-}
-
-// sameTenant: a record with no tenant (CA infrastructure certificates) is
-// the default tenant's.
-func sameTenant(recordTenant, adminTenant string) bool {
-	if recordTenant == "" {
-		recordTenant = registry.DefaultTenant
-	}
-	return recordTenant == adminTenant
 }
 
 // Run keeps the CRL and the OCSP cache fresh until ctx ends: every Refresh

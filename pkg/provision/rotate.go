@@ -10,12 +10,20 @@ import (
 	"devpki/pkg/registry"
 )
 
+// RekeyStore is what EnforceRekeyDeadlines reads and writes.
+// *sqlstore.Store implements it.
+type RekeyStore interface {
+	ListDevices(ctx context.Context, f registry.DeviceFilter) ([]*registry.Device, error)
+	ListCertificates(ctx context.Context, f registry.CertFilter) ([]*registry.Certificate, error)
+	RequireRekey(ctx context.Context, deviceID string, required bool, deadline *time.Time, audit *registry.AuditEvent) error
+}
+
 // EnforceRekeyDeadlines revokes the unexpired certificates of every device
 // that was told to re-key (an admin's rotate) and let its deadline pass; the
 // device stays in the registry (a token bound to its serial re-enrolls it),
 // its deadline is cleared so it is handled once, and each step is audited.
 // It returns how many devices it handled.
-func EnforceRekeyDeadlines(ctx context.Context, store registry.Store, rev *Revocation, now time.Time) (int, error) {
+func EnforceRekeyDeadlines(ctx context.Context, store RekeyStore, rev *Revocation, now time.Time) (int, error) {
 	handled := 0
 	after := ""
 	for {
@@ -41,10 +49,8 @@ func EnforceRekeyDeadlines(ctx context.Context, store registry.Store, rev *Revoc
 					return handled, fmt.Errorf("revoke %s of device %s: %w", c.Serial, d.ID, err)
 				}
 			}
-			if err := store.RequireRekey(ctx, d.ID, true, nil, &registry.AuditEvent{
-				TenantID: d.TenantID, Actor: who.String(), Action: "device.rotate.deadline", Target: d.ID, Result: registry.ResultOK,
-				Detail: fmt.Sprintf("no re-key by %s: certificates revoked", d.RekeyDeadline.UTC().Format(time.RFC3339)),
-			}); err != nil {
+			if err := store.RequireRekey(ctx, d.ID, true, nil, event(who, d.TenantID, ActionRotateDeadline, d.ID, registry.ResultOK,
+				fmt.Sprintf("no re-key by %s: certificates revoked", d.RekeyDeadline.UTC().Format(time.RFC3339)))); err != nil {
 				return handled, err
 			}
 			handled++
@@ -54,7 +60,7 @@ func EnforceRekeyDeadlines(ctx context.Context, store registry.Store, rev *Revoc
 
 // RunRekeyDeadlines calls EnforceRekeyDeadlines every interval until ctx
 // ends.
-func RunRekeyDeadlines(ctx context.Context, store registry.Store, rev *Revocation, interval time.Duration, log *slog.Logger) {
+func RunRekeyDeadlines(ctx context.Context, store RekeyStore, rev *Revocation, interval time.Duration, log *slog.Logger) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {

@@ -76,9 +76,16 @@ type TokenSpec struct {
 	Source    string        // audit source address
 }
 
+// TokenMinter is what MintToken reads and writes. *sqlstore.Store
+// implements it.
+type TokenMinter interface {
+	GetTenant(ctx context.Context, name string) (*registry.Tenant, error)
+	CreateToken(ctx context.Context, t *registry.Token, audit *registry.AuditEvent) error
+}
+
 // MintToken creates a bootstrap token and returns its secret, which is shown
 // once and never stored.
-func MintToken(ctx context.Context, store registry.Store, now time.Time, spec TokenSpec) (string, *registry.Token, error) {
+func MintToken(ctx context.Context, store TokenMinter, now time.Time, spec TokenSpec) (string, *registry.Token, error) {
 	if spec.Tenant == "" {
 		spec.Tenant = registry.DefaultTenant
 	}

@@ -47,6 +47,9 @@ var (
 	// disk, I/O error, lost database connection); nothing was written.
 	// Retry later.
 	ErrUnavailable = errors.New("registry: store unavailable")
+	// ErrNotRevoked is returned, wrapped, by ReinstateDevice when the device
+	// is not revoked; nothing was written.
+	ErrNotRevoked = errors.New("registry: device is not revoked")
 )
 
 // Tenant is an isolated fleet. The zero RequireTPM lets devices enroll with
@@ -366,6 +369,13 @@ type Store interface {
 	// nothing left to revoke gives an error wrapping ErrAlreadyRevoked and
 	// writes nothing.
 	RevokeDevice(ctx context.Context, deviceID string, reason int, audit *AuditEvent) ([]*Certificate, error)
+	// ReinstateDevice sets a revoked device's status back to active, with
+	// audit, in one transaction, and returns the device as stored. Nothing
+	// else changes: its certificates stay revoked, so it needs a new
+	// enrollment to get one. An unknown device is ErrNotFound; a device that
+	// is not revoked gives an error wrapping ErrNotRevoked and writes
+	// nothing.
+	ReinstateDevice(ctx context.Context, deviceID string, audit *AuditEvent) (*Device, error)
 	// ListRevoked returns every revoked certificate whose NotAfter is after
 	// now (what a CRL built at now must list), ordered by serial.
 	ListRevoked(ctx context.Context, now time.Time) ([]RevokedEntry, error)

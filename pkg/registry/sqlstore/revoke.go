@@ -106,6 +106,38 @@ func (s *Store) RevokeDevice(ctx context.Context, deviceID string, reason int,
 	return out, nil
 }
 
+// ReinstateDevice implements registry.Store: a conditional write, revoked
+// to active, that leaves the device's certificates as they are.
+func (s *Store) ReinstateDevice(ctx context.Context, deviceID string, audit *registry.AuditEvent) (*registry.Device, error) {
+	var out *registry.Device
+	err := s.writeAudited(ctx, audit, func(tx *gorm.DB, _ *batch) error {
+		out = nil
+		var dev deviceRow
+		if err := tx.Where("id = ?", deviceID).Take(&dev).Error; err != nil {
+			return fmt.Errorf("sqlstore: reinstate device %s: %w", deviceID, translate(err))
+		}
+		if dev.Status != string(registry.DeviceRevoked) {
+			return fmt.Errorf("sqlstore: reinstate device %s (status %s): %w", deviceID, dev.Status, registry.ErrNotRevoked)
+		}
+		now := ts(s.now())
+		res := tx.Model(&deviceRow{}).Where("id = ? AND status = ?", deviceID, string(registry.DeviceRevoked)).
+			Updates(map[string]any{"status": string(registry.DeviceActive), "updated_at": now})
+		if res.Error != nil {
+			return fmt.Errorf("sqlstore: reinstate device %s: %w", deviceID, translate(res.Error))
+		}
+		if res.RowsAffected != 1 {
+			return fmt.Errorf("sqlstore: reinstate device %s: %w", deviceID, registry.ErrConflict)
+		}
+		dev.Status, dev.UpdatedAt = string(registry.DeviceActive), now
+		out = dev.domain()
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ListRevoked implements registry.Store. It scans rows directly (no gorm
 // reflection): a CA with 100k revoked certificates reads them on every
 // revocation.

@@ -48,6 +48,7 @@ func Run(t *testing.T, open func(t *testing.T) registry.Store) {
 		{"RevokeCertificate", testRevokeCertificate},
 		{"RevokeInvalidReason", testRevokeInvalidReason},
 		{"RevokeDevice", testRevokeDevice},
+		{"ReinstateDevice", testReinstateDevice},
 		{"ListRevoked", testListRevoked},
 		{"NextCRLNumber", testNextCRLNumber},
 		{"Renew", testRenew},
