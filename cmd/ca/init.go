@@ -210,12 +210,9 @@ func initCA(ctx context.Context, o initOptions, stderr io.Writer) (fp string, er
 	if err := writeKeyPair(cfg.Path(fileServerCrt), cfg.Path(fileServerKey), srv, serverKey, password); err != nil {
 		return "", err
 	}
-	audit := func(action, target string) *registry.AuditEvent {
-		return &registry.AuditEvent{TenantID: tenant.ID, Actor: "system:init", Action: action, Target: target, Result: registry.ResultOK}
-	}
-	if err := store.RecordCertificate(ctx, provision.CertificateRecord(srv.Certificate, registry.KindServer, tenant.ID, "", now),
-		audit("cert.issue", srv.Certificate.SerialNumber.Text(16))); err != nil {
-		return "", fmt.Errorf("record TLS certificate: %w", err)
+	who := provision.SystemActor("init", tenant.ID)
+	if err := provision.RecordIssued(ctx, store, who, srv.Certificate, registry.KindServer, tenant.ID, now); err != nil {
+		return "", err
 	}
 
 	adminKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -233,13 +230,11 @@ func initCA(ctx context.Context, o initOptions, stderr io.Writer) (fp string, er
 	if err := writeKeyPair(cfg.Path(fileAdminCrt), cfg.Path(fileAdminKey), adm, adminKey, password); err != nil {
 		return "", err
 	}
-	if err := store.PutAdmin(ctx, &registry.Admin{Name: o.AdminName, TenantID: tenant.ID, Role: registry.RoleAdmin, CreatedAt: now},
-		audit("admin.create", o.AdminName)); err != nil {
-		return "", fmt.Errorf("record admin: %w", err)
+	if err := provision.PutAdmin(ctx, store, who, &registry.Admin{Name: o.AdminName, TenantID: tenant.ID, Role: registry.RoleAdmin, CreatedAt: now}); err != nil {
+		return "", err
 	}
-	if err := store.RecordCertificate(ctx, provision.CertificateRecord(adm.Certificate, registry.KindAdmin, tenant.ID, "", now),
-		audit("cert.issue", adm.Certificate.SerialNumber.Text(16))); err != nil {
-		return "", fmt.Errorf("record admin certificate: %w", err)
+	if err := provision.RecordIssued(ctx, store, who, adm.Certificate, registry.KindAdmin, tenant.ID, now); err != nil {
+		return "", err
 	}
 	if err := writeConfig(cfg.Path(fileConfig), cfg); err != nil {
 		return "", err

@@ -215,13 +215,9 @@ func newRevocation(ctx context.Context, cfg *Config, ca *pki.CA, store registry.
 	responder, err := pki.NewOCSPResponder(ctx, pki.OCSPResponderOptions{
 		CA: ca, Lifetime: time.Duration(cfg.OCSP.ResponderLifetime),
 		Issued: func(ctx context.Context, c *x509.Certificate) error {
-			rec := provision.CertificateRecord(c, registry.KindOCSP, "", "", time.Now())
-			err := store.RecordCertificate(ctx, rec, &registry.AuditEvent{
-				Actor: "system", Action: "cert.issue", Target: rec.Serial, Result: registry.ResultOK,
-				Detail: "kind=ocsp not_after=" + c.NotAfter.UTC().Format(time.RFC3339),
-			})
+			err := provision.RecordIssued(ctx, store, provision.SystemActor("ocsp", ""), c, registry.KindOCSP, "", time.Now())
 			if err == nil {
-				log.Info("OCSP responder certificate issued", "serial", rec.Serial, "not_after", c.NotAfter.UTC().Format(time.RFC3339))
+				log.Info("OCSP responder certificate issued", "serial", c.SerialNumber.Text(16), "not_after", c.NotAfter.UTC().Format(time.RFC3339))
 			}
 			return err
 		},
