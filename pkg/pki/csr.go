@@ -3,11 +3,7 @@ package pki
 import (
 	"bytes"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
@@ -144,11 +140,12 @@ func ParseCSRDER(der []byte) (*x509.CertificateRequest, error) {
 }
 
 // CSRPolicy says which device CSRs Check accepts. The zero value accepts
-// ECDSA P-256 keys only, with at most 8 MACs.
+// ECDSA P-256 keys only, with at most 8 MACs. Its key fields are a KeyPolicy
+// (see Keys), which decides every key rule.
 type CSRPolicy struct {
 	AllowP384    bool // also accept ECDSA P-384
 	AllowEd25519 bool // also accept Ed25519
-	AllowRSA     bool // also accept RSA keys of at least MinRSABits
+	AllowRSA     bool // also accept RSA keys (MinRSABits to MaxRSABits bits, exponent 65537)
 	MinRSABits   int  // default and floor 2048
 	MaxMACs      int  // default 8
 }
@@ -175,7 +172,7 @@ func (p CSRPolicy) Check(csr *x509.CertificateRequest) (*CSRClaims, error) {
 	if err := p.checkSignatureAlgorithm(csr.SignatureAlgorithm); err != nil {
 		return nil, err
 	}
-	if err := p.checkKey(csr.PublicKey); err != nil {
+	if err := p.Keys().Check(csr.PublicKey); err != nil {
 		return nil, err
 	}
 	if err := csr.CheckSignature(); err != nil {
@@ -237,39 +234,9 @@ func (p CSRPolicy) checkSignatureAlgorithm(a x509.SignatureAlgorithm) error {
 	}
 }
 
-func (p CSRPolicy) checkKey(pub crypto.PublicKey) error {
-	switch k := pub.(type) {
-	case *ecdsa.PublicKey:
-		switch k.Curve {
-		case elliptic.P256():
-			return nil
-		case elliptic.P384():
-			if p.AllowP384 {
-				return nil
-			}
-			return badCSR("ECDSA P-384 keys are not allowed by policy (only P-256)")
-		default:
-			return badCSR("ECDSA curve %s is not allowed", k.Curve.Params().Name)
-		}
-	case ed25519.PublicKey:
-		if p.AllowEd25519 {
-			return nil
-		}
-		return badCSR("Ed25519 keys are not allowed by policy")
-	case *rsa.PublicKey:
-		if !p.AllowRSA {
-			return badCSR("RSA keys are not allowed by policy")
-		}
-		minBits := max(2048, p.MinRSABits)
-		if bits := k.N.BitLen(); bits < minBits {
-			return badCSR("RSA key is %d bits, at least %d required", bits, minBits)
-		}
-		return nil
-	case nil:
-		return badCSR("unsupported or unparsable public key")
-	default:
-		return badCSR("public key type %T is not allowed (DSA and others are refused)", pub)
-	}
+// Keys returns the policy's key rule.
+func (p CSRPolicy) Keys() KeyPolicy {
+	return KeyPolicy{AllowP384: p.AllowP384, AllowEd25519: p.AllowEd25519, AllowRSA: p.AllowRSA, MinRSABits: p.MinRSABits}
 }
 
 // csrSerial returns the one subject serialNumber (2.5.4.5) attribute.

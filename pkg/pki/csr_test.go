@@ -102,11 +102,12 @@ func TestCSRPolicyCheck(t *testing.T) {
 		policy  pki.CSRPolicy
 		der     []byte
 		wantErr string // substring; "" = accepted
+		wantIs  error  // also wrapped besides ErrBadCSR, when set
 		want    *pki.CSRClaims
 	}{
 		{name: "p256 ok", der: good(nil), want: &pki.CSRClaims{Serial: "SN1", MACs: []string{"aabbccddeeff"}}},
-		{name: "NewDeviceCSR ok", der: mustDeviceCSR(t, k["p256"], "A/b:c", "AA-BB-CC-00-11-22", "aabb.cc00.1122", "001122334455"),
-			want: &pki.CSRClaims{Serial: "A/b:c", MACs: []string{"aabbcc001122", "001122334455"}}},
+		{name: "NewDeviceCSR ok", der: mustDeviceCSR(t, k["p256"], "A-b.c_D", "AA-BB-CC-00-11-22", "aabb.cc00.1122", "001122334455"),
+			want: &pki.CSRClaims{Serial: "A-b.c_D", MACs: []string{"aabbcc001122", "001122334455"}}},
 		{name: "duplicate MACs deduped", der: good(func(c *x509.CertificateRequest) {
 			c.URIs = append(c.URIs, macURL(t, "urn:dev:mac:aabbccddeeff"), macURL(t, "urn:dev:mac:0a0b0c0d0e0f"))
 		}), want: &pki.CSRClaims{Serial: "SN1", MACs: []string{"aabbccddeeff", "0a0b0c0d0e0f"}}},
@@ -117,6 +118,9 @@ func TestCSRPolicyCheck(t *testing.T) {
 		{name: "ed25519 allowed", policy: pki.CSRPolicy{AllowEd25519: true}, der: createCSR(t, csrTemplate(t), k["ed25519"])},
 		{name: "rsa refused", der: createCSR(t, csrTemplate(t), k["rsa2048"]), wantErr: "RSA keys are not allowed"},
 		{name: "rsa2048 allowed", policy: pki.CSRPolicy{AllowRSA: true}, der: createCSR(t, csrTemplate(t), k["rsa2048"])},
+		{name: "rsa2048 e=3", policy: pki.CSRPolicy{AllowRSA: true}, der: createCSR(t, csrTemplate(t), rsaE3Key()), wantErr: "RSA public exponent is 3, only 65537 is allowed"},
+		{name: "rsa e=3 refused when RSA is not allowed", der: createCSR(t, csrTemplate(t), rsaE3Key()), wantErr: "RSA keys are not allowed"},
+		{name: "ed25519 allowed, p384 not", policy: pki.CSRPolicy{AllowEd25519: true}, der: createCSR(t, csrTemplate(t), k["p384"]), wantErr: "P-384 keys are not allowed"},
 		{name: "rsa1024", policy: pki.CSRPolicy{AllowRSA: true}, der: createCSR(t, csrTemplate(t), k["rsa1024"]), wantErr: "RSA key is 1024 bits, at least 2048 required"},
 		{name: "rsa1024 MinRSABits below floor", policy: pki.CSRPolicy{AllowRSA: true, MinRSABits: 512}, der: createCSR(t, csrTemplate(t), k["rsa1024"]), wantErr: "at least 2048 required"},
 		{name: "rsa2048 under MinRSABits 3072", policy: pki.CSRPolicy{AllowRSA: true, MinRSABits: 3072}, der: createCSR(t, csrTemplate(t), k["rsa2048"]), wantErr: "RSA key is 2048 bits, at least 3072 required"},
