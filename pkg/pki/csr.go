@@ -164,7 +164,9 @@ type CSRClaims struct {
 // verify; a missing, repeated or invalid subject serialNumber; no MAC, a
 // malformed urn:dev:mac URI or more than MaxMACs; any other SAN (DNS, IP,
 // email, other URIs, other name types); and any requested extension other
-// than subjectAltName (such as basicConstraints CA:TRUE).
+// than subjectAltName (such as basicConstraints CA:TRUE). A refused serial
+// also wraps ErrBadSerial, and a refused MAC ErrBadMAC, so errors.Is finds
+// either the specific or the general reason.
 func (p CSRPolicy) Check(csr *x509.CertificateRequest) (*CSRClaims, error) {
 	if csr == nil {
 		return nil, badCSR("no CSR")
@@ -207,7 +209,7 @@ outer:
 	for _, u := range csr.URIs {
 		mac, err := parseMACURI(u)
 		if err != nil {
-			return nil, badCSR("%v", err)
+			return nil, fmt.Errorf("%w: %w", ErrBadCSR, err) // with ErrBadMAC for a refused MAC
 		}
 		for _, seen := range claims.MACs {
 			if seen == mac {
@@ -261,7 +263,7 @@ func csrSerial(names []pkix.AttributeTypeAndValue) (string, error) {
 		return "", badCSR("subject has %d serialNumber attributes, want 1", n)
 	}
 	if err := ValidateSerial(serial); err != nil {
-		return "", badCSR("subject serialNumber: %v", err)
+		return "", fmt.Errorf("%w: subject serialNumber: %w", ErrBadCSR, err) // err wraps ErrBadSerial
 	}
 	return serial, nil
 }

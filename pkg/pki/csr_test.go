@@ -151,10 +151,14 @@ func TestCSRPolicyCheck(t *testing.T) {
 				asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 0, IsCompound: true, Bytes: []byte{0x06, 0x01, 0x2a, 0xa0, 0x02, 0x05, 0x00}})}}
 		}), wantErr: "subjectAltName of type otherName not allowed"},
 		{name: "bad MAC hex", der: good(func(c *x509.CertificateRequest) { c.URIs = []*url.URL{macURL(t, "urn:dev:mac:aabbccddeezz")} }), wantErr: "MAC must be 12 lowercase hex"},
-		{name: "MAC uppercase", der: good(func(c *x509.CertificateRequest) { c.URIs = []*url.URL{macURL(t, "urn:dev:mac:AABBCCDDEEFF")} }), wantErr: "MAC must be 12 lowercase hex"},
-		{name: "MAC short", der: good(func(c *x509.CertificateRequest) { c.URIs = []*url.URL{macURL(t, "urn:dev:mac:aabbccddee")} }), wantErr: "MAC must be 12 lowercase hex"},
-		{name: "MAC with separators", der: good(func(c *x509.CertificateRequest) { c.URIs = []*url.URL{macURL(t, "urn:dev:mac:aa:bb:cc:dd:ee:ff")} }), wantErr: "MAC must be 12 lowercase hex"},
-		{name: "MAC broadcast", der: good(func(c *x509.CertificateRequest) { c.URIs = []*url.URL{macURL(t, "urn:dev:mac:ffffffffffff")} }), wantErr: "MAC must be 12 lowercase hex"},
+		{name: "MAC uppercase", der: good(func(c *x509.CertificateRequest) { c.URIs = []*url.URL{macURL(t, "urn:dev:mac:AABBCCDDEEFF")} }), wantErr: "MAC must be 12 lowercase hex", wantIs: pki.ErrBadMAC},
+		{name: "MAC short", der: good(func(c *x509.CertificateRequest) { c.URIs = []*url.URL{macURL(t, "urn:dev:mac:aabbccddee")} }), wantErr: "MAC must be 12 lowercase hex", wantIs: pki.ErrBadMAC},
+		{name: "MAC with separators", der: good(func(c *x509.CertificateRequest) { c.URIs = []*url.URL{macURL(t, "urn:dev:mac:aa:bb:cc:dd:ee:ff")} }), wantErr: "MAC must be 12 lowercase hex", wantIs: pki.ErrBadMAC},
+		{name: "MAC broadcast", der: good(func(c *x509.CertificateRequest) { c.URIs = []*url.URL{macURL(t, "urn:dev:mac:ffffffffffff")} }), wantErr: "MAC must be 12 lowercase hex", wantIs: pki.ErrBadMAC},
+		{name: "MAC percent-encoded NUL", der: good(func(c *x509.CertificateRequest) { c.URIs = []*url.URL{macURL(t, "urn:dev:mac:aabbccddee%00")} }), wantErr: "MAC must be 12 lowercase hex", wantIs: pki.ErrBadMAC},
+		{name: "MAC 65 characters", der: good(func(c *x509.CertificateRequest) {
+			c.URIs = []*url.URL{macURL(t, "urn:dev:mac:"+strings.Repeat("a", 65))}
+		}), wantErr: "MAC must be 12 lowercase hex", wantIs: pki.ErrBadMAC},
 		{name: "MAC URN other NSS", der: good(func(c *x509.CertificateRequest) { c.URIs = []*url.URL{macURL(t, "urn:dev:ow:aabbccddeeff")} }), wantErr: "is not urn:dev:mac"},
 		{name: "MAC URI with query", der: good(func(c *x509.CertificateRequest) { c.URIs = []*url.URL{macURL(t, "urn:dev:mac:aabbccddeeff?x")} }), wantErr: "is not urn:dev:mac"},
 		{name: "no MAC", der: good(func(c *x509.CertificateRequest) { c.URIs = nil }), wantErr: "no MAC address"},
@@ -167,7 +171,15 @@ func TestCSRPolicyCheck(t *testing.T) {
 			}
 		}), wantErr: "9 MAC URIs, at most 8 allowed"},
 		{name: "missing serial", der: good(func(c *x509.CertificateRequest) { c.Subject.SerialNumber = "" }), wantErr: "subject has no serialNumber"},
-		{name: "invalid serial", der: good(func(c *x509.CertificateRequest) { c.Subject.SerialNumber = "has space" }), wantErr: "subject serialNumber: serial \"has space\""},
+		{name: "invalid serial", der: good(func(c *x509.CertificateRequest) { c.Subject.SerialNumber = "has space" }), wantErr: "subject serialNumber: bad serial: serial \"has space\"", wantIs: pki.ErrBadSerial},
+		{name: "serial path traversal", der: good(func(c *x509.CertificateRequest) { c.Subject.SerialNumber = "x/../../admin/root" }), wantErr: "character '/'", wantIs: pki.ErrBadSerial},
+		{name: "serial dot-dot", der: good(func(c *x509.CertificateRequest) { c.Subject.SerialNumber = ".." }), wantErr: "dot segment", wantIs: pki.ErrBadSerial},
+		{name: "serial percent-encoded slash", der: good(func(c *x509.CertificateRequest) { c.Subject.SerialNumber = "x%2Fy" }), wantErr: "character '%'", wantIs: pki.ErrBadSerial},
+		{name: "serial NUL", der: good(func(c *x509.CertificateRequest) { c.Subject.SerialNumber = "SN\x001" }), wantIs: pki.ErrBadSerial},
+		{name: "serial CRLF", der: good(func(c *x509.CertificateRequest) { c.Subject.SerialNumber = "SN1\r\nX: y" }), wantIs: pki.ErrBadSerial},
+		{name: "serial Cyrillic look-alike", der: good(func(c *x509.CertificateRequest) { c.Subject.SerialNumber = "SN-\u0410" }), wantIs: pki.ErrBadSerial},
+		{name: "serial fullwidth digits", der: good(func(c *x509.CertificateRequest) { c.Subject.SerialNumber = "SN-\uff10\uff11" }), wantIs: pki.ErrBadSerial},
+		{name: "serial 65 characters", der: good(func(c *x509.CertificateRequest) { c.Subject.SerialNumber = strings.Repeat("S", 65) }), wantErr: "1 to 64 characters, got 65", wantIs: pki.ErrBadSerial},
 		{name: "two serials", der: good(func(c *x509.CertificateRequest) {
 			sn := asn1.ObjectIdentifier{2, 5, 4, 5}
 			raw, err := asn1.Marshal(pkix.RDNSequence{{{Type: sn, Value: "SN1"}}, {{Type: sn, Value: "SN2"}}})
@@ -185,9 +197,12 @@ func TestCSRPolicyCheck(t *testing.T) {
 				t.Fatalf("ParseCSRPEM: %v", err)
 			}
 			claims, err := tt.policy.Check(csr)
-			if tt.wantErr != "" {
+			if tt.wantErr != "" || tt.wantIs != nil {
 				if !errors.Is(err, pki.ErrBadCSR) || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("Check = %v, want ErrBadCSR containing %q", err, tt.wantErr)
+				}
+				if tt.wantIs != nil && !errors.Is(err, tt.wantIs) {
+					t.Fatalf("Check = %v, want it to wrap %v too", err, tt.wantIs)
 				}
 				if claims != nil {
 					t.Errorf("claims = %+v on error", claims)
