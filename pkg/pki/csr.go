@@ -10,6 +10,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"net/url"
+	"strings"
 
 	"golang.org/x/crypto/cryptobyte"
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
@@ -134,9 +135,74 @@ func ParseCSRDER(der []byte) (*x509.CertificateRequest, error) {
 	}
 	csr, err := x509.ParseCertificateRequest(der)
 	if err != nil {
+		// crypto/x509 refuses a URI SAN with control characters before
+		// Check could see it: name the refused MAC when that is the cause.
+		for _, raw := range csrURIs(seq) {
+			if strings.HasPrefix(raw, "urn:"+macURNPrefix) && !isCanonicalMAC(raw[len("urn:"+macURNPrefix):]) {
+				return nil, fmt.Errorf("%w: %w: URI SAN %s: MAC must be 12 lowercase hex digits, not all-zero or broadcast",
+					ErrBadCSR, ErrBadMAC, clip(raw))
+			}
+		}
 		return nil, badCSR("parse: %v", err)
 	}
 	return csr, nil
+}
+
+// oidExtensionRequest is PKCS #9 extensionRequest.
+var oidExtensionRequest = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 14}
+
+// csrURIs returns, best effort, the raw URI SANs requested by the contents
+// of a CertificationRequest SEQUENCE, for error messages about CSRs that
+// crypto/x509 cannot parse.
+func csrURIs(req cryptobyte.String) []string {
+	var info, version, subject, spki, attrs cryptobyte.String
+	if !req.ReadASN1(&info, cbasn1.SEQUENCE) ||
+		!info.ReadASN1(&version, cbasn1.INTEGER) ||
+		!info.ReadASN1(&subject, cbasn1.SEQUENCE) ||
+		!info.ReadASN1(&spki, cbasn1.SEQUENCE) ||
+		!info.ReadASN1(&attrs, cbasn1.Tag(0).Constructed().ContextSpecific()) {
+		return nil
+	}
+	var uris []string
+	for !attrs.Empty() {
+		var attr, values cryptobyte.String
+		var oid asn1.ObjectIdentifier
+		if !attrs.ReadASN1(&attr, cbasn1.SEQUENCE) || !attr.ReadASN1ObjectIdentifier(&oid) ||
+			!attr.ReadASN1(&values, cbasn1.SET) {
+			return uris
+		}
+		if !oid.Equal(oidExtensionRequest) {
+			continue
+		}
+		for !values.Empty() {
+			var exts cryptobyte.String
+			if !values.ReadASN1(&exts, cbasn1.SEQUENCE) {
+				return uris
+			}
+			for !exts.Empty() {
+				var ext, value, names cryptobyte.String
+				var id asn1.ObjectIdentifier
+				if !exts.ReadASN1(&ext, cbasn1.SEQUENCE) || !ext.ReadASN1ObjectIdentifier(&id) ||
+					!ext.SkipOptionalASN1(cbasn1.BOOLEAN) || !ext.ReadASN1(&value, cbasn1.OCTET_STRING) {
+					return uris
+				}
+				if !id.Equal(oidExtSAN) || !value.ReadASN1(&names, cbasn1.SEQUENCE) {
+					continue
+				}
+				for !names.Empty() {
+					var name cryptobyte.String
+					var tag cbasn1.Tag
+					if !names.ReadAnyASN1(&name, &tag) {
+						return uris
+					}
+					if tag == cbasn1.Tag(6).ContextSpecific() {
+						uris = append(uris, string(name))
+					}
+				}
+			}
+		}
+	}
+	return uris
 }
 
 // CSRPolicy says which device CSRs Check accepts. The zero value accepts

@@ -335,3 +335,24 @@ func TestParseCSRPEM(t *testing.T) {
 		})
 	}
 }
+
+// TestParseCSRHostileMAC: a MAC URI that crypto/x509 cannot even parse
+// (control characters) is refused as a bad MAC as well as a bad CSR.
+func TestParseCSRHostileMAC(t *testing.T) {
+	t.Parallel()
+	for _, mac := range []string{"0200000000\x0001", "020000000001\r\n", "02\n0000000001"} {
+		tmpl := csrTemplate(t)
+		tmpl.URIs = []*url.URL{{Scheme: "urn", Opaque: "dev:mac:" + mac}}
+		_, err := pki.ParseCSRPEM(pemCSR(createCSR(t, tmpl, keys()["p256"])))
+		if !errors.Is(err, pki.ErrBadCSR) || !errors.Is(err, pki.ErrBadMAC) {
+			t.Errorf("MAC %q: %v, want ErrBadCSR and ErrBadMAC", mac, err)
+		}
+	}
+	// Another unparsable URI is a bad CSR, not a bad MAC.
+	tmpl := csrTemplate(t)
+	tmpl.URIs = append(tmpl.URIs, &url.URL{Scheme: "urn", Opaque: "x:\x00"})
+	_, err := pki.ParseCSRPEM(pemCSR(createCSR(t, tmpl, keys()["p256"])))
+	if !errors.Is(err, pki.ErrBadCSR) || errors.Is(err, pki.ErrBadMAC) {
+		t.Errorf("other URI with NUL: %v, want ErrBadCSR only", err)
+	}
+}
