@@ -1,3 +1,5 @@
+//lint:file-ignore SA1019 these tests build invalid ECDSA keys from raw coordinates on purpose
+
 package pki_test
 
 import (
