@@ -189,7 +189,7 @@ func TestAdminTokensAuth(t *testing.T) {
 			{"zero ttl", `{"ttl":"0s"}`, http.StatusBadRequest, "bad-request"},
 			{"ttl over a year", `{"ttl":"9000h"}`, http.StatusBadRequest, "bad-request"},
 			{"negative uses", `{"uses":-1}`, http.StatusBadRequest, "bad-request"},
-			{"invalid serial", `{"serial":"has space"}`, http.StatusBadRequest, "bad-request"},
+			{"invalid serial", `{"serial":"has space"}`, http.StatusBadRequest, "bad-serial"},
 			{"unknown field", `{"ttl":"1h","role":"admin"}`, http.StatusBadRequest, "bad-request"},
 			{"another tenant", `{"tenant":"other"}`, http.StatusForbidden, "forbidden"},
 		} {

@@ -260,7 +260,21 @@ func TestEnrollBadInputChangesNothing(t *testing.T) {
 	s = next()
 	add(tc{name: "malformed MAC URI", serial: s, csr: custom(s, func(c *x509.CertificateRequest) {
 		c.URIs = []*url.URL{{Scheme: "urn", Opaque: "dev:mac:02000000zz01"}}
-	}), status: 400, slug: "bad-csr", detail: "MAC must be 12 lowercase hex"})
+	}), status: 400, slug: "bad-mac", detail: "MAC must be 12 lowercase hex"})
+	for _, hostile := range []string{"0200000000\x0001", "020000000001\r\n", strings.Repeat("0", 65)} {
+		s = next()
+		add(tc{name: fmt.Sprintf("hostile MAC %q", hostile), serial: s, csr: custom(s, func(c *x509.CertificateRequest) {
+			c.URIs = []*url.URL{{Scheme: "urn", Opaque: "dev:mac:" + hostile}}
+		}), status: 400, slug: "bad-mac", detail: "MAC must be 12 lowercase hex"})
+	}
+	// Hostile serials are refused, never escaped into the SPIFFE ID.
+	for _, hostile := range []string{"x/../../admin/root", "SN%2F1", "..", ".", "SN\x00", "SN\r\nX-A: b", "SN-\u0410", "SN-\uff10\uff11",
+		strings.Repeat("S", 65), "a:b"} {
+		s = next()
+		add(tc{name: fmt.Sprintf("hostile serial %q", hostile), serial: s, csr: custom(s, func(c *x509.CertificateRequest) {
+			c.Subject.SerialNumber = hostile
+		}), status: 400, slug: "bad-serial", detail: "bad serial"})
+	}
 	s = next()
 	add(tc{name: "no MAC", serial: s, csr: custom(s, func(c *x509.CertificateRequest) { c.URIs = nil }),
 		status: 400, slug: "bad-csr", detail: "no MAC address"})

@@ -78,6 +78,10 @@ func classify(err error) (status int, slug, title string, public bool) {
 		return http.StatusConflict, wire.SlugChallengeUsed, "Challenge already answered", true
 	case errors.Is(err, verify.ErrStoreFull):
 		return http.StatusServiceUnavailable, wire.SlugUnavailable, "Service unavailable, retry later", true
+	case errors.Is(err, pki.ErrBadSerial): // before ErrBadCSR, which a refused CSR serial also wraps
+		return http.StatusBadRequest, wire.SlugBadSerial, "Serial refused", true
+	case errors.Is(err, pki.ErrBadMAC): // before ErrBadCSR, which a refused CSR MAC also wraps
+		return http.StatusBadRequest, wire.SlugBadMAC, "MAC address refused", true
 	case errors.Is(err, pki.ErrBadCSR):
 		return http.StatusBadRequest, wire.SlugBadCSR, "Certificate request refused", true
 	case errors.Is(err, provision.ErrInvalidArgument):

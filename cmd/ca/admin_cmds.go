@@ -17,6 +17,7 @@ import (
 	"devpki/api/client"
 	"devpki/api/wire"
 	"devpki/pkg/atomicfile"
+	"devpki/pkg/pki"
 )
 
 // parseWithTarget parses flags that may stand before or after one positional
@@ -449,7 +450,7 @@ func cmdIssue(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.Var(&dns, "dns", "DNS name (repeatable; server certificates)")
 	fs.Var(&ips, "ip", "IP address (repeatable; server certificates)")
 	cn := fs.String("cn", "", "common name (required for client certificates)")
-	lifetime := fs.Duration("lifetime", 720*time.Hour, "validity")
+	lifetime := fs.Duration("lifetime", pki.DefaultLeafLifetime, "validity")
 	out := fs.String("out", "", "write the certificate and chain to this file instead of stdout")
 	if _, err := parseWithTarget(fs, args, ""); err != nil {
 		return err

@@ -14,6 +14,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"devpki/pkg/atomicfile"
+	"devpki/pkg/pki"
 )
 
 // Config is DIR/ca.yaml. Relative paths are relative to the file's directory.
@@ -79,10 +80,29 @@ type DBConfig struct {
 
 // EnrollmentConfig is the enrollment policy.
 type EnrollmentConfig struct {
-	CertLifetime Duration `yaml:"cert_lifetime"` // default 720h
+	CertLifetime Duration `yaml:"cert_lifetime"` // default pki.DefaultLeafLifetime (720h)
 	AllowP384    bool     `yaml:"allow_p384"`
 	AllowEd25519 bool     `yaml:"allow_ed25519"`
-	AllowRSA     bool     `yaml:"allow_rsa"` // RSA >= 2048 only
+	AllowRSA     bool     `yaml:"allow_rsa"` // RSA 2048 to 8192 bits, exponent 65537
+	// Profile of device certificates: "default" (the SPIFFE ID and one
+	// urn:dev:mac URI per MAC) or "spiffe" (the SPIFFE ID only: one URI SAN,
+	// X.509-SVID compatible). Empty means "default".
+	Profile string `yaml:"profile,omitempty"`
+}
+
+// Enrollment profile names in ca.yaml.
+const (
+	profileDefault = "default"
+	profileSPIFFE  = "spiffe"
+)
+
+// CertProfile returns the pki profile (pki.ProfileDefault or
+// pki.ProfileSPIFFE) that Profile names; Validate has refused any other.
+func (e EnrollmentConfig) CertProfile() string {
+	if e.Profile == profileSPIFFE {
+		return pki.ProfileSPIFFE
+	}
+	return pki.ProfileDefault
 }
 
 // CRLConfig is the CRL served at /crl.
@@ -179,7 +199,10 @@ func (c *Config) defaults() {
 		c.DB.Driver = "sqlite"
 	}
 	if c.Enrollment.CertLifetime == 0 {
-		c.Enrollment.CertLifetime = Duration(720 * time.Hour)
+		c.Enrollment.CertLifetime = Duration(pki.DefaultLeafLifetime)
+	}
+	if c.Enrollment.Profile == "" {
+		c.Enrollment.Profile = profileDefault
 	}
 	if c.ExternalURL == "" {
 		c.ExternalURL = c.URL
@@ -254,6 +277,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Enrollment.CertLifetime < Duration(time.Hour) {
 		errs = append(errs, fmt.Errorf("enrollment.cert_lifetime: %s is shorter than 1h", time.Duration(c.Enrollment.CertLifetime)))
+	}
+	switch c.Enrollment.Profile {
+	case profileDefault, profileSPIFFE:
+	default:
+		errs = append(errs, fmt.Errorf("enrollment.profile: %q is not %q (SPIFFE ID and MAC URIs) or %q (SPIFFE ID only)",
+			c.Enrollment.Profile, profileDefault, profileSPIFFE))
 	}
 	return errors.Join(errs...)
 }

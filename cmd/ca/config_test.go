@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"devpki/pkg/pki"
 	"devpki/pkg/tpm/verify/ektest"
 )
 
@@ -16,7 +17,8 @@ func TestExampleConfigLoads(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if time.Duration(c.Enrollment.CertLifetime) != 720*time.Hour || c.DB.Driver != "sqlite" || c.TLS.ClassicalKeyExchange {
+	if time.Duration(c.Enrollment.CertLifetime) != pki.DefaultLeafLifetime || c.DB.Driver != "sqlite" || c.TLS.ClassicalKeyExchange ||
+		c.Enrollment.Profile != "default" || c.Enrollment.CertProfile() != pki.ProfileDefault {
 		t.Fatalf("unexpected values: %+v", c)
 	}
 	if !strings.HasPrefix(c.KeyURI(), "softkms:path=/") {
@@ -38,6 +40,9 @@ func TestConfigErrors(t *testing.T) {
 		{"every problem at once", "listen: 127.0.0.1:8443", "listen: nowhere\nurl: http://x", []string{"listen", "url"}},
 		{"unknown driver", "driver: sqlite", "driver: mysql", []string{"db.driver"}},
 		{"short lifetime", "cert_lifetime: 720h", "cert_lifetime: 10m", []string{"shorter than 1h"}},
+		{"unknown profile", "profile: default", "profile: svid", []string{`enrollment.profile: "svid" is not "default"`, `"spiffe"`}},
+		{"profile in upper case", "profile: default", "profile: SPIFFE", []string{"enrollment.profile"}},
+		{"profile not a string", "profile: default", "profile: [spiffe]", []string{"profile"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := strings.Replace(string(base), tc.from, tc.to, 1)
@@ -61,6 +66,33 @@ func TestConfigErrors(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestEnrollmentProfile: enrollment.profile defaults to "default" and names
+// the pki profile serve passes to provision.
+func TestEnrollmentProfile(t *testing.T) {
+	base, err := os.ReadFile(filepath.Join("..", "..", "configs", "ca.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ line, want string }{
+		{"", pki.ProfileDefault}, // key left out
+		{"  profile: default", pki.ProfileDefault},
+		{"  profile: spiffe", pki.ProfileSPIFFE},
+	} {
+		s := strings.Replace(string(base), "  profile: default", tc.line, 1)
+		p := filepath.Join(t.TempDir(), "ca.yaml")
+		if err := os.WriteFile(p, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c, err := LoadConfig(p)
+		if err != nil {
+			t.Fatalf("%q: %v", tc.line, err)
+		}
+		if got := c.Enrollment.CertProfile(); got != tc.want {
+			t.Errorf("%q: CertProfile = %q, want %q", tc.line, got, tc.want)
+		}
 	}
 }
 

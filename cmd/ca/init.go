@@ -92,8 +92,8 @@ func initCA(ctx context.Context, o initOptions, stderr io.Writer) (fp string, er
 		return "", err
 	}
 	var errs []error
-	if o.AdminName == "" || pki.ValidateSerial(o.AdminName) != nil {
-		errs = append(errs, fmt.Errorf("--admin %q: use letters, digits and . _ - only", o.AdminName))
+	if pki.ValidateAdminName(o.AdminName) != nil {
+		errs = append(errs, fmt.Errorf("--admin %q: use 1 to 128 letters, digits and . _ - only (not \".\" or \"..\")", o.AdminName))
 	}
 	var ipList []net.IP
 	for _, s := range o.IPs {

@@ -125,7 +125,7 @@ func serve(ctx context.Context, cfg *Config, dev bool, stdout, stderr io.Writer)
 	}
 	prov, err := provision.New(provision.Config{
 		Store: store, Issuer: issuer, TrustDomain: cfg.TrustDomain, TPM: tpmCfg,
-		Lifetime: time.Duration(cfg.Enrollment.CertLifetime),
+		Lifetime: time.Duration(cfg.Enrollment.CertLifetime), Profile: cfg.Enrollment.CertProfile(),
 		Policy: pki.CSRPolicy{
 			AllowP384: cfg.Enrollment.AllowP384, AllowEd25519: cfg.Enrollment.AllowEd25519, AllowRSA: cfg.Enrollment.AllowRSA,
 		},

@@ -3,17 +3,14 @@ package pki
 import (
 	"bytes"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"encoding/pem"
 	"fmt"
 	"net/url"
+	"strings"
 
 	"golang.org/x/crypto/cryptobyte"
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
@@ -138,17 +135,83 @@ func ParseCSRDER(der []byte) (*x509.CertificateRequest, error) {
 	}
 	csr, err := x509.ParseCertificateRequest(der)
 	if err != nil {
+		// crypto/x509 refuses a URI SAN with control characters before
+		// Check could see it: name the refused MAC when that is the cause.
+		for _, raw := range csrURIs(seq) {
+			if strings.HasPrefix(raw, "urn:"+macURNPrefix) && !isCanonicalMAC(raw[len("urn:"+macURNPrefix):]) {
+				return nil, fmt.Errorf("%w: %w: URI SAN %s: MAC must be 12 lowercase hex digits, not all-zero or broadcast",
+					ErrBadCSR, ErrBadMAC, clip(raw))
+			}
+		}
 		return nil, badCSR("parse: %v", err)
 	}
 	return csr, nil
 }
 
+// oidExtensionRequest is PKCS #9 extensionRequest.
+var oidExtensionRequest = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 14}
+
+// csrURIs returns, best effort, the raw URI SANs requested by the contents
+// of a CertificationRequest SEQUENCE, for error messages about CSRs that
+// crypto/x509 cannot parse.
+func csrURIs(req cryptobyte.String) []string {
+	var info, version, subject, spki, attrs cryptobyte.String
+	if !req.ReadASN1(&info, cbasn1.SEQUENCE) ||
+		!info.ReadASN1(&version, cbasn1.INTEGER) ||
+		!info.ReadASN1(&subject, cbasn1.SEQUENCE) ||
+		!info.ReadASN1(&spki, cbasn1.SEQUENCE) ||
+		!info.ReadASN1(&attrs, cbasn1.Tag(0).Constructed().ContextSpecific()) {
+		return nil
+	}
+	var uris []string
+	for !attrs.Empty() {
+		var attr, values cryptobyte.String
+		var oid asn1.ObjectIdentifier
+		if !attrs.ReadASN1(&attr, cbasn1.SEQUENCE) || !attr.ReadASN1ObjectIdentifier(&oid) ||
+			!attr.ReadASN1(&values, cbasn1.SET) {
+			return uris
+		}
+		if !oid.Equal(oidExtensionRequest) {
+			continue
+		}
+		for !values.Empty() {
+			var exts cryptobyte.String
+			if !values.ReadASN1(&exts, cbasn1.SEQUENCE) {
+				return uris
+			}
+			for !exts.Empty() {
+				var ext, value, names cryptobyte.String
+				var id asn1.ObjectIdentifier
+				if !exts.ReadASN1(&ext, cbasn1.SEQUENCE) || !ext.ReadASN1ObjectIdentifier(&id) ||
+					!ext.SkipOptionalASN1(cbasn1.BOOLEAN) || !ext.ReadASN1(&value, cbasn1.OCTET_STRING) {
+					return uris
+				}
+				if !id.Equal(oidExtSAN) || !value.ReadASN1(&names, cbasn1.SEQUENCE) {
+					continue
+				}
+				for !names.Empty() {
+					var name cryptobyte.String
+					var tag cbasn1.Tag
+					if !names.ReadAnyASN1(&name, &tag) {
+						return uris
+					}
+					if tag == cbasn1.Tag(6).ContextSpecific() {
+						uris = append(uris, string(name))
+					}
+				}
+			}
+		}
+	}
+	return uris
+}
+
 // CSRPolicy says which device CSRs Check accepts. The zero value accepts
-// ECDSA P-256 keys only, with at most 8 MACs.
+// ECDSA P-256 keys only, with at most 8 MACs. Its key fields are a KeyPolicy
+// (see Keys), which decides every key rule.
 type CSRPolicy struct {
 	AllowP384    bool // also accept ECDSA P-384
 	AllowEd25519 bool // also accept Ed25519
-	AllowRSA     bool // also accept RSA keys of at least MinRSABits
+	AllowRSA     bool // also accept RSA keys (MinRSABits to MaxRSABits bits, exponent 65537)
 	MinRSABits   int  // default and floor 2048
 	MaxMACs      int  // default 8
 }
@@ -167,7 +230,9 @@ type CSRClaims struct {
 // verify; a missing, repeated or invalid subject serialNumber; no MAC, a
 // malformed urn:dev:mac URI or more than MaxMACs; any other SAN (DNS, IP,
 // email, other URIs, other name types); and any requested extension other
-// than subjectAltName (such as basicConstraints CA:TRUE).
+// than subjectAltName (such as basicConstraints CA:TRUE). A refused serial
+// also wraps ErrBadSerial, and a refused MAC ErrBadMAC, so errors.Is finds
+// either the specific or the general reason.
 func (p CSRPolicy) Check(csr *x509.CertificateRequest) (*CSRClaims, error) {
 	if csr == nil {
 		return nil, badCSR("no CSR")
@@ -175,7 +240,7 @@ func (p CSRPolicy) Check(csr *x509.CertificateRequest) (*CSRClaims, error) {
 	if err := p.checkSignatureAlgorithm(csr.SignatureAlgorithm); err != nil {
 		return nil, err
 	}
-	if err := p.checkKey(csr.PublicKey); err != nil {
+	if err := p.Keys().Check(csr.PublicKey); err != nil {
 		return nil, err
 	}
 	if err := csr.CheckSignature(); err != nil {
@@ -210,7 +275,7 @@ outer:
 	for _, u := range csr.URIs {
 		mac, err := parseMACURI(u)
 		if err != nil {
-			return nil, badCSR("%v", err)
+			return nil, fmt.Errorf("%w: %w", ErrBadCSR, err) // with ErrBadMAC for a refused MAC
 		}
 		for _, seen := range claims.MACs {
 			if seen == mac {
@@ -237,39 +302,9 @@ func (p CSRPolicy) checkSignatureAlgorithm(a x509.SignatureAlgorithm) error {
 	}
 }
 
-func (p CSRPolicy) checkKey(pub crypto.PublicKey) error {
-	switch k := pub.(type) {
-	case *ecdsa.PublicKey:
-		switch k.Curve {
-		case elliptic.P256():
-			return nil
-		case elliptic.P384():
-			if p.AllowP384 {
-				return nil
-			}
-			return badCSR("ECDSA P-384 keys are not allowed by policy (only P-256)")
-		default:
-			return badCSR("ECDSA curve %s is not allowed", k.Curve.Params().Name)
-		}
-	case ed25519.PublicKey:
-		if p.AllowEd25519 {
-			return nil
-		}
-		return badCSR("Ed25519 keys are not allowed by policy")
-	case *rsa.PublicKey:
-		if !p.AllowRSA {
-			return badCSR("RSA keys are not allowed by policy")
-		}
-		minBits := max(2048, p.MinRSABits)
-		if bits := k.N.BitLen(); bits < minBits {
-			return badCSR("RSA key is %d bits, at least %d required", bits, minBits)
-		}
-		return nil
-	case nil:
-		return badCSR("unsupported or unparsable public key")
-	default:
-		return badCSR("public key type %T is not allowed (DSA and others are refused)", pub)
-	}
+// Keys returns the policy's key rule.
+func (p CSRPolicy) Keys() KeyPolicy {
+	return KeyPolicy{AllowP384: p.AllowP384, AllowEd25519: p.AllowEd25519, AllowRSA: p.AllowRSA, MinRSABits: p.MinRSABits}
 }
 
 // csrSerial returns the one subject serialNumber (2.5.4.5) attribute.
@@ -294,7 +329,7 @@ func csrSerial(names []pkix.AttributeTypeAndValue) (string, error) {
 		return "", badCSR("subject has %d serialNumber attributes, want 1", n)
 	}
 	if err := ValidateSerial(serial); err != nil {
-		return "", badCSR("subject serialNumber: %v", err)
+		return "", fmt.Errorf("%w: subject serialNumber: %w", ErrBadCSR, err) // err wraps ErrBadSerial
 	}
 	return serial, nil
 }

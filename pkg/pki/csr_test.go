@@ -102,11 +102,12 @@ func TestCSRPolicyCheck(t *testing.T) {
 		policy  pki.CSRPolicy
 		der     []byte
 		wantErr string // substring; "" = accepted
+		wantIs  error  // also wrapped besides ErrBadCSR, when set
 		want    *pki.CSRClaims
 	}{
 		{name: "p256 ok", der: good(nil), want: &pki.CSRClaims{Serial: "SN1", MACs: []string{"aabbccddeeff"}}},
-		{name: "NewDeviceCSR ok", der: mustDeviceCSR(t, k["p256"], "A/b:c", "AA-BB-CC-00-11-22", "aabb.cc00.1122", "001122334455"),
-			want: &pki.CSRClaims{Serial: "A/b:c", MACs: []string{"aabbcc001122", "001122334455"}}},
+		{name: "NewDeviceCSR ok", der: mustDeviceCSR(t, k["p256"], "A-b.c_D", "AA-BB-CC-00-11-22", "aabb.cc00.1122", "001122334455"),
+			want: &pki.CSRClaims{Serial: "A-b.c_D", MACs: []string{"aabbcc001122", "001122334455"}}},
 		{name: "duplicate MACs deduped", der: good(func(c *x509.CertificateRequest) {
 			c.URIs = append(c.URIs, macURL(t, "urn:dev:mac:aabbccddeeff"), macURL(t, "urn:dev:mac:0a0b0c0d0e0f"))
 		}), want: &pki.CSRClaims{Serial: "SN1", MACs: []string{"aabbccddeeff", "0a0b0c0d0e0f"}}},
@@ -117,6 +118,9 @@ func TestCSRPolicyCheck(t *testing.T) {
 		{name: "ed25519 allowed", policy: pki.CSRPolicy{AllowEd25519: true}, der: createCSR(t, csrTemplate(t), k["ed25519"])},
 		{name: "rsa refused", der: createCSR(t, csrTemplate(t), k["rsa2048"]), wantErr: "RSA keys are not allowed"},
 		{name: "rsa2048 allowed", policy: pki.CSRPolicy{AllowRSA: true}, der: createCSR(t, csrTemplate(t), k["rsa2048"])},
+		{name: "rsa2048 e=3", policy: pki.CSRPolicy{AllowRSA: true}, der: createCSR(t, csrTemplate(t), rsaE3Key()), wantErr: "RSA public exponent is 3, only 65537 is allowed"},
+		{name: "rsa e=3 refused when RSA is not allowed", der: createCSR(t, csrTemplate(t), rsaE3Key()), wantErr: "RSA keys are not allowed"},
+		{name: "ed25519 allowed, p384 not", policy: pki.CSRPolicy{AllowEd25519: true}, der: createCSR(t, csrTemplate(t), k["p384"]), wantErr: "P-384 keys are not allowed"},
 		{name: "rsa1024", policy: pki.CSRPolicy{AllowRSA: true}, der: createCSR(t, csrTemplate(t), k["rsa1024"]), wantErr: "RSA key is 1024 bits, at least 2048 required"},
 		{name: "rsa1024 MinRSABits below floor", policy: pki.CSRPolicy{AllowRSA: true, MinRSABits: 512}, der: createCSR(t, csrTemplate(t), k["rsa1024"]), wantErr: "at least 2048 required"},
 		{name: "rsa2048 under MinRSABits 3072", policy: pki.CSRPolicy{AllowRSA: true, MinRSABits: 3072}, der: createCSR(t, csrTemplate(t), k["rsa2048"]), wantErr: "RSA key is 2048 bits, at least 3072 required"},
@@ -147,10 +151,14 @@ func TestCSRPolicyCheck(t *testing.T) {
 				asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 0, IsCompound: true, Bytes: []byte{0x06, 0x01, 0x2a, 0xa0, 0x02, 0x05, 0x00}})}}
 		}), wantErr: "subjectAltName of type otherName not allowed"},
 		{name: "bad MAC hex", der: good(func(c *x509.CertificateRequest) { c.URIs = []*url.URL{macURL(t, "urn:dev:mac:aabbccddeezz")} }), wantErr: "MAC must be 12 lowercase hex"},
-		{name: "MAC uppercase", der: good(func(c *x509.CertificateRequest) { c.URIs = []*url.URL{macURL(t, "urn:dev:mac:AABBCCDDEEFF")} }), wantErr: "MAC must be 12 lowercase hex"},
-		{name: "MAC short", der: good(func(c *x509.CertificateRequest) { c.URIs = []*url.URL{macURL(t, "urn:dev:mac:aabbccddee")} }), wantErr: "MAC must be 12 lowercase hex"},
-		{name: "MAC with separators", der: good(func(c *x509.CertificateRequest) { c.URIs = []*url.URL{macURL(t, "urn:dev:mac:aa:bb:cc:dd:ee:ff")} }), wantErr: "MAC must be 12 lowercase hex"},
-		{name: "MAC broadcast", der: good(func(c *x509.CertificateRequest) { c.URIs = []*url.URL{macURL(t, "urn:dev:mac:ffffffffffff")} }), wantErr: "MAC must be 12 lowercase hex"},
+		{name: "MAC uppercase", der: good(func(c *x509.CertificateRequest) { c.URIs = []*url.URL{macURL(t, "urn:dev:mac:AABBCCDDEEFF")} }), wantErr: "MAC must be 12 lowercase hex", wantIs: pki.ErrBadMAC},
+		{name: "MAC short", der: good(func(c *x509.CertificateRequest) { c.URIs = []*url.URL{macURL(t, "urn:dev:mac:aabbccddee")} }), wantErr: "MAC must be 12 lowercase hex", wantIs: pki.ErrBadMAC},
+		{name: "MAC with separators", der: good(func(c *x509.CertificateRequest) { c.URIs = []*url.URL{macURL(t, "urn:dev:mac:aa:bb:cc:dd:ee:ff")} }), wantErr: "MAC must be 12 lowercase hex", wantIs: pki.ErrBadMAC},
+		{name: "MAC broadcast", der: good(func(c *x509.CertificateRequest) { c.URIs = []*url.URL{macURL(t, "urn:dev:mac:ffffffffffff")} }), wantErr: "MAC must be 12 lowercase hex", wantIs: pki.ErrBadMAC},
+		{name: "MAC percent-encoded NUL", der: good(func(c *x509.CertificateRequest) { c.URIs = []*url.URL{macURL(t, "urn:dev:mac:aabbccddee%00")} }), wantErr: "MAC must be 12 lowercase hex", wantIs: pki.ErrBadMAC},
+		{name: "MAC 65 characters", der: good(func(c *x509.CertificateRequest) {
+			c.URIs = []*url.URL{macURL(t, "urn:dev:mac:"+strings.Repeat("a", 65))}
+		}), wantErr: "MAC must be 12 lowercase hex", wantIs: pki.ErrBadMAC},
 		{name: "MAC URN other NSS", der: good(func(c *x509.CertificateRequest) { c.URIs = []*url.URL{macURL(t, "urn:dev:ow:aabbccddeeff")} }), wantErr: "is not urn:dev:mac"},
 		{name: "MAC URI with query", der: good(func(c *x509.CertificateRequest) { c.URIs = []*url.URL{macURL(t, "urn:dev:mac:aabbccddeeff?x")} }), wantErr: "is not urn:dev:mac"},
 		{name: "no MAC", der: good(func(c *x509.CertificateRequest) { c.URIs = nil }), wantErr: "no MAC address"},
@@ -163,7 +171,15 @@ func TestCSRPolicyCheck(t *testing.T) {
 			}
 		}), wantErr: "9 MAC URIs, at most 8 allowed"},
 		{name: "missing serial", der: good(func(c *x509.CertificateRequest) { c.Subject.SerialNumber = "" }), wantErr: "subject has no serialNumber"},
-		{name: "invalid serial", der: good(func(c *x509.CertificateRequest) { c.Subject.SerialNumber = "has space" }), wantErr: "subject serialNumber: serial \"has space\""},
+		{name: "invalid serial", der: good(func(c *x509.CertificateRequest) { c.Subject.SerialNumber = "has space" }), wantErr: "subject serialNumber: bad serial: serial \"has space\"", wantIs: pki.ErrBadSerial},
+		{name: "serial path traversal", der: good(func(c *x509.CertificateRequest) { c.Subject.SerialNumber = "x/../../admin/root" }), wantErr: "character '/'", wantIs: pki.ErrBadSerial},
+		{name: "serial dot-dot", der: good(func(c *x509.CertificateRequest) { c.Subject.SerialNumber = ".." }), wantErr: "dot segment", wantIs: pki.ErrBadSerial},
+		{name: "serial percent-encoded slash", der: good(func(c *x509.CertificateRequest) { c.Subject.SerialNumber = "x%2Fy" }), wantErr: "character '%'", wantIs: pki.ErrBadSerial},
+		{name: "serial NUL", der: good(func(c *x509.CertificateRequest) { c.Subject.SerialNumber = "SN\x001" }), wantIs: pki.ErrBadSerial},
+		{name: "serial CRLF", der: good(func(c *x509.CertificateRequest) { c.Subject.SerialNumber = "SN1\r\nX: y" }), wantIs: pki.ErrBadSerial},
+		{name: "serial Cyrillic look-alike", der: good(func(c *x509.CertificateRequest) { c.Subject.SerialNumber = "SN-\u0410" }), wantIs: pki.ErrBadSerial},
+		{name: "serial fullwidth digits", der: good(func(c *x509.CertificateRequest) { c.Subject.SerialNumber = "SN-\uff10\uff11" }), wantIs: pki.ErrBadSerial},
+		{name: "serial 65 characters", der: good(func(c *x509.CertificateRequest) { c.Subject.SerialNumber = strings.Repeat("S", 65) }), wantErr: "1 to 64 characters, got 65", wantIs: pki.ErrBadSerial},
 		{name: "two serials", der: good(func(c *x509.CertificateRequest) {
 			sn := asn1.ObjectIdentifier{2, 5, 4, 5}
 			raw, err := asn1.Marshal(pkix.RDNSequence{{{Type: sn, Value: "SN1"}}, {{Type: sn, Value: "SN2"}}})
@@ -181,9 +197,12 @@ func TestCSRPolicyCheck(t *testing.T) {
 				t.Fatalf("ParseCSRPEM: %v", err)
 			}
 			claims, err := tt.policy.Check(csr)
-			if tt.wantErr != "" {
+			if tt.wantErr != "" || tt.wantIs != nil {
 				if !errors.Is(err, pki.ErrBadCSR) || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("Check = %v, want ErrBadCSR containing %q", err, tt.wantErr)
+				}
+				if tt.wantIs != nil && !errors.Is(err, tt.wantIs) {
+					t.Fatalf("Check = %v, want it to wrap %v too", err, tt.wantIs)
 				}
 				if claims != nil {
 					t.Errorf("claims = %+v on error", claims)
@@ -314,5 +333,26 @@ func TestParseCSRPEM(t *testing.T) {
 				t.Fatalf("ParseCSRPEM = %v, want ErrBadCSR containing %q", err, tt.wantErr)
 			}
 		})
+	}
+}
+
+// TestParseCSRHostileMAC: a MAC URI that crypto/x509 cannot even parse
+// (control characters) is refused as a bad MAC as well as a bad CSR.
+func TestParseCSRHostileMAC(t *testing.T) {
+	t.Parallel()
+	for _, mac := range []string{"0200000000\x0001", "020000000001\r\n", "02\n0000000001"} {
+		tmpl := csrTemplate(t)
+		tmpl.URIs = []*url.URL{{Scheme: "urn", Opaque: "dev:mac:" + mac}}
+		_, err := pki.ParseCSRPEM(pemCSR(createCSR(t, tmpl, keys()["p256"])))
+		if !errors.Is(err, pki.ErrBadCSR) || !errors.Is(err, pki.ErrBadMAC) {
+			t.Errorf("MAC %q: %v, want ErrBadCSR and ErrBadMAC", mac, err)
+		}
+	}
+	// Another unparsable URI is a bad CSR, not a bad MAC.
+	tmpl := csrTemplate(t)
+	tmpl.URIs = append(tmpl.URIs, &url.URL{Scheme: "urn", Opaque: "x:\x00"})
+	_, err := pki.ParseCSRPEM(pemCSR(createCSR(t, tmpl, keys()["p256"])))
+	if !errors.Is(err, pki.ErrBadCSR) || errors.Is(err, pki.ErrBadMAC) {
+		t.Errorf("other URI with NUL: %v, want ErrBadCSR only", err)
 	}
 }

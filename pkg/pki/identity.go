@@ -27,57 +27,76 @@ type Identity struct {
 	EKHash string
 }
 
-// SPIFFEID returns spiffe://<td>/<tenant>/device/<serial>, with tenant and
-// serial path-escaped (a serial may contain '/').
+// SPIFFEID returns spiffe://<td>/<tenant>/device/<serial>. Tenant and
+// serial are single SPIFFE path segments (see ValidateTenant and
+// ValidateSerial), so the ID needs no escaping and is what it reads as.
 func (id Identity) SPIFFEID() *url.URL {
 	return spiffeURL(id.TrustDomain, id.Tenant, "device", id.Serial)
 }
 
-// AdminURI returns spiffe://<td>/<tenant>/admin/<name> (tenant and name
-// path-escaped), the identity carried by admin client certificates.
+// AdminURI returns spiffe://<td>/<tenant>/admin/<name>, the identity carried
+// by admin client certificates. Tenant and name must pass ValidateTenant and
+// ValidateAdminName: the URI of any other input is one ParseAdminURI (and
+// every SPIFFE parser) refuses.
 func AdminURI(trustDomain, tenant, name string) *url.URL {
 	return spiffeURL(trustDomain, tenant, "admin", name)
 }
 
-func spiffeURL(td, tenant, kind, name string) *url.URL {
-	return &url.URL{
-		Scheme:  "spiffe",
-		Host:    td,
-		Path:    "/" + tenant + "/" + kind + "/" + name,
-		RawPath: "/" + url.PathEscape(tenant) + "/" + kind + "/" + url.PathEscape(name),
+// ComponentURI returns spiffe://<td>/<tenant>/component/<name>, the identity
+// carried by the client certificates of the fleet's other components
+// (brokers, ingest services). It refuses (wrapping ErrBadIdentity) a trust
+// domain, tenant or name that is not valid (see ValidateComponentName).
+func ComponentURI(trustDomain, tenant, name string) (*url.URL, error) {
+	if err := ValidateTrustDomain(trustDomain); err != nil {
+		return nil, fmt.Errorf("component URI: %w: %v", ErrBadIdentity, err)
 	}
+	if err := ValidateTenant(tenant); err != nil {
+		return nil, fmt.Errorf("component URI: %w: %v", ErrBadIdentity, err)
+	}
+	if err := ValidateComponentName(name); err != nil {
+		return nil, fmt.Errorf("component URI: %w: %v", ErrBadIdentity, err)
+	}
+	return spiffeURL(trustDomain, tenant, "component", name), nil
 }
 
-// parseSPIFFE splits spiffe://<td>/<tenant>/<kind>/<name> into its parts,
-// unescaping tenant and name. ok is false for any other shape.
+// spiffeURL builds spiffe://<td>/<tenant>/<kind>/<name> from parts that are
+// SPIFFE path segments already: nothing is escaped (the spec forbids
+// percent-encoding), so Path and the string form are the same.
+func spiffeURL(td, tenant, kind, name string) *url.URL {
+	return &url.URL{Scheme: "spiffe", Host: td, Path: "/" + tenant + "/" + kind + "/" + name}
+}
+
+// parseSPIFFE splits spiffe://<td>/<tenant>/<kind>/<name> into its parts.
+// ok is false for any other shape, for any '%' in the path (the SPIFFE spec
+// allows no percent-encoding) and for any segment that is not a SPIFFE path
+// segment: 1 or more of [A-Za-z0-9._-], not "." or "..".
 func parseSPIFFE(u *url.URL, trustDomain string) (tenant, kind, name string, ok bool) {
 	if u == nil || u.Scheme != "spiffe" || u.Host != trustDomain || u.User != nil ||
-		u.Opaque != "" || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
+		u.Opaque != "" || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" ||
+		u.RawFragment != "" || u.OmitHost {
 		return "", "", "", false
 	}
 	p := u.EscapedPath()
-	if !strings.HasPrefix(p, "/") {
+	if p != u.Path || strings.ContainsRune(p, '%') || u.RawPath != "" || !strings.HasPrefix(p, "/") {
 		return "", "", "", false
 	}
 	parts := strings.Split(p[1:], "/")
 	if len(parts) != 3 {
 		return "", "", "", false
 	}
-	var err error
-	if tenant, err = url.PathUnescape(parts[0]); err != nil {
-		return "", "", "", false
+	for _, seg := range parts {
+		if checkSegment("segment", seg, len(seg)) != nil {
+			return "", "", "", false
+		}
 	}
-	if name, err = url.PathUnescape(parts[2]); err != nil {
-		return "", "", "", false
-	}
-	return tenant, parts[1], name, true
+	return parts[0], parts[1], parts[2], true
 }
 
 // ParseAdminURI is the inverse of AdminURI: ok is true only for
 // spiffe://<trustDomain>/<tenant>/admin/<name> with a valid tenant and name.
 func ParseAdminURI(u *url.URL, trustDomain string) (tenant, name string, ok bool) {
 	tenant, kind, name, ok := parseSPIFFE(u, trustDomain)
-	if !ok || kind != "admin" || ValidateTenant(tenant) != nil || validateAdminName(name) != nil {
+	if !ok || kind != "admin" || ValidateTenant(tenant) != nil || ValidateAdminName(name) != nil {
 		return "", "", false
 	}
 	return tenant, name, true
@@ -163,7 +182,8 @@ func (id *Identity) validate() error {
 
 // NormalizeMAC accepts aa:bb:cc:dd:ee:ff, AA-BB-CC-DD-EE-FF, aabb.ccdd.eeff
 // or 12 hex digits (any case) and returns 12 lowercase hex digits. It rejects
-// every other form and the all-zero and broadcast (ff..ff) addresses.
+// every other form and the all-zero and broadcast (ff..ff) addresses with an
+// error wrapping ErrBadMAC.
 func NormalizeMAC(s string) (string, error) {
 	var hex []byte
 	switch len(s) {
@@ -171,23 +191,23 @@ func NormalizeMAC(s string) (string, error) {
 		hex = []byte(s)
 	case 14: // aabb.ccdd.eeff
 		if s[4] != '.' || s[9] != '.' {
-			return "", fmt.Errorf("invalid MAC address %q", s)
+			return "", badMAC(s, "")
 		}
 		hex = []byte(s[0:4] + s[5:9] + s[10:14])
 	case 17: // aa:bb:.. or aa-bb-..
 		sep := s[2]
 		if sep != ':' && sep != '-' {
-			return "", fmt.Errorf("invalid MAC address %q", s)
+			return "", badMAC(s, "")
 		}
 		hex = make([]byte, 0, 12)
 		for i := 0; i < 17; i += 3 {
 			if i+2 < 17 && s[i+2] != sep {
-				return "", fmt.Errorf("invalid MAC address %q", s)
+				return "", badMAC(s, "")
 			}
 			hex = append(hex, s[i], s[i+1])
 		}
 	default:
-		return "", fmt.Errorf("invalid MAC address %q", s)
+		return "", badMAC(s, "")
 	}
 	for i, c := range hex {
 		switch {
@@ -195,17 +215,22 @@ func NormalizeMAC(s string) (string, error) {
 		case c >= 'A' && c <= 'F':
 			hex[i] = c + ('a' - 'A')
 		default:
-			return "", fmt.Errorf("invalid MAC address %q", s)
+			return "", badMAC(s, "")
 		}
 	}
 	out := string(hex)
 	switch out {
 	case "000000000000":
-		return "", fmt.Errorf("invalid MAC address %q: all zero", s)
+		return "", badMAC(s, ": all zero")
 	case "ffffffffffff":
-		return "", fmt.Errorf("invalid MAC address %q: broadcast", s)
+		return "", badMAC(s, ": broadcast")
 	}
 	return out, nil
+}
+
+// badMAC is NormalizeMAC's refusal of s.
+func badMAC(s, why string) error {
+	return fmt.Errorf("%w: invalid MAC address %s%s", ErrBadMAC, clip(s), why)
 }
 
 // isCanonicalMAC reports whether m is what NormalizeMAC returns.
@@ -232,26 +257,23 @@ func parseMACURI(u *url.URL) (string, error) {
 	}
 	mac := u.Opaque[len(macURNPrefix):]
 	if !isCanonicalMAC(mac) {
-		return "", fmt.Errorf("URI SAN %q: MAC must be 12 lowercase hex digits, not all-zero or broadcast", u)
+		return "", fmt.Errorf("%w: URI SAN %s: MAC must be 12 lowercase hex digits, not all-zero or broadcast", ErrBadMAC, clip(u.String()))
 	}
 	return mac, nil
 }
 
-// ValidateSerial checks a hardware serial: 1..64 characters of
-// [A-Za-z0-9._:/-], and not "." or ".." (which would be dot segments in the
-// SPIFFE ID path).
+// MaxSerialLen is the longest hardware serial ValidateSerial accepts.
+const MaxSerialLen = 64
+
+// ValidateSerial checks a hardware serial: 1 to MaxSerialLen characters of
+// [A-Za-z0-9._-], and not "." or "..", so that it is one SPIFFE path segment
+// as the SPIFFE spec defines it (no '/', no percent-encoding, no dot
+// segment) and the SPIFFE ID of a device is its serial verbatim. Anything
+// else (NUL, CR/LF, '/', '%', ':', spaces, non-ASCII look-alikes) is refused
+// with an error wrapping ErrBadSerial; serials are never escaped or mapped.
 func ValidateSerial(s string) error {
-	if len(s) == 0 || len(s) > 64 {
-		return fmt.Errorf("serial must be 1 to 64 characters, got %d", len(s))
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !isAlnum(c) && c != '.' && c != '_' && c != ':' && c != '/' && c != '-' {
-			return fmt.Errorf("serial %q: character %q at %d not allowed (only A-Z a-z 0-9 . _ : / -)", s, c, i)
-		}
-	}
-	if s == "." || s == ".." {
-		return fmt.Errorf("serial %q not allowed", s)
+	if err := checkSegment("serial", s, MaxSerialLen); err != nil {
+		return fmt.Errorf("%w: %v", ErrBadSerial, err)
 	}
 	return nil
 }
@@ -259,19 +281,47 @@ func ValidateSerial(s string) error {
 // ValidateTenant checks a tenant name as used in O= and the SPIFFE path:
 // 1..64 characters of [A-Za-z0-9._-], not "." or "..".
 func ValidateTenant(s string) error {
-	if len(s) == 0 || len(s) > 64 {
-		return fmt.Errorf("tenant must be 1 to 64 characters, got %d", len(s))
+	return checkSegment("tenant", s, 64)
+}
+
+// ValidateAdminName checks an admin name as used in AdminURI: 1..128
+// characters of [A-Za-z0-9._-], not "." or ".." (one SPIFFE path segment).
+func ValidateAdminName(s string) error {
+	return checkSegment("admin name", s, 128)
+}
+
+// ValidateComponentName checks a component name as used in ComponentURI:
+// 1..64 characters of [A-Za-z0-9._-], not "." or ".." (one SPIFFE path
+// segment), such as "broker-1" or "ingest.eu-west".
+func ValidateComponentName(s string) error {
+	return checkSegment("component name", s, 64)
+}
+
+// checkSegment checks that s is one SPIFFE path segment of at most maxLen
+// characters: [A-Za-z0-9._-] only, not empty, not "." or "..".
+func checkSegment(what, s string, maxLen int) error {
+	if len(s) == 0 || len(s) > maxLen {
+		return fmt.Errorf("%s must be 1 to %d characters, got %d", what, maxLen, len(s))
 	}
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		if !isAlnum(c) && c != '.' && c != '_' && c != '-' {
-			return fmt.Errorf("tenant %q: character %q at %d not allowed (only A-Z a-z 0-9 . _ -)", s, c, i)
+			return fmt.Errorf("%s %s: character %q at %d not allowed (only A-Z a-z 0-9 . _ -)", what, clip(s), c, i)
 		}
 	}
 	if s == "." || s == ".." {
-		return fmt.Errorf("tenant %q not allowed", s)
+		return fmt.Errorf("%s %q not allowed (a dot segment)", what, s)
 	}
 	return nil
+}
+
+// clip quotes s for an error message, cut to a readable length.
+func clip(s string) string {
+	const n = 80
+	if len(s) > n {
+		return fmt.Sprintf("%q…", s[:n])
+	}
+	return fmt.Sprintf("%q", s)
 }
 
 // ValidateTrustDomain checks a SPIFFE trust domain: 1..255 characters of
@@ -300,23 +350,6 @@ func validateDeviceID(s string) error {
 		if !isAlnum(c) && c != '.' && c != '_' && c != ':' && c != '-' {
 			return fmt.Errorf("%w: device id %q: character %q at %d not allowed", ErrBadIdentity, s, c, i)
 		}
-	}
-	return nil
-}
-
-// validateAdminName checks an admin name: 1..128 printable ASCII characters,
-// no spaces.
-func validateAdminName(s string) error {
-	if len(s) == 0 || len(s) > 128 {
-		return fmt.Errorf("admin name must be 1 to 128 characters, got %d", len(s))
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] <= ' ' || s[i] > '~' {
-			return fmt.Errorf("admin name %q: character %q at %d not allowed", s, s[i], i)
-		}
-	}
-	if s == "." || s == ".." {
-		return fmt.Errorf("admin name %q not allowed", s)
 	}
 	return nil
 }

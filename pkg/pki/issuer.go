@@ -3,8 +3,6 @@ package pki
 import (
 	"context"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
@@ -22,14 +20,18 @@ import (
 
 // Defaults for issued certificates.
 const (
+	// DefaultLeafLifetime is the lifetime of device, server and client
+	// certificates when nothing else is configured: the one default every
+	// package (provision, cmd/ca) uses.
 	DefaultLeafLifetime = 720 * time.Hour
-	DefaultBackdate     = time.Minute
+	// DefaultBackdate is how far notBefore is set before the signing time.
+	DefaultBackdate = time.Minute
 )
 
 // Certificate profiles for DeviceRequest.Profile.
 const (
 	ProfileDefault = ""       // SPIFFE ID and one urn:dev:mac URI per MAC
-	ProfileSPIFFE  = "spiffe" // the SPIFFE ID only (X.509-SVID compatible)
+	ProfileSPIFFE  = "spiffe" // the SPIFFE ID only, one URI SAN (X.509-SVID compatible)
 )
 
 // IssuerOptions configures NewIssuer. CA and TrustDomain are required.
@@ -106,7 +108,7 @@ func (i *Issuer) TrustDomain() string { return i.td }
 type DeviceRequest struct {
 	Identity  Identity // TrustDomain empty or equal to the issuer's
 	PublicKey crypto.PublicKey
-	Lifetime  time.Duration // default 720h
+	Lifetime  time.Duration // zero means DefaultLeafLifetime
 	Profile   string        // ProfileDefault or ProfileSPIFFE
 }
 
@@ -183,7 +185,7 @@ type ServerRequest struct {
 	CommonName string // optional
 	DNSNames   []string
 	IPs        []net.IP
-	Lifetime   time.Duration // default 720h
+	Lifetime   time.Duration // zero means DefaultLeafLifetime
 }
 
 // IssueServer issues a server certificate: serverAuth and clientAuth,
@@ -226,7 +228,7 @@ type ClientRequest struct {
 	CommonName   string
 	Organization string // optional
 	URIs         []*url.URL
-	Lifetime     time.Duration // default 720h
+	Lifetime     time.Duration // zero means DefaultLeafLifetime
 }
 
 // IssueClient issues a client certificate: clientAuth, digitalSignature, AIA
@@ -255,16 +257,13 @@ func (i *Issuer) issue(ctx context.Context, op string, tmpl *x509util.Certificat
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
-	switch k := pub.(type) {
-	case *ecdsa.PublicKey, ed25519.PublicKey:
-	case *rsa.PublicKey:
-		if k.N.BitLen() < 2048 {
-			return nil, fmt.Errorf("%s: RSA key of %d bits, at least 2048 required", op, k.N.BitLen())
-		}
-	case nil:
+	if pub == nil {
 		return nil, fmt.Errorf("%s: public key is required", op)
-	default:
-		return nil, fmt.Errorf("%s: unsupported public key type %T", op, pub)
+	}
+	// The caller's policy (CSRPolicy, component issuance) chose among these;
+	// whatever it was, nothing outside KeyPolicy's rules is ever signed.
+	if err := issuerKeys.Check(pub); err != nil {
+		return nil, fmt.Errorf("%s: %w", op, err)
 	}
 	if lifetime == 0 {
 		lifetime = DefaultLeafLifetime

@@ -48,7 +48,7 @@ func TestIssueDevice(t *testing.T) {
 	now := time.Now().Truncate(time.Second)
 	inter := tca.CA.Intermediate
 	key := keys()["p256"]
-	id := pki.Identity{DeviceID: "dev-0001", Tenant: "acme", Serial: "SN/42:x", MACs: []string{"aabbccddeeff", "001122334455"}}
+	id := pki.Identity{DeviceID: "dev-0001", Tenant: "acme", Serial: "SN-42.x_Y", MACs: []string{"aabbccddeeff", "001122334455"}}
 
 	tests := []struct {
 		name     string
@@ -61,21 +61,21 @@ func TestIssueDevice(t *testing.T) {
 		{
 			name:     "default profile",
 			req:      pki.DeviceRequest{Identity: id},
-			wantURIs: []string{"spiffe://test.devpki/acme/device/SN%2F42:x", "urn:dev:mac:aabbccddeeff", "urn:dev:mac:001122334455"},
+			wantURIs: []string{"spiffe://test.devpki/acme/device/SN-42.x_Y", "urn:dev:mac:aabbccddeeff", "urn:dev:mac:001122334455"},
 			wantLife: 720 * time.Hour, backdate: time.Minute,
 		},
 		{
 			name:     "spiffe profile, revocation URLs, custom backdate and lifetime",
 			opts:     pki.IssuerOptions{OCSPURL: "http://ca.test/ocsp", CRLURL: "http://ca.test/crl", Backdate: 5 * time.Minute},
 			req:      pki.DeviceRequest{Identity: id, Profile: pki.ProfileSPIFFE, Lifetime: 24 * time.Hour},
-			wantURIs: []string{"spiffe://test.devpki/acme/device/SN%2F42:x"},
+			wantURIs: []string{"spiffe://test.devpki/acme/device/SN-42.x_Y"},
 			wantLife: 24 * time.Hour, backdate: 5 * time.Minute,
 		},
 		{
 			name: "TPM-backed: EK hash as a PermanentIdentifier SAN",
-			req: pki.DeviceRequest{Identity: pki.Identity{DeviceID: "dev-0001", Tenant: "acme", Serial: "SN/42:x",
+			req: pki.DeviceRequest{Identity: pki.Identity{DeviceID: "dev-0001", Tenant: "acme", Serial: "SN-42.x_Y",
 				MACs: []string{"aabbccddeeff"}, EKHash: strings.Repeat("0123456789abcdef", 4)}},
-			wantURIs: []string{"spiffe://test.devpki/acme/device/SN%2F42:x", "urn:dev:mac:aabbccddeeff"},
+			wantURIs: []string{"spiffe://test.devpki/acme/device/SN-42.x_Y", "urn:dev:mac:aabbccddeeff"},
 			wantLife: 720 * time.Hour, backdate: time.Minute,
 		},
 		{

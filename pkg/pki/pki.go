@@ -25,6 +25,12 @@ var (
 	// ErrBadIdentity is wrapped when an Identity or a certificate does not
 	// follow the devpki identity format.
 	ErrBadIdentity = errors.New("bad identity")
+	// ErrBadSerial is wrapped when a hardware serial is refused (see
+	// ValidateSerial); CSRPolicy.Check wraps it together with ErrBadCSR.
+	ErrBadSerial = errors.New("bad serial")
+	// ErrBadMAC is wrapped when a MAC address is refused (see NormalizeMAC);
+	// CSRPolicy.Check wraps it together with ErrBadCSR.
+	ErrBadMAC = errors.New("bad MAC address")
 )
 
 // Fingerprint returns the lowercase hex SHA-256 of the certificate's DER

@@ -2,9 +2,6 @@ package provision
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rsa"
 	"fmt"
 	"net"
 	"net/url"
@@ -32,7 +29,7 @@ type ComponentRequest struct {
 	CommonName string
 	DNSNames   []string
 	IPs        []string
-	Lifetime   time.Duration // zero: 720h; at most 8760h
+	Lifetime   time.Duration // zero: pki.DefaultLeafLifetime; at most 8760h
 	// Who asks: the certificate is recorded in Who's tenant, and the
 	// issuance audited as Who's.
 	Who Actor
@@ -52,20 +49,12 @@ func (s *Service) IssueComponent(ctx context.Context, req *ComponentRequest) (*R
 	if err := csr.CheckSignature(); err != nil {
 		return nil, fmt.Errorf("%w: signature does not verify: %v", pki.ErrBadCSR, err)
 	}
-	switch k := csr.PublicKey.(type) {
-	case *ecdsa.PublicKey:
-		if k.Curve != elliptic.P256() && k.Curve != elliptic.P384() {
-			return nil, fmt.Errorf("%w: ECDSA keys must be P-256 or P-384", pki.ErrBadCSR)
-		}
-	case *rsa.PublicKey:
-		if k.N.BitLen() < 2048 {
-			return nil, fmt.Errorf("%w: RSA key of %d bits, at least 2048 required", pki.ErrBadCSR, k.N.BitLen())
-		}
-	default:
-		return nil, fmt.Errorf("%w: unsupported key type %T", pki.ErrBadCSR, csr.PublicKey)
+	// Components may use ECDSA P-256 or P-384, or RSA; pki decides the rest.
+	if err := (pki.KeyPolicy{AllowP384: true, AllowRSA: true}).Check(csr.PublicKey); err != nil {
+		return nil, err
 	}
 	if req.Lifetime == 0 {
-		req.Lifetime = 720 * time.Hour
+		req.Lifetime = pki.DefaultLeafLifetime
 	}
 	if req.Lifetime < time.Hour || req.Lifetime > 8760*time.Hour {
 		return nil, fmt.Errorf("%w: lifetime %s out of range [1h, 8760h]", ErrInvalidArgument, req.Lifetime)
@@ -97,12 +86,15 @@ func (s *Service) IssueComponent(ctx context.Context, req *ComponentRequest) (*R
 		if req.CommonName == "" {
 			return nil, fmt.Errorf("%w: a client certificate needs a common name", ErrInvalidArgument)
 		}
-		var uris []*url.URL
 		tenant, terr := s.tenant(ctx, req.Who.TenantID)
 		if terr != nil {
 			return nil, terr
 		}
-		uris = append(uris, &url.URL{Scheme: "spiffe", Host: s.cfg.TrustDomain, Path: "/" + tenant.Name + "/component/" + req.CommonName})
+		id, uerr := pki.ComponentURI(s.cfg.TrustDomain, tenant.Name, req.CommonName)
+		if uerr != nil {
+			return nil, fmt.Errorf("%w: %v", ErrInvalidArgument, uerr)
+		}
+		uris := []*url.URL{id}
 		issued, err = iss.IssueClient(ctx, &pki.ClientRequest{
 			PublicKey: csr.PublicKey, CommonName: req.CommonName, Organization: tenant.Name, URIs: uris, Lifetime: req.Lifetime,
 		})

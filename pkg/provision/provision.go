@@ -37,8 +37,12 @@ type Config struct {
 	TrustDomain string
 	// Policy limits CSR keys; the zero value allows ECDSA P-256 only.
 	Policy pki.CSRPolicy
-	// Lifetime of device certificates; zero means 720h.
+	// Lifetime of device certificates; zero means pki.DefaultLeafLifetime.
 	Lifetime time.Duration
+	// Profile of device certificates: pki.ProfileDefault (the SPIFFE ID and
+	// one urn:dev:mac URI per MAC) or pki.ProfileSPIFFE (the SPIFFE ID only);
+	// empty means pki.ProfileDefault.
+	Profile string
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// NewDeviceID makes ids for new devices; nil means a random UUIDv4.
@@ -79,7 +83,7 @@ func New(cfg Config) (*Service, error) {
 		return nil, err
 	}
 	if cfg.Lifetime == 0 {
-		cfg.Lifetime = 720 * time.Hour
+		cfg.Lifetime = pki.DefaultLeafLifetime
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -211,6 +215,7 @@ func (s *Service) enroll(ctx context.Context, adm *Admission, req *Request) (*Re
 		},
 		PublicKey: claims.PublicKey,
 		Lifetime:  s.cfg.Lifetime,
+		Profile:   s.cfg.Profile,
 	})
 	if err != nil {
 		return nil, dev.ID, fmt.Errorf("sign certificate for %q: %w", claims.Serial, err)

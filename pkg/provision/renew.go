@@ -148,6 +148,7 @@ func (s *Service) renew(ctx context.Context, req *RenewRequest) (*Result, string
 		Identity:  id,
 		PublicKey: pub,
 		Lifetime:  s.cfg.Lifetime,
+		Profile:   s.cfg.Profile,
 	})
 	if err != nil {
 		return nil, dev.ID, fmt.Errorf("sign renewal of %s: %w", dev.ID, err)

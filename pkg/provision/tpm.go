@@ -320,6 +320,7 @@ func (s *Service) tpmEnroll(ctx context.Context, req *TPMEnrollRequest) (res *Re
 		},
 		PublicKey: att.KeyPub,
 		Lifetime:  s.cfg.Lifetime,
+		Profile:   s.cfg.Profile,
 	})
 	if err != nil {
 		return nil, tenant.ID, target, fmt.Errorf("sign certificate for %q: %w", claims.Serial, err)

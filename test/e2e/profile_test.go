@@ -1,0 +1,40 @@
+package e2e
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestSPIFFEProfileEndToEnd: enrollment.profile: spiffe in ca.yaml makes
+// `ca serve` issue device certificates whose only URI SAN is the SPIFFE ID
+// (X.509-SVID compatible), with no urn:dev:mac URIs.
+func TestSPIFFEProfileEndToEnd(t *testing.T) {
+	t.Parallel()
+	ca := initCA(t)
+	b, err := os.ReadFile(ca.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := strings.Replace(string(b), "profile: default", "profile: spiffe", 1)
+	if s == string(b) {
+		t.Fatalf("ca init wrote no 'profile: default' in ca.yaml:\n%s", b)
+	}
+	if err := os.WriteFile(ca.Config, []byte(s), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv := ca.serve(t)
+	tok := ca.mintToken(t, srv)
+	const serial = "E2E-SVID-0001"
+	state := filepath.Join(t.TempDir(), "state")
+	ca.enrollOK(t, srv, tok.Token, state, serial)
+
+	cert := readCert(t, filepath.Join(state, "device.crt"))
+	if len(cert.URIs) != 1 || cert.URIs[0].String() != "spiffe://devpki.local/default/device/"+serial {
+		t.Fatalf("URI SANs %v, want exactly [spiffe://devpki.local/default/device/%s]", cert.URIs, serial)
+	}
+	if len(cert.DNSNames)+len(cert.IPAddresses)+len(cert.EmailAddresses) != 0 {
+		t.Errorf("other SANs: %v %v %v", cert.DNSNames, cert.IPAddresses, cert.EmailAddresses)
+	}
+}
