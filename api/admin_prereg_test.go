@@ -52,15 +52,19 @@ func TestPreregister(t *testing.T) {
 	ecDER, _ := x509.MarshalPKIXPublicKey(&ec.PublicKey)
 	small, _ := rsa.GenerateKey(rand.Reader, 1024)
 	smallDER, _ := x509.MarshalPKIXPublicKey(&small.PublicKey)
-	for _, bad := range []*wire.PreregisterRequest{
-		{Serial: "bad serial", EKPub: pemPub},
-		{Serial: "SN-X", MACs: []string{"zz"}, EKPub: pemPub},
-		{Serial: "SN-X", EKPub: "not a key"},
-		{Serial: "SN-X", EKPub: base64.StdEncoding.EncodeToString(ecDER)},
-		{Serial: "SN-X", EKPub: base64.StdEncoding.EncodeToString(smallDER)},
+	for _, bad := range []struct {
+		req  *wire.PreregisterRequest
+		slug string
+	}{
+		{&wire.PreregisterRequest{Serial: "bad serial", EKPub: pemPub}, wire.SlugBadSerial},
+		{&wire.PreregisterRequest{Serial: "x/../admin", EKPub: pemPub}, wire.SlugBadSerial},
+		{&wire.PreregisterRequest{Serial: "SN-X", MACs: []string{"zz"}, EKPub: pemPub}, wire.SlugBadMAC},
+		{&wire.PreregisterRequest{Serial: "SN-X", EKPub: "not a key"}, wire.SlugBadRequest},
+		{&wire.PreregisterRequest{Serial: "SN-X", EKPub: base64.StdEncoding.EncodeToString(ecDER)}, wire.SlugBadRequest},
+		{&wire.PreregisterRequest{Serial: "SN-X", EKPub: base64.StdEncoding.EncodeToString(smallDER)}, wire.SlugBadRequest},
 	} {
-		_, err := op.Preregister(ctx, bad)
-		wantStatus(t, err, http.StatusBadRequest, "bad-request")
+		_, err := op.Preregister(ctx, bad.req)
+		wantStatus(t, err, http.StatusBadRequest, bad.slug)
 	}
 }
 

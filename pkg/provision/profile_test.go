@@ -94,7 +94,7 @@ func TestIssueComponentPolicy(t *testing.T) {
 		t.Fatal(err)
 	}
 	issue := func(key crypto.Signer, cn string) (*provision.Result, error) {
-		return svc.IssueComponent(ctx, &provision.ComponentRequest{CSRPEM: csrOf(key), CommonName: cn, TenantID: tenant.ID, Actor: "admin:root"})
+		return svc.IssueComponent(ctx, &provision.ComponentRequest{CSRPEM: csrOf(key), CommonName: cn, Who: provision.Actor{Kind: provision.ActorAdmin, ID: "root", TenantID: tenant.ID}})
 	}
 	for name, key := range map[string]crypto.Signer{"P-256": p256, "P-384": p384, "RSA 2048": rsa2048} {
 		res, err := issue(key, "broker-1")
