@@ -123,8 +123,8 @@ func QuarantineID(err error) string {
 // ReleaseResult is what ReleaseQuarantine did.
 type ReleaseResult struct {
 	// Claim is the released claim; Device the enrolled device it collided
-	// with, as it now is (re-bound to the claim's EK, or revoked with its
-	// EK cleared).
+	// with, as it now is (re-bound to the claim's EK, or revoked: with its
+	// EK cleared for a claim of its EK).
 	Claim  *registry.Quarantine
 	Device *registry.Device
 	// Certificates are those of Device this release revoked.
@@ -135,12 +135,14 @@ type ReleaseResult struct {
 }
 
 // ReleaseQuarantine lets the claimant of held claim id in, the answer to a
-// legitimate hardware change (registry.QuarantineRelease): for a serial
-// claimed with another EK (a TPM or mainboard replaced), the enrolled
-// device is re-bound to the new EK and keeps its id; for an EK claimed
-// with another serial (a TPM moved to another chassis), the enrolled
-// device is revoked and its EK freed, so the claim enrolls a new device.
-// Either way the enrolled device's certificates are revoked with reason,
+// legitimate hardware change (decided by release, in release.go): for a
+// serial claimed with another EK (a TPM or mainboard replaced), the
+// enrolled device is re-bound to the new EK and keeps its id; for an EK
+// claimed with another serial (a TPM moved to another chassis), the
+// enrolled device is revoked and its EK freed, so the claim enrolls a new
+// device; for a MAC claimed with another serial, the enrolled device is
+// revoked, so the claim enrolls with that MAC.
+// In each case the enrolled device's certificates are revoked with reason,
 // the claim is marked released and the release audited
 // ("quarantine.release"), in one transaction; then OCSP and the CRL are
 // updated, as for a revocation, before it returns. The claimant is not
@@ -162,17 +164,8 @@ func (r *Revocation) ReleaseQuarantine(ctx context.Context, who Actor, id string
 		r.refuse(ctx, who, action, id, err)
 		return nil, fmt.Errorf("release quarantine: %w", err)
 	}
-	detail := fmt.Sprintf("serial=%s ek=%s reason=%s device=%s", q.Serial, q.EKHash, q.Reason, q.ConflictDeviceID)
-	if q.Reason == registry.ReasonSerialOtherEK {
-		detail += " previous_ek=" + q.ConflictEKHash + " (device re-bound to the claim's EK)"
-	} else {
-		detail += " (device revoked, its EK freed)"
-	}
-	rel := &registry.QuarantineRelease{
-		ID: id, TenantID: q.TenantID, By: who.String(), Reason: reason,
-		Audit: event(who, q.TenantID, action, id, registry.ResultOK, detail+" revocation="+registry.ReasonName(reason)),
-	}
-	if err := r.cfg.Store.ReleaseQuarantine(ctx, rel); err != nil {
+	rel, err := release(ctx, r.cfg.Store, who, q, reason)
+	if err != nil {
 		switch {
 		case errors.Is(err, registry.ErrClaimNotHeld):
 			// Say who closed it.

@@ -35,7 +35,8 @@ type RevocationStore interface {
 	ListRevoked(ctx context.Context, now time.Time) ([]registry.RevokedEntry, error)
 	NextCRLNumber(ctx context.Context) (int64, error)
 	GetQuarantine(ctx context.Context, id string) (*registry.Quarantine, error)
-	ReleaseQuarantine(ctx context.Context, r *registry.QuarantineRelease) error
+	ListDevices(ctx context.Context, f registry.DeviceFilter) ([]*registry.Device, error)
+	ApplyRelease(ctx context.Context, w *registry.ReleaseWrite) error
 	AppendAudit(ctx context.Context, ev *registry.AuditEvent) error
 }
 

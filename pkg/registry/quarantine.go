@@ -10,14 +10,15 @@ import (
 // Nothing was written.
 var ErrEKConflict = errors.New("registry: TPM EK already bound to another device")
 
-// Refusals of Store.ReleaseQuarantine; nothing was written.
+// Refusals of a release of a held claim (Store.ApplyRelease, and
+// pkg/provision before it); nothing was written.
 var (
 	// ErrClaimNotHeld: the claim was already dismissed or released.
 	ErrClaimNotHeld = errors.New("registry: quarantine claim is not held")
 	// ErrClaimStale: the enrolled device the claim collides with is gone,
 	// unknown, or no longer as it was when the claim was held (another
-	// EK, another tenant or serial), so releasing the claim would act on
-	// something the admin did not see.
+	// EK, MACs, status, tenant or serial), so releasing the claim would
+	// act on something the admin did not see.
 	ErrClaimStale = errors.New("registry: the enrolled device changed since the claim was held")
 )
 
@@ -31,7 +32,7 @@ const (
 	// QuarantineDismissed: an admin looked at it and closed it.
 	QuarantineDismissed QuarantineStatus = "dismissed"
 	// QuarantineReleased: an admin let the claimant in (see
-	// QuarantineRelease).
+	// ReleaseWrite).
 	QuarantineReleased QuarantineStatus = "released"
 )
 
@@ -44,6 +45,9 @@ const (
 	ReasonSerialOtherEK QuarantineReason = "serial-has-other-ek"
 	// ReasonEKOtherSerial: the TPM EK is enrolled with another serial.
 	ReasonEKOtherSerial QuarantineReason = "ek-has-other-serial"
+	// ReasonMACOtherSerial: a MAC belongs to an enrolled device with
+	// another serial. No EK is involved: the claim's EKHash may be empty.
+	ReasonMACOtherSerial QuarantineReason = "mac-has-other-serial"
 )
 
 // Quarantine is an enrollment claim refused as a possible clone and held
@@ -55,14 +59,14 @@ type Quarantine struct {
 	TenantID string
 	Serial   string   // the serial claimed
 	MACs     []string // the MACs claimed, 12 lowercase hex digits each
-	EKHash   string   // hex SHA-256 of the claimant's EK public key
+	EKHash   string   // hex SHA-256 of the claimant's EK public key ("" for ReasonMACOtherSerial without a TPM)
 	Reason   QuarantineReason
 	// ConflictDeviceID is the enrolled device the claim collides with
 	// (empty if it could not be told, e.g. it was removed since).
 	ConflictDeviceID string
 	// ConflictEKHash is that device's EK hash when the claim was last
 	// held (empty for a device without a TPM, or when not known).
-	// ReleaseQuarantine refuses a claim whose device no longer has it.
+	// A release refuses a claim whose device no longer has it.
 	ConflictEKHash string
 	SourceAddr     string // the last claim's client address
 	FirstSeen      time.Time
@@ -77,37 +81,49 @@ type Quarantine struct {
 	ReleasedAt *time.Time
 }
 
-// QuarantineRelease is what Store.ReleaseQuarantine applies, in one
-// transaction, to let the claimant of a held claim in: an admin's answer
-// to a legitimate hardware change. The claim's ConflictDeviceID (D) must
-// still be as it was when the claim was held (else ErrClaimStale):
+// ReleaseWrite is the one write that releases a held claim
+// (Store.ApplyRelease): an atomic, conditional write, all of it or none of
+// it. The store decides nothing: the caller (pkg/provision) has read the
+// claim and the enrolled device D it collides with, checked that D is as
+// the claim saw it, and chosen what becomes of D; the store checks that
+// what the caller read still holds when it writes, and writes it:
 //
-//   - ReasonSerialOtherEK (a new TPM or mainboard in the same chassis): D,
-//     in the claim's tenant with the claim's serial and EK ConflictEKHash,
-//     is bound to the claim's EK instead, becomes active (it may have been
-//     revoked meanwhile), has its re-key request cleared (the old TPM's
-//     keys are gone) and every one of its unrevoked, unexpired
-//     certificates revoked with Reason. D keeps its id: the next
-//     attestation of (serial, EK) re-enrolls it as a reset of the same TPM
-//     would. The claim's EK bound to any other device is ErrEKConflict.
-//   - ReasonEKOtherSerial (the TPM moved to another chassis): D, in the
-//     claim's tenant, bound to the claim's EK with another serial, is
-//     revoked (status and certificates, with Reason) and its EK cleared,
-//     so the next attestation of (serial, EK) enrolls a new device.
+//   - the claim ClaimID must be held: an unknown id is ErrNotFound, a
+//     dismissed or released claim ErrClaimNotHeld. It becomes released by
+//     By, now.
+//   - D (DeviceID) must still have ExpectEKHash, ExpectStatus and, when
+//     ExpectMACs is not nil, exactly those MACs in that order; a D that
+//     changed or is gone is ErrClaimStale.
+//   - D gets EKHash and Status; ClearRekey clears its re-key request and
+//     deadline; ClearAK its AK (AKPub). Its other fields are kept.
+//   - every certificate of D neither revoked nor expired is revoked now
+//     with Reason, an RFC 5280 reason (see ValidReason; else an
+//     InvalidReasonError).
+//   - EKHash bound to another device is ErrEKConflict (devices are unique
+//     by non-empty EK hash, in every tenant).
+//   - Audit, when not nil, is appended.
 //
-// The claim becomes released by By and Audit is appended. An unknown ID,
-// or a claim of a tenant other than TenantID (when set), is ErrNotFound; a
-// claim not held is ErrClaimNotHeld; an invalid Reason is an
-// InvalidReasonError. On error nothing is written.
-type QuarantineRelease struct {
-	ID       string
-	TenantID string // the caller's tenant; empty means any
-	By       string // who releases, as an audit actor ("admin:alice")
-	Reason   int    // RFC 5280 reason of the certificates revoked
-	Audit    *AuditEvent
+// ClaimID, DeviceID, ExpectStatus and Status are required. On any error
+// nothing is written.
+type ReleaseWrite struct {
+	ClaimID string
+	By      string // who releases, as an audit actor ("admin:alice")
 
-	// Set by a successful ReleaseQuarantine: the claim as stored, device D
-	// as it now is, and the certificates this release revoked.
+	DeviceID     string
+	ExpectEKHash string       // "" expects a device without a TPM EK
+	ExpectStatus DeviceStatus // required
+	ExpectMACs   []string     // nil: not checked
+
+	EKHash     string       // D's new EK hash; "" frees D's EK
+	Status     DeviceStatus // D's new status; required
+	ClearRekey bool
+	ClearAK    bool
+
+	Reason int // RFC 5280 reason of the certificates revoked
+	Audit  *AuditEvent
+
+	// Set by a successful ApplyRelease: the claim as stored, D as it now
+	// is, and the certificates this release revoked (oldest first).
 	Claim   *Quarantine
 	Device  *Device
 	Revoked []*Certificate

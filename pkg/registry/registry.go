@@ -418,8 +418,10 @@ type Store interface {
 	// and appends audit, in one transaction. A claim equal in (TenantID,
 	// Serial, EKHash) to a held one updates it instead (Attempts+1,
 	// LastSeen, MACs, Reason, ConflictDeviceID, SourceAddr); q.ID is then
-	// ignored. Zero LastSeen means now. On return q holds the stored record;
-	// an empty audit.Target is set to its ID.
+	// ignored. Zero LastSeen means now. ID, TenantID, Serial and a known
+	// Reason are required, and EKHash but for ReasonMACOtherSerial. On
+	// return q holds the stored record; an empty audit.Target is set to its
+	// ID.
 	HoldClaim(ctx context.Context, q *Quarantine, audit *AuditEvent) error
 	// GetQuarantine returns a claim whatever its status, or ErrNotFound.
 	GetQuarantine(ctx context.Context, id string) (*Quarantine, error)
@@ -429,9 +431,10 @@ type Store interface {
 	// returns it. An unknown id is ErrNotFound; a claim already dismissed or
 	// released is ErrConflict, with nothing written.
 	DismissQuarantine(ctx context.Context, id, by string, audit *AuditEvent) (*Quarantine, error)
-	// ReleaseQuarantine lets the claimant of a held claim in (see
-	// QuarantineRelease), with r.Audit, in one transaction.
-	ReleaseQuarantine(ctx context.Context, r *QuarantineRelease) error
+	// ApplyRelease writes the release of a held claim that the caller
+	// decided, if what it read still holds: all of w or none of it (see
+	// ReleaseWrite).
+	ApplyRelease(ctx context.Context, w *ReleaseWrite) error
 
 	// AppendAudit appends a single event (refused requests and the like).
 	AppendAudit(ctx context.Context, ev *AuditEvent) error

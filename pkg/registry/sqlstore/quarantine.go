@@ -119,10 +119,13 @@ func isEKConflict(err error) bool {
 // HoldClaim implements registry.Store.
 func (s *Store) HoldClaim(ctx context.Context, q *registry.Quarantine, audit *registry.AuditEvent) error {
 	switch {
-	case q == nil || q.ID == "" || q.TenantID == "" || q.Serial == "" || q.EKHash == "":
-		return errors.New("sqlstore: hold claim: id, tenant, serial and EK hash are required")
-	case q.Reason != registry.ReasonSerialOtherEK && q.Reason != registry.ReasonEKOtherSerial:
+	case q == nil || q.ID == "" || q.TenantID == "" || q.Serial == "":
+		return errors.New("sqlstore: hold claim: id, tenant and serial are required")
+	case q.Reason != registry.ReasonSerialOtherEK && q.Reason != registry.ReasonEKOtherSerial &&
+		q.Reason != registry.ReasonMACOtherSerial:
 		return fmt.Errorf("sqlstore: hold claim: unknown reason %q", q.Reason)
+	case q.EKHash == "" && q.Reason != registry.ReasonMACOtherSerial:
+		return fmt.Errorf("sqlstore: hold claim: reason %s needs the EK hash", q.Reason)
 	}
 	seen := ts(q.LastSeen)
 	if seen.IsZero() {
@@ -223,153 +226,4 @@ func (s *Store) DismissQuarantine(ctx context.Context, id, by string, audit *reg
 		return nil, err
 	}
 	return row.domain(), nil
-}
-
-// ReleaseQuarantine implements registry.Store.
-func (s *Store) ReleaseQuarantine(ctx context.Context, r *registry.QuarantineRelease) error {
-	if r == nil || r.ID == "" {
-		return errors.New("sqlstore: release quarantine: the claim id is required")
-	}
-	if err := registry.ValidReason(r.Reason); err != nil {
-		return fmt.Errorf("sqlstore: release quarantine %s: %w", r.ID, err)
-	}
-	var (
-		claim   quarantineRow
-		dev     deviceRow
-		revoked []certificateRow
-	)
-	err := s.writeAudited(ctx, r.Audit, func(tx *gorm.DB, _ *batch) error {
-		claim, dev, revoked = quarantineRow{}, deviceRow{}, nil
-		now := ts(s.now())
-		if err := tx.Where("id = ?", r.ID).Take(&claim).Error; err != nil {
-			return fmt.Errorf("sqlstore: release quarantine %s: %w", r.ID, translate(err))
-		}
-		if r.TenantID != "" && claim.TenantID != r.TenantID {
-			return fmt.Errorf("sqlstore: release quarantine %s: %w", r.ID, registry.ErrNotFound)
-		}
-		if claim.Status != string(registry.QuarantineHeld) {
-			return fmt.Errorf("%w: claim %s is %s", registry.ErrClaimNotHeld, r.ID, claim.Status)
-		}
-		if err := s.releaseTarget(tx, &claim, &dev); err != nil {
-			return err
-		}
-		// The claim's EK must be free, or bound to D (the EK case).
-		var others []string
-		err := tx.Model(&deviceRow{}).Where("ek_hash = ? AND id <> ?", claim.EKHash, dev.ID).Limit(1).Pluck("id", &others).Error
-		if err != nil {
-			return fmt.Errorf("sqlstore: release quarantine %s: devices of the EK: %w", r.ID, translate(err))
-		}
-		if len(others) > 0 {
-			return fmt.Errorf("%w: EK %s of claim %s is now bound to device %s", registry.ErrEKConflict, claim.EKHash, r.ID, others[0])
-		}
-
-		err = tx.Where("device_id = ? AND status <> ? AND not_after > ?", dev.ID, string(registry.CertRevoked), now).
-			Order("created_at, serial").Find(&revoked).Error
-		if err != nil {
-			return fmt.Errorf("sqlstore: release quarantine %s: certificates of device %s: %w", r.ID, dev.ID, translate(err))
-		}
-		if len(revoked) > 0 {
-			serials := make([]string, len(revoked))
-			for i := range revoked {
-				serials[i] = revoked[i].Serial
-				revoked[i].Status, revoked[i].RevokedAt, revoked[i].RevocationReason = string(registry.CertRevoked), &now, r.Reason
-			}
-			res := tx.Model(&certificateRow{}).Where("serial IN ?", serials).
-				Updates(map[string]any{"status": string(registry.CertRevoked), "revoked_at": now, "revocation_reason": r.Reason})
-			if res.Error != nil {
-				return fmt.Errorf("sqlstore: release quarantine %s: revoke certificates: %w", r.ID, translate(res.Error))
-			}
-		}
-
-		update := map[string]any{"updated_at": now}
-		if claim.Reason == string(registry.ReasonSerialOtherEK) {
-			// Re-bind D to the claimant's TPM; the old TPM's keys are gone,
-			// so no re-key is owed.
-			update["ek_hash"], update["status"] = claim.EKHash, string(registry.DeviceActive)
-			update["rekey_required"], update["rekey_deadline"] = false, nil
-		} else {
-			update["ek_hash"], update["status"] = "", string(registry.DeviceRevoked)
-		}
-		// The AK recorded at attestation belonged to the EK that is gone; the
-		// next attestation records the new one.
-		update["ak_pub"] = nil
-		// Conditional on what was checked, in case a write slipped in.
-		res := tx.Model(&deviceRow{}).Where("id = ? AND ek_hash = ?", dev.ID, dev.EKHash).Updates(update)
-		if isEKConflict(res.Error) {
-			return fmt.Errorf("%w: EK %s of claim %s: %v", registry.ErrEKConflict, claim.EKHash, r.ID, res.Error)
-		}
-		if res.Error != nil {
-			return fmt.Errorf("sqlstore: release quarantine %s: update device %s: %w", r.ID, dev.ID, translate(res.Error))
-		}
-		if res.RowsAffected != 1 {
-			return fmt.Errorf("%w: device %s changed while claim %s was being released", registry.ErrClaimStale, dev.ID, r.ID)
-		}
-		dev.EKHash, dev.Status, dev.UpdatedAt = update["ek_hash"].(string), update["status"].(string), now
-		if claim.Reason == string(registry.ReasonSerialOtherEK) {
-			dev.RekeyRequired, dev.RekeyDeadline = false, nil
-		}
-
-		res = tx.Model(&quarantineRow{}).Where("id = ? AND status = ?", r.ID, string(registry.QuarantineHeld)).
-			Updates(map[string]any{"status": string(registry.QuarantineReleased), "released_by": r.By, "released_at": now})
-		if res.Error != nil {
-			return fmt.Errorf("sqlstore: release quarantine %s: %w", r.ID, translate(res.Error))
-		}
-		if res.RowsAffected != 1 {
-			return fmt.Errorf("%w: claim %s changed while being released", registry.ErrClaimNotHeld, r.ID)
-		}
-		claim.Status, claim.ReleasedBy, claim.ReleasedAt = string(registry.QuarantineReleased), r.By, &now
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	r.Claim, r.Device = claim.domain(), dev.domain()
-	r.Revoked = make([]*registry.Certificate, len(revoked))
-	for i := range revoked {
-		r.Revoked[i] = revoked[i].domain()
-	}
-	return nil
-}
-
-// releaseTarget reads into dev the device claim collides with and checks
-// it is as it was when the claim was held (registry.QuarantineRelease),
-// else ErrClaimStale.
-func (s *Store) releaseTarget(tx *gorm.DB, claim *quarantineRow, dev *deviceRow) error {
-	if claim.ConflictDeviceID == "" {
-		return fmt.Errorf("%w: claim %s names no enrolled device (it was not found, or is in another tenant)",
-			registry.ErrClaimStale, claim.ID)
-	}
-	err := tx.Where("id = ?", claim.ConflictDeviceID).Take(dev).Error
-	if errors.Is(err, gorm.ErrRecordNotFound) {
-		return fmt.Errorf("%w: device %s of claim %s no longer exists", registry.ErrClaimStale, claim.ConflictDeviceID, claim.ID)
-	}
-	if err != nil {
-		return fmt.Errorf("sqlstore: release quarantine %s: read device %s: %w", claim.ID, claim.ConflictDeviceID, translate(err))
-	}
-	if dev.TenantID != claim.TenantID {
-		return fmt.Errorf("%w: device %s is not in the claim's tenant", registry.ErrClaimStale, dev.ID)
-	}
-	switch registry.QuarantineReason(claim.Reason) {
-	case registry.ReasonSerialOtherEK:
-		switch {
-		case dev.Serial != claim.Serial:
-			return fmt.Errorf("%w: device %s has serial %q, the claim %q", registry.ErrClaimStale, dev.ID, dev.Serial, claim.Serial)
-		case dev.EKHash == claim.EKHash:
-			return fmt.Errorf("%w: device %s is already bound to the claim's EK %s", registry.ErrClaimStale, dev.ID, claim.EKHash)
-		case dev.EKHash != claim.ConflictEKHash:
-			return fmt.Errorf("%w: device %s is now bound to EK %q; when the claim was held it had EK %q",
-				registry.ErrClaimStale, dev.ID, dev.EKHash, claim.ConflictEKHash)
-		}
-	case registry.ReasonEKOtherSerial:
-		switch {
-		case dev.EKHash != claim.EKHash:
-			return fmt.Errorf("%w: device %s is no longer bound to the claim's EK %s (now %q)",
-				registry.ErrClaimStale, dev.ID, claim.EKHash, dev.EKHash)
-		case dev.Serial == claim.Serial:
-			return fmt.Errorf("%w: device %s already has the claim's serial %q", registry.ErrClaimStale, dev.ID, claim.Serial)
-		}
-	default:
-		return fmt.Errorf("sqlstore: release quarantine %s: unknown reason %q", claim.ID, claim.Reason)
-	}
-	return nil
 }

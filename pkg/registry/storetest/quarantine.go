@@ -149,6 +149,8 @@ func testQuarantine(t *testing.T, s registry.Store) {
 		{ID: "q-bad", TenantID: def.ID, EKHash: ekA, Reason: registry.ReasonEKOtherSerial},                          // no serial
 		{TenantID: def.ID, Serial: "QS9", EKHash: ekA, Reason: registry.ReasonEKOtherSerial},                        // no id
 		{ID: "q-bad", TenantID: "no-such-tenant", Serial: "QS9", EKHash: ekA, Reason: registry.ReasonEKOtherSerial}, // unknown tenant
+		{ID: "q-bad", TenantID: def.ID, Serial: "QS9", Reason: registry.ReasonSerialOtherEK},                        // no EK
+		{ID: "q-bad", TenantID: def.ID, Serial: "QS9", EKHash: ekA, Reason: "mac-and-cheese"},                       // unknown reason
 	} {
 		if err := s.HoldClaim(ctx, bad, nil); err == nil {
 			t.Errorf("HoldClaim(%+v) succeeded", bad)
@@ -231,21 +233,23 @@ func testEKUnique(t *testing.T, s registry.Store) {
 	verify(t, s)
 }
 
-// testQuarantineRelease: releasing a held claim lets its claimant in, in one
-// audited transaction. A serial claimed with another EK re-binds the
-// enrolled device to that EK (same id, certificates revoked), and the
-// claim then re-enrolls it; an EK claimed with another serial revokes the
-// enrolled device and frees the EK, and the claim then enrolls a new
-// device. Unknown or another tenant's claims, claims not held, claims whose
-// device changed and claims whose EK is bound elsewhere are refused with
-// nothing written.
-func testQuarantineRelease(t *testing.T, s registry.Store) {
+// testApplyRelease: ApplyRelease is one conditional write, all of it or
+// none of it. It writes what the caller decided — a device re-bound to the
+// claim's EK (re-key and AK cleared), revoked with its EK freed, or revoked
+// keeping its EK — revokes the device's unrevoked, unexpired certificates,
+// marks the claim released and appends the audit event. It refuses, with
+// nothing written: an unknown claim (ErrNotFound), a claim not held
+// (ErrClaimNotHeld), a device gone or not in the expected state — EK,
+// status, MACs — (ErrClaimStale), a new EK bound to another device
+// (ErrEKConflict, from the unique EK index, after certificates were
+// already revoked within the write), and bad arguments. Of two releases
+// racing for one claim or one device, one wins.
+func testApplyRelease(t *testing.T, s registry.Store) {
 	ctx := context.Background()
 	def, err := s.GetTenant(ctx, registry.DefaultTenant)
 	if err != nil {
 		t.Fatal(err)
 	}
-	other := mkTenant(t, s, "release-other")
 	ek := func(c byte) string { return strings.Repeat(string(c), 64) }
 	tpmEnrollment := func(serial, ekHash string) *registry.Enrollment {
 		e := newEnrollment(t, def.ID, serial, nil)
@@ -262,25 +266,27 @@ func testQuarantineRelease(t *testing.T, s registry.Store) {
 		return e.Device
 	}
 	n := 0
-	hold := func(serial, ekHash string, reason registry.QuarantineReason, conflict *registry.Device) *registry.Quarantine {
+	hold := func(serial, ekHash string, reason registry.QuarantineReason, conflict *registry.Device, macs ...string) *registry.Quarantine {
 		t.Helper()
 		n++
-		q := &registry.Quarantine{ID: fmt.Sprintf("qr-%03d", n), TenantID: def.ID, Serial: serial, EKHash: ekHash, Reason: reason}
-		if conflict != nil {
-			q.ConflictDeviceID, q.ConflictEKHash = conflict.ID, conflict.EKHash
-		}
+		q := &registry.Quarantine{ID: fmt.Sprintf("qr-%03d", n), TenantID: def.ID, Serial: serial, MACs: macs, EKHash: ekHash,
+			Reason: reason, ConflictDeviceID: conflict.ID, ConflictEKHash: conflict.EKHash}
 		if err := s.HoldClaim(ctx, q, &registry.AuditEvent{TenantID: def.ID, Actor: "anonymous", Action: "enroll.clone-suspect",
 			Result: registry.ResultDenied}); err != nil {
-			t.Fatal(err)
+			t.Fatalf("hold %s: %v", serial, err)
 		}
 		return q
 	}
-	release := func(id, tenantID string, reason int) (*registry.QuarantineRelease, error) {
-		r := &registry.QuarantineRelease{ID: id, TenantID: tenantID, By: "admin:test", Reason: reason,
-			Audit: &registry.AuditEvent{TenantID: def.ID, Actor: "admin:test", Action: "quarantine.release", Target: id, Result: registry.ResultOK}}
-		return r, s.ReleaseQuarantine(ctx, r)
+	// rebind is the write of a serial claimed with another EK: d re-bound
+	// to newEK, active.
+	rebind := func(q *registry.Quarantine, d *registry.Device, newEK string) *registry.ReleaseWrite {
+		return &registry.ReleaseWrite{ClaimID: q.ID, By: "admin:test", DeviceID: d.ID,
+			ExpectEKHash: d.EKHash, ExpectStatus: d.Status, EKHash: newEK, Status: registry.DeviceActive,
+			ClearRekey: true, ClearAK: true, Reason: registry.ReasonSuperseded,
+			Audit: &registry.AuditEvent{TenantID: def.ID, Actor: "admin:test", Action: "quarantine.release", Target: q.ID,
+				Result: registry.ResultOK}}
 	}
-	// state is what a refused release must leave as it was.
+	// state is what a refused write must leave as it was.
 	state := func(q *registry.Quarantine, devs ...*registry.Device) string {
 		t.Helper()
 		auditN, _ := auditHead(t, s)
@@ -290,98 +296,129 @@ func testQuarantineRelease(t *testing.T, s registry.Store) {
 		}
 		out := fmt.Sprintf("audit=%d revoked=%d", auditN, len(revoked))
 		if got, err := s.GetQuarantine(ctx, q.ID); err == nil {
-			out += fmt.Sprintf(" claim=%s", got.Status)
+			out += fmt.Sprintf(" claim=%s/%s", got.Status, got.ReleasedBy)
 		}
 		for _, d := range devs {
 			got, err := s.GetDevice(ctx, d.ID)
 			if err != nil {
 				t.Fatal(err)
 			}
-			out += fmt.Sprintf(" %s=%s/%s/%s", got.ID, got.Status, got.EKHash, got.UpdatedAt)
+			out += fmt.Sprintf(" %s=%s/%s/%v/%x/%v/%s", got.ID, got.Status, got.EKHash, got.MACs, got.AKPub, got.RekeyRequired, got.UpdatedAt)
+			certs, err := s.ListDeviceCertificates(ctx, d.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range certs {
+				out += fmt.Sprintf(" %s=%s", c.Serial, c.Status)
+			}
 		}
 		return out
 	}
-	refused := func(name string, q *registry.Quarantine, tenantID string, want error, devs ...*registry.Device) {
+	refused := func(name string, w *registry.ReleaseWrite, want error, devs ...*registry.Device) {
 		t.Helper()
+		q := &registry.Quarantine{ID: w.ClaimID}
 		before := state(q, devs...)
-		if _, err := release(q.ID, tenantID, registry.ReasonSuperseded); !errors.Is(err, want) {
-			t.Errorf("%s: release = %v, want %v", name, err, want)
+		err := s.ApplyRelease(ctx, w)
+		if want == nil && err == nil || want != nil && !errors.Is(err, want) {
+			t.Errorf("%s: ApplyRelease = %v, want %v", name, err, want)
 		}
 		if after := state(q, devs...); after != before {
-			t.Errorf("%s: refused release changed the store:\n before %s\n after  %s", name, before, after)
+			t.Errorf("%s: refused write changed the store:\n before %s\n after  %s", name, before, after)
+		}
+		if w.Claim != nil || w.Device != nil || w.Revoked != nil {
+			t.Errorf("%s: refused write filled its results: %+v %+v %+v", name, w.Claim, w.Device, w.Revoked)
 		}
 	}
 
-	// A serial claimed with another EK (a TPM replaced under RMA).
+	// Re-bind a device to the claim's EK (a TPM replaced under RMA).
 	a := enroll("RS1", ek('1'))
+	deadline := time.Now().Add(time.Hour)
+	if err := s.RequireRekey(ctx, a.ID, true, &deadline, nil); err != nil {
+		t.Fatal(err)
+	}
+	if a, err = s.GetDevice(ctx, a.ID); err != nil {
+		t.Fatal(err)
+	}
 	oldCerts, err := s.ListDeviceCertificates(ctx, a.ID)
 	if err != nil || len(oldCerts) != 1 {
 		t.Fatalf("certificates of %s: %d, %v", a.ID, len(oldCerts), err)
 	}
 	rma := hold("RS1", ek('2'), registry.ReasonSerialOtherEK, a)
-	second := hold("RS1", ek('3'), registry.ReasonSerialOtherEK, a) // another claim of the same serial
-	if rma.ConflictEKHash != ek('1') {
-		t.Fatalf("held claim = %+v, want the conflicting device's EK recorded", rma)
+
+	with := func(f func(w *registry.ReleaseWrite)) *registry.ReleaseWrite {
+		w := rebind(rma, a, ek('2'))
+		f(w)
+		return w
 	}
-	refused("unknown claim", &registry.Quarantine{ID: "qr-none"}, def.ID, registry.ErrNotFound, a)
-	refused("another tenant's claim", rma, other.ID, registry.ErrNotFound, a)
-	before := state(rma, a)
-	if _, err := release(rma.ID, def.ID, 7); err == nil || state(rma, a) != before {
-		t.Errorf("release with reason 7 = %v, want an error and nothing written", err)
-	}
+	refused("unknown claim", with(func(w *registry.ReleaseWrite) { w.ClaimID = "qr-none" }), registry.ErrNotFound, a)
+	refused("unknown device", with(func(w *registry.ReleaseWrite) { w.DeviceID = "dev-none" }), registry.ErrClaimStale, a)
+	refused("device with another EK", with(func(w *registry.ReleaseWrite) { w.ExpectEKHash = ek('9') }), registry.ErrClaimStale, a)
+	refused("device with another status", with(func(w *registry.ReleaseWrite) { w.ExpectStatus = registry.DeviceRevoked }), registry.ErrClaimStale, a)
+	refused("device with other MACs", with(func(w *registry.ReleaseWrite) { w.ExpectMACs = []string{"020000000099"} }), registry.ErrClaimStale, a)
+	refused("reason 7", with(func(w *registry.ReleaseWrite) { w.Reason = 7 }), registry.ErrInvalidReason, a)
+	refused("no claim id", with(func(w *registry.ReleaseWrite) { w.ClaimID = "" }), nil, a)
+	refused("no device id", with(func(w *registry.ReleaseWrite) { w.DeviceID = "" }), nil, a)
+	refused("no new status", with(func(w *registry.ReleaseWrite) { w.Status = "" }), nil, a)
+	refused("no expected status", with(func(w *registry.ReleaseWrite) { w.ExpectStatus = "" }), nil, a)
 
 	beforeN, _ := auditHead(t, s)
-	r, err := release(rma.ID, def.ID, registry.ReasonSuperseded)
-	if err != nil {
-		t.Fatalf("release of a serial claimed with another EK: %v", err)
+	w := with(func(w *registry.ReleaseWrite) { w.ExpectMACs = a.MACs })
+	if err := s.ApplyRelease(ctx, w); err != nil {
+		t.Fatalf("re-bind: %v", err)
 	}
-	if r.Claim.Status != registry.QuarantineReleased || r.Claim.ReleasedBy != "admin:test" || r.Claim.ReleasedAt == nil {
-		t.Errorf("released claim = %+v", r.Claim)
+	if w.Claim.ID != rma.ID || w.Claim.Status != registry.QuarantineReleased || w.Claim.ReleasedBy != "admin:test" || w.Claim.ReleasedAt == nil {
+		t.Errorf("released claim = %+v", w.Claim)
 	}
-	if got, err := s.GetDevice(ctx, a.ID); err != nil || got.AKPub != nil {
-		t.Errorf("released device AK = %q, %v; want none (it belonged to the old TPM)", got.AKPub, err)
+	if got, err := s.GetQuarantine(ctx, rma.ID); err != nil || got.Status != registry.QuarantineReleased || got.ReleasedBy != "admin:test" {
+		t.Errorf("stored claim = %+v, %v", got, err)
 	}
-	if r.Device.ID != a.ID || r.Device.EKHash != ek('2') || r.Device.Status != registry.DeviceActive || r.Device.Serial != "RS1" {
-		t.Errorf("device after release = %+v, want %s re-bound to the claim's EK, active", r.Device, a.ID)
+	for _, d := range []*registry.Device{w.Device, mustDevice(t, s, a.ID)} {
+		if d.ID != a.ID || d.EKHash != ek('2') || d.Status != registry.DeviceActive || d.Serial != "RS1" || d.RekeyRequired ||
+			d.RekeyDeadline != nil || d.AKPub != nil || !slices.Equal(d.MACs, a.MACs) || d.Method != "tpm" {
+			t.Errorf("device after re-bind = %+v, want %s on the claim's EK, active, no re-key, no AK", d, a.ID)
+		}
 	}
-	if len(r.Revoked) != 1 || r.Revoked[0].Serial != oldCerts[0].Serial || r.Revoked[0].RevocationReason != registry.ReasonSuperseded ||
-		r.Revoked[0].Status != registry.CertRevoked {
-		t.Errorf("revoked = %+v, want %s (superseded)", r.Revoked, oldCerts[0].Serial)
+	if len(w.Revoked) != 1 || w.Revoked[0].Serial != oldCerts[0].Serial || w.Revoked[0].RevocationReason != registry.ReasonSuperseded ||
+		w.Revoked[0].Status != registry.CertRevoked || w.Revoked[0].RevokedAt == nil {
+		t.Errorf("revoked = %+v, want %s (superseded)", w.Revoked, oldCerts[0].Serial)
 	}
 	if c, err := s.GetCertificate(ctx, oldCerts[0].Serial); err != nil || c.Status != registry.CertRevoked || c.RevokedAt == nil ||
 		c.RevocationReason != registry.ReasonSuperseded {
-		t.Errorf("old certificate after release = %+v, %v", c, err)
+		t.Errorf("old certificate after re-bind = %+v, %v", c, err)
 	}
-	if afterN, _ := auditHead(t, s); afterN != beforeN+1 || r.Audit.Seq == 0 {
-		t.Errorf("release wrote %d audit events (seq %d), want 1", afterN-beforeN, r.Audit.Seq)
+	if afterN, _ := auditHead(t, s); afterN != beforeN+1 || w.Audit.Seq == 0 || w.Audit.Hash == nil {
+		t.Errorf("re-bind wrote %d audit events (seq %d), want 1", afterN-beforeN, w.Audit.Seq)
 	}
-	if d, err := s.GetDeviceBySerial(ctx, def.ID, "RS1"); err != nil || d.ID != a.ID || d.EKHash != ek('2') {
-		t.Errorf("device RS1 after release = %+v, %v", d, err)
-	}
-	// The claim is now an ordinary same-EK re-enrollment, keeping the id.
+	// The claimant re-enrolls as the same device.
 	re := tpmEnrollment("RS1", ek('2'))
 	if err := s.Enroll(ctx, re); err != nil || re.Device.ID != a.ID {
 		t.Fatalf("re-enrollment of RS1 with the released EK: %v", err)
 	}
-	refused("released again", rma, def.ID, registry.ErrClaimNotHeld, a)
+	a = mustDevice(t, s, a.ID)
+	refused("released again", rebind(rma, a, ek('2')), registry.ErrClaimNotHeld, a)
 	if _, err := s.DismissQuarantine(ctx, rma.ID, "admin:test", nil); !errors.Is(err, registry.ErrConflict) {
 		t.Errorf("dismissing a released claim = %v, want ErrConflict", err)
 	}
-	// The other claim of RS1 saw the device with its old EK.
-	refused("claim whose device changed EK", second, def.ID, registry.ErrClaimStale, a)
+	dismissed := hold("RS1", ek('3'), registry.ReasonSerialOtherEK, a)
+	if _, err := s.DismissQuarantine(ctx, dismissed.ID, "admin:test", nil); err != nil {
+		t.Fatal(err)
+	}
+	refused("dismissed claim", rebind(dismissed, a, ek('3')), registry.ErrClaimNotHeld, a)
 
-	// An EK claimed with another serial (a TPM moved to a new chassis).
+	// Revoke a device and free its EK (its TPM moved to a new chassis).
 	b := enroll("RE1", ek('4'))
 	moved := hold("RE2", ek('4'), registry.ReasonEKOtherSerial, b)
-	r, err = release(moved.ID, def.ID, registry.ReasonKeyCompromise)
-	if err != nil {
-		t.Fatalf("release of an EK claimed with another serial: %v", err)
+	w = &registry.ReleaseWrite{ClaimID: moved.ID, By: "admin:test", DeviceID: b.ID, ExpectEKHash: ek('4'), ExpectStatus: registry.DeviceActive,
+		Status: registry.DeviceRevoked, ClearAK: true, Reason: registry.ReasonKeyCompromise}
+	if err := s.ApplyRelease(ctx, w); err != nil {
+		t.Fatalf("revoke and free the EK: %v", err)
 	}
-	if r.Device.ID != b.ID || r.Device.Status != registry.DeviceRevoked || r.Device.EKHash != "" || r.Claim.Status != registry.QuarantineReleased {
-		t.Errorf("after release: device %+v, claim %+v; want %s revoked with no EK", r.Device, r.Claim, b.ID)
+	if d := mustDevice(t, s, b.ID); d.Status != registry.DeviceRevoked || d.EKHash != "" || d.AKPub != nil || w.Device.EKHash != "" ||
+		w.Claim.Status != registry.QuarantineReleased {
+		t.Errorf("after release: device %+v, claim %+v; want %s revoked with no EK", d, w.Claim, b.ID)
 	}
-	if len(r.Revoked) != 1 || r.Revoked[0].RevocationReason != registry.ReasonKeyCompromise {
-		t.Errorf("revoked = %+v, want one certificate, keyCompromise", r.Revoked)
+	if len(w.Revoked) != 1 || w.Revoked[0].RevocationReason != registry.ReasonKeyCompromise {
+		t.Errorf("revoked = %+v, want one certificate, keyCompromise", w.Revoked)
 	}
 	if certs, err := s.ListDeviceCertificates(ctx, b.ID); err != nil || len(certs) != 1 || certs[0].Status != registry.CertRevoked {
 		t.Errorf("certificates of %s = %+v, %v", b.ID, certs, err)
@@ -394,21 +431,100 @@ func testQuarantineRelease(t *testing.T, s registry.Store) {
 		t.Errorf("devices of the freed EK = %+v, %v; want only the new one", devs, err)
 	}
 
-	// Claims whose device is gone, unknown or not the one described.
-	c := enroll("RS3", ek('5'))
-	refused("unknown device", hold("RS3", ek('6'), registry.ReasonSerialOtherEK, &registry.Device{ID: "dev-none", EKHash: ek('5')}),
-		def.ID, registry.ErrClaimStale, c)
-	refused("no device recorded", hold("RS3", ek('7'), registry.ReasonSerialOtherEK, nil), def.ID, registry.ErrClaimStale, c)
-	refused("device with another serial", hold("RS4", ek('8'), registry.ReasonSerialOtherEK, c), def.ID, registry.ErrClaimStale, c)
-	refused("device without the claimed EK", hold("RS9", ek('9'), registry.ReasonEKOtherSerial, c), def.ID, registry.ErrClaimStale, c)
-	dismissed := hold("RS3", ek('a'), registry.ReasonSerialOtherEK, c)
-	if _, err := s.DismissQuarantine(ctx, dismissed.ID, "admin:test", nil); err != nil {
+	// Revoke a device keeping its EK, expecting its MACs (a MAC claimed by
+	// a new serial; such a claim may have no EK). An expired certificate
+	// is left as it is.
+	current := tpmEnrollment("RM1", ek('5'))
+	if err := s.Enroll(ctx, current); err != nil {
 		t.Fatal(err)
 	}
-	refused("dismissed claim", dismissed, def.ID, registry.ErrClaimNotHeld, c)
+	m := current.Device
+	expired := *current.Certificate
+	expired.Serial, expired.NotBefore, expired.NotAfter = randHex(t, 20), time.Now().Add(-48*time.Hour), time.Now().Add(-time.Hour)
+	if err := s.RecordCertificate(ctx, &expired, nil); err != nil {
+		t.Fatal(err)
+	}
+	macClaim := hold("RM2", "", registry.ReasonMACOtherSerial, m, m.MACs...)
+	if macClaim.EKHash != "" || macClaim.Reason != registry.ReasonMACOtherSerial || !slices.Equal(macClaim.MACs, m.MACs) {
+		t.Fatalf("MAC claim = %+v", macClaim)
+	}
+	macWrite := func() *registry.ReleaseWrite {
+		return &registry.ReleaseWrite{ClaimID: macClaim.ID, By: "admin:test", DeviceID: m.ID, ExpectEKHash: m.EKHash,
+			ExpectStatus: registry.DeviceActive, ExpectMACs: m.MACs, EKHash: m.EKHash, Status: registry.DeviceRevoked,
+			Reason: registry.ReasonCessationOfOperation}
+	}
+	stale := macWrite()
+	stale.ExpectMACs = append([]string{"020000000077"}, m.MACs...)
+	refused("device without the expected MACs", stale, registry.ErrClaimStale, m)
+	w = macWrite()
+	if err := s.ApplyRelease(ctx, w); err != nil {
+		t.Fatalf("revoke keeping the EK: %v", err)
+	}
+	if d := mustDevice(t, s, m.ID); d.Status != registry.DeviceRevoked || d.EKHash != ek('5') || string(d.AKPub) != "ak of "+ek('5') ||
+		!slices.Equal(d.MACs, m.MACs) {
+		t.Errorf("device after release = %+v, want revoked with its EK, AK and MACs", d)
+	}
+	if len(w.Revoked) != 1 || w.Revoked[0].Serial != current.Certificate.Serial || w.Revoked[0].RevocationReason != registry.ReasonCessationOfOperation {
+		t.Errorf("revoked = %+v, want only the unexpired certificate %s", w.Revoked, current.Certificate.Serial)
+	}
+	if c, err := s.GetCertificate(ctx, expired.Serial); err != nil || c.Status != registry.CertActive {
+		t.Errorf("expired certificate after release = %+v, %v; want it not revoked", c, err)
+	}
 
-	// The claim's EK is bound to a third device.
-	g := enroll("RS6", ek('b'))
-	refused("EK bound elsewhere", hold("RS3", ek('b'), registry.ReasonSerialOtherEK, c), def.ID, registry.ErrEKConflict, c, g)
+	// A new EK bound to a third device: the unique EK index refuses the
+	// device update after the write revoked the device's certificates;
+	// all of it is rolled back.
+	c := enroll("RS3", ek('6'))
+	g := enroll("RS6", ek('7'))
+	taken := hold("RS3", ek('7'), registry.ReasonSerialOtherEK, c)
+	refused("EK bound elsewhere", rebind(taken, c, ek('7')), registry.ErrEKConflict, c, g)
+
+	// Two writes for one claim, or for one device, at once: one wins; the
+	// other finds the claim not held, or the device changed.
+	race := func(name string, ws []*registry.ReleaseWrite, lose error) {
+		t.Helper()
+		errs := make([]error, len(ws))
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for i, w := range ws {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				errs[i] = s.ApplyRelease(ctx, w)
+			}()
+		}
+		close(start)
+		wg.Wait()
+		won, lost := 0, 0
+		for _, err := range errs {
+			switch {
+			case err == nil:
+				won++
+			case errors.Is(err, lose):
+				lost++
+			default:
+				t.Errorf("%s: %v", name, err)
+			}
+		}
+		if won != 1 || lost != len(ws)-1 {
+			t.Errorf("%s: %d won, %d lost (%v); want one winner", name, won, lost, errs)
+		}
+	}
+	r1 := enroll("RR1", ek('8'))
+	one := hold("RR1", ek('9'), registry.ReasonSerialOtherEK, r1)
+	race("one claim", []*registry.ReleaseWrite{rebind(one, r1, ek('9')), rebind(one, r1, ek('9'))}, registry.ErrClaimNotHeld)
+	r2 := enroll("RR2", ek('a'))
+	x, y := hold("RR2", ek('b'), registry.ReasonSerialOtherEK, r2), hold("RR2", ek('c'), registry.ReasonSerialOtherEK, r2)
+	race("one device", []*registry.ReleaseWrite{rebind(x, r2, ek('b')), rebind(y, r2, ek('c'))}, registry.ErrClaimStale)
 	verify(t, s)
+}
+
+func mustDevice(t testing.TB, s registry.Store, id string) *registry.Device {
+	t.Helper()
+	d, err := s.GetDevice(context.Background(), id)
+	if err != nil {
+		t.Fatalf("device %s: %v", id, err)
+	}
+	return d
 }

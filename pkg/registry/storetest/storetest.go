@@ -60,7 +60,7 @@ func Run(t *testing.T, open func(t *testing.T) registry.Store) {
 		{"TPMRoots", testTPMRoots},
 		{"Quarantine", testQuarantine},
 		{"EKUnique", testEKUnique},
-		{"QuarantineRelease", testQuarantineRelease},
+		{"ApplyRelease", testApplyRelease},
 		{"TenantPolicy", testTenantPolicy},
 		{"ReEnrollSameEKWithToken", testReEnrollSameEKWithToken},
 		{"TPMChallenge", testTPMChallenge},
