@@ -103,6 +103,7 @@ func (s *Server) createToken(c echo.Context) error {
 	spec := provision.TokenSpec{
 		Tenant:    req.Tenant,
 		Serial:    req.Serial,
+		Reinstate: req.Reinstate,
 		Uses:      req.Uses,
 		CreatedBy: "admin:" + adm.Name,
 		Source:    c.RealIP(),
@@ -126,5 +127,6 @@ func (s *Server) createToken(c echo.Context) error {
 	}
 	return c.JSON(http.StatusCreated, &wire.TokenCreateResponse{
 		ID: t.ID, Token: token, Tenant: spec.Tenant, Serial: t.Serial, ExpiresAt: t.ExpiresAt, Uses: t.UsesLeft,
+		Reinstate: t.Reinstate,
 	})
 }

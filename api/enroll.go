@@ -9,24 +9,22 @@ import (
 
 	"devpki/api/wire"
 	"devpki/pkg/provision"
-	"devpki/pkg/registry"
 )
 
 func (s *Server) routesEnroll(e *echo.Echo) {
 	e.POST("/v1/enroll", s.enroll)
 }
 
-// enroll is POST /v1/enroll: bootstrap-token enrollment.
+// enroll is POST /v1/enroll: bootstrap-token enrollment (Attestors.Token).
+// Without a bearer token the request is refused by provision (audited)
+// before the body is read.
 func (s *Server) enroll(c echo.Context) error {
+	ctx := c.Request().Context()
 	token, ok := bearer(c.Request())
 	if !ok {
-		s.audit(c.Request().Context(), &registry.AuditEvent{
-			Actor: "anonymous", Action: "enroll", Result: registry.ResultDenied,
-			Detail: "no bootstrap token presented", SourceAddr: c.RealIP(),
-		})
 		c.Response().Header().Set("WWW-Authenticate", `Bearer realm="devpki enroll"`)
-		return problem(http.StatusUnauthorized, wire.SlugTokenInvalid, "Bootstrap token required",
-			"send the bootstrap token as 'Authorization: Bearer <token>'")
+		_, err := s.cfg.Provision.Enroll(ctx, s.cfg.Attestors.Token, &provision.Request{SourceAddr: c.RealIP()})
+		return err
 	}
 	var req wire.EnrollRequest
 	if err := decodeJSON(c, &req); err != nil {
@@ -35,7 +33,7 @@ func (s *Server) enroll(c echo.Context) error {
 	if req.CSR == "" {
 		return problem(http.StatusBadRequest, wire.SlugBadCSR, "Certificate request refused", "the body has no \"csr\"")
 	}
-	res, err := s.cfg.Provision.Enroll(c.Request().Context(), s.tokens, &provision.Request{
+	res, err := s.cfg.Provision.Enroll(ctx, s.cfg.Attestors.Token, &provision.Request{
 		Credential: token,
 		CSRPEM:     []byte(req.CSR),
 		SourceAddr: c.RealIP(),

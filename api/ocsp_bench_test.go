@@ -49,7 +49,7 @@ func BenchmarkOCSPHTTP(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	handler, err := api.New(api.Config{Store: store, Provision: prov, Root: tca.CA.Root, Chain: tca.Issuer.Chain(),
+	handler, err := api.New(api.Config{Store: store, Provision: prov, Attestors: provision.Attestors{Token: provision.TokenAttestor{Store: store}}, Root: tca.CA.Root, Chain: tca.Issuer.Chain(),
 		TrustDomain: pkitest.TrustDomain, Log: log, Revocation: rev})
 	if err != nil {
 		b.Fatal(err)

@@ -8,7 +8,6 @@ import (
 
 	"devpki/api/wire"
 	"devpki/pkg/provision"
-	"devpki/pkg/registry"
 )
 
 func (s *Server) routesRenew(e *echo.Echo) {
@@ -23,12 +22,8 @@ func (s *Server) routesRenew(e *echo.Echo) {
 func (s *Server) renew(c echo.Context) error {
 	r := c.Request()
 	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
-		s.audit(r.Context(), &registry.AuditEvent{
-			Actor: "anonymous", Action: "renew", Result: registry.ResultDenied,
-			Detail: "no client certificate", SourceAddr: c.RealIP(),
-		})
-		return problem(http.StatusUnauthorized, wire.SlugUnauthorized, "Client certificate required",
-			"renewal is authenticated by the device's current certificate over mutual TLS")
+		_, err := s.cfg.Provision.Renew(r.Context(), &provision.RenewRequest{SourceAddr: c.RealIP()})
+		return err
 	}
 	var req wire.RenewRequest
 	if err := decodeJSON(c, &req); err != nil {

@@ -31,6 +31,9 @@ const MaxBodyBytes = 64 << 10
 type Config struct {
 	Store     registry.Store
 	Provision *provision.Service
+	// Attestors are the enrollment doors' attestors (cmd/ca wires them);
+	// Token is required, a nil TPM closes POST /v1/enroll/tpm.
+	Attestors provision.Attestors
 	// Root is the CA root served at /v1/ca/roots; Chain the issuing chain
 	// (intermediate first) served at /v1/ca/chain.
 	Root  *x509.Certificate
@@ -49,7 +52,6 @@ type Config struct {
 // Server holds the handlers' dependencies.
 type Server struct {
 	cfg       Config
-	tokens    provision.TokenAttestor
 	rootsPEM  []byte
 	chainPEM  []byte
 	chainList []string
@@ -57,8 +59,8 @@ type Server struct {
 
 // New returns the echo instance serving the whole API.
 func New(cfg Config) (*echo.Echo, error) {
-	if cfg.Store == nil || cfg.Provision == nil || cfg.Root == nil || len(cfg.Chain) == 0 {
-		return nil, errors.New("api: Store, Provision, Root and Chain are required")
+	if cfg.Store == nil || cfg.Provision == nil || cfg.Attestors.Token == nil || cfg.Root == nil || len(cfg.Chain) == 0 {
+		return nil, errors.New("api: Store, Provision, Attestors.Token, Root and Chain are required")
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
@@ -68,7 +70,6 @@ func New(cfg Config) (*echo.Echo, error) {
 	}
 	s := &Server{
 		cfg:      cfg,
-		tokens:   provision.TokenAttestor{Store: cfg.Store, Now: cfg.Now},
 		rootsPEM: pemCert(cfg.Root),
 	}
 	for _, c := range cfg.Chain {

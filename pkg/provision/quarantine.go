@@ -28,23 +28,13 @@ func (e *cloneClaim) Error() string { return ErrCloneSuspect.Error() + ": " + e.
 
 func (e *cloneClaim) Unwrap() error { return ErrCloneSuspect }
 
-// withMACs records the claimed MACs in a cloneClaim err (checkClone does
-// not know them); any other error is returned as it is.
-func withMACs(err error, macs []string) error {
-	var cc *cloneClaim
-	if errors.As(err, &cc) {
-		cc.macs = macs
-	}
-	return err
-}
-
-// holdClone records a clone-suspect refusal as a held claim of tenantID,
-// with its audit event (action "enroll.clone-suspect", target the held
+// holdClone records a clone-suspect refusal by who as a held claim of
+// tenantID, with its audit event (ActionCloneSuspect, target the held
 // record's id) in the same transaction, and returns the error for the
 // device: ErrCloneSuspect, saying the claim is held for an administrator,
 // without the enrolled device's id or EK. It returns nil, having written
 // nothing, when cause is no clone claim or tenantID is unknown.
-func (s *Service) holdClone(ctx context.Context, source, tenantID string, cause error) error {
+func (s *Service) holdClone(ctx context.Context, who Actor, tenantID string, cause error) error {
 	var cc *cloneClaim
 	if tenantID == "" || !errors.As(cause, &cc) {
 		return nil
@@ -62,19 +52,13 @@ func (s *Service) holdClone(ctx context.Context, source, tenantID string, cause 
 	}
 	q := &registry.Quarantine{
 		ID: NewUUID(), TenantID: tenantID, Serial: cc.serial, MACs: cc.macs, EKHash: cc.ekHash, Reason: cc.reason,
-		ConflictDeviceID: conflict, ConflictEKHash: conflictEK, SourceAddr: source, LastSeen: s.cfg.Now(),
+		ConflictDeviceID: conflict, ConflictEKHash: conflictEK, SourceAddr: who.Source, LastSeen: s.cfg.Now(),
 	}
-	err := s.cfg.Store.HoldClaim(ctx, q, &registry.AuditEvent{
-		TenantID:   tenantID,
-		Actor:      "anonymous",
-		Action:     "enroll.clone-suspect",
-		Result:     registry.ResultDenied,
-		Detail:     detail + "; held for an administrator",
-		SourceAddr: source,
-	})
+	err := s.cfg.Store.HoldClaim(ctx, q, event(who, tenantID, ActionCloneSuspect, "", registry.ResultDenied,
+		detail+"; held for an administrator"))
 	if err != nil {
 		// Still refused, and still audited if the store takes that.
-		s.refuse(ctx, &Request{SourceAddr: source}, tenantID, "anonymous", cc.serial, "enroll.clone-suspect",
+		_ = appendRefusal(ctx, s.cfg.Store, who, tenantID, ActionCloneSuspect, cc.serial,
 			fmt.Errorf("%w (holding the claim failed: %v)", cause, err))
 		return fmt.Errorf("%w: serial %q: refused; ask an administrator", ErrCloneSuspect, cc.serial)
 	}
@@ -92,6 +76,14 @@ func (s *Service) findConflict(ctx context.Context, tenantID string, cc *cloneCl
 	case registry.ReasonEKOtherSerial:
 		if ds, err := s.cfg.Store.ListDevices(ctx, registry.DeviceFilter{EKHash: cc.ekHash, Limit: 1}); err == nil && len(ds) == 1 {
 			cc.device, cc.deviceTenant, cc.deviceEK = ds[0].ID, ds[0].TenantID, ds[0].EKHash
+		}
+	case registry.ReasonMACOtherSerial:
+		for _, m := range cc.macs {
+			ds, err := s.cfg.Store.ListDevices(ctx, registry.DeviceFilter{TenantID: tenantID, MAC: m, Status: registry.DeviceActive, Limit: 1})
+			if err == nil && len(ds) == 1 {
+				cc.device, cc.deviceTenant, cc.deviceEK = ds[0].ID, ds[0].TenantID, ds[0].EKHash
+				return
+			}
 		}
 	}
 }
@@ -111,7 +103,7 @@ func (e *heldError) Error() string {
 func (e *heldError) Unwrap() error { return ErrCloneSuspect }
 
 // QuarantineID returns the id of the held claim (registry.Quarantine) an
-// ErrCloneSuspect from TPMChallenge or TPMEnroll was recorded as, or "".
+// ErrCloneSuspect from TPMChallenge or Enroll was recorded as, or "".
 func QuarantineID(err error) string {
 	var he *heldError
 	if errors.As(err, &he) {

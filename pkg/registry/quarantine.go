@@ -44,6 +44,10 @@ const (
 	ReasonSerialOtherEK QuarantineReason = "serial-has-other-ek"
 	// ReasonEKOtherSerial: the TPM EK is enrolled with another serial.
 	ReasonEKOtherSerial QuarantineReason = "ek-has-other-serial"
+	// ReasonMACOtherSerial: a MAC claimed belongs to an active device with
+	// another serial. Such a claim is dismissed, not released: an admin
+	// revokes the enrolled device, or reassigns the MAC, first.
+	ReasonMACOtherSerial QuarantineReason = "mac-has-other-serial"
 )
 
 // Quarantine is an enrollment claim refused as a possible clone and held

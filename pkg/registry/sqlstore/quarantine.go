@@ -119,9 +119,11 @@ func isEKConflict(err error) bool {
 // HoldClaim implements registry.Store.
 func (s *Store) HoldClaim(ctx context.Context, q *registry.Quarantine, audit *registry.AuditEvent) error {
 	switch {
-	case q == nil || q.ID == "" || q.TenantID == "" || q.Serial == "" || q.EKHash == "":
-		return errors.New("sqlstore: hold claim: id, tenant, serial and EK hash are required")
-	case q.Reason != registry.ReasonSerialOtherEK && q.Reason != registry.ReasonEKOtherSerial:
+	case q == nil || q.ID == "" || q.TenantID == "" || q.Serial == "":
+		return errors.New("sqlstore: hold claim: id, tenant and serial are required")
+	case q.EKHash == "" && q.Reason != registry.ReasonMACOtherSerial:
+		return errors.New("sqlstore: hold claim: the EK hash is required")
+	case q.Reason != registry.ReasonSerialOtherEK && q.Reason != registry.ReasonEKOtherSerial && q.Reason != registry.ReasonMACOtherSerial:
 		return fmt.Errorf("sqlstore: hold claim: unknown reason %q", q.Reason)
 	}
 	seen := ts(q.LastSeen)

@@ -169,7 +169,7 @@ func testEKUnique(t *testing.T, s registry.Store) {
 	other := mkTenant(t, s, "ek-other")
 	tpmEnrollment := func(tenantID, serial, ek string) *registry.Enrollment {
 		e := newEnrollment(t, tenantID, serial, nil)
-		e.SameEK, e.Device.Method, e.Device.EKHash = true, "tpm", ek
+		e.Device.Method, e.Device.EKHash = "tpm", ek
 		return e
 	}
 	ek := strings.Repeat("d", 64)
@@ -249,7 +249,7 @@ func testQuarantineRelease(t *testing.T, s registry.Store) {
 	ek := func(c byte) string { return strings.Repeat(string(c), 64) }
 	tpmEnrollment := func(serial, ekHash string) *registry.Enrollment {
 		e := newEnrollment(t, def.ID, serial, nil)
-		e.SameEK, e.Device.Method, e.Device.EKHash = true, "tpm", ekHash
+		e.Device.Method, e.Device.EKHash = "tpm", ekHash
 		e.Device.AKPub = []byte("ak of " + ekHash)
 		return e
 	}
@@ -359,7 +359,7 @@ func testQuarantineRelease(t *testing.T, s registry.Store) {
 		t.Errorf("device RS1 after release = %+v, %v", d, err)
 	}
 	// The claim is now an ordinary same-EK re-enrollment, keeping the id.
-	re := tpmEnrollment("RS1", ek('2'))
+	re := reenrolling(t, s, tpmEnrollment("RS1", ek('2')))
 	if err := s.Enroll(ctx, re); err != nil || re.Device.ID != a.ID {
 		t.Fatalf("re-enrollment of RS1 with the released EK: %v", err)
 	}
