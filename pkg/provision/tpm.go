@@ -23,17 +23,10 @@ const (
 	MethodTPM   = "tpm"   // TPM attestation
 )
 
-// Errors of TPM enrollment. The verify package's sentinels (ErrEKUntrusted,
-// ErrAKInvalid, ErrActivation, ErrCertify, ErrCSR, ErrChallenge*) pass
-// through wrapped.
-var (
-	// ErrTPMDisabled: the CA has no TPM configuration.
-	ErrTPMDisabled = errors.New("provision: TPM attestation enrollment is not enabled")
-	// ErrCloneSuspect: the serial is enrolled with another EK, or the EK is
-	// enrolled with another serial. The claim is refused and audited for an
-	// admin; no certificate is issued.
-	ErrCloneSuspect = errors.New("provision: clone suspect")
-)
+// ErrTPMDisabled: the CA has no TPM configuration. Other refusals of TPM
+// enrollment are the verify package's sentinels (ErrEKUntrusted,
+// ErrAKInvalid, ErrActivation, ErrCertify, ErrCSR, ErrChallenge*), wrapped.
+var ErrTPMDisabled = errors.New("provision: TPM attestation enrollment is not enabled")
 
 // TPMConfig enables TPM attestation enrollment (Config.TPM).
 type TPMConfig struct {

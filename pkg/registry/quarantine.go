@@ -59,7 +59,7 @@ type Quarantine struct {
 	TenantID string
 	Serial   string   // the serial claimed
 	MACs     []string // the MACs claimed, 12 lowercase hex digits each
-	EKHash   string   // hex SHA-256 of the claimant's EK public key
+	EKHash   string   // hex SHA-256 of the claimant's EK public key; empty for a claim without a TPM (ReasonMACOtherSerial)
 	Reason   QuarantineReason
 	// ConflictDeviceID is the enrolled device the claim collides with
 	// (empty if it could not be told, e.g. it was removed since).

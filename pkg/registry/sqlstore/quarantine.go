@@ -370,6 +370,9 @@ func (s *Store) releaseTarget(tx *gorm.DB, claim *quarantineRow, dev *deviceRow)
 		case dev.Serial == claim.Serial:
 			return fmt.Errorf("%w: device %s already has the claim's serial %q", registry.ErrClaimStale, dev.ID, claim.Serial)
 		}
+	case registry.ReasonMACOtherSerial:
+		return fmt.Errorf("%w: claim %s collides on a MAC of device %s; such a claim is not released: revoke that device "+
+			"(its MAC is then free) or dismiss the claim", registry.ErrConflict, claim.ID, dev.ID)
 	default:
 		return fmt.Errorf("sqlstore: release quarantine %s: unknown reason %q", claim.ID, claim.Reason)
 	}

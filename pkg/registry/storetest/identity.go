@@ -39,6 +39,19 @@ func testMACUnique(t *testing.T, s registry.Store) {
 	if err := s.Enroll(ctx, withMACs(other.ID, "MAC-2", mac)); err != nil {
 		t.Fatalf("the same MAC in another tenant: %v", err)
 	}
+	// The claim is held for an admin without an EK; it is dismissed, never
+	// released.
+	q := &registry.Quarantine{ID: "q-mac-" + randHex(t, 4), TenantID: registry.DefaultTenant, Serial: "MAC-2",
+		MACs: clone.Device.MACs, Reason: registry.ReasonMACOtherSerial, ConflictDeviceID: holder.Device.ID}
+	if err := s.HoldClaim(ctx, q, &registry.AuditEvent{TenantID: registry.DefaultTenant, Actor: "token:x",
+		Action: "enroll.clone-suspect", Result: registry.ResultDenied}); err != nil {
+		t.Fatalf("HoldClaim(MAC claim, no EK): %v", err)
+	}
+	if err := s.ReleaseQuarantine(ctx, &registry.QuarantineRelease{ID: q.ID, By: "admin:test",
+		Audit: &registry.AuditEvent{TenantID: registry.DefaultTenant, Actor: "admin:test", Action: "quarantine.release", Result: registry.ResultOK},
+	}); !errors.Is(err, registry.ErrConflict) {
+		t.Fatalf("ReleaseQuarantine(MAC claim) = %v, want ErrConflict", err)
+	}
 	// Re-enrolling the holder with its own MACs (one dropped) is fine, and
 	// the dropped one is free for another device.
 	if err := s.Enroll(ctx, reenrolling(t, s, withMACs(registry.DefaultTenant, "MAC-1", mac))); err != nil {
