@@ -61,7 +61,7 @@ func (s *Server) createToken(c echo.Context) error {
 	if err := decodeJSON(c, &req); err != nil {
 		return err
 	}
-	spec := provision.TokenSpec{Tenant: req.Tenant, Serial: req.Serial, Uses: req.Uses}
+	spec := provision.TokenSpec{Tenant: req.Tenant, Serial: req.Serial, Reinstate: req.Reinstate, Uses: req.Uses}
 	if req.TTL != "" {
 		d, err := time.ParseDuration(req.TTL)
 		if err != nil || d <= 0 {
@@ -79,6 +79,7 @@ func (s *Server) createToken(c echo.Context) error {
 	}
 	return c.JSON(http.StatusCreated, &wire.TokenCreateResponse{
 		ID: t.ID, Token: token, Tenant: tenant, Serial: t.Serial, ExpiresAt: t.ExpiresAt, Uses: t.UsesLeft,
+		Reinstate: t.Reinstate,
 	})
 }
 

@@ -26,7 +26,6 @@ func (f *fixture) tpmDevice(serial, ek string) *registry.Device {
 	sn[0] |= 0x10
 	now := time.Now()
 	e := &registry.Enrollment{
-		SameEK: true,
 		Device: &registry.Device{ID: "dev-" + serial, TenantID: f.tenant.ID, Serial: serial, Method: "tpm", EKHash: ek},
 		Certificate: &registry.Certificate{
 			Serial: hex.EncodeToString(sn), Kind: registry.KindDevice, NotBefore: now.Add(-time.Minute), NotAfter: now.Add(time.Hour),

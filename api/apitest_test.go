@@ -7,11 +7,13 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"database/sql"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -109,8 +111,12 @@ func newFixtureTPM(t *testing.T, tpm *provision.TPMConfig) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
+	attestors := provision.Attestors{Token: provision.TokenAttestor{Store: store}}
+	if tpm != nil {
+		attestors.TPM = provision.TPMAttestor{Challenger: tpm.Challenger, Store: store}
+	}
 	handler, err := api.New(api.Config{
-		Store: store, Provision: prov, Admin: f.admin, Tokens: provision.TokenAttestor{Store: store},
+		Store: store, Provision: prov, Admin: f.admin, Attestors: attestors,
 		Root: f.ca.CA.Root, Chain: f.ca.Issuer.Chain(),
 		TrustDomain: pkitest.TrustDomain, Revocation: f.rev,
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
@@ -201,7 +207,14 @@ func (f *fixture) mintAt(now time.Time, spec provision.TokenSpec) string {
 	return tok
 }
 
-// csr returns a good P-256 enrollment CSR PEM for serial (with mac when no
+// macFor is a MAC of the device with serial's own: a MAC belongs to one
+// active device per tenant, so distinct test devices need distinct MACs.
+func macFor(serial string) string {
+	h := sha256.Sum256([]byte(serial))
+	return fmt.Sprintf("02:%02x:%02x:%02x:%02x:%02x", h[0], h[1], h[2], h[3], h[4])
+}
+
+// csr returns a good P-256 enrollment CSR PEM for serial (with macFor(serial) when no
 // macs are given).
 func (f *fixture) csr(serial string, macs ...string) []byte {
 	f.t.Helper()
@@ -212,7 +225,7 @@ func (f *fixture) csr(serial string, macs ...string) []byte {
 func (f *fixture) keyAndCSR(serial string, macs ...string) (crypto.Signer, *x509.CertificateRequest, []byte) {
 	f.t.Helper()
 	if len(macs) == 0 {
-		macs = []string{mac}
+		macs = []string{macFor(serial)}
 	}
 	return f.ca.DeviceKeyAndCSR(f.t, serial, macs...)
 }

@@ -15,14 +15,16 @@ func (s *Server) routesEnroll(e *echo.Echo) {
 	e.POST("/v1/enroll", s.enroll)
 }
 
-// enroll is POST /v1/enroll: bootstrap-token enrollment.
+// enroll is POST /v1/enroll: bootstrap-token enrollment (Attestors.Token).
+// Without a bearer token the request is refused by provision (audited)
+// before the body is read.
 func (s *Server) enroll(c echo.Context) error {
+	ctx := c.Request().Context()
 	token, ok := bearer(c.Request())
 	if !ok {
 		c.Response().Header().Set("WWW-Authenticate", `Bearer realm="devpki enroll"`)
-		return s.refuse(c, provision.Actor{}, provision.ActionEnroll, "",
-			problem(http.StatusUnauthorized, wire.SlugTokenInvalid, "Bootstrap token required",
-				"send the bootstrap token as 'Authorization: Bearer <token>'"))
+		_, err := s.cfg.Provision.Enroll(ctx, s.cfg.Attestors.Token, &provision.Request{SourceAddr: c.RealIP()})
+		return err
 	}
 	var req wire.EnrollRequest
 	if err := decodeJSON(c, &req); err != nil {
@@ -31,7 +33,7 @@ func (s *Server) enroll(c echo.Context) error {
 	if req.CSR == "" {
 		return problem(http.StatusBadRequest, wire.SlugBadCSR, "Certificate request refused", "the body has no \"csr\"")
 	}
-	res, err := s.cfg.Provision.Enroll(c.Request().Context(), s.cfg.Tokens, &provision.Request{
+	res, err := s.cfg.Provision.Enroll(ctx, s.cfg.Attestors.Token, &provision.Request{
 		Credential: token,
 		CSRPEM:     []byte(req.CSR),
 		SourceAddr: c.RealIP(),

@@ -17,17 +17,15 @@ func (s *Server) routesEnrollTPM(e *echo.Echo) {
 
 // tpmChallenge is POST /v1/enroll/tpm/challenge: the TPM evidence is the
 // proof; a bootstrap token ('Authorization: Bearer', optional) chooses the
-// tenant and is spent by the enrollment.
+// tenant and is spent by the enrollment. An Authorization header that is
+// not a bearer token is handed to provision as it is, which refuses it
+// (audited) as a malformed token.
 func (s *Server) tpmChallenge(c echo.Context) error {
-	var token string
-	if c.Request().Header.Get("Authorization") != "" {
-		var ok bool
-		if token, ok = bearer(c.Request()); !ok || token == "" {
-			c.Response().Header().Set("WWW-Authenticate", `Bearer realm="devpki enroll"`)
-			return s.refuse(c, provision.Actor{}, provision.ActionEnrollTPMChallenge, "",
-				problem(http.StatusUnauthorized, wire.SlugTokenInvalid, "Bootstrap token refused",
-					"send the bootstrap token as 'Authorization: Bearer <token>', or no Authorization header"))
-		}
+	token := c.Request().Header.Get("Authorization")
+	if t, ok := bearer(c.Request()); ok {
+		token = t
+	} else if token != "" {
+		c.Response().Header().Set("WWW-Authenticate", `Bearer realm="devpki enroll"`)
 	}
 	var req wire.TPMChallengeRequest
 	if err := decodeJSON(c, &req); err != nil {
@@ -62,7 +60,8 @@ func (s *Server) tpmChallenge(c echo.Context) error {
 	})
 }
 
-// tpmEnroll is POST /v1/enroll/tpm: the answer to a challenge.
+// tpmEnroll is POST /v1/enroll/tpm: the answer to a challenge
+// (Attestors.TPM).
 func (s *Server) tpmEnroll(c echo.Context) error {
 	var req wire.TPMEnrollRequest
 	if err := decodeJSON(c, &req); err != nil {
@@ -71,16 +70,21 @@ func (s *Server) tpmEnroll(c echo.Context) error {
 	if req.CSR == "" {
 		return problem(http.StatusBadRequest, wire.SlugBadCSR, "Certificate request refused", "the body has no \"csr\"")
 	}
-	res, err := s.cfg.Provision.TPMEnroll(c.Request().Context(), &provision.TPMEnrollRequest{
-		ChallengeID:     req.ChallengeID,
-		ActivatedSecret: req.ActivatedSecret,
-		Certify: attest.CertificationParameters{
-			Public:            req.Certify.Public,
-			CreateData:        req.Certify.CreateData,
-			CreateAttestation: req.Certify.CreateAttestation,
-			CreateSignature:   req.Certify.CreateSignature,
+	if s.cfg.Attestors.TPM == nil {
+		return provision.ErrTPMDisabled
+	}
+	res, err := s.cfg.Provision.Enroll(c.Request().Context(), s.cfg.Attestors.TPM, &provision.Request{
+		CSRPEM: []byte(req.CSR),
+		TPM: &provision.TPMAnswer{
+			ChallengeID:     req.ChallengeID,
+			ActivatedSecret: req.ActivatedSecret,
+			Certify: attest.CertificationParameters{
+				Public:            req.Certify.Public,
+				CreateData:        req.Certify.CreateData,
+				CreateAttestation: req.Certify.CreateAttestation,
+				CreateSignature:   req.Certify.CreateSignature,
+			},
 		},
-		CSRPEM:     []byte(req.CSR),
 		SourceAddr: c.RealIP(),
 	})
 	if err != nil {

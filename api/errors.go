@@ -58,6 +58,10 @@ func classify(err error) (status int, slug, title string, public bool) {
 		return http.StatusBadRequest, wire.SlugBadReason, "Invalid revocation reason", true
 	case errors.Is(err, provision.ErrCloneSuspect):
 		return http.StatusForbidden, wire.SlugCloneSuspect, "Held for an admin: possible clone", true
+	case errors.Is(err, provision.ErrDeviceRevoked):
+		return http.StatusConflict, wire.SlugDeviceRevoked, "Device revoked by an administrator", true
+	case errors.Is(err, provision.ErrUnauthenticated):
+		return http.StatusUnauthorized, wire.SlugUnauthorized, "Credential required", true
 	case errors.Is(err, provision.ErrTPMRequired):
 		return http.StatusForbidden, wire.SlugTPMRequired, "TPM attestation required", true
 	case errors.Is(err, provision.ErrTPMCertifyRequired):

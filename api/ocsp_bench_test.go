@@ -53,8 +53,9 @@ func BenchmarkOCSPHTTP(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	handler, err := api.New(api.Config{Store: store, Provision: prov, Admin: adm, Tokens: provision.TokenAttestor{Store: store},
-		Root: tca.CA.Root, Chain: tca.Issuer.Chain(), TrustDomain: pkitest.TrustDomain, Log: log, Revocation: rev})
+	handler, err := api.New(api.Config{Store: store, Provision: prov, Admin: adm,
+		Attestors: provision.Attestors{Token: provision.TokenAttestor{Store: store}},
+		Root:      tca.CA.Root, Chain: tca.Issuer.Chain(), TrustDomain: pkitest.TrustDomain, Log: log, Revocation: rev})
 	if err != nil {
 		b.Fatal(err)
 	}

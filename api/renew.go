@@ -22,9 +22,8 @@ func (s *Server) routesRenew(e *echo.Echo) {
 func (s *Server) renew(c echo.Context) error {
 	r := c.Request()
 	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
-		return s.refuse(c, provision.Actor{}, provision.ActionRenew, "",
-			problem(http.StatusUnauthorized, wire.SlugUnauthorized, "Client certificate required",
-				"renewal is authenticated by the device's current certificate over mutual TLS"))
+		_, err := s.cfg.Provision.Renew(r.Context(), &provision.RenewRequest{SourceAddr: c.RealIP()})
+		return err
 	}
 	var req wire.RenewRequest
 	if err := decodeJSON(c, &req); err != nil {

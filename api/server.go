@@ -50,8 +50,9 @@ type Config struct {
 	Provision *provision.Service
 	// Admin authenticates admin certificates and runs the admin actions.
 	Admin *provision.Admin
-	// Tokens admits bootstrap tokens (POST /v1/enroll).
-	Tokens provision.Attestor
+	// Attestors are the enrollment doors' attestors (cmd/ca wires them);
+	// Token is required, a nil TPM closes POST /v1/enroll/tpm.
+	Attestors provision.Attestors
 	// Root is the CA root served at /v1/ca/roots; Chain the issuing chain
 	// (intermediate first) served at /v1/ca/chain.
 	Root  *x509.Certificate
@@ -77,8 +78,8 @@ type Server struct {
 
 // New returns the echo instance serving the whole API.
 func New(cfg Config) (*echo.Echo, error) {
-	if cfg.Store == nil || cfg.Provision == nil || cfg.Admin == nil || cfg.Tokens == nil || cfg.Root == nil || len(cfg.Chain) == 0 {
-		return nil, errors.New("api: Store, Provision, Admin, Tokens, Root and Chain are required")
+	if cfg.Store == nil || cfg.Provision == nil || cfg.Admin == nil || cfg.Attestors.Token == nil || cfg.Root == nil || len(cfg.Chain) == 0 {
+		return nil, errors.New("api: Store, Provision, Admin, Attestors.Token, Root and Chain are required")
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()

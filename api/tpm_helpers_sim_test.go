@@ -74,7 +74,7 @@ func openSimDevice(t *testing.T, seed string, m *ektest.Manufacturer) *simDevice
 // presenting the manufacturer's EK certificate.
 func (d *simDevice) claim(t *testing.T, serial string) *wire.TPMChallengeRequest {
 	t.Helper()
-	req, err := tpmenroll.Claim(context.Background(), d.tp, simAK, serial, []string{mac})
+	req, err := tpmenroll.Claim(context.Background(), d.tp, simAK, serial, []string{macFor(serial)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +87,7 @@ func (d *simDevice) claim(t *testing.T, serial string) *wire.TPMChallengeRequest
 func (d *simDevice) answer(t *testing.T, ch *wire.TPMChallengeResponse, serial string) *tpmenroll.Answered {
 	t.Helper()
 	d.keys++
-	a, err := tpmenroll.Answer(context.Background(), d.tp, simAK, fmt.Sprintf("key%d", d.keys), ch, serial, []string{mac})
+	a, err := tpmenroll.Answer(context.Background(), d.tp, simAK, fmt.Sprintf("key%d", d.keys), ch, serial, []string{macFor(serial)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +112,7 @@ func (d *simDevice) certifiedKey(t *testing.T, extra []byte, serial string) (*tp
 	if err != nil {
 		t.Fatal(err)
 	}
-	der, err := pki.NewDeviceCSR(signer, serial, []string{mac})
+	der, err := pki.NewDeviceCSR(signer, serial, []string{macFor(serial)})
 	if err != nil {
 		t.Fatal(err)
 	}

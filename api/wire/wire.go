@@ -28,6 +28,9 @@ type TokenCreateRequest struct {
 	Serial string `json:"serial,omitempty"` // bind the token to one serial
 	TTL    string `json:"ttl,omitempty"`    // Go duration, default "24h"
 	Uses   int    `json:"uses,omitempty"`   // default 1
+	// Reinstate, only with Serial, lets the token re-enroll that serial's
+	// device after an admin revoked it (audited as a reinstatement).
+	Reinstate bool `json:"reinstate,omitempty"`
 }
 
 // TokenCreateResponse is the 201 reply: the secret token, shown once.
@@ -38,6 +41,7 @@ type TokenCreateResponse struct {
 	Serial    string    `json:"serial,omitempty"`
 	ExpiresAt time.Time `json:"expires_at"`
 	Uses      int       `json:"uses"`
+	Reinstate bool      `json:"reinstate,omitempty"`
 }
 
 // ProblemTypePrefix starts every Problem.Type.

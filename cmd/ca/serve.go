@@ -137,8 +137,13 @@ func serve(ctx context.Context, cfg *Config, dev bool, stdout, stderr io.Writer)
 	if err != nil {
 		return err
 	}
+	// The enrollment doors and the attestor of each.
+	attestors := provision.Attestors{Token: provision.TokenAttestor{Store: store}}
+	if tpmCfg != nil {
+		attestors.TPM = provision.TPMAttestor{Challenger: tpmCfg.Challenger, Store: store}
+	}
 	handler, err := api.New(api.Config{
-		Store: store, Provision: prov, Admin: admin, Tokens: provision.TokenAttestor{Store: store},
+		Store: store, Provision: prov, Admin: admin, Attestors: attestors,
 		Root: ca.Root, Chain: issuer.Chain(),
 		TrustDomain: cfg.TrustDomain, Log: log, Revocation: rev,
 	})

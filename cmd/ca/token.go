@@ -72,6 +72,7 @@ func cmdTokenCreate(ctx context.Context, args []string, stdout, stderr io.Writer
 	fs := newFlags("token create", stderr)
 	af.register(fs)
 	fs.StringVar(&req.Serial, "serial", "", "bind the token to this device serial (needed to re-enroll an enrolled serial)")
+	fs.BoolVar(&req.Reinstate, "reinstate", false, "with --serial: let the token re-enroll that device although an admin revoked it (audited as a reinstatement)")
 	fs.StringVar(&req.Tenant, "tenant", "", "tenant (default: the default tenant)")
 	fs.DurationVar(&ttl, "ttl", 24*time.Hour, "how long the token is valid")
 	fs.IntVar(&req.Uses, "uses", 1, "how many enrollments the token allows")
@@ -80,6 +81,9 @@ func cmdTokenCreate(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	if ttl <= 0 || req.Uses <= 0 {
 		return fmt.Errorf("%w: --ttl and --uses must be positive", errUsage)
+	}
+	if req.Reinstate && req.Serial == "" {
+		return fmt.Errorf("%w: --reinstate needs --serial: a reinstate token names the revoked device it brings back", errUsage)
 	}
 	req.TTL = ttl.String()
 	c, err := af.client()
@@ -98,6 +102,9 @@ func cmdTokenCreate(ctx context.Context, args []string, stdout, stderr io.Writer
 	fmt.Fprintf(stderr, "token %s: %d use(s), expires %s", resp.ID, resp.Uses, resp.ExpiresAt.Format(time.RFC3339))
 	if resp.Serial != "" {
 		fmt.Fprintf(stderr, ", bound to serial %s", resp.Serial)
+	}
+	if resp.Reinstate {
+		fmt.Fprint(stderr, ", reinstates it if revoked")
 	}
 	fmt.Fprintln(stderr, " (shown once; it is stored hashed)")
 	fmt.Fprintln(stdout, resp.Token)

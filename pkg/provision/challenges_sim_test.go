@@ -59,30 +59,33 @@ func twoReplicas(t *testing.T, regA, regB registry.Store, seed string) {
 	ctx := context.Background()
 	ca := pkitest.NewCA(t)
 	m := ektest.New(t)
-	replica := func(reg registry.Store) *provision.Service {
-		svc, err := provision.New(provision.Config{
-			Store: reg, Issuer: ca.Issuer, TrustDomain: "test.devpki",
-			TPM: &provision.TPMConfig{
-				EKRoots: m.Roots(), EKIntermediates: m.Intermediates(),
-				Challenger: verify.NewChallenger(verify.Config{Store: provision.NewChallengeStore(reg)}),
-			},
-		})
+	// replica is one CA service on reg: its pipeline and its TPM attestor.
+	type replica struct {
+		svc *provision.Service
+		tpm provision.Attestor
+	}
+	newReplica := func(reg registry.Store) replica {
+		cfg := &provision.TPMConfig{
+			EKRoots: m.Roots(), EKIntermediates: m.Intermediates(),
+			Challenger: verify.NewChallenger(verify.Config{Store: provision.NewChallengeStore(reg)}),
+		}
+		svc, err := provision.New(provision.Config{Store: reg, Issuer: ca.Issuer, TrustDomain: "test.devpki", TPM: cfg})
 		if err != nil {
 			t.Fatal(err)
 		}
-		return svc
+		return replica{svc: svc, tpm: tpmAttestor(reg, cfg)}
 	}
-	a, b := replica(regA), replica(regB)
+	a, b := newReplica(regA), newReplica(regB)
 	d := openSim(t, seed, m)
 	defer d.tp.Close()
 	const serial, mac = "SN-REPLICA-1", "02:00:00:00:00:11"
 
-	ch, err := a.TPMChallenge(ctx, d.challengeRequest(t, serial, mac))
+	ch, err := a.svc.TPMChallenge(ctx, d.challengeRequest(t, serial, mac))
 	if err != nil {
 		t.Fatal(err)
 	}
 	req := d.answer(t, ch, serial, mac)
-	res, err := b.TPMEnroll(ctx, req)
+	res, err := b.svc.Enroll(ctx, b.tpm, req)
 	if err != nil {
 		t.Fatalf("challenge issued by A, completed on B: %v", err)
 	}
@@ -91,10 +94,10 @@ func twoReplicas(t *testing.T, regA, regB registry.Store, seed string) {
 		t.Fatalf("device seen from A = %+v, %v", dev, err)
 	}
 
-	if _, err := a.TPMEnroll(ctx, req); !errors.Is(err, verify.ErrChallengeUsed) {
+	if _, err := a.svc.Enroll(ctx, a.tpm, req); !errors.Is(err, verify.ErrChallengeUsed) {
 		t.Fatalf("the same answer on A after B: %v, want ErrChallengeUsed", err)
 	}
-	if _, err := b.TPMEnroll(ctx, req); !errors.Is(err, verify.ErrChallengeUsed) {
+	if _, err := b.svc.Enroll(ctx, b.tpm, req); !errors.Is(err, verify.ErrChallengeUsed) {
 		t.Fatalf("the same answer on B again: %v, want ErrChallengeUsed", err)
 	}
 	if err := regB.VerifyAudit(ctx); err != nil {

@@ -38,7 +38,12 @@ func TestSPIFFEProfile(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, _, csrPEM := f.ca.DeviceKeyAndCSR(t, tt.serial, "02:00:00:00:00:01", "02:00:00:00:00:02")
+		// Each device its own MACs: a MAC belongs to one active device.
+		macs := []string{"02:00:00:00:00:01", "02:00:00:00:00:02"}
+		if tt.profile == pki.ProfileSPIFFE {
+			macs = []string{"02:00:00:00:01:01"}
+		}
+		_, _, csrPEM := f.ca.DeviceKeyAndCSR(t, tt.serial, macs...)
 		res, err := svc.Enroll(context.Background(), provision.TokenAttestor{Store: f.store}, &provision.Request{
 			Credential: f.mint(t, provision.TokenSpec{}), CSRPEM: csrPEM, SourceAddr: "127.0.0.1",
 		})

@@ -2,8 +2,10 @@ package provision_test
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -50,6 +52,13 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	return &fixture{store: store, svc: svc, ca: ca, issuer: ci, now: time.Now()}
+}
+
+// macFor is a MAC of its own for the device with serial: a MAC belongs to
+// one active device per tenant, so distinct test devices need distinct MACs.
+func macFor(serial string) string {
+	h := sha256.Sum256([]byte(serial))
+	return fmt.Sprintf("02:%02x:%02x:%02x:%02x:%02x", h[0], h[1], h[2], h[3], h[4])
 }
 
 func (f *fixture) mint(t *testing.T, spec provision.TokenSpec) string {
@@ -211,7 +220,8 @@ func TestSingleUseTokenUnderConcurrency(t *testing.T) {
 	tok := f.mint(t, provision.TokenSpec{})
 	csrs := make([][]byte, 50)
 	for i := range csrs {
-		_, _, csrs[i] = f.ca.DeviceKeyAndCSR(t, "SN-C"+string(rune('A'+i%26))+string(rune('a'+i/26)), "02:00:00:00:01:00")
+		serial := "SN-C" + string(rune('A'+i%26)) + string(rune('a'+i/26))
+		_, _, csrs[i] = f.ca.DeviceKeyAndCSR(t, serial, macFor(serial))
 	}
 	var ok, spent atomic.Int64
 	var wg sync.WaitGroup

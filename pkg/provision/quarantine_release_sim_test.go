@@ -39,7 +39,7 @@ func TestTPMReleaseHeldClaim(t *testing.T) {
 		if err != nil {
 			return nil, err
 		}
-		return f.svc.TPMEnroll(ctx, d.answer(t, ch, serial, mac))
+		return f.svc.Enroll(ctx, f.tpm, d.answer(t, ch, serial, mac))
 	}
 	// onCRL fails unless the certificate is revoked in the registry with
 	// reason and listed by CRL number n.

@@ -38,11 +38,12 @@ func TestTPMCloneHeld(t *testing.T) {
 	m := ektest.New(t)
 	f := newTPMFixture(t, m.Roots(), m.Intermediates())
 	stale := &staleStore{Store: f.store}
-	svc, err := provision.New(provision.Config{Store: stale, Issuer: f.issuer, TrustDomain: "test.devpki",
-		TPM: &provision.TPMConfig{EKRoots: m.Roots(), EKIntermediates: m.Intermediates(), Challenger: verify.NewChallenger(verify.Config{})}})
+	cfg := &provision.TPMConfig{EKRoots: m.Roots(), EKIntermediates: m.Intermediates(), Challenger: verify.NewChallenger(verify.Config{})}
+	svc, err := provision.New(provision.Config{Store: stale, Issuer: f.issuer, TrustDomain: "test.devpki", TPM: cfg})
 	if err != nil {
 		t.Fatal(err)
 	}
+	att := tpmAttestor(stale, cfg)
 	tn := mustTenant(t, f.store)
 	const mac = "02:00:00:00:00:0a"
 
@@ -51,7 +52,7 @@ func TestTPMCloneHeld(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	enrolled, err := svc.TPMEnroll(ctx, d.answer(t, ch, "SN-HOLD-1", mac))
+	enrolled, err := svc.Enroll(ctx, att, d.answer(t, ch, "SN-HOLD-1", mac))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,20 +120,20 @@ func TestTPMCloneHeld(t *testing.T) {
 	// challenges for two serials, the first enrolls, the second passes the
 	// clone check on a stale read and is refused when it commits.
 	t.Run("race caught by the store's EK index", func(t *testing.T) {
-		chA, err := svc.TPMChallenge(ctx, other.challengeRequest(t, "SN-RACE-A", mac))
+		chA, err := svc.TPMChallenge(ctx, other.challengeRequest(t, "SN-RACE-A", macFor("SN-RACE-A")))
 		if err != nil {
 			t.Fatal(err)
 		}
-		chB, err := svc.TPMChallenge(ctx, other.challengeRequest(t, "SN-RACE-B", mac))
+		chB, err := svc.TPMChallenge(ctx, other.challengeRequest(t, "SN-RACE-B", macFor("SN-RACE-B")))
 		if err != nil {
 			t.Fatal(err)
 		}
-		won, err := svc.TPMEnroll(ctx, other.answer(t, chA, "SN-RACE-A", mac))
+		won, err := svc.Enroll(ctx, att, other.answer(t, chA, "SN-RACE-A", macFor("SN-RACE-A")))
 		if err != nil {
 			t.Fatal(err)
 		}
 		stale.hide.Store(1) // the clone check of the next enrollment reads before A committed
-		res, err := svc.TPMEnroll(ctx, other.answer(t, chB, "SN-RACE-B", mac))
+		res, err := svc.Enroll(ctx, att, other.answer(t, chB, "SN-RACE-B", macFor("SN-RACE-B")))
 		if res != nil || !errors.Is(err, provision.ErrCloneSuspect) {
 			t.Fatalf("second enrollment of one EK = %+v, %v; want ErrCloneSuspect", res, err)
 		}

@@ -43,7 +43,7 @@ func TestTPMRekeySimulator(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	enrolled, err := f.svc.TPMEnroll(ctx, d.answer(t, ch, serial, mac))
+	enrolled, err := f.svc.Enroll(ctx, f.tpm, d.answer(t, ch, serial, mac))
 	if err != nil {
 		t.Fatal(err)
 	}

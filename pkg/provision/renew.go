@@ -26,7 +26,8 @@ var ErrTPMCertifyRequired = errors.New("provision: TPM certification of the new 
 // RenewRequest is a renewal as the API received it: the verified client
 // certificate is the only credential.
 type RenewRequest struct {
-	// Peer is the client certificate, already verified to this CA's root.
+	// Peer is the client certificate, already verified to this CA's root;
+	// nil when the client presented none (refused: ErrUnauthenticated).
 	Peer *x509.Certificate
 	// CSRPEM, when set, re-keys: a CSR for the same serial and MACs.
 	CSRPEM []byte
@@ -65,6 +66,11 @@ func RekeyExtraData(peer *x509.Certificate) []byte {
 // re-keyed certificate keeps the EK identity and the device stays Method
 // "tpm". Other devices re-key as before; a Certify they send is ignored.
 func (s *Service) Renew(ctx context.Context, req *RenewRequest) (*Result, error) {
+	if req.Peer == nil {
+		return nil, s.refuse(ctx, Actor{Kind: ActorAnonymous, Source: req.SourceAddr}, "", ActionRenew, "",
+			fmt.Errorf("no client certificate: renewal is authenticated by the device's current certificate over mutual TLS: %w",
+				ErrUnauthenticated))
+	}
 	res, target, err := s.renew(ctx, req)
 	if err != nil {
 		// Refusals land in the device's tenant's log when the CA knows it.
@@ -73,8 +79,8 @@ func (s *Service) Renew(ctx context.Context, req *RenewRequest) (*Result, error)
 		if rec, rerr := s.cfg.Store.GetCertificate(ctx, serial); rerr == nil {
 			tenantID = rec.TenantID
 		}
-		s.refuse(ctx, &Request{SourceAddr: req.SourceAddr}, tenantID, "cert:"+serial, target, "renew", err)
-		return nil, err
+		who := Actor{Kind: ActorCert, ID: serial, TenantID: tenantID, Source: req.SourceAddr}
+		return nil, s.refuse(ctx, who, tenantID, ActionRenew, target, err)
 	}
 	return res, nil
 }
@@ -109,7 +115,7 @@ func (s *Service) renew(ctx context.Context, req *RenewRequest) (*Result, string
 		if err != nil {
 			return nil, dev.ID, err
 		}
-		if claims.Serial != dev.Serial || !sameMACs(claims.MACs, dev.MACs) {
+		if registry.FoldSerial(claims.Serial) != registry.FoldSerial(dev.Serial) || !sameMACs(claims.MACs, dev.MACs) {
 			return nil, dev.ID, fmt.Errorf("%w: the CSR names serial %q MACs %v, the device is %q %v",
 				pki.ErrBadCSR, claims.Serial, claims.MACs, dev.Serial, dev.MACs)
 		}
@@ -156,18 +162,16 @@ func (s *Service) renew(ctx context.Context, req *RenewRequest) (*Result, string
 	now := s.cfg.Now()
 	cert := issued.Certificate
 	newRec := CertificateRecord(cert, registry.KindDevice, tenant.ID, dev.ID, now)
-	action := "renew"
+	action := ActionRenew
 	if !sameKey {
-		action = "rekey"
+		action = ActionRekey
 	}
 	err = s.cfg.Store.Renew(ctx, &registry.Renewal{
 		OldSerial:   serial,
 		SameKey:     sameKey,
 		Certificate: newRec,
-		Audit: &registry.AuditEvent{
-			TenantID: tenant.ID, Actor: "device:" + dev.ID, Action: action, Target: dev.ID, Result: registry.ResultOK,
-			Detail: fmt.Sprintf("cert=%s replaces=%s", newRec.Serial, serial), SourceAddr: req.SourceAddr,
-		},
+		Audit: event(Actor{Kind: ActorDevice, ID: dev.ID, TenantID: tenant.ID, Source: req.SourceAddr}, tenant.ID, action, dev.ID,
+			registry.ResultOK, fmt.Sprintf("cert=%s replaces=%s", newRec.Serial, serial)),
 	})
 	if err != nil {
 		return nil, dev.ID, fmt.Errorf("record renewal of %s: %w", dev.ID, err)

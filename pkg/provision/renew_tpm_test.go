@@ -27,13 +27,13 @@ func (f *fixture) recordTPMDevice(t *testing.T, serial string, akPub []byte) *x5
 	tn := mustTenant(t, f.store)
 	ek := strings.Repeat("7", 63) + serial[len(serial)-1:]
 	dev := &registry.Device{
-		ID: "dev-" + serial, TenantID: tn.ID, Serial: serial, MACs: []string{"020000000042"},
+		ID: "dev-" + serial, TenantID: tn.ID, Serial: serial, MACs: []string{strings.ReplaceAll(macFor(serial), ":", "")},
 		Status: registry.DeviceActive, Method: provision.MethodTPM, EKHash: ek, AKPub: akPub,
 	}
 	iss := f.ca.IssueDevice(t, pki.Identity{DeviceID: dev.ID, Tenant: tn.Name, Serial: serial, MACs: dev.MACs,
 		TrustDomain: "test.devpki", EKHash: ek}, mustKey(t))
 	err := f.store.Enroll(ctx, &registry.Enrollment{
-		SameEK: true, Device: dev,
+		Device:      dev,
 		Certificate: provision.CertificateRecord(iss.Certificate, registry.KindDevice, tn.ID, dev.ID, time.Now()),
 		Audit:       &registry.AuditEvent{TenantID: tn.ID, Actor: "tpm:" + ek, Action: "enroll", Target: dev.ID, Result: registry.ResultOK},
 	})
@@ -81,7 +81,7 @@ func TestRenewTPMDeviceRekeyNeedsCertify(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			signed := f.issuer.n.Load()
 			_, err := f.svc.Renew(ctx, &provision.RenewRequest{
-				Peer: tt.peer, CSRPEM: csrFor(t, tt.serial, "020000000042"), Certify: tt.certify, SourceAddr: "192.0.2.9",
+				Peer: tt.peer, CSRPEM: csrFor(t, tt.serial, macFor(tt.serial)), Certify: tt.certify, SourceAddr: "192.0.2.9",
 			})
 			if !errors.Is(err, tt.want) || !strings.Contains(err.Error(), tt.detail) {
 				t.Fatalf("Renew = %v, want %v containing %q", err, tt.want, tt.detail)

@@ -77,7 +77,7 @@ func (f *revFixture) advance(d time.Duration) {
 // device enrolls serial and returns its certificate.
 func (f *revFixture) device(t *testing.T, serial string) *provision.Result {
 	t.Helper()
-	res, err := f.enroll(t, f.mint(t, provision.TokenSpec{}), serial, "02:00:00:00:00:0a")
+	res, err := f.enroll(t, f.mint(t, provision.TokenSpec{}), serial, macFor(serial))
 	if err != nil {
 		t.Fatal(err)
 	}

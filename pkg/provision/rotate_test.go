@@ -28,7 +28,7 @@ func TestRekeyDeadline(t *testing.T) {
 	if err := f.store.RequireRekey(ctx, noDeadline.DeviceID, true, nil, nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.renew(t, onTime.Certificate, csrFor(t, "SN-ONTIME", "02:00:00:00:00:0a")); err != nil {
+	if _, err := f.renew(t, onTime.Certificate, csrFor(t, "SN-ONTIME", macFor("SN-ONTIME"))); err != nil {
 		t.Fatal(err)
 	}
 	if n, err := provision.EnforceRekeyDeadlines(ctx, f.store, f.rev, time.Now()); err != nil || n != 0 {

@@ -114,7 +114,7 @@ func TestTenantPolicyReachesService(t *testing.T) {
 		t.Fatal(err)
 	}
 	enroll := func(svc *provision.Service, serial string) error {
-		_, _, csrPEM := f.ca.DeviceKeyAndCSR(t, serial, "02:00:00:00:00:09")
+		_, _, csrPEM := f.ca.DeviceKeyAndCSR(t, serial, macFor(serial))
 		tok := f.mint(t, provision.TokenSpec{Tenant: "acme"})
 		_, err := svc.Enroll(ctx, provision.TokenAttestor{Store: f.store}, &provision.Request{Credential: tok, CSRPEM: csrPEM})
 		return err

@@ -7,7 +7,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"devpki/pkg/pki"
@@ -23,53 +22,30 @@ func HashToken(token string) []byte {
 	return h[:]
 }
 
-// TokenAttestor admits requests that carry a live bootstrap token. It only
-// reads: the token is spent in the enrollment transaction.
+// TokenAttestor admits requests that carry a live bootstrap token
+// (Request.Credential). It only reads: the token is spent in the
+// enrollment's commit.
 type TokenAttestor struct {
-	Store registry.Store
+	Store TokenStore
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
 
-// Admit checks that the token exists, is unexpired and has uses left.
+// Admit checks that the token exists, is unexpired and has uses left
+// (registry.Token.Spendable); a spent one admits only the replay of its own
+// enrollment (Admission.Replay).
 func (a TokenAttestor) Admit(ctx context.Context, req *Request) (*Admission, error) {
-	tok := strings.TrimSpace(req.Credential)
-	if tok == "" {
-		return nil, fmt.Errorf("no bootstrap token presented: %w", registry.ErrTokenInvalid)
-	}
-	if !strings.HasPrefix(tok, TokenPrefix) || len(tok) > 128 {
-		return nil, fmt.Errorf("malformed bootstrap token: %w", registry.ErrTokenInvalid)
-	}
-	t, err := a.Store.GetToken(ctx, HashToken(tok))
-	switch {
-	case errors.Is(err, registry.ErrNotFound):
-		return nil, fmt.Errorf("unknown bootstrap token: %w", registry.ErrTokenInvalid)
-	case err != nil:
-		return nil, fmt.Errorf("look up bootstrap token: %w", err)
-	}
-	now := time.Now
-	if a.Now != nil {
-		now = a.Now
-	}
-	if !now().Before(t.ExpiresAt) {
-		return nil, fmt.Errorf("bootstrap token %s expired at %s: %w", t.ID, t.ExpiresAt.UTC().Format(time.RFC3339), registry.ErrTokenExpired)
-	}
-	if t.UsesLeft <= 0 {
-		return nil, fmt.Errorf("bootstrap token %s: %w", t.ID, registry.ErrTokenSpent)
-	}
-	return &Admission{
-		Method:      "token",
-		TenantID:    t.TenantID,
-		Actor:       "token:" + t.ID,
-		TokenHash:   t.Hash,
-		BoundSerial: t.Serial,
-	}, nil
+	return admitToken(ctx, a.Store, a.Now, req.Credential, req.SourceAddr)
 }
 
 // TokenSpec describes a bootstrap token to mint.
 type TokenSpec struct {
-	Tenant    string        // tenant name; empty means registry.DefaultTenant
-	Serial    string        // optional serial binding
+	Tenant string // tenant name; empty means registry.DefaultTenant
+	Serial string // optional serial binding
+	// Reinstate, only together with Serial, lets the token re-enroll the
+	// device with that serial after an admin revoked it (audited as a
+	// reinstatement). Without it a revoked device is refused.
+	Reinstate bool
 	TTL       time.Duration // zero means 24h
 	Uses      int           // zero means 1
 	CreatedBy string        // audit actor
@@ -106,6 +82,8 @@ func MintToken(ctx context.Context, store TokenMinter, now time.Time, spec Token
 		if err := pki.ValidateSerial(spec.Serial); err != nil {
 			errs = append(errs, fmt.Errorf("serial: %w", err))
 		}
+	} else if spec.Reinstate {
+		errs = append(errs, errors.New("reinstate needs a serial: a reinstate token names the revoked device it brings back"))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return "", nil, fmt.Errorf("%w: %w", ErrInvalidArgument, err)
@@ -126,12 +104,16 @@ func MintToken(ctx context.Context, store TokenMinter, now time.Time, spec Token
 		Serial:    spec.Serial,
 		ExpiresAt: now.Add(spec.TTL).UTC(),
 		UsesLeft:  spec.Uses,
+		Reinstate: spec.Reinstate,
 		CreatedBy: spec.CreatedBy,
 		CreatedAt: now.UTC(),
 	}
 	detail := fmt.Sprintf("uses=%d expires=%s", t.UsesLeft, t.ExpiresAt.Format(time.RFC3339))
 	if t.Serial != "" {
 		detail += " serial=" + t.Serial
+	}
+	if t.Reinstate {
+		detail += " reinstate=true"
 	}
 	err = store.CreateToken(ctx, t, &registry.AuditEvent{
 		TenantID:   tenant.ID,

@@ -13,6 +13,7 @@ import (
 
 	"devpki/pkg/pki"
 	"devpki/pkg/provision"
+	"devpki/pkg/registry"
 	"devpki/pkg/tpm"
 	"devpki/pkg/tpm/verify"
 )
@@ -37,7 +38,7 @@ func (d *simDevice) challengeRequest(t *testing.T, serial string, macs ...string
 
 // answer activates the credential, makes an attested key bound to the nonce
 // and a CSR for serial and macs with it.
-func (d *simDevice) answer(t *testing.T, ch *provision.TPMChallenge, serial string, macs ...string) *provision.TPMEnrollRequest {
+func (d *simDevice) answer(t *testing.T, ch *provision.TPMChallenge, serial string, macs ...string) *provision.Request {
 	t.Helper()
 	ctx := context.Background()
 	secret, err := d.ak.ActivateCredential(ctx, ch.Credential)
@@ -45,8 +46,9 @@ func (d *simDevice) answer(t *testing.T, ch *provision.TPMChallenge, serial stri
 		t.Fatal(err)
 	}
 	cp, csr := d.certifiedKey(t, "ak1", ch.Nonce, serial, macs...)
-	return &provision.TPMEnrollRequest{
-		ChallengeID: ch.ID, ActivatedSecret: secret, Certify: *cp, SourceAddr: "192.0.2.7", CSRPEM: csr,
+	return &provision.Request{
+		TPM:        &provision.TPMAnswer{ChallengeID: ch.ID, ActivatedSecret: secret, Certify: *cp},
+		SourceAddr: "192.0.2.7", CSRPEM: csr,
 	}
 }
 
@@ -75,16 +77,28 @@ func (d *simDevice) certifiedKey(t *testing.T, akName string, extraData []byte, 
 	return &cp, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
 }
 
-func newTPMFixture(t *testing.T, roots, intermediates *x509.CertPool) *fixture {
+// tpmFixture is a fixture with TPM attestation enabled.
+type tpmFixture struct {
+	*fixture
+	// tpm is the TPM door's attestor.
+	tpm provision.Attestor
+}
+
+func newTPMFixture(t *testing.T, roots, intermediates *x509.CertPool) *tpmFixture {
 	t.Helper()
 	f := newFixture(t)
-	svc, err := provision.New(provision.Config{Store: f.store, Issuer: f.issuer, TrustDomain: "test.devpki",
-		TPM: &provision.TPMConfig{EKRoots: roots, EKIntermediates: intermediates, Challenger: verify.NewChallenger(verify.Config{})}})
+	cfg := &provision.TPMConfig{EKRoots: roots, EKIntermediates: intermediates, Challenger: verify.NewChallenger(verify.Config{})}
+	svc, err := provision.New(provision.Config{Store: f.store, Issuer: f.issuer, TrustDomain: "test.devpki", TPM: cfg})
 	if err != nil {
 		t.Fatal(err)
 	}
 	f.svc = svc
-	return f
+	return &tpmFixture{fixture: f, tpm: tpmAttestor(f.store, cfg)}
+}
+
+// tpmAttestor is the attestor cmd/ca wires for the TPM door of cfg.
+func tpmAttestor(store registry.Store, cfg *provision.TPMConfig) provision.TPMAttestor {
+	return provision.TPMAttestor{Challenger: cfg.Challenger, Store: store}
 }
 
 // openDevice opens the TPM at spec and reads its EK and AK; ekCert turns the

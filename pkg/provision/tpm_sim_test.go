@@ -37,14 +37,14 @@ func TestTPMEnrollSimulator(t *testing.T) {
 	const serial, mac = "SN-TPM-1", "02:00:00:00:00:01"
 	d := openSim(t, "0000000000000001", m)
 
-	enroll := func(t *testing.T, d *simDevice, serial string) (*provision.TPMEnrollRequest, *provision.Result, error) {
+	enroll := func(t *testing.T, d *simDevice, serial string) (*provision.Request, *provision.Result, error) {
 		t.Helper()
 		ch, err := f.svc.TPMChallenge(ctx, d.challengeRequest(t, serial, mac))
 		if err != nil {
 			return nil, nil, err
 		}
 		req := d.answer(t, ch, serial, mac)
-		res, err := f.svc.TPMEnroll(ctx, req)
+		res, err := f.svc.Enroll(ctx, f.tpm, req)
 		return req, res, err
 	}
 
@@ -78,7 +78,7 @@ func TestTPMEnrollSimulator(t *testing.T) {
 		}
 
 		// The same answer again: the challenge is spent.
-		if _, err := f.svc.TPMEnroll(ctx, req); !errors.Is(err, verify.ErrChallengeUsed) {
+		if _, err := f.svc.Enroll(ctx, f.tpm, req); !errors.Is(err, verify.ErrChallengeUsed) {
 			t.Fatalf("replayed challenge: %v, want ErrChallengeUsed", err)
 		}
 		if ev := lastAudit(t, f.store); ev.Result != registry.ResultDenied || ev.Action != "enroll.tpm" {
@@ -104,16 +104,16 @@ func TestTPMEnrollSimulator(t *testing.T) {
 	refused := []struct {
 		name      string
 		csrSerial string // the serial in the TPM key's CSR; empty: the challenge's
-		mod       func(t *testing.T, req *provision.TPMEnrollRequest)
+		mod       func(t *testing.T, req *provision.Request)
 		want      error
 	}{
-		{"wrong secret", "", func(t *testing.T, req *provision.TPMEnrollRequest) { req.ActivatedSecret[0] ^= 1 }, verify.ErrActivation},
-		{"CSR key is not the certified key", "", func(t *testing.T, req *provision.TPMEnrollRequest) {
+		{"wrong secret", "", func(t *testing.T, req *provision.Request) { req.TPM.ActivatedSecret[0] ^= 1 }, verify.ErrActivation},
+		{"CSR key is not the certified key", "", func(t *testing.T, req *provision.Request) {
 			_, _, req.CSRPEM = f.ca.DeviceKeyAndCSR(t, serial, mac)
 		}, verify.ErrCSR},
-		{"CSR names another serial than the challenge", "SN-OTHER", func(*testing.T, *provision.TPMEnrollRequest) {}, pki.ErrBadCSR},
-		{"malformed CSR", "", func(t *testing.T, req *provision.TPMEnrollRequest) { req.CSRPEM = []byte("junk") }, pki.ErrBadCSR},
-		{"unknown challenge", "", func(t *testing.T, req *provision.TPMEnrollRequest) { req.ChallengeID = "nope" }, verify.ErrChallengeNotFound},
+		{"CSR names another serial than the challenge", "SN-OTHER", func(*testing.T, *provision.Request) {}, pki.ErrBadCSR},
+		{"malformed CSR", "", func(t *testing.T, req *provision.Request) { req.CSRPEM = []byte("junk") }, pki.ErrBadCSR},
+		{"unknown challenge", "", func(t *testing.T, req *provision.Request) { req.TPM.ChallengeID = "nope" }, verify.ErrChallengeNotFound},
 	}
 	for _, tt := range refused {
 		t.Run(tt.name, func(t *testing.T) {
@@ -128,7 +128,7 @@ func TestTPMEnrollSimulator(t *testing.T) {
 			}
 			req := d.answer(t, ch, csrSerial, mac)
 			tt.mod(t, req)
-			if _, err = f.svc.TPMEnroll(ctx, req); !errors.Is(err, tt.want) {
+			if _, err = f.svc.Enroll(ctx, f.tpm, req); !errors.Is(err, tt.want) {
 				t.Fatalf("TPMEnroll = %v, want %v", err, tt.want)
 			}
 			if f.issuer.n.Load() != before {
@@ -163,9 +163,9 @@ func TestTPMEnrollSimulator(t *testing.T) {
 	})
 	t.Run("expired challenge", func(t *testing.T) {
 		now := time.Now()
-		svc, err := provision.New(provision.Config{Store: f.store, Issuer: f.issuer, TrustDomain: "test.devpki",
-			TPM: &provision.TPMConfig{EKRoots: m.Roots(), EKIntermediates: m.Intermediates(),
-				Challenger: verify.NewChallenger(verify.Config{Now: func() time.Time { return now }, TTL: time.Minute})}})
+		cfg := &provision.TPMConfig{EKRoots: m.Roots(), EKIntermediates: m.Intermediates(),
+			Challenger: verify.NewChallenger(verify.Config{Now: func() time.Time { return now }, TTL: time.Minute})}
+		svc, err := provision.New(provision.Config{Store: f.store, Issuer: f.issuer, TrustDomain: "test.devpki", TPM: cfg})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -175,7 +175,7 @@ func TestTPMEnrollSimulator(t *testing.T) {
 		}
 		req := d.answer(t, ch, serial, mac)
 		now = now.Add(time.Minute)
-		if _, err := svc.TPMEnroll(ctx, req); !errors.Is(err, verify.ErrChallengeExpired) {
+		if _, err := svc.Enroll(ctx, tpmAttestor(f.store, cfg), req); !errors.Is(err, verify.ErrChallengeExpired) {
 			t.Fatalf("TPMEnroll = %v, want ErrChallengeExpired", err)
 		}
 	})
@@ -269,7 +269,7 @@ func TestTPMEnrollSimulator(t *testing.T) {
 		if err != nil {
 			t.Fatalf("pre-registered EK: %v", err)
 		}
-		res, err := f.svc.TPMEnroll(ctx, other.answer(t, ch, "SN-PRE-1", "02:00:00:00:00:02"))
+		res, err := f.svc.Enroll(ctx, f.tpm, other.answer(t, ch, "SN-PRE-1", "02:00:00:00:00:02"))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -42,7 +42,7 @@ func TestTPMEnrollSWTPM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := f.svc.TPMEnroll(ctx, d.answer(t, ch, "SWTPM-1", "02:00:00:00:00:09"))
+	res, err := f.svc.Enroll(ctx, f.tpm, d.answer(t, ch, "SWTPM-1", "02:00:00:00:00:09"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -37,7 +37,7 @@ func TestTPMEnrollWithToken(t *testing.T) {
 	})
 	challenge := func(t *testing.T, d *simDevice, token, serial string) (*provision.TPMChallenge, error) {
 		t.Helper()
-		req := d.challengeRequest(t, serial, mac)
+		req := d.challengeRequest(t, serial, macFor(serial))
 		req.Token = token
 		return f.svc.TPMChallenge(ctx, req)
 	}
@@ -90,7 +90,7 @@ func TestTPMEnrollWithToken(t *testing.T) {
 	})
 	t.Run("spent token", func(t *testing.T) {
 		tok := f.mint(t, provision.TokenSpec{})
-		if _, err := f.enroll(t, tok, "SN-SW-9", mac); err != nil {
+		if _, err := f.enroll(t, tok, "SN-SW-9", macFor("SN-SW-9")); err != nil {
 			t.Fatal(err)
 		}
 		signed := f.issuer.n.Load()
@@ -113,10 +113,10 @@ func TestTPMEnrollWithToken(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		req := d.answer(t, ch, serial, mac)
-		req.ActivatedSecret[0] ^= 1
+		req := d.answer(t, ch, serial, macFor(serial))
+		req.TPM.ActivatedSecret[0] ^= 1
 		signed := f.issuer.n.Load()
-		if _, err := f.svc.TPMEnroll(ctx, req); !errors.Is(err, verify.ErrActivation) {
+		if _, err := f.svc.Enroll(ctx, f.tpm, req); !errors.Is(err, verify.ErrActivation) {
 			t.Fatalf("TPMEnroll = %v, want ErrActivation", err)
 		}
 		// A failed activation does not reveal the challenge's binding (so
@@ -127,7 +127,7 @@ func TestTPMEnrollWithToken(t *testing.T) {
 		if ch, err = challenge(t, d, tok, serial); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := f.svc.TPMEnroll(ctx, d.answer(t, ch, "SN-TOK-NOT-BOUND", mac)); !errors.Is(err, pki.ErrBadCSR) {
+		if _, err := f.svc.Enroll(ctx, f.tpm, d.answer(t, ch, "SN-TOK-NOT-BOUND", macFor("SN-TOK-NOT-BOUND"))); !errors.Is(err, pki.ErrBadCSR) {
 			t.Fatalf("TPMEnroll = %v, want ErrBadCSR", err)
 		}
 		refused(t, tok, 1, signed, rec.ID)
@@ -143,16 +143,16 @@ func TestTPMEnrollWithToken(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := f.enroll(t, tok, "SN-SW-10", mac); err != nil {
+		if _, err := f.enroll(t, tok, "SN-SW-10", macFor("SN-SW-10")); err != nil {
 			t.Fatal(err)
 		}
 		signed := f.issuer.n.Load()
-		if _, err := f.svc.TPMEnroll(ctx, d.answer(t, ch, "SN-TOK-RACE", mac)); !errors.Is(err, registry.ErrTokenSpent) {
+		if _, err := f.svc.Enroll(ctx, f.tpm, d.answer(t, ch, "SN-TOK-RACE", macFor("SN-TOK-RACE"))); !errors.Is(err, registry.ErrTokenSpent) {
 			t.Fatalf("TPMEnroll = %v, want ErrTokenSpent", err)
 		}
-		// Signed, then refused by the store: nothing recorded.
-		if f.issuer.n.Load() != signed+1 {
-			t.Errorf("signatures %d, want %d", f.issuer.n.Load(), signed+1)
+		// The attestor checks the token again before anything is signed.
+		if f.issuer.n.Load() != signed {
+			t.Errorf("signatures %d, want %d: refused before signing", f.issuer.n.Load(), signed)
 		}
 		if _, err := f.store.GetDeviceBySerial(ctx, mustTenant(t, f.store).ID, "SN-TOK-RACE"); !errors.Is(err, registry.ErrNotFound) {
 			t.Errorf("device recorded: %v", err)
@@ -171,7 +171,7 @@ func TestTPMEnrollWithToken(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		res, err := f.svc.TPMEnroll(ctx, d.answer(t, ch, serial, mac))
+		res, err := f.svc.Enroll(ctx, f.tpm, d.answer(t, ch, serial, macFor(serial)))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -208,7 +208,7 @@ func TestTPMEnrollWithToken(t *testing.T) {
 		if err != nil {
 			t.Fatalf("replay of the token's own enrollment: %v", err)
 		}
-		again, err := f.svc.TPMEnroll(ctx, d.answer(t, ch, serial, mac))
+		again, err := f.svc.Enroll(ctx, f.tpm, d.answer(t, ch, serial, macFor(serial)))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -236,7 +236,7 @@ func TestTPMEnrollWithToken(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		res, err := f.svc.TPMEnroll(ctx, d.answer(t, ch, serial, mac))
+		res, err := f.svc.Enroll(ctx, f.tpm, d.answer(t, ch, serial, macFor(serial)))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -248,17 +248,17 @@ func TestTPMEnrollWithToken(t *testing.T) {
 		}
 	})
 	t.Run("require_tpm tenant admits tokenless TPM enrollment", func(t *testing.T) {
-		svc, err := provision.New(provision.Config{Store: f.store, Issuer: f.issuer, TrustDomain: "test.devpki",
-			TPM: &provision.TPMConfig{EKRoots: m.Roots(), EKIntermediates: m.Intermediates(),
-				Challenger: verify.NewChallenger(verify.Config{}), Tenant: "secure"}})
+		cfg := &provision.TPMConfig{EKRoots: m.Roots(), EKIntermediates: m.Intermediates(),
+			Challenger: verify.NewChallenger(verify.Config{}), Tenant: "secure"}
+		svc, err := provision.New(provision.Config{Store: f.store, Issuer: f.issuer, TrustDomain: "test.devpki", TPM: cfg})
 		if err != nil {
 			t.Fatal(err)
 		}
-		ch, err := svc.TPMChallenge(ctx, d.challengeRequest(t, serial, mac))
+		ch, err := svc.TPMChallenge(ctx, d.challengeRequest(t, serial, macFor(serial)))
 		if err != nil {
 			t.Fatal(err)
 		}
-		res, err := svc.TPMEnroll(ctx, d.answer(t, ch, serial, mac))
+		res, err := svc.Enroll(ctx, tpmAttestor(f.store, cfg), d.answer(t, ch, serial, macFor(serial)))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -294,7 +294,7 @@ func TestTPMEnrollWithToken(t *testing.T) {
 			t.Fatal(err)
 		}
 		bare := func(token string) *provision.TPMChallengeRequest {
-			req := other.challengeRequest(t, "SN-PRE-T", mac)
+			req := other.challengeRequest(t, "SN-PRE-T", macFor("SN-PRE-T"))
 			req.EKCertDER, req.EKPubDER, req.Token = nil, der, token
 			return req
 		}
@@ -311,7 +311,7 @@ func TestTPMEnrollWithToken(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		res, err := f.svc.TPMEnroll(ctx, other.answer(t, ch, "SN-PRE-T", mac))
+		res, err := f.svc.Enroll(ctx, f.tpm, other.answer(t, ch, "SN-PRE-T", macFor("SN-PRE-T")))
 		if err != nil {
 			t.Fatal(err)
 		}

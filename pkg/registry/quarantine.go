@@ -45,8 +45,9 @@ const (
 	ReasonSerialOtherEK QuarantineReason = "serial-has-other-ek"
 	// ReasonEKOtherSerial: the TPM EK is enrolled with another serial.
 	ReasonEKOtherSerial QuarantineReason = "ek-has-other-serial"
-	// ReasonMACOtherSerial: a MAC belongs to an enrolled device with
+	// ReasonMACOtherSerial: a MAC claimed belongs to an active device with
 	// another serial. No EK is involved: the claim's EKHash may be empty.
+	// Releasing it revokes that device, so the claimant may take the MAC.
 	ReasonMACOtherSerial QuarantineReason = "mac-has-other-serial"
 )
 
@@ -59,7 +60,7 @@ type Quarantine struct {
 	TenantID string
 	Serial   string   // the serial claimed
 	MACs     []string // the MACs claimed, 12 lowercase hex digits each
-	EKHash   string   // hex SHA-256 of the claimant's EK public key ("" for ReasonMACOtherSerial without a TPM)
+	EKHash   string   // hex SHA-256 of the claimant's EK public key; empty for a claim without a TPM (ReasonMACOtherSerial)
 	Reason   QuarantineReason
 	// ConflictDeviceID is the enrolled device the claim collides with
 	// (empty if it could not be told, e.g. it was removed since).

@@ -7,6 +7,7 @@ package registry
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -50,7 +51,29 @@ var (
 	// ErrNotRevoked is returned, wrapped, by ReinstateDevice when the device
 	// is not revoked; nothing was written.
 	ErrNotRevoked = errors.New("registry: device is not revoked")
+	// ErrMACConflict: a MAC of the device being written belongs to another
+	// active device of the tenant. Nothing was written.
+	ErrMACConflict = errors.New("registry: MAC already belongs to another active device")
 )
+
+// FoldSerial is the form in which serials are compared: two serials of one
+// tenant are the same device when their folds are equal. Serials are ASCII
+// (pki.ValidateSerial), so folding is ASCII lower-casing; any other byte is
+// left as it is. Devices keep their serial as presented.
+func FoldSerial(serial string) string {
+	for i := 0; i < len(serial); i++ {
+		if c := serial[i]; 'A' <= c && c <= 'Z' {
+			b := []byte(serial)
+			for j := i; j < len(b); j++ {
+				if 'A' <= b[j] && b[j] <= 'Z' {
+					b[j] += 'a' - 'A'
+				}
+			}
+			return string(b)
+		}
+	}
+	return serial
+}
 
 // Tenant is an isolated fleet. The zero RequireTPM lets devices enroll with
 // software keys.
@@ -168,14 +191,39 @@ type Certificate struct {
 // Token is a bootstrap token. Only the SHA-256 hash of the secret is stored.
 // An empty Serial means the token is not bound to a serial.
 type Token struct {
-	ID        string
-	Hash      []byte // SHA-256 of the secret token string
-	TenantID  string
-	Serial    string
+	ID       string
+	Hash     []byte // SHA-256 of the secret token string
+	TenantID string
+	Serial   string
+	// ExpiresAt is when the token stops being spendable; the zero value
+	// means it already has (see Spendable).
 	ExpiresAt time.Time
 	UsesLeft  int
+	// Reinstate, set only together with Serial, lets the token re-enroll
+	// the device with that serial even though an admin revoked it: an
+	// explicit, audited reinstatement. A token without it never brings a
+	// revoked device back.
+	Reinstate bool
 	CreatedBy string
 	CreatedAt time.Time
+}
+
+// Spendable is the one token-expiry and use rule: a token may be spent at
+// now while now is before its ExpiresAt and it has uses left. A zero
+// ExpiresAt is expired (fail closed: every minted token has an expiry). It
+// returns nil, ErrTokenExpired or ErrTokenSpent. Store.Enroll's conditional
+// spend applies the same rule in its UPDATE (expires_at > now AND
+// uses_left > 0) and names a refusal with this method.
+func (t *Token) Spendable(now time.Time) error {
+	switch {
+	case t.ExpiresAt.IsZero():
+		return fmt.Errorf("bootstrap token %s has no expiry: %w", t.ID, ErrTokenExpired)
+	case !now.Before(t.ExpiresAt):
+		return fmt.Errorf("bootstrap token %s expired at %s: %w", t.ID, t.ExpiresAt.UTC().Format(time.RFC3339), ErrTokenExpired)
+	case t.UsesLeft <= 0:
+		return fmt.Errorf("bootstrap token %s: %w", t.ID, ErrTokenSpent)
+	}
+	return nil
 }
 
 // Role is an admin's authority.
@@ -244,29 +292,31 @@ type TPMRoot struct {
 }
 
 // Enrollment is everything one successful enrollment writes, applied in one
-// transaction by Store.Enroll.
+// transaction by Store.Enroll. The store decides nothing: provision decided
+// whether this is a new device or the re-enrollment of Replace, and the
+// store applies it with conditional writes, so that a concurrent change
+// makes it fail instead of acting on what provision no longer sees.
 type Enrollment struct {
-	// TokenHash, when set, is the token spent by this enrollment. The store
-	// checks it exists, belongs to Device.TenantID, is unexpired, has uses
-	// left and, when bound, is bound to Device.Serial.
+	// TokenHash, when set, is the token spent by this enrollment, with a
+	// conditional update that re-checks it belongs to Device.TenantID
+	// (else ErrTokenTenantMismatch) and is spendable now (Token.Spendable:
+	// ErrTokenExpired, ErrTokenSpent; unknown: ErrTokenInvalid). A token
+	// spent by a concurrent enrollment meanwhile is ErrTokenSpent.
 	TokenHash []byte
-	// Device is inserted, or — when a device with the same (TenantID, Serial)
-	// exists — updated (MACs, Method, EKHash, AKPub, Status=active, UpdatedAt). An
-	// existing device may only be re-enrolled when the token is bound to its
-	// serial (else ErrSerialConflict, nothing written), and Device.ID must
-	// equal the existing id (else ErrConflict). On re-enrollment every
-	// active or superseded certificate of the device is revoked with reason
-	// superseded.
+	// Device is inserted when Replace is nil: a device with the same
+	// (TenantID, FoldSerial(Serial)) is ErrSerialConflict, its EKHash bound
+	// to another device is ErrEKConflict, one of its MACs belonging to
+	// another active device of the tenant is ErrMACConflict.
 	//
-	// SameEK (TPM attestation) instead allows re-enrolling an existing
-	// device only when it is active and its stored EKHash is non-empty and
-	// equals Device.EKHash (a factory reset of the same TPM); any other
-	// existing device is ErrSerialConflict. With SameEK a token (TokenHash)
-	// is still checked and spent, but its serial binding grants no
-	// re-enrollment: the EK decides, so a token never lets another TPM take
-	// over an enrolled serial.
-	SameEK bool
-	Device *Device
+	// When Replace is set, Device re-enrolls that device: Device.ID must be
+	// Replace.ID, and the stored device must still have Replace's tenant,
+	// folded serial, Status and EKHash (else ErrConflict: it changed since
+	// provision read it). Its Serial (as presented), MACs, Method, EKHash,
+	// AKPub are overwritten, its Status becomes active, and every active or
+	// superseded certificate of it is revoked with reason superseded.
+	// ErrEKConflict and ErrMACConflict apply as for an insert.
+	Device  *Device
+	Replace *Device
 	// Certificate is inserted; its DeviceID equals Device.ID.
 	Certificate *Certificate
 	// Audit is appended in the same transaction.
@@ -293,7 +343,7 @@ type Renewal struct {
 type DeviceFilter struct {
 	TenantID string
 	Status   DeviceStatus
-	Serial   string
+	Serial   string // compared on its fold (FoldSerial)
 	MAC      string // 12 lowercase hex digits
 	// EKHash selects the devices bound to this TPM EK (any tenant unless
 	// TenantID is set).
@@ -343,6 +393,8 @@ type Store interface {
 	ListDevices(ctx context.Context, f DeviceFilter) ([]*Device, error)
 	// ListCertificates returns one page of certificates matching f.
 	ListCertificates(ctx context.Context, f CertFilter) ([]*Certificate, error)
+	// GetDeviceBySerial returns the device of the tenant whose serial folds
+	// (FoldSerial) as serial does, or ErrNotFound.
 	GetDeviceBySerial(ctx context.Context, tenantID, serial string) (*Device, error)
 
 	// RecordCertificate stores a certificate that is not a device enrollment

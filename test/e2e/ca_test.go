@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -121,11 +122,18 @@ func usesLeft(t *testing.T, db *sql.DB, tokenID string) int {
 	return n
 }
 
+// macFor is the MAC the test device with serial claims: its own, since a
+// MAC belongs to one active device per tenant.
+func macFor(serial string) string {
+	h := sha256.Sum256([]byte(serial))
+	return fmt.Sprintf("02:%02x:%02x:%02x:%02x:%02x", h[0], h[1], h[2], h[3], h[4])
+}
+
 // enrollArgs are the flags of one `enroll` run.
 func enrollArgs(srv *server, fingerprint, token, dir, serial string, extra ...string) []string {
 	return append([]string{
 		"--ca", srv.URL, "--fingerprint", fingerprint, "--token", token,
-		"--dir", dir, "--serial", serial, "--mac", "02:00:00:00:00:01",
+		"--dir", dir, "--serial", serial, "--mac", macFor(serial),
 	}, extra...)
 }
 

@@ -91,7 +91,7 @@ func TestEnrollEndToEnd(t *testing.T) {
 	for _, u := range cert.URIs {
 		uris = append(uris, u.String())
 	}
-	wantURIs := []string{"spiffe://devpki.local/default/device/" + serial, "urn:dev:mac:020000000001"}
+	wantURIs := []string{"spiffe://devpki.local/default/device/" + serial, "urn:dev:mac:" + strings.ReplaceAll(macFor(serial), ":", "")}
 	if !slices.Equal(uris, wantURIs) {
 		t.Errorf("URI SANs %q, want %q", uris, wantURIs)
 	}
@@ -177,8 +177,8 @@ func TestEnrollEndToEnd(t *testing.T) {
 	if dev.ID != deviceID {
 		t.Errorf("registry device id %q, enroll printed %q", dev.ID, deviceID)
 	}
-	if !slices.Equal(dev.MACs, []string{"020000000001"}) {
-		t.Errorf("registry device MACs %q, want [020000000001]", dev.MACs)
+	if want := strings.ReplaceAll(macFor(serial), ":", ""); !slices.Equal(dev.MACs, []string{want}) {
+		t.Errorf("registry device MACs %q, want [%s]", dev.MACs, want)
 	}
 	rec, err := st.GetCertificate(ctx, cert.SerialNumber.Text(16))
 	if err != nil {

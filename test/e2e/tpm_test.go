@@ -125,10 +125,10 @@ func TestTPMEndToEnd(t *testing.T) {
 		t.Fatalf("ca serve: %v", err)
 	}
 	dir := filepath.Join(t.TempDir(), "dev")
-	const serial, mac = "TPM-E2E-1", "02:00:00:00:0a:01"
+	const serial = "TPM-E2E-1"
 	enrollTPM := func(dir, spec, serial string, extra ...string) result {
 		return run(t, nil, enrollBin, append([]string{"--ca", srv.URL, "--fingerprint", ca.Fingerprint,
-			"--dir", dir, "--serial", serial, "--mac", mac, "--tpm", spec, "--timeout", "30s"}, extra...)...)
+			"--dir", dir, "--serial", serial, "--mac", macFor(serial), "--tpm", spec, "--timeout", "30s"}, extra...)...)
 	}
 
 	// The manufacturer is not trusted yet: refused, nothing written.

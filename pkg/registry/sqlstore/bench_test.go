@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"devpki/pkg/registry"
 )
@@ -39,7 +40,8 @@ func BenchmarkEnroll(b *testing.B) {
 			b.RunParallel(func(pb *testing.PB) {
 				ctx := context.Background()
 				sum := sha256.Sum256(fmt.Appendf(nil, "bench-token-%d", worker.Add(1)))
-				tok := &registry.Token{ID: fmt.Sprintf("tok-%x", sum[:8]), Hash: sum[:], TenantID: registry.DefaultTenant, UsesLeft: 1 << 30}
+				tok := &registry.Token{ID: fmt.Sprintf("tok-%x", sum[:8]), Hash: sum[:], TenantID: registry.DefaultTenant, UsesLeft: 1 << 30,
+					ExpiresAt: time.Now().Add(time.Hour)}
 				if err := s.CreateToken(ctx, tok, nil); err != nil {
 					b.Error(err)
 					return

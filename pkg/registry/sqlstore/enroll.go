@@ -15,19 +15,20 @@ import (
 // Enroll implements registry.Store. It queues e for the committer, which
 // applies it inside a savepoint of the current group-commit transaction, and
 // returns once that transaction has committed (durably: synchronous=FULL on
-// SQLite) or e has been rolled back. The checks run in this order and the
-// first failing one is returned, with nothing written:
+// SQLite) or e has been rolled back. It makes no decision of its own: every
+// write is conditional on what provision decided from its reads, and the
+// first one that does not hold is returned, with nothing written:
 //
-//  1. token (when e.TokenHash is set): unknown → ErrTokenInvalid, other
-//     tenant → ErrTokenTenantMismatch, expired (ExpiresAt ≤ Now; a zero
-//     ExpiresAt never expires) → ErrTokenExpired, bound to another serial →
-//     ErrTokenSerialMismatch, no uses left → ErrTokenSpent;
-//  2. existing device with the same (tenant, serial): with e.SameEK the
-//     device must be active with the same non-empty EKHash (whether or not
-//     a token is set), without it the token must be bound to that serial
-//     (else ErrSerialConflict); Device.ID must match (else ErrConflict);
-//  3. the token is spent with a conditional UPDATE (ErrTokenSpent if another
-//     writer spent the last use first).
+//  1. the token (when e.TokenHash is set) is spent by an UPDATE that
+//     re-checks its tenant, its expiry and its uses (registry.Token.Spendable);
+//  2. the device is inserted (unique on the folded serial per tenant:
+//     ErrSerialConflict) or, with e.Replace, updated only while it is as
+//     e.Replace says (else ErrConflict), its older certificates revoked as
+//     superseded;
+//  3. its MACs are claimed in device_macs (ErrMACConflict when another
+//     active device of the tenant holds one); its EK is unique across
+//     devices (ErrEKConflict);
+//  4. the certificate is inserted and the audit event appended.
 //
 // On success e.Device, e.Certificate and e.Audit carry the stored values
 // (timestamps, status, audit Seq and hashes).
@@ -49,16 +50,18 @@ func (s *Store) Enroll(ctx context.Context, e *registry.Enrollment) error {
 	if cert.Status == "" {
 		cert.Status = string(registry.CertActive)
 	}
-	if dev.Status == "" {
-		dev.Status = string(registry.DeviceActive)
+	dev.Status = string(registry.DeviceActive)
+	var old *deviceRow
+	if e.Replace != nil {
+		old = fromDevice(e.Replace)
 	}
+	macs := e.Device.MACs
 	tokenHash := e.TokenHash
-	sameEK := e.SameEK
 
 	var ev *registry.AuditEvent
-	err := s.write(ctx, func(tx *gorm.DB, b *batch) error {
+	err := s.write(ctx, func(_ *gorm.DB, b *batch) error {
 		var err error
-		ev, err = s.enroll(tx, b, tokenHash, sameEK, dev, cert, e.Audit)
+		ev, err = s.enroll(b, tokenHash, dev, old, macs, cert, e.Audit)
 		return err
 	})
 	if err != nil {
@@ -84,6 +87,10 @@ func checkEnrollment(e *registry.Enrollment) error {
 		return errors.New("sqlstore: enroll: certificate serial is required")
 	case e.Certificate.DeviceID != "" && e.Certificate.DeviceID != e.Device.ID:
 		return fmt.Errorf("sqlstore: enroll: certificate is for device %q, not %q", e.Certificate.DeviceID, e.Device.ID)
+	case e.Replace != nil && (e.Replace.ID != e.Device.ID || e.Replace.TenantID != e.Device.TenantID ||
+		registry.FoldSerial(e.Replace.Serial) != registry.FoldSerial(e.Device.Serial)):
+		return fmt.Errorf("sqlstore: enroll: device %s/%s/%q does not re-enroll device %s/%s/%q",
+			e.Device.ID, e.Device.TenantID, e.Device.Serial, e.Replace.ID, e.Replace.TenantID, e.Replace.Serial)
 	case e.TokenHash != nil && len(e.TokenHash) == 0:
 		return registry.ErrTokenInvalid
 	}
@@ -91,65 +98,30 @@ func checkEnrollment(e *registry.Enrollment) error {
 }
 
 // enroll runs inside the committer's transaction, within a savepoint that is
-// rolled back if it returns an error. The common case — a new device with a
-// live token — takes four prepared statements: read the token, insert the
-// device (ON CONFLICT DO NOTHING tells an existing serial apart), spend the
-// token, insert the certificate; then the audit event.
-func (s *Store) enroll(tx *gorm.DB, b *batch, tokenHash []byte, sameEK bool, dev *deviceRow, cert *certificateRow,
+// rolled back if it returns an error. The common case — a new device with
+// one MAC and a live token — takes six prepared statements: spend the
+// token, insert the device, free and claim its MAC, insert the certificate,
+// then the audit event.
+func (s *Store) enroll(b *batch, tokenHash []byte, dev, old *deviceRow, macs []string, cert *certificateRow,
 	audit *registry.AuditEvent) (*registry.AuditEvent, error) {
 	now := ts(s.now())
-
-	var tok tokenRow
 	if tokenHash != nil {
-		err := b.scan(sqlReadToken,
-			[]any{tokenHash}, &tok.TenantID, &tok.Serial, &tok.ExpiresAt, &tok.UsesLeft)
-		switch {
-		case errors.Is(err, sql.ErrNoRows):
-			return nil, registry.ErrTokenInvalid
-		case err != nil:
-			return nil, fmt.Errorf("sqlstore: enroll: read token: %w", s.translateSQL(err))
-		case tok.TenantID != dev.TenantID:
-			return nil, registry.ErrTokenTenantMismatch
-		case !tok.ExpiresAt.IsZero() && !now.Before(tok.ExpiresAt):
-			return nil, registry.ErrTokenExpired
-		case tok.Serial != "" && tok.Serial != dev.Serial:
-			return nil, registry.ErrTokenSerialMismatch
-		case tok.UsesLeft <= 0:
-			return nil, registry.ErrTokenSpent
-		}
-	}
-
-	if dev.CreatedAt.IsZero() {
-		dev.CreatedAt = now
-	}
-	if dev.UpdatedAt.IsZero() {
-		dev.UpdatedAt = now
-	}
-	res, err := b.exec(sqlInsertDevice,
-		dev.ID, dev.TenantID, dev.Serial, dev.MACs, dev.Status, dev.Method, dev.EKHash, dev.AKPub, dev.CreatedAt, dev.UpdatedAt)
-	if isEKConflict(err) {
-		return nil, fmt.Errorf("%w: EK %s, device %s (serial %q): %v", registry.ErrEKConflict, dev.EKHash, dev.ID, dev.Serial, err)
-	}
-	if err != nil {
-		// A device id already used for another serial.
-		return nil, fmt.Errorf("%w: insert device %s: %w", registry.ErrConflict, dev.ID, s.translateSQL(err))
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		if err := s.reenroll(tx, tokenHash, &tok, sameEK, dev, now); err != nil {
+		if err := s.spendToken(b, tokenHash, dev.TenantID, now); err != nil {
 			return nil, err
 		}
 	}
-
-	if tokenHash != nil {
-		res, err := b.exec(sqlSpendToken, tokenHash)
-		if err != nil {
-			return nil, fmt.Errorf("sqlstore: enroll: spend token: %w", s.translateSQL(err))
-		}
-		if n, _ := res.RowsAffected(); n != 1 {
-			return nil, registry.ErrTokenSpent
-		}
+	var err error
+	if old == nil {
+		err = s.insertDevice(b, dev, now)
+	} else {
+		err = s.replaceDevice(b, dev, old, now)
 	}
-
+	if err != nil {
+		return nil, err
+	}
+	if err := s.claimMACs(b, dev, macs, old != nil); err != nil {
+		return nil, err
+	}
 	if cert.CreatedAt.IsZero() {
 		cert.CreatedAt = now
 	}
@@ -165,48 +137,102 @@ func (s *Store) enroll(tx *gorm.DB, b *batch, tokenHash []byte, sameEK bool, dev
 	return b.appendAudit(audit)
 }
 
-// reenroll handles an enrollment whose (tenant, serial) is already a device:
-// allowed only with a token bound to that serial (or, with sameEK, only for
-// an active device bound to the same EK, token or not) and the same device
-// id; it revokes the device's earlier certificates as superseded.
-func (s *Store) reenroll(tx *gorm.DB, tokenHash []byte, tok *tokenRow, sameEK bool, dev *deviceRow, now time.Time) error {
-	var old deviceRow
-	if err := tx.Where("tenant_id = ? AND serial = ?", dev.TenantID, dev.Serial).Take(&old).Error; err != nil {
-		return fmt.Errorf("sqlstore: enroll: read device: %w", translate(err))
+// spendToken takes one use of the token with a conditional UPDATE — the
+// rule of registry.Token.Spendable in SQL: expires_at > now (a zero expiry
+// is year 1, so never) and uses_left > 0 — and names a refusal by reading
+// the token and asking Spendable.
+func (s *Store) spendToken(b *batch, hash []byte, tenantID string, now time.Time) error {
+	res, err := b.exec(sqlSpendToken, hash, tenantID, now)
+	if err != nil {
+		return fmt.Errorf("sqlstore: enroll: spend token: %w", s.translateSQL(err))
 	}
+	if n, _ := res.RowsAffected(); n == 1 {
+		return nil
+	}
+	var tok tokenRow
+	err = b.scan(sqlReadToken, []any{hash}, &tok.ID, &tok.TenantID, &tok.ExpiresAt, &tok.UsesLeft)
 	switch {
-	case sameEK:
-		if old.EKHash == "" || old.EKHash != dev.EKHash || old.Status != string(registry.DeviceActive) {
-			return fmt.Errorf("%w: %s/%s is device %s (%s, EK %q)", registry.ErrSerialConflict, dev.TenantID, dev.Serial, old.ID, old.Status, old.EKHash)
+	case errors.Is(err, sql.ErrNoRows):
+		return registry.ErrTokenInvalid
+	case err != nil:
+		return fmt.Errorf("sqlstore: enroll: read token: %w", s.translateSQL(err))
+	case tok.TenantID != tenantID:
+		return registry.ErrTokenTenantMismatch
+	}
+	if err := tok.domain().Spendable(now); err != nil {
+		return err
+	}
+	return registry.ErrTokenSpent
+}
+
+// insertDevice inserts a new device; its folded serial already enrolled in
+// the tenant is ErrSerialConflict.
+func (s *Store) insertDevice(b *batch, dev *deviceRow, now time.Time) error {
+	if dev.CreatedAt.IsZero() {
+		dev.CreatedAt = now
+	}
+	if dev.UpdatedAt.IsZero() {
+		dev.UpdatedAt = now
+	}
+	res, err := b.exec(sqlInsertDevice, dev.ID, dev.TenantID, dev.Serial, dev.SerialFolded, dev.MACs, dev.Status, dev.Method,
+		dev.EKHash, dev.AKPub, dev.CreatedAt, dev.UpdatedAt)
+	if isEKConflict(err) {
+		return fmt.Errorf("%w: EK %s, device %s (serial %q): %v", registry.ErrEKConflict, dev.EKHash, dev.ID, dev.Serial, err)
+	}
+	if err != nil {
+		// A device id already used for another serial.
+		return fmt.Errorf("%w: insert device %s: %w", registry.ErrConflict, dev.ID, s.translateSQL(err))
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("%w: serial %q in tenant %s", registry.ErrSerialConflict, dev.Serial, dev.TenantID)
+	}
+	return nil
+}
+
+// replaceDevice re-enrolls old as dev, only while the stored device is
+// still as old says, and revokes its earlier certificates as superseded.
+func (s *Store) replaceDevice(b *batch, dev, old *deviceRow, now time.Time) error {
+	res, err := b.exec(sqlReplaceDevice, dev.Serial, dev.SerialFolded, dev.MACs, dev.Method, dev.EKHash, dev.AKPub, dev.Status, now,
+		old.ID, old.TenantID, old.SerialFolded, old.Status, old.EKHash)
+	if isEKConflict(err) {
+		return fmt.Errorf("%w: EK %s, device %s (serial %q): %v", registry.ErrEKConflict, dev.EKHash, dev.ID, dev.Serial, err)
+	}
+	if err != nil {
+		return fmt.Errorf("sqlstore: enroll: update device %s: %w", dev.ID, s.translateSQL(err))
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		return fmt.Errorf("%w: device %s (serial %q) changed since it was read (expected %s, EK %q)",
+			registry.ErrConflict, old.ID, old.Serial, old.Status, old.EKHash)
+	}
+	if _, err := b.exec(sqlSupersedeDevice, string(registry.CertRevoked), now, registry.ReasonSuperseded, dev.ID,
+		string(registry.CertActive), string(registry.CertSuperseded)); err != nil {
+		return fmt.Errorf("sqlstore: enroll: revoke old certificates: %w", s.translateSQL(err))
+	}
+	dev.CreatedAt, dev.UpdatedAt = old.CreatedAt, now
+	return nil
+}
+
+// claimMACs records dev's MACs as its own in device_macs: a re-enrollment
+// first drops the ones it had, a MAC left behind by a device that is no
+// longer active is freed, and a MAC of another active device of the
+// tenant is ErrMACConflict.
+func (s *Store) claimMACs(b *batch, dev *deviceRow, macs []string, reenroll bool) error {
+	if reenroll {
+		if _, err := b.exec(sqlDropDeviceMACs, dev.ID); err != nil {
+			return fmt.Errorf("sqlstore: enroll: drop MACs of %s: %w", dev.ID, s.translateSQL(err))
 		}
-		if old.ID != dev.ID {
-			return fmt.Errorf("%w: %s/%s is device %s, not %s", registry.ErrConflict, dev.TenantID, dev.Serial, old.ID, dev.ID)
+	}
+	for _, m := range macs {
+		if _, err := b.exec(sqlFreeMAC, dev.TenantID, m, string(registry.DeviceActive)); err != nil {
+			return fmt.Errorf("sqlstore: enroll: free MAC %s: %w", m, s.translateSQL(err))
 		}
-	case tokenHash == nil || tok.Serial != dev.Serial:
-		return fmt.Errorf("%w: %s/%s is device %s", registry.ErrSerialConflict, dev.TenantID, dev.Serial, old.ID)
-	case old.ID != dev.ID:
-		return fmt.Errorf("%w: %s/%s is device %s, not %s", registry.ErrConflict, dev.TenantID, dev.Serial, old.ID, dev.ID)
-	}
-	res := tx.Model(&certificateRow{}).
-		Where("device_id = ? AND status IN ?", dev.ID, []string{string(registry.CertActive), string(registry.CertSuperseded)}).
-		Updates(map[string]any{
-			"status":            string(registry.CertRevoked),
-			"revoked_at":        now,
-			"revocation_reason": registry.ReasonSuperseded,
-		})
-	if res.Error != nil {
-		return fmt.Errorf("sqlstore: enroll: revoke old certificates: %w", translate(res.Error))
-	}
-	dev.Status, dev.CreatedAt, dev.UpdatedAt = string(registry.DeviceActive), old.CreatedAt, now
-	res = tx.Model(&deviceRow{}).Where("id = ?", dev.ID).Updates(map[string]any{
-		"macs": dev.MACs, "method": dev.Method, "ek_hash": dev.EKHash, "ak_pub": dev.AKPub,
-		"status": dev.Status, "updated_at": now,
-	})
-	if isEKConflict(res.Error) {
-		return fmt.Errorf("%w: EK %s, device %s (serial %q): %v", registry.ErrEKConflict, dev.EKHash, dev.ID, dev.Serial, res.Error)
-	}
-	if res.Error != nil {
-		return fmt.Errorf("sqlstore: enroll: update device: %w", translate(res.Error))
+		_, err := b.exec(sqlClaimMAC, dev.TenantID, m, dev.ID)
+		if isMACConflict(err) {
+			return fmt.Errorf("%w: MAC %s in tenant %s: %v", registry.ErrMACConflict, m, dev.TenantID, err)
+		}
+		if err != nil {
+			return fmt.Errorf("sqlstore: enroll: claim MAC %s: %w", m, s.translateSQL(err))
+		}
 	}
 	return nil
 }

@@ -28,7 +28,7 @@ func (s *Store) ListDevices(ctx context.Context, f registry.DeviceFilter) ([]*re
 		q = q.Where("status = ?", string(f.Status))
 	}
 	if f.Serial != "" {
-		q = q.Where("serial = ?", f.Serial)
+		q = q.Where("serial_folded = ?", registry.FoldSerial(f.Serial))
 	}
 	if f.MAC != "" {
 		// macs is a JSON array of 12-hex-digit strings: match one element.

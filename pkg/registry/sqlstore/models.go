@@ -24,10 +24,13 @@ type deviceRow struct {
 	TenantID string     `gorm:"size:128;not null;uniqueIndex:ux_devices_tenant_serial,priority:1"`
 	Tenant   *tenantRow `gorm:"foreignKey:TenantID;references:ID;constraint:OnUpdate:RESTRICT,OnDelete:RESTRICT"`
 	Serial   string     `gorm:"size:256;not null;uniqueIndex:ux_devices_tenant_serial,priority:2"`
-	MACs     string     `gorm:"column:macs;not null"` // JSON array of strings
-	Status   string     `gorm:"size:32;not null"`
-	Method   string     `gorm:"size:64;not null"`
-	EKHash   string     `gorm:"column:ek_hash;size:128;not null;index"`
+	// SerialFolded is registry.FoldSerial(Serial), unique per tenant
+	// (ux_devices_tenant_serial_folded, made by migrateIdentity).
+	SerialFolded string `gorm:"size:256;not null;default:''"`
+	MACs         string `gorm:"column:macs;not null"` // JSON array of strings
+	Status       string `gorm:"size:32;not null"`
+	Method       string `gorm:"size:64;not null"`
+	EKHash       string `gorm:"column:ek_hash;size:128;not null;index"`
 	// AKPub is registry.Device.AKPub (PKIX DER); NULL when not recorded.
 	AKPub []byte `gorm:"column:ak_pub"`
 	// RekeyRequired and RekeyDeadline: an admin's rotate (registry.Device).
@@ -69,11 +72,24 @@ type tokenRow struct {
 	Serial    string     `gorm:"size:256;not null"`
 	ExpiresAt time.Time  `gorm:"not null"`
 	UsesLeft  int        `gorm:"not null"`
+	Reinstate bool       `gorm:"not null;default:false"`
 	CreatedBy string     `gorm:"size:256;not null"`
 	CreatedAt time.Time
 }
 
 func (tokenRow) TableName() string { return "tokens" }
+
+// deviceMACRow says a MAC belongs to an active device of a tenant: unique
+// per (tenant, MAC), so two active devices cannot hold one MAC whatever
+// the concurrency. Enrollments maintain it in their transaction; rows of
+// devices no longer active are dropped when another device claims the MAC.
+type deviceMACRow struct {
+	TenantID string `gorm:"primaryKey;size:128"`
+	MAC      string `gorm:"column:mac;primaryKey;size:32"`
+	DeviceID string `gorm:"size:128;not null;index"`
+}
+
+func (deviceMACRow) TableName() string { return "device_macs" }
 
 type preregistrationRow struct {
 	EKHash    string     `gorm:"column:ek_hash;primaryKey;size:128"`
@@ -172,7 +188,7 @@ func (r *tpmChallengeRow) domain() *registry.TPMChallenge {
 
 func allModels() []any {
 	return []any{&tenantRow{}, &deviceRow{}, &certificateRow{}, &tokenRow{}, &adminRow{}, &auditRow{}, &auditHeadRow{},
-		&crlCounterRow{}, &preregistrationRow{}, &tpmRootRow{}, &tpmChallengeRow{}}
+		&crlCounterRow{}, &preregistrationRow{}, &tpmRootRow{}, &tpmChallengeRow{}, &deviceMACRow{}}
 }
 
 // ts normalises a time for storage: UTC, microsecond precision (PostgreSQL's
@@ -213,7 +229,7 @@ func (r *tenantRow) domain() *registry.Tenant {
 
 func fromDevice(d *registry.Device) *deviceRow {
 	return &deviceRow{
-		ID: d.ID, TenantID: d.TenantID, Serial: d.Serial, MACs: encodeList(d.MACs),
+		ID: d.ID, TenantID: d.TenantID, Serial: d.Serial, SerialFolded: registry.FoldSerial(d.Serial), MACs: encodeList(d.MACs),
 		Status: string(d.Status), Method: d.Method, EKHash: d.EKHash, AKPub: d.AKPub,
 		RekeyRequired: d.RekeyRequired, RekeyDeadline: tsPtr(d.RekeyDeadline),
 		CreatedAt: ts(d.CreatedAt), UpdatedAt: ts(d.UpdatedAt),
@@ -286,14 +302,14 @@ func (r *certificateRow) domain() *registry.Certificate {
 func fromToken(t *registry.Token) *tokenRow {
 	return &tokenRow{
 		ID: t.ID, Hash: t.Hash, TenantID: t.TenantID, Serial: t.Serial, ExpiresAt: ts(t.ExpiresAt),
-		UsesLeft: t.UsesLeft, CreatedBy: t.CreatedBy, CreatedAt: ts(t.CreatedAt),
+		UsesLeft: t.UsesLeft, Reinstate: t.Reinstate, CreatedBy: t.CreatedBy, CreatedAt: ts(t.CreatedAt),
 	}
 }
 
 func (r *tokenRow) domain() *registry.Token {
 	return &registry.Token{
 		ID: r.ID, Hash: r.Hash, TenantID: r.TenantID, Serial: r.Serial, ExpiresAt: r.ExpiresAt.UTC(),
-		UsesLeft: r.UsesLeft, CreatedBy: r.CreatedBy, CreatedAt: r.CreatedAt.UTC(),
+		UsesLeft: r.UsesLeft, Reinstate: r.Reinstate, CreatedBy: r.CreatedBy, CreatedAt: r.CreatedAt.UTC(),
 	}
 }
 

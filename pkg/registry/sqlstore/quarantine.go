@@ -121,8 +121,7 @@ func (s *Store) HoldClaim(ctx context.Context, q *registry.Quarantine, audit *re
 	switch {
 	case q == nil || q.ID == "" || q.TenantID == "" || q.Serial == "":
 		return errors.New("sqlstore: hold claim: id, tenant and serial are required")
-	case q.Reason != registry.ReasonSerialOtherEK && q.Reason != registry.ReasonEKOtherSerial &&
-		q.Reason != registry.ReasonMACOtherSerial:
+	case q.Reason != registry.ReasonSerialOtherEK && q.Reason != registry.ReasonEKOtherSerial && q.Reason != registry.ReasonMACOtherSerial:
 		return fmt.Errorf("sqlstore: hold claim: unknown reason %q", q.Reason)
 	case q.EKHash == "" && q.Reason != registry.ReasonMACOtherSerial:
 		return fmt.Errorf("sqlstore: hold claim: reason %s needs the EK hash", q.Reason)

@@ -20,7 +20,8 @@ func TestMigrateEKIndex(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "registry.db")
 	s := openSQLite(t, path)
 	// Back to the old schema.
-	for _, q := range []string{"DROP INDEX ux_devices_ek_hash", "DROP TABLE device_quarantine"} {
+	for _, q := range []string{"DROP INDEX ux_devices_ek_hash", "DROP TABLE device_quarantine",
+		"DROP INDEX ux_devices_tenant_serial_folded", "DROP TABLE device_macs", "ALTER TABLE devices DROP COLUMN serial_folded"} {
 		if err := s.w.Exec(q).Error; err != nil {
 			t.Fatal(err)
 		}
@@ -44,6 +45,8 @@ func TestMigrateEKIndex(t *testing.T) {
 		t.Fatalf("EK index after migration: %d", n)
 	}
 	s.w.Exec("DROP INDEX ux_devices_ek_hash")
+	s.w.Exec("DROP INDEX ux_devices_tenant_serial_folded")
+	s.w.Exec("ALTER TABLE devices DROP COLUMN serial_folded")
 	ins("dev-4", "S4", strings.Repeat("e", 64))
 	s.Close()
 
@@ -93,7 +96,6 @@ func TestPostgresReplicasEKRace(t *testing.T) {
 				serial := fmt.Sprintf("R%d-%d", round, i)
 				id := "dev-" + serial
 				e := &registry.Enrollment{
-					SameEK: true,
 					Device: &registry.Device{ID: id, TenantID: registry.DefaultTenant, Serial: serial, Method: "tpm", EKHash: ek},
 					Certificate: &registry.Certificate{
 						Serial: fmt.Sprintf("%x%02d%d", ek[:8], round, i), Kind: registry.KindDevice, DeviceID: id,

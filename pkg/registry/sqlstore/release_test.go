@@ -37,7 +37,6 @@ func TestPostgresReplicasReleaseRace(t *testing.T) {
 		id := "dev-" + serial
 		ek := func(i int) string { return fmt.Sprintf("%062x%02d", round+1, i) }
 		e := &registry.Enrollment{
-			SameEK: true,
 			Device: &registry.Device{ID: id, TenantID: registry.DefaultTenant, Serial: serial, Method: "tpm", EKHash: ek(0)},
 			Certificate: &registry.Certificate{Serial: fmt.Sprintf("%x%02d", ek(0)[:8], round), Kind: registry.KindDevice, DeviceID: id,
 				NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour), DER: []byte{1}},

@@ -25,7 +25,7 @@ var hotStatements = []string{
 	"RELEASE SAVEPOINT op",
 	"ROLLBACK TO SAVEPOINT op",
 	sqlReadHead, sqlReadHeadLocked, sqlWriteHead, sqlInsertAudit,
-	sqlReadToken, sqlInsertDevice, sqlSpendToken, sqlInsertCertificate,
+	sqlReadToken, sqlInsertDevice, sqlSpendToken, sqlInsertCertificate, sqlFreeMAC, sqlClaimMAC,
 	sqlReadRenewedCert, sqlReadRenewingDevice, sqlSupersede, sqlTouchRenewedDevice,
 }
 
@@ -94,10 +94,21 @@ const (
 	sqlWriteHead      = "UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1"
 	sqlInsertAudit    = `INSERT INTO audit_events (seq, time, tenant_id, actor, action, target, result, detail, source_addr, prev_hash, hash)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
-	sqlReadToken    = "SELECT tenant_id, serial, expires_at, uses_left FROM tokens WHERE hash = ?"
-	sqlInsertDevice = `INSERT INTO devices (id, tenant_id, serial, macs, status, method, ek_hash, ak_pub, created_at, updated_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, serial) DO NOTHING`
-	sqlSpendToken        = "UPDATE tokens SET uses_left = uses_left - 1 WHERE hash = ? AND uses_left > 0"
+	sqlReadToken    = "SELECT id, tenant_id, expires_at, uses_left FROM tokens WHERE hash = ?"
+	sqlInsertDevice = `INSERT INTO devices (id, tenant_id, serial, serial_folded, macs, status, method, ek_hash, ak_pub,
+		created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, serial_folded) DO NOTHING`
+	// The conditional spend is registry.Token.Spendable in SQL.
+	sqlSpendToken = `UPDATE tokens SET uses_left = uses_left - 1
+		WHERE hash = ? AND tenant_id = ? AND uses_left > 0 AND expires_at > ?`
+	// A MAC held by a device that is no longer active is free to claim.
+	sqlFreeMAC = `DELETE FROM device_macs WHERE tenant_id = ? AND mac = ?
+		AND EXISTS (SELECT 1 FROM devices d WHERE d.id = device_macs.device_id AND d.status <> ?)`
+	sqlClaimMAC       = "INSERT INTO device_macs (tenant_id, mac, device_id) VALUES (?, ?, ?)"
+	sqlDropDeviceMACs = "DELETE FROM device_macs WHERE device_id = ?"
+	sqlReplaceDevice  = `UPDATE devices SET serial = ?, serial_folded = ?, macs = ?, method = ?, ek_hash = ?, ak_pub = ?, status = ?,
+		updated_at = ? WHERE id = ? AND tenant_id = ? AND serial_folded = ? AND status = ? AND ek_hash = ?`
+	sqlSupersedeDevice = `UPDATE certificates SET status = ?, revoked_at = ?, revocation_reason = ?
+		WHERE device_id = ? AND status IN (?, ?)`
 	sqlInsertCertificate = `INSERT INTO certificates (serial, kind, device_id, tenant_id, subject, sans, not_before, not_after, der,
 		status, revoked_at, revocation_reason, replaces_serial, key_sha256, token_hash, created_at)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`

@@ -119,7 +119,8 @@ func TestPostgresReplicas(t *testing.T) {
 	defer b.Close()
 	ctx := context.Background()
 	sum := sha256.Sum256([]byte("replica token"))
-	if err := a.CreateToken(ctx, &registry.Token{ID: "tok-r", Hash: sum[:], TenantID: registry.DefaultTenant, UsesLeft: 3}, nil); err != nil {
+	if err := a.CreateToken(ctx, &registry.Token{ID: "tok-r", Hash: sum[:], TenantID: registry.DefaultTenant, UsesLeft: 3,
+		ExpiresAt: time.Now().Add(time.Hour)}, nil); err != nil {
 		t.Fatal(err)
 	}
 	var wg sync.WaitGroup
@@ -170,7 +171,7 @@ func enrollment(serial string, tokenHash []byte) *registry.Enrollment {
 func mustToken(t testing.TB, s *Store, name string, uses int) []byte {
 	t.Helper()
 	sum := sha256.Sum256([]byte(name))
-	tok := &registry.Token{ID: name, Hash: sum[:], TenantID: registry.DefaultTenant, UsesLeft: uses}
+	tok := &registry.Token{ID: name, Hash: sum[:], TenantID: registry.DefaultTenant, UsesLeft: uses, ExpiresAt: time.Now().Add(time.Hour)}
 	if err := s.CreateToken(context.Background(), tok, nil); err != nil {
 		t.Fatalf("CreateToken: %v", err)
 	}

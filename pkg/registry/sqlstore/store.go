@@ -272,6 +272,9 @@ func (s *Store) migrate(ctx context.Context) error {
 	if err := migrateHeartbeat(db); err != nil {
 		return err
 	}
+	if err := migrateIdentity(db); err != nil {
+		return err
+	}
 	now := ts(s.now())
 	err := db.Clauses(clause.OnConflict{DoNothing: true}).Create(&tenantRow{
 		ID: registry.DefaultTenant, Name: registry.DefaultTenant, CreatedAt: now,
@@ -415,8 +418,9 @@ func (s *Store) insert(ctx context.Context, what string, row any, audit *registr
 	return nil
 }
 
-// CreateToken implements registry.Store. A zero ExpiresAt means the token
-// never expires; a zero CreatedAt is set to now.
+// CreateToken implements registry.Store. A zero ExpiresAt is stored as it
+// is, and such a token is never spendable (registry.Token.Spendable); a zero
+// CreatedAt is set to now.
 func (s *Store) CreateToken(ctx context.Context, t *registry.Token, audit *registry.AuditEvent) error {
 	if t == nil || t.ID == "" || len(t.Hash) == 0 {
 		return errors.New("sqlstore: create token: empty id or hash")
@@ -446,10 +450,12 @@ func (s *Store) GetDevice(ctx context.Context, id string) (*registry.Device, err
 	return r.domain(), nil
 }
 
-// GetDeviceBySerial implements registry.Store.
+// GetDeviceBySerial implements registry.Store: serial is compared on its
+// fold (registry.FoldSerial).
 func (s *Store) GetDeviceBySerial(ctx context.Context, tenantID, serial string) (*registry.Device, error) {
 	var r deviceRow
-	if err := s.get(ctx, "device "+tenantID+"/"+serial, &r, "tenant_id = ? AND serial = ?", tenantID, serial); err != nil {
+	err := s.get(ctx, "device "+tenantID+"/"+serial, &r, "tenant_id = ? AND serial_folded = ?", tenantID, registry.FoldSerial(serial))
+	if err != nil {
 		return nil, err
 	}
 	return r.domain(), nil

@@ -24,7 +24,7 @@ func testDeviceAKPub(t *testing.T, s registry.Store) {
 	akA, akB := []byte{0x30, 0x01, 0xaa}, []byte{0x30, 0x02, 0xbb, 0xbb}
 	tpmEnrollment := func(ek string, ak []byte) *registry.Enrollment {
 		e := newEnrollment(t, tn.ID, "AK1", nil)
-		e.SameEK, e.Device.Method, e.Device.EKHash, e.Device.AKPub = true, "tpm", ek, ak
+		e.Device.Method, e.Device.EKHash, e.Device.AKPub = "tpm", ek, ak
 		return e
 	}
 	wantAK := func(t *testing.T, what string, want []byte) {
@@ -69,14 +69,14 @@ func testDeviceAKPub(t *testing.T, s registry.Store) {
 	wantAK(t, "after a refused enrollment", akA)
 
 	// The same EK re-enrolls with a new AK: the new AK replaces the old.
-	if err := s.Enroll(ctx, tpmEnrollment(ek, akB)); err != nil {
+	if err := s.Enroll(ctx, reenrolling(t, s, tpmEnrollment(ek, akB))); err != nil {
 		t.Fatalf("same EK, new AK: %v", err)
 	}
 	wantAK(t, "after same-EK re-enrollment", akB)
 
 	// A token bound to the serial re-enrolls it without attestation: no AK.
 	tok := mkToken(t, s, tn.ID, "AK1", 1, future())
-	e := newEnrollment(t, tn.ID, "AK1", tok.Hash)
+	e := reenrolling(t, s, newEnrollment(t, tn.ID, "AK1", tok.Hash))
 	if err := s.Enroll(ctx, e); err != nil {
 		t.Fatalf("token re-enrollment: %v", err)
 	}

@@ -79,6 +79,20 @@ func newEnrollment(t testing.TB, tenantID, serial string, tokenHash []byte) *reg
 	}
 }
 
+// reenrolling makes e the re-enrollment of the device stored under its
+// tenant and serial, as provision makes it once it decided so: Replace is
+// the device as read now, Device keeps its id.
+func reenrolling(t testing.TB, s registry.Store, e *registry.Enrollment) *registry.Enrollment {
+	t.Helper()
+	d, err := s.GetDeviceBySerial(context.Background(), e.Device.TenantID, e.Device.Serial)
+	if err != nil {
+		t.Fatalf("reenrolling: %v", err)
+	}
+	e.Replace = d
+	e.Device.ID, e.Certificate.DeviceID, e.Audit.Target = d.ID, d.ID, d.ID
+	return e
+}
+
 // auditHead pages through the whole log and returns the number of events and
 // the last Seq.
 func auditHead(t testing.TB, s registry.Store) (n int, last int64) {

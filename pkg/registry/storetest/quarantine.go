@@ -171,7 +171,7 @@ func testEKUnique(t *testing.T, s registry.Store) {
 	other := mkTenant(t, s, "ek-other")
 	tpmEnrollment := func(tenantID, serial, ek string) *registry.Enrollment {
 		e := newEnrollment(t, tenantID, serial, nil)
-		e.SameEK, e.Device.Method, e.Device.EKHash = true, "tpm", ek
+		e.Device.Method, e.Device.EKHash = "tpm", ek
 		return e
 	}
 	ek := strings.Repeat("d", 64)
@@ -253,7 +253,7 @@ func testApplyRelease(t *testing.T, s registry.Store) {
 	ek := func(c byte) string { return strings.Repeat(string(c), 64) }
 	tpmEnrollment := func(serial, ekHash string) *registry.Enrollment {
 		e := newEnrollment(t, def.ID, serial, nil)
-		e.SameEK, e.Device.Method, e.Device.EKHash = true, "tpm", ekHash
+		e.Device.Method, e.Device.EKHash = "tpm", ekHash
 		e.Device.AKPub = []byte("ak of " + ekHash)
 		return e
 	}
@@ -389,8 +389,11 @@ func testApplyRelease(t *testing.T, s registry.Store) {
 	if afterN, _ := auditHead(t, s); afterN != beforeN+1 || w.Audit.Seq == 0 || w.Audit.Hash == nil {
 		t.Errorf("re-bind wrote %d audit events (seq %d), want 1", afterN-beforeN, w.Audit.Seq)
 	}
-	// The claimant re-enrolls as the same device.
-	re := tpmEnrollment("RS1", ek('2'))
+	if d, err := s.GetDeviceBySerial(ctx, def.ID, "RS1"); err != nil || d.ID != a.ID || d.EKHash != ek('2') {
+		t.Errorf("device RS1 after release = %+v, %v", d, err)
+	}
+	// The claim is now an ordinary same-EK re-enrollment, keeping the id.
+	re := reenrolling(t, s, tpmEnrollment("RS1", ek('2')))
 	if err := s.Enroll(ctx, re); err != nil || re.Device.ID != a.ID {
 		t.Fatalf("re-enrollment of RS1 with the released EK: %v", err)
 	}

@@ -39,6 +39,7 @@ func Run(t *testing.T, open func(t *testing.T) registry.Store) {
 		{"DeviceAKPub", testDeviceAKPub},
 		{"Preregistration", testPreregistration},
 		{"UniqueTenantSerial", testUniqueTenantSerial},
+		{"MACUnique", testMACUnique},
 		{"SingleUseTokenRace", testSingleUseTokenRace},
 		{"MultiUseTokenRace", testMultiUseTokenRace},
 		{"MixedConcurrentBatch", testMixedBatch},
@@ -283,7 +284,9 @@ func testEnrollTokenFailures(t *testing.T, s registry.Store) {
 		{"unknown", registry.DefaultTenant, unknown[:], registry.ErrTokenInvalid},
 		{"expired", registry.DefaultTenant, mkToken(t, s, registry.DefaultTenant, "", 1, time.Now().Add(-time.Minute)).Hash, registry.ErrTokenExpired},
 		{"spent", registry.DefaultTenant, spent.Hash, registry.ErrTokenSpent},
-		{"wrong serial", registry.DefaultTenant, mkToken(t, s, registry.DefaultTenant, "SN-SOMEONE-ELSE", 1, future()).Hash, registry.ErrTokenSerialMismatch},
+		// A zero expiry is expired (registry.Token.Spendable): fail closed.
+		{"zero expiry", registry.DefaultTenant, mkToken(t, s, registry.DefaultTenant, "", 1, time.Time{}).Hash, registry.ErrTokenExpired},
+		{"no uses", registry.DefaultTenant, mkToken(t, s, registry.DefaultTenant, "", 0, future()).Hash, registry.ErrTokenSpent},
 		{"wrong tenant", registry.DefaultTenant, mkToken(t, s, other.ID, "", 1, future()).Hash, registry.ErrTokenTenantMismatch},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -314,8 +317,8 @@ func testReEnroll(t *testing.T, s registry.Store) {
 		t.Fatal(err)
 	}
 
-	t.Run("unbound token", func(t *testing.T) {
-		tok := mkToken(t, s, registry.DefaultTenant, "", 1, future())
+	t.Run("not a re-enrollment", func(t *testing.T) {
+		tok := mkToken(t, s, registry.DefaultTenant, serial, 1, future())
 		e := newEnrollment(t, registry.DefaultTenant, serial, tok.Hash)
 		before := takeSnapshot(t, s, e, tok.Hash)
 		if err := s.Enroll(ctx, e); !errors.Is(err, registry.ErrSerialConflict) {
@@ -330,8 +333,14 @@ func testReEnroll(t *testing.T, s registry.Store) {
 		e.Device.ID = "dev-impostor"
 		e.Certificate.DeviceID = e.Device.ID
 		before := takeSnapshot(t, s, e, tok.Hash)
-		if err := s.Enroll(ctx, e); !errors.Is(err, registry.ErrConflict) {
-			t.Fatalf("Enroll = %v, want ErrConflict", err)
+		if err := s.Enroll(ctx, e); !errors.Is(err, registry.ErrSerialConflict) {
+			t.Fatalf("Enroll = %v, want ErrSerialConflict", err)
+		}
+		requireUnchanged(t, s, e, tok.Hash, before)
+		// Naming the device it re-enrolls does not let another id in.
+		e.Replace = dev1
+		if err := s.Enroll(ctx, e); err == nil {
+			t.Fatal("re-enrollment of the device under another id succeeded")
 		}
 		requireUnchanged(t, s, e, tok.Hash, before)
 		if _, err := s.GetDevice(ctx, "dev-impostor"); !errors.Is(err, registry.ErrNotFound) {
@@ -339,14 +348,26 @@ func testReEnroll(t *testing.T, s registry.Store) {
 		}
 	})
 
-	t.Run("bound token", func(t *testing.T) {
+	t.Run("stale expectation", func(t *testing.T) {
+		tok := mkToken(t, s, registry.DefaultTenant, serial, 1, future())
+		e := reenrolling(t, s, newEnrollment(t, registry.DefaultTenant, serial, tok.Hash))
+		e.Replace.Status = registry.DeviceRevoked
+		before := takeSnapshot(t, s, e, tok.Hash)
+		if err := s.Enroll(ctx, e); !errors.Is(err, registry.ErrConflict) {
+			t.Fatalf("Enroll = %v, want ErrConflict", err)
+		}
+		requireUnchanged(t, s, e, tok.Hash, before)
+	})
+
+	t.Run("re-enrollment", func(t *testing.T) {
 		// Give the device a second, superseded certificate: both must be revoked.
-		e2 := newEnrollment(t, registry.DefaultTenant, serial, mkToken(t, s, registry.DefaultTenant, serial, 1, future()).Hash)
+		e2 := reenrolling(t, s, newEnrollment(t, registry.DefaultTenant, serial, mkToken(t, s, registry.DefaultTenant, serial, 1, future()).Hash))
 		if err := s.Enroll(ctx, e2); err != nil {
 			t.Fatalf("re-Enroll with bound token: %v", err)
 		}
 		tok := mkToken(t, s, registry.DefaultTenant, serial, 1, future())
-		e3 := newEnrollment(t, registry.DefaultTenant, serial, tok.Hash)
+		// Presented in another case: the same device, its serial as presented.
+		e3 := reenrolling(t, s, newEnrollment(t, registry.DefaultTenant, "sn-re", tok.Hash))
 		e3.Device.MACs = []string{"0200000000aa", "0200000000bb"}
 		e3.Device.Method = "token-rebind"
 		if err := s.Enroll(ctx, e3); err != nil {
@@ -356,8 +377,8 @@ func testReEnroll(t *testing.T, s registry.Store) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if dev.ID != dev1.ID {
-			t.Errorf("device id changed: %q -> %q", dev1.ID, dev.ID)
+		if dev.ID != dev1.ID || dev.Serial != "sn-re" {
+			t.Errorf("device id %q -> %q, serial %q; want the same id, serial as last presented", dev1.ID, dev.ID, dev.Serial)
 		}
 		if len(dev.MACs) != 2 || dev.MACs[1] != "0200000000bb" || dev.Method != "token-rebind" || dev.Status != registry.DeviceActive {
 			t.Errorf("device not updated: %+v", dev)
@@ -404,9 +425,18 @@ func testUniqueTenantSerial(t *testing.T, s registry.Store) {
 	if errA != nil || errB != nil || a.ID == b.ID {
 		t.Fatalf("same serial in two tenants: %+v %v / %+v %v", a, errA, b, errB)
 	}
-	// The same serial twice in one tenant is refused.
-	if err := s.Enroll(ctx, newEnrollment(t, registry.DefaultTenant, "SN-SAME", nil)); !errors.Is(err, registry.ErrSerialConflict) {
-		t.Errorf("duplicate (tenant, serial) = %v, want ErrSerialConflict", err)
+	// The same serial twice in one tenant is refused, in any case.
+	for _, serial := range []string{"SN-SAME", "sn-same", "Sn-SaMe"} {
+		e := newEnrollment(t, registry.DefaultTenant, serial, nil)
+		before := takeSnapshot(t, s, e, nil)
+		if err := s.Enroll(ctx, e); !errors.Is(err, registry.ErrSerialConflict) {
+			t.Errorf("duplicate (tenant, %s) = %v, want ErrSerialConflict", serial, err)
+		}
+		requireUnchanged(t, s, e, nil, before)
+		// Found by any case, stored as first presented.
+		if d, err := s.GetDeviceBySerial(ctx, registry.DefaultTenant, serial); err != nil || d.ID != a.ID || d.Serial != "SN-SAME" {
+			t.Errorf("GetDeviceBySerial(%s) = %+v, %v; want %s (SN-SAME)", serial, d, err, a.ID)
+		}
 	}
 	// A device id already used by another serial is refused.
 	e := newEnrollment(t, registry.DefaultTenant, "SN-OTHER", nil)

@@ -68,9 +68,9 @@ func testTenantPolicy(t *testing.T, s registry.Store) {
 }
 
 // testReEnrollSameEKWithToken: a TPM enrollment that also spends a token
-// (SameEK and TokenHash) checks and spends the token, but re-enrolls an
-// existing device only with the EK it is bound to, even when the token is
-// bound to the serial.
+// checks and spends the token in the same transaction; a re-enrollment
+// whose expectation of the device no longer holds (another EK) spends
+// nothing, whatever the token.
 func testReEnrollSameEKWithToken(t *testing.T, s registry.Store) {
 	ctx := context.Background()
 	tn, err := s.GetTenant(ctx, registry.DefaultTenant)
@@ -80,7 +80,7 @@ func testReEnrollSameEKWithToken(t *testing.T, s registry.Store) {
 	ekA, ekB := strings.Repeat("a", 64), strings.Repeat("b", 64)
 	tpmEnrollment := func(serial, ek string, tok *registry.Token) *registry.Enrollment {
 		e := newEnrollment(t, tn.ID, serial, tok.Hash)
-		e.SameEK, e.Device.Method, e.Device.EKHash = true, "tpm", ek
+		e.Device.Method, e.Device.EKHash = "tpm", ek
 		return e
 	}
 
@@ -99,9 +99,15 @@ func testReEnrollSameEKWithToken(t *testing.T, s registry.Store) {
 		t.Fatalf("serial-bound token, other EK: %v, want ErrSerialConflict", err)
 	}
 	requireUnchanged(t, s, other, bound.Hash, before)
+	other = reenrolling(t, s, tpmEnrollment("TPMT1", ekB, bound))
+	other.Replace.EKHash = ekB
+	if err := s.Enroll(ctx, other); !errors.Is(err, registry.ErrConflict) {
+		t.Fatalf("serial-bound token, re-enrollment expecting EK B: %v, want ErrConflict", err)
+	}
+	requireUnchanged(t, s, other, bound.Hash, before)
 
 	unbound := mkToken(t, s, tn.ID, "", 1, future())
-	again := tpmEnrollment("TPMT1", ekA, unbound)
+	again := reenrolling(t, s, tpmEnrollment("TPMT1", ekA, unbound))
 	if err := s.Enroll(ctx, again); err != nil {
 		t.Fatalf("unbound token, same EK (a reset): %v", err)
 	}

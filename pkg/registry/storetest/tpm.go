@@ -9,9 +9,12 @@ import (
 	"devpki/pkg/registry"
 )
 
-// testReEnrollSameEK: a TPM enrollment (SameEK, no token) re-enrolls an
-// active device only with the EK it is bound to; ListDevices finds devices by
-// EK hash.
+// testReEnrollSameEK: an enrollment that does not name the device it
+// re-enrolls (Replace) never takes an enrolled serial, whatever its EK; one
+// that does re-enrolls it only while the device is as Replace says (status
+// and EK), else ErrConflict; a revoked device is re-enrolled (reinstated)
+// only by an enrollment that expects it revoked. ListDevices finds devices
+// by EK hash.
 func testReEnrollSameEK(t *testing.T, s registry.Store) {
 	ctx := context.Background()
 	tn, err := s.GetTenant(ctx, registry.DefaultTenant)
@@ -21,7 +24,7 @@ func testReEnrollSameEK(t *testing.T, s registry.Store) {
 	ekA, ekB := strings.Repeat("a", 64), strings.Repeat("b", 64)
 	tpmEnrollment := func(serial, ek string) *registry.Enrollment {
 		e := newEnrollment(t, tn.ID, serial, nil)
-		e.SameEK, e.Device.Method, e.Device.EKHash = true, "tpm", ek
+		e.Device.Method, e.Device.EKHash = "tpm", ek
 		return e
 	}
 	if err := s.Enroll(ctx, tpmEnrollment("TPM1", ekA)); err != nil {
@@ -42,12 +45,25 @@ func testReEnrollSameEK(t *testing.T, s registry.Store) {
 	}
 	requireUnchanged(t, s, other, nil, before)
 
-	noEK := newEnrollment(t, tn.ID, "TPM1", nil)
+	if err := s.Enroll(ctx, tpmEnrollment("TPM1", ekA)); !errors.Is(err, registry.ErrSerialConflict) {
+		t.Fatalf("same serial, same EK, not a re-enrollment: %v, want ErrSerialConflict", err)
+	}
+	noEK := newEnrollment(t, tn.ID, "tpm1", nil)
 	if err := s.Enroll(ctx, noEK); !errors.Is(err, registry.ErrSerialConflict) {
-		t.Fatalf("same serial, no token and no SameEK: %v, want ErrSerialConflict", err)
+		t.Fatalf("same serial in another case: %v, want ErrSerialConflict", err)
 	}
 
-	again := tpmEnrollment("TPM1", ekA)
+	// A re-enrollment that expected another EK than the stored one: the
+	// device changed since it was read.
+	stale := reenrolling(t, s, tpmEnrollment("TPM1", ekB))
+	stale.Replace.EKHash = ekB
+	before = takeSnapshot(t, s, stale, nil)
+	if err := s.Enroll(ctx, stale); !errors.Is(err, registry.ErrConflict) {
+		t.Fatalf("re-enrollment expecting EK B: %v, want ErrConflict", err)
+	}
+	requireUnchanged(t, s, stale, nil, before)
+
+	again := reenrolling(t, s, tpmEnrollment("TPM1", ekA))
 	if err := s.Enroll(ctx, again); err != nil {
 		t.Fatalf("same serial, same EK: %v", err)
 	}
@@ -72,6 +88,23 @@ func testReEnrollSameEK(t *testing.T, s registry.Store) {
 	}
 	if err := s.Enroll(ctx, tpmEnrollment("TPM1", ekA)); !errors.Is(err, registry.ErrSerialConflict) {
 		t.Fatalf("revoked device, same EK: %v, want ErrSerialConflict", err)
+	}
+	// A re-enrollment read before the revocation finds the device changed.
+	stale = tpmEnrollment("TPM1", ekA)
+	stale.Replace = again.Device
+	if err := s.Enroll(ctx, stale); !errors.Is(err, registry.ErrConflict) {
+		t.Fatalf("re-enrollment expecting the device active after its revocation: %v, want ErrConflict", err)
+	}
+	// One that expects it revoked (provision's reinstatement) brings it back.
+	back := reenrolling(t, s, tpmEnrollment("TPM1", ekA))
+	if back.Replace.Status != registry.DeviceRevoked {
+		t.Fatalf("device status %s, want revoked", back.Replace.Status)
+	}
+	if err := s.Enroll(ctx, back); err != nil {
+		t.Fatalf("reinstating re-enrollment: %v", err)
+	}
+	if d, err := s.GetDevice(ctx, back.Device.ID); err != nil || d.Status != registry.DeviceActive || d.ID != again.Device.ID {
+		t.Errorf("device after reinstatement = %+v, %v; want active, same id", d, err)
 	}
 	verify(t, s)
 }
