@@ -23,7 +23,7 @@ import (
 func TestTPMEnrollWithTokenOverHTTP(t *testing.T) {
 	ctx := context.Background()
 	f, m, c := newSimFixture(t)
-	secure, err := provision.CreateTenant(ctx, f.store, provision.TenantSpec{Name: "secure", RequireTPM: true, Actor: "admin:test"})
+	secure, err := provision.CreateTenant(ctx, f.store, provision.TenantSpec{Name: "secure", RequireTPM: true, Who: provision.AdminActor("test", "", "")})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,7 +21,7 @@ func TestEnrollRequireTPMOverTLS(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	f := newFixture(t)
-	secure, err := provision.CreateTenant(ctx, f.store, provision.TenantSpec{Name: "secure", RequireTPM: true, Actor: "admin:test"})
+	secure, err := provision.CreateTenant(ctx, f.store, provision.TenantSpec{Name: "secure", RequireTPM: true, Who: provision.AdminActor("test", "", "")})
 	if err != nil {
 		t.Fatal(err)
 	}

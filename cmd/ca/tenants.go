@@ -63,7 +63,7 @@ func toTenantJSON(t *registry.Tenant) tenantJSON {
 }
 
 // localActor names the operator running a local command in the audit log.
-func localActor() string {
+func localActor() provision.Actor {
 	name := os.Getenv("USER")
 	if u, err := user.Current(); err == nil && u.Username != "" {
 		name = u.Username
@@ -71,7 +71,7 @@ func localActor() string {
 	if name == "" {
 		name = "unknown"
 	}
-	return "local:" + name
+	return provision.Actor{Kind: provision.ActorLocal, ID: name}
 }
 
 // tenantName checks the NAME argument before anything is opened.
@@ -100,7 +100,7 @@ func cmdTenantsCreate(ctx context.Context, args []string, stdout, stderr io.Writ
 		return err
 	}
 	defer store.Close()
-	t, err := provision.CreateTenant(ctx, store, provision.TenantSpec{Name: name, RequireTPM: *requireTPM, Actor: localActor()})
+	t, err := provision.CreateTenant(ctx, store, provision.TenantSpec{Name: name, RequireTPM: *requireTPM, Who: localActor()})
 	if errors.Is(err, registry.ErrAlreadyExists) {
 		return fmt.Errorf("tenant %q already exists ('ca tenants list'; change its policy with 'ca tenants set')", name)
 	}
@@ -184,7 +184,7 @@ func cmdTenantsSet(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return err
 	}
 	defer store.Close()
-	t, err := provision.SetTenantRequireTPM(ctx, store, name, requireTPM.v, localActor(), "")
+	t, err := provision.SetTenantRequireTPM(ctx, store, localActor(), name, requireTPM.v)
 	if errors.Is(err, registry.ErrNotFound) {
 		return fmt.Errorf("tenant %q does not exist ('ca tenants list' shows the tenants)", name)
 	}

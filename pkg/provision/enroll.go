@@ -22,7 +22,8 @@ import (
 //
 //	admit → CSR (key policy, serial, MACs) → canonical identity (bound
 //	serial, tenant, tenant policy) → lost answer? resend it → decide (new
-//	device, re-enrollment, conflict, clone suspect, revoked) → sign →
+//	device, re-enrollment, conflict, clone suspect, revoked) → store
+//	ready? → sign →
 //	commit (device + certificate + spent token + audit, one transaction)
 //	→ answer
 //
@@ -190,6 +191,11 @@ func (s *Service) enroll(ctx context.Context, adm *Admission, req *Request) (*Re
 	// New device, re-enrollment, or refusal — before any signature.
 	p, err := s.decide(ctx, adm, id)
 	if err != nil {
+		return nil, id, err
+	}
+
+	// A store known to be unable to commit: refuse now, not after signing.
+	if err := s.ready(ctx); err != nil {
 		return nil, id, err
 	}
 

@@ -72,6 +72,9 @@ func (s *Service) IssueComponent(ctx context.Context, req *ComponentRequest) (*R
 			return nil, fmt.Errorf("%w: %q is not a DNS name", ErrInvalidArgument, d)
 		}
 	}
+	if err := s.ready(ctx); err != nil {
+		return nil, err
+	}
 	var issued *pki.Issued
 	kind := registry.KindClient
 	if req.Server {

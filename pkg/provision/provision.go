@@ -13,6 +13,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,9 +29,51 @@ type Issuer interface {
 	Chain() []*x509.Certificate
 }
 
+// EnrollStore is what the enrollment and renewal pipeline reads and writes
+// (*sqlstore.Store implements it). Its writes are atomic conditional writes
+// that apply decisions taken here; none of them decides anything.
+type EnrollStore interface {
+	// Admission and identity.
+	TokenStore
+	GetTenant(ctx context.Context, name string) (*registry.Tenant, error)
+	GetTenantByID(ctx context.Context, id string) (*registry.Tenant, error)
+	GetDevice(ctx context.Context, id string) (*registry.Device, error)
+	GetDeviceBySerial(ctx context.Context, tenantID, serial string) (*registry.Device, error)
+	ListDevices(ctx context.Context, f registry.DeviceFilter) ([]*registry.Device, error)
+	GetCertificate(ctx context.Context, serial string) (*registry.Certificate, error)
+	ListDeviceCertificates(ctx context.Context, deviceID string) ([]*registry.Certificate, error)
+	GetReplacement(ctx context.Context, serial string) (*registry.Certificate, error)
+	// TPM trust: pre-registered EKs and the manufacturer roots added.
+	GetPreregistration(ctx context.Context, ekHash string) (*registry.Preregistration, error)
+	ListTPMRoots(ctx context.Context) ([]*registry.TPMRoot, error)
+	// Writes, each with its audit event in the same transaction.
+	Enroll(ctx context.Context, e *registry.Enrollment) error
+	Renew(ctx context.Context, r *registry.Renewal) error
+	RecordCertificate(ctx context.Context, c *registry.Certificate, audit *registry.AuditEvent) error
+	HoldClaim(ctx context.Context, q *registry.Quarantine, audit *registry.AuditEvent) error
+	AppendAudit(ctx context.Context, ev *registry.AuditEvent) error
+}
+
+// readiness is the optional ability of a store to tell, cheaply, that it
+// cannot commit right now (*sqlstore.Store has it): the pipeline then
+// refuses with registry.ErrUnavailable before signing anything.
+type readiness interface {
+	Ready(ctx context.Context) error
+}
+
+// ready returns the store's readiness error, nil when it has none to tell.
+func (s *Service) ready(ctx context.Context) error {
+	if r, ok := s.cfg.Store.(readiness); ok {
+		if err := r.Ready(ctx); err != nil {
+			return fmt.Errorf("the registry cannot record a certificate now, nothing was signed: %w", err)
+		}
+	}
+	return nil
+}
+
 // Config configures a Service. Store, Issuer and TrustDomain are required.
 type Config struct {
-	Store       registry.Store
+	Store       EnrollStore
 	Issuer      Issuer
 	TrustDomain string
 	// Policy limits CSR keys; the zero value allows ECDSA P-256 only.

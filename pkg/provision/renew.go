@@ -150,6 +150,9 @@ func (s *Service) renew(ctx context.Context, req *RenewRequest) (*Result, string
 		// claim one.
 		id.EKHash = dev.EKHash
 	}
+	if err := s.ready(ctx); err != nil {
+		return nil, dev.ID, err
+	}
 	issued, err := s.cfg.Issuer.IssueDevice(ctx, &pki.DeviceRequest{
 		Identity:  id,
 		PublicKey: pub,

@@ -67,30 +67,29 @@ func requireAttested(tenant *registry.Tenant, method string) error {
 type TenantSpec struct {
 	Name       string // 1..64 characters of [A-Za-z0-9._-] (pki.ValidateTenant)
 	RequireTPM bool   // admit only TPM-attested devices
-	Actor      string // audit actor; empty means "system"
-	Source     string // audit source address
+	Who        Actor  // who creates it; the zero value means the CA itself (SystemActor)
+}
+
+// TenantStore is what the tenant actions read and write.
+type TenantStore interface {
+	GetTenant(ctx context.Context, name string) (*registry.Tenant, error)
+	CreateTenant(ctx context.Context, t *registry.Tenant, audit *registry.AuditEvent) error
+	SetTenantRequireTPM(ctx context.Context, tenantID string, require bool, audit *registry.AuditEvent) error
 }
 
 // CreateTenant validates spec.Name and creates the tenant with its audit
 // event. A name already taken is registry.ErrAlreadyExists, an invalid one
 // ErrInvalidArgument; either way nothing is written.
-func CreateTenant(ctx context.Context, store registry.Store, spec TenantSpec) (*registry.Tenant, error) {
+func CreateTenant(ctx context.Context, store TenantStore, spec TenantSpec) (*registry.Tenant, error) {
 	if err := pki.ValidateTenant(spec.Name); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidArgument, err)
 	}
-	if spec.Actor == "" {
-		spec.Actor = "system"
+	if spec.Who.Kind == "" {
+		spec.Who = SystemActor("", "")
 	}
 	t := &registry.Tenant{ID: spec.Name, Name: spec.Name, RequireTPM: spec.RequireTPM}
-	err := store.CreateTenant(ctx, t, &registry.AuditEvent{
-		TenantID:   t.ID,
-		Actor:      spec.Actor,
-		Action:     "tenant.create",
-		Target:     t.ID,
-		Result:     registry.ResultOK,
-		Detail:     fmt.Sprintf("name=%s require_tpm=%t", t.Name, t.RequireTPM),
-		SourceAddr: spec.Source,
-	})
+	err := store.CreateTenant(ctx, t, event(spec.Who, t.ID, ActionTenantCreate, t.ID, registry.ResultOK,
+		fmt.Sprintf("name=%s require_tpm=%t", t.Name, t.RequireTPM)))
 	if err != nil {
 		return nil, fmt.Errorf("create tenant %q: %w", spec.Name, err)
 	}
@@ -101,23 +100,16 @@ func CreateTenant(ctx context.Context, store registry.Store, spec TenantSpec) (*
 // with an audit event that records the old and new value, and returns the
 // updated tenant. An unknown name is registry.ErrNotFound. Running services
 // apply the change within their TenantTTL.
-func SetTenantRequireTPM(ctx context.Context, store registry.Store, name string, require bool, actor, source string) (*registry.Tenant, error) {
+func SetTenantRequireTPM(ctx context.Context, store TenantStore, who Actor, name string, require bool) (*registry.Tenant, error) {
 	t, err := store.GetTenant(ctx, name)
 	if err != nil {
 		return nil, fmt.Errorf("tenant %q: %w", name, err)
 	}
-	if actor == "" {
-		actor = "system"
+	if who.Kind == "" {
+		who = SystemActor("", "")
 	}
-	err = store.SetTenantRequireTPM(ctx, t.ID, require, &registry.AuditEvent{
-		TenantID:   t.ID,
-		Actor:      actor,
-		Action:     "tenant.update",
-		Target:     t.ID,
-		Result:     registry.ResultOK,
-		Detail:     fmt.Sprintf("require_tpm %t -> %t", t.RequireTPM, require),
-		SourceAddr: source,
-	})
+	err = store.SetTenantRequireTPM(ctx, t.ID, require, event(who, t.ID, ActionTenantUpdate, t.ID, registry.ResultOK,
+		fmt.Sprintf("require_tpm %t -> %t", t.RequireTPM, require)))
 	if err != nil {
 		return nil, fmt.Errorf("set require_tpm of tenant %q: %w", name, err)
 	}

@@ -24,7 +24,7 @@ func tokenUses(t *testing.T, s registry.Store, token string) int {
 
 func mkTenant(t *testing.T, s registry.Store, name string, requireTPM bool) *registry.Tenant {
 	t.Helper()
-	tn, err := provision.CreateTenant(context.Background(), s, provision.TenantSpec{Name: name, RequireTPM: requireTPM, Actor: "admin:test"})
+	tn, err := provision.CreateTenant(context.Background(), s, provision.TenantSpec{Name: name, RequireTPM: requireTPM, Who: provision.AdminActor("test", "", "")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +69,7 @@ func TestEnrollRequireTPM(t *testing.T) {
 		t.Fatalf("default tenant: %v", err)
 	}
 	// Lifting the policy admits the same token.
-	if _, err := provision.SetTenantRequireTPM(ctx, f.store, "secure", false, "admin:test", ""); err != nil {
+	if _, err := provision.SetTenantRequireTPM(ctx, f.store, provision.AdminActor("test", "", ""), "secure", false); err != nil {
 		t.Fatal(err)
 	}
 	svc, err := provision.New(provision.Config{Store: f.store, Issuer: f.issuer, TrustDomain: "test.devpki"})
@@ -125,7 +125,7 @@ func TestTenantPolicyReachesService(t *testing.T) {
 	if err := enroll(uncached, "SN-C-2"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := provision.SetTenantRequireTPM(ctx, f.store, "acme", true, "admin:test", ""); err != nil {
+	if _, err := provision.SetTenantRequireTPM(ctx, f.store, provision.AdminActor("test", "", ""), "acme", true); err != nil {
 		t.Fatal(err)
 	}
 	if err := enroll(uncached, "SN-C-3"); !errors.Is(err, provision.ErrTPMRequired) {
@@ -142,7 +142,7 @@ func TestTenantPolicyReachesService(t *testing.T) {
 		t.Fatalf("past the TTL: %v, want ErrTPMRequired", err)
 	}
 	// A clock that went back refreshes the entry too.
-	if _, err := provision.SetTenantRequireTPM(ctx, f.store, "acme", false, "admin:test", ""); err != nil {
+	if _, err := provision.SetTenantRequireTPM(ctx, f.store, provision.AdminActor("test", "", ""), "acme", false); err != nil {
 		t.Fatal(err)
 	}
 	clk.add(-time.Hour)
@@ -170,7 +170,7 @@ func TestTenantAdminBadInput(t *testing.T) {
 	if _, err := provision.CreateTenant(ctx, f.store, provision.TenantSpec{Name: "acme", RequireTPM: true}); !errors.Is(err, registry.ErrAlreadyExists) {
 		t.Errorf("CreateTenant(duplicate) = %v, want ErrAlreadyExists", err)
 	}
-	if _, err := provision.SetTenantRequireTPM(ctx, f.store, "nope", true, "admin:test", ""); !errors.Is(err, registry.ErrNotFound) {
+	if _, err := provision.SetTenantRequireTPM(ctx, f.store, provision.AdminActor("test", "", ""), "nope", true); !errors.Is(err, registry.ErrNotFound) {
 		t.Errorf("SetTenantRequireTPM(unknown) = %v, want ErrNotFound", err)
 	}
 	after, err := f.store.ListTenants(ctx)
