@@ -239,7 +239,7 @@ func newRevocation(ctx context.Context, cfg *Config, ca *pki.CA, store registry.
 
 func printDevInstructions(ctx context.Context, store registry.Store, cfg *Config, addr, fp string, w io.Writer) error {
 	token, _, err := provision.MintToken(ctx, store, time.Now(), provision.TokenSpec{
-		TTL: 24 * time.Hour, Uses: 1, CreatedBy: "system:dev",
+		TTL: 24 * time.Hour, Uses: 1, Who: provision.SystemActor("dev", ""),
 	})
 	if err != nil {
 		return fmt.Errorf("mint dev token: %w", err)

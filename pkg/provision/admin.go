@@ -195,7 +195,7 @@ func (a *Admin) MintToken(ctx context.Context, who Actor, spec TokenSpec) (strin
 		return "", nil, a.refused(ctx, who, ActionTokenCreate, spec.Tenant,
 			fmt.Errorf("%s may not mint tokens for tenant %q: %w", who, spec.Tenant, ErrForbidden))
 	}
-	spec.CreatedBy, spec.Source = who.String(), who.Source
+	spec.Who = who
 	token, tok, err := MintToken(ctx, a.cfg.Store, a.cfg.Now(), spec)
 	if err != nil {
 		return "", nil, a.refused(ctx, who, ActionTokenCreate, spec.Tenant, err)

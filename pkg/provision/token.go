@@ -48,8 +48,9 @@ type TokenSpec struct {
 	Reinstate bool
 	TTL       time.Duration // zero means 24h
 	Uses      int           // zero means 1
-	CreatedBy string        // audit actor
-	Source    string        // audit source address
+	// Who mints it: recorded as the token's creator and audited. The zero
+	// value means the CA itself (SystemActor).
+	Who Actor
 }
 
 // TokenMinter is what MintToken reads and writes. *sqlstore.Store
@@ -70,6 +71,9 @@ func MintToken(ctx context.Context, store TokenMinter, now time.Time, spec Token
 	}
 	if spec.Uses == 0 {
 		spec.Uses = 1
+	}
+	if spec.Who.Kind == "" {
+		spec.Who = SystemActor("", "")
 	}
 	var errs []error
 	if spec.TTL < 0 || spec.TTL > 365*24*time.Hour {
@@ -105,7 +109,7 @@ func MintToken(ctx context.Context, store TokenMinter, now time.Time, spec Token
 		ExpiresAt: now.Add(spec.TTL).UTC(),
 		UsesLeft:  spec.Uses,
 		Reinstate: spec.Reinstate,
-		CreatedBy: spec.CreatedBy,
+		CreatedBy: spec.Who.String(),
 		CreatedAt: now.UTC(),
 	}
 	detail := fmt.Sprintf("uses=%d expires=%s", t.UsesLeft, t.ExpiresAt.Format(time.RFC3339))
@@ -115,15 +119,7 @@ func MintToken(ctx context.Context, store TokenMinter, now time.Time, spec Token
 	if t.Reinstate {
 		detail += " reinstate=true"
 	}
-	err = store.CreateToken(ctx, t, &registry.AuditEvent{
-		TenantID:   tenant.ID,
-		Actor:      spec.CreatedBy,
-		Action:     "token.create",
-		Target:     t.ID,
-		Result:     registry.ResultOK,
-		Detail:     detail,
-		SourceAddr: spec.Source,
-	})
+	err = store.CreateToken(ctx, t, event(spec.Who, tenant.ID, ActionTokenCreate, t.ID, registry.ResultOK, detail))
 	if err != nil {
 		return "", nil, fmt.Errorf("store token: %w", err)
 	}
