@@ -28,7 +28,9 @@ func (s *Server) routesAdmin(e *echo.Echo) {
 // requireRole admits only an admin holding one of roles, as
 // provision.Admin.Authenticate decides (and audits every refusal). A
 // successful read (GET) is audited too; writes audit their own action in
-// the transaction that makes them.
+// the transaction that makes them, and provision audits what it refuses.
+// A request refused here for its shape (a malformed body or argument) is
+// audited as admin.denied.
 func (s *Server) requireRole(roles ...registry.Role) echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
@@ -41,8 +43,11 @@ func (s *Server) requireRole(roles ...registry.Role) echo.MiddlewareFunc {
 			}
 			c.SetRequest(r.WithContext(context.WithValue(r.Context(), actorKey, who)))
 			err = next(c)
-			if err == nil && r.Method == http.MethodGet {
+			switch {
+			case err == nil && r.Method == http.MethodGet:
 				s.cfg.Admin.Read(r.Context(), who, r.URL.RequestURI())
+			case err != nil && refusedByAPI(err):
+				s.cfg.Admin.Refuse(r.Context(), who, provision.ActionAdminDenied, r.Method+" "+c.Path(), err)
 			}
 			return err
 		}

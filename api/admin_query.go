@@ -34,7 +34,7 @@ func (s *Server) routesAdminQuery(g *echo.Group) {
 
 // badArg is a query or body field that does not decode.
 func badArg(format string, args ...any) error {
-	return fmt.Errorf("%w: %s", provision.ErrInvalidArgument, fmt.Sprintf(format, args...))
+	return &requestError{fmt.Errorf("%w: %s", provision.ErrInvalidArgument, fmt.Sprintf(format, args...))}
 }
 
 func queryLimit(c echo.Context) (int, error) {

@@ -194,7 +194,7 @@ func TestAdminTokensAuth(t *testing.T) {
 			{"another tenant", `{"tenant":"other"}`, http.StatusForbidden, "forbidden"},
 		} {
 			t.Run(tt.name, func(t *testing.T) {
-				before := f.counts()
+				seq, before := f.lastSeq(), f.counts()
 				resp, b, err := f.do(f.newClient(&alice), http.MethodPost, tokensPath, "", "application/json", strings.NewReader(tt.body))
 				if err != nil {
 					t.Fatal(err)
@@ -204,6 +204,17 @@ func TestAdminTokensAuth(t *testing.T) {
 				}
 				if after := f.counts(); after != before {
 					t.Errorf("rows changed: %+v -> %+v", before, after)
+				}
+				// Refused in api (the body) or in provision (the values):
+				// audited either way, exactly once.
+				var denied int
+				for _, ev := range f.auditSince(seq) {
+					if ev.Result == registry.ResultDenied && ev.Actor == "admin:alice" {
+						denied++
+					}
+				}
+				if denied != 1 {
+					t.Errorf("%d denied audit events by admin:alice, want 1", denied)
 				}
 			})
 		}

@@ -32,6 +32,22 @@ type problemError struct {
 
 func (e *problemError) Error() string { return e.title + ": " + e.detail }
 
+// requestError is a request api refused itself, before provision saw it (an
+// unreadable query argument): it maps as the error it wraps.
+type requestError struct{ err error }
+
+func (e *requestError) Error() string { return e.err.Error() }
+func (e *requestError) Unwrap() error { return e.err }
+
+// refusedByAPI reports whether err was made in package api (a malformed
+// request), so provision has not audited it.
+func refusedByAPI(err error) bool {
+	var pe *problemError
+	var re *requestError
+	var mbe *http.MaxBytesError
+	return errors.As(err, &pe) || errors.As(err, &re) || errors.As(err, &mbe)
+}
+
 func problem(status int, slug, title, detail string) error {
 	return &problemError{status: status, slug: slug, title: title, detail: detail}
 }
