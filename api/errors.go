@@ -39,9 +39,19 @@ type requestError struct{ err error }
 func (e *requestError) Error() string { return e.err.Error() }
 func (e *requestError) Unwrap() error { return e.err }
 
+// auditedError is a refusal already audited (Server.refuse).
+type auditedError struct{ err error }
+
+func (e *auditedError) Error() string { return e.err.Error() }
+func (e *auditedError) Unwrap() error { return e.err }
+
 // refusedByAPI reports whether err was made in package api (a malformed
-// request), so provision has not audited it.
+// request) and not audited yet: provision audits its own refusals.
 func refusedByAPI(err error) bool {
+	var ae *auditedError
+	if errors.As(err, &ae) {
+		return false
+	}
 	var pe *problemError
 	var re *requestError
 	var mbe *http.MaxBytesError

@@ -161,5 +161,5 @@ func (s *Server) refuse(c echo.Context, who provision.Actor, action provision.Ac
 		who.Source = c.RealIP()
 	}
 	s.cfg.Admin.Refuse(c.Request().Context(), who, action, target, err)
-	return err
+	return &auditedError{err}
 }
