@@ -30,9 +30,6 @@ func (s *Server) enroll(c echo.Context) error {
 	if err := decodeJSON(c, &req); err != nil {
 		return err
 	}
-	if req.CSR == "" {
-		return problem(http.StatusBadRequest, wire.SlugBadCSR, "Certificate request refused", "the body has no \"csr\"")
-	}
 	res, err := s.cfg.Provision.Enroll(ctx, s.cfg.Attestors.Token, &provision.Request{
 		Credential: token,
 		CSRPEM:     []byte(req.CSR),

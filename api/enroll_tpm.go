@@ -67,9 +67,6 @@ func (s *Server) tpmEnroll(c echo.Context) error {
 	if err := decodeJSON(c, &req); err != nil {
 		return err
 	}
-	if req.CSR == "" {
-		return problem(http.StatusBadRequest, wire.SlugBadCSR, "Certificate request refused", "the body has no \"csr\"")
-	}
 	if s.cfg.Attestors.TPM == nil {
 		return provision.ErrTPMDisabled
 	}

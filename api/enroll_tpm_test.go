@@ -8,6 +8,8 @@ import (
 
 	"devpki/api/client"
 	"devpki/api/wire"
+	"devpki/pkg/provision"
+	"devpki/pkg/tpm/verify"
 )
 
 // TestTPMEnrollDisabledAndMalformed: without TPM configuration the routes
@@ -32,6 +34,21 @@ func TestTPMEnrollDisabledAndMalformed(t *testing.T) {
 	check(err, http.StatusNotFound, wire.SlugTPMDisabled)
 	_, err = c.TPMChallenge(ctx, &wire.TPMChallengeRequest{EKCert: []byte{1}, EKPub: []byte{2}, Serial: "SN1"})
 	check(err, http.StatusBadRequest, "bad-request")
+	// A closed door answers so whatever the body.
 	_, err = c.TPMEnroll(ctx, &wire.TPMEnrollRequest{ChallengeID: "x"})
-	check(err, http.StatusBadRequest, "bad-csr")
+	check(err, http.StatusNotFound, wire.SlugTPMDisabled)
+
+	// With TPM enrollment on, an answer without a CSR is refused before the
+	// challenge is looked at, and audited.
+	on := newFixtureTPM(t, &provision.TPMConfig{Challenger: verify.NewChallenger(verify.Config{})})
+	c, err = client.New(on.url, client.WithRoots(on.ca.Roots()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	seq := on.lastSeq()
+	_, err = c.TPMEnroll(ctx, &wire.TPMEnrollRequest{ChallengeID: "x"})
+	check(err, http.StatusBadRequest, wire.SlugBadCSR)
+	if !hasDenied(on.auditSince(seq), "anonymous") {
+		t.Error("the refused answer left no denied audit event")
+	}
 }
