@@ -338,6 +338,18 @@ func (s *Service) decide(ctx context.Context, adm *Admission, id *identity) (*pl
 			return nil, fmt.Errorf("look up devices of MAC %s: %w", m, err)
 		}
 		for _, d := range holders {
+			if existing == nil && registry.FoldSerial(d.Serial) == registry.FoldSerial(id.serial) {
+				// The serial itself was enrolled since it was looked up (a
+				// concurrent enrollment of the same device): a serial
+				// conflict, not a MAC clone.
+				if adm.EKHash != "" && d.EKHash != adm.EKHash {
+					return nil, &cloneClaim{reason: registry.ReasonSerialOtherEK, serial: id.serial, macs: id.macs, ekHash: adm.EKHash,
+						device: d.ID, deviceTenant: d.TenantID, deviceEK: d.EKHash,
+						msg: fmt.Sprintf("serial %q was just enrolled as device %s with EK %q, this claim has EK %s",
+							id.serial, d.ID, d.EKHash, adm.EKHash)}
+				}
+				return nil, fmt.Errorf("serial %q was just enrolled as device %s: %w", id.serial, d.ID, registry.ErrSerialConflict)
+			}
 			if existing == nil || d.ID != existing.ID {
 				return nil, &cloneClaim{reason: registry.ReasonMACOtherSerial, serial: id.serial, macs: id.macs, ekHash: adm.EKHash,
 					device: d.ID, deviceTenant: d.TenantID, deviceEK: d.EKHash,
