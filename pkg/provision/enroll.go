@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -330,34 +331,41 @@ func (s *Service) decide(ctx context.Context, adm *Admission, id *identity) (*pl
 			}
 		}
 	}
-	for _, m := range id.macs {
-		holders, err := s.cfg.Store.ListDevices(ctx, registry.DeviceFilter{
-			TenantID: id.tenant.ID, MAC: m, Status: registry.DeviceActive, Limit: 10,
-		})
-		if err != nil {
-			return nil, fmt.Errorf("look up devices of MAC %s: %w", m, err)
-		}
-		for _, d := range holders {
-			if existing == nil && registry.FoldSerial(d.Serial) == registry.FoldSerial(id.serial) {
-				// The serial itself was enrolled since it was looked up (a
-				// concurrent enrollment of the same device): a serial
-				// conflict, not a MAC clone.
-				if adm.EKHash != "" && d.EKHash != adm.EKHash {
-					return nil, &cloneClaim{reason: registry.ReasonSerialOtherEK, serial: id.serial, macs: id.macs, ekHash: adm.EKHash,
-						device: d.ID, deviceTenant: d.TenantID, deviceEK: d.EKHash,
-						msg: fmt.Sprintf("serial %q was just enrolled as device %s with EK %q, this claim has EK %s",
-							id.serial, d.ID, d.EKHash, adm.EKHash)}
-				}
-				return nil, fmt.Errorf("serial %q was just enrolled as device %s: %w", id.serial, d.ID, registry.ErrSerialConflict)
-			}
-			if existing == nil || d.ID != existing.ID {
-				return nil, &cloneClaim{reason: registry.ReasonMACOtherSerial, serial: id.serial, macs: id.macs, ekHash: adm.EKHash,
+	holders, err := s.cfg.Store.MACHolders(ctx, id.tenant.ID, id.macs)
+	if err != nil {
+		return nil, fmt.Errorf("look up the devices holding MACs %v: %w", id.macs, err)
+	}
+	for _, d := range holders {
+		if existing == nil && registry.FoldSerial(d.Serial) == registry.FoldSerial(id.serial) {
+			// The serial itself was enrolled since it was looked up (a
+			// concurrent enrollment of the same device): a serial
+			// conflict, not a MAC clone.
+			if adm.EKHash != "" && d.EKHash != adm.EKHash {
+				return nil, &cloneClaim{reason: registry.ReasonSerialOtherEK, serial: id.serial, macs: id.macs, ekHash: adm.EKHash,
 					device: d.ID, deviceTenant: d.TenantID, deviceEK: d.EKHash,
-					msg: fmt.Sprintf("MAC %s belongs to device %s (serial %q), this claim has serial %q", m, d.ID, d.Serial, id.serial)}
+					msg: fmt.Sprintf("serial %q was just enrolled as device %s with EK %q, this claim has EK %s",
+						id.serial, d.ID, d.EKHash, adm.EKHash)}
 			}
+			return nil, fmt.Errorf("serial %q was just enrolled as device %s: %w", id.serial, d.ID, registry.ErrSerialConflict)
+		}
+		if existing == nil || d.ID != existing.ID {
+			return nil, &cloneClaim{reason: registry.ReasonMACOtherSerial, serial: id.serial, macs: id.macs, ekHash: adm.EKHash,
+				device: d.ID, deviceTenant: d.TenantID, deviceEK: d.EKHash,
+				msg: fmt.Sprintf("MAC %s belongs to device %s (serial %q), this claim has serial %q",
+					sharedMAC(d.MACs, id.macs), d.ID, d.Serial, id.serial)}
 		}
 	}
 	return p, nil
+}
+
+// sharedMAC is the first MAC of claimed that held also lists.
+func sharedMAC(held, claimed []string) string {
+	for _, m := range claimed {
+		if slices.Contains(held, m) {
+			return m
+		}
+	}
+	return ""
 }
 
 // lostRace turns the store's refusal of an enrollment that decide had let

@@ -223,15 +223,12 @@ func (s *Store) claimMACs(b *batch, dev *deviceRow, macs []string, reenroll bool
 		}
 	}
 	for _, m := range macs {
-		if _, err := b.exec(sqlFreeMAC, dev.TenantID, m, string(registry.DeviceActive)); err != nil {
-			return fmt.Errorf("sqlstore: enroll: free MAC %s: %w", m, s.translateSQL(err))
-		}
-		_, err := b.exec(sqlClaimMAC, dev.TenantID, m, dev.ID)
-		if isMACConflict(err) {
-			return fmt.Errorf("%w: MAC %s in tenant %s: %v", registry.ErrMACConflict, m, dev.TenantID, err)
-		}
+		res, err := b.exec(sqlClaimMAC, dev.TenantID, m, dev.ID, string(registry.DeviceActive))
 		if err != nil {
 			return fmt.Errorf("sqlstore: enroll: claim MAC %s: %w", m, s.translateSQL(err))
+		}
+		if n, _ := res.RowsAffected(); n != 1 {
+			return fmt.Errorf("%w: MAC %s in tenant %s", registry.ErrMACConflict, m, dev.TenantID)
 		}
 	}
 	return nil

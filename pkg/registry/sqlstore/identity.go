@@ -123,11 +123,3 @@ func migrateMACs(db *gorm.DB) error {
 	}
 	return nil
 }
-
-// isMACConflict tells a violation of device_macs' key from the other
-// errors of an enrollment's writes: both drivers name the table in the
-// message (PostgreSQL: "device_macs_pkey"; SQLite: UNIQUE constraint
-// failed: device_macs.tenant_id, device_macs.mac).
-func isMACConflict(err error) bool {
-	return err != nil && strings.Contains(err.Error(), "device_macs")
-}

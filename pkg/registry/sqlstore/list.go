@@ -54,6 +54,26 @@ func (s *Store) ListDevices(ctx context.Context, f registry.DeviceFilter) ([]*re
 	return out, nil
 }
 
+// MACHolders implements registry.Store with one indexed query: device_macs
+// (primary key tenant_id, mac) joined to the active devices.
+func (s *Store) MACHolders(ctx context.Context, tenantID string, macs []string) ([]*registry.Device, error) {
+	if len(macs) == 0 {
+		return nil, nil
+	}
+	var rows []deviceRow
+	err := s.r.WithContext(ctx).Raw(`SELECT * FROM devices WHERE status = ? AND id IN
+		(SELECT device_id FROM device_macs WHERE tenant_id = ? AND mac IN ?) ORDER BY id`,
+		string(registry.DeviceActive), tenantID, macs).Scan(&rows).Error
+	if err != nil {
+		return nil, fmt.Errorf("sqlstore: devices holding MACs %v: %w", macs, translate(err))
+	}
+	out := make([]*registry.Device, len(rows))
+	for i := range rows {
+		out[i] = rows[i].domain()
+	}
+	return out, nil
+}
+
 // ListCertificates implements registry.Store.
 func (s *Store) ListCertificates(ctx context.Context, f registry.CertFilter) ([]*registry.Certificate, error) {
 	q := s.r.WithContext(ctx).Model(&certificateRow{})

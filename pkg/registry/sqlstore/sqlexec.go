@@ -25,7 +25,7 @@ var hotStatements = []string{
 	"RELEASE SAVEPOINT op",
 	"ROLLBACK TO SAVEPOINT op",
 	sqlReadHead, sqlReadHeadLocked, sqlWriteHead, sqlInsertAudit,
-	sqlReadToken, sqlInsertDevice, sqlSpendToken, sqlInsertCertificate, sqlFreeMAC, sqlClaimMAC,
+	sqlReadToken, sqlInsertDevice, sqlSpendToken, sqlInsertCertificate, sqlClaimMAC,
 	sqlReadRenewedCert, sqlReadRenewingDevice, sqlSupersede, sqlTouchRenewedDevice,
 }
 
@@ -100,10 +100,11 @@ const (
 	// The conditional spend is registry.Token.Spendable in SQL.
 	sqlSpendToken = `UPDATE tokens SET uses_left = uses_left - 1
 		WHERE hash = ? AND tenant_id = ? AND uses_left > 0 AND expires_at > ?`
-	// A MAC held by a device that is no longer active is free to claim.
-	sqlFreeMAC = `DELETE FROM device_macs WHERE tenant_id = ? AND mac = ?
-		AND EXISTS (SELECT 1 FROM devices d WHERE d.id = device_macs.device_id AND d.status <> ?)`
-	sqlClaimMAC       = "INSERT INTO device_macs (tenant_id, mac, device_id) VALUES (?, ?, ?)"
+	// Claim a MAC: a new one, or one held by a device that is no longer
+	// active; a MAC of an active device changes nothing (no row affected).
+	sqlClaimMAC = `INSERT INTO device_macs (tenant_id, mac, device_id) VALUES (?, ?, ?)
+		ON CONFLICT (tenant_id, mac) DO UPDATE SET device_id = excluded.device_id
+		WHERE NOT EXISTS (SELECT 1 FROM devices d WHERE d.id = device_macs.device_id AND d.status = ?)`
 	sqlDropDeviceMACs = "DELETE FROM device_macs WHERE device_id = ?"
 	sqlReplaceDevice  = `UPDATE devices SET serial = ?, serial_folded = ?, macs = ?, method = ?, ek_hash = ?, ak_pub = ?, status = ?,
 		updated_at = ? WHERE id = ? AND tenant_id = ? AND serial_folded = ? AND status = ? AND ek_hash = ?`

@@ -25,6 +25,27 @@ func testMACUnique(t *testing.T, s registry.Store) {
 	if err := s.Enroll(ctx, holder); err != nil {
 		t.Fatal(err)
 	}
+	holders := func(tenantID string, macs ...string) []string {
+		t.Helper()
+		ds, err := s.MACHolders(ctx, tenantID, macs)
+		if err != nil {
+			t.Fatalf("MACHolders(%s, %v): %v", tenantID, macs, err)
+		}
+		ids := make([]string, len(ds))
+		for i, d := range ds {
+			ids[i] = d.ID
+		}
+		return ids
+	}
+	if got := holders(registry.DefaultTenant, "02000000cafe", mac, "02000000bee1"); len(got) != 1 || got[0] != holder.Device.ID {
+		t.Errorf("MACHolders = %v, want only %s (once, though it holds two of the MACs)", got, holder.Device.ID)
+	}
+	if got := holders(other.ID, mac); len(got) != 0 {
+		t.Errorf("MACHolders in another tenant = %v, want none", got)
+	}
+	if got := holders(registry.DefaultTenant); len(got) != 0 {
+		t.Errorf("MACHolders of no MAC = %v, want none", got)
+	}
 	tok := mkToken(t, s, registry.DefaultTenant, "", 1, future())
 	clone := withMACs(registry.DefaultTenant, "MAC-2", "02000000cafe", mac)
 	clone.TokenHash = tok.Hash
@@ -61,9 +82,15 @@ func testMACUnique(t *testing.T, s registry.Store) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+	if got := holders(registry.DefaultTenant, mac); len(got) != 0 {
+		t.Errorf("MACHolders of a revoked device's MAC = %v, want none (only active devices hold MACs)", got)
+	}
 	again := withMACs(registry.DefaultTenant, "MAC-2", mac)
 	if err := s.Enroll(ctx, again); err != nil {
 		t.Fatalf("the MAC of a revoked device: %v", err)
+	}
+	if got := holders(registry.DefaultTenant, mac); len(got) != 1 || got[0] != again.Device.ID {
+		t.Errorf("MACHolders after the MAC moved = %v, want only %s", got, again.Device.ID)
 	}
 	if got, err := s.ListDevices(ctx, registry.DeviceFilter{TenantID: registry.DefaultTenant, MAC: mac, Status: registry.DeviceActive}); err != nil ||
 		len(got) != 1 || got[0].ID != again.Device.ID {
