@@ -286,12 +286,17 @@ func (s *Service) identity(ctx context.Context, adm *Admission, serial string, m
 // or a MAC that belongs to another device is a clone suspect.
 func (s *Service) decide(ctx context.Context, adm *Admission, id *identity) (*plan, error) {
 	p := &plan{}
-	existing, err := s.cfg.Store.GetDeviceBySerial(ctx, id.tenant.ID, id.serial)
-	switch {
-	case errors.Is(err, registry.ErrNotFound):
-		existing = nil
-	case err != nil:
-		return nil, fmt.Errorf("look up device %q: %w", id.serial, err)
+	// One read: the device with this serial, and the active devices that
+	// hold any of the claimed MACs.
+	holders, err := s.cfg.Store.IdentityHolders(ctx, id.tenant.ID, id.serial, id.macs)
+	if err != nil {
+		return nil, fmt.Errorf("look up the devices holding serial %q or MACs %v: %w", id.serial, id.macs, err)
+	}
+	var existing *registry.Device
+	for _, d := range holders {
+		if registry.FoldSerial(d.Serial) == registry.FoldSerial(id.serial) {
+			existing = d
+		}
 	}
 	if existing != nil {
 		id.deviceID = existing.ID
@@ -331,22 +336,9 @@ func (s *Service) decide(ctx context.Context, adm *Admission, id *identity) (*pl
 			}
 		}
 	}
-	holders, err := s.cfg.Store.MACHolders(ctx, id.tenant.ID, id.macs)
-	if err != nil {
-		return nil, fmt.Errorf("look up the devices holding MACs %v: %w", id.macs, err)
-	}
 	for _, d := range holders {
-		if existing == nil && registry.FoldSerial(d.Serial) == registry.FoldSerial(id.serial) {
-			// The serial itself was enrolled since it was looked up (a
-			// concurrent enrollment of the same device): a serial
-			// conflict, not a MAC clone.
-			if adm.EKHash != "" && d.EKHash != adm.EKHash {
-				return nil, &cloneClaim{reason: registry.ReasonSerialOtherEK, serial: id.serial, macs: id.macs, ekHash: adm.EKHash,
-					device: d.ID, deviceTenant: d.TenantID, deviceEK: d.EKHash,
-					msg: fmt.Sprintf("serial %q was just enrolled as device %s with EK %q, this claim has EK %s",
-						id.serial, d.ID, d.EKHash, adm.EKHash)}
-			}
-			return nil, fmt.Errorf("serial %q was just enrolled as device %s: %w", id.serial, d.ID, registry.ErrSerialConflict)
+		if d.Status != registry.DeviceActive || !sharesMAC(d.MACs, id.macs) {
+			continue
 		}
 		if existing == nil || d.ID != existing.ID {
 			return nil, &cloneClaim{reason: registry.ReasonMACOtherSerial, serial: id.serial, macs: id.macs, ekHash: adm.EKHash,
@@ -357,6 +349,9 @@ func (s *Service) decide(ctx context.Context, adm *Admission, id *identity) (*pl
 	}
 	return p, nil
 }
+
+// sharesMAC reports whether held and claimed have a MAC in common.
+func sharesMAC(held, claimed []string) bool { return sharedMAC(held, claimed) != "" }
 
 // sharedMAC is the first MAC of claimed that held also lists.
 func sharedMAC(held, claimed []string) string {

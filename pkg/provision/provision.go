@@ -40,7 +40,7 @@ type EnrollStore interface {
 	GetDevice(ctx context.Context, id string) (*registry.Device, error)
 	GetDeviceBySerial(ctx context.Context, tenantID, serial string) (*registry.Device, error)
 	ListDevices(ctx context.Context, f registry.DeviceFilter) ([]*registry.Device, error)
-	MACHolders(ctx context.Context, tenantID string, macs []string) ([]*registry.Device, error)
+	IdentityHolders(ctx context.Context, tenantID, serial string, macs []string) ([]*registry.Device, error)
 	GetCertificate(ctx context.Context, serial string) (*registry.Certificate, error)
 	ListDeviceCertificates(ctx context.Context, deviceID string) ([]*registry.Certificate, error)
 	GetReplacement(ctx context.Context, serial string) (*registry.Certificate, error)

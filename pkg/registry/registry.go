@@ -391,10 +391,12 @@ type Store interface {
 	GetDevice(ctx context.Context, id string) (*Device, error)
 	// ListDevices returns one page of devices matching f.
 	ListDevices(ctx context.Context, f DeviceFilter) ([]*Device, error)
-	// MACHolders returns the active devices of the tenant that hold any of
-	// macs (12 lowercase hex digits each), by the MAC index the enrollment
-	// transaction maintains: a point lookup per MAC, not a scan.
-	MACHolders(ctx context.Context, tenantID string, macs []string) ([]*Device, error)
+	// IdentityHolders returns, each once, the devices of the tenant that
+	// hold an identity a new claim names: the device with serial (compared
+	// folded, whatever its status) and the active devices that hold any of
+	// macs (12 lowercase hex digits each, by the MAC index the enrollment
+	// transaction maintains). Point lookups in one query, never a scan.
+	IdentityHolders(ctx context.Context, tenantID, serial string, macs []string) ([]*Device, error)
 	// ListCertificates returns one page of certificates matching f.
 	ListCertificates(ctx context.Context, f CertFilter) ([]*Certificate, error)
 	// GetDeviceBySerial returns the device of the tenant whose serial folds

@@ -54,18 +54,20 @@ func (s *Store) ListDevices(ctx context.Context, f registry.DeviceFilter) ([]*re
 	return out, nil
 }
 
-// MACHolders implements registry.Store with one indexed query: device_macs
-// (primary key tenant_id, mac) joined to the active devices.
-func (s *Store) MACHolders(ctx context.Context, tenantID string, macs []string) ([]*registry.Device, error) {
-	if len(macs) == 0 {
-		return nil, nil
+// IdentityHolders implements registry.Store with one query of two indexed
+// lookups: the (tenant_id, serial_folded) index, and device_macs (primary
+// key tenant_id, mac) joined to the active devices.
+func (s *Store) IdentityHolders(ctx context.Context, tenantID, serial string, macs []string) ([]*registry.Device, error) {
+	q := `SELECT * FROM devices WHERE tenant_id = ? AND serial_folded = ?`
+	args := []any{tenantID, registry.FoldSerial(serial)}
+	if len(macs) > 0 {
+		q += ` UNION SELECT * FROM devices WHERE status = ? AND id IN
+			(SELECT device_id FROM device_macs WHERE tenant_id = ? AND mac IN ?)`
+		args = append(args, string(registry.DeviceActive), tenantID, macs)
 	}
 	var rows []deviceRow
-	err := s.r.WithContext(ctx).Raw(`SELECT * FROM devices WHERE status = ? AND id IN
-		(SELECT device_id FROM device_macs WHERE tenant_id = ? AND mac IN ?) ORDER BY id`,
-		string(registry.DeviceActive), tenantID, macs).Scan(&rows).Error
-	if err != nil {
-		return nil, fmt.Errorf("sqlstore: devices holding MACs %v: %w", macs, translate(err))
+	if err := s.r.WithContext(ctx).Raw(q+` ORDER BY id`, args...).Scan(&rows).Error; err != nil {
+		return nil, fmt.Errorf("sqlstore: devices holding serial %q or MACs %v: %w", serial, macs, translate(err))
 	}
 	out := make([]*registry.Device, len(rows))
 	for i := range rows {

@@ -27,9 +27,9 @@ func testMACUnique(t *testing.T, s registry.Store) {
 	}
 	holders := func(tenantID string, macs ...string) []string {
 		t.Helper()
-		ds, err := s.MACHolders(ctx, tenantID, macs)
+		ds, err := s.IdentityHolders(ctx, tenantID, "NO-SUCH-SERIAL", macs)
 		if err != nil {
-			t.Fatalf("MACHolders(%s, %v): %v", tenantID, macs, err)
+			t.Fatalf("IdentityHolders(%s, %v): %v", tenantID, macs, err)
 		}
 		ids := make([]string, len(ds))
 		for i, d := range ds {
@@ -38,13 +38,21 @@ func testMACUnique(t *testing.T, s registry.Store) {
 		return ids
 	}
 	if got := holders(registry.DefaultTenant, "02000000cafe", mac, "02000000bee1"); len(got) != 1 || got[0] != holder.Device.ID {
-		t.Errorf("MACHolders = %v, want only %s (once, though it holds two of the MACs)", got, holder.Device.ID)
+		t.Errorf("IdentityHolders = %v, want only %s (once, though it holds two of the MACs)", got, holder.Device.ID)
 	}
 	if got := holders(other.ID, mac); len(got) != 0 {
-		t.Errorf("MACHolders in another tenant = %v, want none", got)
+		t.Errorf("IdentityHolders in another tenant = %v, want none", got)
 	}
 	if got := holders(registry.DefaultTenant); len(got) != 0 {
-		t.Errorf("MACHolders of no MAC = %v, want none", got)
+		t.Errorf("IdentityHolders of no MAC = %v, want none", got)
+	}
+	// The serial (in any case) and a MAC of the same device: the device once.
+	if ds, err := s.IdentityHolders(ctx, registry.DefaultTenant, "mac-1", []string{mac}); err != nil || len(ds) != 1 ||
+		ds[0].ID != holder.Device.ID || ds[0].Serial != "MAC-1" {
+		t.Errorf("IdentityHolders(mac-1, its MAC) = %+v, %v; want %s once", ds, err, holder.Device.ID)
+	}
+	if ds, err := s.IdentityHolders(ctx, other.ID, "MAC-1", nil); err != nil || len(ds) != 0 {
+		t.Errorf("IdentityHolders of a serial in another tenant = %+v, %v; want none", ds, err)
 	}
 	tok := mkToken(t, s, registry.DefaultTenant, "", 1, future())
 	clone := withMACs(registry.DefaultTenant, "MAC-2", "02000000cafe", mac)
@@ -83,14 +91,14 @@ func testMACUnique(t *testing.T, s registry.Store) {
 		t.Fatal(err)
 	}
 	if got := holders(registry.DefaultTenant, mac); len(got) != 0 {
-		t.Errorf("MACHolders of a revoked device's MAC = %v, want none (only active devices hold MACs)", got)
+		t.Errorf("IdentityHolders of a revoked device's MAC = %v, want none (only active devices hold MACs)", got)
 	}
 	again := withMACs(registry.DefaultTenant, "MAC-2", mac)
 	if err := s.Enroll(ctx, again); err != nil {
 		t.Fatalf("the MAC of a revoked device: %v", err)
 	}
 	if got := holders(registry.DefaultTenant, mac); len(got) != 1 || got[0] != again.Device.ID {
-		t.Errorf("MACHolders after the MAC moved = %v, want only %s", got, again.Device.ID)
+		t.Errorf("IdentityHolders after the MAC moved = %v, want only %s", got, again.Device.ID)
 	}
 	if got, err := s.ListDevices(ctx, registry.DeviceFilter{TenantID: registry.DefaultTenant, MAC: mac, Status: registry.DeviceActive}); err != nil ||
 		len(got) != 1 || got[0].ID != again.Device.ID {
