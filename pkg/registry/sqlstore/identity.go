@@ -15,6 +15,9 @@ import (
 const (
 	sqlIndexSerialFolded = `CREATE UNIQUE INDEX IF NOT EXISTS ux_devices_tenant_serial_folded
 		ON devices (tenant_id, serial_folded)`
+	// The exact-serial index of older registries: implied by the folded
+	// one, and one more b-tree to write per enrollment.
+	sqlDropIndexSerial = `DROP INDEX IF EXISTS ux_devices_tenant_serial`
 	sqlDuplicateFolded = `SELECT tenant_id, serial_folded FROM devices GROUP BY tenant_id, serial_folded
 		HAVING COUNT(*) > 1 ORDER BY tenant_id, serial_folded LIMIT 10`
 )
@@ -71,6 +74,9 @@ func migrateIdentity(db *gorm.DB) error {
 	}
 	if err := db.Exec(sqlIndexSerialFolded).Error; err != nil {
 		return fmt.Errorf("sqlstore: migrate devices folded serial index: %w", err)
+	}
+	if err := db.Exec(sqlDropIndexSerial).Error; err != nil {
+		return fmt.Errorf("sqlstore: migrate: drop the exact-serial index: %w", err)
 	}
 	return migrateMACs(db)
 }

@@ -21,11 +21,12 @@ func (tenantRow) TableName() string { return "tenants" }
 
 type deviceRow struct {
 	ID       string     `gorm:"primaryKey;size:128"`
-	TenantID string     `gorm:"size:128;not null;uniqueIndex:ux_devices_tenant_serial,priority:1"`
+	TenantID string     `gorm:"size:128;not null"`
 	Tenant   *tenantRow `gorm:"foreignKey:TenantID;references:ID;constraint:OnUpdate:RESTRICT,OnDelete:RESTRICT"`
-	Serial   string     `gorm:"size:256;not null;uniqueIndex:ux_devices_tenant_serial,priority:2"`
+	Serial   string     `gorm:"size:256;not null"`
 	// SerialFolded is registry.FoldSerial(Serial), unique per tenant
-	// (ux_devices_tenant_serial_folded, made by migrateIdentity).
+	// (ux_devices_tenant_serial_folded, made by migrateIdentity; it also
+	// serves every lookup by tenant).
 	SerialFolded string `gorm:"size:256;not null;default:''"`
 	MACs         string `gorm:"column:macs;not null"` // JSON array of strings
 	Status       string `gorm:"size:32;not null"`
