@@ -31,9 +31,6 @@ func (s *Server) tpmChallenge(c echo.Context) error {
 	if err := decodeJSON(c, &req); err != nil {
 		return err
 	}
-	if len(req.EKCert) > 0 && len(req.EKPub) > 0 {
-		return problem(http.StatusBadRequest, wire.SlugBadRequest, "Invalid argument", "send \"ek_cert\" or \"ek_pub\", not both")
-	}
 	ch, err := s.cfg.Provision.TPMChallenge(c.Request().Context(), &provision.TPMChallengeRequest{
 		EKCertDER: req.EKCert,
 		EKPubDER:  req.EKPub,
