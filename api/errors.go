@@ -77,7 +77,7 @@ func classify(err error) (status int, slug, title string, public bool) {
 	case errors.As(err, &mbe):
 		return http.StatusRequestEntityTooLarge, wire.SlugPayloadTooLarge, "Request body too large", true
 	case errors.Is(err, provision.ErrUnauthenticated):
-		return http.StatusUnauthorized, wire.SlugUnauthorized, "Client certificate required", true
+		return http.StatusUnauthorized, wire.SlugUnauthorized, "Credential required", true
 	case errors.Is(err, provision.ErrForbidden):
 		return http.StatusForbidden, wire.SlugForbidden, "Forbidden", true
 	case errors.As(err, &ire):
@@ -86,8 +86,6 @@ func classify(err error) (status int, slug, title string, public bool) {
 		return http.StatusForbidden, wire.SlugCloneSuspect, "Held for an admin: possible clone", true
 	case errors.Is(err, provision.ErrDeviceRevoked):
 		return http.StatusConflict, wire.SlugDeviceRevoked, "Device revoked by an administrator", true
-	case errors.Is(err, provision.ErrUnauthenticated):
-		return http.StatusUnauthorized, wire.SlugUnauthorized, "Credential required", true
 	case errors.Is(err, provision.ErrTPMRequired):
 		return http.StatusForbidden, wire.SlugTPMRequired, "TPM attestation required", true
 	case errors.Is(err, provision.ErrTPMCertifyRequired):
