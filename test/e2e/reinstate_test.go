@@ -96,3 +96,49 @@ func TestReinstateEndToEnd(t *testing.T) {
 	}
 	ca.auditVerify(t)
 }
+
+// TestRevokedStaysRevokedEndToEnd: after an admin revokes a device, a plain
+// token bound to its serial is refused with 409 device-revoked by the real
+// binaries and stays unspent; a token minted with --reinstate brings the
+// device back under its own id, audited as a reinstatement.
+func TestRevokedStaysRevokedEndToEnd(t *testing.T) {
+	t.Parallel()
+	ca := initCA(t)
+	srv := ca.serve(t)
+	db := ca.openSQL(t)
+	admin := []string{"--config", ca.Config, "--ca", srv.URL}
+
+	const serial = "E2E-REVOKED-1"
+	id := ca.enrollOK(t, srv, ca.mintToken(t, srv).Token, filepath.Join(t.TempDir(), "first"), serial)
+	mustRun(t, nil, caBin, append([]string{"devices", "revoke", id, "--reason", "keyCompromise"}, admin...)...)
+
+	plain := ca.mintToken(t, srv, "--serial", serial)
+	res := run(t, nil, enrollBin, enrollArgs(srv, ca.Fingerprint, plain.Token, filepath.Join(t.TempDir(), "plain"), serial, "--tpm", "none")...)
+	if res.code == 0 || !strings.Contains(res.stderr, "409") || !strings.Contains(res.stderr, "device-revoked") {
+		t.Fatalf("enroll of a revoked device with a serial-bound token: want a 409 device-revoked refusal, got %s", res)
+	}
+	if n := usesLeft(t, db, plain.ID); n != 1 {
+		t.Errorf("the refused token has %d uses left, want 1 (nothing spent)", n)
+	}
+
+	// Without a serial the reinstate flag is refused (by the CLI, before asking the CA).
+	if res := run(t, nil, caBin, append([]string{"token", "create", "--reinstate"}, admin...)...); res.code == 0 {
+		t.Errorf("token create --reinstate without --serial: want a refusal, got %s", res)
+	}
+	back := ca.mintToken(t, srv, "--serial", serial, "--reinstate")
+	id2 := ca.enrollOK(t, srv, back.Token, filepath.Join(t.TempDir(), "back"), serial)
+	if id2 != id {
+		t.Errorf("reinstated device id %q, want the original %q", id2, id)
+	}
+	if n := usesLeft(t, db, back.ID); n != 0 {
+		t.Errorf("the reinstate token has %d uses left after enrolling, want 0", n)
+	}
+	var n int
+	if err := db.QueryRow(`SELECT count(*) FROM audit_events WHERE action = 'device.reinstate' AND target = ? AND result = 'ok'`, id).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 {
+		t.Errorf("%d device.reinstate audit events for %s, want 1", n, id)
+	}
+	ca.auditVerify(t)
+}
