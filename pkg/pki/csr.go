@@ -45,7 +45,7 @@ func NewDeviceCSR(signer crypto.Signer, serial string, macs []string) ([]byte, e
 	if err := ValidateSerial(serial); err != nil {
 		return nil, fmt.Errorf("new device CSR: %w", err)
 	}
-	norm, err := normalizeMACs(macs)
+	norm, err := NormalizeMACs(macs)
 	if err != nil {
 		return nil, fmt.Errorf("new device CSR: %w", err)
 	}
@@ -66,7 +66,10 @@ func NewDeviceCSR(signer crypto.Signer, serial string, macs []string) ([]byte, e
 	return der, nil
 }
 
-func normalizeMACs(macs []string) ([]string, error) {
+// NormalizeMACs normalizes every MAC (NormalizeMAC) and drops repeats,
+// keeping the first occurrence's order. The first bad MAC is the error
+// (wrapping ErrBadMAC).
+func NormalizeMACs(macs []string) ([]string, error) {
 	out := make([]string, 0, len(macs))
 outer:
 	for _, m := range macs {

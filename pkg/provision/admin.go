@@ -268,7 +268,7 @@ func (a *Admin) ReinstateDevice(ctx context.Context, who Actor, id string) (*reg
 // claim is ErrNotFound; a claim no longer held is registry.ErrClaimNotHeld,
 // saying who closed it.
 func (a *Admin) DismissQuarantine(ctx context.Context, who Actor, id string) (*registry.Quarantine, error) {
-	q, err := a.claim(ctx, who, id)
+	q, err := scopedClaim(ctx, a.cfg.Store, who, id)
 	if err != nil {
 		return nil, a.refused(ctx, who, ActionQuarantineDismiss, id, err)
 	}
@@ -290,12 +290,8 @@ func (a *Admin) DismissQuarantine(ctx context.Context, who Actor, id string) (*r
 	return d, nil
 }
 
-// claim returns held claim id if who may act on it; another tenant's claim
+// scopedClaim returns claim id if who may act on it; another tenant's claim
 // is ErrNotFound, as an unknown one.
-func (a *Admin) claim(ctx context.Context, who Actor, id string) (*registry.Quarantine, error) {
-	return scopedClaim(ctx, a.cfg.Store, who, id)
-}
-
 func scopedClaim(ctx context.Context, st interface {
 	GetQuarantine(ctx context.Context, id string) (*registry.Quarantine, error)
 }, who Actor, id string) (*registry.Quarantine, error) {

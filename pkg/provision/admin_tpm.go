@@ -91,13 +91,9 @@ func preregistration(spec PreregisterSpec) (*registry.Preregistration, error) {
 	if err := pki.ValidateSerial(spec.Serial); err != nil {
 		return nil, fmt.Errorf("%w: serial %q: %w", ErrInvalidArgument, spec.Serial, err)
 	}
-	macs := make([]string, 0, len(spec.MACs))
-	for _, m := range spec.MACs {
-		n, err := pki.NormalizeMAC(m)
-		if err != nil {
-			return nil, fmt.Errorf("%w: mac %q: %w", ErrInvalidArgument, m, err)
-		}
-		macs = append(macs, n)
+	macs, err := pki.NormalizeMACs(spec.MACs)
+	if err != nil {
+		return nil, fmt.Errorf("%w: mac: %w", ErrInvalidArgument, err)
 	}
 	pub, err := ParseEKPub(spec.EKPub)
 	if err != nil {

@@ -84,10 +84,13 @@ func (s *Service) findConflict(ctx context.Context, tenantID string, cc *cloneCl
 			cc.device, cc.deviceTenant, cc.deviceEK = ds[0].ID, ds[0].TenantID, ds[0].EKHash
 		}
 	case registry.ReasonMACOtherSerial:
-		for _, m := range cc.macs {
-			ds, err := s.cfg.Store.ListDevices(ctx, registry.DeviceFilter{TenantID: tenantID, MAC: m, Status: registry.DeviceActive, Limit: 1})
-			if err == nil && len(ds) == 1 {
-				cc.device, cc.deviceTenant, cc.deviceEK = ds[0].ID, ds[0].TenantID, ds[0].EKHash
+		ds, err := s.cfg.Store.IdentityHolders(ctx, tenantID, cc.serial, cc.macs)
+		if err != nil {
+			return
+		}
+		for _, d := range ds {
+			if d.Status == registry.DeviceActive && !registry.SameSerial(d.Serial, cc.serial) && sharesMAC(d.MACs, cc.macs) {
+				cc.device, cc.deviceTenant, cc.deviceEK = d.ID, d.TenantID, d.EKHash
 				return
 			}
 		}

@@ -255,7 +255,7 @@ func (s *Service) enroll(ctx context.Context, adm *Admission, req *Request) (*Re
 // returns the canonical identity in the admitted tenant.
 func (s *Service) identity(ctx context.Context, adm *Admission, serial string, macs []string) (*identity, error) {
 	id := &identity{serial: serial, macs: macs}
-	if adm.BoundSerial != "" && registry.FoldSerial(adm.BoundSerial) != registry.FoldSerial(serial) {
+	if adm.BoundSerial != "" && !registry.SameSerial(adm.BoundSerial, serial) {
 		if adm.BoundBy == "challenge" {
 			return id, fmt.Errorf("%w: the CSR names serial %q, the challenge %q", pki.ErrBadCSR, serial, adm.BoundSerial)
 		}
@@ -294,7 +294,7 @@ func (s *Service) decide(ctx context.Context, adm *Admission, id *identity) (*pl
 	}
 	var existing *registry.Device
 	for _, d := range holders {
-		if registry.FoldSerial(d.Serial) == registry.FoldSerial(id.serial) {
+		if registry.SameSerial(d.Serial, id.serial) {
 			existing = d
 		}
 	}

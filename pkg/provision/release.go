@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 
 	"devpki/pkg/registry"
 )
@@ -99,7 +98,7 @@ func releaseDecision(q *registry.Quarantine, d *registry.Device) (*registry.Rele
 	switch q.Reason {
 	case registry.ReasonSerialOtherEK:
 		switch {
-		case !sameSerial(d.Serial, q.Serial):
+		case !registry.SameSerial(d.Serial, q.Serial):
 			return nil, "", fmt.Errorf("%w: device %s has serial %q, the claim %q", registry.ErrClaimStale, d.ID, d.Serial, q.Serial)
 		case d.EKHash == q.EKHash:
 			return nil, "", fmt.Errorf("%w: device %s is already bound to the claim's EK %s", registry.ErrClaimStale, d.ID, q.EKHash)
@@ -117,7 +116,7 @@ func releaseDecision(q *registry.Quarantine, d *registry.Device) (*registry.Rele
 		case d.EKHash != q.EKHash:
 			return nil, "", fmt.Errorf("%w: device %s is no longer bound to the claim's EK %s (now %q)",
 				registry.ErrClaimStale, d.ID, q.EKHash, d.EKHash)
-		case sameSerial(d.Serial, q.Serial):
+		case registry.SameSerial(d.Serial, q.Serial):
 			return nil, "", fmt.Errorf("%w: device %s already has the claim's serial %q", registry.ErrClaimStale, d.ID, q.Serial)
 		}
 		w.EKHash, w.Status, w.ClearAK = "", registry.DeviceRevoked, true
@@ -130,7 +129,7 @@ func releaseDecision(q *registry.Quarantine, d *registry.Device) (*registry.Rele
 		case shared < 0:
 			return nil, "", fmt.Errorf("%w: device %s no longer has any of the claim's MACs %v (now %v)",
 				registry.ErrClaimStale, d.ID, q.MACs, d.MACs)
-		case sameSerial(d.Serial, q.Serial):
+		case registry.SameSerial(d.Serial, q.Serial):
 			return nil, "", fmt.Errorf("%w: device %s already has the claim's serial %q", registry.ErrClaimStale, d.ID, q.Serial)
 		}
 		// D keeps its EK and AK: its TPM is not the claimant's.
@@ -141,7 +140,3 @@ func releaseDecision(q *registry.Quarantine, d *registry.Device) (*registry.Rele
 	}
 	return w, detail, nil
 }
-
-// sameSerial: serials are one identity compared case-insensitively
-// within a tenant.
-func sameSerial(a, b string) bool { return strings.EqualFold(a, b) }

@@ -115,7 +115,7 @@ func (s *Service) renew(ctx context.Context, req *RenewRequest) (*Result, string
 		if err != nil {
 			return nil, dev.ID, err
 		}
-		if registry.FoldSerial(claims.Serial) != registry.FoldSerial(dev.Serial) || !sameMACs(claims.MACs, dev.MACs) {
+		if !registry.SameSerial(claims.Serial, dev.Serial) || !sameMACs(claims.MACs, dev.MACs) {
 			return nil, dev.ID, fmt.Errorf("%w: the CSR names serial %q MACs %v, the device is %q %v",
 				pki.ErrBadCSR, claims.Serial, claims.MACs, dev.Serial, dev.MACs)
 		}

@@ -132,16 +132,11 @@ func (s *Service) tpmChallenge(ctx context.Context, req *TPMChallengeRequest, ad
 	if err := pki.ValidateSerial(req.Serial); err != nil {
 		return nil, fmt.Errorf("%w: serial: %w", ErrInvalidArgument, err)
 	}
-	macs := make([]string, 0, len(req.MACs))
-	for _, m := range req.MACs {
-		n, err := pki.NormalizeMAC(m)
-		if err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrInvalidArgument, err)
-		}
-		macs = append(macs, n)
+	macs, err := pki.NormalizeMACs(req.MACs)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidArgument, err)
 	}
 	var tenant *registry.Tenant
-	var err error
 	if adm.TokenHash != nil {
 		tenant, err = s.tenant(ctx, adm.TenantID)
 	} else if tenant, err = s.tpmTenant(ctx); err == nil {
@@ -307,7 +302,7 @@ func (s *Service) preregistered(ctx context.Context, pub crypto.PublicKey, seria
 		return nil, fmt.Errorf("%w: EK %s has no certificate and is not pre-registered", verify.ErrEKUntrusted, h)
 	case err != nil:
 		return nil, fmt.Errorf("look up pre-registration of EK %s: %w", h, err)
-	case p.Serial != serial:
+	case !registry.SameSerial(p.Serial, serial):
 		return nil, fmt.Errorf("%w: EK %s is pre-registered for serial %q, not %q", verify.ErrEKUntrusted, h, p.Serial, serial)
 	case len(p.MACs) > 0 && !sameMACs(p.MACs, macs):
 		return nil, fmt.Errorf("%w: EK %s is pre-registered with MACs %v, not %v", verify.ErrEKUntrusted, h, p.MACs, macs)

@@ -75,6 +75,10 @@ func FoldSerial(serial string) string {
 	return serial
 }
 
+// SameSerial reports whether a and b name the same device serial: their
+// folds are equal (FoldSerial).
+func SameSerial(a, b string) bool { return FoldSerial(a) == FoldSerial(b) }
+
 // Tenant is an isolated fleet. The zero RequireTPM lets devices enroll with
 // software keys.
 type Tenant struct {

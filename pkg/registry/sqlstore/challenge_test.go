@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -26,19 +25,7 @@ func TestTPMChallengeAcrossStores(t *testing.T) {
 		raceChallenges(t, a, b)
 	})
 	t.Run("postgres", func(t *testing.T) {
-		a := newPostgres(t)
-		if strings.Contains(pgDSN(t), "://") {
-			t.Skip("needs a key=value DSN")
-		}
-		var schema string
-		if err := a.r.Raw("SELECT current_schema()").Scan(&schema).Error; err != nil {
-			t.Fatal(err)
-		}
-		b, err := Open(context.Background(), Options{Driver: DriverPostgres, DSN: pgDSN(t) + " search_path=" + schema})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer b.Close()
+		a, b := newPostgresPair(t)
 		raceChallenges(t, a, b)
 	})
 }

@@ -88,7 +88,7 @@ func checkEnrollment(e *registry.Enrollment) error {
 	case e.Certificate.DeviceID != "" && e.Certificate.DeviceID != e.Device.ID:
 		return fmt.Errorf("sqlstore: enroll: certificate is for device %q, not %q", e.Certificate.DeviceID, e.Device.ID)
 	case e.Replace != nil && (e.Replace.ID != e.Device.ID || e.Replace.TenantID != e.Device.TenantID ||
-		registry.FoldSerial(e.Replace.Serial) != registry.FoldSerial(e.Device.Serial)):
+		!registry.SameSerial(e.Replace.Serial, e.Device.Serial)):
 		return fmt.Errorf("sqlstore: enroll: device %s/%s/%q does not re-enroll device %s/%s/%q",
 			e.Device.ID, e.Device.TenantID, e.Device.Serial, e.Replace.ID, e.Replace.TenantID, e.Replace.Serial)
 	case e.TokenHash != nil && len(e.TokenHash) == 0:

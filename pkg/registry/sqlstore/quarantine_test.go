@@ -69,19 +69,7 @@ func (s *Store) indexCount(t *testing.T, name string) int {
 // EK under two serials at once, in separate transactions; the EK index lets
 // exactly one commit.
 func TestPostgresReplicasEKRace(t *testing.T) {
-	a := newPostgres(t)
-	if strings.Contains(pgDSN(t), "://") {
-		t.Skip("replica test needs a key=value DSN")
-	}
-	var schema string
-	if err := a.r.Raw("SELECT current_schema()").Scan(&schema).Error; err != nil {
-		t.Fatal(err)
-	}
-	b, err := Open(context.Background(), Options{Driver: DriverPostgres, DSN: pgDSN(t) + " search_path=" + schema})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	a, b := newPostgresPair(t)
 	ctx := context.Background()
 	for round := range 10 {
 		ek := fmt.Sprintf("%064x", round+1)

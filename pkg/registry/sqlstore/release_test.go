@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -17,19 +16,7 @@ import (
 // EK), or one claim twice: exactly one write commits; the other finds the
 // device changed or the claim no longer held, and writes nothing.
 func TestPostgresReplicasReleaseRace(t *testing.T) {
-	a := newPostgres(t)
-	if strings.Contains(pgDSN(t), "://") {
-		t.Skip("replica test needs a key=value DSN")
-	}
-	var schema string
-	if err := a.r.Raw("SELECT current_schema()").Scan(&schema).Error; err != nil {
-		t.Fatal(err)
-	}
-	b, err := Open(context.Background(), Options{Driver: DriverPostgres, DSN: pgDSN(t) + " search_path=" + schema})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	a, b := newPostgresPair(t)
 	ctx := context.Background()
 	for round := range 6 {
 		sameClaim := round%2 == 1

@@ -3,7 +3,6 @@ package sqlstore
 import (
 	"context"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 )
@@ -51,18 +50,6 @@ func TestCRLNumberReplicasSQLite(t *testing.T) {
 }
 
 func TestCRLNumberReplicasPostgres(t *testing.T) {
-	a := newPostgres(t)
-	if strings.Contains(pgDSN(t), "://") {
-		t.Skip("replica test needs a key=value DSN")
-	}
-	var schema string
-	if err := a.r.Raw("SELECT current_schema()").Scan(&schema).Error; err != nil {
-		t.Fatal(err)
-	}
-	b, err := Open(context.Background(), Options{Driver: DriverPostgres, DSN: pgDSN(t) + " search_path=" + schema})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	a, b := newPostgresPair(t)
 	raceCRLNumbers(t, a, b)
 }

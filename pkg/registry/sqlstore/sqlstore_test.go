@@ -61,6 +61,27 @@ func pgDSN(t testing.TB) string {
 }
 
 // newPostgres opens a store in a fresh schema of the test database.
+// newPostgresPair opens two stores on one fresh PostgreSQL schema, as two
+// CA replicas on one database; the second is closed when the test ends.
+// It needs a key=value DSN (the schema is appended as search_path).
+func newPostgresPair(t testing.TB) (a, b *Store) {
+	t.Helper()
+	a = newPostgres(t)
+	if strings.Contains(pgDSN(t), "://") {
+		t.Skip("a replica test needs a key=value DSN")
+	}
+	var schema string
+	if err := a.r.Raw("SELECT current_schema()").Scan(&schema).Error; err != nil {
+		t.Fatal(err)
+	}
+	b, err := Open(context.Background(), Options{Driver: DriverPostgres, DSN: pgDSN(t) + " search_path=" + schema})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return a, b
+}
+
 func newPostgres(t testing.TB) *Store {
 	t.Helper()
 	dsn := pgDSN(t)
@@ -104,19 +125,7 @@ func TestConformancePostgres(t *testing.T) {
 // TestPostgresReplicas has two stores (two CA replicas) on one database
 // race for one token and append to one audit chain.
 func TestPostgresReplicas(t *testing.T) {
-	a := newPostgres(t)
-	if strings.Contains(pgDSN(t), "://") {
-		t.Skip("replica test needs a key=value DSN")
-	}
-	var schema string
-	if err := a.r.Raw("SELECT current_schema()").Scan(&schema).Error; err != nil {
-		t.Fatal(err)
-	}
-	b, err := Open(context.Background(), Options{Driver: DriverPostgres, DSN: pgDSN(t) + " search_path=" + schema})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	a, b := newPostgresPair(t)
 	ctx := context.Background()
 	sum := sha256.Sum256([]byte("replica token"))
 	if err := a.CreateToken(ctx, &registry.Token{ID: "tok-r", Hash: sum[:], TenantID: registry.DefaultTenant, UsesLeft: 3,
