@@ -22,8 +22,7 @@ const rsaExponent = 65537
 // Issuer all apply it. The zero value accepts ECDSA P-256 only.
 //
 // RSA keys must have a modulus of MinRSABits (or the policy's MinRSABits
-// when higher) to
-// MaxRSABits bits and the public exponent 65537; ECDSA points must lie on
+// when higher) to MaxRSABits bits and the public exponent 65537; ECDSA points must lie on
 // their curve; P-521, DSA and every other key type are refused.
 type KeyPolicy struct {
 	AllowP384    bool // also accept ECDSA P-384
