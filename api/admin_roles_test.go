@@ -80,20 +80,18 @@ func TestAdminRouteRoles(t *testing.T) {
 				ct = "application/json"
 			}
 			resp, rb, err := f.do(hc, rt.method, rt.path, "", ct, body)
-			switch {
-			case name == "other-ca":
-				if err == nil {
-					t.Errorf("%s %s as a client of another CA: %d, want a refused handshake", rt.method, rt.path, resp.StatusCode)
-				}
-				continue
-			case err != nil:
+			if err != nil {
 				t.Errorf("%s %s as %s: %v", rt.method, rt.path, name, err)
 				continue
 			}
 			allowed := slices.Contains(rt.roles, registry.Role(name))
 			want := 0
 			switch {
-			case name == "none":
+			case name == "none" || name == "other-ca":
+				// Another CA's certificate passes the handshake (client
+				// certificates are verified by the server, so a leaf alone
+				// or an IDevID can reach its door) and is refused as no
+				// credential at all.
 				want = http.StatusUnauthorized
 			case !allowed:
 				want = http.StatusForbidden

@@ -161,16 +161,10 @@ func TestAdminTokensAuth(t *testing.T) {
 	t.Run("client certificate from another CA", func(t *testing.T) {
 		before := f.counts()
 		resp, b, err := post(t, &mallory, wire.TokenCreateRequest{})
-		switch {
-		case err != nil:
-			// Refused in the TLS handshake (VerifyClientCertIfGiven): the
-			// handler never runs, so there is nothing it could audit.
-			t.Logf("refused in the handshake: %v", err)
-			if !strings.Contains(err.Error(), "tls") && !strings.Contains(err.Error(), "certificate") {
-				t.Errorf("unexpected transport error %v", err)
-			}
-		case resp.StatusCode != http.StatusUnauthorized:
-			t.Errorf("status %d, want a TLS refusal or 401: %s", resp.StatusCode, b)
+		// Client certificates are verified by the server, not the
+		// handshake: another CA's is no credential (401).
+		if err != nil || resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("another CA's certificate: %v %v %s, want 401", resp, err, b)
 		}
 		if after := f.counts(); after != before {
 			t.Errorf("rows changed: %+v -> %+v", before, after)

@@ -139,12 +139,7 @@ func newFixtureTPM(t *testing.T, tpm *provision.TPMConfig) *fixture {
 	srv := httptest.NewUnstartedServer(handler)
 	srv.Config.ReadHeaderTimeout = 10 * time.Second
 	srv.Config.MaxHeaderBytes = 16 << 10
-	srv.TLS = &tls.Config{
-		MinVersion:   tls.VersionTLS12,
-		Certificates: []tls.Certificate{tlsCert(iss, key)},
-		ClientAuth:   tls.VerifyClientCertIfGiven,
-		ClientCAs:    f.ca.Roots(),
-	}
+	srv.TLS = api.TLSConfig(tlsCert(iss, key), false)
 	srv.StartTLS()
 	f.srv, f.url = srv, srv.URL
 	t.Cleanup(srv.Close)

@@ -283,14 +283,13 @@ func TestRevokeRefusals(t *testing.T) {
 			}
 		})
 	}
-	// A certificate from another CA is refused in the TLS handshake
-	// (VerifyClientCertIfGiven): the handler never runs.
+	// A certificate from another CA is no credential: 401, audited.
 	seq := f.lastSeq()
-	if resp, _, err := f.do(f.newClient(&mallory), http.MethodPost, certPath(target), "", "application/json", strings.NewReader("{}")); err == nil {
-		t.Errorf("other CA's admin certificate: %d, want a TLS refusal", resp.StatusCode)
+	if resp, _, err := f.do(f.newClient(&mallory), http.MethodPost, certPath(target), "", "application/json", strings.NewReader("{}")); err != nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("other CA's admin certificate: %v %v, want 401", resp, err)
 	}
-	if evs := f.auditSince(seq); len(evs) != 0 {
-		t.Errorf("handshake refusal wrote %+v", evs)
+	if evs := f.auditSince(seq); len(evs) != 1 || evs[0].Result != registry.ResultDenied {
+		t.Errorf("other CA's certificate audited as %+v, want one denied event", evs)
 	}
 	if c, err := f.store.GetCertificate(t.Context(), target.SerialNumber.Text(16)); err != nil || c.Status != registry.CertActive {
 		t.Errorf("certificate after refusals: %+v, %v", c, err)

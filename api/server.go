@@ -20,6 +20,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"devpki/api/wire"
+	"devpki/pkg/pki"
 	"devpki/pkg/provision"
 	"devpki/pkg/registry"
 )
@@ -71,6 +72,7 @@ type Config struct {
 // Server holds the handlers' dependencies.
 type Server struct {
 	cfg       Config
+	peers     *pki.ChainVerifier
 	rootsPEM  []byte
 	chainPEM  []byte
 	chainList []string
@@ -90,6 +92,7 @@ func New(cfg Config) (*echo.Echo, error) {
 	s := &Server{
 		cfg:      cfg,
 		rootsPEM: pemCert(cfg.Root),
+		peers:    peerVerifier(cfg.Root, cfg.Chain),
 	}
 	for _, c := range cfg.Chain {
 		p := pemCert(c)
@@ -111,6 +114,7 @@ func New(cfg Config) (*echo.Echo, error) {
 			return next(c)
 		}
 	})
+	e.Pre(s.verifyPeer)
 	s.routesEnroll(e)
 	s.routesEnrollTPM(e)
 	s.routesRenew(e)

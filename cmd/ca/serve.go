@@ -150,8 +150,6 @@ func serve(ctx context.Context, cfg *Config, dev bool, stdout, stderr io.Writer)
 	if err != nil {
 		return err
 	}
-	roots := x509.NewCertPool()
-	roots.AddCert(ca.Root)
 	srv := &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -160,21 +158,7 @@ func serve(ctx context.Context, cfg *Config, dev bool, stdout, stderr io.Writer)
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
-		TLSConfig: &tls.Config{
-			MinVersion:   tls.VersionTLS12,
-			Certificates: []tls.Certificate{tlsCert},
-			// Client certificates are optional at the handshake; the routes
-			// that need one (admin, renewal) require it.
-			ClientAuth: tls.VerifyClientCertIfGiven,
-			ClientCAs:  roots,
-			// Devices talk to the CA once per enrollment or renewal, weeks
-			// apart: a session ticket would never be used, and making one
-			// costs CPU and a write on every handshake.
-			SessionTicketsDisabled: true,
-		},
-	}
-	if cfg.TLS.ClassicalKeyExchange {
-		srv.TLSConfig.CurvePreferences = []tls.CurveID{tls.X25519, tls.CurveP256}
+		TLSConfig:         api.TLSConfig(tlsCert, cfg.TLS.ClassicalKeyExchange),
 	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {

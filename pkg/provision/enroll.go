@@ -50,6 +50,9 @@ type Attestor interface {
 type Attestors struct {
 	Token Attestor // POST /v1/enroll: a bootstrap token (TokenAttestor)
 	TPM   Attestor // POST /v1/enroll/tpm: the answer to a TPM challenge (TPMAttestor)
+	// IDevID admits a factory IDevID client certificate (IEEE 802.1AR) on
+	// POST /v1/enroll without a token and on EST simpleenroll.
+	IDevID Attestor
 }
 
 // Request is one enrollment request as a front door received it.
@@ -61,6 +64,11 @@ type Request struct {
 	// TPM is the answer to a TPM challenge (TPMAttestor); nil for other
 	// methods.
 	TPM *TPMAnswer
+	// PeerCerts are the certificates the client presented in the TLS
+	// handshake, leaf first, as sent and not verified (a factory IDevID
+	// and whatever chain the device sent with it); the IDevID attestor
+	// verifies them.
+	PeerCerts []*x509.Certificate
 	// SourceAddr is the client address, for the audit log.
 	SourceAddr string
 
