@@ -115,6 +115,7 @@ func New(cfg Config) (*echo.Echo, error) {
 		}
 	})
 	e.Pre(s.verifyPeer)
+	e.Use(secureHeaders)
 	s.routesEnroll(e)
 	s.routesEnrollTPM(e)
 	s.routesRenew(e)
