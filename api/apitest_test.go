@@ -51,6 +51,8 @@ type fixture struct {
 	rev    *provision.Revocation
 	admin  *provision.Admin
 	ocsp   *pki.OCSPResponder
+	// accessLog holds the server's access log lines (JSON).
+	accessLog syncBuffer
 
 	storeClosed atomic.Bool
 }
@@ -119,7 +121,8 @@ func newFixtureTPM(t *testing.T, tpm *provision.TPMConfig) *fixture {
 		Store: store, Provision: prov, Admin: f.admin, Attestors: attestors,
 		Root: f.ca.CA.Root, Chain: f.ca.Issuer.Chain(),
 		TrustDomain: pkitest.TrustDomain, Revocation: f.rev,
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Log:       slog.New(slog.NewTextHandler(io.Discard, nil)),
+		AccessLog: slog.New(slog.NewJSONHandler(&f.accessLog, nil)),
 	})
 	if err != nil {
 		t.Fatal(err)

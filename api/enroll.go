@@ -38,6 +38,15 @@ func (s *Server) enroll(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	return s.issued(c, res)
+}
+
+// issued answers 201 with an issued certificate (native JSON), noting its
+// tenant for the access log.
+func (s *Server) issued(c echo.Context, res *provision.Result) error {
+	if o := res.Certificate.Subject.Organization; len(o) > 0 {
+		setTenant(c, o[0])
+	}
 	return c.JSON(http.StatusCreated, enrollResponse(res, s.chainList))
 }
 

@@ -84,5 +84,5 @@ func (s *Server) tpmEnroll(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusCreated, enrollResponse(res, s.chainList))
+	return s.issued(c, res)
 }

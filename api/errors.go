@@ -170,7 +170,9 @@ func errorHandler(log *slog.Logger) echo.HTTPErrorHandler {
 			return
 		}
 		status, slug, title, public := classify(err)
-		p := wire.Problem{Type: wire.ProblemTypePrefix + slug, Title: title, Status: status}
+		p := wire.Problem{Type: wire.ProblemTypePrefix + slug, Title: title, Status: status,
+			RequestID: stringOf(c, ctxRequestID)}
+		c.Set(ctxProblem, slug)
 		if public {
 			p.Detail = err.Error()
 			var pe *problemError
@@ -179,7 +181,7 @@ func errorHandler(log *slog.Logger) echo.HTTPErrorHandler {
 			}
 		}
 		if status >= 500 {
-			log.Error("request failed", "method", c.Request().Method, "path", c.Path(), "err", err)
+			log.Error("request failed", "request_id", p.RequestID, "method", c.Request().Method, "path", c.Path(), "err", err)
 		}
 		switch {
 		case slug == wire.SlugStoreUnavailable:

@@ -1,8 +1,6 @@
 package api
 
 import (
-	"net/http"
-
 	"github.com/labstack/echo/v4"
 	"github.com/smallstep/go-attestation/attest"
 
@@ -47,5 +45,5 @@ func (s *Server) renew(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusCreated, enrollResponse(res, s.chainList))
+	return s.issued(c, res)
 }

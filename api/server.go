@@ -65,6 +65,8 @@ type Config struct {
 	// TrustDomain is used to read admin identities from client certificates.
 	TrustDomain string
 	Log         *slog.Logger
+	// AccessLog, when set, gets one line per request (see accessLog).
+	AccessLog *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -104,6 +106,10 @@ func New(cfg Config) (*echo.Echo, error) {
 	e.HideBanner, e.HidePort = true, true
 	e.IPExtractor = echo.ExtractIPDirect() // never trust X-Forwarded-For for audit addresses
 	e.HTTPErrorHandler = errorHandler(cfg.Log)
+	e.Pre(requestID)
+	if cfg.AccessLog != nil {
+		e.Pre(s.accessLog(cfg.AccessLog))
+	}
 	e.Pre(func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			if c.Request().ContentLength > MaxBodyBytes {

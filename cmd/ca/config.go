@@ -32,6 +32,10 @@ type Config struct {
 	// PasswordFile holds the passphrase of the CA, TLS and admin keys. When
 	// empty the passphrase comes from $DEVPKI_PASSWORD.
 	PasswordFile string `yaml:"password_file,omitempty"`
+	// LogFormat is the format of ca serve's log on stderr, the access log
+	// (one line per request) included: "text" (default, logfmt-like) or
+	// "json" (one JSON object per line). --log-format overrides it.
+	LogFormat string `yaml:"log_format,omitempty"`
 
 	CA         CAConfig         `yaml:"ca"`
 	TLS        TLSConfig        `yaml:"tls"`
@@ -230,6 +234,9 @@ func (c *Config) Validate() error {
 	}
 	if u, err := url.Parse(c.URL); err != nil || u.Scheme != "https" || u.Host == "" {
 		errs = append(errs, fmt.Errorf("url: %q is not an https:// URL", c.URL))
+	}
+	if c.LogFormat != "" && c.LogFormat != "text" && c.LogFormat != "json" {
+		errs = append(errs, fmt.Errorf("log_format: %q is neither text nor json", c.LogFormat))
 	}
 	if strings.ContainsAny(c.TrustDomain, "/:@ ") {
 		errs = append(errs, fmt.Errorf("trust_domain: %q must be a bare host name", c.TrustDomain))
