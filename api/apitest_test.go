@@ -39,7 +39,7 @@ import (
 // SQLite registry in t.TempDir(), the provision service and api.New, wired
 // as cmd/ca/serve.go wires them.
 type fixture struct {
-	t      *testing.T
+	t      testing.TB
 	ca     *pkitest.TestCA
 	store  *sqlstore.Store
 	db     *sql.DB // read-only view of the same SQLite file, for raw counts
@@ -60,14 +60,14 @@ type fixture struct {
 // mac is the MAC every good test CSR carries.
 const mac = "02:00:00:00:00:01"
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	return newFixtureTPM(t, nil)
 }
 
 // newFixtureTPM is newFixture with TPM attestation enrollment configured by
 // tpm (nil: disabled).
-func newFixtureTPM(t *testing.T, tpm *provision.TPMConfig) *fixture {
+func newFixtureTPM(t testing.TB, tpm *provision.TPMConfig) *fixture {
 	t.Helper()
 	ctx := context.Background()
 	f := &fixture{t: t, ca: pkitest.NewCA(t), now: time.Now()}
