@@ -407,7 +407,10 @@ func TestESTEnrollRetries(t *testing.T) {
 			w.Header().Set("Retry-After", "20")
 			http.Error(w, "store unavailable", http.StatusServiceUnavailable)
 		},
-		func(w http.ResponseWriter, _ *http.Request) { w.Header().Set("Retry-After", "30"); w.WriteHeader(http.StatusAccepted) })
+		func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Retry-After", "30")
+			w.WriteHeader(http.StatusAccepted)
+		})
 	if err := h.run(); err != nil {
 		t.Fatalf("enroll: %v\n%s", err, h.stderr.String())
 	}
