@@ -1,9 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto"
+	"crypto/rand"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
 	"errors"
 	"fmt"
 	"net/http"
@@ -151,12 +155,14 @@ func reenrollEST(ctx context.Context, cfg *config, r *retrier, kr *keyring, ci c
 		return nil, usageErr("CA URL: %v", err)
 	}
 	var (
-		key  crypto.Signer
-		csr  []byte
-		resp *client.ESTCertificate
+		key   crypto.Signer
+		csr   []byte
+		resp  *client.ESTCertificate
+		exact bool // the CSR repeats the certificate's Subject and SAN bytes
 	)
 	for attempt := 0; ; attempt++ {
-		if rekey {
+		switch {
+		case rekey && (key == nil || key == old.Key):
 			// A TPM key's certification by the AK has no place in EST:
 			// the TLS handshake with the current certificate is the proof.
 			if key, csr, _, err = rekeyCSR(ctx, kr, old); err != nil {
@@ -167,9 +173,14 @@ func reenrollEST(ctx context.Context, cfg *config, r *retrier, kr *keyring, ci c
 				where = "P-256 key " + tk.name + " in the TPM"
 			}
 			cfg.logf("re-keying over EST: new %s; CSR for serial %s", where, old.Cert.Subject.SerialNumber)
-		} else {
+		case key == nil:
 			key = old.Key
 			if csr, err = renewalCSR(key, old.Cert); err != nil {
+				return nil, err
+			}
+		}
+		if exact {
+			if csr, err = exactRenewalCSR(key, old.Cert); err != nil {
 				return nil, err
 			}
 		}
@@ -180,6 +191,16 @@ func reenrollEST(ctx context.Context, cfg *config, r *retrier, kr *keyring, ci c
 		if err != nil && !rekey && attempt == 0 && isESTRekeyRequired(err) {
 			cfg.logf("the CA requires a new key")
 			rekey = true
+			continue
+		}
+		if err != nil && !exact && attempt < 2 && isStatus(err, http.StatusBadRequest) && !sameNames(csr, old.Cert) {
+			// RFC 7030 §4.2.2: the CSR's Subject and SAN must be those of
+			// the certificate. devpki's CA accepts (and names in its
+			// certificates) more than a device CSR may ask for, so the
+			// first CSR is the enrollment's; a strict server gets the
+			// certificate's own names on the second try.
+			cfg.logf("EST simplereenroll refused the enrollment-shaped CSR (%v); retrying with the certificate's exact subject and SAN", err)
+			exact = true
 			continue
 		}
 		if err != nil {
@@ -199,6 +220,47 @@ func reenrollEST(ctx context.Context, cfg *config, r *retrier, kr *keyring, ci c
 		}
 	}
 	return id, nil
+}
+
+// exactRenewalCSR is a CSR signed by key that repeats cert's Subject and
+// subjectAltName extension byte for byte (RFC 7030 §4.2.2).
+func exactRenewalCSR(key crypto.Signer, cert *x509.Certificate) ([]byte, error) {
+	tmpl := &x509.CertificateRequest{RawSubject: cert.RawSubject}
+	for _, e := range cert.Extensions {
+		if e.Id.Equal(oidSubjectAltName) {
+			tmpl.ExtraExtensions = append(tmpl.ExtraExtensions, pkix.Extension{Id: e.Id, Value: e.Value})
+		}
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, tmpl, key)
+	if err != nil {
+		return nil, tpmHint(fmt.Errorf("build CSR: %w", err))
+	}
+	return der, nil
+}
+
+var oidSubjectAltName = asn1.ObjectIdentifier{2, 5, 29, 17}
+
+// sameNames reports whether the CSR csrDER already carries cert's Subject
+// and subjectAltName bytes.
+func sameNames(csrDER []byte, cert *x509.Certificate) bool {
+	csr, err := x509.ParseCertificateRequest(csrDER)
+	if err != nil || !bytes.Equal(csr.RawSubject, cert.RawSubject) {
+		return false
+	}
+	san := func(exts []pkix.Extension) []byte {
+		for _, e := range exts {
+			if e.Id.Equal(oidSubjectAltName) {
+				return e.Value
+			}
+		}
+		return nil
+	}
+	return bytes.Equal(san(csr.Extensions), san(cert.Extensions))
+}
+
+func isStatus(err error, status int) bool {
+	var re *client.ResponseError
+	return errors.As(err, &re) && re.StatusCode == status
 }
 
 // isESTRekeyRequired reports whether err is a CA's refusal of the current

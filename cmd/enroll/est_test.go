@@ -69,6 +69,31 @@ func (f *fakeCA) estEnroll(w http.ResponseWriter, r *http.Request, reenroll bool
 		http.Error(w, "bad CSR: "+err.Error(), http.StatusBadRequest)
 		return
 	}
+	if reenroll && f.ESTStrict.Load() {
+		// A strict RFC 7030 §4.2.2 server: the CSR repeats the current
+		// certificate's Subject and SAN, whatever they hold.
+		if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
+			http.Error(w, "simplereenroll needs the current certificate", http.StatusUnauthorized)
+			return
+		}
+		leaf := r.TLS.VerifiedChains[0][0]
+		if csr.CheckSignature() != nil || !sameNames(der, leaf) {
+			http.Error(w, "the CSR's Subject and SubjectAltName differ from the certificate's", http.StatusBadRequest)
+			return
+		}
+		id, err := pki.DeviceIdentity(leaf, pkitest.TrustDomain)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusForbidden)
+			return
+		}
+		iss, err := f.issuer.IssueDevice(r.Context(), &pki.DeviceRequest{Identity: *id, PublicKey: csr.PublicKey})
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		writeCertsOnly(w, append([]*x509.Certificate{iss.Certificate}, iss.Chain...)...)
+		return
+	}
 	claims, err := pki.CSRPolicy{}.Check(csr)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
@@ -245,6 +270,33 @@ func TestESTEnrollRenewRekey(t *testing.T) {
 	}
 	if !strings.Contains(h.stdout.String(), "protocol:    est (RFC 7030) at "+f.Srv.URL+", label acme") {
 		t.Errorf("status does not show the protocol:\n%s", h.stdout.String())
+	}
+}
+
+// TestESTReenrollStrictServer: a server that wants the certificate's exact
+// Subject and SAN in the simplereenroll CSR (RFC 7030 §4.2.2) refuses the
+// enrollment-shaped CSR; the agent retries with the exact names, for a
+// renewal and for a re-key.
+func TestESTReenrollStrictServer(t *testing.T) {
+	f := newFakeCA(t)
+	h := estHarness(t, f)
+	if err := h.run(); err != nil {
+		t.Fatal(err)
+	}
+	f.ESTStrict.Store(true)
+	before := h.load(t)
+	for _, rekey := range []bool{false, true} {
+		if err := runRenewCmd(context.Background(), &agentFlags{cfg: h.cfg, rekey: rekey}, nil); err != nil {
+			t.Fatalf("renew (rekey %v): %v\n%s", rekey, err, h.stderr.String())
+		}
+		after := h.load(t)
+		if sameKey(after.Key, before.Key) == rekey || after.Cert.Subject.String() != before.Cert.Subject.String() {
+			t.Fatalf("renew (rekey %v): same key %v, subject %s", rekey, sameKey(after.Key, before.Key), after.Cert.Subject)
+		}
+		before = after
+	}
+	if f.estHits("simplereenroll") != 4 || !strings.Contains(h.stderr.String(), "retrying with the certificate's exact subject and SAN") {
+		t.Fatalf("simplereenroll hits %d; stderr:\n%s", f.estHits("simplereenroll"), h.stderr.String())
 	}
 }
 

@@ -46,7 +46,8 @@ type fakeCA struct {
 	issuedCerts int
 	estScript   map[string][]estReply // EST operation → scripted answers (est_test.go)
 	ESTHits     map[string]int
-	estAuth     []string // Authorization headers of simpleenroll
+	ESTStrict   atomic.Bool // simplereenroll wants the certificate's exact Subject and SAN
+	estAuth     []string    // Authorization headers of simpleenroll
 }
 
 func newFakeCA(t *testing.T) *fakeCA {
