@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/smallstep/pkcs7"
 
@@ -537,4 +538,37 @@ func TestESTTPM(t *testing.T) {
 	if f.estHits("simplereenroll") != 2 {
 		t.Fatalf("simplereenroll hits %d", f.estHits("simplereenroll"))
 	}
+}
+
+// TestESTAgentRun: 'enroll run --protocol est' enrolls over EST, then renews
+// over simplereenroll at two thirds of each lifetime.
+func TestESTAgentRun(t *testing.T) {
+	f := newFakeCA(t)
+	h := estHarness(t, f)
+	f.UseClock(t, h.cfg.Now)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sleep := h.cfg.Sleep
+	h.cfg.Sleep = func(ctx context.Context, d time.Duration) error {
+		if f.estHits("simplereenroll") >= 3 {
+			cancel()
+			return ctx.Err()
+		}
+		return sleep(ctx, d)
+	}
+	a := &agentFlags{cfg: h.cfg, fingerprint: f.Fingerprint()}
+	done := make(chan error, 1)
+	go func() { done <- runAgent(ctx, a, nil) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run: %v\n%s", err, h.stderr.String())
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("agent did not stop")
+	}
+	if f.estHits("simpleenroll") != 1 || f.estHits("simplereenroll") != 3 || f.EnrollHits.Load() != 0 || f.RenewHits.Load() != 0 {
+		t.Fatalf("EST %v, native enroll %d renew %d", f.ESTHits, f.EnrollHits.Load(), f.RenewHits.Load())
+	}
+	h.load(t)
 }
