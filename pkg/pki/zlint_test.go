@@ -7,6 +7,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"fmt"
 	"math/big"
 	"net"
 	"net/url"
@@ -145,7 +146,7 @@ func TestZlintEveryProfile(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		zlinttest.CRL(t, "CRL with "+strings.Repeat("I", len(revoked))+" entries", crl, zlintAllow)
+		zlinttest.CRL(t, fmt.Sprintf("CRL with %d entries", len(revoked)), crl, zlintAllow)
 	}
 }
 

@@ -57,6 +57,7 @@ type Finding struct {
 	Citation string
 }
 
+// String is "<status> <lint> (<source> <citation>): <details>".
 func (f Finding) String() string {
 	s := fmt.Sprintf("%s %s (%s %s)", f.Status, f.Lint, f.Source, f.Citation)
 	if f.Details != "" {
