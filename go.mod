@@ -9,6 +9,7 @@ require (
 	github.com/mattn/go-sqlite3 v1.14.22
 	github.com/smallstep/certificates v0.30.2
 	github.com/smallstep/go-attestation v0.4.4-0.20260814222900-a849f4e2cd68
+	github.com/smallstep/pkcs7 v0.2.1
 	go.step.sm/crypto v0.92.0
 	golang.org/x/crypto v0.58.0
 	gopkg.in/yaml.v3 v3.0.1
