@@ -285,7 +285,7 @@ func TestESTSimpleEnrollBadInput(t *testing.T) {
 		slug   string
 	}{
 		{"no credential", nil, "", "application/pkcs10", bytes.NewReader(good), nil, http.StatusUnauthorized, wire.SlugTokenInvalid},
-		{"unknown token", nil, "", "application/pkcs10", bytes.NewReader(good), basic("u", provision.TokenPrefix + "nope"), http.StatusUnauthorized, wire.SlugTokenInvalid},
+		{"unknown token", nil, "", "application/pkcs10", bytes.NewReader(good), basic("u", provision.TokenPrefix+"nope"), http.StatusUnauthorized, wire.SlugTokenInvalid},
 		{"empty password", nil, "", "application/pkcs10", bytes.NewReader(good), basic("u", ""), http.StatusUnauthorized, wire.SlugTokenInvalid},
 		{"foreign client certificate, IDevID door closed", foreignClient, "", "application/pkcs10", bytes.NewReader(good), nil, http.StatusUnauthorized, wire.SlugUnauthorized},
 		{"wrong content type", nil, "", "application/json", bytes.NewReader(good), basic("u", tok), http.StatusUnsupportedMediaType, wire.SlugBadRequest},
