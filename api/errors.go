@@ -180,7 +180,7 @@ func errorHandler(log *slog.Logger) echo.HTTPErrorHandler {
 				p.Detail = pe.detail
 			}
 		}
-		if status >= 500 {
+		if status >= 500 && status != http.StatusNotImplemented {
 			log.Error("request failed", "method", c.Request().Method, "path", c.Path(), "err", err)
 		}
 		switch {
