@@ -238,6 +238,20 @@ func TestESTGlobalSignClient(t *testing.T) {
 	}
 	verifyChain(t, cert2, chain)
 
+	// reenroll with a new key: an openssl-made key and CSR (-csr), the
+	// current certificate and its key for mTLS.
+	sh(t, dir, `openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out dev3.key 2>/dev/null
+openssl req -new -key dev3.key -subj /serialNumber=`+serial+` -addext subjectAltName=URI:`+estMAC(serial)+` -out dev3.csr`)
+	crt3 := filepath.Join(dir, "dev3.crt")
+	mustRun(t, nil, estclient, append([]string{"reenroll", "-key", key, "-certs", crt2, "-csr", filepath.Join(dir, "dev3.csr"),
+		"-out", crt3}, common...)...)
+	cert3 := readCert(t, crt3)
+	csr3 := sh(t, dir, `openssl req -in dev3.csr -noout -pubkey`)
+	pub3 := sh(t, dir, `openssl x509 -in dev3.crt -noout -pubkey`)
+	if cert3.Subject.String() != cert.Subject.String() || csr3 != pub3 {
+		t.Fatalf("estclient reenroll with a new key: %s, key %q, want %q", cert3.Subject, pub3, csr3)
+	}
+
 	// serverkeygen is not offered: a clear 501.
 	res = run(t, nil, estclient, append([]string{"serverkeygen", "-key", key, "-sn", serial, "-uris", estMAC(serial),
 		"-user", "estclient", "-pass", "x", "-out", filepath.Join(dir, "skg.crt")}, common...)...)
