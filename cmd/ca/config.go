@@ -152,7 +152,8 @@ type TPMConfig struct {
 	// to ca.yaml); EK certificates must chain to one of them.
 	EKRoots []string `yaml:"ek_roots,omitempty"`
 	// EKIntermediates are PEM files of manufacturer issuing CAs, used to
-	// build chains whose intermediates the device does not send.
+	// build chains whose intermediates the device does not send. 'ca tpm
+	// roots add' adds more (and roots) to the registry at runtime.
 	EKIntermediates []string `yaml:"ek_intermediates,omitempty"`
 	// Tenant is the tenant TPM-attested devices join; default "default".
 	Tenant string `yaml:"tenant,omitempty"`
