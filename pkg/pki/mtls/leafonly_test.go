@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"math/big"
 	"net"
@@ -283,5 +284,27 @@ func TestLeafOnlyAfterReload(t *testing.T) {
 	}
 	if r := result(t, srv); r.err != nil {
 		t.Fatal(r.err)
+	}
+}
+
+// TestUnanchoredOwnChainTrustsNothing: a CA certificate in the own chain
+// file that does not chain to the anchors (another CA's intermediate) lets
+// the handshake complete a leaf-only peer's chain, but VerifyConnection,
+// verifying on to the anchors, refuses the peer.
+func TestUnanchoredOwnChainTrustsNothing(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	foreign := newEnv(t)
+	c, k, _ := e.issueServer("server")
+	chainFile := filepath.Join(e.dir, "extra-chain.pem")
+	writeAtomic(t, chainFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: foreign.ca.CA.Intermediate.Raw}))
+	src := e.source(c, k, func(o *Options) { o.ChainFile = chainFile; o.CRLURL = "" })
+	srv := startTLSServer(t, src.ServerConfig())
+	leaf, key := foreign.leafUnder(foreign.ca.CA.Intermediate, foreign.ca.CA.Signer, true)
+	if _, err := dial(srv.addr, clientWith(e.ca.Roots(), leafOnly(leaf, key))); err == nil {
+		t.Fatal("a leaf of an unanchored CA in the own chain was accepted")
+	}
+	if r := result(t, srv); !errors.Is(r.err, ErrNoPeer) {
+		t.Fatalf("server: %v, want ErrNoPeer from VerifyConnection", r.err)
 	}
 }

@@ -33,6 +33,7 @@
 package mtls
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/tls"
@@ -283,6 +284,9 @@ type peerVerifiers struct {
 	// it, so that a leaf whose issuer is known passes the handshake;
 	// VerifyConnection then verifies the chain to a real anchor.
 	accept *x509.CertPool
+	// added are the certificates in accept that are not anchors: a chain
+	// crypto/tls verified that ends at one of them is verified on.
+	added []*x509.Certificate
 	// serverCfg is ServerConfig's configuration with ClientCAs accept.
 	serverCfg *tls.Config
 }
@@ -304,6 +308,7 @@ func (s *Source) peerVerifier() *peerVerifiers {
 	for _, c := range known {
 		if c.IsCA {
 			v.accept.AddCert(c)
+			v.added = append(v.added, c)
 		}
 	}
 	v.serverCfg = &tls.Config{
@@ -318,6 +323,17 @@ func (s *Source) peerVerifier() *peerVerifiers {
 	}
 	s.verifiers.Store(v)
 	return v
+}
+
+// isAdded reports whether c is one of added (by its DER: resumed sessions
+// carry certificates parsed again).
+func (v *peerVerifiers) isAdded(c *x509.Certificate) bool {
+	for _, a := range v.added {
+		if a == c || bytes.Equal(a.Raw, c.Raw) {
+			return true
+		}
+	}
+	return false
 }
 
 // ServerConfig returns a server configuration: TLS 1.2+, the current own
@@ -358,38 +374,57 @@ func (s *Source) ClientConfig() *tls.Config {
 	}
 }
 
-// VerifyConnection verifies a client's certificate chain (ServerConfig sets
-// it): PeerCertificates against the anchors, completed with the known CA
-// certificates, for clientAuth; then it refuses the connection when every
-// such chain contains a revoked certificate or, fail-closed, when the
-// leaf's issuer has no fresh CRL. A connection without a peer certificate
-// passes (ClientAuth decides).
+// VerifyConnection checks a client's certificate chain (ServerConfig sets
+// it): the chains crypto/tls verified to an anchor or, when it stopped at a
+// known CA certificate (a client that sent only its leaf) or verified
+// nothing, PeerCertificates verified to the anchors with the known CA
+// certificates, for clientAuth. It refuses the connection when every such
+// chain contains a revoked certificate or, fail-closed, when the leaf's
+// issuer has no fresh CRL. A connection without a peer certificate passes
+// (ClientAuth decides).
 func (s *Source) VerifyConnection(cs tls.ConnectionState) error {
 	return s.verifyPeer(cs, false)
 }
 
 // verifyServer is ClientConfig's VerifyConnection: crypto/tls verified the
-// server's name; its chain is verified to the anchors for serverAuth, then
-// revocation.
+// server's name and chain; a chain that stopped at a known CA certificate
+// is verified on to the anchors for serverAuth; then revocation.
 func (s *Source) verifyServer(cs tls.ConnectionState) error {
 	return s.verifyPeer(cs, true)
 }
 
 func (s *Source) verifyPeer(cs tls.ConnectionState, server bool) error {
-	if len(cs.PeerCertificates) == 0 {
-		if server {
-			return fmt.Errorf("mtls: %w", ErrNoPeer)
-		}
-		return nil // a server that did not ask; ClientAuth decides
-	}
 	v := s.peerVerifier()
-	cv := v.client
-	if server {
-		cv = v.server
+	// The chains crypto/tls verified that end at an anchor are complete;
+	// one that ends at a known CA certificate (a leaf-only peer) is not.
+	complete := func(c []*x509.Certificate) bool { return len(c) > 0 && !v.isAdded(c[len(c)-1]) }
+	chains := cs.VerifiedChains
+	for _, c := range cs.VerifiedChains {
+		if !complete(c) { // keep only the complete ones (a copy: rare)
+			chains = nil
+			for _, c := range cs.VerifiedChains {
+				if complete(c) {
+					chains = append(chains, c)
+				}
+			}
+			break
+		}
 	}
-	chains, err := cv.Verify(cs.PeerCertificates, s.now())
-	if err != nil {
-		return fmt.Errorf("mtls: %w: %w", ErrNoPeer, err)
+	if len(chains) == 0 {
+		if len(cs.PeerCertificates) == 0 {
+			if server {
+				return fmt.Errorf("mtls: %w", ErrNoPeer)
+			}
+			return nil // a server that did not ask; ClientAuth decides
+		}
+		cv := v.client
+		if server {
+			cv = v.server
+		}
+		var err error
+		if chains, err = cv.Verify(cs.PeerCertificates, s.now()); err != nil {
+			return fmt.Errorf("mtls: %w: %w", ErrNoPeer, err)
+		}
 	}
 	if s.crl == nil {
 		return nil
