@@ -232,3 +232,35 @@ func TestDevModePublication(t *testing.T) {
 		t.Errorf("CRL from %s: %v", crlURL, err)
 	}
 }
+
+// TestInitHTTPPublication: 'ca init --http-listen --http-url' writes both
+// keys to ca.yaml; a listener on all interfaces without --http-url is
+// refused before anything is written (certificates would name no
+// reachable host).
+func TestInitHTTPPublication(t *testing.T) {
+	t.Parallel()
+	base := t.TempDir()
+	pw := filepath.Join(base, "pw")
+	if err := os.WriteFile(pw, []byte(testPassphrase+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bad := filepath.Join(base, "bad")
+	res := run(t, nil, caBin, "init", "--dir", bad, "--password-file", pw, "--http-listen", "0.0.0.0:80")
+	if res.code == 0 || !strings.Contains(res.stderr, "http_url") {
+		t.Fatalf("ca init --http-listen 0.0.0.0:80 without --http-url: want a refusal naming http_url, got %s", res)
+	}
+	requireNoFile(t, filepath.Join(bad, "ca.yaml"))
+
+	dir := filepath.Join(base, "ca")
+	mustRun(t, nil, caBin, "init", "--dir", dir, "--password-file", pw, "--ip", "127.0.0.1",
+		"--http-listen", "0.0.0.0:80", "--http-url", "http://pki.example.net/")
+	b, err := os.ReadFile(filepath.Join(dir, "ca.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"http_listen: 0.0.0.0:80", "http_url: http://pki.example.net\n"} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("ca.yaml lacks %q:\n%s", want, b)
+		}
+	}
+}
