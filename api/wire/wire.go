@@ -220,17 +220,20 @@ type Preregistration struct {
 	MACs   []string `json:"macs,omitempty"`
 }
 
-// TPMRoot is a TPM manufacturer root added through the admin API.
+// TPMRoot is a TPM manufacturer CA certificate added through the admin API.
 type TPMRoot struct {
-	Fingerprint string    `json:"fingerprint"`
-	Subject     string    `json:"subject"`
-	AddedBy     string    `json:"added_by,omitempty"`
-	CreatedAt   time.Time `json:"created_at"`
+	Fingerprint string `json:"fingerprint"`
+	Subject     string `json:"subject"`
+	// Kind is "root" (EK certificates chain to it) or "intermediate" (it
+	// completes EK chains, adding no trust by itself).
+	Kind      string    `json:"kind"`
+	AddedBy   string    `json:"added_by,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
 }
 
 // AddTPMRootRequest is the body of POST /v1/admin/tpm/roots.
 type AddTPMRootRequest struct {
-	PEM string `json:"pem"` // one CA certificate
+	PEM string `json:"pem"` // one CA certificate: self-signed is a root, any other an intermediate
 }
 
 // RenewRequest is the body of POST /v1/renew: empty to renew the same key,

@@ -33,7 +33,7 @@ commands:
   devices preregister --serial S --mac M --ek-pub F | --csv F   bind TPM EKs to serials (bulk with progress)
   certs list [--device --status --expiring-before]   list certificates
   certs revoke SERIAL --reason R    revoke one certificate (RFC 5280 reason name or code)
-  tpm roots add FILE | list         trust a TPM manufacturer root for EK certificates
+  tpm roots add FILE | list         add a TPM manufacturer root (or intermediate) for EK certificates
   issue --csr F --server|--client   certificate for another component (--dns, --ip, --cn)
   audit list [--after N]            read the audit log through the API
   audit verify                      check the audit log's hash chain in the registry database

@@ -269,6 +269,7 @@ type ocspKey struct {
 
 type ocspEntry struct {
 	der        []byte
+	thisUpdate time.Time
 	nextUpdate time.Time
 	reuseUntil time.Time
 }

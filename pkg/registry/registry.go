@@ -285,15 +285,30 @@ type Preregistration struct {
 	CreatedAt time.Time
 }
 
-// TPMRoot is a TPM manufacturer root certificate added by an admin; EK
-// certificates may chain to it (besides the roots in the CA's config).
+// TPMRoot is a TPM manufacturer CA certificate added by an admin: a root
+// EK certificates may chain to (besides the roots in the CA's config), or
+// an intermediate (Kind TPMIntermediate) that only helps build such chains.
 type TPMRoot struct {
 	Fingerprint string // hex SHA-256 of DER
 	DER         []byte
 	Subject     string
-	AddedBy     string
-	CreatedAt   time.Time
+	// Kind is TPMRootCA or TPMIntermediate; empty means TPMRootCA.
+	Kind      TPMCAKind
+	AddedBy   string
+	CreatedAt time.Time
 }
+
+// TPMCAKind says what a registry-held TPM manufacturer CA certificate is.
+type TPMCAKind string
+
+// Kinds of TPMRoot.
+const (
+	// TPMRootCA is a trust anchor: EK certificates must chain to one.
+	TPMRootCA TPMCAKind = "root"
+	// TPMIntermediate is a manufacturer issuing CA: it completes EK
+	// chains and adds no trust by itself.
+	TPMIntermediate TPMCAKind = "intermediate"
+)
 
 // Enrollment is everything one successful enrollment writes, applied in one
 // transaction by Store.Enroll. The store decides nothing: provision decided

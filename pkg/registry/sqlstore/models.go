@@ -334,8 +334,11 @@ type tpmRootRow struct {
 	Fingerprint string `gorm:"primaryKey;size:64"`
 	DER         []byte `gorm:"column:der;not null"`
 	Subject     string `gorm:"not null"`
-	AddedBy     string `gorm:"size:256;not null"`
-	CreatedAt   time.Time
+	// Kind is "root" or "intermediate"; rows from before the column are
+	// roots (the column's default, see migrateTPMRootKind).
+	Kind      string `gorm:"size:16;not null;default:root"`
+	AddedBy   string `gorm:"size:256;not null"`
+	CreatedAt time.Time
 }
 
 func (tpmRootRow) TableName() string { return "tpm_roots" }

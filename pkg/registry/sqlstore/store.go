@@ -275,6 +275,9 @@ func (s *Store) migrate(ctx context.Context) error {
 	if err := migrateIdentity(db); err != nil {
 		return err
 	}
+	if err := migrateTPMRootKind(db); err != nil {
+		return err
+	}
 	now := ts(s.now())
 	err := db.Clauses(clause.OnConflict{DoNothing: true}).Create(&tenantRow{
 		ID: registry.DefaultTenant, Name: registry.DefaultTenant, CreatedAt: now,
