@@ -418,6 +418,18 @@ func (f *fixture) adminCert(ca *pkitest.TestCA, tenant, name string, role regist
 	return tlsCert(iss, key)
 }
 
+// superAdminCert is adminCert for a super-admin with role admin, whose
+// home tenant is the default tenant.
+func (f *fixture) superAdminCert(name string) tls.Certificate {
+	f.t.Helper()
+	c := f.adminCert(f.ca, "default", name, "", "")
+	if err := f.store.PutAdmin(context.Background(), &registry.Admin{Name: name, TenantID: f.tenant.ID, Role: registry.RoleAdmin, Super: true},
+		&registry.AuditEvent{TenantID: f.tenant.ID, Actor: "system:test", Action: "admin.put", Target: name, Result: registry.ResultOK}); err != nil {
+		f.t.Fatal(err)
+	}
+	return c
+}
+
 // keyPEM is key as an unencrypted PKCS #8 PEM block.
 func keyPEM(t testing.TB, key crypto.Signer) []byte {
 	t.Helper()

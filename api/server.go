@@ -35,6 +35,7 @@ type Store interface {
 	// Ping reports whether the store is reachable.
 	Ping(ctx context.Context) error
 	GetTenantByID(ctx context.Context, id string) (*registry.Tenant, error)
+	GetTenant(ctx context.Context, name string) (*registry.Tenant, error)
 	GetDevice(ctx context.Context, id string) (*registry.Device, error)
 	ListDevices(ctx context.Context, f registry.DeviceFilter) ([]*registry.Device, error)
 	GetCertificate(ctx context.Context, serial string) (*registry.Certificate, error)

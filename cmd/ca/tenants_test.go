@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -37,7 +38,7 @@ func runCA(args ...string) (stdout, stderr string, err error) {
 // listTenants is 'ca tenants list --output json' decoded.
 func listTenants(t *testing.T, cfg string) []tenantJSON {
 	t.Helper()
-	out, _, err := runCA("tenants", "list", "--config", cfg, "--output", "json")
+	out, _, err := runCA("tenants", "list", "--config", cfg, "--output", "json", "--local")
 	if err != nil {
 		t.Fatalf("tenants list: %v", err)
 	}
@@ -52,10 +53,10 @@ func listTenants(t *testing.T, cfg string) []tenantJSON {
 // the audit chain still verifies.
 func TestTenantsCommands(t *testing.T) {
 	cfg := tenantsConfig(t)
-	if _, _, err := runCA("tenants", "create", "acme", "--require-tpm", "--config", cfg); err != nil {
+	if _, _, err := runCA("tenants", "create", "acme", "--require-tpm", "--config", cfg, "--local"); err != nil {
 		t.Fatalf("create acme: %v", err)
 	}
-	if _, _, err := runCA("tenants", "create", "--config", cfg, "beta"); err != nil {
+	if _, _, err := runCA("tenants", "create", "--config", cfg, "--local", "beta"); err != nil {
 		t.Fatalf("create beta: %v", err)
 	}
 	ts := listTenants(t, cfg)
@@ -66,7 +67,7 @@ func TestTenantsCommands(t *testing.T) {
 	if len(ts) != 3 || !got["acme"] || got["beta"] || got["default"] {
 		t.Fatalf("tenants = %+v", ts)
 	}
-	out, _, err := runCA("tenants", "list", "--config", cfg)
+	out, _, err := runCA("tenants", "list", "--config", cfg, "--local")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +80,7 @@ func TestTenantsCommands(t *testing.T) {
 		arg  string
 		want bool
 	}{{"--require-tpm=false", false}, {"--require-tpm", true}, {"--require-tpm=true", true}} {
-		out, _, err := runCA("tenants", "set", "acme", step.arg, "--config", cfg, "--output", "json")
+		out, _, err := runCA("tenants", "set", "acme", step.arg, "--config", cfg, "--output", "json", "--local")
 		if err != nil {
 			t.Fatalf("set acme %s: %v", step.arg, err)
 		}
@@ -158,7 +159,7 @@ func TestTenantsBadInput(t *testing.T) {
 		t.Fatalf("registry created by refused commands: %v", err)
 	}
 
-	if _, _, err := runCA("tenants", "create", "acme", "--config", cfg); err != nil {
+	if _, _, err := runCA("tenants", "create", "acme", "--config", cfg, "--local"); err != nil {
 		t.Fatal(err)
 	}
 	before := listTenants(t, cfg)
@@ -166,9 +167,9 @@ func TestTenantsBadInput(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"tenants", "create", "acme", "--require-tpm", "--config", cfg}, `tenant "acme" already exists`},
-		{[]string{"tenants", "create", "default", "--config", cfg}, `tenant "default" already exists`},
-		{[]string{"tenants", "set", "nope", "--require-tpm=true", "--config", cfg}, `tenant "nope" does not exist`},
+		{[]string{"tenants", "create", "acme", "--require-tpm", "--config", cfg, "--local"}, `tenant "acme" already exists`},
+		{[]string{"tenants", "create", "default", "--config", cfg, "--local"}, `tenant "default" already exists`},
+		{[]string{"tenants", "set", "nope", "--require-tpm=true", "--config", cfg, "--local"}, `tenant "nope" does not exist`},
 	} {
 		_, _, err := runCA(tc.args...)
 		if err == nil || errors.Is(err, errUsage) || !strings.Contains(err.Error(), tc.want) {
@@ -180,7 +181,7 @@ func TestTenantsBadInput(t *testing.T) {
 		t.Fatalf("tenants %+v -> %+v", before, after)
 	}
 	for i := range after {
-		if after[i] != before[i] {
+		if !reflect.DeepEqual(after[i], before[i]) {
 			t.Errorf("tenant changed: %+v -> %+v", before[i], after[i])
 		}
 	}

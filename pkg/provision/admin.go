@@ -26,10 +26,15 @@ var (
 )
 
 // InScope reports whether who may see and act on a record of tenantID. It
-// is the one tenant-scope rule: an actor acts in its own tenant only, and a
-// record with no tenant (CA infrastructure certificates, anonymous
-// refusals) is the default tenant's.
+// is the one tenant-scope rule: a super-admin acts on every tenant, any
+// other actor in its own tenant only, and a record with no tenant (CA
+// infrastructure certificates, anonymous refusals) is the default tenant's.
+// Out of scope is answered as not found (the record's existence is not
+// revealed).
 func InScope(who Actor, tenantID string) bool {
+	if who.Super {
+		return true
+	}
 	if tenantID == "" {
 		tenantID = registry.DefaultTenant
 	}
@@ -42,6 +47,15 @@ type AdminStore interface {
 	GetCertificate(ctx context.Context, serial string) (*registry.Certificate, error)
 	GetAdmin(ctx context.Context, name string) (*registry.Admin, error)
 	GetTenantByID(ctx context.Context, id string) (*registry.Tenant, error)
+	// Admins and their certificates.
+	CreateAdmin(ctx context.Context, a *registry.Admin, audit *registry.AuditEvent) error
+	ListAdmins(ctx context.Context) ([]*registry.Admin, error)
+	RevokeAdmin(ctx context.Context, name string, at time.Time, audit *registry.AuditEvent) error
+	RecordCertificate(ctx context.Context, c *registry.Certificate, audit *registry.AuditEvent) error
+	ListCertificates(ctx context.Context, f registry.CertFilter) ([]*registry.Certificate, error)
+	// Tenants.
+	TenantStore
+	ListTenants(ctx context.Context) ([]*registry.Tenant, error)
 	// Tokens.
 	GetTenant(ctx context.Context, name string) (*registry.Tenant, error)
 	CreateToken(ctx context.Context, t *registry.Token, audit *registry.AuditEvent) error
@@ -67,6 +81,16 @@ type AdminConfig struct {
 	Now func() time.Time
 	// Log receives audit appends that failed; nil means slog.Default().
 	Log *slog.Logger
+	// Issuer signs admin certificates ('ca admins add', renewals); nil
+	// refuses them with an error. *pki.Issuer implements it.
+	Issuer ComponentIssuer
+	// CertLifetime is the lifetime of admin certificates; zero means
+	// DefaultAdminCertLifetime.
+	CertLifetime time.Duration
+	// Revoker revokes a revoked admin's certificates through the one
+	// revocation path (CRL and OCSP show them); nil leaves them to expire
+	// (the admin is refused anyway). *Revocation implements it.
+	Revoker CertificateRevoker
 }
 
 // Admin runs the admin API's actions: it authenticates admin certificates
@@ -95,6 +119,9 @@ func NewAdmin(cfg AdminConfig) (*Admin, error) {
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
+	}
+	if cfg.CertLifetime == 0 {
+		cfg.CertLifetime = DefaultAdminCertLifetime
 	}
 	return &Admin{cfg: cfg}, nil
 }
@@ -145,7 +172,10 @@ func (a *Admin) Authenticate(ctx context.Context, req *AuthRequest) (Actor, erro
 	if err != nil {
 		return deny(ErrForbidden, fmt.Sprintf("no admin named %q", id.AdminName))
 	}
-	who.TenantID = adm.TenantID
+	who.TenantID, who.Super = adm.TenantID, adm.Super
+	if adm.Status == registry.AdminRevoked {
+		return deny(ErrForbidden, fmt.Sprintf("admin %q is revoked", id.AdminName))
+	}
 	tn, err := a.cfg.Store.GetTenantByID(ctx, adm.TenantID)
 	if err != nil || tn.Name != id.Tenant {
 		return deny(ErrForbidden, "the certificate's tenant does not match the admin's")
@@ -193,7 +223,7 @@ func (a *Admin) MintToken(ctx context.Context, who Actor, spec TokenSpec) (strin
 	}
 	if err != nil || !InScope(who, t.ID) {
 		return "", nil, a.refused(ctx, who, ActionTokenCreate, spec.Tenant,
-			fmt.Errorf("%s may not mint tokens for tenant %q: %w", who, spec.Tenant, ErrForbidden))
+			fmt.Errorf("no tenant %q in your scope: %w", spec.Tenant, registry.ErrNotFound))
 	}
 	spec.Who = who
 	token, tok, err := MintToken(ctx, a.cfg.Store, a.cfg.Now(), spec)

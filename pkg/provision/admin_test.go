@@ -278,6 +278,14 @@ func TestAdminAddTPMRoot(t *testing.T) {
 	good := selfSigned(t, true)
 	// Not self-signed: the test CA's intermediate, signed by its root.
 	inter := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: f.ca.CA.Intermediate.Raw})
+	// A TPM root is trusted for every tenant: a tenant admin may not add
+	// one, a super-admin may.
+	seq0 := f.head(t)
+	if _, err := f.adm.AddTPMRoot(ctx, f.alice, good); !errors.Is(err, provision.ErrForbidden) {
+		t.Fatalf("AddTPMRoot by a tenant admin = %v, want ErrForbidden", err)
+	}
+	f.audited(t, seq0, f.alice, provision.ActionTPMRootAdd, "", registry.ResultDenied)
+	f.alice.Super = true
 	for _, tt := range []struct {
 		name string
 		pem  []byte

@@ -18,8 +18,14 @@ import (
 // AddTPMRoot trusts a TPM manufacturer root: pemBytes must hold exactly one
 // self-signed CA certificate. EK certificates may then chain to it. A root
 // already trusted is registry.ErrAlreadyExists; a bad certificate is
-// ErrInvalidArgument. Refusals change nothing and are audited.
+// ErrInvalidArgument; a tenant admin (not a super-admin) is ErrForbidden.
+// Refusals change nothing and are audited.
 func (a *Admin) AddTPMRoot(ctx context.Context, who Actor, pemBytes []byte) (*registry.TPMRoot, error) {
+	if !who.Super && who.Kind == ActorAdmin {
+		// A TPM root is trusted for every tenant's enrollments.
+		return nil, a.refused(ctx, who, ActionTPMRootAdd, "",
+			fmt.Errorf("only a super-admin may add TPM roots (they are trusted for every tenant): %w", ErrForbidden))
+	}
 	cert, err := ParseTPMRoot(pemBytes)
 	if err != nil {
 		return nil, a.refused(ctx, who, ActionTPMRootAdd, "", err)
