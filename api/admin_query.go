@@ -109,7 +109,7 @@ func (s *Server) getDevice(c echo.Context) error {
 		err = registry.ErrNotFound
 	}
 	if err != nil {
-		return fmt.Errorf("no device %q in your tenant: %w", c.Param("id"), err)
+		return notFound(fmt.Errorf("no device %q in your tenant: %w", c.Param("id"), err))
 	}
 	return s.device(c, d)
 }
@@ -168,7 +168,7 @@ func (s *Server) getCertificate(c echo.Context) error {
 		err = registry.ErrNotFound
 	}
 	if err != nil {
-		return fmt.Errorf("no certificate %q in your tenant: %w", c.Param("serial"), err)
+		return notFound(fmt.Errorf("no certificate %q in your tenant: %w", c.Param("serial"), err))
 	}
 	return c.JSON(http.StatusOK, certView(r, true))
 }

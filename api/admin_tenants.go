@@ -1,6 +1,7 @@
 package api
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"time"
@@ -108,8 +109,18 @@ func (s *Server) scopeTenant(c echo.Context) (string, error) {
 		err = registry.ErrNotFound
 	}
 	if err != nil {
-		return "", fmt.Errorf("no tenant %q in your scope: %w", name, err)
+		return "", notFound(fmt.Errorf("no tenant %q in your scope: %w", name, err))
 	}
 	return t.ID, nil
+}
+
+// notFound marks err, when it is registry.ErrNotFound (an unknown object or
+// one of another tenant), as a refusal made in api, so requireRole audits
+// it as denied; other errors pass unchanged.
+func notFound(err error) error {
+	if errors.Is(err, registry.ErrNotFound) {
+		return &requestError{err}
+	}
+	return err
 }
 

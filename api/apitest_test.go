@@ -111,6 +111,7 @@ func newFixtureTPM(t testing.TB, tpm *provision.TPMConfig) *fixture {
 	}
 	f.admin, err = provision.NewAdmin(provision.AdminConfig{
 		Store: store, TrustDomain: pkitest.TrustDomain, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Issuer: f.ca.Issuer, Revoker: f.rev,
 	})
 	if err != nil {
 		t.Fatal(err)

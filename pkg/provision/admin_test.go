@@ -320,6 +320,7 @@ func TestAdminAddTPMRoot(t *testing.T) {
 	}
 	f.audited(t, seq, f.alice, provision.ActionTPMRootAdd, root.Fingerprint, registry.ResultOK)
 	seq = f.head(t)
+	f.oscar.Super = true
 	if _, err := f.adm.AddTPMRoot(ctx, f.oscar, good); !errors.Is(err, registry.ErrAlreadyExists) {
 		t.Fatalf("second AddTPMRoot = %v, want ErrAlreadyExists", err)
 	}
