@@ -96,6 +96,9 @@ func newFixtureTPM(t testing.TB, tpm *provision.TPMConfig) *fixture {
 		// reasons, not for being RSA.
 		Policy: pki.CSRPolicy{AllowRSA: true},
 		TPM:    tpm,
+		// Tenants are read at every enrollment, so a policy change a test
+		// makes applies at once.
+		TenantTTL: -1,
 	})
 	if err != nil {
 		t.Fatal(err)
