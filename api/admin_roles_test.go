@@ -161,8 +161,8 @@ func (f *fixture) matrixObjects(tenantID, tenant, id string) matrixTargets {
 	}
 	return matrixTargets{
 		tenant: tenant, deviceID: er.DeviceID, serial: leaf.SerialNumber.Text(16),
-		held:    f.holdClaim(tenantID, "q-"+id, "SN-M-CLONE-"+id, ek("held-" + id)).ID,
-		release: f.holdClaim(tenantID, "r-"+id, "SN-M-RMA-"+id, ek("release-" + id)).ID,
+		held:    f.holdClaim(tenantID, "q-"+id, "SN-M-CLONE-"+id, ek("held-"+id)).ID,
+		release: f.holdClaim(tenantID, "r-"+id, "SN-M-RMA-"+id, ek("release-"+id)).ID,
 		admin:   victim,
 	}
 }
@@ -242,7 +242,9 @@ func TestAdminRouteTenantMatrix(t *testing.T) {
 	dev := func(m matrixTargets) string { return m.deviceID }
 	ser := func(m matrixTargets) string { return m.serial }
 	fixed := func(s string) func(matrixTargets) string { return func(matrixTargets) string { return s } }
-	body := func(s string) func(matrixTargets, string) string { return func(matrixTargets, string) string { return s } }
+	body := func(s string) func(matrixTargets, string) string {
+		return func(matrixTargets, string) string { return s }
+	}
 	routes := []route{
 		{"GET", p("/v1/admin/devices?tenant=%s", tenantQ), nil, all, false, true},
 		{"GET", p("/v1/admin/devices?status=quarantined&tenant=%s", tenantQ), nil, all, false, true},

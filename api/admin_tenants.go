@@ -123,4 +123,3 @@ func notFound(err error) error {
 	}
 	return err
 }
-

@@ -282,4 +282,3 @@ func (a *Admin) renewAdmin(ctx context.Context, who Actor, csrPEM []byte) (*Issu
 	}
 	return &IssuedAdmin{Admin: adm, Tenant: tenant.Name, Result: res}, nil
 }
-
