@@ -95,6 +95,19 @@ func TestTenantsCommands(t *testing.T) {
 		}
 	}
 
+	// The rest of the policy, set and read back.
+	out, _, err = runCA("tenants", "set", "acme", "--methods", "token,tpm", "--key-types", "ecdsa-p256,rsa", "--cert-lifetime", "72h",
+		"--config", cfg, "--output", "json", "--local")
+	var tn tenantJSON
+	if err != nil || json.Unmarshal([]byte(out), &tn) != nil || tn.CertLifetime != "72h0m0s" || len(tn.Methods) != 2 || len(tn.KeyTypes) != 2 {
+		t.Fatalf("set policy: %q, %v", out, err)
+	}
+	for _, l := range listTenants(t, cfg) {
+		if l.Name == "acme" && (l.CertLifetime != "72h0m0s" || strings.Join(l.Methods, ",") != "token,tpm" || !l.RequireTPM) {
+			t.Fatalf("after set policy: %+v", l)
+		}
+	}
+
 	c, err := LoadConfig(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -120,8 +133,8 @@ func TestTenantsCommands(t *testing.T) {
 			t.Errorf("audit actor %q, want local:<user>", ev.Actor)
 		}
 	}
-	if creates != 2 || updates != 3 {
-		t.Errorf("audit: %d tenant.create, %d tenant.update; want 2 and 3", creates, updates)
+	if creates != 2 || updates != 4 {
+		t.Errorf("audit: %d tenant.create, %d tenant.update; want 2 and 4", creates, updates)
 	}
 	if _, _, err := runCA("audit", "verify", "--config", cfg); err != nil {
 		t.Fatal(err)
@@ -150,6 +163,9 @@ func TestTenantsBadInput(t *testing.T) {
 		{"tenants", "set", "acme", "--config", cfg}, // nothing to set
 		{"tenants", "set", "acme", "--require-tpm=maybe", "--config", cfg},
 		{"tenants", "set", "--require-tpm=true", "--config", cfg},
+		{"tenants", "set", "acme", "--cert-lifetime", "banana", "--config", cfg, "--local"},
+		{"tenants", "create", "acme", "--cert-lifetime", "-2h", "--config", cfg, "--local"},
+		{"tenants", "create", "acme", "--config", cfg, "--admin-cert", "x.crt"}, // --admin-key missing
 	} {
 		if _, _, err := runCA(args...); !errors.Is(err, errUsage) {
 			t.Errorf("ca %s: err = %v, want a usage error", strings.Join(args, " "), err)
@@ -170,6 +186,10 @@ func TestTenantsBadInput(t *testing.T) {
 		{[]string{"tenants", "create", "acme", "--require-tpm", "--config", cfg, "--local"}, `tenant "acme" already exists`},
 		{[]string{"tenants", "create", "default", "--config", cfg, "--local"}, `tenant "default" already exists`},
 		{[]string{"tenants", "set", "nope", "--require-tpm=true", "--config", cfg, "--local"}, `tenant "nope" does not exist`},
+		{[]string{"tenants", "set", "acme", "--methods", "token,pigeon", "--config", cfg, "--local"}, `method "pigeon" is not one of`},
+		{[]string{"tenants", "set", "acme", "--key-types", "dsa", "--config", cfg, "--local"}, `key type "dsa" is not one of`},
+		{[]string{"tenants", "set", "acme", "--cert-lifetime", "1m", "--config", cfg, "--local"}, `out of range`},
+		{[]string{"tenants", "create", "new", "--cert-lifetime", "9000h", "--config", cfg, "--local"}, `out of range`},
 	} {
 		_, _, err := runCA(tc.args...)
 		if err == nil || errors.Is(err, errUsage) || !strings.Contains(err.Error(), tc.want) {
