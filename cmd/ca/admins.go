@@ -126,7 +126,9 @@ func cmdAdminsAdd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		scope = "all tenants (super-admin)"
 	}
 	fmt.Fprintf(stdout, "admin %s (%s, %s): %s", name, res.Admin.Role, scope, certPath)
-	if *csrFile == "" {
+	if *csrFile != "" {
+		keyPath = "KEY-OF-THE-CSR"
+	} else {
 		fmt.Fprintf(stdout, ", key %s", keyPath)
 	}
 	fmt.Fprintf(stdout, "\nuse it with: ca ... --admin-cert %s --admin-key %s\n", certPath, keyPath)
