@@ -20,8 +20,9 @@ var (
 	// certificate.
 	ErrUnauthenticated = errors.New("unauthenticated")
 	// ErrForbidden: the caller is known but may not do this — its
-	// certificate is not an admin's, is revoked, its role does not allow
-	// it, or the object belongs to another tenant.
+	// certificate is not an admin's, is revoked, the admin is revoked, or
+	// its role (or not being a super-admin) does not allow the action at
+	// all. Another tenant's object is registry.ErrNotFound instead.
 	ErrForbidden = errors.New("forbidden")
 )
 
@@ -212,7 +213,8 @@ func (a *Admin) refused(ctx context.Context, who Actor, action Action, target st
 }
 
 // MintToken mints a bootstrap token (see MintToken) for who, in who's tenant
-// only: a tenant outside it, or unknown, is ErrForbidden.
+// only (a super-admin: any tenant): a tenant outside it, or unknown, is
+// registry.ErrNotFound. Refusals are audited.
 func (a *Admin) MintToken(ctx context.Context, who Actor, spec TokenSpec) (string, *registry.Token, error) {
 	if spec.Tenant == "" {
 		spec.Tenant = registry.DefaultTenant

@@ -222,6 +222,13 @@ func TestAdminMintToken(t *testing.T) {
 	}
 	f.audited(t, seq, f.alice, provision.ActionTokenCreate, rec.ID, registry.ResultOK)
 
+	// A super-admin mints in any tenant.
+	super := f.alice
+	super.Super = true
+	if _, rec, err := f.adm.MintToken(ctx, super, provision.TokenSpec{Tenant: "other"}); err != nil || rec.TenantID != f.other.ID {
+		t.Errorf("super-admin in another tenant: %+v, %v", rec, err)
+	}
+
 	// Oscar mints in his own tenant, by name.
 	if _, rec, err := f.adm.MintToken(ctx, f.oscar, provision.TokenSpec{Tenant: "other"}); err != nil || rec.TenantID != f.other.ID {
 		t.Errorf("oscar in his tenant: %+v, %v", rec, err)
@@ -233,9 +240,9 @@ func TestAdminMintToken(t *testing.T) {
 		spec provision.TokenSpec
 		want error
 	}{
-		{"another tenant", f.alice, provision.TokenSpec{Tenant: "other"}, provision.ErrForbidden},
-		{"the default tenant from another", f.oscar, provision.TokenSpec{}, provision.ErrForbidden},
-		{"unknown tenant", f.alice, provision.TokenSpec{Tenant: "nope"}, provision.ErrForbidden},
+		{"another tenant", f.alice, provision.TokenSpec{Tenant: "other"}, registry.ErrNotFound},
+		{"the default tenant from another", f.oscar, provision.TokenSpec{}, registry.ErrNotFound},
+		{"unknown tenant", f.alice, provision.TokenSpec{Tenant: "nope"}, registry.ErrNotFound},
 		{"bad uses", f.alice, provision.TokenSpec{Uses: -1}, provision.ErrInvalidArgument},
 		{"bad ttl", f.alice, provision.TokenSpec{TTL: 9000 * time.Hour}, provision.ErrInvalidArgument},
 		{"bad serial", f.alice, provision.TokenSpec{Serial: "has space"}, provision.ErrInvalidArgument},
