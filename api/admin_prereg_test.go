@@ -72,10 +72,14 @@ func TestTPMRoots(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	ctx := context.Background()
-	admin := f.apiClient(f.adminCert(f.ca, "default", "root", registry.RoleAdmin, ""))
+	admin := f.apiClient(f.superAdminCert("root"))
+	// A tenant admin may not add a root every tenant trusts.
+	_, err := f.apiClient(f.adminCert(f.ca, "default", "tenant-admin", registry.RoleAdmin, "")).AddTPMRoot(ctx,
+		&wire.AddTPMRootRequest{PEM: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: f.ca.CA.Root.Raw}))})
+	wantStatus(t, err, http.StatusForbidden, "forbidden")
 	op := f.apiClient(f.adminCert(f.ca, "default", "op", registry.RoleOperator, ""))
 	rootPEM := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: f.ca.CA.Root.Raw}))
-	_, err := op.AddTPMRoot(ctx, &wire.AddTPMRootRequest{PEM: rootPEM})
+	_, err = op.AddTPMRoot(ctx, &wire.AddTPMRootRequest{PEM: rootPEM})
 	wantStatus(t, err, http.StatusForbidden, "forbidden")
 	got, err := admin.AddTPMRoot(ctx, &wire.AddTPMRootRequest{PEM: rootPEM})
 	if err != nil || got.Subject == "" {

@@ -58,7 +58,7 @@ type Config struct {
 
 	CA         CAConfig         `yaml:"ca"`
 	TLS        TLSConfig        `yaml:"tls"`
-	Admin      KeyPair          `yaml:"admin"`
+	Admin      AdminKeyConfig   `yaml:"admin"`
 	DB         DBConfig         `yaml:"db"`
 	Enrollment EnrollmentConfig `yaml:"enrollment"`
 	CRL        CRLConfig        `yaml:"crl,omitempty"`
@@ -88,6 +88,16 @@ type TLSConfig struct {
 	// certificates, single-use bootstrap tokens — has no long-term secrecy
 	// value, so a CA that must enroll fleets fast may trade it away.
 	ClassicalKeyExchange bool `yaml:"classical_key_exchange,omitempty"`
+}
+
+// AdminKeyConfig is the admin certificate the CLI acts with by default
+// (cert, key) and the lifetime of the admin certificates the CA issues
+// ('ca admins add', 'ca admins renew').
+type AdminKeyConfig struct {
+	KeyPair `yaml:",inline"`
+	// CertLifetime is the lifetime of admin certificates issued through the
+	// admin API; default 2160h (90 days), at least 1h, at most 8760h.
+	CertLifetime Duration `yaml:"cert_lifetime,omitempty"`
 }
 
 // KeyPair is a PEM certificate chain and its encrypted PEM key.
@@ -280,6 +290,9 @@ func (c *Config) defaults() {
 	if c.Enrollment.CertLifetime == 0 {
 		c.Enrollment.CertLifetime = Duration(pki.DefaultLeafLifetime)
 	}
+	if c.Admin.CertLifetime == 0 {
+		c.Admin.CertLifetime = Duration(provision.DefaultAdminCertLifetime)
+	}
 	if c.Enrollment.Profile == "" {
 		c.Enrollment.Profile = profileDefault
 	}
@@ -384,6 +397,9 @@ func (c *Config) Validate() error {
 		if p == "" {
 			errs = append(errs, fmt.Errorf("tpm: certificate file %d is empty", i+1))
 		}
+	}
+	if c.Admin.CertLifetime < Duration(time.Hour) || c.Admin.CertLifetime > Duration(8760*time.Hour) {
+		errs = append(errs, fmt.Errorf("admin.cert_lifetime: %s is not within [1h, 8760h]", time.Duration(c.Admin.CertLifetime)))
 	}
 	if c.Enrollment.CertLifetime < Duration(time.Hour) {
 		errs = append(errs, fmt.Errorf("enrollment.cert_lifetime: %s is shorter than 1h", time.Duration(c.Enrollment.CertLifetime)))

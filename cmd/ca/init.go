@@ -127,7 +127,7 @@ func initCA(ctx context.Context, o initOptions, stderr io.Writer) (fp string, er
 			Key:          "softkms:path=intermediate.key",
 		},
 		TLS:   TLSConfig{KeyPair: KeyPair{Cert: fileServerCrt, Key: fileServerKey}},
-		Admin: KeyPair{Cert: fileAdminCrt, Key: fileAdminKey},
+		Admin: AdminKeyConfig{KeyPair: KeyPair{Cert: fileAdminCrt, Key: fileAdminKey}},
 		DB:    DBConfig{Driver: "sqlite", DSN: fileDB},
 		dir:   dir,
 	}
@@ -241,7 +241,8 @@ func initCA(ctx context.Context, o initOptions, stderr io.Writer) (fp string, er
 	if err := writeKeyPair(cfg.Path(fileAdminCrt), cfg.Path(fileAdminKey), adm, adminKey, password); err != nil {
 		return "", err
 	}
-	if err := provision.PutAdmin(ctx, store, who, &registry.Admin{Name: o.AdminName, TenantID: tenant.ID, Role: registry.RoleAdmin, CreatedAt: now}); err != nil {
+	// The first admin is a super-admin: it acts on every tenant.
+	if err := provision.PutAdmin(ctx, store, who, &registry.Admin{Name: o.AdminName, TenantID: tenant.ID, Role: registry.RoleAdmin, Super: true, CreatedAt: now}); err != nil {
 		return "", err
 	}
 	if err := provision.RecordIssued(ctx, store, who, adm.Certificate, registry.KindAdmin, tenant.ID, now); err != nil {

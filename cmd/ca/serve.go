@@ -162,7 +162,14 @@ func serve(ctx context.Context, cfg *Config, dev bool, stdout, stderr io.Writer)
 	if err != nil {
 		return err
 	}
-	admin, err := provision.NewAdmin(provision.AdminConfig{Store: store, TrustDomain: cfg.TrustDomain, Log: log})
+	adminCfg := provision.AdminConfig{
+		Store: store, TrustDomain: cfg.TrustDomain, Log: log,
+		Issuer: issuer, CertLifetime: time.Duration(cfg.Admin.CertLifetime),
+	}
+	if rev != nil {
+		adminCfg.Revoker = rev
+	}
+	admin, err := provision.NewAdmin(adminCfg)
 	if err != nil {
 		return err
 	}

@@ -222,6 +222,13 @@ func TestAdminMintToken(t *testing.T) {
 	}
 	f.audited(t, seq, f.alice, provision.ActionTokenCreate, rec.ID, registry.ResultOK)
 
+	// A super-admin mints in any tenant.
+	super := f.alice
+	super.Super = true
+	if _, rec, err := f.adm.MintToken(ctx, super, provision.TokenSpec{Tenant: "other"}); err != nil || rec.TenantID != f.other.ID {
+		t.Errorf("super-admin in another tenant: %+v, %v", rec, err)
+	}
+
 	// Oscar mints in his own tenant, by name.
 	if _, rec, err := f.adm.MintToken(ctx, f.oscar, provision.TokenSpec{Tenant: "other"}); err != nil || rec.TenantID != f.other.ID {
 		t.Errorf("oscar in his tenant: %+v, %v", rec, err)
@@ -233,9 +240,9 @@ func TestAdminMintToken(t *testing.T) {
 		spec provision.TokenSpec
 		want error
 	}{
-		{"another tenant", f.alice, provision.TokenSpec{Tenant: "other"}, provision.ErrForbidden},
-		{"the default tenant from another", f.oscar, provision.TokenSpec{}, provision.ErrForbidden},
-		{"unknown tenant", f.alice, provision.TokenSpec{Tenant: "nope"}, provision.ErrForbidden},
+		{"another tenant", f.alice, provision.TokenSpec{Tenant: "other"}, registry.ErrNotFound},
+		{"the default tenant from another", f.oscar, provision.TokenSpec{}, registry.ErrNotFound},
+		{"unknown tenant", f.alice, provision.TokenSpec{Tenant: "nope"}, registry.ErrNotFound},
 		{"bad uses", f.alice, provision.TokenSpec{Uses: -1}, provision.ErrInvalidArgument},
 		{"bad ttl", f.alice, provision.TokenSpec{TTL: 9000 * time.Hour}, provision.ErrInvalidArgument},
 		{"bad serial", f.alice, provision.TokenSpec{Serial: "has space"}, provision.ErrInvalidArgument},
@@ -293,6 +300,14 @@ func TestAdminAddTPMRoot(t *testing.T) {
 		}
 		return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 	}()
+	// A TPM root is trusted for every tenant: a tenant admin may not add
+	// one, a super-admin may.
+	seq0 := f.head(t)
+	if _, err := f.adm.AddTPMRoot(ctx, f.alice, good); !errors.Is(err, provision.ErrForbidden) {
+		t.Fatalf("AddTPMRoot by a tenant admin = %v, want ErrForbidden", err)
+	}
+	f.audited(t, seq0, f.alice, provision.ActionTPMRootAdd, "", registry.ResultDenied)
+	f.alice.Super = true
 	for _, tt := range []struct {
 		name string
 		pem  []byte
@@ -327,6 +342,7 @@ func TestAdminAddTPMRoot(t *testing.T) {
 	}
 	f.audited(t, seq, f.alice, provision.ActionTPMRootAdd, root.Fingerprint, registry.ResultOK)
 	seq = f.head(t)
+	f.oscar.Super = true
 	if _, err := f.adm.AddTPMRoot(ctx, f.oscar, good); !errors.Is(err, registry.ErrAlreadyExists) {
 		t.Fatalf("second AddTPMRoot = %v, want ErrAlreadyExists", err)
 	}

@@ -22,9 +22,15 @@ import (
 // (registry.TPMIntermediate), which completes EK chains that lack it and
 // adds no trust by itself. Both count at the next TPM challenge, on every
 // replica, with no restart. A certificate already added is
-// registry.ErrAlreadyExists; a bad certificate is ErrInvalidArgument.
-// Refusals change nothing and are audited.
+// registry.ErrAlreadyExists; a bad certificate is ErrInvalidArgument; a
+// tenant admin (not a super-admin) is ErrForbidden. Refusals change nothing
+// and are audited.
 func (a *Admin) AddTPMRoot(ctx context.Context, who Actor, pemBytes []byte) (*registry.TPMRoot, error) {
+	if !who.Super && who.Kind == ActorAdmin {
+		// A TPM root is trusted for every tenant's enrollments.
+		return nil, a.refused(ctx, who, ActionTPMRootAdd, "",
+			fmt.Errorf("only a super-admin may add TPM roots (they are trusted for every tenant): %w", ErrForbidden))
+	}
 	cert, kind, err := ParseTPMCA(pemBytes)
 	if err != nil {
 		return nil, a.refused(ctx, who, ActionTPMRootAdd, "", err)

@@ -189,7 +189,7 @@ func (s *Service) tpmChallenge(ctx context.Context, req *TPMChallengeRequest, ad
 	}
 	// The same rules as the enrollment, before the TPM work; the enrollment
 	// applies them again.
-	id, err := s.identity(ctx, adm, req.Serial, macs)
+	id, err := s.identity(ctx, adm, req.Serial, macs, nil)
 	if err != nil {
 		return nil, err
 	}

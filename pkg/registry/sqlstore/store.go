@@ -518,7 +518,7 @@ func (s *Store) PutAdmin(ctx context.Context, a *registry.Admin, audit *registry
 	return s.writeAudited(ctx, audit, func(tx *gorm.DB, _ *batch) error {
 		err := tx.Clauses(clause.OnConflict{
 			Columns:   []clause.Column{{Name: "name"}},
-			DoUpdates: clause.AssignmentColumns([]string{"tenant_id", "role"}),
+			DoUpdates: clause.AssignmentColumns([]string{"tenant_id", "role", "super"}),
 		}).Create(row).Error
 		if err != nil {
 			return fmt.Errorf("sqlstore: put admin %s: %w", a.Name, translate(err))

@@ -2,7 +2,9 @@ package sqlstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"time"
 
 	"gorm.io/gorm"
 
@@ -33,5 +35,71 @@ func (s *Store) SetTenantRequireTPM(ctx context.Context, tenantID string, requir
 			return fmt.Errorf("sqlstore: set tenant %s require_tpm: %w", tenantID, registry.ErrNotFound)
 		}
 		return nil
+	})
+}
+
+// UpdateTenantPolicy implements registry.Store.
+func (s *Store) UpdateTenantPolicy(ctx context.Context, t *registry.Tenant, audit *registry.AuditEvent) error {
+	row := fromTenant(t)
+	return s.writeAudited(ctx, audit, func(tx *gorm.DB, _ *batch) error {
+		res := tx.Model(&tenantRow{}).Where("id = ?", t.ID).Updates(map[string]any{
+			"require_tpm": row.RequireTPM, "methods": row.Methods, "key_types": row.KeyTypes,
+			"cert_lifetime_seconds": row.CertLifetimeSeconds,
+		})
+		if res.Error != nil {
+			return fmt.Errorf("sqlstore: update tenant %s policy: %w", t.ID, translate(res.Error))
+		}
+		if res.RowsAffected != 1 {
+			return fmt.Errorf("sqlstore: update tenant %s policy: %w", t.ID, registry.ErrNotFound)
+		}
+		return nil
+	})
+}
+
+// CreateAdmin implements registry.Store.
+func (s *Store) CreateAdmin(ctx context.Context, a *registry.Admin, audit *registry.AuditEvent) error {
+	if a == nil || a.Name == "" {
+		return errors.New("sqlstore: create admin: empty name")
+	}
+	row := fromAdmin(a)
+	if row.CreatedAt.IsZero() {
+		row.CreatedAt = ts(s.now())
+	}
+	return s.insert(ctx, "admin "+a.Name, row, audit, func() { a.CreatedAt, a.Status = row.CreatedAt, registry.AdminStatus(row.Status) })
+}
+
+// ListAdmins implements registry.Store.
+func (s *Store) ListAdmins(ctx context.Context) ([]*registry.Admin, error) {
+	var rows []adminRow
+	if err := s.r.WithContext(ctx).Order("name").Find(&rows).Error; err != nil {
+		return nil, fmt.Errorf("sqlstore: list admins: %w", translate(err))
+	}
+	out := make([]*registry.Admin, len(rows))
+	for i := range rows {
+		out[i] = rows[i].domain()
+	}
+	return out, nil
+}
+
+// RevokeAdmin implements registry.Store.
+func (s *Store) RevokeAdmin(ctx context.Context, name string, at time.Time, audit *registry.AuditEvent) error {
+	return s.writeAudited(ctx, audit, func(tx *gorm.DB, _ *batch) error {
+		at := ts(at)
+		res := tx.Model(&adminRow{}).Where("name = ? AND status <> ?", name, string(registry.AdminRevoked)).
+			Updates(map[string]any{"status": string(registry.AdminRevoked), "revoked_at": &at})
+		if res.Error != nil {
+			return fmt.Errorf("sqlstore: revoke admin %s: %w", name, translate(res.Error))
+		}
+		if res.RowsAffected == 1 {
+			return nil
+		}
+		var n int64
+		if err := tx.Model(&adminRow{}).Where("name = ?", name).Count(&n).Error; err != nil {
+			return fmt.Errorf("sqlstore: revoke admin %s: %w", name, translate(err))
+		}
+		if n == 0 {
+			return fmt.Errorf("sqlstore: revoke admin %s: %w", name, registry.ErrNotFound)
+		}
+		return fmt.Errorf("sqlstore: revoke admin %s: %w", name, registry.ErrAlreadyRevoked)
 	})
 }
