@@ -263,8 +263,17 @@ func closeDB(db *gorm.DB) error {
 
 func (s *Store) migrate(ctx context.Context) error {
 	db := s.w.WithContext(ctx)
+	// A registry from before super-admins: its admins were all made by
+	// 'ca init' (nothing else could make one), which now makes a
+	// super-admin.
+	upgradeAdmins := db.Migrator().HasTable(&adminRow{}) && !db.Migrator().HasColumn(&adminRow{}, "super")
 	if err := db.AutoMigrate(allModels()...); err != nil {
 		return fmt.Errorf("sqlstore: migrate: %w", err)
+	}
+	if upgradeAdmins {
+		if err := migrateSuperAdmins(db); err != nil {
+			return err
+		}
 	}
 	if err := migrateQuarantine(db); err != nil {
 		return err

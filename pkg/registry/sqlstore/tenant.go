@@ -103,3 +103,16 @@ func (s *Store) RevokeAdmin(ctx context.Context, name string, at time.Time, audi
 		return fmt.Errorf("sqlstore: revoke admin %s: %w", name, registry.ErrAlreadyRevoked)
 	})
 }
+
+// migrateSuperAdmins makes the admins of a registry from before
+// super-admins (the bootstrap admins 'ca init' made, role admin in the
+// default tenant) super-admins, as 'ca init' makes its admin now; without
+// it an upgraded CA would have no admin able to create tenants or add TPM
+// roots. It runs once, when the super column is added.
+func migrateSuperAdmins(db *gorm.DB) error {
+	err := db.Exec("UPDATE admins SET super = ? WHERE role = ? AND tenant_id = ?", true, string(registry.RoleAdmin), registry.DefaultTenant).Error
+	if err != nil {
+		return fmt.Errorf("sqlstore: migrate: super-admins: %w", translate(err))
+	}
+	return nil
+}
