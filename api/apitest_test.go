@@ -105,13 +105,15 @@ func newFixtureTPM(t *testing.T, tpm *provision.TPMConfig) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
+	ownCA := []*x509.Certificate{f.ca.CA.Root, f.ca.CA.Intermediate}
 	f.admin, err = provision.NewAdmin(provision.AdminConfig{
-		Store: store, TrustDomain: pkitest.TrustDomain, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Store: store, TrustDomain: pkitest.TrustDomain, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), CA: ownCA,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	attestors := provision.Attestors{Token: provision.TokenAttestor{Store: store}}
+	attestors := provision.Attestors{Token: provision.TokenAttestor{Store: store},
+		IDevID: provision.IDevIDAttestor{Store: store, CA: ownCA}}
 	if tpm != nil {
 		attestors.TPM = provision.TPMAttestor{Challenger: tpm.Challenger, Store: store}
 	}

@@ -322,3 +322,28 @@ type TPMEnrollRequest struct {
 	Certify         TPMCertificationParameters `json:"certify"`
 	CSR             string                     `json:"csr"` // PEM; its key is the certified key
 }
+
+// AddIDevIDRootRequest is the body of POST /v1/admin/idevid/roots: a
+// device manufacturer's CA certificates (roots and intermediates, one or
+// more PEM CERTIFICATE blocks) to trust for factory IDevID enrollment in
+// Tenant (a name; empty means the admin's own tenant).
+type AddIDevIDRootRequest struct {
+	PEM    string `json:"pem"`
+	Tenant string `json:"tenant,omitempty"`
+}
+
+// IDevIDRoot is a manufacturer CA certificate trusted for IDevID
+// enrollment in a tenant: the POST reply lists one per certificate sent
+// (Added false: the tenant trusted it already, nothing was written), the
+// GET reply the tenant's.
+type IDevIDRoot struct {
+	ID          string    `json:"id"`
+	Tenant      string    `json:"tenant"`
+	Fingerprint string    `json:"fingerprint"` // hex SHA-256 of the DER
+	Subject     string    `json:"subject"`
+	Kind        string    `json:"kind"` // "root" (a trust anchor) or "intermediate"
+	AddedBy     string    `json:"added_by,omitempty"`
+	CreatedAt   time.Time `json:"created_at"`
+	Added       bool      `json:"added,omitempty"`
+	PEM         string    `json:"pem,omitempty"`
+}

@@ -133,12 +133,17 @@ func serve(ctx context.Context, cfg *Config, dev bool, stdout, stderr io.Writer)
 	if err != nil {
 		return err
 	}
-	admin, err := provision.NewAdmin(provision.AdminConfig{Store: store, TrustDomain: cfg.TrustDomain, Log: log})
+	// devpki's own CA certificates: never a manufacturer's IDevID CA.
+	ownCA := append([]*x509.Certificate{ca.Root}, issuer.Chain()...)
+	admin, err := provision.NewAdmin(provision.AdminConfig{Store: store, TrustDomain: cfg.TrustDomain, Log: log, CA: ownCA})
 	if err != nil {
 		return err
 	}
 	// The enrollment doors and the attestor of each.
-	attestors := provision.Attestors{Token: provision.TokenAttestor{Store: store}}
+	attestors := provision.Attestors{
+		Token:  provision.TokenAttestor{Store: store},
+		IDevID: provision.IDevIDAttestor{Store: store, CA: ownCA},
+	}
 	if tpmCfg != nil {
 		attestors.TPM = provision.TPMAttestor{Challenger: tpmCfg.Challenger, Store: store}
 	}

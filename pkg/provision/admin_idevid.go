@@ -81,7 +81,7 @@ func (a *Admin) AddIDevIDRoot(ctx context.Context, who Actor, tenant string, pem
 func (a *Admin) ListIDevIDRoots(ctx context.Context, who Actor, tenant string) ([]*registry.IDevIDCA, error) {
 	tn, err := a.idevidTenant(ctx, who, tenant)
 	if err != nil {
-		return nil, a.refused(ctx, who, ActionAdminRead, "idevid roots "+tenant, err)
+		return nil, a.refused(ctx, who, ActionAdminDenied, "idevid roots "+tenant, err)
 	}
 	return a.cfg.Store.ListIDevIDCAs(ctx, tn.ID)
 }
