@@ -4,16 +4,11 @@ import (
 	"bytes"
 	"context"
 	"crypto/x509"
-	"encoding/asn1"
 	"errors"
 	"fmt"
-	"slices"
 	"sort"
 	"strings"
 	"time"
-
-	"golang.org/x/crypto/cryptobyte"
-	casn1 "golang.org/x/crypto/cryptobyte/asn1"
 
 	"devpki/pkg/pki"
 	"devpki/pkg/registry"
@@ -40,13 +35,6 @@ var (
 	// ErrIDevIDSerialMismatch: the CSR names another serial than the
 	// IDevID. Nothing is signed.
 	ErrIDevIDSerialMismatch = errors.New("provision: the CSR's serial is not the IDevID's")
-)
-
-// OIDs of the IDevID's hardware serial.
-var (
-	oidSubjectAltName = asn1.ObjectIdentifier{2, 5, 29, 17}
-	// oidHardwareModuleName is id-on-hardwareModuleName (RFC 4108 §5).
-	oidHardwareModuleName = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 8, 4}
 )
 
 // IDevIDName is how an IDevID is named in the audit log and to admins:
@@ -85,21 +73,6 @@ type IDevIDAttestor struct {
 	Now func() time.Time
 }
 
-// IDevID is what an IDevID certificate says of its device.
-type IDevID struct {
-	// Serial is the hardware serial: the subject's serialNumber or the
-	// hardwareModuleName's hwSerialNum.
-	Serial string
-	// HWType is the hardwareModuleName's hwType; nil without one.
-	HWType asn1.ObjectIdentifier
-	// Issuer is the issuer's DN; CertSerial the certificate's serial
-	// number in lowercase hex.
-	Issuer, CertSerial string
-	// verifiable is the leaf with the subjectAltName taken out of its
-	// unhandled critical extensions once it was read.
-	verifiable *x509.Certificate
-}
-
 // Admit verifies req.PeerCerts as an IDevID (see IDevIDAttestor) and
 // admits its serial into the tenant of the root it chains to.
 func (a IDevIDAttestor) Admit(ctx context.Context, req *Request) (*Admission, error) {
@@ -115,9 +88,9 @@ func (a IDevIDAttestor) Admit(ctx context.Context, req *Request) (*Admission, er
 	if err := a.notOurs(req.PeerCerts); err != nil {
 		return nil, err
 	}
-	id, err := ParseIDevID(leaf)
+	id, err := pki.ParseIDevID(leaf)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", ErrIDevIDInvalid, err)
 	}
 	if err := checkIDevIDLeaf(leaf, now()); err != nil {
 		return nil, err
@@ -188,7 +161,7 @@ func checkIDevIDLeaf(leaf *x509.Certificate, now time.Time) error {
 
 // verify finds the tenant whose manufacturer CAs verify id's leaf (with
 // the device's own intermediates sent).
-func (a IDevIDAttestor) verify(ctx context.Context, id *IDevID, sent []*x509.Certificate, now time.Time) (string, error) {
+func (a IDevIDAttestor) verify(ctx context.Context, id *pki.IDevID, sent []*x509.Certificate, now time.Time) (string, error) {
 	cas, err := a.Store.ListIDevIDCAs(ctx, "")
 	if err != nil {
 		return "", fmt.Errorf("read the manufacturer IDevID CAs: %w", err)
@@ -224,7 +197,7 @@ func (a IDevIDAttestor) verify(ctx context.Context, id *IDevID, sent []*x509.Cer
 		failure error
 	)
 	for _, t := range tenants {
-		_, err := id.verifiable.Verify(x509.VerifyOptions{
+		_, err := id.Verifiable.Verify(x509.VerifyOptions{
 			Roots: byTenant[t].roots, Intermediates: byTenant[t].inter, CurrentTime: now,
 			KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 		})
@@ -262,105 +235,4 @@ func (a IDevIDAttestor) verify(ctx context.Context, id *IDevID, sent []*x509.Cer
 	return "", fmt.Errorf("%w: IDevID %s issued by %q does not chain to a manufacturer CA registered for any tenant "+
 		"(an administrator adds it with 'ca idevid roots add FILE')", ErrIDevIDUnknownManufacturer,
 		IDevIDName(id.Issuer, id.CertSerial), id.Issuer)
-}
-
-// ParseIDevID reads the hardware serial of an IDevID certificate: its
-// subject's serialNumber, or the hwSerialNum of a hardwareModuleName
-// otherName (RFC 4108) in its subjectAltName; both present must agree. A
-// critical subjectAltName that holds only hardwareModuleName names (which
-// Go's x509 leaves in UnhandledCriticalExtensions, so Verify would refuse
-// it) is taken out of that list once read. Errors are ErrIDevIDInvalid.
-func ParseIDevID(leaf *x509.Certificate) (*IDevID, error) {
-	name := IDevIDName(leaf.Issuer.String(), leaf.SerialNumber.Text(16))
-	id := &IDevID{Issuer: leaf.Issuer.String(), CertSerial: leaf.SerialNumber.Text(16), verifiable: leaf}
-	var hmSerial string
-	for _, ext := range leaf.Extensions {
-		if !ext.Id.Equal(oidSubjectAltName) {
-			continue
-		}
-		hwType, serial, onlyHMN, err := parseHardwareModuleName(ext.Value)
-		if err != nil {
-			return nil, fmt.Errorf("%w: IDevID %s: subjectAltName: %v", ErrIDevIDInvalid, name, err)
-		}
-		if serial == nil {
-			continue
-		}
-		if err := pki.ValidateSerial(string(serial)); err != nil {
-			return nil, fmt.Errorf("%w: IDevID %s: hardwareModuleName serial %q: %v", ErrIDevIDInvalid, name, serial, err)
-		}
-		hmSerial, id.HWType = string(serial), hwType
-		if onlyHMN && ext.Critical {
-			i := slices.IndexFunc(leaf.UnhandledCriticalExtensions, func(o asn1.ObjectIdentifier) bool { return o.Equal(oidSubjectAltName) })
-			if i >= 0 {
-				c := *leaf
-				c.UnhandledCriticalExtensions = slices.Delete(slices.Clone(leaf.UnhandledCriticalExtensions), i, i+1)
-				id.verifiable = &c
-			}
-		}
-	}
-	subj := leaf.Subject.SerialNumber
-	switch {
-	case subj != "" && hmSerial != "" && !registry.SameSerial(subj, hmSerial):
-		return nil, fmt.Errorf("%w: IDevID %s names two serials: subject serialNumber %q, hardwareModuleName %q",
-			ErrIDevIDInvalid, name, subj, hmSerial)
-	case hmSerial != "":
-		id.Serial = hmSerial
-	case subj != "":
-		if err := pki.ValidateSerial(subj); err != nil {
-			return nil, fmt.Errorf("%w: IDevID %s: subject serialNumber %q: %v", ErrIDevIDInvalid, name, subj, err)
-		}
-		id.Serial = subj
-	default:
-		return nil, fmt.Errorf("%w: IDevID %s names no hardware serial (neither a subject serialNumber nor a "+
-			"hardwareModuleName subjectAltName)", ErrIDevIDInvalid, name)
-	}
-	return id, nil
-}
-
-// parseHardwareModuleName reads a subjectAltName extension value
-// (GeneralNames) and returns the hardwareModuleName it holds (nil serial:
-// none), and whether it holds nothing else. Two hardwareModuleNames, or
-// bytes that are not GeneralNames, are an error.
-//
-//	HardwareModuleName ::= SEQUENCE { hwType OBJECT IDENTIFIER, hwSerialNum OCTET STRING }
-func parseHardwareModuleName(der []byte) (hwType asn1.ObjectIdentifier, serial []byte, only bool, err error) {
-	in := cryptobyte.String(der)
-	var names cryptobyte.String
-	if !in.ReadASN1(&names, casn1.SEQUENCE) || !in.Empty() {
-		return nil, nil, false, errors.New("not a SEQUENCE of GeneralName")
-	}
-	only = true
-	otherName := casn1.Tag(0).ContextSpecific().Constructed()
-	for !names.Empty() {
-		var gn cryptobyte.String
-		var tag casn1.Tag
-		if !names.ReadAnyASN1(&gn, &tag) {
-			return nil, nil, false, errors.New("malformed GeneralName")
-		}
-		if tag != otherName {
-			only = false
-			continue
-		}
-		var typeID asn1.ObjectIdentifier
-		var value cryptobyte.String
-		if !gn.ReadASN1ObjectIdentifier(&typeID) || !gn.ReadASN1(&value, casn1.Tag(0).ContextSpecific().Constructed()) || !gn.Empty() {
-			return nil, nil, false, errors.New("malformed otherName")
-		}
-		if !typeID.Equal(oidHardwareModuleName) {
-			only = false
-			continue
-		}
-		var hmn cryptobyte.String
-		var t asn1.ObjectIdentifier
-		var sn []byte
-		if !value.ReadASN1(&hmn, casn1.SEQUENCE) || !value.Empty() ||
-			!hmn.ReadASN1ObjectIdentifier(&t) || !hmn.ReadASN1Bytes(&sn, casn1.OCTET_STRING) || !hmn.Empty() {
-			return nil, nil, false, errors.New("malformed hardwareModuleName")
-		}
-		if serial != nil {
-			return nil, nil, false, errors.New("two hardwareModuleName entries")
-		}
-		hwType, serial = t, sn
-	}
-	return hwType, serial, only, nil
 }

@@ -3,8 +3,6 @@ package provision_test
 import (
 	"context"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/asn1"
 	"encoding/pem"
 	"errors"
 	"strings"
@@ -303,31 +301,6 @@ func TestIDevIDTenants(t *testing.T) {
 	if _, err := f.enrollIDevID(t, []*x509.Certificate{idev2, beta.Intermediate}, "BETA-2"); !errors.Is(err, provision.ErrIDevIDInvalid) ||
 		!strings.Contains(err.Error(), "several tenants") {
 		t.Fatalf("manufacturer in two tenants: %v, want refused as ambiguous", err)
-	}
-}
-
-// TestParseIDevIDHardwareModuleName reads the hwType and serial of the
-// hardwareModuleName and leaves the certificate it was given untouched.
-func TestParseIDevIDHardwareModuleName(t *testing.T) {
-	m := pkitest.NewManufacturer(t, "Parse")
-	c, _ := m.IssueIDevID(t, pkitest.IDevIDSpec{HWSerial: "HW-42"})
-	id, err := provision.ParseIDevID(c)
-	if err != nil || id.Serial != "HW-42" || !id.HWType.Equal(asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 99999, 1}) ||
-		id.CertSerial != c.SerialNumber.Text(16) || id.Issuer != c.Issuer.String() {
-		t.Fatalf("ParseIDevID = %+v, %v", id, err)
-	}
-	if len(c.UnhandledCriticalExtensions) != 1 {
-		t.Fatal("ParseIDevID changed its argument")
-	}
-	broken := *c
-	broken.Extensions = append([]pkix.Extension(nil), c.Extensions...)
-	for i := range broken.Extensions {
-		if broken.Extensions[i].Id.Equal(asn1.ObjectIdentifier{2, 5, 29, 17}) {
-			broken.Extensions[i].Value = []byte{0x30, 0x03, 0xa0, 0x01, 0x00}
-		}
-	}
-	if _, err := provision.ParseIDevID(&broken); !errors.Is(err, provision.ErrIDevIDInvalid) {
-		t.Fatalf("malformed SAN: %v, want ErrIDevIDInvalid", err)
 	}
 }
 

@@ -13,6 +13,8 @@ import (
 	"math/big"
 	"testing"
 	"time"
+
+	"devpki/pkg/pki"
 )
 
 // Manufacturer is a device maker's CA for tests of factory IDevID
@@ -68,9 +70,6 @@ type IDevIDSpec struct {
 	ExtKeyUsage         []x509.ExtKeyUsage
 	IsCA                bool
 }
-
-// OIDHardwareModuleName is id-on-hardwareModuleName (RFC 4108).
-var OIDHardwareModuleName = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 8, 4}
 
 // IssueIDevID issues an IDevID as spec says, signed by the intermediate,
 // with a fresh P-256 key.
@@ -141,7 +140,7 @@ func HardwareModuleNameSAN(t testing.TB, hwType asn1.ObjectIdentifier, hwSerial 
 		}
 		names = append(names, asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 0, IsCompound: true, Bytes: raw.Bytes})
 	}
-	add(OIDHardwareModuleName, inner)
+	add(pki.OIDHardwareModuleName, inner)
 	if extra {
 		utf8, _ := asn1.MarshalWithParams("other", "utf8")
 		add(asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 99999, 2}, utf8)
