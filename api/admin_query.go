@@ -258,7 +258,7 @@ func (s *Server) issueCertificate(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusCreated, enrollResponse(res, s.chainList))
+	return s.issued(c, res)
 }
 
 func deviceView(d *registry.Device, tenant string) wire.Device {

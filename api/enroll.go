@@ -12,7 +12,7 @@ import (
 )
 
 func (s *Server) routesEnroll(e *echo.Echo) {
-	e.POST("/v1/enroll", s.enroll)
+	e.POST("/v1/enroll", s.enroll, s.door("enroll"))
 }
 
 // enroll is POST /v1/enroll: bootstrap-token enrollment (Attestors.Token),
@@ -44,6 +44,15 @@ func (s *Server) enroll(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	return s.issued(c, res)
+}
+
+// issued answers 201 with an issued certificate (native JSON), noting its
+// tenant for the access log.
+func (s *Server) issued(c echo.Context, res *provision.Result) error {
+	if o := res.Certificate.Subject.Organization; len(o) > 0 {
+		setTenant(c, o[0])
+	}
 	return c.JSON(http.StatusCreated, enrollResponse(res, s.chainList))
 }
 
@@ -63,7 +72,7 @@ func (s *Server) enrollIDevID(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusCreated, enrollResponse(res, s.chainList))
+	return s.issued(c, res)
 }
 
 func enrollResponse(res *provision.Result, chain []string) *wire.EnrollResponse {

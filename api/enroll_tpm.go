@@ -11,8 +11,8 @@ import (
 )
 
 func (s *Server) routesEnrollTPM(e *echo.Echo) {
-	e.POST("/v1/enroll/tpm/challenge", s.tpmChallenge)
-	e.POST("/v1/enroll/tpm", s.tpmEnroll)
+	e.POST("/v1/enroll/tpm/challenge", s.tpmChallenge, s.door("tpm"))
+	e.POST("/v1/enroll/tpm", s.tpmEnroll, s.door("tpm"))
 }
 
 // tpmChallenge is POST /v1/enroll/tpm/challenge: the TPM evidence is the
@@ -84,5 +84,5 @@ func (s *Server) tpmEnroll(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusCreated, enrollResponse(res, s.chainList))
+	return s.issued(c, res)
 }

@@ -72,6 +72,8 @@ func classify(err error) (status int, slug, title string, public bool) {
 	switch {
 	case errors.As(err, &pe):
 		return pe.status, pe.slug, pe.title, true
+	case errors.Is(err, provision.ErrRateLimited):
+		return http.StatusTooManyRequests, wire.SlugRateLimited, "Too many requests, retry later", true
 	case errors.Is(err, registry.ErrUnavailable):
 		return http.StatusServiceUnavailable, wire.SlugStoreUnavailable, "Registry cannot commit, retry later", false
 	case errors.As(err, &mbe):
@@ -178,7 +180,9 @@ func errorHandler(log *slog.Logger) echo.HTTPErrorHandler {
 			return
 		}
 		status, slug, title, public := classify(err)
-		p := wire.Problem{Type: wire.ProblemTypePrefix + slug, Title: title, Status: status}
+		p := wire.Problem{Type: wire.ProblemTypePrefix + slug, Title: title, Status: status,
+			RequestID: stringOf(c, ctxRequestID)}
+		c.Set(ctxProblem, slug)
 		if public {
 			p.Detail = err.Error()
 			var pe *problemError
@@ -187,9 +191,12 @@ func errorHandler(log *slog.Logger) echo.HTTPErrorHandler {
 			}
 		}
 		if status >= 500 {
-			log.Error("request failed", "method", c.Request().Method, "path", c.Path(), "err", err)
+			log.Error("request failed", "request_id", p.RequestID, "method", c.Request().Method, "path", c.Path(), "err", err)
 		}
+		var rl *provision.RateLimitError
 		switch {
+		case errors.As(err, &rl):
+			c.Response().Header().Set("Retry-After", strconv.Itoa(int(max(time.Second, rl.RetryAfter+time.Second-1)/time.Second)))
 		case slug == wire.SlugStoreUnavailable:
 			c.Response().Header().Set("Retry-After", strconv.Itoa(int(RetryAfterStoreUnavailable/time.Second)))
 		case status == http.StatusServiceUnavailable || status == http.StatusTooManyRequests:

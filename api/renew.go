@@ -1,8 +1,6 @@
 package api
 
 import (
-	"net/http"
-
 	"github.com/labstack/echo/v4"
 	"github.com/smallstep/go-attestation/attest"
 
@@ -11,7 +9,7 @@ import (
 )
 
 func (s *Server) routesRenew(e *echo.Echo) {
-	e.POST("/v1/renew", s.renew)
+	e.POST("/v1/renew", s.renew, s.door("renew"))
 }
 
 // renew is POST /v1/renew: the device's current certificate over mTLS is the
@@ -47,5 +45,5 @@ func (s *Server) renew(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusCreated, enrollResponse(res, s.chainList))
+	return s.issued(c, res)
 }

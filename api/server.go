@@ -65,6 +65,11 @@ type Config struct {
 	// TrustDomain is used to read admin identities from client certificates.
 	TrustDomain string
 	Log         *slog.Logger
+	// Limits guard the enrollment and renewal doors (see Limits); the zero
+	// value sets none.
+	Limits Limits
+	// AccessLog, when set, gets one line per request (see accessLog).
+	AccessLog *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -73,6 +78,7 @@ type Config struct {
 type Server struct {
 	cfg       Config
 	peers     *pki.ChainVerifier
+	limits    *limiter
 	rootsPEM  []byte
 	chainPEM  []byte
 	chainList []string
@@ -93,6 +99,7 @@ func New(cfg Config) (*echo.Echo, error) {
 		cfg:      cfg,
 		rootsPEM: pemCert(cfg.Root),
 		peers:    peerVerifier(cfg.Root, cfg.Chain),
+		limits:   newLimiter(cfg.Limits, cfg.Now),
 	}
 	for _, c := range cfg.Chain {
 		p := pemCert(c)
@@ -104,6 +111,10 @@ func New(cfg Config) (*echo.Echo, error) {
 	e.HideBanner, e.HidePort = true, true
 	e.IPExtractor = echo.ExtractIPDirect() // never trust X-Forwarded-For for audit addresses
 	e.HTTPErrorHandler = errorHandler(cfg.Log)
+	e.Pre(requestID)
+	if cfg.AccessLog != nil {
+		e.Pre(s.accessLog(cfg.AccessLog))
+	}
 	e.Pre(func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			if c.Request().ContentLength > MaxBodyBytes {
@@ -115,6 +126,7 @@ func New(cfg Config) (*echo.Echo, error) {
 		}
 	})
 	e.Pre(s.verifyPeer)
+	e.Use(secureHeaders)
 	s.routesEnroll(e)
 	s.routesEnrollTPM(e)
 	s.routesRenew(e)

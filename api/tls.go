@@ -3,8 +3,12 @@ package api
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"log/slog"
+	"net/http"
+	"time"
 
 	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
 
 	"devpki/pkg/pki"
 )
@@ -19,9 +23,15 @@ import (
 // is sent, so TLS stacks that filter their certificates by it (Go's does)
 // still present a leaf-only or IDevID certificate. classical restricts the
 // key exchange to X25519 and P-256 (no hybrid post-quantum share).
+//
+// TLS 1.3 is preferred (Go negotiates it whenever the client offers it; its
+// suites are all AEAD). TLS 1.2 is accepted for older device stacks with
+// ECDHE key exchange and AEAD ciphers only (tls12Suites): no CBC, no static
+// RSA key exchange.
 func TLSConfig(cert tls.Certificate, classical bool) *tls.Config {
 	c := &tls.Config{
 		MinVersion:   tls.VersionTLS12,
+		CipherSuites: tls12Suites,
 		Certificates: []tls.Certificate{cert},
 		ClientAuth:   tls.RequestClientCert,
 		// Devices talk to the CA once per enrollment or renewal, weeks
@@ -36,6 +46,72 @@ func TLSConfig(cert tls.Certificate, classical bool) *tls.Config {
 	}
 	return c
 }
+
+// tls12Suites are the TLS 1.2 cipher suites the CA accepts: forward-secret
+// (ECDHE) and authenticated encryption (GCM, ChaCha20-Poly1305), for ECDSA
+// and RSA server keys.
+var tls12Suites = []uint16{
+	tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+}
+
+// Timeouts of the CA's HTTPS server (NewHTTPServer). Every request body is
+// at most MaxBodyBytes (64 KiB), so a client that has not sent its headers
+// within ReadHeaderTimeout, or its whole request within ReadTimeout, is
+// too slow to be a device enrolling and only holds a connection: it is
+// cut. WriteTimeout bounds the answer (signing and the durable commit take
+// milliseconds; a store that cannot commit answers 503 at once). An idle
+// keep-alive connection is closed after IdleTimeout.
+type Timeouts struct {
+	ReadHeader, Read, Write, Idle time.Duration
+}
+
+// DefaultTimeouts are the timeouts ca serve uses.
+var DefaultTimeouts = Timeouts{
+	ReadHeader: 5 * time.Second,
+	Read:       10 * time.Second,
+	Write:      15 * time.Second,
+	Idle:       60 * time.Second,
+}
+
+// NewHTTPServer is the CA's HTTPS server for handler: tlsConfig (from
+// TLSConfig), the timeouts t (zero fields take DefaultTimeouts'), 16 KiB of
+// headers at most, and the server's own errors logged at debug level.
+func NewHTTPServer(handler http.Handler, tlsConfig *tls.Config, t Timeouts, log *slog.Logger) *http.Server {
+	d := DefaultTimeouts
+	pick := func(v, def time.Duration) time.Duration {
+		if v > 0 {
+			return v
+		}
+		return def
+	}
+	return &http.Server{
+		Handler:           handler,
+		TLSConfig:         tlsConfig,
+		ReadHeaderTimeout: pick(t.ReadHeader, d.ReadHeader),
+		ReadTimeout:       pick(t.Read, d.Read),
+		WriteTimeout:      pick(t.Write, d.Write),
+		IdleTimeout:       pick(t.Idle, d.Idle),
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+}
+
+// secureHeaders sets, on every answer, X-Content-Type-Options: nosniff and
+// X-Frame-Options: DENY, and on answers over TLS Strict-Transport-Security
+// (one year): the CA's URLs are HTTPS-only except the plain-HTTP
+// publication listener, which this header does not reach.
+var secureHeaders = middleware.SecureWithConfig(middleware.SecureConfig{
+	ContentTypeNosniff: "nosniff",
+	XFrameOptions:      "DENY",
+	HSTSMaxAge:         365 * 24 * 60 * 60,
+	// Subdomains are not ours to pin.
+	HSTSExcludeSubdomains: true,
+})
 
 // verifyPeer is the middleware that verifies the client certificate a
 // request's connection presented against this CA: the root as the anchor,

@@ -53,6 +53,9 @@ type Problem struct {
 	Title  string `json:"title"`
 	Status int    `json:"status"`
 	Detail string `json:"detail,omitempty"`
+	// RequestID is the server's id of the request (also its X-Request-Id
+	// header and in the CA's access log).
+	RequestID string `json:"request_id,omitempty"`
 }
 
 // Error makes a Problem usable as an error by clients.

@@ -11,7 +11,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -36,6 +35,8 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&listen, "listen", "", "listen address, overriding the config's")
 	fs.BoolVar(&dev, "dev", false, "development mode: create the CA in --dir on first start, then serve it and print an enroll command")
 	fs.StringVar(&devDir, "dir", "devpki-data", "data directory for --dev")
+	var logFormat string
+	fs.StringVar(&logFormat, "log-format", "", "log format on stderr, access log included: text or json (default: the config's log_format, else text)")
 	var cpuProfile string
 	fs.StringVar(&cpuProfile, "cpuprofile", "", "write a Go CPU profile of the whole run to this file (for performance work)")
 	if err := parseFlags(fs, args); err != nil {
@@ -67,6 +68,12 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if listen != "" {
 		cfg.Listen = listen
 	}
+	if logFormat != "" {
+		if logFormat != "text" && logFormat != "json" {
+			return fmt.Errorf("%w: --log-format %q: use text or json", errUsage, logFormat)
+		}
+		cfg.LogFormat = logFormat
+	}
 	if cpuProfile != "" {
 		f, err := os.Create(cpuProfile)
 		if err != nil {
@@ -87,7 +94,11 @@ func serve(ctx context.Context, cfg *Config, dev bool, stdout, stderr io.Writer)
 		// trade a little memory for less GC CPU per enrollment.
 		debug.SetGCPercent(400)
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	var logHandler slog.Handler = slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo})
+	if cfg.LogFormat == "json" {
+		logHandler = slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo})
+	}
+	log := slog.New(logHandler)
 	password, err := cfg.Password()
 	if err != nil {
 		return err
@@ -126,6 +137,7 @@ func serve(ctx context.Context, cfg *Config, dev bool, stdout, stderr io.Writer)
 	prov, err := provision.New(provision.Config{
 		Store: store, Issuer: issuer, TrustDomain: cfg.TrustDomain, TPM: tpmCfg,
 		Lifetime: time.Duration(cfg.Enrollment.CertLifetime), Profile: cfg.Enrollment.CertProfile(),
+		TenantLimit: cfg.Limits.Tenant(),
 		Policy: pki.CSRPolicy{
 			AllowP384: cfg.Enrollment.AllowP384, AllowEd25519: cfg.Enrollment.AllowEd25519, AllowRSA: cfg.Enrollment.AllowRSA,
 		},
@@ -151,20 +163,12 @@ func serve(ctx context.Context, cfg *Config, dev bool, stdout, stderr io.Writer)
 		Store: store, Provision: prov, Admin: admin, Attestors: attestors,
 		Root: ca.Root, Chain: issuer.Chain(),
 		TrustDomain: cfg.TrustDomain, Log: log, Revocation: rev,
+		AccessLog: log.With("log", "access"), Limits: cfg.Limits.Door(),
 	})
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{
-		Handler:           handler,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    16 << 10,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
-		TLSConfig:         api.TLSConfig(tlsCert, cfg.TLS.ClassicalKeyExchange),
-	}
+	srv := api.NewHTTPServer(handler, api.TLSConfig(tlsCert, cfg.TLS.ClassicalKeyExchange), api.Timeouts{}, log)
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w (is another CA running? pass --listen ADDR)", cfg.Listen, err)
