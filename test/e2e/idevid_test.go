@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"devpki/pkg/tpm/swtpmtest"
 )
 
 // maker is a device manufacturer's CA made with the openssl CLI, as a
@@ -334,6 +336,36 @@ func TestIDevIDEnrollment(t *testing.T) {
 	}
 	if n := count(`SELECT count(*) FROM devices WHERE method = 'idevid'`); n != 2 {
 		t.Errorf("%d idevid devices, want 2", n)
+	}
+	ca.auditVerify(t)
+}
+
+// TestIDevIDEnrollmentTPM: with a TPM, an IDevID enrollment makes the new
+// key inside it (no attestation: the IDevID is the proof), and the device
+// renews over mTLS signing in the TPM.
+func TestIDevIDEnrollmentTPM(t *testing.T) {
+	t.Parallel()
+	sw := swtpmtest.Start(t)
+	ca := initCA(t)
+	srv := ca.serve(t)
+	acme := newMaker(t, "Acme")
+	mustRun(t, nil, caBin, "idevid", "roots", "add", acme.bundle(t), "--config", ca.Config, "--ca", srv.URL)
+	cert, key := acme.idevid(t, "tpm1", "ACME-TPM-1", "", "20240101000000Z", "99991231235959Z", true)
+	dir := filepath.Join(t.TempDir(), "dev")
+	args := idevidEnrollArgs(srv, ca.Fingerprint, cert, key, dir, macFor("ACME-TPM-1"))
+	for i, a := range args {
+		if a == "--tpm" {
+			args[i+1] = sw.Spec()
+		}
+	}
+	res := mustRun(t, nil, enrollBin, args...)
+	if !strings.Contains(res.stdout, "key: TPM ("+sw.Spec()) {
+		t.Fatalf("enroll --idevid-cert --tpm: want a TPM key:\n%s", res)
+	}
+	requireNoFile(t, filepath.Join(dir, "device.key.password"))
+	res = mustRun(t, nil, enrollBin, "renew", "--dir", dir)
+	if !strings.Contains(res.stdout+res.stderr, "renewed") {
+		t.Errorf("enroll renew of the IDevID-enrolled TPM identity:\n%s", res)
 	}
 	ca.auditVerify(t)
 }
