@@ -87,6 +87,19 @@ func TestIDevIDEnroll(t *testing.T) {
 		t.Errorf("first certificate after re-enrollment = %+v, %v; want revoked (superseded)", c, err)
 	}
 
+	// A token bound to the serial (an operator's explicit word) re-enrolls
+	// it too, and the device stays bound to its IDevID.
+	if _, err := f.enroll(t, f.mint(t, provision.TokenSpec{Serial: "ACME-0001"}), "ACME-0001", macFor("ACME-0001")); err != nil {
+		t.Fatalf("re-enrollment by a serial-bound token: %v", err)
+	}
+	if d, err := f.store.GetDevice(ctx, res.DeviceID); err != nil || d.Method != provision.MethodToken ||
+		d.IDevIDSerial != idev.SerialNumber.Text(16) {
+		t.Fatalf("after the token re-enrollment: %+v, %v; want method token, the IDevID kept", d, err)
+	}
+	if _, err := f.enrollIDevID(t, []*x509.Certificate{idev}, "ACME-0001"); err != nil {
+		t.Fatalf("the IDevID after a token re-enrollment: %v", err)
+	}
+
 	bySubject, _ := f.maker.IssueIDevID(t, pkitest.IDevIDSpec{SubjectSerial: "ACME-0002",
 		NotAfter: time.Now().Add(24 * time.Hour), ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
 	if _, err := f.enrollIDevID(t, []*x509.Certificate{bySubject, f.maker.Intermediate}, "ACME-0002"); err != nil {
