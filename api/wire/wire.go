@@ -76,20 +76,21 @@ func (p *Problem) Slug() string {
 
 // Device is a device as the admin API shows it.
 type Device struct {
-	ID     string   `json:"id"`
-	Tenant string   `json:"tenant"`
-	Serial string   `json:"serial"`
-	MACs   []string `json:"macs"`
-	Status string   `json:"status"`
-	Method string   `json:"method"`
-	// IDevIDIssuer and IDevIDSerial name the factory IDevID the device
-	// enrolled with (issuer DN, certificate serial in hex); empty without.
-	IDevIDIssuer  string     `json:"idevid_issuer,omitempty"`
-	IDevIDSerial  string     `json:"idevid_serial,omitempty"`
+	ID            string     `json:"id"`
+	Tenant        string     `json:"tenant"`
+	Serial        string     `json:"serial"`
+	MACs          []string   `json:"macs"`
+	Status        string     `json:"status"`
+	Method        string     `json:"method"`
 	RekeyRequired bool       `json:"rekey_required,omitempty"`
 	RekeyDeadline *time.Time `json:"rekey_deadline,omitempty"`
 	CreatedAt     time.Time  `json:"created_at"`
 	UpdatedAt     time.Time  `json:"updated_at"`
+
+	// IDevIDIssuer and IDevIDSerial name the factory IDevID the device
+	// enrolled with (issuer DN, certificate serial in hex); empty without.
+	IDevIDIssuer string `json:"idevid_issuer,omitempty"`
+	IDevIDSerial string `json:"idevid_serial,omitempty"`
 }
 
 // DeviceList is one page of devices; Next, when set, is the After of the
@@ -116,22 +117,23 @@ type QuarantinedClaim struct {
 	// ConflictDeviceID is the enrolled device the claim collides with, and
 	// ConflictEKHash that device's EK hash when the claim was last held
 	// (empty for a device without a TPM).
-	ConflictDeviceID string `json:"conflict_device_id,omitempty"`
-	ConflictEKHash   string `json:"conflict_ek_hash,omitempty"`
+	ConflictDeviceID string     `json:"conflict_device_id,omitempty"`
+	ConflictEKHash   string     `json:"conflict_ek_hash,omitempty"`
+	SourceAddr       string     `json:"source_addr,omitempty"`
+	Attempts         int        `json:"attempts"`
+	FirstSeen        time.Time  `json:"first_seen"`
+	LastSeen         time.Time  `json:"last_seen"`
+	Status           string     `json:"status"` // held, dismissed or released
+	DismissedBy      string     `json:"dismissed_by,omitempty"`
+	DismissedAt      *time.Time `json:"dismissed_at,omitempty"`
+	ReleasedBy       string     `json:"released_by,omitempty"`
+	ReleasedAt       *time.Time `json:"released_at,omitempty"`
+
 	// IDevID is the claimant's factory IDevID and ConflictIDevID the
 	// enrolled device's ("<certificate serial>@<issuer DN>"), for reason
 	// serial-has-other-idevid.
-	IDevID         string     `json:"idevid,omitempty"`
-	ConflictIDevID string     `json:"conflict_idevid,omitempty"`
-	SourceAddr     string     `json:"source_addr,omitempty"`
-	Attempts       int        `json:"attempts"`
-	FirstSeen      time.Time  `json:"first_seen"`
-	LastSeen       time.Time  `json:"last_seen"`
-	Status         string     `json:"status"` // held, dismissed or released
-	DismissedBy    string     `json:"dismissed_by,omitempty"`
-	DismissedAt    *time.Time `json:"dismissed_at,omitempty"`
-	ReleasedBy     string     `json:"released_by,omitempty"`
-	ReleasedAt     *time.Time `json:"released_at,omitempty"`
+	IDevID         string `json:"idevid,omitempty"`
+	ConflictIDevID string `json:"conflict_idevid,omitempty"`
 }
 
 // ReleaseRequest is the body of POST /v1/admin/quarantine/{id}/release.
