@@ -42,7 +42,7 @@ func (f *fixture) idevidEnroll(cert *tls.Certificate, serial string) (*http.Resp
 // nothing but its audit event.
 func TestIDevIDEnrollOverTLS(t *testing.T) {
 	ctx := context.Background()
-	f := newFixture(t)
+	f := newFixtureIDevID(t)
 	maker := pkitest.NewManufacturer(t, "Acme")
 	cert, key := maker.IssueIDevID(t, pkitest.IDevIDSpec{HWSerial: "ACME-0001"})
 	leafOnly := maker.TLSCertificate(cert, key, false)
@@ -178,4 +178,53 @@ func (f *fixture) ownServerOnlyCert(serial string) tls.Certificate {
 
 func pemCert(c *x509.Certificate) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+}
+
+// TestIDevIDEnrollOverEST: the real IDevID attestor behind EST
+// simpleenroll: an IDevID of a manufacturer the tenant trusts enrolls
+// (PKCS#7 answer, method idevid), at the tenant's label too; an unknown
+// maker and a serial mismatch are 403s that write nothing.
+func TestIDevIDEnrollOverEST(t *testing.T) {
+	ctx := context.Background()
+	f := newFixtureIDevID(t)
+	maker := pkitest.NewManufacturer(t, "Acme")
+	if _, err := f.admin.AddIDevIDRoot(ctx, provision.AdminActor("alice", f.tenant.ID, ""), "", maker.PEM()); err != nil {
+		t.Fatal(err)
+	}
+	enroll := func(label string, cert tls.Certificate, serial string) (*http.Response, []byte) {
+		t.Helper()
+		return f.estReq(f.newClient(&cert), http.MethodPost, estPath+label+"/simpleenroll", "application/pkcs10",
+			bytes.NewReader(b64CSR(t, f.csr(serial, macFor(serial)))), nil)
+	}
+	c1, k1 := maker.IssueIDevID(t, pkitest.IDevIDSpec{HWSerial: "EST-IDEV-1"})
+	resp, b := enroll("", maker.TLSCertificate(c1, k1, false), "EST-IDEV-1")
+	if got := estCerts(t, resp, b)[0]; got.Subject.SerialNumber != "EST-IDEV-1" {
+		t.Fatalf("issued %s", got.Subject)
+	}
+	if d := f.device("EST-IDEV-1"); d == nil || d.Method != provision.MethodIDevID || d.IDevIDSerial != c1.SerialNumber.Text(16) {
+		t.Fatalf("device %+v", d)
+	}
+	c2, k2 := maker.IssueIDevID(t, pkitest.IDevIDSpec{SubjectSerial: "EST-IDEV-2"})
+	resp, b = enroll("/"+registry.DefaultTenant, maker.TLSCertificate(c2, k2, true), "EST-IDEV-2")
+	estCerts(t, resp, b)
+
+	stranger := pkitest.NewManufacturer(t, "Stranger")
+	c3, k3 := stranger.IssueIDevID(t, pkitest.IDevIDSpec{HWSerial: "EST-IDEV-3"})
+	c4, k4 := maker.IssueIDevID(t, pkitest.IDevIDSpec{HWSerial: "EST-IDEV-4"})
+	for _, tc := range []struct {
+		name   string
+		cert   tls.Certificate
+		serial string
+		slug   string
+	}{
+		{"unknown manufacturer", stranger.TLSCertificate(c3, k3, true), "EST-IDEV-3", wire.SlugIDevIDUnknownManufacturer},
+		{"serial mismatch", maker.TLSCertificate(c4, k4, false), "EST-IDEV-OTHER", wire.SlugIDevIDSerialMismatch},
+	} {
+		before := f.counts()
+		resp, b := enroll("", tc.cert, tc.serial)
+		estRefused(t, resp, b, http.StatusForbidden, tc.slug)
+		if f.counts() != before {
+			t.Errorf("%s: rows written", tc.name)
+		}
+	}
 }

@@ -45,6 +45,7 @@ func IDevIDName(issuer, serial string) string { return serial + "@" + issuer }
 // implements it.
 type IDevIDStore interface {
 	ListIDevIDCAs(ctx context.Context, tenantID string) ([]*registry.IDevIDCA, error)
+	GetTenant(ctx context.Context, name string) (*registry.Tenant, error)
 }
 
 // IDevIDAttestor admits a device by the factory IDevID certificate
@@ -56,7 +57,10 @@ type IDevIDStore interface {
 // The leaf must chain, at Now, for client authentication, to a root
 // registered for a tenant (registry.IDevIDCA; intermediates registered
 // there, or sent by the device, complete the chain); the tenant holding
-// that root is the tenant the device joins. The manufacturer CAs are read
+// that root is the tenant the device joins; a request addressed to a
+// tenant (Request.Tenant, an EST label) is verified against that tenant's
+// CAs only, so a manufacturer several tenants trust is no longer
+// ambiguous there. The manufacturer CAs are read
 // from the store on every admission (one indexed query), so a root added
 // at runtime, on any replica, admits devices at once. A notAfter of
 // 99991231235959Z (no expiry, as 802.1AR allows) is an ordinary date. The
@@ -95,7 +99,7 @@ func (a IDevIDAttestor) Admit(ctx context.Context, req *Request) (*Admission, er
 	if err := checkIDevIDLeaf(leaf, now()); err != nil {
 		return nil, err
 	}
-	tenantID, err := a.verify(ctx, id, req.PeerCerts[1:], now())
+	tenantID, err := a.verify(ctx, id, req.PeerCerts[1:], req.Tenant, now())
 	if err != nil {
 		return nil, err
 	}
@@ -160,9 +164,19 @@ func checkIDevIDLeaf(leaf *x509.Certificate, now time.Time) error {
 }
 
 // verify finds the tenant whose manufacturer CAs verify id's leaf (with
-// the device's own intermediates sent).
-func (a IDevIDAttestor) verify(ctx context.Context, id *pki.IDevID, sent []*x509.Certificate, now time.Time) (string, error) {
-	cas, err := a.Store.ListIDevIDCAs(ctx, "")
+// the device's own intermediates sent): among every tenant's, or only
+// among those of the tenant named addressed when it is known.
+func (a IDevIDAttestor) verify(ctx context.Context, id *pki.IDevID, sent []*x509.Certificate, addressed string, now time.Time) (string, error) {
+	only := ""
+	if addressed != "" {
+		// An unknown tenant is the pipeline's to refuse (addressedTenant).
+		if t, err := a.Store.GetTenant(ctx, addressed); err == nil {
+			only = t.ID
+		} else if !errors.Is(err, registry.ErrNotFound) {
+			return "", fmt.Errorf("look up tenant %q: %w", addressed, err)
+		}
+	}
+	cas, err := a.Store.ListIDevIDCAs(ctx, only)
 	if err != nil {
 		return "", fmt.Errorf("read the manufacturer IDevID CAs: %w", err)
 	}

@@ -315,6 +315,15 @@ func TestIDevIDTenants(t *testing.T) {
 		!strings.Contains(err.Error(), "several tenants") {
 		t.Fatalf("manufacturer in two tenants: %v, want refused as ambiguous", err)
 	}
+	// Addressed to a tenant (an EST label): that tenant's CAs decide.
+	res2, err := f.svc.Enroll(ctx, f.att, &provision.Request{PeerCerts: []*x509.Certificate{idev2}, Tenant: "other",
+		CSRPEM: csrFor(t, "BETA-2", macFor("BETA-2")), SourceAddr: "192.0.2.81"})
+	if err != nil {
+		t.Fatalf("addressed to tenant other: %v", err)
+	}
+	if d, err := f.store.GetDevice(ctx, res2.DeviceID); err != nil || d.TenantID != f.other.ID {
+		t.Fatalf("device = %+v, %v; want tenant other", d, err)
+	}
 }
 
 func pemOf(c *x509.Certificate) []byte {

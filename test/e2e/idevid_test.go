@@ -369,3 +369,70 @@ func TestIDevIDEnrollmentTPM(t *testing.T) {
 	}
 	ca.auditVerify(t)
 }
+
+// TestIDevIDOverEST: the same factory IDevIDs on EST simpleenroll, with
+// curl and openssl as a router's firmware would: curl presents the
+// openssl-made IDevID (with its chain), no token; the CA answers a PKCS#7
+// with the new certificate, method idevid. An IDevID of an unknown maker,
+// and a CSR naming another serial, are 403s that write nothing.
+func TestIDevIDOverEST(t *testing.T) {
+	t.Parallel()
+	ca := initCA(t)
+	srv := ca.serve(t)
+	db := ca.openSQL(t)
+	acme := newMaker(t, "Acme")
+	mustRun(t, nil, caBin, "idevid", "roots", "add", acme.bundle(t), "--config", ca.Config, "--ca", srv.URL)
+	other := newMaker(t, "Other")
+	root := filepath.Join(ca.Dir, "root.crt")
+	est := srv.URL + "/.well-known/est"
+	dir := t.TempDir()
+	simpleenroll := func(cert, key, serial, out string) string {
+		t.Helper()
+		return sh(t, dir, `openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out `+out+`.key 2>/dev/null
+openssl req -new -key `+out+`.key -subj /serialNumber=`+serial+` -addext subjectAltName=URI:`+estMAC(serial)+` -outform DER -out `+out+`.csr
+openssl base64 -in `+out+`.csr -out `+out+`.csr.b64
+curl -sS --cacert `+root+` --cert `+cert+` --key `+key+` -H 'Content-Type: application/pkcs10' --data-binary @`+out+`.csr.b64 \
+  -o `+out+`.body -w '%{http_code}' `+est+`/simpleenroll`)
+	}
+	devices := func() int {
+		var n int
+		if err := db.QueryRow(`SELECT count(*) FROM devices`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+
+	cert, key := acme.idevid(t, "est1", "ACME-EST-1", "", "20240101000000Z", "99991231235959Z", true)
+	if code := simpleenroll(cert, key, "ACME-EST-1", "est1"); code != "200" {
+		body, _ := os.ReadFile(filepath.Join(dir, "est1.body"))
+		t.Fatalf("simpleenroll with an IDevID: %s %s", code, body)
+	}
+	sh(t, dir, `openssl base64 -d -in est1.body | openssl pkcs7 -inform DER -print_certs -out est1.crt`)
+	if c := readCert(t, filepath.Join(dir, "est1.crt")); c.Subject.SerialNumber != "ACME-EST-1" {
+		t.Errorf("EST certificate subject %s", c.Subject)
+	}
+	var method string
+	if err := db.QueryRow(`SELECT method FROM devices WHERE serial = 'ACME-EST-1'`).Scan(&method); err != nil || method != "idevid" {
+		t.Errorf("device ACME-EST-1: method %q, %v; want idevid", method, err)
+	}
+
+	n := devices()
+	strangerCert, strangerKey := other.idevid(t, "x1", "OTHER-1", "", "20240101000000Z", "99991231235959Z", true)
+	if code := simpleenroll(strangerCert, strangerKey, "OTHER-1", "x1"); code != "403" {
+		t.Errorf("EST with an unknown maker's IDevID: %s, want 403", code)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "x1.body")); !strings.Contains(string(b), "idevid-unknown-manufacturer") {
+		t.Errorf("EST unknown maker body: %s", b)
+	}
+	mmCert, mmKey := acme.idevid(t, "est2", "ACME-EST-2", "", "20240101000000Z", "99991231235959Z", false)
+	if code := simpleenroll(mmCert, mmKey, "ACME-EST-OTHER", "mm"); code != "403" {
+		t.Errorf("EST with a serial mismatch: %s, want 403", code)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "mm.body")); !strings.Contains(string(b), "idevid-serial-mismatch") {
+		t.Errorf("EST serial mismatch body: %s", b)
+	}
+	if devices() != n {
+		t.Errorf("refused EST enrollments wrote devices")
+	}
+	ca.auditVerify(t)
+}
