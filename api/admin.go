@@ -24,6 +24,8 @@ func (s *Server) routesAdmin(e *echo.Echo) {
 	s.routesAdminQuery(g)
 	s.routesPrereg(g)
 	s.routesIDevID(g)
+	s.routesAdmins(g)
+	s.routesTenants(g)
 }
 
 // requireRole admits only an admin holding one of roles, as

@@ -108,6 +108,9 @@ func newFixtureDoors(t testing.TB, tpm *provision.TPMConfig, idevid bool) *fixtu
 		// reasons, not for being RSA.
 		Policy: pki.CSRPolicy{AllowRSA: true},
 		TPM:    tpm,
+		// Tenants are read at every enrollment, so a policy change a test
+		// makes applies at once.
+		TenantTTL: -1,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -124,6 +127,7 @@ func newFixtureDoors(t testing.TB, tpm *provision.TPMConfig, idevid bool) *fixtu
 	ownCA := []*x509.Certificate{f.ca.CA.Root, f.ca.CA.Intermediate}
 	f.admin, err = provision.NewAdmin(provision.AdminConfig{
 		Store: store, TrustDomain: pkitest.TrustDomain, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), CA: ownCA,
+		Issuer: f.ca.Issuer, Revoker: f.rev,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -432,6 +436,18 @@ func (f *fixture) adminCert(ca *pkitest.TestCA, tenant, name string, role regist
 		}
 	}
 	return tlsCert(iss, key)
+}
+
+// superAdminCert is adminCert for a super-admin with role admin, whose
+// home tenant is the default tenant.
+func (f *fixture) superAdminCert(name string) tls.Certificate {
+	f.t.Helper()
+	c := f.adminCert(f.ca, "default", name, "", "")
+	if err := f.store.PutAdmin(context.Background(), &registry.Admin{Name: name, TenantID: f.tenant.ID, Role: registry.RoleAdmin, Super: true},
+		&registry.AuditEvent{TenantID: f.tenant.ID, Actor: "system:test", Action: "admin.put", Target: name, Result: registry.ResultOK}); err != nil {
+		f.t.Fatal(err)
+	}
+	return c
 }
 
 // keyPEM is key as an unencrypted PKCS #8 PEM block.

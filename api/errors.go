@@ -99,6 +99,8 @@ func classify(err error) (status int, slug, title string, public bool) {
 		return http.StatusForbidden, wire.SlugIDevIDInvalid, "IDevID certificate refused", true
 	case errors.Is(err, provision.ErrIDevIDSerialMismatch):
 		return http.StatusForbidden, wire.SlugIDevIDSerialMismatch, "CSR serial is not the IDevID's", true
+	case errors.Is(err, provision.ErrTenantPolicy):
+		return http.StatusForbidden, wire.SlugTenantPolicy, "Refused by the tenant's policy", true
 	case errors.Is(err, provision.ErrTPMCertifyRequired):
 		return http.StatusForbidden, wire.SlugTPMCertifyRequired, "TPM certification of the new key required", true
 	case errors.Is(err, provision.ErrTPMDisabled):

@@ -77,7 +77,7 @@ func TestIDevIDEnrollOverTLS(t *testing.T) {
 	_, err = admin.AddIDevIDRoot(ctx, &wire.AddIDevIDRootRequest{PEM: string(pemCert(f.ca.CA.Root))})
 	wantStatus(t, err, http.StatusBadRequest, wire.SlugBadRequest)
 	_, err = admin.AddIDevIDRoot(ctx, &wire.AddIDevIDRootRequest{PEM: string(maker.PEM()), Tenant: "no-such"})
-	wantStatus(t, err, http.StatusForbidden, wire.SlugForbidden)
+	wantStatus(t, err, http.StatusNotFound, wire.SlugNotFound)
 
 	resp, b = f.idevidEnroll(&leafOnly, "ACME-0001")
 	if resp.StatusCode != http.StatusCreated {

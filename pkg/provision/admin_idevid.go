@@ -22,7 +22,7 @@ type IDevIDCAAdded struct {
 
 // AddIDevIDRoot trusts a device manufacturer's CA certificates for factory
 // IDevID enrollment (IDevIDAttestor) in tenant (a name; "" means who's own
-// tenant, which is the only one who may change: another is ErrForbidden).
+// tenant; one out of who's scope is registry.ErrNotFound, as an unknown one).
 // pemBytes holds one or more PEM CERTIFICATE blocks, roots and
 // intermediates in any order; each must be a CA certificate, and is kept as
 // what it is: a self-signed one as a root (a trust anchor), any other as an
@@ -77,7 +77,8 @@ func (a *Admin) AddIDevIDRoot(ctx context.Context, who Actor, tenant string, pem
 }
 
 // ListIDevIDRoots returns the manufacturer IDevID CAs of tenant ("" means
-// who's own), oldest first; another tenant is ErrForbidden.
+// who's own), oldest first; a tenant out of who's scope is
+// registry.ErrNotFound.
 func (a *Admin) ListIDevIDRoots(ctx context.Context, who Actor, tenant string) ([]*registry.IDevIDCA, error) {
 	tn, err := a.idevidTenant(ctx, who, tenant)
 	if err != nil {
@@ -87,22 +88,27 @@ func (a *Admin) ListIDevIDRoots(ctx context.Context, who Actor, tenant string) (
 }
 
 // idevidTenant resolves the tenant named for an IDevID CA action: ""
-// means who's own; one out of who's scope, or unknown, is ErrForbidden.
+// means who's own (the default tenant for a super-admin); one out of who's
+// scope is registry.ErrNotFound, as an unknown one.
 func (a *Admin) idevidTenant(ctx context.Context, who Actor, name string) (*registry.Tenant, error) {
 	var (
 		tn  *registry.Tenant
 		err error
 	)
-	if name == "" {
+	switch {
+	case name == "" && who.TenantID != "":
 		tn, err = a.cfg.Store.GetTenantByID(ctx, who.TenantID)
-	} else {
+	case name == "":
+		name = registry.DefaultTenant
+		fallthrough
+	default:
 		tn, err = a.cfg.Store.GetTenant(ctx, name)
 	}
 	if err != nil && !errors.Is(err, registry.ErrNotFound) {
 		return nil, fmt.Errorf("tenant %q: %w", name, err)
 	}
 	if err != nil || !InScope(who, tn.ID) {
-		return nil, fmt.Errorf("%s may not manage the IDevID CAs of tenant %q: %w", who, name, ErrForbidden)
+		return nil, fmt.Errorf("no tenant %q in your scope: %w", name, registry.ErrNotFound)
 	}
 	return tn, nil
 }

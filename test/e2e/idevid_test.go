@@ -68,9 +68,9 @@ keyUsage = critical, digitalSignature
 extendedKeyUsage = serverAuth
 `
 
-// openssl runs the openssl CLI in dir with HWSERIAL set, failing the test
+// makerSSL runs the openssl CLI in dir with HWSERIAL set, failing the test
 // on error.
-func openssl(t *testing.T, dir, hwSerial string, args ...string) {
+func makerSSL(t *testing.T, dir, hwSerial string, args ...string) {
 	t.Helper()
 	cmd := exec.Command("openssl", args...)
 	cmd.Dir = dir
@@ -95,11 +95,11 @@ func newMaker(t *testing.T, name string) *maker {
 		}
 	}
 	ec := []string{"-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"}
-	openssl(t, m.dir, "-", append([]string{"req", "-x509", "-new", "-keyout", "root.key", "-out", "root.crt",
+	makerSSL(t, m.dir, "-", append([]string{"req", "-x509", "-new", "-keyout", "root.key", "-out", "root.crt",
 		"-subj", "/O=" + name + "/CN=" + name + " Root CA", "-days", "3650", "-config", "ca.cnf", "-extensions", "v3_root"}, ec...)...)
-	openssl(t, m.dir, "-", append([]string{"req", "-new", "-keyout", "int.key", "-out", "int.csr",
+	makerSSL(t, m.dir, "-", append([]string{"req", "-new", "-keyout", "int.key", "-out", "int.csr",
 		"-subj", "/O=" + name + "/CN=" + name + " IDevID CA"}, ec...)...)
-	openssl(t, m.dir, "-", "x509", "-req", "-in", "int.csr", "-CA", "root.crt", "-CAkey", "root.key", "-CAcreateserial",
+	makerSSL(t, m.dir, "-", "x509", "-req", "-in", "int.csr", "-CA", "root.crt", "-CAkey", "root.key", "-CAcreateserial",
 		"-days", "3650", "-extfile", "ca.cnf", "-extensions", "v3_int", "-out", "int.crt")
 	return m
 }
@@ -133,9 +133,9 @@ func (m *maker) idevid(t *testing.T, name, hwSerial, subjSerial, start, end stri
 	if hwSerial == "" {
 		subj, ext, hwSerial = "/O=Acme/serialNumber="+subjSerial+"/CN=Acme device "+name, "idevid_plain", "-"
 	}
-	openssl(t, m.dir, hwSerial, "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+	makerSSL(t, m.dir, hwSerial, "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
 		"-keyout", name+".key", "-out", name+".csr", "-subj", subj)
-	openssl(t, m.dir, hwSerial, "ca", "-batch", "-config", "ca.cnf", "-in", name+".csr", "-out", name+".crt",
+	makerSSL(t, m.dir, hwSerial, "ca", "-batch", "-config", "ca.cnf", "-in", name+".csr", "-out", name+".crt",
 		"-extensions", ext, "-startdate", start, "-enddate", end, "-notext", "-preserveDN")
 	certFile, keyFile = filepath.Join(m.dir, name+".crt"), filepath.Join(m.dir, name+".key")
 	if chain {
@@ -310,9 +310,9 @@ func TestIDevIDEnrollment(t *testing.T) {
 	if err := os.MkdirAll(ownDir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	openssl(t, ownDir, "-", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+	makerSSL(t, ownDir, "-", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
 		"-keyout", "own.key", "-out", "own.csr", "-subj", "/serialNumber=OWN-1/CN=own")
-	openssl(t, ownDir, "-", "x509", "-req", "-in", "own.csr", "-CA", filepath.Join(ca.Dir, "intermediate.crt"),
+	makerSSL(t, ownDir, "-", "x509", "-req", "-in", "own.csr", "-CA", filepath.Join(ca.Dir, "intermediate.crt"),
 		"-CAkey", filepath.Join(ca.Dir, "intermediate.key"), "-passin", "pass:"+testPassphrase, "-CAcreateserial", "-days", "1",
 		"-extfile", filepath.Join(acme.dir, "ca.cnf"), "-extensions", "own_server", "-out", "own.crt")
 	refused("a certificate of devpki's own CA", "403", "idevid-invalid",
