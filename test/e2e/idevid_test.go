@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"devpki/pkg/pki/pkitest/zlinttest"
 	"devpki/pkg/tpm/swtpmtest"
 )
 
@@ -246,9 +247,11 @@ func TestIDevIDEnrollment(t *testing.T) {
 		t.Fatalf("enroll --idevid-cert: no 'enrolled device':\n%s", res)
 	}
 	dev1 := m[1]
-	if c := readCert(t, filepath.Join(dir1, "device.crt")); c.Subject.SerialNumber != "ACME-HMN-1" || c.Subject.CommonName != dev1 {
-		t.Errorf("LDevID subject %s, want serial ACME-HMN-1 and CN %s", c.Subject, dev1)
+	ldevid := readCert(t, filepath.Join(dir1, "device.crt"))
+	if ldevid.Subject.SerialNumber != "ACME-HMN-1" || ldevid.Subject.CommonName != dev1 {
+		t.Errorf("LDevID subject %s, want serial ACME-HMN-1 and CN %s", ldevid.Subject, dev1)
 	}
+	zlinttest.Certificate(t, "IDevID-enrolled device.crt (LDevID)", ldevid.Raw, zlintAllow(ldevid))
 	var list struct {
 		Devices []struct {
 			ID, Serial, Method, Status string
