@@ -23,6 +23,7 @@ func (s *Server) routesAdmin(e *echo.Echo) {
 	s.routesRevoke(g)
 	s.routesAdminQuery(g)
 	s.routesPrereg(g)
+	s.routesAdminAudit(g)
 }
 
 // requireRole admits only an admin holding one of roles, as
