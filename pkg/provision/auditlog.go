@@ -17,8 +17,8 @@ import (
 // AuditReader is what an audit export reads. *sqlstore.Store has it, and
 // so does the API's read-only store.
 type AuditReader interface {
-	ExportAudit(ctx context.Context, f registry.AuditFilter) ([]*registry.AuditEvent, error)
-	AuditCheckpoint(ctx context.Context) (*registry.AuditCheckpoint, error)
+	ListAuditEvents(ctx context.Context, f registry.AuditFilter) ([]*registry.AuditEvent, error)
+	GetAuditCheckpoint(ctx context.Context) (*registry.AuditCheckpoint, error)
 }
 
 // ExportOptions selects what ExportAudit writes.
@@ -43,7 +43,7 @@ func ExportAudit(ctx context.Context, st AuditReader, opts ExportOptions, w io.W
 	if !opts.Since.IsZero() {
 		h.Since = opts.Since.UTC().Format(time.RFC3339Nano)
 	}
-	cp, err := st.AuditCheckpoint(ctx)
+	cp, err := st.GetAuditCheckpoint(ctx)
 	switch {
 	case err == nil:
 		h.Checkpoint = registry.ExportCheckpointOf(cp, opts.TenantID)
@@ -57,7 +57,7 @@ func ExportAudit(ctx context.Context, st AuditReader, opts ExportOptions, w io.W
 	n := 0
 	f := registry.AuditFilter{Since: opts.Since, TenantID: opts.TenantID, Limit: 1000}
 	for {
-		evs, err := st.ExportAudit(ctx, f)
+		evs, err := st.ListAuditEvents(ctx, f)
 		if err != nil {
 			return n, err
 		}
@@ -136,7 +136,7 @@ func PruneAudit(ctx context.Context, st PruneStore, signer crypto.Signer, cert *
 // VerifyAuditStore is what VerifyAudit needs. *sqlstore.Store has it.
 type VerifyAuditStore interface {
 	VerifyAudit(ctx context.Context) error
-	AuditCheckpoint(ctx context.Context) (*registry.AuditCheckpoint, error)
+	GetAuditCheckpoint(ctx context.Context) (*registry.AuditCheckpoint, error)
 }
 
 // VerifyAudit checks the live chain (every event, from the newest prune
@@ -144,7 +144,7 @@ type VerifyAuditStore interface {
 // signer must chain to root. It returns the checkpoint, nil when the log
 // was never pruned.
 func VerifyAudit(ctx context.Context, st VerifyAuditStore, root *x509.Certificate) (*registry.AuditCheckpoint, error) {
-	cp, err := st.AuditCheckpoint(ctx)
+	cp, err := st.GetAuditCheckpoint(ctx)
 	switch {
 	case errors.Is(err, registry.ErrNotFound):
 		cp = nil

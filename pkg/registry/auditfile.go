@@ -499,6 +499,10 @@ func (v *exportVerifier) event(p *parsedLine) error {
 		next := v.lr.peek(0)
 		nextOK := next.ev != nil && v.seqOf(next.ev) == want && ok(next.ev, v.hash)
 		switch {
+		case seq == v.seq && bytes.Equal(v.hashOf(ev), v.hash):
+			return lineErr(p.n, "%s: repeated: the same event as line %d", v.name(ev), p.n-1)
+		case seq == v.seq && v.prevRaw != nil && ok(ev, v.prevRaw):
+			return lineErr(p.n-1, "inserted: line %d carries the same seq %d and continues the chain from line %d", p.n, seq, p.n-2)
 		case nextOK:
 			if seq == want {
 				return lineErr(p.n, "%s: inserted: the next line carries seq %d and continues the chain", v.name(ev), want)
@@ -513,8 +517,6 @@ func (v *exportVerifier) event(p *parsedLine) error {
 			return lineErr(p.n, "%s: out of order: seq %d expected here (reordered)", v.name(ev), want)
 		case seq > want:
 			return lineErr(p.n, "%s: seq %d to %d missing before it (deleted)", v.name(ev), want, seq-1)
-		case seq == v.seq && v.prevRaw != nil && ok(ev, v.prevRaw):
-			return lineErr(p.n-1, "inserted: line %d carries the same seq %d and continues the chain from line %d", p.n, seq, p.n-2)
 		default:
 			return lineErr(p.n, "%s: seq %d goes back (expected %d): repeated, inserted or reordered", v.name(ev), seq, want)
 		}

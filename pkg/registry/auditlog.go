@@ -25,12 +25,12 @@ type AuditStore interface {
 	// ListRefusals returns up to limit aggregates with ID > afterID, in ID
 	// order. A limit of 0 or less means 100.
 	ListRefusals(ctx context.Context, afterID int64, limit int) ([]*Refusal, error)
-	// ExportAudit returns up to f.Limit chained events matching f, in Seq
+	// ListAuditEvents returns up to f.Limit chained events matching f, in Seq
 	// order, with their tenant-chain fields.
-	ExportAudit(ctx context.Context, f AuditFilter) ([]*AuditEvent, error)
-	// AuditCheckpoint returns the newest checkpoint, or ErrNotFound when the
+	ListAuditEvents(ctx context.Context, f AuditFilter) ([]*AuditEvent, error)
+	// GetAuditCheckpoint returns the newest checkpoint, or ErrNotFound when the
 	// log was never pruned.
-	AuditCheckpoint(ctx context.Context) (*AuditCheckpoint, error)
+	GetAuditCheckpoint(ctx context.Context) (*AuditCheckpoint, error)
 	// PlanAuditPrune returns the unsigned checkpoint that pruning every
 	// event older than before would leave: the last such event's Seq and
 	// Hash and, for each tenant chain, its head as of that event. Nothing

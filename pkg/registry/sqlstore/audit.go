@@ -152,7 +152,7 @@ func (s *Store) VerifyAudit(ctx context.Context) error {
 	prev := make([]byte, sha256.Size)
 	var last int64
 	tenants := map[string]*registry.AuditTenantHead{}
-	cp, err := s.AuditCheckpoint(ctx)
+	cp, err := s.GetAuditCheckpoint(ctx)
 	switch {
 	case err == nil:
 		prev, last = cp.Hash, cp.Seq

@@ -71,7 +71,7 @@ func (s *Store) RecordRefusal(ctx context.Context, r *registry.Refusal) error {
 			cut(r.Sample, maxRefusalSample)); err != nil {
 			return fmt.Errorf("sqlstore: record refusal: %w", b.s.translateSQL(err))
 		}
-		if _, err := b.exec(sqlTrimRefusals, s.maxRefusals-1); err != nil {
+		if _, err := b.exec(sqlTrimRefusals, s.maxRefusals); err != nil {
 			return fmt.Errorf("sqlstore: trim refusals: %w", b.s.translateSQL(err))
 		}
 		return nil
@@ -94,8 +94,8 @@ func (s *Store) ListRefusals(ctx context.Context, afterID int64, limit int) ([]*
 	return out, nil
 }
 
-// ExportAudit implements registry.AuditStore.
-func (s *Store) ExportAudit(ctx context.Context, f registry.AuditFilter) ([]*registry.AuditEvent, error) {
+// ListAuditEvents implements registry.AuditStore.
+func (s *Store) ListAuditEvents(ctx context.Context, f registry.AuditFilter) ([]*registry.AuditEvent, error) {
 	if f.Limit <= 0 {
 		f.Limit = 1000
 	}
@@ -120,8 +120,8 @@ func (s *Store) ExportAudit(ctx context.Context, f registry.AuditFilter) ([]*reg
 	return out, nil
 }
 
-// AuditCheckpoint implements registry.AuditStore.
-func (s *Store) AuditCheckpoint(ctx context.Context) (*registry.AuditCheckpoint, error) {
+// GetAuditCheckpoint implements registry.AuditStore.
+func (s *Store) GetAuditCheckpoint(ctx context.Context) (*registry.AuditCheckpoint, error) {
 	return latestCheckpoint(s.r.WithContext(ctx))
 }
 
