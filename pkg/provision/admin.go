@@ -55,7 +55,8 @@ type AdminStore interface {
 	GetQuarantine(ctx context.Context, id string) (*registry.Quarantine, error)
 	DismissQuarantine(ctx context.Context, id, by string, audit *registry.AuditEvent) (*registry.Quarantine, error)
 	// Reads, denials and refusals.
-	AppendAudit(ctx context.Context, ev *registry.AuditEvent) error // RecordRefusal counts an anonymous refusal (appendRefusal).
+	AppendAudit(ctx context.Context, ev *registry.AuditEvent) error
+	// RecordRefusal counts an anonymous refusal (appendRefusal).
 	RecordRefusal(ctx context.Context, r *registry.Refusal) error
 }
 

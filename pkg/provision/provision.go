@@ -52,7 +52,8 @@ type EnrollStore interface {
 	Renew(ctx context.Context, r *registry.Renewal) error
 	RecordCertificate(ctx context.Context, c *registry.Certificate, audit *registry.AuditEvent) error
 	HoldClaim(ctx context.Context, q *registry.Quarantine, audit *registry.AuditEvent) error
-	AppendAudit(ctx context.Context, ev *registry.AuditEvent) error // RecordRefusal counts an anonymous refusal (appendRefusal).
+	AppendAudit(ctx context.Context, ev *registry.AuditEvent) error
+	// RecordRefusal counts an anonymous refusal (appendRefusal).
 	RecordRefusal(ctx context.Context, r *registry.Refusal) error
 }
 

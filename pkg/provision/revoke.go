@@ -37,7 +37,8 @@ type RevocationStore interface {
 	GetQuarantine(ctx context.Context, id string) (*registry.Quarantine, error)
 	ListDevices(ctx context.Context, f registry.DeviceFilter) ([]*registry.Device, error)
 	ApplyRelease(ctx context.Context, w *registry.ReleaseWrite) error
-	AppendAudit(ctx context.Context, ev *registry.AuditEvent) error // RecordRefusal counts an anonymous refusal (appendRefusal).
+	AppendAudit(ctx context.Context, ev *registry.AuditEvent) error
+	// RecordRefusal counts an anonymous refusal (appendRefusal).
 	RecordRefusal(ctx context.Context, r *registry.Refusal) error
 }
 
