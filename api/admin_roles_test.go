@@ -46,6 +46,8 @@ func TestAdminRouteRoles(t *testing.T) {
 		{"GET", "/v1/admin/certificates", "", all},
 		{"GET", "/v1/admin/certificates/" + serial, "", all},
 		{"GET", "/v1/admin/audit", "", all},
+		{"GET", "/v1/admin/audit/export", "", all},
+		{"GET", "/v1/admin/audit/refusals", "", all},
 		{"GET", "/v1/admin/devices?status=quarantined", "", all},
 		{"POST", "/v1/admin/tokens", `{}`, []registry.Role{registry.RoleAdmin, registry.RoleOperator}},
 		{"POST", "/v1/admin/certificates", `{"csr":"` + csr + `","usage":"server","dns_names":["x.local"]}`, []registry.Role{registry.RoleAdmin}},
