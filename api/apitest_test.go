@@ -39,18 +39,20 @@ import (
 // SQLite registry in t.TempDir(), the provision service and api.New, wired
 // as cmd/ca/serve.go wires them.
 type fixture struct {
-	t      *testing.T
-	ca     *pkitest.TestCA
-	store  *sqlstore.Store
-	db     *sql.DB // read-only view of the same SQLite file, for raw counts
-	srv    *httptest.Server
-	url    string
-	client *http.Client // trusts the root, presents no client certificate
-	now    time.Time
-	tenant *registry.Tenant // the default tenant
-	rev    *provision.Revocation
-	admin  *provision.Admin
-	ocsp   *pki.OCSPResponder
+	t         testing.TB
+	ca        *pkitest.TestCA
+	store     *sqlstore.Store
+	db        *sql.DB // read-only view of the same SQLite file, for raw counts
+	srv       *httptest.Server
+	url       string
+	client    *http.Client // trusts the root, presents no client certificate
+	now       time.Time
+	tenant    *registry.Tenant // the default tenant
+	rev       *provision.Revocation
+	admin     *provision.Admin
+	ocsp      *pki.OCSPResponder
+	prov      *provision.Service
+	attestors provision.Attestors
 	// accessLog holds the server's access log lines (JSON).
 	accessLog syncBuffer
 
@@ -60,14 +62,14 @@ type fixture struct {
 // mac is the MAC every good test CSR carries.
 const mac = "02:00:00:00:00:01"
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	return newFixtureTPM(t, nil)
 }
 
 // newFixtureTPM is newFixture with TPM attestation enrollment configured by
 // tpm (nil: disabled).
-func newFixtureTPM(t *testing.T, tpm *provision.TPMConfig) *fixture {
+func newFixtureTPM(t testing.TB, tpm *provision.TPMConfig) *fixture {
 	t.Helper()
 	ctx := context.Background()
 	f := &fixture{t: t, ca: pkitest.NewCA(t), now: time.Now()}
@@ -117,6 +119,7 @@ func newFixtureTPM(t *testing.T, tpm *provision.TPMConfig) *fixture {
 	if tpm != nil {
 		attestors.TPM = provision.TPMAttestor{Challenger: tpm.Challenger, Store: store}
 	}
+	f.prov, f.attestors = prov, attestors
 	handler, err := api.New(api.Config{
 		Store: store, Provision: prov, Admin: f.admin, Attestors: attestors,
 		Root: f.ca.CA.Root, Chain: f.ca.Issuer.Chain(),

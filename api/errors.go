@@ -76,6 +76,8 @@ func classify(err error) (status int, slug, title string, public bool) {
 	switch {
 	case errors.As(err, &pe):
 		return pe.status, pe.slug, pe.title, true
+	case errors.Is(err, provision.ErrRateLimited):
+		return http.StatusTooManyRequests, wire.SlugRateLimited, "Too many requests, retry later", true
 	case errors.Is(err, registry.ErrUnavailable):
 		return http.StatusServiceUnavailable, wire.SlugStoreUnavailable, "Registry cannot commit, retry later", false
 	case errors.As(err, &mbe):
@@ -187,7 +189,10 @@ func errorHandler(log *slog.Logger) echo.HTTPErrorHandler {
 		if status >= 500 {
 			log.Error("request failed", "request_id", p.RequestID, "method", c.Request().Method, "path", c.Path(), "err", err)
 		}
+		var rl *provision.RateLimitError
 		switch {
+		case errors.As(err, &rl):
+			c.Response().Header().Set("Retry-After", strconv.Itoa(int(max(time.Second, rl.RetryAfter+time.Second-1)/time.Second)))
 		case slug == wire.SlugStoreUnavailable:
 			c.Response().Header().Set("Retry-After", strconv.Itoa(int(RetryAfterStoreUnavailable/time.Second)))
 		case status == http.StatusServiceUnavailable || status == http.StatusTooManyRequests:

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"testing"
+	"time"
 
 	"devpki/api/wire"
 	"devpki/pkg/pki"
@@ -28,6 +29,7 @@ func TestClassify(t *testing.T) {
 		slug   string
 	}{
 		{wrap(registry.ErrUnavailable), http.StatusServiceUnavailable, wire.SlugStoreUnavailable},
+		{&provision.RateLimitError{Scope: "tenant t", RetryAfter: time.Second}, http.StatusTooManyRequests, wire.SlugRateLimited},
 		{wrap(provision.ErrDeviceRevoked), http.StatusConflict, wire.SlugDeviceRevoked},
 		{wrap(registry.ErrSerialConflict), http.StatusConflict, wire.SlugSerialConflict},
 		{wrap(provision.ErrCloneSuspect), http.StatusForbidden, wire.SlugCloneSuspect},

@@ -67,6 +67,9 @@ type Config struct {
 	// TrustDomain is used to read admin identities from client certificates.
 	TrustDomain string
 	Log         *slog.Logger
+	// Limits guard the enrollment and renewal doors (see Limits); the zero
+	// value sets none.
+	Limits Limits
 	// AccessLog, when set, gets one line per request (see accessLog).
 	AccessLog *slog.Logger
 	// Now is the clock; nil means time.Now.
@@ -77,6 +80,7 @@ type Config struct {
 type Server struct {
 	cfg       Config
 	peers     *pki.ChainVerifier
+	limits    *limiter
 	rootsPEM  []byte
 	chainPEM  []byte
 	chainList []string
@@ -97,6 +101,7 @@ func New(cfg Config) (*echo.Echo, error) {
 		cfg:      cfg,
 		rootsPEM: pemCert(cfg.Root),
 		peers:    peerVerifier(cfg.Root, cfg.Chain),
+		limits:   newLimiter(cfg.Limits, cfg.Now),
 	}
 	for _, c := range cfg.Chain {
 		p := pemCert(c)

@@ -64,5 +64,15 @@ step "go test (race detector on the concurrent packages)"
 go test -race -count=1 ./pkg/registry/... ./pkg/provision/... ./pkg/pki/mtls/... ./api/...
 step "go test ./..."
 go test -count=1 ./...
+step "fuzz targets (a few seconds each; seed corpora in each package's testdata/fuzz)"
+# Longer runs: go test -run '^$' -fuzz <Target> -fuzztime 10m <package>
+for target in api:FuzzRequests pkg/pki:FuzzCSRIntake pkg/pki:FuzzValidateSerial \
+  pkg/tpm/verify:FuzzEKCertificate pkg/tpm/verify:FuzzCertification cmd/ca:FuzzLoadConfig; do
+  if ! out=$(go test -run '^$' -fuzz "^${target#*:}\$" -fuzztime "${DEVPKI_FUZZTIME:-5s}" "./${target%%:*}" 2>&1); then
+    echo "$out" | tail -40
+    echo "fuzz ${target} failed; the failing input is in ${target%%:*}/testdata/fuzz (rerun: go test -run ${target#*:} ./${target%%:*})"
+    exit 1
+  fi
+done
 step "go test -tags tpmsimulator,swtpm (TPM simulator and swtpm, cgo)"
 CGO_ENABLED=1 go test -count=1 -tags tpmsimulator,swtpm ./pkg/tpm/... ./pkg/provision/... ./api/...

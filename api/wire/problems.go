@@ -48,5 +48,6 @@ const (
 	// The CA itself.
 	SlugStoreUnavailable = "store-unavailable" // 503 + Retry-After: the registry cannot commit; nothing was signed or spent; retry
 	SlugUnavailable      = "unavailable"       // 503/429 + Retry-After: busy; retry later
+	SlugRateLimited      = "rate-limited"      // 429 + Retry-After: too many requests from this address or tenant, or locked out after failed authentications
 	SlugInternal         = "internal"          // 500: a fault of the CA, logged with its cause
 )

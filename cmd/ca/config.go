@@ -13,8 +13,10 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"devpki/api"
 	"devpki/pkg/atomicfile"
 	"devpki/pkg/pki"
+	"devpki/pkg/provision"
 )
 
 // Config is DIR/ca.yaml. Relative paths are relative to the file's directory.
@@ -45,6 +47,7 @@ type Config struct {
 	CRL        CRLConfig        `yaml:"crl,omitempty"`
 	OCSP       OCSPConfig       `yaml:"ocsp,omitempty"`
 	TPM        TPMConfig        `yaml:"tpm,omitempty"`
+	Limits     LimitsConfig     `yaml:"limits,omitempty"`
 
 	dir string // directory of the config file
 }
@@ -107,6 +110,60 @@ func (e EnrollmentConfig) CertProfile() string {
 		return pki.ProfileSPIFFE
 	}
 	return pki.ProfileDefault
+}
+
+// LimitsConfig guards the doors a stranger can knock on (enrollment by
+// token, IDevID or EST, the TPM challenge and answer, renewal). Every
+// counter is kept by each replica in its memory: with N replicas behind a
+// balancer, a source or tenant gets up to N times these rates (and N times
+// the failures before all have locked it out). A key left out takes its
+// default; 0 disables that limit.
+type LimitsConfig struct {
+	// PerSourceRate is requests per second per source address (IPv6: per
+	// /64) and door; default 50, with bursts of PerSourceBurst (default
+	// 100) — generous, as a factory line enrolls through one NAT address.
+	PerSourceRate  *float64 `yaml:"per_source_rate,omitempty"`
+	PerSourceBurst *int     `yaml:"per_source_burst,omitempty"`
+	// LockoutFailures failed authentications (401, a refused token or
+	// certificate, 409 serial-conflict) from one source on one door within
+	// LockoutWindow lock that source out of the door for LockoutWindow
+	// (429 with Retry-After); defaults 10 and 1m.
+	LockoutFailures *int      `yaml:"lockout_failures,omitempty"`
+	LockoutWindow   *Duration `yaml:"lockout_window,omitempty"`
+	// PerTenantRate is admitted enrollments, TPM challenges and renewals
+	// per second per tenant; default 200, with bursts of PerTenantBurst
+	// (default 400): one tenant's fleet storm cannot take the CA's whole
+	// signing capacity.
+	PerTenantRate  *float64 `yaml:"per_tenant_rate,omitempty"`
+	PerTenantBurst *int     `yaml:"per_tenant_burst,omitempty"`
+}
+
+// Door is the API's limits, defaults applied.
+func (l LimitsConfig) Door() api.Limits {
+	d := api.DefaultLimits
+	return api.Limits{
+		PerSourceRate: orDefault(l.PerSourceRate, d.PerSourceRate), PerSourceBurst: orDefault(l.PerSourceBurst, d.PerSourceBurst),
+		LockoutFailures: orDefault(l.LockoutFailures, d.LockoutFailures),
+		LockoutWindow:   time.Duration(orDefault(l.LockoutWindow, Duration(d.LockoutWindow))),
+	}
+}
+
+// Defaults of the per-tenant limit.
+const (
+	defaultPerTenantRate  = 200
+	defaultPerTenantBurst = 400
+)
+
+// Tenant is the per-tenant limiter (nil when disabled).
+func (l LimitsConfig) Tenant() *provision.TenantLimiter {
+	return provision.NewTenantLimiter(orDefault(l.PerTenantRate, defaultPerTenantRate), orDefault(l.PerTenantBurst, defaultPerTenantBurst))
+}
+
+func orDefault[T any](p *T, def T) T {
+	if p == nil {
+		return def
+	}
+	return *p
 }
 
 // CRLConfig is the CRL served at /crl.
@@ -234,6 +291,20 @@ func (c *Config) Validate() error {
 	}
 	if u, err := url.Parse(c.URL); err != nil || u.Scheme != "https" || u.Host == "" {
 		errs = append(errs, fmt.Errorf("url: %q is not an https:// URL", c.URL))
+	}
+	for name, v := range map[string]*float64{"limits.per_source_rate": c.Limits.PerSourceRate, "limits.per_tenant_rate": c.Limits.PerTenantRate} {
+		if v != nil && *v < 0 {
+			errs = append(errs, fmt.Errorf("%s: %v is negative (0 disables the limit)", name, *v))
+		}
+	}
+	for name, v := range map[string]*int{"limits.per_source_burst": c.Limits.PerSourceBurst, "limits.per_tenant_burst": c.Limits.PerTenantBurst,
+		"limits.lockout_failures": c.Limits.LockoutFailures} {
+		if v != nil && *v < 0 {
+			errs = append(errs, fmt.Errorf("%s: %d is negative", name, *v))
+		}
+	}
+	if w := c.Limits.LockoutWindow; w != nil && *w < 0 {
+		errs = append(errs, fmt.Errorf("limits.lockout_window: %s is negative", time.Duration(*w)))
 	}
 	if c.LogFormat != "" && c.LogFormat != "text" && c.LogFormat != "json" {
 		errs = append(errs, fmt.Errorf("log_format: %q is neither text nor json", c.LogFormat))

@@ -137,6 +137,7 @@ func serve(ctx context.Context, cfg *Config, dev bool, stdout, stderr io.Writer)
 	prov, err := provision.New(provision.Config{
 		Store: store, Issuer: issuer, TrustDomain: cfg.TrustDomain, TPM: tpmCfg,
 		Lifetime: time.Duration(cfg.Enrollment.CertLifetime), Profile: cfg.Enrollment.CertProfile(),
+		TenantLimit: cfg.Limits.Tenant(),
 		Policy: pki.CSRPolicy{
 			AllowP384: cfg.Enrollment.AllowP384, AllowEd25519: cfg.Enrollment.AllowEd25519, AllowRSA: cfg.Enrollment.AllowRSA,
 		},
@@ -157,7 +158,7 @@ func serve(ctx context.Context, cfg *Config, dev bool, stdout, stderr io.Writer)
 		Store: store, Provision: prov, Admin: admin, Attestors: attestors,
 		Root: ca.Root, Chain: issuer.Chain(),
 		TrustDomain: cfg.TrustDomain, Log: log, Revocation: rev,
-		AccessLog: log.With("log", "access"),
+		AccessLog: log.With("log", "access"), Limits: cfg.Limits.Door(),
 	})
 	if err != nil {
 		return err

@@ -281,6 +281,9 @@ func (s *Service) identity(ctx context.Context, adm *Admission, serial string, m
 	if err := requireAttested(tenant, adm.Method); err != nil {
 		return id, err
 	}
+	if err := s.cfg.TenantLimit.Allow(tenant.ID, tenant.Name, s.cfg.Now()); err != nil {
+		return id, err
+	}
 	return id, nil
 }
 
@@ -315,8 +318,11 @@ func (s *Service) decide(ctx context.Context, adm *Admission, id *identity) (*pl
 				msg: fmt.Sprintf("serial %q is enrolled as device %s with EK %q, this claim has EK %s",
 					id.serial, existing.ID, existing.EKHash, adm.EKHash)}
 		case adm.EKHash == "" && adm.BoundSerial == "":
-			return nil, fmt.Errorf("serial %q is enrolled as device %s (serial %q); only a token bound to it re-enrolls it: %w",
-				id.serial, existing.ID, existing.Serial, registry.ErrSerialConflict)
+			// The answer does not name the enrolled device (the audit
+			// event does, as its target): a token must not be a probe of
+			// which serials exist and what their ids are.
+			return nil, fmt.Errorf("serial %q is already enrolled; only a token bound to it re-enrolls it: %w",
+				id.serial, registry.ErrSerialConflict)
 		}
 		switch existing.Status {
 		case registry.DeviceActive:

@@ -99,6 +99,9 @@ type Config struct {
 	// within TenantTTL; zero means DefaultTenantTTL, negative means the
 	// tenant is read at every enrollment.
 	TenantTTL time.Duration
+	// TenantLimit bounds each tenant's admitted enrollments, TPM
+	// challenges and renewals; nil means no limit.
+	TenantLimit *TenantLimiter
 }
 
 // Service runs enrollments.

@@ -141,6 +141,9 @@ func (s *Service) renew(ctx context.Context, req *RenewRequest) (*Result, string
 	if err != nil {
 		return nil, dev.ID, err
 	}
+	if err := s.cfg.TenantLimit.Allow(tenant.ID, tenant.Name, s.cfg.Now()); err != nil {
+		return nil, dev.ID, err
+	}
 	id := pki.Identity{
 		DeviceID: dev.ID, Tenant: tenant.Name, Serial: dev.Serial, MACs: dev.MACs, TrustDomain: s.cfg.TrustDomain,
 	}

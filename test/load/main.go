@@ -56,6 +56,7 @@ type options struct {
 	warmup      int
 	profile     string
 	classical   bool
+	limits      string
 	devices     int
 }
 
@@ -70,6 +71,8 @@ func main() {
 	flag.BoolVar(&o.jsonOut, "json", false, "print the result as JSON")
 	flag.IntVar(&o.warmup, "warmup", 200, "requests sent before measuring (tpm: 2 per device unless set)")
 	flag.StringVar(&o.profile, "server-cpuprofile", "", "have 'ca serve' write a CPU profile to this file")
+	flag.StringVar(&o.limits, "limits", "unlimited", "the CA's door and tenant limits: 'unlimited' (limiters run, set far above the load; "+
+		"they would otherwise refuse it) or 'config' (as 'ca init' wrote them; also for -ca-bin binaries that predate limits)")
 	flag.BoolVar(&o.classical, "classical", false, "set tls.classical_key_exchange in the CA's config (no hybrid post-quantum key exchange)")
 	flag.IntVar(&o.devices, "devices", 4, "tpm: swtpm instances, each a device enrolling one request at a time (-c is ignored)")
 	flag.Parse()
@@ -157,13 +160,18 @@ func run(o options) error {
 	if out, err := exec.Command(caBin, "init", "--dir", dir, "--password-file", pw, "--listen", addr).CombinedOutput(); err != nil {
 		return fmt.Errorf("ca init: %v\n%s", err, out)
 	}
-	if o.classical {
+	if o.classical || o.limits == "unlimited" {
 		cfgPath := filepath.Join(dir, "ca.yaml")
 		b, err := os.ReadFile(cfgPath)
 		if err != nil {
 			return err
 		}
-		b = bytes.Replace(b, []byte("\ntls:\n"), []byte("\ntls:\n    classical_key_exchange: true\n"), 1)
+		if o.classical {
+			b = bytes.Replace(b, []byte("\ntls:\n"), []byte("\ntls:\n    classical_key_exchange: true\n"), 1)
+		}
+		if o.limits == "unlimited" {
+			b = append(b, "limits: {per_source_rate: 1e9, per_source_burst: 1000000000, per_tenant_rate: 1e9, per_tenant_burst: 1000000000}\n"...)
+		}
 		if err := os.WriteFile(cfgPath, b, 0o600); err != nil {
 			return err
 		}
