@@ -170,7 +170,12 @@ func run(o options) error {
 			b = bytes.Replace(b, []byte("\ntls:\n"), []byte("\ntls:\n    classical_key_exchange: true\n"), 1)
 		}
 		if o.limits == "unlimited" {
-			b = append(b, "limits: {per_source_rate: 1e9, per_source_burst: 1000000000, per_tenant_rate: 1e9, per_tenant_burst: 1000000000}\n"...)
+			lockout := ""
+			if o.target == "badtoken" {
+				// The abuse run measures what reaches the audit log: no lockout.
+				lockout = ", lockout_failures: 0"
+			}
+			b = append(b, "limits: {per_source_rate: 1e9, per_source_burst: 1000000000, per_tenant_rate: 1e9, per_tenant_burst: 1000000000"+lockout+"}\n"...)
 		}
 		if err := os.WriteFile(cfgPath, b, 0o600); err != nil {
 			return err
@@ -286,7 +291,8 @@ func run(o options) error {
 		}
 		res.Abuse = &abuseFigures{AuditRowsBefore: reg0.auditRows, AuditRowsAfter: reg1.auditRows,
 			RefusalRowsBefore: reg0.refusalRows, RefusalRowsAfter: reg1.refusalRows,
-			RefusalsCounted: reg1.refusalHits - reg0.refusalHits, DBBytesBefore: reg0.dbBytes, DBBytesAfter: reg1.dbBytes}
+			RefusalsCounted: reg1.refusalHits - reg0.refusalHits, DBBytesBefore: reg0.dbBytes, DBBytesAfter: reg1.dbBytes,
+			WALBytesBefore: reg0.walBytes, WALBytesAfter: reg1.walBytes}
 	}
 	if fleet != nil {
 		res.TPM = fleet.figures(ok, swtpm1-swtpm0)
