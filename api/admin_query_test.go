@@ -214,6 +214,13 @@ func TestAdminIssueComponentCertificate(t *testing.T) {
 		{CSR: csr, Usage: "server", IPs: []string{"not-an-ip"}},
 		{CSR: csr, Usage: "server", DNSNames: []string{"x"}, Lifetime: "forever"},
 		{CSR: csr, Usage: "server", DNSNames: []string{"x"}, Lifetime: "100000h"},
+		// Names a certificate may not carry (RFC 5280; zlint's RFC lints).
+		{CSR: csr, Usage: "server", DNSNames: []string{"host.example."}},
+		{CSR: csr, Usage: "server", DNSNames: []string{strings.Repeat("a", 64) + ".example"}},
+		{CSR: csr, Usage: "server", DNSNames: []string{"*.example"}},
+		{CSR: csr, Usage: "server", DNSNames: []string{"bücher.example"}},
+		{CSR: csr, Usage: "server", DNSNames: []string{"x"}, CommonName: strings.Repeat("a", 65)},
+		{CSR: csr, Usage: "server", DNSNames: []string{"x"}, CommonName: " padded "},
 	} {
 		_, err := admin.Issue(ctx, bad)
 		var re *client.ResponseError

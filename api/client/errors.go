@@ -54,7 +54,7 @@ func (e *ResponseError) Unwrap() error {
 // unreachable, an unexpected EOF, a timeout or temporary DNS failure, and the
 // replies 429, 500, 502, 503 and 504 (a 500 may be a fault of the CA that
 // passes, such as its registry failing; the CA commits nothing it answers
-// 5xx for). Everything else — other statuses, TLS and certificate errors,
+// 5xx for), and an EST server's 202 Accepted (the request awaits approval). Everything else — other statuses, TLS and certificate errors,
 // pinning failures, a cancelled context — is permanent.
 func IsTransient(err error) bool {
 	if err == nil {
@@ -63,7 +63,7 @@ func IsTransient(err error) bool {
 	var re *ResponseError
 	if errors.As(err, &re) {
 		switch re.StatusCode {
-		case http.StatusTooManyRequests, http.StatusInternalServerError, http.StatusBadGateway,
+		case http.StatusAccepted, http.StatusTooManyRequests, http.StatusInternalServerError, http.StatusBadGateway,
 			http.StatusServiceUnavailable, http.StatusGatewayTimeout:
 			return true
 		}

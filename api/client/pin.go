@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 
@@ -58,38 +59,8 @@ func FetchRootsPinned(ctx context.Context, baseURL, fingerprintHex string) ([]*x
 		return nil, fmt.Errorf("client: fetch pinned roots: base URL %q must be https", baseURL)
 	}
 
-	var (
-		mu    sync.Mutex
-		conns []tls.ConnectionState
-	)
-	tlsConf := &tls.Config{
-		MinVersion: tls.VersionTLS12,
-		// The server cannot be verified yet: its root is what this call fetches.
-		// VerifyConnection records the presented chain, which is verified below
-		// against the pinned root before anything from this call is trusted.
-		InsecureSkipVerify: true, //nolint:gosec // bootstrap call only; see above
-		VerifyConnection: func(cs tls.ConnectionState) error {
-			if len(cs.PeerCertificates) == 0 {
-				return errors.New("server presented no certificate")
-			}
-			mu.Lock()
-			conns = append(conns, cs)
-			mu.Unlock()
-			return nil
-		},
-	}
-	hc := &http.Client{
-		Transport: &http.Transport{
-			Proxy:             http.ProxyFromEnvironment,
-			TLSClientConfig:   tlsConf,
-			DisableKeepAlives: true,
-		},
-		// A redirect could lead to another server; refuse it.
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
-	defer hc.CloseIdleConnections()
-
-	c := &Client{base: u, hc: hc, userAgent: DefaultUserAgent}
+	c, conns := bootstrapClient(u)
+	defer c.hc.CloseIdleConnections()
 	roots, err := c.Roots(ctx)
 	if err != nil {
 		return nil, err
@@ -104,25 +75,78 @@ func FetchRootsPinned(ctx context.Context, baseURL, fingerprintHex string) ([]*x
 	if pinned == nil {
 		return nil, fmt.Errorf("client: %s serves %d root(s), none with fingerprint %s: %w", u.Host, len(roots), pin, ErrPinMismatch)
 	}
-
-	pool := x509.NewCertPool()
-	pool.AddCert(pinned)
-	mu.Lock()
-	defer mu.Unlock()
-	if len(conns) == 0 {
-		return nil, errors.New("client: fetch pinned roots: no TLS connection was recorded")
-	}
-	for _, cs := range conns {
-		if err := verifyServerChain(cs, u.Hostname(), pool); err != nil {
-			return nil, fmt.Errorf("client: server certificate of %s does not chain to the pinned root %s: %v: %w", u.Host, pin, err, ErrPinMismatch)
-		}
+	if err := conns.verify(u, pinned, nil); err != nil {
+		return nil, err
 	}
 	return []*x509.Certificate{pinned}, nil
 }
 
-func verifyServerChain(cs tls.ConnectionState, host string, roots *x509.CertPool) error {
+// connLog records the TLS connections of a bootstrap client.
+type connLog struct {
+	mu    sync.Mutex
+	conns []tls.ConnectionState
+}
+
+// bootstrapClient returns a client of u that does not verify the server
+// (its root is what the caller fetches) and refuses redirects, and the log of
+// its connections for connLog.verify once a root is pinned.
+func bootstrapClient(u *url.URL) (*Client, *connLog) {
+	log := &connLog{}
+	tlsConf := &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		// The server cannot be verified yet: its root is what this call fetches.
+		// VerifyConnection records the presented chain, which connLog.verify
+		// checks against the pinned root before anything fetched is trusted.
+		InsecureSkipVerify: true, //nolint:gosec // bootstrap call only; see above
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
+				return errors.New("server presented no certificate")
+			}
+			log.mu.Lock()
+			log.conns = append(log.conns, cs)
+			log.mu.Unlock()
+			return nil
+		},
+	}
+	hc := &http.Client{
+		Transport: &http.Transport{
+			Proxy:             http.ProxyFromEnvironment,
+			TLSClientConfig:   tlsConf,
+			DisableKeepAlives: true,
+		},
+		// A redirect could lead to another server; refuse it.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	return &Client{base: u, hc: hc, userAgent: DefaultUserAgent}, log
+}
+
+// verify checks that every recorded connection presented a chain that
+// verifies to root for the host of u with the serverAuth usage (extra may
+// supply intermediates the server did not send) — so a man in the middle
+// that relays the real bundle over its own TLS connection is refused.
+func (l *connLog) verify(u *url.URL, root *x509.Certificate, extra []*x509.Certificate) error {
+	pool := x509.NewCertPool()
+	pool.AddCert(root)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.conns) == 0 {
+		return errors.New("client: fetch pinned roots: no TLS connection was recorded")
+	}
+	for _, cs := range l.conns {
+		if err := verifyServerChain(cs, u.Hostname(), pool, extra); err != nil {
+			return fmt.Errorf("client: server certificate of %s does not chain to the pinned root %s: %v: %w",
+				u.Host, pki.Fingerprint(root), err, ErrPinMismatch)
+		}
+	}
+	return nil
+}
+
+func verifyServerChain(cs tls.ConnectionState, host string, roots *x509.CertPool, extra []*x509.Certificate) error {
 	inter := x509.NewCertPool()
 	for _, c := range cs.PeerCertificates[1:] {
+		inter.AddCert(c)
+	}
+	for _, c := range extra {
 		inter.AddCert(c)
 	}
 	_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{

@@ -93,7 +93,12 @@ func initCA(ctx context.Context, o initOptions, stderr io.Writer) (fp string, er
 	}
 	var errs []error
 	if pki.ValidateAdminName(o.AdminName) != nil {
-		errs = append(errs, fmt.Errorf("--admin %q: use 1 to 128 letters, digits and . _ - only (not \".\" or \"..\")", o.AdminName))
+		errs = append(errs, fmt.Errorf("--admin %q: use 1 to 64 letters, digits and . _ - only (not \".\" or \"..\")", o.AdminName))
+	}
+	for _, d := range o.DNS {
+		if err := pki.ValidateDNSName(d); err != nil {
+			errs = append(errs, fmt.Errorf("--dns: %w", err))
+		}
 	}
 	var ipList []net.IP
 	for _, s := range o.IPs {

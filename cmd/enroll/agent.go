@@ -46,6 +46,7 @@ func parseAgentFlags(cmd string, args []string, stderr io.Writer) (*agentFlags, 
 		})
 		fs.StringVar(&a.cfg.Serial, "serial", "", "device serial for the first enrollment")
 		fs.StringVar(&a.cfg.Token, "token", "", "bootstrap token for the first enrollment (or $DEVPKI_TOKEN)")
+		protocolFlags(fs, &a.cfg)
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -200,6 +201,14 @@ func runStatus(ctx context.Context, a *agentFlags) error {
 	fmt.Fprintf(w, "valid:       %s to %s (renewal due %s)\n", c.NotBefore.UTC().Format(time.RFC3339),
 		c.NotAfter.UTC().Format(time.RFC3339), renewAt(c, func(time.Duration) time.Duration { return 0 }).UTC().Format(time.RFC3339))
 	fmt.Fprintf(w, "chain:       valid to pinned root %s\n", ci.Fingerprint)
+	switch {
+	case ci.Protocol == protocolEST && ci.ESTLabel != "":
+		fmt.Fprintf(w, "protocol:    est (RFC 7030) at %s, label %s\n", ci.URL, ci.ESTLabel)
+	case ci.Protocol == protocolEST:
+		fmt.Fprintf(w, "protocol:    est (RFC 7030) at %s\n", ci.URL)
+	default:
+		fmt.Fprintf(w, "protocol:    native (devpki API) at %s\n", ci.URL)
+	}
 	fmt.Fprintf(w, "ocsp:        %s\n", ocspStatus(ctx, id))
 	return nil
 }

@@ -56,6 +56,13 @@ type config struct {
 	TPM       string
 	Timeout   time.Duration
 	UserAgent string
+	// Protocol is --protocol: "native" (the devpki JSON API; "" means the
+	// same) or "est" (RFC 7030, est.go). ESTLabel is --est-label, the
+	// optional /.well-known/est/<label> segment; ESTAuth is --est-auth,
+	// "basic" (the default: serial and token) or "bearer".
+	Protocol string
+	ESTLabel string
+	ESTAuth  string
 
 	Stdout, Stderr io.Writer
 
@@ -167,6 +174,9 @@ func runEnroll(ctx context.Context, cfg config) error {
 	if err := checkTPMSpec(cfg.TPM); err != nil {
 		return err
 	}
+	if err := checkProtocol(&cfg); err != nil {
+		return err
+	}
 
 	// Idempotence: a valid identity means nothing to do, without the network.
 	kr := cfg.keyring()
@@ -184,6 +194,9 @@ func runEnroll(ctx context.Context, cfg config) error {
 		cfg.logf("existing identity in %s is not usable (%v); enrolling anew", cfg.Dir, err)
 	}
 	kr.close() // the enrollment opens the TPM named by --tpm
+	if cfg.Protocol == protocolEST {
+		return enrollEST(ctx, cfg, kr, pin)
+	}
 
 	noToken := usageErr("a bootstrap token is required: --token, --token-file or DEVPKI_TOKEN (without one, enrollment needs a TPM: --tpm)")
 	if cfg.Token == "" && cfg.TPM == "none" {
@@ -256,8 +269,14 @@ func runEnroll(ctx context.Context, cfg config) error {
 			return err
 		}
 	}
+	return finishEnroll(ctx, &cfg, kr, id, caInfo{URL: cfg.CA, Fingerprint: pin}, deviceID)
+}
+
+// finishEnroll records a new identity in cfg.Dir (the CA it came from, then
+// the key and certificates, device.crt last) and says so.
+func finishEnroll(ctx context.Context, cfg *config, kr *keyring, id *identity, ci caInfo, deviceID string) error {
 	cfg.warnClock(id)
-	if err := saveCAInfo(cfg.Dir, caInfo{URL: cfg.CA, Fingerprint: pin}); err != nil {
+	if err := saveCAInfo(cfg.Dir, ci); err != nil {
 		return err
 	}
 	if err := saveIdentity(kr, id); err != nil {

@@ -44,6 +44,10 @@ type fakeCA struct {
 	lastSerial  string
 	lastMACs    []string
 	issuedCerts int
+	estScript   map[string][]estReply // EST operation → scripted answers (est_test.go)
+	ESTHits     map[string]int
+	ESTStrict   atomic.Bool // simplereenroll wants the certificate's exact Subject and SAN
+	estAuth     []string    // Authorization headers of simpleenroll
 }
 
 func newFakeCA(t *testing.T) *fakeCA {
@@ -118,6 +122,10 @@ func (f *fakeCA) serve(w http.ResponseWriter, r *http.Request) {
 		// This fake CA does not verify TPMs, like a CA without tpm config.
 		problem(http.StatusNotFound, "tpm-disabled", "TPM attestation enrollment is not enabled")(w)
 	default:
+		if strings.HasPrefix(r.URL.Path, "/.well-known/est/") {
+			f.est(w, r) // est_test.go
+			return
+		}
 		http.NotFound(w, r)
 	}
 }

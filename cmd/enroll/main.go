@@ -34,6 +34,11 @@
 //	enroll run --dir DIR [enroll flags] enroll if needed, then renew at 2/3 of each lifetime
 //	enroll status --dir DIR            identity, key storage, validity, chain and OCSP status
 //
+// With --protocol est the agent speaks EST (RFC 7030) instead of the devpki
+// API, to devpki's /.well-known/est or any EST server: cacerts pinned by
+// --fingerprint, simpleenroll with the token (HTTP Basic, user name = the
+// serial; or --est-auth bearer), and renewals over simplereenroll (est.go).
+//
 // Renewal keeps the previous key and certificate as .prev files and installs
 // the new ones so that a crash at any point leaves a valid pair (renew.go).
 package main
@@ -108,6 +113,7 @@ func parseEnrollFlags(args []string, stderr io.Writer, getenv func(string) strin
 	fs.StringVar(&cfg.KeyPasswordFile, "key-password-file", "", "`file` holding the password of device.key (default: DIR/device.key.password, generated)")
 	fs.DurationVar(&cfg.Timeout, "timeout", defaultTimeout, "give up retrying transient failures (network, 429, 500, 502, 503, 504) after this long")
 	fs.StringVar(&cfg.TPM, "tpm", "auto", "where the key lives, a `spec`: auto (/dev/tpmrm0 or /dev/tpm0; a software key when there is none), a TPM device path, swtpm:unix:PATH, swtpm:tcp:HOST:PORT, or none (software key)")
+	protocolFlags(fs, &cfg)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: enroll [enroll] --ca URL --fingerprint HEX [--token T | --token-file F | $DEVPKI_TOKEN] [--tpm SPEC] --dir DIR [flags]\n")
 		fmt.Fprintf(fs.Output(), "       (a token is required unless the device enrolls by TPM attestation)\n")
@@ -141,6 +147,13 @@ func parseEnrollFlags(args []string, stderr io.Writer, getenv func(string) strin
 		cfg.Token = strings.TrimSpace(getenv("DEVPKI_TOKEN"))
 	}
 	return cfg, nil
+}
+
+// protocolFlags adds --protocol, --est-label and --est-auth (enroll, run).
+func protocolFlags(fs *flag.FlagSet, cfg *config) {
+	fs.StringVar(&cfg.Protocol, "protocol", protocolNative, "`protocol` of the enrollment: native (the devpki API) or est (RFC 7030, devpki's or any EST server; renewals follow it)")
+	fs.StringVar(&cfg.ESTLabel, "est-label", "", "EST `label`: the /.well-known/est/<label>/ segment (for devpki, a tenant); none by default")
+	fs.StringVar(&cfg.ESTAuth, "est-auth", "basic", "how simpleenroll sends the token: basic (HTTP Basic, user name = the serial) or bearer")
 }
 
 // runAgentCmd runs renew, rekey (renew --rekey), run and status.

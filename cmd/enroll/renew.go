@@ -31,6 +31,10 @@ const caFile = "ca.json"
 type caInfo struct {
 	URL         string `json:"url"`
 	Fingerprint string `json:"fingerprint"`
+	// Protocol is how the identity was enrolled and is renewed: "est"
+	// (RFC 7030, with ESTLabel) or native ("" in files written before EST).
+	Protocol string `json:"protocol,omitempty"`
+	ESTLabel string `json:"est_label,omitempty"`
 }
 
 func saveCAInfo(dir string, ci caInfo) error {
@@ -68,6 +72,15 @@ func loadCAInfo(dir, url, fingerprint string) (caInfo, error) {
 		return ci, usageErr("fingerprint: %v", err)
 	}
 	ci.Fingerprint = pin
+	switch ci.Protocol {
+	case "", protocolNative, protocolEST:
+	default:
+		return ci, fmt.Errorf("%s: unknown protocol %q (this enroll speaks %s and %s)",
+			filepath.Join(dir, caFile), ci.Protocol, protocolNative, protocolEST)
+	}
+	if err := client.ValidateESTLabel(ci.ESTLabel); err != nil {
+		return ci, fmt.Errorf("%s: %w", filepath.Join(dir, caFile), err)
+	}
 	return ci, nil
 }
 
@@ -204,16 +217,23 @@ func renewOnce(ctx context.Context, cfg *config, ci caInfo, rekey bool, failpoin
 	if cfg.UserAgent != "" {
 		opts = append(opts, client.WithUserAgent(cfg.UserAgent))
 	}
-	cl, err := client.New(ci.URL, opts...)
-	if err != nil {
-		return nil, usageErr("CA URL: %v", err)
-	}
-
 	deadline := cfg.Now().Add(cfg.Timeout)
 	if old.Cert.NotAfter.Before(deadline) {
 		deadline = old.Cert.NotAfter
 	}
 	r := retrier{cfg: cfg, deadline: deadline}
+	if ci.Protocol == protocolEST {
+		id, err := reenrollEST(ctx, cfg, &r, kr, ci, old, rekey, opts)
+		if err != nil {
+			return nil, err
+		}
+		return installRenewed(ctx, cfg, kr, old, id, failpoint)
+	}
+
+	cl, err := client.New(ci.URL, opts...)
+	if err != nil {
+		return nil, usageErr("CA URL: %v", err)
+	}
 	key := old.Key
 	req := &wire.RenewRequest{}
 	var resp *wire.EnrollResponse
@@ -246,6 +266,12 @@ func renewOnce(ctx context.Context, cfg *config, ci caInfo, rekey bool, failpoin
 	if err != nil {
 		return nil, fmt.Errorf("CA reply refused: %w", err)
 	}
+	return installRenewed(ctx, cfg, kr, old, id, failpoint)
+}
+
+// installRenewed replaces old by the verified renewal id (replaceIdentity)
+// once id names the same device.
+func installRenewed(ctx context.Context, cfg *config, kr *keyring, old, id *identity, failpoint func(string) error) (*identity, error) {
 	if err := sameIdentity(old.Cert, id.Cert); err != nil {
 		return nil, fmt.Errorf("CA reply refused: %w", err)
 	}
@@ -259,29 +285,49 @@ func renewOnce(ctx context.Context, cfg *config, ci caInfo, rekey bool, failpoin
 // rekeyRequest makes a new key, stored like the old one (software or TPM),
 // and a CSR naming the serial and MACs of old's certificate.
 func rekeyRequest(ctx context.Context, kr *keyring, old *identity) (crypto.Signer, *wire.RenewRequest, error) {
-	cert := old.Cert
+	key, der, certify, err := rekeyCSR(ctx, kr, old)
+	if err != nil {
+		return nil, nil, err
+	}
+	return key, &wire.RenewRequest{
+		CSR:     string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})),
+		Certify: certify,
+	}, nil
+}
+
+// rekeyCSR makes a new key, stored like the old one, and its DER CSR naming
+// the serial and MACs of old's certificate; for a TPM key also the AK's
+// certification of it.
+func rekeyCSR(ctx context.Context, kr *keyring, old *identity) (crypto.Signer, []byte, *wire.TPMCertificationParameters, error) {
+	// A new TPM key is certified by the AK over the hash of the certificate
+	// this renewal authenticates with: the CA checks it against the AK it
+	// recorded at attestation before it certifies the new key.
+	nonce := sha256.Sum256(old.Cert.Raw)
+	key, certify, err := kr.newKeyLike(ctx, old.Key, nonce[:])
+	if err != nil {
+		return nil, nil, nil, tpmHint(err)
+	}
+	der, err := renewalCSR(key, old.Cert)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return key, der, certify, nil
+}
+
+// renewalCSR is the DER CSR, signed by key, naming the serial and MACs of
+// cert — what pki.NewDeviceCSR made at enrollment.
+func renewalCSR(key crypto.Signer, cert *x509.Certificate) ([]byte, error) {
 	var macs []string
 	for _, u := range cert.URIs {
 		if m, ok := strings.CutPrefix(u.String(), "urn:dev:mac:"); ok {
 			macs = append(macs, m)
 		}
 	}
-	// A new TPM key is certified by the AK over the hash of the certificate
-	// this renewal authenticates with: the CA checks it against the AK it
-	// recorded at attestation before it certifies the new key.
-	nonce := sha256.Sum256(cert.Raw)
-	key, certify, err := kr.newKeyLike(ctx, old.Key, nonce[:])
-	if err != nil {
-		return nil, nil, tpmHint(err)
-	}
 	der, err := pki.NewDeviceCSR(key, cert.Subject.SerialNumber, macs)
 	if err != nil {
-		return nil, nil, tpmHint(fmt.Errorf("build CSR: %w", err))
+		return nil, tpmHint(fmt.Errorf("build CSR: %w", err))
 	}
-	return key, &wire.RenewRequest{
-		CSR:     string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})),
-		Certify: certify,
-	}, nil
+	return der, nil
 }
 
 // sameIdentity refuses a renewed certificate that names another device.

@@ -41,7 +41,7 @@ const (
 // of the other fields mean the documented defaults.
 type CAOptions struct {
 	Dir                  string        // created (0700) if missing
-	Name                 string        // organization; default "devpki"
+	Name                 string        // organization; default "devpki"; at most 48 characters (CN "<Name> Intermediate CA" ≤ 64)
 	Password             []byte        // required; encrypts both keys
 	RootLifetime         time.Duration // default 87600h (10 years)
 	IntermediateLifetime time.Duration // default 43800h (5 years); at most RootLifetime
@@ -76,6 +76,13 @@ func CreateCA(ctx context.Context, opts CAOptions) (*CAFiles, *CA, error) {
 	}
 	if opts.Name == "" {
 		opts.Name = "devpki"
+	}
+	// Name is the organization of both certificates and the start of their
+	// common names; RFC 5280 bounds both (see ValidateSubjectValue).
+	for _, v := range []string{opts.Name, opts.Name + " Intermediate CA"} {
+		if err := ValidateSubjectValue(v); err != nil {
+			return nil, nil, fmt.Errorf("create CA: Name: %w", err)
+		}
 	}
 	if opts.RootLifetime == 0 {
 		opts.RootLifetime = DefaultRootLifetime

@@ -284,10 +284,12 @@ func ValidateTenant(s string) error {
 	return checkSegment("tenant", s, 64)
 }
 
-// ValidateAdminName checks an admin name as used in AdminURI: 1..128
+// ValidateAdminName checks an admin name as used in AdminURI: 1..64
 // characters of [A-Za-z0-9._-], not "." or ".." (one SPIFFE path segment).
+// The name is also the admin certificate's CN, which RFC 5280 bounds at 64
+// characters (MaxSubjectValueLen).
 func ValidateAdminName(s string) error {
-	return checkSegment("admin name", s, 128)
+	return checkSegment("admin name", s, MaxSubjectValueLen)
 }
 
 // ValidateComponentName checks a component name as used in ComponentURI:

@@ -345,11 +345,12 @@ func TestValidateAdminAndComponentNames(t *testing.T) {
 		}
 		checkSPIFFEPath(t, u.String(), "/acme/component/"+tt.in)
 	}
-	if err := pki.ValidateAdminName(strings.Repeat("a", 128)); err != nil {
-		t.Errorf("128-character admin name: %v", err)
+	// The admin name is the admin certificate's CN: RFC 5280's 64 at most.
+	if err := pki.ValidateAdminName(strings.Repeat("a", 64)); err != nil {
+		t.Errorf("64-character admin name: %v", err)
 	}
-	if err := pki.ValidateAdminName(strings.Repeat("a", 129)); err == nil {
-		t.Error("129-character admin name accepted")
+	if err := pki.ValidateAdminName(strings.Repeat("a", 65)); err == nil {
+		t.Error("65-character admin name accepted")
 	}
 	if err := pki.ValidateComponentName(strings.Repeat("a", 65)); err == nil {
 		t.Error("65-character component name accepted")

@@ -190,6 +190,8 @@ type ServerRequest struct {
 
 // IssueServer issues a server certificate: serverAuth and clientAuth,
 // digitalSignature (plus keyEncipherment for RSA keys), no AIA or CRL DP.
+// Each DNS name must pass ValidateDNSName and a CommonName
+// ValidateSubjectValue.
 func (i *Issuer) IssueServer(ctx context.Context, req *ServerRequest) (*Issued, error) {
 	if req == nil {
 		return nil, errors.New("issue server: nil request")
@@ -198,8 +200,8 @@ func (i *Issuer) IssueServer(ctx context.Context, req *ServerRequest) (*Issued, 
 		return nil, errors.New("issue server: at least one DNS name or IP is required")
 	}
 	for _, d := range req.DNSNames {
-		if _, err := x509util.SanitizeName(d); err != nil || d == "" {
-			return nil, fmt.Errorf("issue server: invalid DNS name %q", d)
+		if err := ValidateDNSName(d); err != nil {
+			return nil, fmt.Errorf("issue server: %w", err)
 		}
 	}
 	for _, ip := range req.IPs {
@@ -232,7 +234,8 @@ type ClientRequest struct {
 }
 
 // IssueClient issues a client certificate: clientAuth, digitalSignature, AIA
-// OCSP and CRL DP when configured.
+// OCSP and CRL DP when configured. CommonName and Organization must pass
+// ValidateSubjectValue.
 func (i *Issuer) IssueClient(ctx context.Context, req *ClientRequest) (*Issued, error) {
 	if req == nil {
 		return nil, errors.New("issue client: nil request")
@@ -271,6 +274,9 @@ func (i *Issuer) issue(ctx context.Context, op string, tmpl *x509util.Certificat
 	if lifetime < 0 {
 		return nil, fmt.Errorf("%s: negative lifetime %v", op, lifetime)
 	}
+	if err := checkSubject(tmpl.Subject); err != nil {
+		return nil, fmt.Errorf("%s: %w", op, err)
+	}
 	sn, err := newSerial(i.rand)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)
@@ -301,6 +307,22 @@ func (i *Issuer) issue(ctx context.Context, op string, tmpl *x509util.Certificat
 		return nil, fmt.Errorf("%s: sign: %w", op, err)
 	}
 	return &Issued{Certificate: resp.Certificate, Chain: i.Chain()}, nil
+}
+
+// checkSubject refuses a subject attribute that RFC 5280 does not allow
+// (see ValidateSubjectValue); empty attributes are left out of the
+// certificate and need no check.
+func checkSubject(sub x509util.Subject) error {
+	vals := append([]string{sub.CommonName, sub.SerialNumber}, sub.Organization...)
+	for _, v := range vals {
+		if v == "" {
+			continue
+		}
+		if err := ValidateSubjectValue(v); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // oidSubjectAltName is id-ce-subjectAltName.

@@ -16,6 +16,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/smallstep/certificates/cas/apiv1"
 	"golang.org/x/crypto/ocsp"
@@ -124,9 +125,16 @@ func (r *OCSPResponder) rotateLocked(ctx context.Context) error {
 	if !notAfter.After(now) {
 		return fmt.Errorf("OCSP responder: intermediate CA expired at %v", r.ca.Intermediate.NotAfter)
 	}
+	// "<intermediate CN> OCSP Responder", unless that is longer than RFC
+	// 5280 allows a CN (an intermediate loaded from elsewhere may have a
+	// CN of up to 64 characters): then the organization alone names it.
+	cn := r.ca.Intermediate.Subject.CommonName + " OCSP Responder"
+	if utf8.RuneCountInString(cn) > MaxSubjectValueLen {
+		cn = "OCSP Responder"
+	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          sn,
-		Subject:               pkix.Name{CommonName: r.ca.Intermediate.Subject.CommonName + " OCSP Responder", Organization: r.ca.Intermediate.Subject.Organization},
+		Subject:               pkix.Name{CommonName: cn, Organization: r.ca.Intermediate.Subject.Organization},
 		NotBefore:             now.Add(-DefaultBackdate),
 		NotAfter:              notAfter,
 		KeyUsage:              x509.KeyUsageDigitalSignature,

@@ -67,9 +67,16 @@ func (s *Service) IssueComponent(ctx context.Context, req *ComponentRequest) (*R
 		}
 		ips = append(ips, ip)
 	}
+	// pki's rules for what a certificate may name, checked here so that a
+	// refusal is the caller's error (400), not a failed signature.
 	for _, d := range req.DNSNames {
-		if d == "" || strings.ContainsAny(d, " /@:") {
-			return nil, fmt.Errorf("%w: %q is not a DNS name", ErrInvalidArgument, d)
+		if err := pki.ValidateDNSName(d); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrInvalidArgument, err)
+		}
+	}
+	if req.CommonName != "" {
+		if err := pki.ValidateSubjectValue(req.CommonName); err != nil {
+			return nil, fmt.Errorf("%w: common name: %v", ErrInvalidArgument, err)
 		}
 	}
 	if err := s.ready(ctx); err != nil {

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"devpki/pkg/pki/pkitest/zlinttest"
 )
 
 // TestSPIFFEProfileEndToEnd: enrollment.profile: spiffe in ca.yaml makes
@@ -37,4 +39,5 @@ func TestSPIFFEProfileEndToEnd(t *testing.T) {
 	if len(cert.DNSNames)+len(cert.IPAddresses)+len(cert.EmailAddresses) != 0 {
 		t.Errorf("other SANs: %v %v %v", cert.DNSNames, cert.IPAddresses, cert.EmailAddresses)
 	}
+	zlinttest.Certificate(t, "spiffe profile device.crt", cert.Raw, zlintAllow(cert))
 }

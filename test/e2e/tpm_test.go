@@ -17,6 +17,7 @@ import (
 	"go.step.sm/crypto/x509util"
 
 	"devpki/pkg/pki"
+	"devpki/pkg/pki/pkitest/zlinttest"
 	"devpki/pkg/registry"
 	"devpki/pkg/tpm"
 	"devpki/pkg/tpm/swtpmtest"
@@ -159,6 +160,7 @@ func TestTPMEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	zlinttest.Certificate(t, "TPM device.crt", cert.Raw, zlintAllow(cert))
 	st := ca.openStore(t)
 	dev, err := st.GetDevice(context.Background(), deviceID)
 	if err != nil || dev.Method != "tpm" || dev.EKHash == "" || dev.EKHash != id.EKHash || dev.Serial != serial {
