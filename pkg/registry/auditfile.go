@@ -515,6 +515,8 @@ func (v *exportVerifier) event(p *parsedLine) error {
 			return lineErr(p.n, "%s: content does not match its hash (edited)", v.name(ev))
 		case seq > want && next.ev != nil && v.seqOf(next.ev) < seq:
 			return lineErr(p.n, "%s: out of order: seq %d expected here (reordered)", v.name(ev), want)
+		case seq == want+1:
+			return lineErr(p.n, "%s: seq %d missing before it (deleted)", v.name(ev), want)
 		case seq > want:
 			return lineErr(p.n, "%s: seq %d to %d missing before it (deleted)", v.name(ev), want, seq-1)
 		default:
