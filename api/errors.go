@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -168,8 +169,9 @@ func classify(err error) (status int, slug, title string, public bool) {
 	return http.StatusInternalServerError, wire.SlugInternal, "Internal error", false
 }
 
-// errorHandler writes every error as application/problem+json. Details of
-// unknown errors are logged, never sent.
+// errorHandler writes every error as application/problem+json, except on
+// the EST routes (estError). Details of unknown errors are logged, never
+// sent.
 func errorHandler(log *slog.Logger) echo.HTTPErrorHandler {
 	return func(err error, c echo.Context) {
 		if c.Response().Committed {
@@ -186,7 +188,7 @@ func errorHandler(log *slog.Logger) echo.HTTPErrorHandler {
 				p.Detail = pe.detail
 			}
 		}
-		if status >= 500 {
+		if status >= 500 && status != http.StatusNotImplemented {
 			log.Error("request failed", "request_id", p.RequestID, "method", c.Request().Method, "path", c.Path(), "err", err)
 		}
 		var rl *provision.RateLimitError
@@ -198,9 +200,39 @@ func errorHandler(log *slog.Logger) echo.HTTPErrorHandler {
 		case status == http.StatusServiceUnavailable || status == http.StatusTooManyRequests:
 			c.Response().Header().Set("Retry-After", "1")
 		}
+		if isEST(c.Request().URL.Path) {
+			estError(c, &p)
+			return
+		}
 		b, _ := json.Marshal(p)
 		c.Response().Header().Set(echo.HeaderContentType, "application/problem+json")
 		c.Response().WriteHeader(status)
 		_, _ = c.Response().Write(b)
 	}
+}
+
+// isEST reports whether path is an EST route (api/est.go).
+func isEST(path string) bool {
+	return path == ESTPrefix || strings.HasPrefix(path, ESTPrefix+"/")
+}
+
+// estError writes p, classified as for every route, the way RFC 7030
+// §4.2.3 asks of an EST server: the status code, and a human-readable
+// text/plain body, "<slug>: <detail>" (the title when the detail is not
+// public), then "request_id: <id>". A 401 challenges for HTTP Basic, whose password is the
+// bootstrap token. A clone suspect held for an admin keeps its 403: the
+// pipeline answers it as final until an admin acts, not as the 202
+// "retry later" of a pending manual approval, which would have EST
+// clients poll a claim that may never be released.
+func estError(c echo.Context, p *wire.Problem) {
+	if p.Status == http.StatusUnauthorized {
+		c.Response().Header().Set("WWW-Authenticate", estRealm)
+	}
+	msg := p.Detail
+	if msg == "" {
+		msg = p.Title
+	}
+	c.Response().Header().Set(echo.HeaderContentType, echo.MIMETextPlainCharsetUTF8)
+	c.Response().WriteHeader(p.Status)
+	_, _ = c.Response().Write([]byte(strings.TrimPrefix(p.Type, wire.ProblemTypePrefix) + ": " + msg + "\nrequest_id: " + p.RequestID + "\n"))
 }

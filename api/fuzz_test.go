@@ -5,6 +5,7 @@ import (
 	"crypto"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -27,9 +28,12 @@ var fuzzRoutes = []struct{ method, path string }{
 	{http.MethodPost, "/ocsp"},
 	{http.MethodGet, "/ocsp/"},
 	{http.MethodPost, "/v1/admin/tokens"},
+	{http.MethodPost, "/.well-known/est/simpleenroll"},
+	{http.MethodPost, "/.well-known/est/default/simplereenroll"},
+	{http.MethodPost, "/.well-known/est/default/simpleenroll"},
 }
 
-// FuzzRequests sends fuzzed requests through the whole API handler, over a
+// FuzzRequests sends fuzzed requests (JSON, DER, base64 EST bodies) through the whole API handler, over a
 // real SQLite registry: every answer is a 4xx problem (never a 5xx or a
 // panic), OCSP answers are OCSP responses, and nothing but the audit log
 // changes. The seeds are good-shaped bodies for each door (a real CSR, a
@@ -55,6 +59,12 @@ func FuzzRequests(f *testing.F) {
 	f.Add(uint8(4), ocspReq, "", "application/ocsp-request")
 	f.Add(uint8(5), []byte(base64.StdEncoding.EncodeToString(ocspReq)), "", "")
 	f.Add(uint8(6), []byte(`{"uses":1}`), "", "application/json")
+	// EST: a base64 DER PKCS#10 with the token as the Basic password.
+	blk, _ := pem.Decode(csr)
+	est := []byte(base64.StdEncoding.EncodeToString(blk.Bytes))
+	f.Add(uint8(7), est, "Basic "+base64.StdEncoding.EncodeToString([]byte("SN-FUZZ-1:not-a-token")), "application/pkcs10")
+	f.Add(uint8(8), est, "", "application/pkcs10")
+	f.Add(uint8(9), append(est, "\r\n="...), "Bearer x", "application/pkcs10; charset=utf-8")
 
 	handler := fx.srv.Config.Handler
 	before := fx.counts()

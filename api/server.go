@@ -35,6 +35,7 @@ type Store interface {
 	// Ping reports whether the store is reachable.
 	Ping(ctx context.Context) error
 	GetTenantByID(ctx context.Context, id string) (*registry.Tenant, error)
+	GetTenant(ctx context.Context, name string) (*registry.Tenant, error)
 	GetDevice(ctx context.Context, id string) (*registry.Device, error)
 	ListDevices(ctx context.Context, f registry.DeviceFilter) ([]*registry.Device, error)
 	GetCertificate(ctx context.Context, serial string) (*registry.Certificate, error)
@@ -84,6 +85,7 @@ type Server struct {
 	rootsPEM  []byte
 	chainPEM  []byte
 	chainList []string
+	est       *estBodies // precomputed EST cacerts and csrattrs
 }
 
 // New returns the echo instance serving the whole API.
@@ -136,6 +138,9 @@ func New(cfg Config) (*echo.Echo, error) {
 	s.routesRenew(e)
 	s.routesCA(e)
 	s.routesAdmin(e)
+	if err := s.routesEST(e); err != nil {
+		return nil, err
+	}
 	if cfg.Revocation != nil {
 		s.routesCRL(e)
 		s.routesOCSP(e)

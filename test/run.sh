@@ -11,6 +11,8 @@ step() { printf '\n==> %s\n' "$*"; }
 
 need_pkgs=()
 command -v openssl >/dev/null || need_pkgs+=(openssl)
+# test/e2e EST tests: curl as a plain RFC 7030 client.
+command -v curl >/dev/null || need_pkgs+=(curl)
 # test/e2e store fault tests: chattr +i on the registry (a tmpfs full disk needs only mount).
 command -v chattr >/dev/null || need_pkgs+=(e2fsprogs)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_pkgs+=(postgresql)

@@ -237,17 +237,8 @@ type CSRClaims struct {
 // also wraps ErrBadSerial, and a refused MAC ErrBadMAC, so errors.Is finds
 // either the specific or the general reason.
 func (p CSRPolicy) Check(csr *x509.CertificateRequest) (*CSRClaims, error) {
-	if csr == nil {
-		return nil, badCSR("no CSR")
-	}
-	if err := p.checkSignatureAlgorithm(csr.SignatureAlgorithm); err != nil {
+	if _, err := p.CheckKey(csr); err != nil {
 		return nil, err
-	}
-	if err := p.Keys().Check(csr.PublicKey); err != nil {
-		return nil, err
-	}
-	if err := csr.CheckSignature(); err != nil {
-		return nil, badCSR("signature does not verify: %v", err)
 	}
 	serial, err := csrSerial(csr.Subject.Names)
 	if err != nil {
@@ -288,6 +279,50 @@ outer:
 		claims.MACs = append(claims.MACs, mac)
 	}
 	return claims, nil
+}
+
+// CheckKey verifies what Check verifies of a CSR's key and signature — the
+// signature algorithm, the key policy and the signature — and returns the
+// CSR's public key. It reads nothing of the identity the CSR asks for.
+func (p CSRPolicy) CheckKey(csr *x509.CertificateRequest) (crypto.PublicKey, error) {
+	if csr == nil {
+		return nil, badCSR("no CSR")
+	}
+	if err := p.checkSignatureAlgorithm(csr.SignatureAlgorithm); err != nil {
+		return nil, err
+	}
+	if err := p.Keys().Check(csr.PublicKey); err != nil {
+		return nil, err
+	}
+	if err := csr.CheckSignature(); err != nil {
+		return nil, badCSR("signature does not verify: %v", err)
+	}
+	return csr.PublicKey, nil
+}
+
+// RepeatsIdentity reports whether csr asks for exactly the identity of cert:
+// the same subject (byte for byte), and either no extension when cert has no
+// subjectAltName, or one extension, cert's subjectAltName with the same
+// value. This is the CSR an EST client re-enrolls with (RFC 7030 §4.2.2:
+// "the Subject field and SubjectAltName extension MUST be identical to the
+// corresponding fields in the certificate being renewed").
+func RepeatsIdentity(csr *x509.CertificateRequest, cert *x509.Certificate) bool {
+	if csr == nil || cert == nil || !bytes.Equal(csr.RawSubject, cert.RawSubject) {
+		return false
+	}
+	var san []byte
+	for _, e := range cert.Extensions {
+		if e.Id.Equal(oidExtSAN) {
+			san = e.Value
+		}
+	}
+	switch {
+	case len(csr.Extensions) == 0:
+		return san == nil
+	case len(csr.Extensions) == 1:
+		return san != nil && csr.Extensions[0].Id.Equal(oidExtSAN) && bytes.Equal(csr.Extensions[0].Value, san)
+	}
+	return false
 }
 
 func (p CSRPolicy) checkSignatureAlgorithm(a x509.SignatureAlgorithm) error {

@@ -71,6 +71,13 @@ type Request struct {
 	PeerCerts []*x509.Certificate
 	// SourceAddr is the client address, for the audit log.
 	SourceAddr string
+	// Tenant, when set, is the name of the tenant the request was addressed
+	// to (an EST label, /.well-known/est/<tenant>/): an admission into
+	// another tenant is refused before anything else (a token of another
+	// tenant: registry.ErrTokenTenantMismatch; another credential:
+	// ErrForbidden), spending and signing nothing. Empty: the admission's
+	// tenant.
+	Tenant string
 
 	csr    *x509.CertificateRequest
 	csrErr error
@@ -167,6 +174,11 @@ func (s *Service) Enroll(ctx context.Context, a Attestor, req *Request) (*Result
 }
 
 func (s *Service) enroll(ctx context.Context, adm *Admission, req *Request) (*Result, *identity, error) {
+	// The tenant the request was addressed to, if any.
+	if err := s.addressedTenant(ctx, adm, req.Tenant); err != nil {
+		return nil, nil, err
+	}
+
 	// The CSR: key policy, serial, MACs.
 	csr, err := req.CSR()
 	if err != nil {
@@ -256,6 +268,26 @@ func (s *Service) enroll(ctx context.Context, adm *Admission, req *Request) (*Re
 		return nil, id, s.lostRace(adm, id, fmt.Errorf("record enrollment of %q: %w", id.serial, err))
 	}
 	return &Result{DeviceID: dev.ID, Certificate: cert, Chain: issued.Chain, RenewAfter: RenewAfter(cert)}, id, nil
+}
+
+// addressedTenant refuses an admission into another tenant than name, the
+// tenant the request was addressed to (Request.Tenant); an empty name
+// addresses none. An unknown name is registry.ErrNotFound.
+func (s *Service) addressedTenant(ctx context.Context, adm *Admission, name string) error {
+	if name == "" {
+		return nil
+	}
+	t, err := s.cfg.Store.GetTenant(ctx, name)
+	if err != nil {
+		return fmt.Errorf("tenant %q: %w", name, err)
+	}
+	switch {
+	case t.ID == adm.TenantID:
+		return nil
+	case adm.TokenHash != nil:
+		return fmt.Errorf("the request was sent to tenant %q: %w", name, registry.ErrTokenTenantMismatch)
+	}
+	return fmt.Errorf("%w: the credential admits into tenant %s, the request was sent to tenant %q", ErrForbidden, adm.TenantID, name)
 }
 
 // identity checks the serial and MACs an admission claims against its

@@ -29,8 +29,13 @@ type RenewRequest struct {
 	// Peer is the client certificate, already verified to this CA's root;
 	// nil when the client presented none (refused: ErrUnauthenticated).
 	Peer *x509.Certificate
-	// CSRPEM, when set, re-keys: a CSR for the same serial and MACs.
+	// CSRPEM, when set, re-keys: a CSR for the same serial and MACs, or one
+	// that repeats Peer's subject and subjectAltName (pki.RepeatsIdentity,
+	// as an EST client sends).
 	CSRPEM []byte
+	// Tenant, when set, is the tenant name the request was addressed to (an
+	// EST label): a certificate of another tenant is refused (ErrForbidden).
+	Tenant string
 	// Certify, for a re-key of a TPM-attested device, is the TPM2_Certify of
 	// the CSR's key by the AK recorded at the device's TPM enrollment, its
 	// extraData the SHA-256 of Peer.Raw (RekeyExtraData). Nil means none; it
@@ -105,21 +110,40 @@ func (s *Service) renew(ctx context.Context, req *RenewRequest) (*Result, string
 	if dev.Status != registry.DeviceActive {
 		return nil, dev.ID, fmt.Errorf("device %s is %s: %w", dev.ID, dev.Status, registry.ErrDeviceNotActive)
 	}
+	if req.Tenant != "" {
+		t, err := s.tenant(ctx, dev.TenantID)
+		if err != nil {
+			return nil, dev.ID, err
+		}
+		if t.Name != req.Tenant {
+			return nil, dev.ID, fmt.Errorf("%w: device %s is in tenant %q, the request was sent to tenant %q",
+				ErrForbidden, dev.ID, t.Name, req.Tenant)
+		}
+	}
 	pub := req.Peer.PublicKey
 	if len(req.CSRPEM) > 0 {
 		csr, err := pki.ParseCSRPEM(req.CSRPEM)
 		if err != nil {
 			return nil, dev.ID, err
 		}
-		claims, err := s.cfg.Policy.Check(csr)
-		if err != nil {
-			return nil, dev.ID, err
+		if pki.RepeatsIdentity(csr, req.Peer) {
+			// An EST client re-enrolls with the subject and subjectAltName
+			// of the certificate it renews (RFC 7030 §4.2.2): that is the
+			// device's identity already; only the key is new.
+			if pub, err = s.cfg.Policy.CheckKey(csr); err != nil {
+				return nil, dev.ID, err
+			}
+		} else {
+			claims, err := s.cfg.Policy.Check(csr)
+			if err != nil {
+				return nil, dev.ID, err
+			}
+			if !registry.SameSerial(claims.Serial, dev.Serial) || !sameMACs(claims.MACs, dev.MACs) {
+				return nil, dev.ID, fmt.Errorf("%w: the CSR names serial %q MACs %v, the device is %q %v",
+					pki.ErrBadCSR, claims.Serial, claims.MACs, dev.Serial, dev.MACs)
+			}
+			pub = claims.PublicKey
 		}
-		if !registry.SameSerial(claims.Serial, dev.Serial) || !sameMACs(claims.MACs, dev.MACs) {
-			return nil, dev.ID, fmt.Errorf("%w: the CSR names serial %q MACs %v, the device is %q %v",
-				pki.ErrBadCSR, claims.Serial, claims.MACs, dev.Serial, dev.MACs)
-		}
-		pub = claims.PublicKey
 	}
 	sameKey := keysEqual(pub, req.Peer.PublicKey)
 	attested := false // the new key is certified by the device's AK

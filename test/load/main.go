@@ -7,6 +7,7 @@
 //
 //	go run ./test/load -n 20000 -c 64
 //	go run ./test/load -n 20000 -c 64 -target healthz   # TLS+HTTP floor: same loop, no enrollment
+//	go run ./test/load -n 5000 -c 64 -target est        # EST simpleenroll (RFC 7030), token as Basic password
 //	go run ./test/load -target tpm -devices 8 -n 400    # TPM attestation, one swtpm per device (tpm.go)
 //	go run ./test/load -target badtoken -n 20000 -c 32  # abuse: unknown tokens; audit rows and DB growth (badtoken.go)
 //
@@ -20,6 +21,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -64,7 +66,7 @@ func main() {
 	var o options
 	flag.IntVar(&o.n, "n", 5000, "devices to enroll (bounded)")
 	flag.IntVar(&o.c, "c", 64, "concurrent clients")
-	flag.StringVar(&o.target, "target", "enroll", "enroll; renew (mTLS, new connection each, devices enrolled first); ocsp (keep-alive); tpm (attestation with -devices swtpm instances); badtoken (abuse: unknown tokens, keep-alive; reports audit rows and database growth); or healthz for the TLS-handshake + HTTP floor")
+	flag.StringVar(&o.target, "target", "enroll", "enroll; est (EST simpleenroll, new connection each); renew (mTLS, new connection each, devices enrolled first); ocsp (keep-alive); tpm (attestation with -devices swtpm instances); badtoken (abuse: unknown tokens, keep-alive; reports audit rows and database growth); or healthz for the TLS-handshake + HTTP floor")
 	flag.StringVar(&o.caBin, "ca-bin", "", "path of a built 'ca' binary (default: go build ./cmd/ca into a temp dir)")
 	flag.StringVar(&o.keep, "dir", "", "CA directory to create and keep (default: a temp dir, removed)")
 	flag.DurationVar(&o.maxDuration, "max-duration", 2*time.Minute, "stop sending after this long")
@@ -111,14 +113,14 @@ func run(o options) error {
 		return fmt.Errorf("-n must be in [1, 1e6] and -c in [1, 4096]")
 	}
 	switch o.target {
-	case "enroll", "renew", "ocsp", "healthz", "badtoken":
+	case "enroll", "est", "renew", "ocsp", "healthz", "badtoken":
 	case "tpm":
 		if o.devices < 1 || o.devices > maxDevices {
 			return fmt.Errorf("-devices must be in [1, %d]", maxDevices)
 		}
 		o.c = o.devices
 	default:
-		return fmt.Errorf("-target must be enroll, renew, ocsp, tpm, badtoken or healthz")
+		return fmt.Errorf("-target must be enroll, est, renew, ocsp, tpm, badtoken or healthz")
 	}
 	var fleet *tpmFleet
 	if o.target == "tpm" {
@@ -386,7 +388,10 @@ func drive(c, count int, next *atomic.Int64, maxDur time.Duration, send func(int
 	return okN.Load(), failN.Load(), firstErr
 }
 
-func makeCSRs(n int) ([][]byte, []*ecdsa.PrivateKey, error) {
+// makeCSRs makes n device keys and the request bodies that enroll them:
+// the JSON of POST /v1/enroll, or for est the base64 DER of EST
+// simpleenroll (64-character lines, as openssl writes it).
+func makeCSRs(n int, est bool) ([][]byte, []*ecdsa.PrivateKey, error) {
 	out := make([][]byte, n)
 	keys := make([]*ecdsa.PrivateKey, n)
 	var wg sync.WaitGroup
@@ -405,7 +410,10 @@ func makeCSRs(n int) ([][]byte, []*ecdsa.PrivateKey, error) {
 					serial := fmt.Sprintf("LOAD-%08d", i)
 					mac := fmt.Sprintf("02:%02x:%02x:%02x:%02x:%02x", byte(i>>32), byte(i>>24), byte(i>>16), byte(i>>8), byte(i))
 					der, err = pki.NewDeviceCSR(key, serial, []string{mac})
-					if err == nil {
+					switch {
+					case err == nil && est:
+						out[i] = estBody(der)
+					case err == nil:
 						out[i], err = json.Marshal(wire.EnrollRequest{CSR: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}))})
 					}
 				}
@@ -502,7 +510,7 @@ func prepare(o options, caBin, dir, base string, pool *x509.CertPool, total int)
 	}
 	token := strings.TrimSpace(string(out))
 	fmt.Fprintf(os.Stderr, "generating %d device keys and CSRs ...\n", total)
-	bodies, keys, err := makeCSRs(total)
+	bodies, keys, err := makeCSRs(total, o.target == "est")
 	if err != nil {
 		return nil, err
 	}
@@ -514,6 +522,14 @@ func prepare(o options, caBin, dir, base string, pool *x509.CertPool, total int)
 	}
 	if o.target == "enroll" {
 		return enroll, nil
+	}
+	if o.target == "est" {
+		return func(i int) error {
+			req, _ := http.NewRequest(http.MethodPost, base+"/.well-known/est/simpleenroll", bytes.NewReader(bodies[i]))
+			req.SetBasicAuth("load", token)
+			req.Header.Set("Content-Type", "application/pkcs10")
+			return send(newConnEach, req, http.StatusOK, nil)
+		}, nil
 	}
 
 	// renew and ocsp need enrolled devices: enroll them all first.
@@ -602,4 +618,15 @@ func send(hc *http.Client, req *http.Request, want int, out any) error {
 		return json.Unmarshal(b, out)
 	}
 	return nil
+}
+
+// estBody is der in base64 with a line break every 64 characters.
+func estBody(der []byte) []byte {
+	enc := base64.StdEncoding.EncodeToString(der)
+	var out []byte
+	for len(enc) > 64 {
+		out = append(append(out, enc[:64]...), '\n')
+		enc = enc[64:]
+	}
+	return append(append(out, enc...), '\n')
 }
