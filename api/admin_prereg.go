@@ -18,7 +18,8 @@ func (s *Server) routesPrereg(g *echo.Group) {
 	g.GET("/tpm/roots", s.listTPMRoots, s.requireRole(registry.RoleAdmin, registry.RoleOperator, registry.RoleAuditor))
 }
 
-// addTPMRoot is POST /v1/admin/tpm/roots: one self-signed CA certificate.
+// addTPMRoot is POST /v1/admin/tpm/roots: one CA certificate, kept as a
+// root when self-signed and as an intermediate otherwise.
 func (s *Server) addTPMRoot(c echo.Context) error {
 	var req wire.AddTPMRootRequest
 	if err := decodeJSON(c, &req); err != nil {
@@ -44,7 +45,11 @@ func (s *Server) listTPMRoots(c echo.Context) error {
 }
 
 func tpmRootView(r *registry.TPMRoot) wire.TPMRoot {
-	return wire.TPMRoot{Fingerprint: r.Fingerprint, Subject: r.Subject, AddedBy: r.AddedBy, CreatedAt: r.CreatedAt}
+	kind := r.Kind
+	if kind == "" {
+		kind = registry.TPMRootCA
+	}
+	return wire.TPMRoot{Fingerprint: r.Fingerprint, Subject: r.Subject, Kind: string(kind), AddedBy: r.AddedBy, CreatedAt: r.CreatedAt}
 }
 
 // preregister is POST /v1/admin/preregistrations.

@@ -72,10 +72,14 @@ func TestTPMRoots(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	ctx := context.Background()
-	admin := f.apiClient(f.adminCert(f.ca, "default", "root", registry.RoleAdmin, ""))
+	admin := f.apiClient(f.superAdminCert("root"))
+	// A tenant admin may not add a root every tenant trusts.
+	_, err := f.apiClient(f.adminCert(f.ca, "default", "tenant-admin", registry.RoleAdmin, "")).AddTPMRoot(ctx,
+		&wire.AddTPMRootRequest{PEM: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: f.ca.CA.Root.Raw}))})
+	wantStatus(t, err, http.StatusForbidden, "forbidden")
 	op := f.apiClient(f.adminCert(f.ca, "default", "op", registry.RoleOperator, ""))
 	rootPEM := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: f.ca.CA.Root.Raw}))
-	_, err := op.AddTPMRoot(ctx, &wire.AddTPMRootRequest{PEM: rootPEM})
+	_, err = op.AddTPMRoot(ctx, &wire.AddTPMRootRequest{PEM: rootPEM})
 	wantStatus(t, err, http.StatusForbidden, "forbidden")
 	got, err := admin.AddTPMRoot(ctx, &wire.AddTPMRootRequest{PEM: rootPEM})
 	if err != nil || got.Subject == "" {
@@ -83,13 +87,24 @@ func TestTPMRoots(t *testing.T) {
 	}
 	_, err = admin.AddTPMRoot(ctx, &wire.AddTPMRootRequest{PEM: rootPEM})
 	wantStatus(t, err, http.StatusConflict, "conflict")
-	inter := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: f.ca.CA.Intermediate.Raw}))
-	for _, bad := range []string{"", "garbage", inter, rootPEM + rootPEM} {
+	if got.Kind != "root" {
+		t.Errorf("self-signed CA added as %q, want root", got.Kind)
+	}
+	device, _ := f.enrolled("SN-NOT-A-CA")
+	notCA := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: device.Raw}))
+	for _, bad := range []string{"", "garbage", notCA, rootPEM + rootPEM} {
 		_, err := admin.AddTPMRoot(ctx, &wire.AddTPMRootRequest{PEM: bad})
 		wantStatus(t, err, http.StatusBadRequest, "bad-request")
 	}
+	// An issuing CA (not self-signed) is kept as an intermediate.
+	inter := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: f.ca.CA.Intermediate.Raw}))
+	gotInter, err := admin.AddTPMRoot(ctx, &wire.AddTPMRootRequest{PEM: inter})
+	if err != nil || gotInter.Kind != "intermediate" {
+		t.Fatalf("add intermediate: %+v, %v", gotInter, err)
+	}
 	list, err := op.ListTPMRoots(ctx)
-	if err != nil || len(list) != 1 || list[0].Fingerprint != got.Fingerprint {
+	if err != nil || len(list) != 2 || list[0].Fingerprint != got.Fingerprint || list[0].Kind != "root" ||
+		list[1].Fingerprint != gotInter.Fingerprint || list[1].Kind != "intermediate" {
 		t.Fatalf("list: %+v, %v", list, err)
 	}
 }

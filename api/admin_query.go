@@ -50,13 +50,16 @@ func queryLimit(c echo.Context) (int, error) {
 }
 
 func (s *Server) listDevices(c echo.Context) error {
-	who := s.actor(c)
 	limit, err := queryLimit(c)
 	if err != nil {
 		return err
 	}
+	tenantID, err := s.scopeTenant(c)
+	if err != nil {
+		return err
+	}
 	f := registry.DeviceFilter{
-		TenantID: who.TenantID, Status: registry.DeviceStatus(c.QueryParam("status")),
+		TenantID: tenantID, Status: registry.DeviceStatus(c.QueryParam("status")),
 		Serial: c.QueryParam("serial"), After: c.QueryParam("after"), Limit: limit,
 	}
 	switch f.Status {
@@ -66,7 +69,7 @@ func (s *Server) listDevices(c echo.Context) error {
 		if m := c.QueryParam("mac"); m != "" {
 			return badArg("mac does not apply to status quarantined")
 		}
-		return s.listQuarantined(c, who.TenantID, f.Serial, f.After, limit)
+		return s.listQuarantined(c, tenantID, f.Serial, f.After, limit)
 	default:
 		return badArg("status %q is not active, revoked or quarantined", f.Status)
 	}
@@ -79,7 +82,7 @@ func (s *Server) listDevices(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	tenant, err := s.tenantName(c.Request().Context(), who.TenantID)
+	tenant, err := s.tenantName(c.Request().Context(), tenantID)
 	if err != nil {
 		return err
 	}
@@ -106,7 +109,7 @@ func (s *Server) getDevice(c echo.Context) error {
 		err = registry.ErrNotFound
 	}
 	if err != nil {
-		return fmt.Errorf("no device %q in your tenant: %w", c.Param("id"), err)
+		return notFound(fmt.Errorf("no device %q in your tenant: %w", c.Param("id"), err))
 	}
 	return s.device(c, d)
 }
@@ -121,13 +124,16 @@ func (s *Server) device(c echo.Context, d *registry.Device) error {
 }
 
 func (s *Server) listCertificates(c echo.Context) error {
-	who := s.actor(c)
 	limit, err := queryLimit(c)
 	if err != nil {
 		return err
 	}
+	tenantID, err := s.scopeTenant(c)
+	if err != nil {
+		return err
+	}
 	f := registry.CertFilter{
-		TenantID: who.TenantID, DeviceID: c.QueryParam("device"), Kind: registry.CertKind(c.QueryParam("kind")),
+		TenantID: tenantID, DeviceID: c.QueryParam("device"), Kind: registry.CertKind(c.QueryParam("kind")),
 		Status: registry.CertStatus(c.QueryParam("status")), After: c.QueryParam("after"), Limit: limit,
 	}
 	switch f.Status {
@@ -162,7 +168,7 @@ func (s *Server) getCertificate(c echo.Context) error {
 		err = registry.ErrNotFound
 	}
 	if err != nil {
-		return fmt.Errorf("no certificate %q in your tenant: %w", c.Param("serial"), err)
+		return notFound(fmt.Errorf("no certificate %q in your tenant: %w", c.Param("serial"), err))
 	}
 	return c.JSON(http.StatusOK, certView(r, true))
 }

@@ -109,11 +109,11 @@ func TestAdminOtherTenant(t *testing.T) {
 	_, err = olga.ReleaseQuarantined(ctx, held.ID, nil)
 	wantStatus(t, err, http.StatusNotFound, "not-found")
 	_, err = olga.RevokeDevice(ctx, er.DeviceID, nil)
-	wantStatus(t, err, http.StatusForbidden, "forbidden")
+	wantStatus(t, err, http.StatusNotFound, "not-found")
 	_, err = olga.RevokeCertificate(ctx, certs[0].Serial, nil)
-	wantStatus(t, err, http.StatusForbidden, "forbidden")
+	wantStatus(t, err, http.StatusNotFound, "not-found")
 	_, err = olga.CreateToken(ctx, &wire.TokenCreateRequest{})
-	wantStatus(t, err, http.StatusForbidden, "forbidden")
+	wantStatus(t, err, http.StatusNotFound, "not-found")
 
 	if after := f.counts(); after != before {
 		t.Errorf("rows changed: %+v -> %+v", before, after)

@@ -189,7 +189,7 @@ func TestAdminTokensAuth(t *testing.T) {
 			{"negative uses", `{"uses":-1}`, http.StatusBadRequest, "bad-request"},
 			{"invalid serial", `{"serial":"has space"}`, http.StatusBadRequest, "bad-serial"},
 			{"unknown field", `{"ttl":"1h","role":"admin"}`, http.StatusBadRequest, "bad-request"},
-			{"another tenant", `{"tenant":"other"}`, http.StatusForbidden, "forbidden"},
+			{"another tenant", `{"tenant":"other"}`, http.StatusNotFound, "not-found"},
 		} {
 			t.Run(tt.name, func(t *testing.T) {
 				seq, before := f.lastSeq(), f.counts()

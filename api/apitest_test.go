@@ -96,6 +96,9 @@ func newFixtureTPM(t testing.TB, tpm *provision.TPMConfig) *fixture {
 		// reasons, not for being RSA.
 		Policy: pki.CSRPolicy{AllowRSA: true},
 		TPM:    tpm,
+		// Tenants are read at every enrollment, so a policy change a test
+		// makes applies at once.
+		TenantTTL: -1,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -111,6 +114,7 @@ func newFixtureTPM(t testing.TB, tpm *provision.TPMConfig) *fixture {
 	}
 	f.admin, err = provision.NewAdmin(provision.AdminConfig{
 		Store: store, TrustDomain: pkitest.TrustDomain, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Issuer: f.ca.Issuer, Revoker: f.rev,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -445,6 +449,18 @@ func (f *fixture) adminCert(ca *pkitest.TestCA, tenant, name string, role regist
 		}
 	}
 	return tlsCert(iss, key)
+}
+
+// superAdminCert is adminCert for a super-admin with role admin, whose
+// home tenant is the default tenant.
+func (f *fixture) superAdminCert(name string) tls.Certificate {
+	f.t.Helper()
+	c := f.adminCert(f.ca, "default", name, "", "")
+	if err := f.store.PutAdmin(context.Background(), &registry.Admin{Name: name, TenantID: f.tenant.ID, Role: registry.RoleAdmin, Super: true},
+		&registry.AuditEvent{TenantID: f.tenant.ID, Actor: "system:test", Action: "admin.put", Target: name, Result: registry.ResultOK}); err != nil {
+		f.t.Fatal(err)
+	}
+	return c
 }
 
 // keyPEM is key as an unencrypted PKCS #8 PEM block.

@@ -10,10 +10,26 @@ import (
 )
 
 func (s *Server) routesCA(e *echo.Echo) {
-	e.GET("/v1/ca/roots", s.pemBundle(func() []byte { return s.rootsPEM }))
-	e.GET("/v1/ca/chain", s.pemBundle(func() []byte { return s.chainPEM }))
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.readyz)
+}
+
+// MIME type of a DER certificate (RFC 2585), as AIA caIssuers serves it.
+const mimeCert = "application/pkix-cert"
+
+// routesCACerts serves the CA certificates: the root and the issuing chain
+// as PEM bundles, and the issuing CA certificate as DER at /ca.crt, the URL
+// issued certificates name in AIA caIssuers (RFC 5280 §4.2.2.1).
+func (s *Server) routesCACerts(e *echo.Echo) {
+	e.GET("/v1/ca/roots", s.pemBundle(func() []byte { return s.rootsPEM }))
+	e.GET("/v1/ca/chain", s.pemBundle(func() []byte { return s.chainPEM }))
+	e.GET("/ca.crt", s.issuingCert)
+	e.HEAD("/ca.crt", s.issuingCert)
+}
+
+func (s *Server) issuingCert(c echo.Context) error {
+	c.Response().Header().Set("Cache-Control", "public, max-age=300")
+	return c.Blob(http.StatusOK, mimeCert, s.cfg.Chain[0].Raw)
 }
 
 func (s *Server) pemBundle(b func() []byte) echo.HandlerFunc {

@@ -21,25 +21,41 @@ func (s *Server) routesCRL(e *echo.Echo) {
 	e.HEAD("/crl", s.getCRL)
 }
 
-// getCRL is GET /crl: the current DER CRL from memory, with an ETag (a
-// matching If-None-Match gets 304) and a max-age that ends no later than
-// the CRL's nextUpdate nor the CA's refresh interval, so caches revalidate
-// soon after a revocation.
+// getCRL is GET /crl: the current DER CRL from memory, with cache headers
+// (cacheFor) that end no later than the CRL's nextUpdate nor the CA's
+// refresh interval, so caches revalidate soon after a revocation; a
+// matching If-None-Match gets 304.
 func (s *Server) getCRL(c echo.Context) error {
 	crl, err := s.cfg.Revocation.CRL(c.Request().Context())
 	if err != nil {
 		return err
 	}
 	now := s.cfg.Now()
-	h := c.Response().Header()
-	h.Set("ETag", crl.ETag)
-	h.Set("Cache-Control", "public, no-transform, max-age="+strconv.Itoa(maxAgeSeconds(s.cfg.Revocation.MaxAge(crl.NextUpdate, now))))
-	h.Set("Last-Modified", crl.ThisUpdate.UTC().Format(http.TimeFormat))
-	h.Set("Expires", crl.NextUpdate.UTC().Format(http.TimeFormat))
+	cacheFor(c.Response().Header(), now, crl.ThisUpdate, s.cfg.Revocation.MaxAge(crl.NextUpdate, now), crl.ETag, false)
 	if etagMatch(c.Request().Header.Get("If-None-Match"), crl.ETag) {
 		return c.NoContent(http.StatusNotModified)
 	}
 	return c.Blob(http.StatusOK, mimeCRL, crl.DER)
+}
+
+// cacheFor sets the HTTP cache headers of a CRL or OCSP answer made at
+// thisUpdate that caches may keep for maxAge from now (the caller bounds
+// it by the answer's nextUpdate): Cache-Control public, max-age,
+// no-transform (plus must-revalidate, RFC 5019 §6.2, for OCSP); Expires at
+// the end of max-age, so never past nextUpdate; Last-Modified thisUpdate;
+// the ETag when there is one.
+func cacheFor(h http.Header, now, thisUpdate time.Time, maxAge time.Duration, etag string, mustRevalidate bool) {
+	n := maxAgeSeconds(maxAge)
+	cc := "public, max-age=" + strconv.Itoa(n) + ", no-transform"
+	if mustRevalidate {
+		cc += ", must-revalidate"
+	}
+	h.Set("Cache-Control", cc)
+	h.Set("Expires", now.Add(time.Duration(n)*time.Second).UTC().Format(http.TimeFormat))
+	h.Set("Last-Modified", thisUpdate.UTC().Format(http.TimeFormat))
+	if etag != "" {
+		h.Set("ETag", etag)
+	}
 }
 
 // etagMatch implements If-None-Match's weak comparison for a list of tags.

@@ -95,6 +95,8 @@ func classify(err error) (status int, slug, title string, public bool) {
 		return http.StatusConflict, wire.SlugDeviceRevoked, "Device revoked by an administrator", true
 	case errors.Is(err, provision.ErrTPMRequired):
 		return http.StatusForbidden, wire.SlugTPMRequired, "TPM attestation required", true
+	case errors.Is(err, provision.ErrTenantPolicy):
+		return http.StatusForbidden, wire.SlugTenantPolicy, "Refused by the tenant's policy", true
 	case errors.Is(err, provision.ErrTPMCertifyRequired):
 		return http.StatusForbidden, wire.SlugTPMCertifyRequired, "TPM certification of the new key required", true
 	case errors.Is(err, provision.ErrTPMDisabled):

@@ -9,13 +9,14 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
+	"time"
 
 	"github.com/labstack/echo/v4"
 	"golang.org/x/crypto/ocsp"
 
 	"devpki/api/wire"
+	"devpki/pkg/provision"
 )
 
 func (s *Server) routesOCSP(e *echo.Echo) {
@@ -24,17 +25,16 @@ func (s *Server) routesOCSP(e *echo.Echo) {
 	e.POST("/ocsp", s.postOCSP)
 }
 
-// getOCSP is GET /ocsp/{base64 DER request} (RFC 6960 appendix A.1): the
-// answer may be cached by HTTP caches until the response's nextUpdate or
-// the CA's refresh interval, whichever is first.
+// getOCSP is GET /ocsp/{url-encoded base64 DER request} (RFC 6960
+// appendix A.1).
 func (s *Server) getOCSP(c echo.Context) error {
 	p := strings.TrimPrefix(c.Request().URL.EscapedPath(), "/ocsp")
 	p = strings.TrimPrefix(p, "/")
 	raw, err := decodeOCSPPath(p)
 	if err != nil {
-		return s.ocspReply(c, ocsp.MalformedRequestErrorResponse, 0, true)
+		return ocspReply(c, &provision.OCSPAnswer{DER: ocsp.MalformedRequestErrorResponse}, s.cfg.Now())
 	}
-	return s.answerOCSP(c, raw, true)
+	return s.answerOCSP(c, raw)
 }
 
 // postOCSP is POST /ocsp with an application/ocsp-request body.
@@ -48,32 +48,35 @@ func (s *Server) postOCSP(c echo.Context) error {
 		if errors.As(err, &mbe) {
 			return err
 		}
-		return s.ocspReply(c, ocsp.MalformedRequestErrorResponse, 0, false)
+		return ocspReply(c, &provision.OCSPAnswer{DER: ocsp.MalformedRequestErrorResponse}, s.cfg.Now())
 	}
-	return s.answerOCSP(c, raw, false)
+	return s.answerOCSP(c, raw)
 }
 
-func (s *Server) answerOCSP(c echo.Context, raw []byte, cacheable bool) error {
+func (s *Server) answerOCSP(c echo.Context, raw []byte) error {
 	a, err := s.cfg.Revocation.OCSP(c.Request().Context(), raw)
 	if err != nil {
 		s.cfg.Log.Error("OCSP failed", "err", err)
-		return s.ocspReply(c, ocsp.InternalErrorErrorResponse, 0, false)
+		a = &provision.OCSPAnswer{DER: ocsp.InternalErrorErrorResponse}
 	}
-	return s.ocspReply(c, a.DER, maxAgeSeconds(a.MaxAge), cacheable)
+	return ocspReply(c, a, s.cfg.Now())
 }
 
 // ocspReply writes an OCSP response. Errors are OCSP responses too (HTTP
-// 200), as RFC 6960 clients expect.
-func (s *Server) ocspReply(c echo.Context, der []byte, maxAge int, cacheable bool) error {
+// 200), as RFC 6960 clients expect. A signed answer that may be reused
+// carries the cache headers of RFC 5019 §6.2 (cacheFor: max-age and
+// Expires no later than its nextUpdate, Last-Modified its thisUpdate, an
+// ETag of its bytes), whether asked by GET or POST; error answers and
+// answers not to be reused (an unknown serial) are no-store.
+func ocspReply(c echo.Context, a *provision.OCSPAnswer, now time.Time) error {
 	h := c.Response().Header()
-	if cacheable && maxAge > 0 {
-		sum := sha256.Sum256(der)
-		h.Set("Cache-Control", "public, no-transform, must-revalidate, max-age="+strconv.Itoa(maxAge))
-		h.Set("ETag", `"`+hex.EncodeToString(sum[:16])+`"`)
+	if maxAge := min(a.MaxAge, a.NextUpdate.Sub(now)); maxAge >= time.Second && !a.ThisUpdate.IsZero() {
+		sum := sha256.Sum256(a.DER)
+		cacheFor(h, now, a.ThisUpdate, maxAge, `"`+hex.EncodeToString(sum[:16])+`"`, true)
 	} else {
 		h.Set("Cache-Control", "no-store")
 	}
-	return c.Blob(http.StatusOK, mimeOCSPResponse, der)
+	return c.Blob(http.StatusOK, mimeOCSPResponse, a.DER)
 }
 
 // decodeOCSPPath undoes the URL and base64 encoding of a GET request. Some

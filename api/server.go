@@ -93,6 +93,27 @@ func New(cfg Config) (*echo.Echo, error) {
 	if cfg.Store == nil || cfg.Provision == nil || cfg.Admin == nil || cfg.Attestors.Token == nil || cfg.Root == nil || len(cfg.Chain) == 0 {
 		return nil, errors.New("api: Store, Provision, Admin, Attestors.Token, Root and Chain are required")
 	}
+	s := newServer(cfg)
+	e := s.newEcho(MaxBodyBytes)
+	e.Pre(s.verifyPeer)
+	e.Use(secureHeaders)
+	s.routesEnroll(e)
+	s.routesEnrollTPM(e)
+	s.routesRenew(e)
+	s.routesCA(e)
+	s.routesCACerts(e)
+	s.routesAdmin(e)
+	if err := s.routesEST(e); err != nil {
+		return nil, err
+	}
+	if cfg.Revocation != nil {
+		s.routesCRL(e)
+		s.routesOCSP(e)
+	}
+	return e, nil
+}
+
+func newServer(cfg Config) *Server {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
@@ -110,42 +131,33 @@ func New(cfg Config) (*echo.Echo, error) {
 		s.chainPEM = append(s.chainPEM, p...)
 		s.chainList = append(s.chainList, string(p))
 	}
+	return s
+}
 
+// newEcho is an echo instance with the server's error handler, the real
+// peer address for audit, and request bodies limited to limit bytes.
+func (s *Server) newEcho(limit int64) *echo.Echo {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.IPExtractor = echo.ExtractIPDirect() // never trust X-Forwarded-For for audit addresses
-	e.HTTPErrorHandler = errorHandler(cfg.Log)
+	e.HTTPErrorHandler = errorHandler(s.cfg.Log)
 	e.Pre(requestID)
-	if cfg.AccessLog != nil {
-		e.Pre(s.accessLog(cfg.AccessLog))
+	if s.cfg.AccessLog != nil {
+		e.Pre(s.accessLog(s.cfg.AccessLog))
 	}
 	e.Pre(func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
-			if c.Request().ContentLength > MaxBodyBytes {
+			if c.Request().ContentLength > limit {
 				return s.refuse(c, provision.Actor{Kind: provision.ActorAnonymous}, provision.ActionRequest,
 					c.Request().Method+" "+c.Request().URL.Path,
 					problem(http.StatusRequestEntityTooLarge, wire.SlugPayloadTooLarge, "Request body too large",
-						fmt.Sprintf("request bodies are limited to %d bytes", MaxBodyBytes)))
+						fmt.Sprintf("request bodies are limited to %d bytes", limit)))
 			}
-			c.Request().Body = http.MaxBytesReader(c.Response(), c.Request().Body, MaxBodyBytes)
+			c.Request().Body = http.MaxBytesReader(c.Response(), c.Request().Body, limit)
 			return next(c)
 		}
 	})
-	e.Pre(s.verifyPeer)
-	e.Use(secureHeaders)
-	s.routesEnroll(e)
-	s.routesEnrollTPM(e)
-	s.routesRenew(e)
-	s.routesCA(e)
-	s.routesAdmin(e)
-	if err := s.routesEST(e); err != nil {
-		return nil, err
-	}
-	if cfg.Revocation != nil {
-		s.routesCRL(e)
-		s.routesOCSP(e)
-	}
-	return e, nil
+	return e
 }
 
 // decodeJSON reads exactly one JSON object with no unknown fields.

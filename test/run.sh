@@ -11,7 +11,7 @@ step() { printf '\n==> %s\n' "$*"; }
 
 need_pkgs=()
 command -v openssl >/dev/null || need_pkgs+=(openssl)
-# test/e2e EST tests: curl as a plain RFC 7030 client.
+# test/e2e EST and leaf-only tests: curl as a plain RFC 7030 client, presenting a certificate without its chain.
 command -v curl >/dev/null || need_pkgs+=(curl)
 # test/e2e store fault tests: chattr +i on the registry (a tmpfs full disk needs only mount).
 command -v chattr >/dev/null || need_pkgs+=(e2fsprogs)

@@ -38,6 +38,7 @@ const (
 	SlugCloneSuspect       = "clone-suspect"         // 403: serial, MAC or EK already enrolled with another identity; held for an admin
 	SlugTPMDisabled        = "tpm-disabled"          // 404: the CA has no TPM attestation configured
 	SlugTPMRequired        = "tpm-required"          // 403: the tenant admits only TPM-attested devices; enroll with a TPM
+	SlugTenantPolicy       = "tenant-policy"         // 403: the tenant's policy does not admit this enrollment method or key type
 
 	// Resources and state.
 	SlugNotFound         = "not-found"          // 404

@@ -220,17 +220,20 @@ type Preregistration struct {
 	MACs   []string `json:"macs,omitempty"`
 }
 
-// TPMRoot is a TPM manufacturer root added through the admin API.
+// TPMRoot is a TPM manufacturer CA certificate added through the admin API.
 type TPMRoot struct {
-	Fingerprint string    `json:"fingerprint"`
-	Subject     string    `json:"subject"`
-	AddedBy     string    `json:"added_by,omitempty"`
-	CreatedAt   time.Time `json:"created_at"`
+	Fingerprint string `json:"fingerprint"`
+	Subject     string `json:"subject"`
+	// Kind is "root" (EK certificates chain to it) or "intermediate" (it
+	// completes EK chains, adding no trust by itself).
+	Kind      string    `json:"kind"`
+	AddedBy   string    `json:"added_by,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
 }
 
 // AddTPMRootRequest is the body of POST /v1/admin/tpm/roots.
 type AddTPMRootRequest struct {
-	PEM string `json:"pem"` // one CA certificate
+	PEM string `json:"pem"` // one CA certificate: self-signed is a root, any other an intermediate
 }
 
 // RenewRequest is the body of POST /v1/renew: empty to renew the same key,
@@ -346,4 +349,89 @@ type Refusal struct {
 type RefusalList struct {
 	Refusals []Refusal `json:"refusals"`
 	Next     int64     `json:"next,omitempty"`
+}
+
+// AdminCreateRequest is the body of POST /v1/admin/admins: a new admin and
+// the CSR of its first certificate. An empty Tenant makes a super-admin
+// (all tenants; only a super-admin may make one).
+type AdminCreateRequest struct {
+	Name   string `json:"name"`
+	Role   string `json:"role"` // admin, operator or auditor
+	Tenant string `json:"tenant,omitempty"`
+	CSR    string `json:"csr"` // PEM PKCS #10; only its key is used
+}
+
+// Admin is an admin as the admin API shows it. Tenant is empty for a
+// super-admin.
+type Admin struct {
+	Name      string     `json:"name"`
+	Role      string     `json:"role"`
+	Tenant    string     `json:"tenant,omitempty"`
+	Super     bool       `json:"super"`
+	Status    string     `json:"status"` // active or revoked
+	RevokedAt *time.Time `json:"revoked_at,omitempty"`
+	CreatedAt time.Time  `json:"created_at"`
+}
+
+// AdminCertificate is the 201 reply to POST /v1/admin/admins and to POST
+// /v1/admin/renew: the admin and its new certificate (PEM) with the
+// issuing chain.
+type AdminCertificate struct {
+	Admin       Admin    `json:"admin"`
+	Certificate string   `json:"certificate"`
+	Chain       []string `json:"chain"`
+}
+
+// AdminList is the reply to GET /v1/admin/admins.
+type AdminList struct {
+	Admins []Admin `json:"admins"`
+}
+
+// AdminRevokeResponse is the 200 reply to POST
+// /v1/admin/admins/{name}/revoke: the admin (now revoked) and the
+// certificates this call revoked.
+type AdminRevokeResponse struct {
+	Admin   Admin                `json:"admin"`
+	Revoked []RevokedCertificate `json:"revoked"`
+}
+
+// AdminRenewRequest is the body of POST /v1/admin/renew: the CSR of the
+// key the new certificate certifies (the current key or a new one).
+type AdminRenewRequest struct {
+	CSR string `json:"csr"`
+}
+
+// Tenant is a tenant and its enrollment policy. Empty Methods or KeyTypes
+// admit whatever the CA admits; an empty CertLifetime means the CA's.
+type Tenant struct {
+	Name         string    `json:"name"`
+	RequireTPM   bool      `json:"require_tpm"`
+	Methods      []string  `json:"methods,omitempty"`
+	KeyTypes     []string  `json:"key_types,omitempty"`
+	CertLifetime string    `json:"cert_lifetime,omitempty"` // Go duration, e.g. 2h
+	CreatedAt    time.Time `json:"created_at"`
+}
+
+// TenantList is the reply to GET /v1/admin/tenants.
+type TenantList struct {
+	Tenants []Tenant `json:"tenants"`
+}
+
+// TenantCreateRequest is the body of POST /v1/admin/tenants.
+type TenantCreateRequest struct {
+	Name         string   `json:"name"`
+	RequireTPM   bool     `json:"require_tpm,omitempty"`
+	Methods      []string `json:"methods,omitempty"`
+	KeyTypes     []string `json:"key_types,omitempty"`
+	CertLifetime string   `json:"cert_lifetime,omitempty"`
+}
+
+// TenantPolicyRequest is the body of POST /v1/admin/tenants/{name}: the
+// policy fields to change (absent fields stay; an empty list admits
+// everything again; cert_lifetime "0" means the CA's).
+type TenantPolicyRequest struct {
+	RequireTPM   *bool     `json:"require_tpm,omitempty"`
+	Methods      *[]string `json:"methods,omitempty"`
+	KeyTypes     *[]string `json:"key_types,omitempty"`
+	CertLifetime *string   `json:"cert_lifetime,omitempty"`
 }

@@ -27,8 +27,25 @@ type Config struct {
 	URL string `yaml:"url"`
 	// ExternalURL is the base URL relying parties fetch the CRL (ExternalURL
 	// + "/crl") and ask OCSP (ExternalURL + "/ocsp") from; issued device and
-	// client certificates carry both. Empty means URL.
+	// client certificates carry both. Empty means URL. HTTPURL, when set,
+	// takes its place.
 	ExternalURL string `yaml:"external_url,omitempty"`
+	// HTTPListen is the address of the plain-HTTP publication listener,
+	// e.g. "0.0.0.0:80": it serves only GET /crl, OCSP (POST /ocsp, GET
+	// /ocsp/<base64>) and the CA certificates (/v1/ca/roots, /v1/ca/chain,
+	// DER /ca.crt), so that relying parties need not trust the CA's TLS to
+	// learn whether a certificate (the CA's TLS one included) is revoked.
+	// Empty means no plain listener; 'ca serve --http-listen' sets it and
+	// 'ca serve --dev' turns it on (127.0.0.1:8080, or a free port).
+	HTTPListen string `yaml:"http_listen,omitempty"`
+	// HTTPURL is the base URL issued device and client certificates name
+	// when set: CRL distribution point HTTPURL + "/crl", AIA OCSP HTTPURL +
+	// "/ocsp" and AIA caIssuers HTTPURL + "/ca.crt" (the issuing CA, DER).
+	// Empty with HTTPListen set means "http://" + the address the listener
+	// bound (so HTTPListen must then name a host, not all interfaces);
+	// empty without HTTPListen means ExternalURL's /crl and /ocsp and no
+	// caIssuers.
+	HTTPURL string `yaml:"http_url,omitempty"`
 	// TrustDomain names identities: spiffe://<trust_domain>/<tenant>/device/<serial>.
 	TrustDomain string `yaml:"trust_domain"`
 	// PasswordFile holds the passphrase of the CA, TLS and admin keys. When
@@ -41,7 +58,7 @@ type Config struct {
 
 	CA         CAConfig         `yaml:"ca"`
 	TLS        TLSConfig        `yaml:"tls"`
-	Admin      KeyPair          `yaml:"admin"`
+	Admin      AdminKeyConfig   `yaml:"admin"`
 	DB         DBConfig         `yaml:"db"`
 	Enrollment EnrollmentConfig `yaml:"enrollment"`
 	CRL        CRLConfig        `yaml:"crl,omitempty"`
@@ -71,6 +88,16 @@ type TLSConfig struct {
 	// certificates, single-use bootstrap tokens — has no long-term secrecy
 	// value, so a CA that must enroll fleets fast may trade it away.
 	ClassicalKeyExchange bool `yaml:"classical_key_exchange,omitempty"`
+}
+
+// AdminKeyConfig is the admin certificate the CLI acts with by default
+// (cert, key) and the lifetime of the admin certificates the CA issues
+// ('ca admins add', 'ca admins renew').
+type AdminKeyConfig struct {
+	KeyPair `yaml:",inline"`
+	// CertLifetime is the lifetime of admin certificates issued through the
+	// admin API; default 2160h (90 days), at least 1h, at most 8760h.
+	CertLifetime Duration `yaml:"cert_lifetime,omitempty"`
 }
 
 // KeyPair is a PEM certificate chain and its encrypted PEM key.
@@ -196,7 +223,8 @@ type TPMConfig struct {
 	// to ca.yaml); EK certificates must chain to one of them.
 	EKRoots []string `yaml:"ek_roots,omitempty"`
 	// EKIntermediates are PEM files of manufacturer issuing CAs, used to
-	// build chains whose intermediates the device does not send.
+	// build chains whose intermediates the device does not send. 'ca tpm
+	// roots add' adds more (and roots) to the registry at runtime.
 	EKIntermediates []string `yaml:"ek_intermediates,omitempty"`
 	// Tenant is the tenant TPM-attested devices join; default "default".
 	Tenant string `yaml:"tenant,omitempty"`
@@ -262,6 +290,9 @@ func (c *Config) defaults() {
 	if c.Enrollment.CertLifetime == 0 {
 		c.Enrollment.CertLifetime = Duration(pki.DefaultLeafLifetime)
 	}
+	if c.Admin.CertLifetime == 0 {
+		c.Admin.CertLifetime = Duration(provision.DefaultAdminCertLifetime)
+	}
 	if c.Enrollment.Profile == "" {
 		c.Enrollment.Profile = profileDefault
 	}
@@ -269,6 +300,7 @@ func (c *Config) defaults() {
 		c.ExternalURL = c.URL
 	}
 	c.ExternalURL = strings.TrimRight(c.ExternalURL, "/")
+	c.HTTPURL = strings.TrimRight(c.HTTPURL, "/")
 	if c.CRL.Validity == 0 {
 		c.CRL.Validity = Duration(24 * time.Hour)
 	}
@@ -329,6 +361,19 @@ func (c *Config) Validate() error {
 		u.RawQuery != "" || u.Fragment != "" {
 		errs = append(errs, fmt.Errorf("external_url: %q is not an http(s):// base URL", c.ExternalURL))
 	}
+	if c.HTTPListen != "" {
+		if host, _, err := net.SplitHostPort(c.HTTPListen); err != nil {
+			errs = append(errs, fmt.Errorf("http_listen: %q is not host:port", c.HTTPListen))
+		} else if ip := net.ParseIP(host); c.HTTPURL == "" && (host == "" || ip != nil && ip.IsUnspecified()) {
+			errs = append(errs, fmt.Errorf("http_url: required when http_listen %q listens on all interfaces (certificates must name a reachable host)", c.HTTPListen))
+		}
+	}
+	if c.HTTPURL != "" {
+		if u, err := url.Parse(c.HTTPURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
+			u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+			errs = append(errs, fmt.Errorf("http_url: %q is not an http:// base URL", c.HTTPURL))
+		}
+	}
 	if c.CRL.Validity < Duration(time.Hour) {
 		errs = append(errs, fmt.Errorf("crl.validity: %s is shorter than 1h", time.Duration(c.CRL.Validity)))
 	}
@@ -353,6 +398,9 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("tpm: certificate file %d is empty", i+1))
 		}
 	}
+	if c.Admin.CertLifetime < Duration(time.Hour) || c.Admin.CertLifetime > Duration(8760*time.Hour) {
+		errs = append(errs, fmt.Errorf("admin.cert_lifetime: %s is not within [1h, 8760h]", time.Duration(c.Admin.CertLifetime)))
+	}
 	if c.Enrollment.CertLifetime < Duration(time.Hour) {
 		errs = append(errs, fmt.Errorf("enrollment.cert_lifetime: %s is shorter than 1h", time.Duration(c.Enrollment.CertLifetime)))
 	}
@@ -363,6 +411,16 @@ func (c *Config) Validate() error {
 			c.Enrollment.Profile, profileDefault, profileSPIFFE))
 	}
 	return errors.Join(errs...)
+}
+
+// PublicationURLs are the CRL, OCSP and caIssuers URLs issued certificates
+// name: under HTTPURL when set, else the CRL and OCSP under ExternalURL and
+// no caIssuers.
+func (c *Config) PublicationURLs() (crl, ocsp, caIssuers string) {
+	if c.HTTPURL != "" {
+		return c.HTTPURL + "/crl", c.HTTPURL + "/ocsp", c.HTTPURL + "/ca.crt"
+	}
+	return c.ExternalURL + "/crl", c.ExternalURL + "/ocsp", ""
 }
 
 // Path resolves a path from the config relative to the config's directory.

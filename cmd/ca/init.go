@@ -35,6 +35,8 @@ type initOptions struct {
 	IPs          []string
 	Listen       string
 	URL          string
+	HTTPListen   string
+	HTTPURL      string
 	TrustDomain  string
 	AdminName    string
 }
@@ -61,6 +63,8 @@ func cmdInit(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.Var(&ips, "ip", "IP address for the CA's TLS certificate (repeatable; default 127.0.0.1)")
 	fs.StringVar(&o.Listen, "listen", "127.0.0.1:8443", "address 'ca serve' listens on")
 	fs.StringVar(&o.URL, "url", "", "URL devices and admins use to reach the CA (default https://<listen>)")
+	fs.StringVar(&o.HTTPListen, "http-listen", "", "plain-HTTP address publishing the CRL, OCSP and CA certificates (config http_listen; default none)")
+	fs.StringVar(&o.HTTPURL, "http-url", "", "base URL certificates name for the CRL, OCSP and caIssuers (config http_url; default http://<http-listen>)")
 	fs.StringVar(&o.TrustDomain, "trust-domain", "devpki.local", "trust domain of device identities")
 	fs.StringVar(&o.AdminName, "admin", "admin", "name of the first admin")
 	if err := parseFlags(fs, args); err != nil {
@@ -114,6 +118,8 @@ func initCA(ctx context.Context, o initOptions, stderr io.Writer) (fp string, er
 	cfg := &Config{
 		Listen:      o.Listen,
 		URL:         o.URL,
+		HTTPListen:  o.HTTPListen,
+		HTTPURL:     o.HTTPURL,
 		TrustDomain: o.TrustDomain,
 		CA: CAConfig{
 			Root:         "root.crt",
@@ -121,7 +127,7 @@ func initCA(ctx context.Context, o initOptions, stderr io.Writer) (fp string, er
 			Key:          "softkms:path=intermediate.key",
 		},
 		TLS:   TLSConfig{KeyPair: KeyPair{Cert: fileServerCrt, Key: fileServerKey}},
-		Admin: KeyPair{Cert: fileAdminCrt, Key: fileAdminKey},
+		Admin: AdminKeyConfig{KeyPair: KeyPair{Cert: fileAdminCrt, Key: fileAdminKey}},
 		DB:    DBConfig{Driver: "sqlite", DSN: fileDB},
 		dir:   dir,
 	}
@@ -235,7 +241,8 @@ func initCA(ctx context.Context, o initOptions, stderr io.Writer) (fp string, er
 	if err := writeKeyPair(cfg.Path(fileAdminCrt), cfg.Path(fileAdminKey), adm, adminKey, password); err != nil {
 		return "", err
 	}
-	if err := provision.PutAdmin(ctx, store, who, &registry.Admin{Name: o.AdminName, TenantID: tenant.ID, Role: registry.RoleAdmin, CreatedAt: now}); err != nil {
+	// The first admin is a super-admin: it acts on every tenant.
+	if err := provision.PutAdmin(ctx, store, who, &registry.Admin{Name: o.AdminName, TenantID: tenant.ID, Role: registry.RoleAdmin, Super: true, CreatedAt: now}); err != nil {
 		return "", err
 	}
 	if err := provision.RecordIssued(ctx, store, who, adm.Certificate, registry.KindAdmin, tenant.ID, now); err != nil {

@@ -33,7 +33,7 @@ commands:
   devices preregister --serial S --mac M --ek-pub F | --csv F   bind TPM EKs to serials (bulk with progress)
   certs list [--device --status --expiring-before]   list certificates
   certs revoke SERIAL --reason R    revoke one certificate (RFC 5280 reason name or code)
-  tpm roots add FILE | list         trust a TPM manufacturer root for EK certificates
+  tpm roots add FILE | list         add a TPM manufacturer root (or intermediate) for EK certificates
   issue --csr F --server|--client   certificate for another component (--dns, --ip, --cn)
   audit list [--after N]            read the audit log through the API
   audit verify                      check the audit log's hash chain in the registry database
@@ -41,10 +41,15 @@ commands:
   audit export --out F [--since T] [--tenant T] [--local]   export the audit log as JSON lines
   audit prune --before T            delete old events behind a CA-signed checkpoint (--config, on the CA host)
   audit refusals                    anonymous refusals, counted per source, door, reason and minute
-  tenants create NAME [--require-tpm] | list | set NAME --require-tpm=BOOL
-                                    manage tenants in the registry database (--config; require_tpm admits TPM-attested devices only)
+  tenants create NAME [policy] | list | set NAME [policy]
+                                    manage tenants through the admin API (super-admins); policy: --require-tpm,
+                                    --methods token,tpm,idevid, --key-types ecdsa-p256,..., --cert-lifetime D
+                                    (--local: in the registry database directly, for bootstrap on the CA host)
+  admins add NAME --role R [--tenant T] --out DIR [--csr F]   an admin and its certificate (no --tenant: super-admin)
+  admins list | revoke NAME | renew --out DIR                 list, revoke (its certificates too), renew one's own certificate
 
-Admin commands take --config DIR/ca.yaml (its admin certificate), --ca URL and --output json.
+Admin commands take --config DIR/ca.yaml (its admin certificate), --ca URL, --output json, and
+--admin-cert F --admin-key F to act as another admin than the config's.
 
 Run 'ca <command> -h' for the flags of a command.
 `
@@ -60,6 +65,7 @@ var subcommands = map[string]map[string]func(context.Context, []string, io.Write
 	"audit": {"list": cmdAuditList, "verify": cmdAuditVerify, "export": cmdAuditExport, "prune": cmdAuditPrune,
 		"refusals": cmdAuditRefusals},
 	"tenants": {"create": cmdTenantsCreate, "list": cmdTenantsList, "set": cmdTenantsSet},
+	"admins":  {"add": cmdAdminsAdd, "list": cmdAdminsList, "revoke": cmdAdminsRevoke, "renew": cmdAdminsRenew},
 }
 
 // errUsage marks a command-line mistake (exit code 2).
@@ -96,7 +102,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("%w: 'ca token' takes the subcommand 'create'", errUsage)
 		}
 		return cmdTokenCreate(ctx, args[2:], stdout, stderr)
-	case "certs", "devices", "audit", "tenants":
+	case "certs", "devices", "audit", "tenants", "admins":
 		cmds := subcommands[args[0]]
 		if len(args) < 2 || cmds[args[1]] == nil {
 			names := make([]string, 0, len(cmds))

@@ -15,6 +15,7 @@ import (
 
 	"devpki/api/client"
 	"devpki/api/wire"
+	"devpki/pkg/registry"
 )
 
 // cmdDevicesPreregister is 'ca devices preregister': one device from flags,
@@ -212,12 +213,13 @@ func drawProgress(w io.Writer, done, total, failed int) {
 }
 
 // cmdTPMRootsAdd is 'ca tpm roots add FILE': trust a TPM manufacturer root
-// for EK certificates (every replica sees it at once).
+// for EK certificates, or add a manufacturer intermediate that completes
+// their chains (every replica sees it at the next challenge, no restart).
 func cmdTPMRootsAdd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var af adminFlags
 	fs := newFlags("tpm roots add FILE", stderr)
 	af.register(fs)
-	file, err := parseWithTarget(fs, args, "root certificate file")
+	file, err := parseWithTarget(fs, args, "root or intermediate certificate file")
 	if err != nil {
 		return err
 	}
@@ -236,7 +238,11 @@ func cmdTPMRootsAdd(ctx context.Context, args []string, stdout, stderr io.Writer
 	if af.output == "json" {
 		return printJSON(stdout, r)
 	}
-	fmt.Fprintf(stdout, "trusting TPM manufacturer root %s (%s)\n", r.Subject, r.Fingerprint)
+	if r.Kind == string(registry.TPMIntermediate) {
+		fmt.Fprintf(stdout, "added TPM manufacturer intermediate %s (%s): EK chains through it are completed; it adds no trust by itself\n", r.Subject, r.Fingerprint)
+	} else {
+		fmt.Fprintf(stdout, "trusting TPM manufacturer root %s (%s)\n", r.Subject, r.Fingerprint)
+	}
 	if cfg, err := LoadConfig(af.config); err == nil && len(cfg.TPM.EKRoots) == 0 && !cfg.TPM.Enabled {
 		fmt.Fprintf(stderr, "note: TPM attestation enrollment is off in %s (no tpm.ek_roots, tpm.enabled false): set tpm.enabled: true and restart ca serve, or devices get 404 tpm-disabled\n", af.config)
 	}
@@ -263,7 +269,7 @@ func cmdTPMRootsList(ctx context.Context, args []string, stdout, stderr io.Write
 		return printJSON(stdout, roots)
 	}
 	for _, r := range roots {
-		fmt.Fprintf(stdout, "%s  %s  added %s by %s\n", r.Fingerprint, r.Subject, fmtTime(r.CreatedAt), r.AddedBy)
+		fmt.Fprintf(stdout, "%s  %-12s  %s  added %s by %s\n", r.Fingerprint, r.Kind, r.Subject, fmtTime(r.CreatedAt), r.AddedBy)
 	}
 	return nil
 }

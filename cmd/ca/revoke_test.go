@@ -70,8 +70,24 @@ func TestRevocationConfig(t *testing.T) {
 	if err != nil || c.ExternalURL != "http://pki.example.net/devpki" {
 		t.Errorf("external_url: %+v, %v", c, err)
 	}
+	if crl, ocsp, issuers := c.PublicationURLs(); crl != c.ExternalURL+"/crl" || ocsp != c.ExternalURL+"/ocsp" || issuers != "" {
+		t.Errorf("without http_url: %s %s %q", crl, ocsp, issuers)
+	}
+	c, err = load(t, strings.NewReplacer("# http_listen: 0.0.0.0:80", "http_listen: 0.0.0.0:80",
+		"# http_url: http://pki.example.net", "http_url: http://pki.example.net/").Replace(string(base)))
+	if err != nil || c.HTTPListen != "0.0.0.0:80" || c.HTTPURL != "http://pki.example.net" {
+		t.Fatalf("http_listen, http_url: %+v, %v", c, err)
+	}
+	if crl, ocsp, issuers := c.PublicationURLs(); crl != "http://pki.example.net/crl" || ocsp != "http://pki.example.net/ocsp" ||
+		issuers != "http://pki.example.net/ca.crt" {
+		t.Errorf("with http_url: %s %s %s", crl, ocsp, issuers)
+	}
 	for _, tc := range []struct{ from, to, want string }{
 		{"# external_url: https://ca.example.net", "external_url: ftp://x", "external_url"},
+		{"# http_listen: 0.0.0.0:80", "http_listen: 0.0.0.0:80", "http_url"}, // all interfaces and no http_url
+		{"# http_listen: 0.0.0.0:80", "http_listen: localhost", "http_listen"},
+		{"# http_url: http://pki.example.net", "http_url: ldap://pki.example.net", "http_url"},
+		{"# http_url: http://pki.example.net", "http_url: http://pki.example.net/?x=1", "http_url"},
 		{"refresh: 1m", "refresh: 13h", "crl.refresh"},
 		{"validity: 24h", "validity: 10m", "crl.validity"},
 		{"responder_lifetime: 168h", "responder_lifetime: 1h", "ocsp.responder_lifetime"},

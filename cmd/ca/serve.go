@@ -11,10 +11,12 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime/debug"
 	"runtime/pprof"
+	"syscall"
 	"time"
 
 	"go.step.sm/crypto/pemutil"
@@ -28,11 +30,13 @@ import (
 )
 
 func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var configPath, listen, devDir string
+	var configPath, listen, httpListen, devDir string
 	var dev bool
 	fs := newFlags("serve", stderr)
 	fs.StringVar(&configPath, "config", "", "path of ca.yaml (from 'ca init')")
 	fs.StringVar(&listen, "listen", "", "listen address, overriding the config's")
+	fs.StringVar(&httpListen, "http-listen", "", "plain-HTTP address serving only the CRL, OCSP and CA certificates (the config's http_listen);\n"+
+		"issued certificates then name it unless http_url says otherwise (--dev: 127.0.0.1:8080, or a free port)")
 	fs.BoolVar(&dev, "dev", false, "development mode: create the CA in --dir on first start, then serve it and print an enroll command")
 	fs.StringVar(&devDir, "dir", "devpki-data", "data directory for --dev")
 	var logFormat string
@@ -69,10 +73,13 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		cfg.Listen = listen
 	}
 	if logFormat != "" {
-		if logFormat != "text" && logFormat != "json" {
-			return fmt.Errorf("%w: --log-format %q: use text or json", errUsage, logFormat)
-		}
 		cfg.LogFormat = logFormat
+	}
+	if httpListen != "" {
+		cfg.HTTPListen = httpListen
+	}
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("%w: %w", errUsage, err)
 	}
 	if cpuProfile != "" {
 		f, err := os.Create(cpuProfile)
@@ -110,9 +117,19 @@ func serve(ctx context.Context, cfg *Config, dev bool, stdout, stderr io.Writer)
 	if err != nil {
 		return fmt.Errorf("load CA: %w", err)
 	}
+	// The plain-HTTP listener is bound before the issuer is made: the URLs
+	// certificates name must be those of the port actually bound.
+	httpLn, err := listenPublication(cfg, dev)
+	if err != nil {
+		return err
+	}
+	if httpLn != nil {
+		defer httpLn.Close()
+	}
+	crlURL, ocspURL, caIssuersURL := cfg.PublicationURLs()
 	issuer, err := pki.NewIssuer(pki.IssuerOptions{
 		CA: ca, TrustDomain: cfg.TrustDomain,
-		CRLURL: cfg.ExternalURL + "/crl", OCSPURL: cfg.ExternalURL + "/ocsp",
+		CRLURL: crlURL, OCSPURL: ocspURL, CAIssuersURL: caIssuersURL,
 	})
 	if err != nil {
 		return err
@@ -145,7 +162,14 @@ func serve(ctx context.Context, cfg *Config, dev bool, stdout, stderr io.Writer)
 	if err != nil {
 		return err
 	}
-	admin, err := provision.NewAdmin(provision.AdminConfig{Store: store, TrustDomain: cfg.TrustDomain, Log: log})
+	adminCfg := provision.AdminConfig{
+		Store: store, TrustDomain: cfg.TrustDomain, Log: log,
+		Issuer: issuer, CertLifetime: time.Duration(cfg.Admin.CertLifetime),
+	}
+	if rev != nil {
+		adminCfg.Revoker = rev
+	}
+	admin, err := provision.NewAdmin(adminCfg)
 	if err != nil {
 		return err
 	}
@@ -164,12 +188,35 @@ func serve(ctx context.Context, cfg *Config, dev bool, stdout, stderr io.Writer)
 		return err
 	}
 	srv := api.NewHTTPServer(handler, api.TLSConfig(tlsCert, cfg.TLS.ClassicalKeyExchange), api.Timeouts{}, log)
+	var pubSrv *http.Server
+	if httpLn != nil {
+		pub, err := api.NewPublic(api.Config{Root: ca.Root, Chain: issuer.Chain(), Revocation: rev, Log: log,
+			AccessLog: log.With("log", "access", "listener", "http")})
+		if err != nil {
+			return err
+		}
+		// Anyone may ask: short timeouts, small headers (a GET OCSP
+		// request fits in a few hundred bytes of path), small bodies
+		// (api.PublicMaxBodyBytes).
+		pubSrv = &http.Server{
+			Handler:           pub,
+			ReadHeaderTimeout: 5 * time.Second,
+			ReadTimeout:       10 * time.Second,
+			WriteTimeout:      10 * time.Second,
+			IdleTimeout:       60 * time.Second,
+			MaxHeaderBytes:    8 << 10,
+			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		}
+	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w (is another CA running? pass --listen ADDR)", cfg.Listen, err)
 	}
 	addr := ln.Addr().String()
 	fp := pki.Fingerprint(ca.Root)
+	if httpLn != nil {
+		log.Info("serving publication", "addr", "http://"+httpLn.Addr().String(), "crl", crlURL, "ocsp", ocspURL, "ca_issuers", caIssuersURL)
+	}
 	log.Info("serving", "addr", "https://"+addr, "root_fingerprint", fp, "db", cfg.DB.Driver)
 	if dev {
 		if err := printDevInstructions(ctx, store, cfg, addr, fp, stdout); err != nil {
@@ -186,20 +233,61 @@ func serve(ctx context.Context, cfg *Config, dev bool, stdout, stderr io.Writer)
 	defer stopRev()
 	go rev.Run(revCtx)
 	go provision.RunRekeyDeadlines(revCtx, store, rev, time.Minute, log)
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- srv.ServeTLS(ln, "", "") }()
+	if pubSrv != nil {
+		go func() { errc <- fmt.Errorf("plain-HTTP listener: %w", pubSrv.Serve(httpLn)) }()
+	}
 	select {
 	case err := <-errc:
+		if pubSrv != nil {
+			pubSrv.Close()
+		}
+		srv.Close()
 		return err
 	case <-ctx.Done():
 	}
 	log.Info("shutting down")
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	if pubSrv != nil {
+		if perr := pubSrv.Shutdown(shutdownCtx); perr != nil {
+			log.Warn("plain-HTTP listener shutdown", "err", perr)
+		}
+	}
 	err = srv.Shutdown(shutdownCtx)
 	batches, ops := store.BatchStats()
 	log.Info("registry writes", "transactions", batches, "writes", ops)
 	return err
+}
+
+// devHTTPListen is where 'ca serve --dev' publishes the CRL, OCSP and CA
+// certificates over plain HTTP, unless the port is taken.
+const devHTTPListen = "127.0.0.1:8080"
+
+// listenPublication binds the plain-HTTP publication listener: cfg's
+// http_listen, or in dev mode without one devHTTPListen, or a free loopback
+// port when that is taken. It sets cfg.HTTPURL from the bound address when
+// the config names none. nil when there is no plain listener.
+func listenPublication(cfg *Config, dev bool) (net.Listener, error) {
+	addr := cfg.HTTPListen
+	if addr == "" && dev {
+		addr = devHTTPListen
+	}
+	if addr == "" {
+		return nil, nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil && cfg.HTTPListen == "" && errors.Is(err, syscall.EADDRINUSE) {
+		ln, err = net.Listen("tcp", "127.0.0.1:0")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("plain-HTTP listen on %s: %w (pass --http-listen ADDR)", addr, err)
+	}
+	if cfg.HTTPURL == "" {
+		cfg.HTTPURL = "http://" + ln.Addr().String()
+	}
+	return ln, nil
 }
 
 // newRevocation makes the OCSP responder (a fresh key and delegated
@@ -232,6 +320,15 @@ func printDevInstructions(ctx context.Context, store registry.Store, cfg *Config
 	if err != nil {
 		return fmt.Errorf("mint dev token: %w", err)
 	}
+	publication := ""
+	if cfg.HTTPURL != "" {
+		publication = fmt.Sprintf(`
+CRL, OCSP and the CA certificate are published over plain HTTP at %[1]s
+(certificates name %[1]s/crl, %[1]s/ocsp and %[1]s/ca.crt):
+
+  curl -s %[1]s/crl | openssl crl -inform DER -noout -text
+`, cfg.HTTPURL)
+	}
 	fmt.Fprintf(w, `
 devpki CA (development mode) is serving on https://%[1]s
   data directory:   %[2]s
@@ -243,8 +340,8 @@ Enroll a device (serial and MAC are read from the machine when you leave them ou
   go run ./cmd/enroll --ca https://%[1]s --fingerprint %[3]s --token %[4]s --dir ./device-state --serial DEMO-0001 --mac 02:00:00:00:00:01
 
 Then inspect the certificate:  openssl x509 -in ./device-state/device.crt -noout -text
-
-`, addr, filepath.Dir(cfg.Path(fileConfig)), fp, token)
+%[5]s
+`, addr, filepath.Dir(cfg.Path(fileConfig)), fp, token, publication)
 	return nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -37,7 +38,7 @@ func runCA(args ...string) (stdout, stderr string, err error) {
 // listTenants is 'ca tenants list --output json' decoded.
 func listTenants(t *testing.T, cfg string) []tenantJSON {
 	t.Helper()
-	out, _, err := runCA("tenants", "list", "--config", cfg, "--output", "json")
+	out, _, err := runCA("tenants", "list", "--config", cfg, "--output", "json", "--local")
 	if err != nil {
 		t.Fatalf("tenants list: %v", err)
 	}
@@ -52,10 +53,10 @@ func listTenants(t *testing.T, cfg string) []tenantJSON {
 // the audit chain still verifies.
 func TestTenantsCommands(t *testing.T) {
 	cfg := tenantsConfig(t)
-	if _, _, err := runCA("tenants", "create", "acme", "--require-tpm", "--config", cfg); err != nil {
+	if _, _, err := runCA("tenants", "create", "acme", "--require-tpm", "--config", cfg, "--local"); err != nil {
 		t.Fatalf("create acme: %v", err)
 	}
-	if _, _, err := runCA("tenants", "create", "--config", cfg, "beta"); err != nil {
+	if _, _, err := runCA("tenants", "create", "--config", cfg, "--local", "beta"); err != nil {
 		t.Fatalf("create beta: %v", err)
 	}
 	ts := listTenants(t, cfg)
@@ -66,7 +67,7 @@ func TestTenantsCommands(t *testing.T) {
 	if len(ts) != 3 || !got["acme"] || got["beta"] || got["default"] {
 		t.Fatalf("tenants = %+v", ts)
 	}
-	out, _, err := runCA("tenants", "list", "--config", cfg)
+	out, _, err := runCA("tenants", "list", "--config", cfg, "--local")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +80,7 @@ func TestTenantsCommands(t *testing.T) {
 		arg  string
 		want bool
 	}{{"--require-tpm=false", false}, {"--require-tpm", true}, {"--require-tpm=true", true}} {
-		out, _, err := runCA("tenants", "set", "acme", step.arg, "--config", cfg, "--output", "json")
+		out, _, err := runCA("tenants", "set", "acme", step.arg, "--config", cfg, "--output", "json", "--local")
 		if err != nil {
 			t.Fatalf("set acme %s: %v", step.arg, err)
 		}
@@ -91,6 +92,19 @@ func TestTenantsCommands(t *testing.T) {
 			if l.Name == "acme" && l.RequireTPM != step.want {
 				t.Fatalf("after set %s: %+v", step.arg, l)
 			}
+		}
+	}
+
+	// The rest of the policy, set and read back.
+	out, _, err = runCA("tenants", "set", "acme", "--methods", "token,tpm", "--key-types", "ecdsa-p256,rsa", "--cert-lifetime", "72h",
+		"--config", cfg, "--output", "json", "--local")
+	var tn tenantJSON
+	if err != nil || json.Unmarshal([]byte(out), &tn) != nil || tn.CertLifetime != "72h0m0s" || len(tn.Methods) != 2 || len(tn.KeyTypes) != 2 {
+		t.Fatalf("set policy: %q, %v", out, err)
+	}
+	for _, l := range listTenants(t, cfg) {
+		if l.Name == "acme" && (l.CertLifetime != "72h0m0s" || strings.Join(l.Methods, ",") != "token,tpm" || !l.RequireTPM) {
+			t.Fatalf("after set policy: %+v", l)
 		}
 	}
 
@@ -119,8 +133,8 @@ func TestTenantsCommands(t *testing.T) {
 			t.Errorf("audit actor %q, want local:<user>", ev.Actor)
 		}
 	}
-	if creates != 2 || updates != 3 {
-		t.Errorf("audit: %d tenant.create, %d tenant.update; want 2 and 3", creates, updates)
+	if creates != 2 || updates != 4 {
+		t.Errorf("audit: %d tenant.create, %d tenant.update; want 2 and 4", creates, updates)
 	}
 	if _, _, err := runCA("audit", "verify", "--config", cfg); err != nil {
 		t.Fatal(err)
@@ -149,6 +163,9 @@ func TestTenantsBadInput(t *testing.T) {
 		{"tenants", "set", "acme", "--config", cfg}, // nothing to set
 		{"tenants", "set", "acme", "--require-tpm=maybe", "--config", cfg},
 		{"tenants", "set", "--require-tpm=true", "--config", cfg},
+		{"tenants", "set", "acme", "--cert-lifetime", "banana", "--config", cfg, "--local"},
+		{"tenants", "create", "acme", "--cert-lifetime", "-2h", "--config", cfg, "--local"},
+		{"tenants", "create", "acme", "--config", cfg, "--admin-cert", "x.crt"}, // --admin-key missing
 	} {
 		if _, _, err := runCA(args...); !errors.Is(err, errUsage) {
 			t.Errorf("ca %s: err = %v, want a usage error", strings.Join(args, " "), err)
@@ -158,7 +175,7 @@ func TestTenantsBadInput(t *testing.T) {
 		t.Fatalf("registry created by refused commands: %v", err)
 	}
 
-	if _, _, err := runCA("tenants", "create", "acme", "--config", cfg); err != nil {
+	if _, _, err := runCA("tenants", "create", "acme", "--config", cfg, "--local"); err != nil {
 		t.Fatal(err)
 	}
 	before := listTenants(t, cfg)
@@ -166,9 +183,13 @@ func TestTenantsBadInput(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"tenants", "create", "acme", "--require-tpm", "--config", cfg}, `tenant "acme" already exists`},
-		{[]string{"tenants", "create", "default", "--config", cfg}, `tenant "default" already exists`},
-		{[]string{"tenants", "set", "nope", "--require-tpm=true", "--config", cfg}, `tenant "nope" does not exist`},
+		{[]string{"tenants", "create", "acme", "--require-tpm", "--config", cfg, "--local"}, `tenant "acme" already exists`},
+		{[]string{"tenants", "create", "default", "--config", cfg, "--local"}, `tenant "default" already exists`},
+		{[]string{"tenants", "set", "nope", "--require-tpm=true", "--config", cfg, "--local"}, `tenant "nope" does not exist`},
+		{[]string{"tenants", "set", "acme", "--methods", "token,pigeon", "--config", cfg, "--local"}, `method "pigeon" is not one of`},
+		{[]string{"tenants", "set", "acme", "--key-types", "dsa", "--config", cfg, "--local"}, `key type "dsa" is not one of`},
+		{[]string{"tenants", "set", "acme", "--cert-lifetime", "1m", "--config", cfg, "--local"}, `out of range`},
+		{[]string{"tenants", "create", "new", "--cert-lifetime", "9000h", "--config", cfg, "--local"}, `out of range`},
 	} {
 		_, _, err := runCA(tc.args...)
 		if err == nil || errors.Is(err, errUsage) || !strings.Contains(err.Error(), tc.want) {
@@ -180,7 +201,7 @@ func TestTenantsBadInput(t *testing.T) {
 		t.Fatalf("tenants %+v -> %+v", before, after)
 	}
 	for i := range after {
-		if after[i] != before[i] {
+		if !reflect.DeepEqual(after[i], before[i]) {
 			t.Errorf("tenant changed: %+v -> %+v", before[i], after[i])
 		}
 	}

@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
+	"os"
 	"time"
 
 	"go.step.sm/crypto/pemutil"
@@ -19,6 +22,10 @@ type adminFlags struct {
 	config string
 	caURL  string
 	output string
+	// adminCert and adminKey act as another admin than the config's.
+	adminCert, adminKey string
+	// adminPasswordFile decrypts adminKey (default: the config's passphrase).
+	adminPasswordFile string
 }
 
 func (a *adminFlags) register(fs interface {
@@ -27,6 +34,9 @@ func (a *adminFlags) register(fs interface {
 	fs.StringVar(&a.config, "config", "", "path of ca.yaml (its admin certificate, key and root are used)")
 	fs.StringVar(&a.caURL, "ca", "", "CA URL (default: the config's url)")
 	fs.StringVar(&a.output, "output", "text", "output format: text or json")
+	fs.StringVar(&a.adminCert, "admin-cert", "", "act as this admin: its certificate chain (PEM; default: the config's admin.cert)")
+	fs.StringVar(&a.adminKey, "admin-key", "", "the key of --admin-cert (PEM, encrypted or not)")
+	fs.StringVar(&a.adminPasswordFile, "admin-password-file", "", "passphrase of an encrypted --admin-key (default: the config's passphrase)")
 }
 
 // client builds an admin API client over mTLS from the config's admin pair.
@@ -41,16 +51,9 @@ func (a *adminFlags) client() (*client.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	if cfg.Admin.Cert == "" || cfg.Admin.Key == "" {
-		return nil, fmt.Errorf("config %s names no admin certificate (admin.cert, admin.key)", a.config)
-	}
-	password, err := cfg.Password()
+	pair, err := a.keyPair(cfg)
 	if err != nil {
 		return nil, err
-	}
-	pair, err := loadKeyPair(cfg.Path(cfg.Admin.Cert), cfg.Path(cfg.Admin.Key), password)
-	if err != nil {
-		return nil, fmt.Errorf("load admin certificate: %w", err)
 	}
 	root, err := pemutil.ReadCertificate(cfg.Path(cfg.CA.Root))
 	if err != nil {
@@ -63,6 +66,46 @@ func (a *adminFlags) client() (*client.Client, error) {
 		url = cfg.URL
 	}
 	return client.New(url, client.WithRoots(pool), client.WithClientCertificate(pair))
+}
+
+// keyPair loads the admin certificate and key the command acts with:
+// --admin-cert/--admin-key when given, else the config's admin pair.
+func (a *adminFlags) keyPair(cfg *Config) (tls.Certificate, error) {
+	certPath, keyPath := cfg.Path(cfg.Admin.Cert), cfg.Path(cfg.Admin.Key)
+	if (a.adminCert == "") != (a.adminKey == "") {
+		return tls.Certificate{}, fmt.Errorf("%w: --admin-cert and --admin-key go together", errUsage)
+	}
+	if a.adminCert != "" {
+		certPath, keyPath = a.adminCert, a.adminKey
+	} else if cfg.Admin.Cert == "" || cfg.Admin.Key == "" {
+		return tls.Certificate{}, fmt.Errorf("config %s names no admin certificate (admin.cert, admin.key); give --admin-cert and --admin-key", a.config)
+	}
+	var password []byte
+	var err error
+	if a.adminPasswordFile != "" {
+		password, err = readPassword(a.adminPasswordFile)
+	} else if a.adminCert == "" || keyEncrypted(keyPath) {
+		password, err = cfg.Password()
+	}
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	pair, err := loadKeyPair(certPath, keyPath, password)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("load admin certificate: %w", err)
+	}
+	return pair, nil
+}
+
+// keyEncrypted reports whether the PEM key file at path is encrypted (an
+// unreadable file reports true, so that loading it names the error).
+func keyEncrypted(path string) bool {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return true
+	}
+	blk, _ := pem.Decode(b)
+	return blk == nil || blk.Type == "ENCRYPTED PRIVATE KEY" || blk.Headers["Proc-Type"] != ""
 }
 
 func cmdTokenCreate(ctx context.Context, args []string, stdout, stderr io.Writer) error {

@@ -37,12 +37,16 @@ const (
 // IssuerOptions configures NewIssuer. CA and TrustDomain are required.
 type IssuerOptions struct {
 	CA          *CA
-	TrustDomain string        // e.g. "devpki.local"
-	OCSPURL     string        // optional; device and client certs then carry AIA OCSP
-	CRLURL      string        // optional; device and client certs then carry a CRL DP
-	Backdate    time.Duration // default 1m: notBefore = now - Backdate
-	Now         func() time.Time
-	Rand        io.Reader // serial numbers; nil = crypto/rand; must be safe for concurrent use
+	TrustDomain string // e.g. "devpki.local"
+	OCSPURL     string // optional; device and client certs then carry AIA OCSP
+	CRLURL      string // optional; device and client certs then carry a CRL DP
+	// CAIssuersURL is optional; device and client certs then carry AIA
+	// caIssuers naming it: where the issuing CA certificate (DER) is
+	// served, for relying parties that meet a leaf without its chain.
+	CAIssuersURL string
+	Backdate     time.Duration // default 1m: notBefore = now - Backdate
+	Now          func() time.Time
+	Rand         io.Reader // serial numbers; nil = crypto/rand; must be safe for concurrent use
 }
 
 // Issuer issues leaf certificates from a CA's intermediate. It is safe for
@@ -52,6 +56,7 @@ type Issuer struct {
 	td       string
 	ocsp     []string
 	crl      []string
+	issuers  []string
 	backdate time.Duration
 	now      func() time.Time
 	rand     io.Reader
@@ -69,7 +74,7 @@ func NewIssuer(opts IssuerOptions) (*Issuer, error) {
 	for _, u := range []struct {
 		name, v string
 		dst     *[]string
-	}{{"OCSPURL", opts.OCSPURL, &i.ocsp}, {"CRLURL", opts.CRLURL, &i.crl}} {
+	}{{"OCSPURL", opts.OCSPURL, &i.ocsp}, {"CRLURL", opts.CRLURL, &i.crl}, {"CAIssuersURL", opts.CAIssuersURL, &i.issuers}} {
 		if u.v == "" {
 			continue
 		}
@@ -124,7 +129,7 @@ type Issued struct {
 // urn:dev:mac (spiffe profile: SPIFFE ID only), then, when Identity.EKHash is
 // set, a PermanentIdentifier otherName SAN (RFC 4043) with identifierValue
 // EKHash and no assigner; digitalSignature; clientAuth;
-// CA:false; SKI/AKI; AIA OCSP and CRL DP when configured; a fresh 20-byte
+// CA:false; SKI/AKI; AIA OCSP and caIssuers and CRL DP when configured; a fresh 20-byte
 // serial; notBefore now-Backdate; notAfter now+Lifetime clamped to the
 // intermediate's notAfter.
 func (i *Issuer) IssueDevice(ctx context.Context, req *DeviceRequest) (*Issued, error) {
@@ -234,8 +239,8 @@ type ClientRequest struct {
 }
 
 // IssueClient issues a client certificate: clientAuth, digitalSignature, AIA
-// OCSP and CRL DP when configured. CommonName and Organization must pass
-// ValidateSubjectValue.
+// OCSP and caIssuers and CRL DP when configured. CommonName and
+// Organization must pass ValidateSubjectValue.
 func (i *Issuer) IssueClient(ctx context.Context, req *ClientRequest) (*Issued, error) {
 	if req == nil {
 		return nil, errors.New("issue client: nil request")
@@ -297,6 +302,7 @@ func (i *Issuer) issue(ctx context.Context, op string, tmpl *x509util.Certificat
 	if revocationInfo {
 		tmpl.OCSPServer = i.ocsp
 		tmpl.CRLDistributionPoints = i.crl
+		tmpl.IssuingCertificateURL = i.issuers
 	}
 	resp, err := i.ca.CAS.CreateCertificate(&apiv1.CreateCertificateRequest{
 		Template: tmpl.GetCertificate(),

@@ -65,8 +65,9 @@ func TestIssueDevice(t *testing.T) {
 			wantLife: 720 * time.Hour, backdate: time.Minute,
 		},
 		{
-			name:     "spiffe profile, revocation URLs, custom backdate and lifetime",
-			opts:     pki.IssuerOptions{OCSPURL: "http://ca.test/ocsp", CRLURL: "http://ca.test/crl", Backdate: 5 * time.Minute},
+			name: "spiffe profile, revocation URLs, custom backdate and lifetime",
+			opts: pki.IssuerOptions{OCSPURL: "http://ca.test/ocsp", CRLURL: "http://ca.test/crl", CAIssuersURL: "http://ca.test/ca.crt",
+				Backdate: 5 * time.Minute},
 			req:      pki.DeviceRequest{Identity: id, Profile: pki.ProfileSPIFFE, Lifetime: 24 * time.Hour},
 			wantURIs: []string{"spiffe://test.devpki/acme/device/SN-42.x_Y"},
 			wantLife: 24 * time.Hour, backdate: 5 * time.Minute,
@@ -165,8 +166,9 @@ func TestIssueDevice(t *testing.T) {
 				t.Errorf("validity %v..%v, want %v..%v", c.NotBefore, c.NotAfter, now.Add(-tt.backdate), now.Add(tt.wantLife))
 			}
 			if tt.opts.OCSPURL != "" {
-				if !reflect.DeepEqual(c.OCSPServer, []string{tt.opts.OCSPURL}) || !reflect.DeepEqual(c.CRLDistributionPoints, []string{tt.opts.CRLURL}) {
-					t.Errorf("OCSP %v CRL %v", c.OCSPServer, c.CRLDistributionPoints)
+				if !reflect.DeepEqual(c.OCSPServer, []string{tt.opts.OCSPURL}) || !reflect.DeepEqual(c.CRLDistributionPoints, []string{tt.opts.CRLURL}) ||
+					!reflect.DeepEqual(c.IssuingCertificateURL, []string{tt.opts.CAIssuersURL}) {
+					t.Errorf("OCSP %v CRL %v caIssuers %v", c.OCSPServer, c.CRLDistributionPoints, c.IssuingCertificateURL)
 				}
 			} else if len(c.OCSPServer)+len(c.CRLDistributionPoints)+len(c.IssuingCertificateURL) != 0 {
 				t.Error("revocation URLs present but not configured")
@@ -293,6 +295,7 @@ func TestNewIssuerOptions(t *testing.T) {
 		{"uppercase trust domain", pki.IssuerOptions{CA: tca.CA, TrustDomain: "Devpki.local"}},
 		{"relative OCSP URL", pki.IssuerOptions{CA: tca.CA, TrustDomain: "a.b", OCSPURL: "/ocsp"}},
 		{"ldap CRL URL", pki.IssuerOptions{CA: tca.CA, TrustDomain: "a.b", CRLURL: "ldap://x/crl"}},
+		{"hostless caIssuers URL", pki.IssuerOptions{CA: tca.CA, TrustDomain: "a.b", CAIssuersURL: "http:///ca.crt"}},
 		{"negative backdate", pki.IssuerOptions{CA: tca.CA, TrustDomain: "a.b", Backdate: -time.Minute}},
 	} {
 		if _, err := pki.NewIssuer(tt.opts); err == nil {

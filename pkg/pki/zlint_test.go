@@ -35,7 +35,7 @@ func TestZlintEveryProfile(t *testing.T) {
 	tca := pkitest.NewCA(t)
 	iss, err := pki.NewIssuer(pki.IssuerOptions{
 		CA: tca.CA, TrustDomain: pkitest.TrustDomain,
-		OCSPURL: "http://127.0.0.1:8080/ocsp", CRLURL: "http://127.0.0.1:8080/crl",
+		OCSPURL: "http://127.0.0.1:8080/ocsp", CRLURL: "http://127.0.0.1:8080/crl", CAIssuersURL: "http://127.0.0.1:8080/ca.crt",
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -159,7 +159,7 @@ func TestZlintLimits(t *testing.T) {
 	tca := pkitest.NewCA(t)
 	iss, err := pki.NewIssuer(pki.IssuerOptions{
 		CA: tca.CA, TrustDomain: pkitest.TrustDomain,
-		OCSPURL: "http://127.0.0.1:8080/ocsp", CRLURL: "http://127.0.0.1:8080/crl",
+		OCSPURL: "http://127.0.0.1:8080/ocsp", CRLURL: "http://127.0.0.1:8080/crl", CAIssuersURL: "http://127.0.0.1:8080/ca.crt",
 	})
 	if err != nil {
 		t.Fatal(err)

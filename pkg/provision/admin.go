@@ -20,16 +20,22 @@ var (
 	// certificate.
 	ErrUnauthenticated = errors.New("unauthenticated")
 	// ErrForbidden: the caller is known but may not do this — its
-	// certificate is not an admin's, is revoked, its role does not allow
-	// it, or the object belongs to another tenant.
+	// certificate is not an admin's, is revoked, the admin is revoked, or
+	// its role (or not being a super-admin) does not allow the action at
+	// all. Another tenant's object is registry.ErrNotFound instead.
 	ErrForbidden = errors.New("forbidden")
 )
 
 // InScope reports whether who may see and act on a record of tenantID. It
-// is the one tenant-scope rule: an actor acts in its own tenant only, and a
-// record with no tenant (CA infrastructure certificates, anonymous
-// refusals) is the default tenant's.
+// is the one tenant-scope rule: a super-admin acts on every tenant, any
+// other actor in its own tenant only, and a record with no tenant (CA
+// infrastructure certificates, anonymous refusals) is the default tenant's.
+// Out of scope is answered as not found (the record's existence is not
+// revealed).
 func InScope(who Actor, tenantID string) bool {
+	if who.Super {
+		return true
+	}
 	if tenantID == "" {
 		tenantID = registry.DefaultTenant
 	}
@@ -42,6 +48,15 @@ type AdminStore interface {
 	GetCertificate(ctx context.Context, serial string) (*registry.Certificate, error)
 	GetAdmin(ctx context.Context, name string) (*registry.Admin, error)
 	GetTenantByID(ctx context.Context, id string) (*registry.Tenant, error)
+	// Admins and their certificates.
+	CreateAdmin(ctx context.Context, a *registry.Admin, audit *registry.AuditEvent) error
+	ListAdmins(ctx context.Context) ([]*registry.Admin, error)
+	RevokeAdmin(ctx context.Context, name string, at time.Time, audit *registry.AuditEvent) error
+	RecordCertificate(ctx context.Context, c *registry.Certificate, audit *registry.AuditEvent) error
+	ListCertificates(ctx context.Context, f registry.CertFilter) ([]*registry.Certificate, error)
+	// Tenants.
+	TenantStore
+	ListTenants(ctx context.Context) ([]*registry.Tenant, error)
 	// Tokens.
 	GetTenant(ctx context.Context, name string) (*registry.Tenant, error)
 	CreateToken(ctx context.Context, t *registry.Token, audit *registry.AuditEvent) error
@@ -69,6 +84,16 @@ type AdminConfig struct {
 	Now func() time.Time
 	// Log receives audit appends that failed; nil means slog.Default().
 	Log *slog.Logger
+	// Issuer signs admin certificates ('ca admins add', renewals); nil
+	// refuses them with an error. *pki.Issuer implements it.
+	Issuer ComponentIssuer
+	// CertLifetime is the lifetime of admin certificates; zero means
+	// DefaultAdminCertLifetime.
+	CertLifetime time.Duration
+	// Revoker revokes a revoked admin's certificates through the one
+	// revocation path (CRL and OCSP show them); nil leaves them to expire
+	// (the admin is refused anyway). *Revocation implements it.
+	Revoker CertificateRevoker
 }
 
 // Admin runs the admin API's actions: it authenticates admin certificates
@@ -97,6 +122,9 @@ func NewAdmin(cfg AdminConfig) (*Admin, error) {
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
+	}
+	if cfg.CertLifetime == 0 {
+		cfg.CertLifetime = DefaultAdminCertLifetime
 	}
 	return &Admin{cfg: cfg}, nil
 }
@@ -148,7 +176,10 @@ func (a *Admin) Authenticate(ctx context.Context, req *AuthRequest) (Actor, erro
 	if err != nil {
 		return deny(ErrForbidden, fmt.Sprintf("no admin named %q", id.AdminName))
 	}
-	who.TenantID = adm.TenantID
+	who.TenantID, who.Super = adm.TenantID, adm.Super
+	if adm.Status == registry.AdminRevoked {
+		return deny(ErrForbidden, fmt.Sprintf("admin %q is revoked", id.AdminName))
+	}
 	tn, err := a.cfg.Store.GetTenantByID(ctx, adm.TenantID)
 	if err != nil || tn.Name != id.Tenant {
 		return deny(ErrForbidden, "the certificate's tenant does not match the admin's")
@@ -185,7 +216,8 @@ func (a *Admin) refused(ctx context.Context, who Actor, action Action, target st
 }
 
 // MintToken mints a bootstrap token (see MintToken) for who, in who's tenant
-// only: a tenant outside it, or unknown, is ErrForbidden.
+// only (a super-admin: any tenant): a tenant outside it, or unknown, is
+// registry.ErrNotFound. Refusals are audited.
 func (a *Admin) MintToken(ctx context.Context, who Actor, spec TokenSpec) (string, *registry.Token, error) {
 	if spec.Tenant == "" {
 		spec.Tenant = registry.DefaultTenant
@@ -196,7 +228,7 @@ func (a *Admin) MintToken(ctx context.Context, who Actor, spec TokenSpec) (strin
 	}
 	if err != nil || !InScope(who, t.ID) {
 		return "", nil, a.refused(ctx, who, ActionTokenCreate, spec.Tenant,
-			fmt.Errorf("%s may not mint tokens for tenant %q: %w", who, spec.Tenant, ErrForbidden))
+			fmt.Errorf("no tenant %q in your scope: %w", spec.Tenant, registry.ErrNotFound))
 	}
 	spec.Who = who
 	token, tok, err := MintToken(ctx, a.cfg.Store, a.cfg.Now(), spec)

@@ -230,6 +230,13 @@ func TestAdminMintToken(t *testing.T) {
 	}
 	f.audited(t, seq, f.alice, provision.ActionTokenCreate, rec.ID, registry.ResultOK)
 
+	// A super-admin mints in any tenant.
+	super := f.alice
+	super.Super = true
+	if _, rec, err := f.adm.MintToken(ctx, super, provision.TokenSpec{Tenant: "other"}); err != nil || rec.TenantID != f.other.ID {
+		t.Errorf("super-admin in another tenant: %+v, %v", rec, err)
+	}
+
 	// Oscar mints in his own tenant, by name.
 	if _, rec, err := f.adm.MintToken(ctx, f.oscar, provision.TokenSpec{Tenant: "other"}); err != nil || rec.TenantID != f.other.ID {
 		t.Errorf("oscar in his tenant: %+v, %v", rec, err)
@@ -241,9 +248,9 @@ func TestAdminMintToken(t *testing.T) {
 		spec provision.TokenSpec
 		want error
 	}{
-		{"another tenant", f.alice, provision.TokenSpec{Tenant: "other"}, provision.ErrForbidden},
-		{"the default tenant from another", f.oscar, provision.TokenSpec{}, provision.ErrForbidden},
-		{"unknown tenant", f.alice, provision.TokenSpec{Tenant: "nope"}, provision.ErrForbidden},
+		{"another tenant", f.alice, provision.TokenSpec{Tenant: "other"}, registry.ErrNotFound},
+		{"the default tenant from another", f.oscar, provision.TokenSpec{}, registry.ErrNotFound},
+		{"unknown tenant", f.alice, provision.TokenSpec{Tenant: "nope"}, registry.ErrNotFound},
 		{"bad uses", f.alice, provision.TokenSpec{Uses: -1}, provision.ErrInvalidArgument},
 		{"bad ttl", f.alice, provision.TokenSpec{TTL: 9000 * time.Hour}, provision.ErrInvalidArgument},
 		{"bad serial", f.alice, provision.TokenSpec{Serial: "has space"}, provision.ErrInvalidArgument},
@@ -286,6 +293,29 @@ func TestAdminAddTPMRoot(t *testing.T) {
 	good := selfSigned(t, true)
 	// Not self-signed: the test CA's intermediate, signed by its root.
 	inter := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: f.ca.CA.Intermediate.Raw})
+	// A CA that names itself as its issuer but was signed by another key.
+	impostor := func() []byte {
+		k1, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		k2, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		tpl := &x509.Certificate{
+			SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "TPM Maker Root"},
+			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+			IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+		}
+		der, err := x509.CreateCertificate(rand.Reader, tpl, tpl, k1.Public(), k2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	}()
+	// A TPM root is trusted for every tenant: a tenant admin may not add
+	// one, a super-admin may.
+	seq0 := f.head(t)
+	if _, err := f.adm.AddTPMRoot(ctx, f.alice, good); !errors.Is(err, provision.ErrForbidden) {
+		t.Fatalf("AddTPMRoot by a tenant admin = %v, want ErrForbidden", err)
+	}
+	f.audited(t, seq0, f.alice, provision.ActionTPMRootAdd, "", registry.ResultDenied)
+	f.alice.Super = true
 	for _, tt := range []struct {
 		name string
 		pem  []byte
@@ -296,7 +326,7 @@ func TestAdminAddTPMRoot(t *testing.T) {
 		{"a key", pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: []byte{1}})},
 		{"unparsable", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: []byte{1, 2, 3}})},
 		{"not a CA", selfSigned(t, false)},
-		{"not self-signed", inter},
+		{"issuer is itself, signature is not", impostor},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			seq := f.head(t)
@@ -320,12 +350,34 @@ func TestAdminAddTPMRoot(t *testing.T) {
 	}
 	f.audited(t, seq, f.alice, provision.ActionTPMRootAdd, root.Fingerprint, registry.ResultOK)
 	seq = f.head(t)
+	f.oscar.Super = true
 	if _, err := f.adm.AddTPMRoot(ctx, f.oscar, good); !errors.Is(err, registry.ErrAlreadyExists) {
 		t.Fatalf("second AddTPMRoot = %v, want ErrAlreadyExists", err)
 	}
 	f.audited(t, seq, f.oscar, provision.ActionTPMRootAdd, root.Fingerprint, registry.ResultDenied)
-	if roots, _ := f.store.ListTPMRoots(ctx); len(roots) != 1 {
-		t.Errorf("%d roots, want 1", len(roots))
+	if roots, _ := f.store.ListTPMRoots(ctx); len(roots) != 1 || roots[0].Kind != registry.TPMRootCA {
+		t.Errorf("roots %+v, want 1 root", roots)
+	}
+
+	// A CA certificate that is not self-signed is kept as an intermediate.
+	seq = f.head(t)
+	in, err := f.adm.AddTPMRoot(ctx, f.alice, inter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in.Kind != registry.TPMIntermediate || in.Fingerprint != pki.Fingerprint(f.ca.CA.Intermediate) {
+		t.Errorf("intermediate %+v", in)
+	}
+	f.audited(t, seq, f.alice, provision.ActionTPMRootAdd, in.Fingerprint, registry.ResultOK)
+	if evs := f.events(t, seq); len(evs) != 1 || !strings.HasPrefix(evs[0].Detail, "intermediate ") {
+		t.Errorf("audit detail of the intermediate: %+v", evs)
+	}
+	if roots, _ := f.store.ListTPMRoots(ctx); len(roots) != 2 || roots[1].Kind != registry.TPMIntermediate {
+		t.Errorf("after the intermediate: %+v", roots)
+	}
+	// ParseTPMRoot (a root only) still refuses it.
+	if _, err := provision.ParseTPMRoot(inter); !errors.Is(err, provision.ErrInvalidArgument) {
+		t.Errorf("ParseTPMRoot(intermediate) = %v, want ErrInvalidArgument", err)
 	}
 }
 

@@ -1,6 +1,7 @@
 package provision
 
 import (
+	"bytes"
 	"context"
 	"crypto/rsa"
 	"crypto/x509"
@@ -15,22 +16,33 @@ import (
 	"devpki/pkg/tpm/verify"
 )
 
-// AddTPMRoot trusts a TPM manufacturer root: pemBytes must hold exactly one
-// self-signed CA certificate. EK certificates may then chain to it. A root
-// already trusted is registry.ErrAlreadyExists; a bad certificate is
-// ErrInvalidArgument. Refusals change nothing and are audited.
+// AddTPMRoot adds a TPM manufacturer CA certificate: pemBytes must hold
+// exactly one CA certificate. A self-signed one is kept as a root, which EK
+// certificates may then chain to; any other as an intermediate
+// (registry.TPMIntermediate), which completes EK chains that lack it and
+// adds no trust by itself. Both count at the next TPM challenge, on every
+// replica, with no restart. A certificate already added is
+// registry.ErrAlreadyExists; a bad certificate is ErrInvalidArgument; a
+// tenant admin (not a super-admin) is ErrForbidden. Refusals change nothing
+// and are audited.
 func (a *Admin) AddTPMRoot(ctx context.Context, who Actor, pemBytes []byte) (*registry.TPMRoot, error) {
-	cert, err := ParseTPMRoot(pemBytes)
+	if !who.Super && who.Kind == ActorAdmin {
+		// A TPM root is trusted for every tenant's enrollments.
+		return nil, a.refused(ctx, who, ActionTPMRootAdd, "",
+			fmt.Errorf("only a super-admin may add TPM roots (they are trusted for every tenant): %w", ErrForbidden))
+	}
+	cert, kind, err := ParseTPMCA(pemBytes)
 	if err != nil {
 		return nil, a.refused(ctx, who, ActionTPMRootAdd, "", err)
 	}
-	root := &registry.TPMRoot{Fingerprint: pki.Fingerprint(cert), DER: cert.Raw, Subject: cert.Subject.String(), AddedBy: who.String()}
-	err = a.cfg.Store.PutTPMRoot(ctx, root, event(who, "", ActionTPMRootAdd, root.Fingerprint, registry.ResultOK, root.Subject))
+	root := &registry.TPMRoot{Fingerprint: pki.Fingerprint(cert), DER: cert.Raw, Subject: cert.Subject.String(), Kind: kind, AddedBy: who.String()}
+	err = a.cfg.Store.PutTPMRoot(ctx, root, event(who, "", ActionTPMRootAdd, root.Fingerprint, registry.ResultOK,
+		string(kind)+" "+root.Subject))
 	if err != nil {
 		if errors.Is(err, registry.ErrAlreadyExists) {
-			err = fmt.Errorf("root %s is already trusted: %w", root.Fingerprint, err)
+			err = fmt.Errorf("%s %s is already added: %w", kind, root.Fingerprint, err)
 		}
-		return nil, a.refused(ctx, who, ActionTPMRootAdd, root.Fingerprint, fmt.Errorf("add TPM root: %w", err))
+		return nil, a.refused(ctx, who, ActionTPMRootAdd, root.Fingerprint, fmt.Errorf("add TPM %s: %w", kind, err))
 	}
 	return root, nil
 }
@@ -39,21 +51,36 @@ func (a *Admin) AddTPMRoot(ctx context.Context, who Actor, pemBytes []byte) (*re
 // block holding a self-signed CA certificate. Anything else is
 // ErrInvalidArgument.
 func ParseTPMRoot(pemBytes []byte) (*x509.Certificate, error) {
+	cert, kind, err := ParseTPMCA(pemBytes)
+	if err == nil && kind != registry.TPMRootCA {
+		err = fmt.Errorf("%w: %s is not a self-signed root", ErrInvalidArgument, cert.Subject)
+	}
+	return cert, err
+}
+
+// ParseTPMCA reads a TPM manufacturer CA certificate: exactly one PEM
+// CERTIFICATE block holding a CA certificate, a root when it is self-signed
+// (its signature verifies with its own key), an intermediate otherwise.
+// Anything else is ErrInvalidArgument.
+func ParseTPMCA(pemBytes []byte) (*x509.Certificate, registry.TPMCAKind, error) {
 	b, rest := pem.Decode(pemBytes)
 	if b == nil || b.Type != "CERTIFICATE" || len(strings.TrimSpace(string(rest))) != 0 {
-		return nil, fmt.Errorf("%w: pem must hold exactly one CERTIFICATE block", ErrInvalidArgument)
+		return nil, "", fmt.Errorf("%w: pem must hold exactly one CERTIFICATE block", ErrInvalidArgument)
 	}
 	cert, err := x509.ParseCertificate(b.Bytes)
 	if err != nil {
-		return nil, fmt.Errorf("%w: certificate: %v", ErrInvalidArgument, err)
+		return nil, "", fmt.Errorf("%w: certificate: %v", ErrInvalidArgument, err)
 	}
 	if !cert.IsCA || !cert.BasicConstraintsValid {
-		return nil, fmt.Errorf("%w: %s is not a CA certificate", ErrInvalidArgument, cert.Subject)
+		return nil, "", fmt.Errorf("%w: %s is not a CA certificate", ErrInvalidArgument, cert.Subject)
 	}
-	if err := cert.CheckSignatureFrom(cert); err != nil {
-		return nil, fmt.Errorf("%w: %s is not a self-signed root: %v", ErrInvalidArgument, cert.Subject, err)
+	if bytes.Equal(cert.RawSubject, cert.RawIssuer) && cert.CheckSignatureFrom(cert) == nil {
+		return cert, registry.TPMRootCA, nil
 	}
-	return cert, nil
+	if bytes.Equal(cert.RawSubject, cert.RawIssuer) {
+		return nil, "", fmt.Errorf("%w: %s names itself as issuer but is not self-signed", ErrInvalidArgument, cert.Subject)
+	}
+	return cert, registry.TPMIntermediate, nil
 }
 
 // PreregisterSpec is a TPM EK to bind to a device's serial (and MACs)

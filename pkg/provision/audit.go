@@ -34,6 +34,8 @@ type Actor struct {
 	// TenantID is the tenant the actor acts in: an admin's tenant, a
 	// token's, a device's. It bounds what the actor may see and change.
 	TenantID string
+	// Super: the actor is a super-admin, acting on every tenant (InScope).
+	Super bool
 	// Source is the client address, for the audit log.
 	Source string
 }
@@ -100,8 +102,11 @@ const (
 	ActionAdminRead          Action = "admin.read" // an admin read (GET) of the admin API
 	ActionAdminDenied        Action = "admin.denied"
 	ActionAdminPut           Action = "admin.put"
-	ActionAuditPrune         Action = "audit.prune" // audit events before a signed checkpoint were deleted
-	ActionRequest            Action = "request"     // a request refused before it reached a door (an oversized body)
+	ActionAuditPrune         Action = "audit.prune"  // audit events before a signed checkpoint were deleted
+	ActionRequest            Action = "request"      // a request refused before it reached a door (an oversized body)
+	ActionAdminCreate        Action = "admin.create" // an admin made through the admin API
+	ActionAdminRevoke        Action = "admin.revoke"
+	ActionAdminRenew         Action = "admin.renew" // an admin certificate renewed over mTLS
 )
 
 // event builds the audit event of an action by who on target.

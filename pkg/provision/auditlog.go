@@ -76,19 +76,22 @@ func ExportAudit(ctx context.Context, st AuditReader, opts ExportOptions, w io.W
 }
 
 // AuditScope is the tenant chain an audit export by who covers (empty: the
-// whole log). An admin of a tenant exports its tenant's chain, whatever it
-// asks; an admin over every tenant (no TenantID) the whole log, or the
-// chain of tenant when named. A tenant outside who's scope, or unknown, is
-// ErrNotFound, so its existence is not revealed.
+// whole log). An admin of a tenant exports its tenant's chain (naming
+// another tenant is ErrNotFound); a super-admin the whole log, or the chain
+// of tenant when named. A tenant outside who's scope (InScope), or
+// unknown, is ErrNotFound, so its existence is not revealed.
 func (a *Admin) AuditScope(ctx context.Context, who Actor, tenant string) (string, error) {
 	if tenant == "" {
+		if who.Super {
+			return "", nil
+		}
 		return who.TenantID, nil
 	}
 	t, err := a.cfg.Store.GetTenant(ctx, tenant)
 	if err != nil && !errors.Is(err, registry.ErrNotFound) {
 		return "", fmt.Errorf("tenant %q: %w", tenant, err)
 	}
-	if err != nil || (who.TenantID != "" && !InScope(who, t.ID)) {
+	if err != nil || !InScope(who, t.ID) {
 		return "", fmt.Errorf("no tenant %q in your scope: %w", tenant, registry.ErrNotFound)
 	}
 	return t.ID, nil

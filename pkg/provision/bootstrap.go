@@ -43,7 +43,7 @@ func PutAdmin(ctx context.Context, st AdminRecorder, who Actor, a *registry.Admi
 	if a.Name == "" || a.TenantID == "" {
 		return fmt.Errorf("%w: an admin needs a name and a tenant", ErrInvalidArgument)
 	}
-	detail := fmt.Sprintf("role=%s", a.Role)
+	detail := fmt.Sprintf("role=%s super=%t", a.Role, a.Super)
 	if err := st.PutAdmin(ctx, a, event(who, a.TenantID, ActionAdminPut, a.Name, registry.ResultOK, detail)); err != nil {
 		return fmt.Errorf("record admin %q: %w", a.Name, err)
 	}

@@ -193,7 +193,7 @@ func (s *Service) enroll(ctx context.Context, adm *Admission, req *Request) (*Re
 	}
 
 	// Canonical identity: bound serial, tenant, tenant policy.
-	id, err := s.identity(ctx, adm, claims.Serial, claims.MACs)
+	id, err := s.identity(ctx, adm, claims.Serial, claims.MACs, claims.PublicKey)
 	if err != nil {
 		return nil, id, err
 	}
@@ -236,7 +236,7 @@ func (s *Service) enroll(ctx context.Context, adm *Admission, req *Request) (*Re
 			TrustDomain: s.cfg.TrustDomain, EKHash: adm.EKHash,
 		},
 		PublicKey: claims.PublicKey,
-		Lifetime:  s.cfg.Lifetime,
+		Lifetime:  s.certLifetime(id.tenant),
 		Profile:   s.cfg.Profile,
 	})
 	if err != nil {
@@ -291,9 +291,10 @@ func (s *Service) addressedTenant(ctx context.Context, adm *Admission, name stri
 }
 
 // identity checks the serial and MACs an admission claims against its
-// binding (the one bound-serial rule), then the tenant's policy, and
+// binding (the one bound-serial rule), then the tenant's policy (method,
+// require_tpm, and the key type when pub is not nil: tenantAdmits), and
 // returns the canonical identity in the admitted tenant.
-func (s *Service) identity(ctx context.Context, adm *Admission, serial string, macs []string) (*identity, error) {
+func (s *Service) identity(ctx context.Context, adm *Admission, serial string, macs []string, pub crypto.PublicKey) (*identity, error) {
 	id := &identity{serial: serial, macs: macs}
 	if adm.BoundSerial != "" && !registry.SameSerial(adm.BoundSerial, serial) {
 		if adm.BoundBy == "challenge" {
@@ -310,7 +311,7 @@ func (s *Service) identity(ctx context.Context, adm *Admission, serial string, m
 		return id, err
 	}
 	id.tenant = tenant
-	if err := requireAttested(tenant, adm.Method); err != nil {
+	if err := tenantAdmits(tenant, adm.Method, pub); err != nil {
 		return id, err
 	}
 	if err := s.cfg.TenantLimit.Allow(tenant.ID, tenant.Name, s.cfg.Now()); err != nil {

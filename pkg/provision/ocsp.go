@@ -15,8 +15,9 @@ import (
 // OCSPAnswer is a DER OCSP response and how long HTTP caches may keep it.
 type OCSPAnswer struct {
 	DER []byte
-	// NextUpdate is the response's nextUpdate; zero for unsigned error
-	// responses (malformedRequest, unauthorized, internalError).
+	// ThisUpdate and NextUpdate are the response's; zero for unsigned
+	// error responses (malformedRequest, unauthorized, internalError).
+	ThisUpdate time.Time
 	NextUpdate time.Time
 	// MaxAge is how long an HTTP cache may reuse it; zero means no-cache.
 	MaxAge time.Duration
@@ -50,7 +51,7 @@ func (r *Revocation) OCSP(ctx context.Context, raw []byte) (*OCSPAnswer, error) 
 	e := r.ocspCache[key]
 	r.ocspMu.Unlock()
 	if e != nil && now.Before(e.reuseUntil) {
-		return &OCSPAnswer{DER: e.der, NextUpdate: e.nextUpdate, MaxAge: e.reuseUntil.Sub(now)}, nil
+		return &OCSPAnswer{DER: e.der, ThisUpdate: e.thisUpdate, NextUpdate: e.nextUpdate, MaxAge: e.reuseUntil.Sub(now)}, nil
 	}
 	seq := r.revSeq.Load()
 	c, err := r.cfg.Store.GetCertificate(ctx, key.serial)
@@ -78,7 +79,7 @@ func (r *Revocation) OCSP(ctx context.Context, raw []byte) (*OCSPAnswer, error) 
 	// A revocation that committed while this answer was made would not be
 	// in it: cache only if none did.
 	if r.revSeq.Load() == seq && len(r.ocspCache) < r.cfg.OCSPCacheMax {
-		r.ocspCache[key] = &ocspEntry{der: a.DER, nextUpdate: st.NextUpdate, reuseUntil: now.Add(a.MaxAge)}
+		r.ocspCache[key] = &ocspEntry{der: a.DER, thisUpdate: st.ThisUpdate, nextUpdate: st.NextUpdate, reuseUntil: now.Add(a.MaxAge)}
 	}
 	r.ocspMu.Unlock()
 	return a, nil
@@ -89,5 +90,5 @@ func (r *Revocation) signOCSP(ctx context.Context, st *pki.OCSPStatus) (*OCSPAns
 	if err != nil {
 		return nil, fmt.Errorf("OCSP: %w", err)
 	}
-	return &OCSPAnswer{DER: der, NextUpdate: st.NextUpdate}, nil
+	return &OCSPAnswer{DER: der, ThisUpdate: st.ThisUpdate, NextUpdate: st.NextUpdate}, nil
 }

@@ -110,7 +110,7 @@ type Service struct {
 	tenants sync.Map // tenant id -> *cachedTenant, reused for Config.TenantTTL
 	// tpmTenantID caches the id of TPMConfig.Tenant.
 	tpmTenantID atomic.Value
-	// ekPool caches ekRoots' pool (*ekPoolCache).
+	// ekPool caches ekPools' pools (*ekPoolCache).
 	ekPool atomic.Value
 }
 

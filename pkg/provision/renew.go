@@ -168,6 +168,11 @@ func (s *Service) renew(ctx context.Context, req *RenewRequest) (*Result, string
 	if err := s.cfg.TenantLimit.Allow(tenant.ID, tenant.Name, s.cfg.Now()); err != nil {
 		return nil, dev.ID, err
 	}
+	// The tenant's key types apply to the key being certified; its
+	// methods were decided at enrollment.
+	if err := tenantAdmits(tenant, "", pub); err != nil {
+		return nil, dev.ID, err
+	}
 	id := pki.Identity{
 		DeviceID: dev.ID, Tenant: tenant.Name, Serial: dev.Serial, MACs: dev.MACs, TrustDomain: s.cfg.TrustDomain,
 	}
@@ -183,7 +188,7 @@ func (s *Service) renew(ctx context.Context, req *RenewRequest) (*Result, string
 	issued, err := s.cfg.Issuer.IssueDevice(ctx, &pki.DeviceRequest{
 		Identity:  id,
 		PublicKey: pub,
-		Lifetime:  s.cfg.Lifetime,
+		Lifetime:  s.certLifetime(tenant),
 		Profile:   s.cfg.Profile,
 	})
 	if err != nil {

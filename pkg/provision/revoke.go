@@ -160,7 +160,7 @@ func (r *Revocation) RevokeCertificate(ctx context.Context, who Actor, serial st
 		return nil, fmt.Errorf("revoke certificate %s: %w", serial, err)
 	}
 	if !InScope(who, c.TenantID) {
-		err := fmt.Errorf("certificate %s belongs to another tenant: %w", serial, ErrForbidden)
+		err := fmt.Errorf("no certificate %s in your tenant: %w", serial, registry.ErrNotFound)
 		r.refuse(ctx, who, action, serial, err)
 		return nil, err
 	}
@@ -194,7 +194,7 @@ func (r *Revocation) RevokeDevice(ctx context.Context, who Actor, deviceID strin
 		return nil, fmt.Errorf("revoke device %s: %w", deviceID, err)
 	}
 	if !InScope(who, d.TenantID) {
-		err := fmt.Errorf("device %s belongs to another tenant: %w", deviceID, ErrForbidden)
+		err := fmt.Errorf("no device %s in your tenant: %w", deviceID, registry.ErrNotFound)
 		r.refuse(ctx, who, action, deviceID, err)
 		return nil, err
 	}
@@ -271,6 +271,7 @@ type ocspKey struct {
 
 type ocspEntry struct {
 	der        []byte
+	thisUpdate time.Time
 	nextUpdate time.Time
 	reuseUntil time.Time
 }

@@ -207,8 +207,8 @@ func TestRevokeRefusals(t *testing.T) {
 		{"bad device reason", func() error { _, err := f.rev.RevokeDevice(ctx, f.admin, a.DeviceID, 11); return err }, registry.ErrInvalidReason},
 		{"unknown serial", func() error { _, err := f.rev.RevokeCertificate(ctx, f.admin, "abcdef", 1); return err }, registry.ErrNotFound},
 		{"unknown device", func() error { _, err := f.rev.RevokeDevice(ctx, f.admin, "nope", 1); return err }, registry.ErrNotFound},
-		{"other tenant", func() error { _, err := f.rev.RevokeCertificate(ctx, other, serial, 1); return err }, provision.ErrForbidden},
-		{"other tenant device", func() error { _, err := f.rev.RevokeDevice(ctx, other, a.DeviceID, 1); return err }, provision.ErrForbidden},
+		{"other tenant", func() error { _, err := f.rev.RevokeCertificate(ctx, other, serial, 1); return err }, registry.ErrNotFound},
+		{"other tenant device", func() error { _, err := f.rev.RevokeDevice(ctx, other, a.DeviceID, 1); return err }, registry.ErrNotFound},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			evs, _ := f.store.ListAudit(ctx, 0, 1000)

@@ -154,11 +154,11 @@ func (s *Service) tpmChallenge(ctx context.Context, req *TPMChallengeRequest, ad
 		if err != nil {
 			return nil, err
 		}
-		roots, err := s.ekRoots(ctx, cfg)
+		roots, inters, err := s.ekPools(ctx, cfg)
 		if err != nil {
 			return nil, err
 		}
-		if err := verify.VerifyEKCertificate(ekCert, roots, cfg.EKIntermediates, s.cfg.Now()); err != nil {
+		if err := verify.VerifyEKCertificate(ekCert, roots, inters, s.cfg.Now()); err != nil {
 			return nil, err
 		}
 		ekPub = ekCert.PublicKey
@@ -189,7 +189,7 @@ func (s *Service) tpmChallenge(ctx context.Context, req *TPMChallengeRequest, ad
 	}
 	// The same rules as the enrollment, before the TPM work; the enrollment
 	// applies them again.
-	id, err := s.identity(ctx, adm, req.Serial, macs)
+	id, err := s.identity(ctx, adm, req.Serial, macs, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -327,43 +327,52 @@ func (s *Service) tpmTenant(ctx context.Context) (*registry.Tenant, error) {
 	return t, nil
 }
 
-// ekRoots is the configured manufacturer roots plus those admins added to the
-// registry ('ca tpm roots add'), read at each challenge so every replica sees
-// an addition at once.
-func (s *Service) ekRoots(ctx context.Context, cfg *TPMConfig) (*x509.CertPool, error) {
+// ekPools are the configured manufacturer roots and intermediates plus the
+// roots and intermediates admins added to the registry ('ca tpm roots
+// add'), read at each challenge so every replica sees an addition at once.
+func (s *Service) ekPools(ctx context.Context, cfg *TPMConfig) (roots, inters *x509.CertPool, err error) {
 	added, err := s.cfg.Store.ListTPMRoots(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("read TPM manufacturer roots: %w", err)
+		return nil, nil, fmt.Errorf("read TPM manufacturer roots: %w", err)
 	}
 	if len(added) == 0 {
-		return cfg.EKRoots, nil
+		return cfg.EKRoots, cfg.EKIntermediates, nil
 	}
-	// The pool is rebuilt only when the set of registry roots changed.
+	// The pools are rebuilt only when the set of registry certificates
+	// changed.
 	var key strings.Builder
 	for _, r := range added {
-		key.WriteString(r.Fingerprint)
+		key.WriteString(string(r.Kind) + ":" + r.Fingerprint + ",")
 	}
 	if c, ok := s.ekPool.Load().(*ekPoolCache); ok && c.key == key.String() {
-		return c.pool, nil
+		return c.pool, c.inters, nil
 	}
-	pool := x509.NewCertPool()
+	roots, inters = x509.NewCertPool(), x509.NewCertPool()
 	if cfg.EKRoots != nil {
-		pool = cfg.EKRoots.Clone()
+		roots = cfg.EKRoots.Clone()
+	}
+	if cfg.EKIntermediates != nil {
+		inters = cfg.EKIntermediates.Clone()
 	}
 	for _, r := range added {
 		c, err := x509.ParseCertificate(r.DER)
 		if err != nil {
-			return nil, fmt.Errorf("TPM root %s in the registry: %w", r.Fingerprint, err)
+			return nil, nil, fmt.Errorf("TPM %s %s in the registry: %w", r.Kind, r.Fingerprint, err)
 		}
-		pool.AddCert(c)
+		if r.Kind == registry.TPMIntermediate {
+			inters.AddCert(c)
+		} else {
+			roots.AddCert(c)
+		}
 	}
-	s.ekPool.Store(&ekPoolCache{key: key.String(), pool: pool})
-	return pool, nil
+	s.ekPool.Store(&ekPoolCache{key: key.String(), pool: roots, inters: inters})
+	return roots, inters, nil
 }
 
-// ekPoolCache is the last pool ekRoots built, keyed by the fingerprints of
+// ekPoolCache is the last pools ekPools built, keyed by the kinds and fingerprints of
 // the registry roots in it.
 type ekPoolCache struct {
-	key  string
-	pool *x509.CertPool
+	key    string
+	pool   *x509.CertPool
+	inters *x509.CertPool
 }

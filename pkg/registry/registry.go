@@ -79,13 +79,24 @@ func FoldSerial(serial string) string {
 // folds are equal (FoldSerial).
 func SameSerial(a, b string) bool { return FoldSerial(a) == FoldSerial(b) }
 
-// Tenant is an isolated fleet. The zero RequireTPM lets devices enroll with
-// software keys.
+// Tenant is an isolated fleet and its enrollment policy. The zero policy
+// admits every method and key type the CA admits, with the CA's certificate
+// lifetime, and lets devices enroll with software keys.
 type Tenant struct {
 	ID         string
 	Name       string
 	RequireTPM bool
-	CreatedAt  time.Time
+	// Methods are the enrollment methods the tenant admits ("token",
+	// "tpm", "idevid"); empty admits every method the CA has.
+	Methods []string
+	// KeyTypes are the device key types the tenant admits ("ecdsa-p256",
+	// "ecdsa-p384", "rsa", "ed25519"), within the CA's key policy; empty
+	// admits every type the CA admits.
+	KeyTypes []string
+	// CertLifetime is the lifetime of the tenant's device certificates, at
+	// enrollment and renewal; zero means the CA's.
+	CertLifetime time.Duration
+	CreatedAt    time.Time
 }
 
 // DeviceStatus is the lifecycle state of a device.
@@ -240,12 +251,28 @@ const (
 	RoleAuditor  Role = "auditor"
 )
 
+// AdminStatus is the state of an admin.
+type AdminStatus string
+
+// Admin states. The zero value is active.
+const (
+	AdminActive  AdminStatus = "active"
+	AdminRevoked AdminStatus = "revoked"
+)
+
 // Admin is a person or tool allowed on the admin API. The CA maps a verified
 // client certificate to an Admin by Name (from the certificate's URI SAN).
 type Admin struct {
-	Name      string
-	TenantID  string
-	Role      Role
+	Name     string
+	TenantID string // the tenant its certificates name; a super-admin's home tenant (the default tenant)
+	Role     Role
+	// Super: the admin acts on every tenant (an admin made without a
+	// tenant); otherwise only on TenantID.
+	Super bool
+	// Status is AdminActive (or empty) until the admin is revoked; a
+	// revoked admin is refused whatever certificate it presents.
+	Status    AdminStatus
+	RevokedAt *time.Time
 	CreatedAt time.Time
 }
 
@@ -291,15 +318,30 @@ type Preregistration struct {
 	CreatedAt time.Time
 }
 
-// TPMRoot is a TPM manufacturer root certificate added by an admin; EK
-// certificates may chain to it (besides the roots in the CA's config).
+// TPMRoot is a TPM manufacturer CA certificate added by an admin: a root
+// EK certificates may chain to (besides the roots in the CA's config), or
+// an intermediate (Kind TPMIntermediate) that only helps build such chains.
 type TPMRoot struct {
 	Fingerprint string // hex SHA-256 of DER
 	DER         []byte
 	Subject     string
-	AddedBy     string
-	CreatedAt   time.Time
+	// Kind is TPMRootCA or TPMIntermediate; empty means TPMRootCA.
+	Kind      TPMCAKind
+	AddedBy   string
+	CreatedAt time.Time
 }
+
+// TPMCAKind says what a registry-held TPM manufacturer CA certificate is.
+type TPMCAKind string
+
+// Kinds of TPMRoot.
+const (
+	// TPMRootCA is a trust anchor: EK certificates must chain to one.
+	TPMRootCA TPMCAKind = "root"
+	// TPMIntermediate is a manufacturer issuing CA: it completes EK
+	// chains and adds no trust by itself.
+	TPMIntermediate TPMCAKind = "intermediate"
+)
 
 // Enrollment is everything one successful enrollment writes, applied in one
 // transaction by Store.Enroll. The store decides nothing: provision decided
@@ -393,6 +435,11 @@ type Store interface {
 	// audit in one transaction. An unknown tenant id is ErrNotFound, and
 	// nothing is written.
 	SetTenantRequireTPM(ctx context.Context, tenantID string, require bool, audit *AuditEvent) error
+	// UpdateTenantPolicy writes t's policy (RequireTPM, Methods, KeyTypes,
+	// CertLifetime) to the tenant with t.ID and appends audit in one
+	// transaction. An unknown tenant id is ErrNotFound, and nothing is
+	// written.
+	UpdateTenantPolicy(ctx context.Context, t *Tenant, audit *AuditEvent) error
 
 	CreateToken(ctx context.Context, t *Token, audit *AuditEvent) error
 	// GetToken returns the token with the given hash whatever its state.
@@ -461,8 +508,19 @@ type Store interface {
 	// deadline, with audit. An unknown device is ErrNotFound.
 	RequireRekey(ctx context.Context, deviceID string, required bool, deadline *time.Time, audit *AuditEvent) error
 
+	// PutAdmin records a, replacing the tenant and role of an admin of
+	// that name ('ca init').
 	PutAdmin(ctx context.Context, a *Admin, audit *AuditEvent) error
+	// CreateAdmin inserts a with audit; a name already taken is
+	// ErrAlreadyExists and nothing is written.
+	CreateAdmin(ctx context.Context, a *Admin, audit *AuditEvent) error
 	GetAdmin(ctx context.Context, name string) (*Admin, error)
+	// ListAdmins returns every admin, ordered by name.
+	ListAdmins(ctx context.Context) ([]*Admin, error)
+	// RevokeAdmin marks the admin revoked at at, with audit, in one
+	// transaction. An unknown name is ErrNotFound; an admin already
+	// revoked is ErrAlreadyRevoked, and nothing is written.
+	RevokeAdmin(ctx context.Context, name string, at time.Time, audit *AuditEvent) error
 
 	// Enroll applies e atomically: all of it or none of it. Concurrent calls
 	// may be grouped into one database transaction, but Enroll returns only

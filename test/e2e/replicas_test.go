@@ -451,7 +451,7 @@ func usePostgres(t *testing.T, ca *testCA, dsn string) {
 		t.Fatal(err)
 	}
 	admCert := readCerts(t, filepath.Join(ca.Dir, "admin.crt"))[0]
-	if err := provision.PutAdmin(ctx, st, who, &registry.Admin{Name: admCert.Subject.CommonName, TenantID: tenant.ID, Role: registry.RoleAdmin, CreatedAt: now}); err != nil {
+	if err := provision.PutAdmin(ctx, st, who, &registry.Admin{Name: admCert.Subject.CommonName, TenantID: tenant.ID, Role: registry.RoleAdmin, Super: true, CreatedAt: now}); err != nil {
 		t.Fatal(err)
 	}
 	if err := provision.RecordIssued(ctx, st, who, admCert, registry.KindAdmin, tenant.ID, now); err != nil {

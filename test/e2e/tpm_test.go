@@ -120,7 +120,7 @@ func TestTPMEndToEnd(t *testing.T) {
 	ca := initCAAt(t, addr)
 	rootFile := enableTPM(t, ca)
 	// The default tenant admits TPM-attested devices only.
-	mustRun(t, nil, caBin, "tenants", "set", "default", "--require-tpm=true", "--config", ca.Config)
+	mustRun(t, nil, caBin, "tenants", "set", "default", "--require-tpm=true", "--local", "--config", ca.Config)
 	srv, err := tryStartServer(t, addr, []string{"--config", ca.Config})
 	if err != nil {
 		t.Fatalf("ca serve: %v", err)

@@ -26,9 +26,10 @@ import (
 func zlintAllow(c *x509.Certificate) zlinttest.Allow {
 	allow := zlinttest.Allow{}
 	// RFC 5280 §4.2.1.13: a CRL DP SHOULD name an http:// or ldap:// URI.
-	// A CA serving without a plain-HTTP listener names its https:// URL;
-	// once certificates name http:// (ca serve --http-listen, on in --dev),
-	// this warning does not fire and is not allowed.
+	// A CA serving without a plain-HTTP listener (http_listen/http_url
+	// unset) names its https:// URL; certificates naming http:// (ca serve
+	// --http-listen, on in --dev: TestZlintEndToEnd) do not fire it and do
+	// not get the allowance.
 	https := len(c.CRLDistributionPoints) > 0
 	for _, u := range c.CRLDistributionPoints {
 		https = https && strings.HasPrefix(u, "https://")

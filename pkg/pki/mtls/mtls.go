@@ -22,9 +22,18 @@
 // chain must be covered by a fresh CRL from its issuer; other certificates
 // of the chain are checked against any CRL held from their issuer. A peer
 // chain without an intermediate (a bare anchor) is refused when CRLs are on.
+//
+// A peer may send only its leaf: small TLS stacks send no chain. Its chain
+// is completed with the CA certificates this package knows: the own
+// certificate chain (as loaded), Options.CRLIssuers and
+// Options.Intermediates. The handshake accepts a chain that ends at one of
+// those or at an anchor; VerifyConnection then verifies the chain on to an
+// anchor (pki.ChainVerifier) before it checks revocation. A leaf whose
+// issuer is none of these, and that does not send it, is refused.
 package mtls
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/tls"
@@ -35,9 +44,12 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.step.sm/crypto/pemutil"
+
+	"devpki/pkg/pki"
 )
 
 // Defaults for zero Options fields.
@@ -91,6 +103,10 @@ type Options struct {
 	// CRLIssuers are extra CA certificates that may sign CRLs (such as the
 	// issuing intermediate); each must chain to the trust anchors.
 	CRLIssuers []*x509.Certificate
+	// Intermediates are more CA certificates that complete a peer's chain
+	// when the peer sends only its leaf (the own chain and CRLIssuers do
+	// too); each must chain to the trust anchors. Empty: only those.
+	Intermediates []*x509.Certificate
 
 	// CertFile is the PEM certificate (optionally followed by its chain);
 	// ChainFile, if set, holds more chain certificates (the device agent's
@@ -140,6 +156,8 @@ type Source struct {
 	opts      Options
 	roots     *x509.CertPool
 	issuers   []*x509.Certificate // CRL issuer candidates, verified to roots
+	known     []*x509.Certificate // CRLIssuers and Intermediates that chain to roots
+	verifiers atomic.Pointer[peerVerifiers]
 	now       func() time.Time
 	log       *slog.Logger
 	certs     *certReloader
@@ -207,15 +225,16 @@ func New(opts Options) (*Source, error) {
 	cands := append(append([]*x509.Certificate{}, anchors...), opts.CRLIssuers...)
 	cands = append(cands, s.certs.current().chain...)
 	for _, c := range cands {
-		if !c.IsCA {
-			continue
+		if s.chainsToAnchors(c, "not used for CRLs") {
+			s.issuers = append(s.issuers, c)
 		}
-		if _, err := c.Verify(x509.VerifyOptions{Roots: s.roots, CurrentTime: c.NotBefore.Add(time.Second),
-			KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
-			s.log.Warn("mtls: CA certificate does not chain to the trust anchors; not used for CRLs", "subject", c.Subject.String(), "err", err)
-			continue
+	}
+	// Known intermediates: CRLIssuers and Intermediates (the own chain is
+	// added as loaded, see peerVerifier).
+	for _, c := range append(append([]*x509.Certificate{}, opts.CRLIssuers...), opts.Intermediates...) {
+		if s.chainsToAnchors(c, "not used to complete peer chains") {
+			s.known = append(s.known, c)
 		}
-		s.issuers = append(s.issuers, c)
 	}
 	if opts.CRLURL != "" || opts.CRLFile != "" {
 		hc := opts.HTTPClient
@@ -240,56 +259,178 @@ func New(opts Options) (*Source, error) {
 	return s, nil
 }
 
-// ServerConfig returns a server configuration: TLS 1.2+, client
-// certificates required and verified against the anchors, the current own
-// certificate, and the revocation check in VerifyConnection (run on
-// resumed sessions too).
-func (s *Source) ServerConfig() *tls.Config {
-	return &tls.Config{
+// chainsToAnchors reports whether c is a CA certificate that chains to the
+// trust anchors, and logs why not (c is then unused).
+func (s *Source) chainsToAnchors(c *x509.Certificate, unused string) bool {
+	if !c.IsCA {
+		return false
+	}
+	if _, err := c.Verify(x509.VerifyOptions{Roots: s.roots, CurrentTime: c.NotBefore.Add(time.Second),
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		s.log.Warn("mtls: CA certificate does not chain to the trust anchors; "+unused, "subject", c.Subject.String(), "err", err)
+		return false
+	}
+	return true
+}
+
+// peerVerifiers verify peer chains with the known intermediates and the own
+// chain of one loaded key pair.
+type peerVerifiers struct {
+	kp     *keyPair
+	client *pki.ChainVerifier // peers that are TLS clients
+	server *pki.ChainVerifier // peers that are TLS servers
+	// accept holds the anchors and the known CA certificates (known
+	// intermediates and the own chain): crypto/tls verifies peers against
+	// it, so that a leaf whose issuer is known passes the handshake;
+	// VerifyConnection then verifies the chain to a real anchor.
+	accept *x509.CertPool
+	// added are the certificates in accept that are not anchors: a chain
+	// crypto/tls verified that ends at one of them is verified on.
+	added []*x509.Certificate
+	// serverCfg is ServerConfig's configuration with ClientCAs accept.
+	serverCfg *tls.Config
+}
+
+// peerVerifier returns the verifiers for the own chain currently loaded
+// (rebuilt after a reload that changed it).
+func (s *Source) peerVerifier() *peerVerifiers {
+	kp := s.certs.current()
+	if v := s.verifiers.Load(); v != nil && v.kp == kp {
+		return v
+	}
+	known := append(append([]*x509.Certificate{}, s.known...), kp.chain...)
+	v := &peerVerifiers{
+		kp:     kp,
+		client: pki.NewChainVerifier(s.roots, known, x509.ExtKeyUsageClientAuth),
+		server: pki.NewChainVerifier(s.roots, known, x509.ExtKeyUsageServerAuth),
+		accept: s.roots.Clone(),
+	}
+	for _, c := range known {
+		if c.IsCA {
+			v.accept.AddCert(c)
+			v.added = append(v.added, c)
+		}
+	}
+	v.serverCfg = &tls.Config{
 		MinVersion: tls.VersionTLS12,
 		ClientAuth: tls.RequireAndVerifyClientCert,
-		ClientCAs:  s.roots,
+		ClientCAs:  v.accept,
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 			return s.certs.get(), nil
 		},
 		VerifyConnection: s.VerifyConnection,
 		Time:             s.now,
 	}
+	s.verifiers.Store(v)
+	return v
 }
 
-// ClientConfig returns a client configuration: TLS 1.2+, the server's chain
-// verified against the anchors (set ServerName when dialing by IP or
-// through a proxy), the current own certificate, the revocation check in
-// VerifyConnection, and a session cache for resumption (each call makes a
-// new cache: keep one configuration per client).
+// isAdded reports whether c is one of added (by its DER: resumed sessions
+// carry certificates parsed again).
+func (v *peerVerifiers) isAdded(c *x509.Certificate) bool {
+	for _, a := range v.added {
+		if a == c || bytes.Equal(a.Raw, c.Raw) {
+			return true
+		}
+	}
+	return false
+}
+
+// ServerConfig returns a server configuration: TLS 1.2+, the current own
+// certificate, client certificates required and verified, and the
+// revocation check in VerifyConnection (run on resumed sessions too). A
+// client may send only its leaf when its issuer is a known CA certificate
+// (the own chain as currently loaded, CRLIssuers, Intermediates): the
+// handshake accepts a chain that ends at one of those (its names are in
+// the acceptable-CA list, for clients that pick their certificate by it),
+// and VerifyConnection verifies it on to the anchors.
+func (s *Source) ServerConfig() *tls.Config {
+	base := s.peerVerifier().serverCfg.Clone()
+	base.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		return s.peerVerifier().serverCfg, nil
+	}
+	return base
+}
+
+// ClientConfig returns a client configuration: TLS 1.2+, the server's
+// certificate verified for its name (set ServerName when dialing through a
+// proxy) and its chain, the current own certificate, the revocation check
+// in VerifyConnection, and a session cache for resumption (each call makes
+// a new cache: keep one configuration per client). A server may send only
+// its leaf when its issuer is a CA certificate known at this call (the own
+// chain as loaded now, CRLIssuers, Intermediates): the handshake accepts a
+// chain that ends at one of those, and VerifyConnection verifies it on to
+// the anchors.
 func (s *Source) ClientConfig() *tls.Config {
 	return &tls.Config{
 		MinVersion: tls.VersionTLS12,
-		RootCAs:    s.roots,
+		RootCAs:    s.peerVerifier().accept,
 		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
 			return s.certs.get(), nil
 		},
-		VerifyConnection:   s.VerifyConnection,
+		VerifyConnection:   s.verifyServer,
 		ClientSessionCache: tls.NewLRUClientSessionCache(64),
 		Time:               s.now,
 	}
 }
 
-// VerifyConnection refuses a connection whose verified peer chains all
-// contain a revoked certificate or, fail-closed, whose leaf's issuer has no
-// fresh CRL. It is set on the configurations this package returns.
+// VerifyConnection checks a client's certificate chain (ServerConfig sets
+// it): the chains crypto/tls verified to an anchor or, when it stopped at a
+// known CA certificate (a client that sent only its leaf) or verified
+// nothing, PeerCertificates verified to the anchors with the known CA
+// certificates, for clientAuth. It refuses the connection when every such
+// chain contains a revoked certificate or, fail-closed, when the leaf's
+// issuer has no fresh CRL. A connection without a peer certificate passes
+// (ClientAuth decides).
 func (s *Source) VerifyConnection(cs tls.ConnectionState) error {
-	if len(cs.VerifiedChains) == 0 {
+	return s.verifyPeer(cs, false)
+}
+
+// verifyServer is ClientConfig's VerifyConnection: crypto/tls verified the
+// server's name and chain; a chain that stopped at a known CA certificate
+// is verified on to the anchors for serverAuth; then revocation.
+func (s *Source) verifyServer(cs tls.ConnectionState) error {
+	return s.verifyPeer(cs, true)
+}
+
+func (s *Source) verifyPeer(cs tls.ConnectionState, server bool) error {
+	v := s.peerVerifier()
+	// The chains crypto/tls verified that end at an anchor are complete;
+	// one that ends at a known CA certificate (a leaf-only peer) is not.
+	complete := func(c []*x509.Certificate) bool { return len(c) > 0 && !v.isAdded(c[len(c)-1]) }
+	chains := cs.VerifiedChains
+	for _, c := range cs.VerifiedChains {
+		if !complete(c) { // keep only the complete ones (a copy: rare)
+			chains = nil
+			for _, c := range cs.VerifiedChains {
+				if complete(c) {
+					chains = append(chains, c)
+				}
+			}
+			break
+		}
+	}
+	if len(chains) == 0 {
 		if len(cs.PeerCertificates) == 0 {
+			if server {
+				return fmt.Errorf("mtls: %w", ErrNoPeer)
+			}
 			return nil // a server that did not ask; ClientAuth decides
 		}
-		return fmt.Errorf("mtls: %w", ErrNoPeer)
+		cv := v.client
+		if server {
+			cv = v.server
+		}
+		var err error
+		if chains, err = cv.Verify(cs.PeerCertificates, s.now()); err != nil {
+			return fmt.Errorf("mtls: %w: %w", ErrNoPeer, err)
+		}
 	}
 	if s.crl == nil {
 		return nil
 	}
 	var first error
-	for _, chain := range cs.VerifiedChains {
+	for _, chain := range chains {
 		err := s.crl.check(chain)
 		if err == nil {
 			return nil

@@ -14,7 +14,12 @@ type tenantRow struct {
 	ID         string `gorm:"primaryKey;size:128"`
 	Name       string `gorm:"size:128;not null;uniqueIndex"`
 	RequireTPM bool   `gorm:"not null"`
-	CreatedAt  time.Time
+	// Methods and KeyTypes are JSON arrays of strings; CertLifetimeSeconds
+	// is registry.Tenant.CertLifetime (0: the CA's).
+	Methods             string `gorm:"not null;default:''"`
+	KeyTypes            string `gorm:"not null;default:''"`
+	CertLifetimeSeconds int64  `gorm:"not null;default:0"`
+	CreatedAt           time.Time
 }
 
 func (tenantRow) TableName() string { return "tenants" }
@@ -108,6 +113,9 @@ type adminRow struct {
 	Name      string `gorm:"primaryKey;size:256"`
 	TenantID  string `gorm:"size:128;not null"`
 	Role      string `gorm:"size:32;not null"`
+	Super     bool   `gorm:"not null;default:false"`
+	Status    string `gorm:"size:32;not null;default:'active'"`
+	RevokedAt *time.Time
 	CreatedAt time.Time
 }
 
@@ -275,11 +283,13 @@ func decodeList(s string) []string {
 }
 
 func fromTenant(t *registry.Tenant) *tenantRow {
-	return &tenantRow{ID: t.ID, Name: t.Name, RequireTPM: t.RequireTPM, CreatedAt: ts(t.CreatedAt)}
+	return &tenantRow{ID: t.ID, Name: t.Name, RequireTPM: t.RequireTPM, Methods: encodeList(t.Methods),
+		KeyTypes: encodeList(t.KeyTypes), CertLifetimeSeconds: int64(t.CertLifetime / time.Second), CreatedAt: ts(t.CreatedAt)}
 }
 
 func (r *tenantRow) domain() *registry.Tenant {
-	return &registry.Tenant{ID: r.ID, Name: r.Name, RequireTPM: r.RequireTPM, CreatedAt: r.CreatedAt.UTC()}
+	return &registry.Tenant{ID: r.ID, Name: r.Name, RequireTPM: r.RequireTPM, Methods: decodeList(r.Methods),
+		KeyTypes: decodeList(r.KeyTypes), CertLifetime: time.Duration(r.CertLifetimeSeconds) * time.Second, CreatedAt: r.CreatedAt.UTC()}
 }
 
 func fromDevice(d *registry.Device) *deviceRow {
@@ -369,11 +379,25 @@ func (r *tokenRow) domain() *registry.Token {
 }
 
 func fromAdmin(a *registry.Admin) *adminRow {
-	return &adminRow{Name: a.Name, TenantID: a.TenantID, Role: string(a.Role), CreatedAt: ts(a.CreatedAt)}
+	st := string(a.Status)
+	if st == "" {
+		st = string(registry.AdminActive)
+	}
+	return &adminRow{Name: a.Name, TenantID: a.TenantID, Role: string(a.Role), Super: a.Super, Status: st,
+		RevokedAt: tsPtr(a.RevokedAt), CreatedAt: ts(a.CreatedAt)}
 }
 
 func (r *adminRow) domain() *registry.Admin {
-	return &registry.Admin{Name: r.Name, TenantID: r.TenantID, Role: registry.Role(r.Role), CreatedAt: r.CreatedAt.UTC()}
+	a := &registry.Admin{Name: r.Name, TenantID: r.TenantID, Role: registry.Role(r.Role), Super: r.Super,
+		Status: registry.AdminStatus(r.Status), CreatedAt: r.CreatedAt.UTC()}
+	if a.Status == "" {
+		a.Status = registry.AdminActive
+	}
+	if r.RevokedAt != nil {
+		at := r.RevokedAt.UTC()
+		a.RevokedAt = &at
+	}
+	return a
 }
 
 func (r *auditRow) domain() *registry.AuditEvent {
@@ -389,8 +413,11 @@ type tpmRootRow struct {
 	Fingerprint string `gorm:"primaryKey;size:64"`
 	DER         []byte `gorm:"column:der;not null"`
 	Subject     string `gorm:"not null"`
-	AddedBy     string `gorm:"size:256;not null"`
-	CreatedAt   time.Time
+	// Kind is "root" or "intermediate"; rows from before the column are
+	// roots (the column's default, see migrateTPMRootKind).
+	Kind      string `gorm:"size:16;not null;default:root"`
+	AddedBy   string `gorm:"size:256;not null"`
+	CreatedAt time.Time
 }
 
 func (tpmRootRow) TableName() string { return "tpm_roots" }

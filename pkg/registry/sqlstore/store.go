@@ -271,8 +271,17 @@ func closeDB(db *gorm.DB) error {
 
 func (s *Store) migrate(ctx context.Context) error {
 	db := s.w.WithContext(ctx)
+	// A registry from before super-admins: its admins were all made by
+	// 'ca init' (nothing else could make one), which now makes a
+	// super-admin.
+	upgradeAdmins := db.Migrator().HasTable(&adminRow{}) && !db.Migrator().HasColumn(&adminRow{}, "super")
 	if err := db.AutoMigrate(allModels()...); err != nil {
 		return fmt.Errorf("sqlstore: migrate: %w", err)
+	}
+	if upgradeAdmins {
+		if err := migrateSuperAdmins(db); err != nil {
+			return err
+		}
 	}
 	if err := migrateQuarantine(db); err != nil {
 		return err
@@ -281,6 +290,9 @@ func (s *Store) migrate(ctx context.Context) error {
 		return err
 	}
 	if err := migrateIdentity(db); err != nil {
+		return err
+	}
+	if err := migrateTPMRootKind(db); err != nil {
 		return err
 	}
 	if err := s.migrateAuditTenants(ctx); err != nil {
@@ -526,7 +538,7 @@ func (s *Store) PutAdmin(ctx context.Context, a *registry.Admin, audit *registry
 	return s.writeAudited(ctx, audit, func(tx *gorm.DB, _ *batch) error {
 		err := tx.Clauses(clause.OnConflict{
 			Columns:   []clause.Column{{Name: "name"}},
-			DoUpdates: clause.AssignmentColumns([]string{"tenant_id", "role"}),
+			DoUpdates: clause.AssignmentColumns([]string{"tenant_id", "role", "super"}),
 		}).Create(row).Error
 		if err != nil {
 			return fmt.Errorf("sqlstore: put admin %s: %w", a.Name, translate(err))

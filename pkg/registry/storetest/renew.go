@@ -125,9 +125,26 @@ func testTPMRoots(t *testing.T, s registry.Store) {
 	if err := s.PutTPMRoot(ctx, r, nil); !errors.Is(err, registry.ErrAlreadyExists) {
 		t.Fatalf("second PutTPMRoot: %v, want ErrAlreadyExists", err)
 	}
+	if r.Kind != registry.TPMRootCA {
+		t.Errorf("PutTPMRoot without a kind: kind %q, want root", r.Kind)
+	}
 	got, err := s.ListTPMRoots(ctx)
-	if err != nil || len(got) != 1 || got[0].Fingerprint != r.Fingerprint || got[0].Subject != r.Subject {
+	if err != nil || len(got) != 1 || got[0].Fingerprint != r.Fingerprint || got[0].Subject != r.Subject || got[0].Kind != registry.TPMRootCA {
 		t.Fatalf("ListTPMRoots: %+v, %v", got, err)
+	}
+	// An intermediate keeps its kind; an unknown kind is refused.
+	in := &registry.TPMRoot{Fingerprint: randHex(t, 32), DER: []byte{0x30, 0x00}, Subject: "CN=Maker Issuing CA",
+		Kind: registry.TPMIntermediate, AddedBy: "admin:x", CreatedAt: r.CreatedAt.Add(time.Second)}
+	if err := s.PutTPMRoot(ctx, in, revokeEvent("tpm.root.add", in.Fingerprint)); err != nil {
+		t.Fatal(err)
+	}
+	bad := &registry.TPMRoot{Fingerprint: randHex(t, 32), DER: []byte{0x30, 0x00}, Subject: "CN=X", Kind: "leaf"}
+	if err := s.PutTPMRoot(ctx, bad, revokeEvent("tpm.root.add", bad.Fingerprint)); err == nil {
+		t.Fatal("PutTPMRoot with kind leaf succeeded")
+	}
+	got, err = s.ListTPMRoots(ctx)
+	if err != nil || len(got) != 2 || got[1].Fingerprint != in.Fingerprint || got[1].Kind != registry.TPMIntermediate {
+		t.Fatalf("ListTPMRoots after an intermediate: %+v, %v", got, err)
 	}
 	verify(t, s)
 }

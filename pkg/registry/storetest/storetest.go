@@ -66,6 +66,8 @@ func Run(t *testing.T, open func(t *testing.T) registry.Store) {
 		{"EKUnique", testEKUnique},
 		{"ApplyRelease", testApplyRelease},
 		{"TenantPolicy", testTenantPolicy},
+		{"TenantPolicyFields", testTenantPolicyFields},
+		{"AdminLifecycle", testAdminLifecycle},
 		{"ReEnrollSameEKWithToken", testReEnrollSameEKWithToken},
 		{"TPMChallenge", testTPMChallenge},
 		{"TPMChallengeUnknown", testTPMChallengeUnknown},
