@@ -202,7 +202,9 @@ func (s *Server) refuse(c echo.Context, who provision.Actor, action provision.Ac
 	if errors.As(err, &mbe) {
 		cause = &classedError{err, wire.SlugPayloadTooLarge}
 	}
-	s.cfg.Admin.Refuse(c.Request().Context(), who, action, target, cause)
+	if s.cfg.Admin != nil { // the plain-HTTP publication listener has no doors and no Admin
+		s.cfg.Admin.Refuse(c.Request().Context(), who, action, target, cause)
+	}
 	return &auditedError{err}
 }
 
