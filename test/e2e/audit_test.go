@@ -91,6 +91,26 @@ func TestAuditExportVerify(t *testing.T) {
 		}
 	}
 
+	// A tenant admin's export is its tenant's chain, and verifies by itself.
+	admin := []string{"--config", ca.Config, "--ca", srv.URL}
+	keys := t.TempDir()
+	mustRun(t, nil, caBin, append([]string{"tenants", "create", "plant-7"}, admin...)...)
+	mustRun(t, nil, caBin, append([]string{"admins", "add", "p7", "--role", "admin", "--tenant", "plant-7", "--out", keys}, admin...)...)
+	p7 := append(admin, "--admin-cert", filepath.Join(keys, "p7.crt"), "--admin-key", filepath.Join(keys, "p7.key"))
+	mustRun(t, nil, caBin, append([]string{"token", "create", "--tenant", "plant-7"}, p7...)...)
+	tenantExport := filepath.Join(t.TempDir(), "plant-7.jsonl")
+	mustRun(t, nil, caBin, append([]string{"audit", "export", "--out", tenantExport}, p7...)...)
+	res = mustRun(t, nil, caBin, "audit", "verify", "--file", tenantExport, "--root", rootPath)
+	if !strings.Contains(res.stdout, "(tenant ") || !strings.Contains(res.stdout, "complete from the first event") {
+		t.Errorf("tenant admin's export:\n%s", res)
+	}
+	if b, _ := os.ReadFile(tenantExport); strings.Contains(string(b), "E2E-AUDIT-1") {
+		t.Error("the plant-7 export holds the default tenant's device")
+	}
+	if res := run(t, nil, caBin, append([]string{"audit", "export", "--tenant", "default", "--out", tenantExport + ".x"}, p7...)...); res.code == 0 || !strings.Contains(res.stderr, "404") {
+		t.Errorf("tenant admin exporting another tenant: want a 404 refusal, got %s", res)
+	}
+
 	// Prune everything so far behind a checkpoint signed by the CA key.
 	time.Sleep(1100 * time.Millisecond)
 	before := time.Now().UTC().Format(time.RFC3339)
