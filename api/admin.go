@@ -23,6 +23,7 @@ func (s *Server) routesAdmin(e *echo.Echo) {
 	s.routesRevoke(g)
 	s.routesAdminQuery(g)
 	s.routesPrereg(g)
+	s.routesIDevID(g)
 	s.routesAdmins(g)
 	s.routesTenants(g)
 	s.routesAdminAudit(g)

@@ -127,10 +127,17 @@ func releaseReason(c echo.Context) (int, error) {
 }
 
 func quarantineView(q *registry.Quarantine, tenant string) wire.QuarantinedClaim {
-	return wire.QuarantinedClaim{
+	v := wire.QuarantinedClaim{
 		ID: q.ID, Tenant: tenant, Serial: q.Serial, MACs: q.MACs, EKHash: q.EKHash, Reason: string(q.Reason),
 		ConflictDeviceID: q.ConflictDeviceID, ConflictEKHash: q.ConflictEKHash, SourceAddr: q.SourceAddr, Attempts: q.Attempts,
 		FirstSeen: q.FirstSeen, LastSeen: q.LastSeen, Status: string(q.Status), DismissedBy: q.DismissedBy, DismissedAt: q.DismissedAt,
 		ReleasedBy: q.ReleasedBy, ReleasedAt: q.ReleasedAt,
 	}
+	if q.IDevIDSerial != "" {
+		v.IDevID = provision.IDevIDName(q.IDevIDIssuer, q.IDevIDSerial)
+	}
+	if q.ConflictIDevIDSerial != "" {
+		v.ConflictIDevID = provision.IDevIDName(q.ConflictIDevIDIssuer, q.ConflictIDevIDSerial)
+	}
+	return v
 }

@@ -270,6 +270,7 @@ func (s *Server) issueCertificate(c echo.Context) error {
 func deviceView(d *registry.Device, tenant string) wire.Device {
 	return wire.Device{
 		ID: d.ID, Tenant: tenant, Serial: d.Serial, MACs: d.MACs, Status: string(d.Status), Method: d.Method,
+		IDevIDIssuer: d.IDevIDIssuer, IDevIDSerial: d.IDevIDSerial,
 		RekeyRequired: d.RekeyRequired, RekeyDeadline: d.RekeyDeadline, CreatedAt: d.CreatedAt, UpdatedAt: d.UpdatedAt,
 	}
 }

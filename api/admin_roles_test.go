@@ -224,6 +224,7 @@ func TestAdminRouteTenantMatrix(t *testing.T) {
 	csrDER, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
 	csr := strings.ReplaceAll(string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csrDER})), "\n", `\n`)
 	rootPEM := strings.ReplaceAll(string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: f.ca.CA.Root.Raw})), "\n", `\n`)
+	makerPEM := strings.ReplaceAll(string(pkitest.NewManufacturer(t, "Matrix").PEM()), "\n", `\n`)
 
 	type route struct {
 		method string
@@ -271,6 +272,10 @@ func TestAdminRouteTenantMatrix(t *testing.T) {
 		{"POST", p("/v1/admin/quarantine/%s/dismiss", func(m matrixTargets) string { return m.held }), body(`{}`), admins, false, true},
 		{"POST", p("/v1/admin/quarantine/%s/release", func(m matrixTargets) string { return m.release }), body(`{"reason":"superseded"}`), admins, false, true},
 		{"POST", fixed("/v1/admin/tpm/roots"), body(`{"pem":"` + rootPEM + `"}`), admins, true, false},
+		{"GET", p("/v1/admin/idevid/roots?tenant=%s", tenantQ), nil, all, false, true},
+		{"POST", fixed("/v1/admin/idevid/roots"), func(m matrixTargets, _ string) string {
+			return `{"pem":"` + makerPEM + `","tenant":"` + m.tenant + `"}`
+		}, admins, false, true},
 		{"POST", fixed("/v1/admin/admins"), func(m matrixTargets, id string) string {
 			return `{"name":"new-` + id + `","role":"operator","tenant":"` + m.tenant + `","csr":"` + csr + `"}`
 		}, admins, false, true},

@@ -71,6 +71,18 @@ func newFixture(t testing.TB) *fixture {
 // tpm (nil: disabled).
 func newFixtureTPM(t testing.TB, tpm *provision.TPMConfig) *fixture {
 	t.Helper()
+	return newFixtureDoors(t, tpm, false)
+}
+
+// newFixtureIDevID is newFixture with the factory IDevID door open (the
+// real provision.IDevIDAttestor, as cmd/ca wires it).
+func newFixtureIDevID(t testing.TB) *fixture {
+	t.Helper()
+	return newFixtureDoors(t, nil, true)
+}
+
+func newFixtureDoors(t testing.TB, tpm *provision.TPMConfig, idevid bool) *fixture {
+	t.Helper()
 	ctx := context.Background()
 	f := &fixture{t: t, ca: pkitest.NewCA(t), now: time.Now()}
 
@@ -112,14 +124,18 @@ func newFixtureTPM(t testing.TB, tpm *provision.TPMConfig) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
+	ownCA := []*x509.Certificate{f.ca.CA.Root, f.ca.CA.Intermediate}
 	f.admin, err = provision.NewAdmin(provision.AdminConfig{
-		Store: store, TrustDomain: pkitest.TrustDomain, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Store: store, TrustDomain: pkitest.TrustDomain, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), CA: ownCA,
 		Issuer: f.ca.Issuer, Revoker: f.rev,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	attestors := provision.Attestors{Token: provision.TokenAttestor{Store: store}}
+	if idevid {
+		attestors.IDevID = provision.IDevIDAttestor{Store: store, CA: ownCA}
+	}
 	if tpm != nil {
 		attestors.TPM = provision.TPMAttestor{Challenger: tpm.Challenger, Store: store}
 	}

@@ -15,12 +15,18 @@ func (s *Server) routesEnroll(e *echo.Echo) {
 	e.POST("/v1/enroll", s.enroll, s.door("enroll"), s.auditRefusals(provision.ActionEnroll))
 }
 
-// enroll is POST /v1/enroll: bootstrap-token enrollment (Attestors.Token).
-// Without a bearer token the request is refused by provision (audited)
-// before the body is read.
+// enroll is POST /v1/enroll: bootstrap-token enrollment (Attestors.Token),
+// or, without a bearer token, factory IDevID enrollment (Attestors.IDevID)
+// when the client presented a certificate that is not this CA's (verifyPeer
+// left it unverified). Without either the request is refused by provision
+// (audited) before the body is read.
 func (s *Server) enroll(c echo.Context) error {
 	ctx := c.Request().Context()
 	token, ok := bearer(c.Request())
+	if r := c.Request(); !ok && s.cfg.Attestors.IDevID != nil && r.TLS != nil &&
+		len(r.TLS.PeerCertificates) > 0 && len(r.TLS.VerifiedChains) == 0 {
+		return s.enrollIDevID(c)
+	}
 	if !ok {
 		c.Response().Header().Set("WWW-Authenticate", `Bearer realm="devpki enroll"`)
 		_, err := s.cfg.Provision.Enroll(ctx, s.cfg.Attestors.Token, &provision.Request{SourceAddr: c.RealIP()})
@@ -48,6 +54,25 @@ func (s *Server) issued(c echo.Context, res *provision.Result) error {
 		setTenant(c, o[0])
 	}
 	return c.JSON(http.StatusCreated, enrollResponse(res, s.chainList))
+}
+
+// enrollIDevID is POST /v1/enroll with a factory IDevID as the client
+// certificate: the presented certificates go to Attestors.IDevID.
+func (s *Server) enrollIDevID(c echo.Context) error {
+	var req wire.EnrollRequest
+	if err := decodeJSON(c, &req); err != nil {
+		return err
+	}
+	r := c.Request()
+	res, err := s.cfg.Provision.Enroll(r.Context(), s.cfg.Attestors.IDevID, &provision.Request{
+		CSRPEM:     []byte(req.CSR),
+		PeerCerts:  r.TLS.PeerCertificates,
+		SourceAddr: c.RealIP(),
+	})
+	if err != nil {
+		return err
+	}
+	return s.issued(c, res)
 }
 
 func enrollResponse(res *provision.Result, chain []string) *wire.EnrollResponse {

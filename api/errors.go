@@ -95,6 +95,14 @@ func classify(err error) (status int, slug, title string, public bool) {
 		return http.StatusConflict, wire.SlugDeviceRevoked, "Device revoked by an administrator", true
 	case errors.Is(err, provision.ErrTPMRequired):
 		return http.StatusForbidden, wire.SlugTPMRequired, "TPM attestation required", true
+	case errors.Is(err, provision.ErrIDevIDRequired):
+		return http.StatusUnauthorized, wire.SlugIDevIDRequired, "IDevID client certificate required", true
+	case errors.Is(err, provision.ErrIDevIDUnknownManufacturer):
+		return http.StatusForbidden, wire.SlugIDevIDUnknownManufacturer, "IDevID from an unknown manufacturer", true
+	case errors.Is(err, provision.ErrIDevIDInvalid):
+		return http.StatusForbidden, wire.SlugIDevIDInvalid, "IDevID certificate refused", true
+	case errors.Is(err, provision.ErrIDevIDSerialMismatch):
+		return http.StatusForbidden, wire.SlugIDevIDSerialMismatch, "CSR serial is not the IDevID's", true
 	case errors.Is(err, provision.ErrTenantPolicy):
 		return http.StatusForbidden, wire.SlugTenantPolicy, "Refused by the tenant's policy", true
 	case errors.Is(err, provision.ErrTPMCertifyRequired):

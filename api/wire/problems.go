@@ -40,6 +40,12 @@ const (
 	SlugTPMRequired        = "tpm-required"          // 403: the tenant admits only TPM-attested devices; enroll with a TPM
 	SlugTenantPolicy       = "tenant-policy"         // 403: the tenant's policy does not admit this enrollment method or key type
 
+	// Factory IDevID (IEEE 802.1AR) enrollment.
+	SlugIDevIDRequired            = "idevid-required"             // 401: no IDevID client certificate (and no bootstrap token)
+	SlugIDevIDUnknownManufacturer = "idevid-unknown-manufacturer" // 403: the IDevID chains to no manufacturer CA registered ('ca idevid roots add')
+	SlugIDevIDInvalid             = "idevid-invalid"              // 403: expired or not yet valid, wrong key usage, no serial, a devpki certificate, ...
+	SlugIDevIDSerialMismatch      = "idevid-serial-mismatch"      // 403: the CSR's serialNumber is not the IDevID's serial
+
 	// Resources and state.
 	SlugNotFound         = "not-found"          // 404
 	SlugMethodNotAllowed = "method-not-allowed" // 405

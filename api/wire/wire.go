@@ -86,6 +86,11 @@ type Device struct {
 	RekeyDeadline *time.Time `json:"rekey_deadline,omitempty"`
 	CreatedAt     time.Time  `json:"created_at"`
 	UpdatedAt     time.Time  `json:"updated_at"`
+
+	// IDevIDIssuer and IDevIDSerial name the factory IDevID the device
+	// enrolled with (issuer DN, certificate serial in hex); empty without.
+	IDevIDIssuer string `json:"idevid_issuer,omitempty"`
+	IDevIDSerial string `json:"idevid_serial,omitempty"`
 }
 
 // DeviceList is one page of devices; Next, when set, is the After of the
@@ -123,6 +128,12 @@ type QuarantinedClaim struct {
 	DismissedAt      *time.Time `json:"dismissed_at,omitempty"`
 	ReleasedBy       string     `json:"released_by,omitempty"`
 	ReleasedAt       *time.Time `json:"released_at,omitempty"`
+
+	// IDevID is the claimant's factory IDevID and ConflictIDevID the
+	// enrolled device's ("<certificate serial>@<issuer DN>"), for reason
+	// serial-has-other-idevid.
+	IDevID         string `json:"idevid,omitempty"`
+	ConflictIDevID string `json:"conflict_idevid,omitempty"`
 }
 
 // ReleaseRequest is the body of POST /v1/admin/quarantine/{id}/release.
@@ -349,6 +360,31 @@ type Refusal struct {
 type RefusalList struct {
 	Refusals []Refusal `json:"refusals"`
 	Next     int64     `json:"next,omitempty"`
+}
+
+// AddIDevIDRootRequest is the body of POST /v1/admin/idevid/roots: a
+// device manufacturer's CA certificates (roots and intermediates, one or
+// more PEM CERTIFICATE blocks) to trust for factory IDevID enrollment in
+// Tenant (a name; empty means the admin's own tenant).
+type AddIDevIDRootRequest struct {
+	PEM    string `json:"pem"`
+	Tenant string `json:"tenant,omitempty"`
+}
+
+// IDevIDRoot is a manufacturer CA certificate trusted for IDevID
+// enrollment in a tenant: the POST reply lists one per certificate sent
+// (Added false: the tenant trusted it already, nothing was written), the
+// GET reply the tenant's.
+type IDevIDRoot struct {
+	ID          string    `json:"id"`
+	Tenant      string    `json:"tenant"`
+	Fingerprint string    `json:"fingerprint"` // hex SHA-256 of the DER
+	Subject     string    `json:"subject"`
+	Kind        string    `json:"kind"` // "root" (a trust anchor) or "intermediate"
+	AddedBy     string    `json:"added_by,omitempty"`
+	CreatedAt   time.Time `json:"created_at"`
+	Added       bool      `json:"added,omitempty"`
+	PEM         string    `json:"pem,omitempty"`
 }
 
 // AdminCreateRequest is the body of POST /v1/admin/admins: a new admin and

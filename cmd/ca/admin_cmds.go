@@ -123,14 +123,18 @@ func listQuarantined(ctx context.Context, c *client.Client, q url.Values, output
 		return printJSON(stdout, l)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tSTATUS\tSERIAL\tMACS\tREASON\tCONFLICTS WITH\tCOUNT\tFIRST SEEN\tLAST SEEN\tEK HASH")
+	fmt.Fprintln(tw, "ID\tSTATUS\tSERIAL\tMACS\tREASON\tCONFLICTS WITH\tCOUNT\tFIRST SEEN\tLAST SEEN\tEK HASH / IDEVID")
 	for _, h := range l.Quarantined {
 		conflict := h.ConflictDeviceID
 		if conflict == "" {
 			conflict = "-"
 		}
+		claimant := h.EKHash
+		if h.IDevID != "" {
+			claimant = "idevid " + h.IDevID
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", h.ID, h.Status, h.Serial, strings.Join(h.MACs, ","), h.Reason,
-			conflict, h.Attempts, fmtTime(h.FirstSeen), fmtTime(h.LastSeen), h.EKHash)
+			conflict, h.Attempts, fmtTime(h.FirstSeen), fmtTime(h.LastSeen), claimant)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -209,6 +213,10 @@ next enrollment attempt succeeds.
                        with that TPM is revoked (device and certificates) and
                        the TPM freed; it enrolls as a new device with the
                        new serial.
+  serial-has-other-idevid  another factory IDevID (a replaced board), or an
+                       IDevID for a serial enrolled without one: the enrolled
+                       device is bound to the claimant's IDevID and keeps its
+                       device id; its certificates are revoked.
 
 Certificates are revoked with --reason (default superseded; keyCompromise if
 the old hardware may be in the wrong hands), and the CRL lists them before
@@ -248,10 +256,14 @@ func cmdDevicesRelease(ctx context.Context, args []string, stdout, stderr io.Wri
 	}
 	h, d := res.Claim, res.Device
 	fmt.Fprintf(stdout, "claim %s released by %s\n", h.ID, h.ReleasedBy)
-	if h.Reason == "ek-has-other-serial" {
+	switch h.Reason {
+	case "serial-has-other-idevid":
+		fmt.Fprintf(stdout, "device %s (serial %s) is now bound to the claimant's IDevID %s and keeps its id; it enrolls at its next attempt\n",
+			d.ID, d.Serial, h.IDevID)
+	case "ek-has-other-serial":
 		fmt.Fprintf(stdout, "device %s (serial %s) revoked and its TPM freed; the TPM (EK %s) enrolls as serial %s, a new device, at its next attempt\n",
 			d.ID, d.Serial, h.EKHash, h.Serial)
-	} else {
+	default:
 		fmt.Fprintf(stdout, "device %s (serial %s) is now bound to the claimant's TPM (EK %s) and keeps its id; it enrolls at its next attempt\n",
 			d.ID, d.Serial, h.EKHash)
 	}
@@ -294,6 +306,9 @@ func cmdDevicesGet(ctx context.Context, args []string, stdout, stderr io.Writer)
 	}
 	fmt.Fprintf(stdout, "device:   %s\ntenant:   %s\nserial:   %s\nmacs:     %s\nstatus:   %s\nmethod:   %s\ncreated:  %s\n",
 		d.ID, d.Tenant, d.Serial, strings.Join(d.MACs, ","), d.Status, d.Method, fmtTime(d.CreatedAt))
+	if d.IDevIDSerial != "" {
+		fmt.Fprintf(stdout, "idevid:   serial %s issued by %s\n", d.IDevIDSerial, d.IDevIDIssuer)
+	}
 	if d.RekeyRequired {
 		fmt.Fprintf(stdout, "re-key:   required")
 		if d.RekeyDeadline != nil {

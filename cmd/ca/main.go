@@ -34,6 +34,7 @@ commands:
   certs list [--device --status --expiring-before]   list certificates
   certs revoke SERIAL --reason R    revoke one certificate (RFC 5280 reason name or code)
   tpm roots add FILE | list         add a TPM manufacturer root (or intermediate) for EK certificates
+  idevid roots add FILE [--tenant T] | list   trust a device maker's IDevID CAs (roots, intermediates) for factory enrollment
   issue --csr F --server|--client   certificate for another component (--dns, --ip, --cn)
   audit list [--after N]            read the audit log through the API
   audit verify                      check the audit log's hash chain in the registry database
@@ -123,6 +124,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return cmdTPMRootsAdd(ctx, args[3:], stdout, stderr)
 		}
 		return cmdTPMRootsList(ctx, args[3:], stdout, stderr)
+	case "idevid":
+		if len(args) < 3 || args[1] != "roots" || (args[2] != "add" && args[2] != "list") {
+			return fmt.Errorf("%w: use 'ca idevid roots add FILE [--tenant T]' or 'ca idevid roots list'", errUsage)
+		}
+		if args[2] == "add" {
+			return cmdIDevIDRootsAdd(ctx, args[3:], stdout, stderr)
+		}
+		return cmdIDevIDRootsList(ctx, args[3:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

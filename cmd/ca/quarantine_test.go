@@ -100,7 +100,7 @@ func TestQuarantineCommands(t *testing.T) {
 		t.Fatalf("devices list --status quarantined: %v (%s)", err, errOut.String())
 	}
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
-	if len(lines) != 2 || strings.Join(strings.Fields(lines[0]), " ") != "ID STATUS SERIAL MACS REASON CONFLICTS WITH COUNT FIRST SEEN LAST SEEN EK HASH" {
+	if len(lines) != 2 || strings.Join(strings.Fields(lines[0]), " ") != "ID STATUS SERIAL MACS REASON CONFLICTS WITH COUNT FIRST SEEN LAST SEEN EK HASH / IDEVID" {
 		t.Fatalf("table:\n%s", out.String())
 	}
 	want := []string{"0192-q1", "held", "SN-CLONE-1", "020000000001,020000000002", "serial-has-other-ek", "dev-original", "7",

@@ -162,8 +162,10 @@ func serve(ctx context.Context, cfg *Config, dev bool, stdout, stderr io.Writer)
 	if err != nil {
 		return err
 	}
+	// devpki's own CA certificates: never a manufacturer's IDevID CA.
+	ownCA := append([]*x509.Certificate{ca.Root}, issuer.Chain()...)
 	adminCfg := provision.AdminConfig{
-		Store: store, TrustDomain: cfg.TrustDomain, Log: log,
+		Store: store, TrustDomain: cfg.TrustDomain, Log: log, CA: ownCA,
 		Issuer: issuer, CertLifetime: time.Duration(cfg.Admin.CertLifetime),
 	}
 	if rev != nil {
@@ -174,7 +176,10 @@ func serve(ctx context.Context, cfg *Config, dev bool, stdout, stderr io.Writer)
 		return err
 	}
 	// The enrollment doors and the attestor of each.
-	attestors := provision.Attestors{Token: provision.TokenAttestor{Store: store}}
+	attestors := provision.Attestors{
+		Token:  provision.TokenAttestor{Store: store},
+		IDevID: provision.IDevIDAttestor{Store: store, CA: ownCA},
+	}
 	if tpmCfg != nil {
 		attestors.TPM = provision.TPMAttestor{Challenger: tpmCfg.Challenger, Store: store}
 	}

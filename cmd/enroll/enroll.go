@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
@@ -51,6 +52,9 @@ type config struct {
 	Serial          string
 	MACs            []string
 	KeyPasswordFile string
+	// IDevIDCert and IDevIDKey are --idevid-cert and --idevid-key: the
+	// factory IDevID presented instead of a token.
+	IDevIDCert, IDevIDKey string
 	// TPM is --tpm: auto, a device path, swtpm:unix:PATH, swtpm:tcp:HOST:PORT,
 	// simulator (tpmsimulator builds) or none.
 	TPM       string
@@ -198,8 +202,14 @@ func runEnroll(ctx context.Context, cfg config) error {
 		return enrollEST(ctx, cfg, kr, pin)
 	}
 
-	noToken := usageErr("a bootstrap token is required: --token, --token-file or DEVPKI_TOKEN (without one, enrollment needs a TPM: --tpm)")
-	if cfg.Token == "" && cfg.TPM == "none" {
+	var idevid *tls.Certificate
+	if cfg.IDevIDCert != "" {
+		if idevid, err = loadIDevID(&cfg); err != nil {
+			return err
+		}
+	}
+	noToken := usageErr("a bootstrap token is required: --token, --token-file or DEVPKI_TOKEN (without one, enrollment needs a TPM: --tpm, or the factory IDevID: --idevid-cert)")
+	if cfg.Token == "" && idevid == nil && cfg.TPM == "none" {
 		return noToken
 	}
 	if err := ensureStateDir(cfg.Dir); err != nil {
@@ -212,7 +222,7 @@ func runEnroll(ctx context.Context, cfg config) error {
 	if t != nil {
 		defer t.Close()
 	}
-	if cfg.Token == "" && t == nil {
+	if cfg.Token == "" && idevid == nil && t == nil {
 		return noToken
 	}
 	serial, macs, err := identityClaims(cfg)
@@ -240,6 +250,9 @@ func runEnroll(ctx context.Context, cfg config) error {
 	pool := x509.NewCertPool()
 	pool.AddCert(root)
 	opts := []client.Option{client.WithRoots(pool)}
+	if idevid != nil {
+		opts = append(opts, client.WithClientCertificate(*idevid))
+	}
 	if cfg.UserAgent != "" {
 		opts = append(opts, client.WithUserAgent(cfg.UserAgent))
 	}
@@ -249,7 +262,17 @@ func runEnroll(ctx context.Context, cfg config) error {
 	}
 
 	var deviceID string
-	if t != nil {
+	if idevid != nil {
+		id, deviceID, err = enrollIDevID(ctx, &cfg, &r, cl, t, serial, macs, root)
+		if err != nil {
+			return err
+		}
+		if t != nil {
+			if err := kr.useTPM(t, cfg.TPM); err != nil {
+				return fmt.Errorf("record the TPM: %w", err)
+			}
+		}
+	} else if t != nil {
 		id, deviceID, err = enrollTPM(ctx, &cfg, &r, cl, t, serial, macs, root)
 		if err != nil {
 			return err
@@ -307,7 +330,8 @@ func enrollSoftware(ctx context.Context, cfg *config, r *retrier, cl *client.Cli
 	return enrollToken(ctx, cfg, r, cl, key, serial, macs, root)
 }
 
-// enrollToken sends a CSR signed by key with the bootstrap token.
+// enrollToken sends a CSR signed by key with the bootstrap token, or,
+// with --idevid-cert, without one (the client presents the IDevID).
 func enrollToken(ctx context.Context, cfg *config, r *retrier, cl *client.Client, key crypto.Signer, serial string, macs []string, root *x509.Certificate) (*identity, string, error) {
 	csrDER, err := pki.NewDeviceCSR(key, serial, macs)
 	if err != nil {
@@ -318,7 +342,11 @@ func enrollToken(ctx context.Context, cfg *config, r *retrier, cl *client.Client
 	cfg.logf("enrolling serial %s mac %s", serial, strings.Join(macs, ","))
 	var resp *wire.EnrollResponse
 	if err := r.do(ctx, "enroll", func(ctx context.Context) (err error) {
-		resp, err = cl.Enroll(ctx, cfg.Token, req)
+		if cfg.IDevIDCert != "" {
+			resp, err = cl.EnrollIDevID(ctx, req)
+		} else {
+			resp, err = cl.Enroll(ctx, cfg.Token, req)
+		}
 		return err
 	}); err != nil {
 		return nil, "", err

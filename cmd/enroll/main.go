@@ -15,6 +15,13 @@
 // a wrong CA), 2 usage error, 3 timed out while the CA kept failing
 // transiently.
 //
+// With --idevid-cert and --idevid-key instead of a token, the device
+// presents its factory IDevID (IEEE 802.1AR) as its TLS client certificate
+// and the CA admits it by the manufacturer CA it chains to; the serial
+// defaults to the IDevID's. The new identity's key is still made fresh, in
+// the TPM when there is one (no TPM attestation then: the IDevID is the
+// proof).
+//
 // Where the key lives is --tpm (default auto): with a TPM (/dev/tpmrm0,
 // /dev/tpm0, a device path, or swtpm:unix:PATH / swtpm:tcp:HOST:PORT) the key
 // is created inside it and never leaves it — device.key then only references
@@ -112,11 +119,13 @@ func parseEnrollFlags(args []string, stderr io.Writer, getenv func(string) strin
 	})
 	fs.StringVar(&cfg.KeyPasswordFile, "key-password-file", "", "`file` holding the password of device.key (default: DIR/device.key.password, generated)")
 	fs.DurationVar(&cfg.Timeout, "timeout", defaultTimeout, "give up retrying transient failures (network, 429, 500, 502, 503, 504) after this long")
+	fs.StringVar(&cfg.IDevIDCert, "idevid-cert", "", "enroll with the device's factory IDevID instead of a token: its certificate `file` (PEM, leaf first, then any intermediates)")
+	fs.StringVar(&cfg.IDevIDKey, "idevid-key", "", "the IDevID's private key `file` (PEM, unencrypted); the identity's own key is still made fresh")
 	fs.StringVar(&cfg.TPM, "tpm", "auto", "where the key lives, a `spec`: auto (/dev/tpmrm0 or /dev/tpm0; a software key when there is none), a TPM device path, swtpm:unix:PATH, swtpm:tcp:HOST:PORT, or none (software key)")
 	protocolFlags(fs, &cfg)
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: enroll [enroll] --ca URL --fingerprint HEX [--token T | --token-file F | $DEVPKI_TOKEN] [--tpm SPEC] --dir DIR [flags]\n")
-		fmt.Fprintf(fs.Output(), "       (a token is required unless the device enrolls by TPM attestation)\n")
+		fmt.Fprintf(fs.Output(), "usage: enroll [enroll] --ca URL --fingerprint HEX [--token T | --token-file F | $DEVPKI_TOKEN | --idevid-cert F --idevid-key F] [--tpm SPEC] --dir DIR [flags]\n")
+		fmt.Fprintf(fs.Output(), "       (a token is required unless the device enrolls by TPM attestation or with its factory IDevID)\n")
 		fs.PrintDefaults()
 		fmt.Fprintf(fs.Output(), "exit codes: 0 ok, 1 permanent error, 2 usage error, 3 timed out on transient errors\n")
 	}
@@ -130,6 +139,12 @@ func parseEnrollFlags(args []string, stderr io.Writer, getenv func(string) strin
 		return cfg, usageErr("unexpected arguments: %s", strings.Join(fs.Args(), " "))
 	}
 	switch {
+	case (cfg.IDevIDCert == "") != (cfg.IDevIDKey == ""):
+		return cfg, usageErr("give both --idevid-cert and --idevid-key")
+	case cfg.IDevIDCert != "" && (token != "" || tokenFile != ""):
+		return cfg, usageErr("give a bootstrap token or an IDevID (--idevid-cert), not both")
+	case cfg.IDevIDCert != "":
+		return cfg, nil
 	case token != "" && tokenFile != "":
 		return cfg, usageErr("give only one of --token and --token-file")
 	case token != "":

@@ -3,6 +3,7 @@ package provision
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -66,6 +67,7 @@ type AdminStore interface {
 	ReinstateDevice(ctx context.Context, deviceID string, audit *registry.AuditEvent) (*registry.Device, error)
 	// TPM roots, pre-registrations, quarantine.
 	PutTPMRoot(ctx context.Context, r *registry.TPMRoot, audit *registry.AuditEvent) error
+	registry.IDevIDStore
 	PutPreregistration(ctx context.Context, p *registry.Preregistration, audit *registry.AuditEvent) error
 	GetQuarantine(ctx context.Context, id string) (*registry.Quarantine, error)
 	DismissQuarantine(ctx context.Context, id, by string, audit *registry.AuditEvent) (*registry.Quarantine, error)
@@ -80,6 +82,9 @@ type AdminConfig struct {
 	Store AdminStore
 	// TrustDomain is the one admin certificates name (pki.AdminURI).
 	TrustDomain string
+	// CA are this CA's own certificates (root and issuing chain), which
+	// AddIDevIDRoot refuses; nil checks nothing.
+	CA []*x509.Certificate
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Log receives audit appends that failed; nil means slog.Default().

@@ -17,6 +17,7 @@ const (
 	ActorAnonymous ActorKind = "anonymous" // nothing authenticated yet
 	ActorToken     ActorKind = "token"     // a bootstrap token, by its id
 	ActorTPM       ActorKind = "tpm"       // a TPM attested by its EK, by its EK hash
+	ActorIDevID    ActorKind = "idevid"    // a factory IDevID, by IDevIDName (certificate serial @ issuer DN)
 	ActorDevice    ActorKind = "device"    // an enrolled device, by its id (its certificate over mTLS)
 	ActorCert      ActorKind = "cert"      // a client certificate the CA does not map to anyone, by its serial
 	ActorAdmin     ActorKind = "admin"     // an admin, by name
@@ -97,6 +98,7 @@ const (
 	ActionRotateDeadline     Action = "device.rotate.deadline"
 	ActionTPMRootAdd         Action = "tpm.root.add"
 	ActionTPMPreregister     Action = "tpm.preregister"
+	ActionIDevIDCAAdd        Action = "idevid.ca.add" // a manufacturer IDevID root or intermediate trusted in a tenant
 	ActionQuarantineDismiss  Action = "quarantine.dismiss"
 	ActionQuarantineRelease  Action = "quarantine.release"
 	ActionAdminRead          Action = "admin.read" // an admin read (GET) of the admin API

@@ -9,8 +9,9 @@ import (
 )
 
 // ErrCloneSuspect: the claim collides with another enrolled identity — the
-// serial is enrolled with another TPM EK, the EK with another serial, or a
-// MAC belongs to an active device with another serial. It is held for an
+// serial is enrolled with another TPM EK or another IDevID (or without
+// one), the EK with another serial, or a MAC belongs to an active device
+// with another serial. It is held for an
 // admin (registry.Quarantine) and audited; no certificate is issued.
 var ErrCloneSuspect = errors.New("provision: clone suspect")
 
@@ -23,11 +24,15 @@ type cloneClaim struct {
 	serial string
 	macs   []string
 	ekHash string
+	// idevidIssuer and idevidSerial name the claimant's IDevID, if any.
+	idevidIssuer, idevidSerial string
 	// device is the enrolled device the claim collides with, deviceTenant
 	// its tenant and deviceEK its EK hash; empty when not known yet (a
 	// race the store caught), then looked up when the claim is held.
 	device, deviceTenant, deviceEK string
-	msg                            string
+	// deviceIDevIDIssuer and deviceIDevIDSerial are that device's IDevID.
+	deviceIDevIDIssuer, deviceIDevIDSerial string
+	msg                                    string
 }
 
 func (e *cloneClaim) Error() string { return ErrCloneSuspect.Error() + ": " + e.msg }
@@ -51,14 +56,17 @@ func (s *Service) holdClone(ctx context.Context, who Actor, tenantID string, cau
 	}
 	detail := cause.Error()
 	conflict, conflictEK := cc.device, cc.deviceEK
+	conflictIDevIssuer, conflictIDevSerial := cc.deviceIDevIDIssuer, cc.deviceIDevIDSerial
 	if cc.deviceTenant != "" && cc.deviceTenant != tenantID {
 		// Do not show another tenant's device to this tenant's admins.
-		conflict, conflictEK = "", ""
+		conflict, conflictEK, conflictIDevIssuer, conflictIDevSerial = "", "", "", ""
 		detail += " (that device is in tenant " + cc.deviceTenant + ")"
 	}
 	q := &registry.Quarantine{
 		ID: NewUUID(), TenantID: tenantID, Serial: cc.serial, MACs: cc.macs, EKHash: cc.ekHash, Reason: cc.reason,
 		ConflictDeviceID: conflict, ConflictEKHash: conflictEK, SourceAddr: who.Source, LastSeen: s.cfg.Now(),
+		IDevIDIssuer: cc.idevidIssuer, IDevIDSerial: cc.idevidSerial,
+		ConflictIDevIDIssuer: conflictIDevIssuer, ConflictIDevIDSerial: conflictIDevSerial,
 	}
 	err := s.cfg.Store.HoldClaim(ctx, q, event(who, tenantID, ActionCloneSuspect, "", registry.ResultDenied,
 		detail+"; held for an administrator"))
@@ -75,9 +83,10 @@ func (s *Service) holdClone(ctx context.Context, who Actor, tenantID string, cau
 // collides with. A failed lookup leaves it unknown.
 func (s *Service) findConflict(ctx context.Context, tenantID string, cc *cloneClaim) {
 	switch cc.reason {
-	case registry.ReasonSerialOtherEK:
+	case registry.ReasonSerialOtherEK, registry.ReasonSerialOtherIDevID:
 		if d, err := s.cfg.Store.GetDeviceBySerial(ctx, tenantID, cc.serial); err == nil {
 			cc.device, cc.deviceTenant, cc.deviceEK = d.ID, d.TenantID, d.EKHash
+			cc.deviceIDevIDIssuer, cc.deviceIDevIDSerial = d.IDevIDIssuer, d.IDevIDSerial
 		}
 	case registry.ReasonEKOtherSerial:
 		if ds, err := s.cfg.Store.ListDevices(ctx, registry.DeviceFilter{EKHash: cc.ekHash, Limit: 1}); err == nil && len(ds) == 1 {

@@ -104,7 +104,7 @@ func (r *Request) CSR() (*x509.CertificateRequest, error) {
 // which credential and evidence. The zero value admits nothing.
 type Admission struct {
 	// Method is the enrollment method recorded on the device: "token",
-	// MethodTPM.
+	// MethodTPM, MethodIDevID.
 	Method string
 	// TenantID is the tenant the device joins.
 	TenantID string
@@ -126,8 +126,9 @@ type Admission struct {
 	// BoundSerial, when set, is the only serial this admission covers
 	// (compared folded); BoundMACs, when not nil, the only MACs. BoundBy
 	// says what bound them: "token" (a mismatch is
-	// registry.ErrTokenSerialMismatch) or "challenge" (a CSR contradicting
-	// its own TPM challenge: pki.ErrBadCSR).
+	// registry.ErrTokenSerialMismatch), "challenge" (a CSR contradicting
+	// its own TPM challenge: pki.ErrBadCSR) or "idevid" (the IDevID's
+	// serial: ErrIDevIDSerialMismatch).
 	BoundSerial string
 	BoundMACs   []string
 	BoundBy     string
@@ -137,6 +138,12 @@ type Admission struct {
 	EKHash      string
 	AKPub       []byte
 	AttestedKey crypto.PublicKey
+
+	// The factory IDevID that admitted the device (IDevIDAttestor): its
+	// issuer DN and certificate serial (lowercase hex). Empty for other
+	// methods. The hardware serial it carried is BoundSerial.
+	IDevIDIssuer string
+	IDevIDSerial string
 }
 
 // identity is the canonical identity an admitted request claims.
@@ -225,9 +232,15 @@ func (s *Service) enroll(ctx context.Context, adm *Admission, req *Request) (*Re
 	dev := &registry.Device{
 		ID: s.cfg.NewDeviceID(), TenantID: id.tenant.ID, Serial: id.serial, MACs: id.macs, Status: registry.DeviceActive,
 		Method: adm.Method, EKHash: adm.EKHash, AKPub: adm.AKPub, CreatedAt: now, UpdatedAt: now,
+		IDevIDIssuer: adm.IDevIDIssuer, IDevIDSerial: adm.IDevIDSerial,
 	}
 	if p.existing != nil {
 		dev.ID, dev.CreatedAt = p.existing.ID, p.existing.CreatedAt
+		if adm.IDevIDIssuer == "" {
+			// A token bound to the serial re-enrolls the device; it keeps
+			// the IDevID it was bound to (decide let only that one in).
+			dev.IDevIDIssuer, dev.IDevIDSerial = p.existing.IDevIDIssuer, p.existing.IDevIDSerial
+		}
 	}
 	id.deviceID = dev.ID
 	issued, err := s.cfg.Issuer.IssueDevice(ctx, &pki.DeviceRequest{
@@ -249,6 +262,9 @@ func (s *Service) enroll(ctx context.Context, adm *Admission, req *Request) (*Re
 	action, detail := ActionEnroll, fmt.Sprintf("method=%s serial=%s", adm.Method, id.serial)
 	if adm.EKHash != "" {
 		detail += " ek=" + adm.EKHash
+	}
+	if adm.IDevIDIssuer != "" {
+		detail += " idevid=" + IDevIDName(adm.IDevIDIssuer, adm.IDevIDSerial)
 	}
 	detail += " cert=" + rec.Serial
 	if adm.TokenID != "" {
@@ -297,8 +313,12 @@ func (s *Service) addressedTenant(ctx context.Context, adm *Admission, name stri
 func (s *Service) identity(ctx context.Context, adm *Admission, serial string, macs []string, pub crypto.PublicKey) (*identity, error) {
 	id := &identity{serial: serial, macs: macs}
 	if adm.BoundSerial != "" && !registry.SameSerial(adm.BoundSerial, serial) {
-		if adm.BoundBy == "challenge" {
+		switch adm.BoundBy {
+		case "challenge":
 			return id, fmt.Errorf("%w: the CSR names serial %q, the challenge %q", pki.ErrBadCSR, serial, adm.BoundSerial)
+		case "idevid":
+			return id, fmt.Errorf("%w: the CSR names serial %q, the IDevID %s carries serial %q", ErrIDevIDSerialMismatch,
+				serial, IDevIDName(adm.IDevIDIssuer, adm.IDevIDSerial), adm.BoundSerial)
 		}
 		return id, fmt.Errorf("the %s is bound to serial %q, the request names %q: %w",
 			adm.BoundBy, adm.BoundSerial, serial, registry.ErrTokenSerialMismatch)
@@ -324,8 +344,11 @@ func (s *Service) identity(ctx context.Context, adm *Admission, serial string, m
 // identity is: a new device, the re-enrollment of an enrolled one, or a
 // refusal. The serial (folded) enrolled already may be re-enrolled by the
 // same TPM (its EK decides; a token never overrides it) or, without a TPM,
-// by a token bound to that serial; otherwise it is a serial conflict, or a
-// clone suspect when a TPM claims it with another EK. A revoked device
+// by a token bound to that serial, or by the IDevID it enrolled with;
+// otherwise it is a serial conflict, or a clone suspect when a TPM claims
+// it with another EK or an IDevID other than the one it enrolled with (a
+// serial enrolled without an IDevID, by token or TPM, included: an
+// admin releases the claim to bind the device to that IDevID). A revoked device
 // comes back only with a reinstating admission (ErrDeviceRevoked). An EK
 // or a MAC that belongs to another device is a clone suspect.
 func (s *Service) decide(ctx context.Context, adm *Admission, id *identity) (*plan, error) {
@@ -350,6 +373,17 @@ func (s *Service) decide(ctx context.Context, adm *Admission, id *identity) (*pl
 				device: existing.ID, deviceTenant: existing.TenantID, deviceEK: existing.EKHash,
 				msg: fmt.Sprintf("serial %q is enrolled as device %s with EK %q, this claim has EK %s",
 					id.serial, existing.ID, existing.EKHash, adm.EKHash)}
+		case adm.IDevIDIssuer != "" && (existing.IDevIDIssuer != adm.IDevIDIssuer || existing.IDevIDSerial != adm.IDevIDSerial):
+			enrolled := "without an IDevID (method " + existing.Method + ")"
+			if existing.IDevIDIssuer != "" {
+				enrolled = "with IDevID " + IDevIDName(existing.IDevIDIssuer, existing.IDevIDSerial)
+			}
+			return nil, &cloneClaim{reason: registry.ReasonSerialOtherIDevID, serial: id.serial, macs: id.macs,
+				idevidIssuer: adm.IDevIDIssuer, idevidSerial: adm.IDevIDSerial,
+				device: existing.ID, deviceTenant: existing.TenantID, deviceEK: existing.EKHash,
+				deviceIDevIDIssuer: existing.IDevIDIssuer, deviceIDevIDSerial: existing.IDevIDSerial,
+				msg: fmt.Sprintf("serial %q is enrolled as device %s %s, this claim has IDevID %s",
+					id.serial, existing.ID, enrolled, IDevIDName(adm.IDevIDIssuer, adm.IDevIDSerial))}
 		case adm.EKHash == "" && adm.BoundSerial == "":
 			// The answer does not name the enrolled device (the audit
 			// event does, as its target): a token must not be a probe of
@@ -423,10 +457,13 @@ func (s *Service) lostRace(adm *Admission, id *identity, err error) error {
 		reason = registry.ReasonMACOtherSerial
 	case errors.Is(err, registry.ErrSerialConflict) && adm.EKHash != "":
 		reason = registry.ReasonSerialOtherEK
+	case errors.Is(err, registry.ErrSerialConflict) && adm.IDevIDIssuer != "":
+		reason = registry.ReasonSerialOtherIDevID
 	default:
 		return err
 	}
 	return &cloneClaim{reason: reason, serial: id.serial, macs: id.macs, ekHash: adm.EKHash,
+		idevidIssuer: adm.IDevIDIssuer, idevidSerial: adm.IDevIDSerial,
 		msg: fmt.Sprintf("serial %q EK %q: %v", id.serial, adm.EKHash, err)}
 }
 

@@ -39,6 +39,11 @@ type releaseStore interface {
 //     tenant, bound to q's EK with another serial, is revoked and its EK
 //     and AK cleared, so the next attestation of (serial, EK) enrolls a new
 //     device.
+//   - ReasonSerialOtherIDevID (a replaced board with a new IDevID, or a
+//     device enrolled without an IDevID now presenting one): D, in q's
+//     tenant with q's serial and the IDevID q.ConflictIDevID*, is re-bound
+//     to q's IDevID and made active; it keeps its id, and the claimant's
+//     next IDevID enrollment re-enrolls it.
 //   - ReasonMACOtherSerial (a new serial claims an enrolled device's MAC):
 //     D, in q's tenant, active or revoked, with another serial and one of
 //     q's MACs, is revoked, so the claimed serial enrolls with that MAC.
@@ -93,7 +98,8 @@ func releaseDecision(q *registry.Quarantine, d *registry.Device) (*registry.Rele
 	if d.TenantID != q.TenantID {
 		return nil, "", fmt.Errorf("%w: device %s is not in the claim's tenant", registry.ErrClaimStale, d.ID)
 	}
-	w := &registry.ReleaseWrite{DeviceID: d.ID, ExpectEKHash: d.EKHash, ExpectStatus: d.Status}
+	w := &registry.ReleaseWrite{DeviceID: d.ID, ExpectEKHash: d.EKHash, ExpectStatus: d.Status,
+		ExpectIDevIDIssuer: d.IDevIDIssuer, ExpectIDevIDSerial: d.IDevIDSerial}
 	detail := fmt.Sprintf("serial=%s ek=%s reason=%s device=%s", q.Serial, q.EKHash, q.Reason, d.ID)
 	switch q.Reason {
 	case registry.ReasonSerialOtherEK:
@@ -121,6 +127,24 @@ func releaseDecision(q *registry.Quarantine, d *registry.Device) (*registry.Rele
 		}
 		w.EKHash, w.Status, w.ClearAK = "", registry.DeviceRevoked, true
 		detail += " (device revoked, its EK freed)"
+	case registry.ReasonSerialOtherIDevID:
+		claimant := IDevIDName(q.IDevIDIssuer, q.IDevIDSerial)
+		switch {
+		case !registry.SameSerial(d.Serial, q.Serial):
+			return nil, "", fmt.Errorf("%w: device %s has serial %q, the claim %q", registry.ErrClaimStale, d.ID, d.Serial, q.Serial)
+		case d.IDevIDIssuer == q.IDevIDIssuer && d.IDevIDSerial == q.IDevIDSerial:
+			return nil, "", fmt.Errorf("%w: device %s is already bound to the claim's IDevID %s", registry.ErrClaimStale, d.ID, claimant)
+		case d.IDevIDIssuer != q.ConflictIDevIDIssuer || d.IDevIDSerial != q.ConflictIDevIDSerial:
+			return nil, "", fmt.Errorf("%w: device %s is now bound to IDevID %q %q; when the claim was held it had %q %q",
+				registry.ErrClaimStale, d.ID, d.IDevIDIssuer, d.IDevIDSerial, q.ConflictIDevIDIssuer, q.ConflictIDevIDSerial)
+		}
+		// Re-bind D to the claimant's IDevID (a replaced board, a device
+		// enrolled by token before its IDevID was trusted); it keeps its
+		// id, and the claimant's next attempt re-enrolls it.
+		w.EKHash, w.Status, w.ClearRekey = d.EKHash, registry.DeviceActive, true
+		w.SetIDevID, w.IDevIDIssuer, w.IDevIDSerial = true, q.IDevIDIssuer, q.IDevIDSerial
+		detail += " idevid=" + claimant + " previous_idevid=" + IDevIDName(q.ConflictIDevIDIssuer, q.ConflictIDevIDSerial) +
+			" (device re-bound to the claim's IDevID)"
 	case registry.ReasonMACOtherSerial:
 		shared := slices.IndexFunc(q.MACs, func(m string) bool { return slices.Contains(d.MACs, m) })
 		switch {

@@ -67,7 +67,7 @@ var ErrTenantPolicy = errors.New("provision: refused by the tenant's policy")
 // Tenant policy vocabulary.
 var (
 	// TenantMethods are the enrollment methods a tenant policy may name.
-	TenantMethods = []string{MethodToken, MethodTPM, "idevid"}
+	TenantMethods = []string{MethodToken, MethodTPM, MethodIDevID}
 	// TenantKeyTypes are the key types a tenant policy may name (KeyType).
 	TenantKeyTypes = []string{"ecdsa-p256", "ecdsa-p384", "rsa", "ed25519"}
 )

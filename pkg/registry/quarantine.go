@@ -60,8 +60,14 @@ type Quarantine struct {
 	TenantID string
 	Serial   string   // the serial claimed
 	MACs     []string // the MACs claimed, 12 lowercase hex digits each
-	EKHash   string   // hex SHA-256 of the claimant's EK public key; empty for a claim without a TPM (ReasonMACOtherSerial)
-	Reason   QuarantineReason
+	// EKHash is the hex SHA-256 of the claimant's EK public key; empty for
+	// a claim without a TPM (ReasonMACOtherSerial, ReasonSerialOtherIDevID).
+	EKHash string
+	// IDevIDIssuer and IDevIDSerial name the claimant's IDevID (as
+	// Device's) for ReasonSerialOtherIDevID; empty otherwise.
+	IDevIDIssuer string
+	IDevIDSerial string
+	Reason       QuarantineReason
 	// ConflictDeviceID is the enrolled device the claim collides with
 	// (empty if it could not be told, e.g. it was removed since).
 	ConflictDeviceID string
@@ -69,11 +75,17 @@ type Quarantine struct {
 	// held (empty for a device without a TPM, or when not known).
 	// A release refuses a claim whose device no longer has it.
 	ConflictEKHash string
-	SourceAddr     string // the last claim's client address
-	FirstSeen      time.Time
-	LastSeen       time.Time
-	Attempts       int
-	Status         QuarantineStatus
+	// ConflictIDevIDIssuer and ConflictIDevIDSerial are that device's
+	// IDevID when the claim was last held (empty for a device enrolled
+	// without one). A release refuses a claim whose device no longer has
+	// it.
+	ConflictIDevIDIssuer string
+	ConflictIDevIDSerial string
+	SourceAddr           string // the last claim's client address
+	FirstSeen            time.Time
+	LastSeen             time.Time
+	Attempts             int
+	Status               QuarantineStatus
 	// DismissedBy and DismissedAt are set when Status is dismissed.
 	DismissedBy string
 	DismissedAt *time.Time
@@ -95,6 +107,9 @@ type Quarantine struct {
 //   - D (DeviceID) must still have ExpectEKHash, ExpectStatus and, when
 //     ExpectMACs is not nil, exactly those MACs in that order; a D that
 //     changed or is gone is ErrClaimStale.
+//   - D must still have ExpectIDevIDIssuer and ExpectIDevIDSerial ("" expects
+//     a device enrolled without an IDevID), else ErrClaimStale; with
+//     SetIDevID it gets IDevIDIssuer and IDevIDSerial.
 //   - D gets EKHash and Status; ClearRekey clears its re-key request and
 //     deadline; ClearAK its AK (AKPub). Its other fields are kept.
 //   - every certificate of D neither revoked nor expired is revoked now
@@ -114,11 +129,18 @@ type ReleaseWrite struct {
 	ExpectEKHash string       // "" expects a device without a TPM EK
 	ExpectStatus DeviceStatus // required
 	ExpectMACs   []string     // nil: not checked
+	// ExpectIDevIDIssuer and ExpectIDevIDSerial: D's IDevID as read.
+	ExpectIDevIDIssuer string
+	ExpectIDevIDSerial string
 
 	EKHash     string       // D's new EK hash; "" frees D's EK
 	Status     DeviceStatus // D's new status; required
 	ClearRekey bool
 	ClearAK    bool
+	// SetIDevID re-binds D to the IDevID IDevIDIssuer, IDevIDSerial.
+	SetIDevID    bool
+	IDevIDIssuer string
+	IDevIDSerial string
 
 	Reason int // RFC 5280 reason of the certificates revoked
 	Audit  *AuditEvent

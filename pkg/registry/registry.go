@@ -118,6 +118,13 @@ type Device struct {
 	Status   DeviceStatus
 	Method   string // enrollment method: "token", "tpm", ...
 	EKHash   string // TPM EK public key hash, empty for software keys
+	// IDevIDIssuer and IDevIDSerial name the factory IDevID certificate
+	// (IEEE 802.1AR) the device enrolled with: its issuer's DN (RFC 2253
+	// string) and its certificate serial number (lowercase hex). The
+	// hardware serial that IDevID carried is Serial (they are equal,
+	// folded). Empty for devices never admitted by an IDevID.
+	IDevIDIssuer string
+	IDevIDSerial string
 	// AKPub is the PKIX DER of the public key of the AK the device
 	// activated at its last TPM enrollment (an RSA key): a new key it
 	// brings at renewal must be certified (TPM2_Certify) by this AK. Nil
@@ -366,6 +373,8 @@ type Enrollment struct {
 	// provision read it). Its Serial (as presented), MACs, Method, EKHash,
 	// AKPub are overwritten, its Status becomes active, and every active or
 	// superseded certificate of it is revoked with reason superseded.
+	// The stored device must also still have Replace's IDevIDIssuer and
+	// IDevIDSerial, which are overwritten too.
 	// ErrEKConflict and ErrMACConflict apply as for an insert.
 	Device  *Device
 	Replace *Device
@@ -539,6 +548,8 @@ type Store interface {
 	PutTPMRoot(ctx context.Context, r *TPMRoot, audit *AuditEvent) error
 	// ListTPMRoots returns every manufacturer root added, oldest first.
 	ListTPMRoots(ctx context.Context) ([]*TPMRoot, error)
+	// IDevID manufacturer CAs, per tenant.
+	IDevIDStore
 
 	// HoldClaim records a claim refused as a possible clone (see Quarantine)
 	// and appends audit, in one transaction. A claim equal in (TenantID,

@@ -175,7 +175,7 @@ func (s *Store) insertDevice(b *batch, dev *deviceRow, now time.Time) error {
 		dev.UpdatedAt = now
 	}
 	res, err := b.exec(sqlInsertDevice, dev.ID, dev.TenantID, dev.Serial, dev.SerialFolded, dev.MACs, dev.Status, dev.Method,
-		dev.EKHash, dev.AKPub, dev.CreatedAt, dev.UpdatedAt)
+		dev.EKHash, dev.AKPub, dev.IDevIDIssuer, dev.IDevIDSerial, dev.CreatedAt, dev.UpdatedAt)
 	if isEKConflict(err) {
 		return fmt.Errorf("%w: EK %s, device %s (serial %q): %v", registry.ErrEKConflict, dev.EKHash, dev.ID, dev.Serial, err)
 	}
@@ -192,8 +192,9 @@ func (s *Store) insertDevice(b *batch, dev *deviceRow, now time.Time) error {
 // replaceDevice re-enrolls old as dev, only while the stored device is
 // still as old says, and revokes its earlier certificates as superseded.
 func (s *Store) replaceDevice(b *batch, dev, old *deviceRow, now time.Time) error {
-	res, err := b.exec(sqlReplaceDevice, dev.Serial, dev.SerialFolded, dev.MACs, dev.Method, dev.EKHash, dev.AKPub, dev.Status, now,
-		old.ID, old.TenantID, old.SerialFolded, old.Status, old.EKHash)
+	res, err := b.exec(sqlReplaceDevice, dev.Serial, dev.SerialFolded, dev.MACs, dev.Method, dev.EKHash, dev.AKPub, dev.Status,
+		dev.IDevIDIssuer, dev.IDevIDSerial, now,
+		old.ID, old.TenantID, old.SerialFolded, old.Status, old.EKHash, old.IDevIDIssuer, old.IDevIDSerial)
 	if isEKConflict(err) {
 		return fmt.Errorf("%w: EK %s, device %s (serial %q): %v", registry.ErrEKConflict, dev.EKHash, dev.ID, dev.Serial, err)
 	}
@@ -201,8 +202,8 @@ func (s *Store) replaceDevice(b *batch, dev, old *deviceRow, now time.Time) erro
 		return fmt.Errorf("sqlstore: enroll: update device %s: %w", dev.ID, s.translateSQL(err))
 	}
 	if n, _ := res.RowsAffected(); n != 1 {
-		return fmt.Errorf("%w: device %s (serial %q) changed since it was read (expected %s, EK %q)",
-			registry.ErrConflict, old.ID, old.Serial, old.Status, old.EKHash)
+		return fmt.Errorf("%w: device %s (serial %q) changed since it was read (expected %s, EK %q, IDevID %q %q)",
+			registry.ErrConflict, old.ID, old.Serial, old.Status, old.EKHash, old.IDevIDIssuer, old.IDevIDSerial)
 	}
 	if _, err := b.exec(sqlSupersedeDevice, string(registry.CertRevoked), now, registry.ReasonSuperseded, dev.ID,
 		string(registry.CertActive), string(registry.CertSuperseded)); err != nil {

@@ -39,6 +39,9 @@ type deviceRow struct {
 	EKHash       string `gorm:"column:ek_hash;size:128;not null;index"`
 	// AKPub is registry.Device.AKPub (PKIX DER); NULL when not recorded.
 	AKPub []byte `gorm:"column:ak_pub"`
+	// IDevIDIssuer and IDevIDSerial: registry.Device's.
+	IDevIDIssuer string `gorm:"column:idevid_issuer;not null;default:''"`
+	IDevIDSerial string `gorm:"column:idevid_serial;size:128;not null;default:''"`
 	// RekeyRequired and RekeyDeadline: an admin's rotate (registry.Device).
 	RekeyRequired bool `gorm:"not null;default:false"`
 	RekeyDeadline *time.Time
@@ -251,7 +254,8 @@ func (r *tpmChallengeRow) domain() *registry.TPMChallenge {
 func allModels() []any {
 	return []any{&tenantRow{}, &deviceRow{}, &certificateRow{}, &tokenRow{}, &adminRow{}, &auditRow{}, &auditHeadRow{},
 		&auditTenantHeadRow{}, &refusalRow{}, &checkpointRow{},
-		&crlCounterRow{}, &preregistrationRow{}, &tpmRootRow{}, &tpmChallengeRow{}, &deviceMACRow{}}
+		&crlCounterRow{}, &preregistrationRow{}, &tpmRootRow{}, &tpmChallengeRow{}, &deviceMACRow{},
+		&idevidCARow{}}
 }
 
 // ts normalises a time for storage: UTC, microsecond precision (PostgreSQL's
@@ -296,6 +300,7 @@ func fromDevice(d *registry.Device) *deviceRow {
 	return &deviceRow{
 		ID: d.ID, TenantID: d.TenantID, Serial: d.Serial, SerialFolded: registry.FoldSerial(d.Serial), MACs: encodeList(d.MACs),
 		Status: string(d.Status), Method: d.Method, EKHash: d.EKHash, AKPub: d.AKPub,
+		IDevIDIssuer: d.IDevIDIssuer, IDevIDSerial: d.IDevIDSerial,
 		RekeyRequired: d.RekeyRequired, RekeyDeadline: tsPtr(d.RekeyDeadline),
 		CreatedAt: ts(d.CreatedAt), UpdatedAt: ts(d.UpdatedAt),
 	}
@@ -313,6 +318,7 @@ func (r *deviceRow) domain() *registry.Device {
 	return &registry.Device{
 		ID: r.ID, TenantID: r.TenantID, Serial: r.Serial, MACs: decodeList(r.MACs),
 		Status: registry.DeviceStatus(r.Status), Method: r.Method, EKHash: r.EKHash, AKPub: r.AKPub,
+		IDevIDIssuer: r.IDevIDIssuer, IDevIDSerial: r.IDevIDSerial,
 		RekeyRequired: r.RekeyRequired, RekeyDeadline: utcPtr(r.RekeyDeadline),
 		CreatedAt: r.CreatedAt.UTC(), UpdatedAt: r.UpdatedAt.UTC(),
 	}

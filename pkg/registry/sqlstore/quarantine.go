@@ -23,15 +23,20 @@ type quarantineRow struct {
 	Reason           string     `gorm:"size:64;not null"`
 	ConflictDeviceID string     `gorm:"size:128;not null"`
 	ConflictEKHash   string     `gorm:"column:conflict_ek_hash;size:128;not null;default:''"`
-	SourceAddr       string     `gorm:"not null"`
-	FirstSeen        time.Time  `gorm:"not null"`
-	LastSeen         time.Time  `gorm:"not null"`
-	Attempts         int        `gorm:"not null"`
-	Status           string     `gorm:"size:32;not null"`
-	DismissedBy      string     `gorm:"size:256;not null"`
-	DismissedAt      *time.Time
-	ReleasedBy       string `gorm:"size:256;not null;default:''"`
-	ReleasedAt       *time.Time
+	// The claimant's IDevID and the conflicting device's (registry.Quarantine).
+	IDevIDIssuer         string    `gorm:"column:idevid_issuer;not null;default:''"`
+	IDevIDSerial         string    `gorm:"column:idevid_serial;size:128;not null;default:''"`
+	ConflictIDevIDIssuer string    `gorm:"column:conflict_idevid_issuer;not null;default:''"`
+	ConflictIDevIDSerial string    `gorm:"column:conflict_idevid_serial;size:128;not null;default:''"`
+	SourceAddr           string    `gorm:"not null"`
+	FirstSeen            time.Time `gorm:"not null"`
+	LastSeen             time.Time `gorm:"not null"`
+	Attempts             int       `gorm:"not null"`
+	Status               string    `gorm:"size:32;not null"`
+	DismissedBy          string    `gorm:"size:256;not null"`
+	DismissedAt          *time.Time
+	ReleasedBy           string `gorm:"size:256;not null;default:''"`
+	ReleasedAt           *time.Time
 }
 
 func (quarantineRow) TableName() string { return "device_quarantine" }
@@ -40,6 +45,8 @@ func (r *quarantineRow) domain() *registry.Quarantine {
 	return &registry.Quarantine{
 		ID: r.ID, TenantID: r.TenantID, Serial: r.Serial, MACs: decodeList(r.MACs), EKHash: r.EKHash,
 		Reason: registry.QuarantineReason(r.Reason), ConflictDeviceID: r.ConflictDeviceID, ConflictEKHash: r.ConflictEKHash,
+		IDevIDIssuer: r.IDevIDIssuer, IDevIDSerial: r.IDevIDSerial,
+		ConflictIDevIDIssuer: r.ConflictIDevIDIssuer, ConflictIDevIDSerial: r.ConflictIDevIDSerial,
 		SourceAddr: r.SourceAddr, FirstSeen: r.FirstSeen.UTC(), LastSeen: r.LastSeen.UTC(), Attempts: r.Attempts,
 		Status: registry.QuarantineStatus(r.Status), DismissedBy: r.DismissedBy, DismissedAt: utcPtr(r.DismissedAt),
 		ReleasedBy: r.ReleasedBy, ReleasedAt: utcPtr(r.ReleasedAt),
@@ -61,12 +68,15 @@ const (
 		ORDER BY ek_hash LIMIT 10`
 
 	sqlHoldClaim = `INSERT INTO device_quarantine (id, tenant_id, serial, macs, ek_hash, reason, conflict_device_id,
-		conflict_ek_hash, source_addr, first_seen, last_seen, attempts, status, dismissed_by, released_by)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, 'held', '', '')
+		conflict_ek_hash, idevid_issuer, idevid_serial, conflict_idevid_issuer, conflict_idevid_serial,
+		source_addr, first_seen, last_seen, attempts, status, dismissed_by, released_by)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, 'held', '', '')
 		ON CONFLICT (tenant_id, serial, ek_hash) WHERE status = 'held' DO UPDATE SET
 		attempts = device_quarantine.attempts + 1, last_seen = excluded.last_seen, macs = excluded.macs,
 		reason = excluded.reason, conflict_device_id = excluded.conflict_device_id,
-		conflict_ek_hash = excluded.conflict_ek_hash, source_addr = excluded.source_addr`
+		conflict_ek_hash = excluded.conflict_ek_hash, idevid_issuer = excluded.idevid_issuer,
+		idevid_serial = excluded.idevid_serial, conflict_idevid_issuer = excluded.conflict_idevid_issuer,
+		conflict_idevid_serial = excluded.conflict_idevid_serial, source_addr = excluded.source_addr`
 )
 
 // migrateQuarantine creates the quarantine table and the two partial
@@ -121,9 +131,12 @@ func (s *Store) HoldClaim(ctx context.Context, q *registry.Quarantine, audit *re
 	switch {
 	case q == nil || q.ID == "" || q.TenantID == "" || q.Serial == "":
 		return errors.New("sqlstore: hold claim: id, tenant and serial are required")
-	case q.Reason != registry.ReasonSerialOtherEK && q.Reason != registry.ReasonEKOtherSerial && q.Reason != registry.ReasonMACOtherSerial:
+	case q.Reason != registry.ReasonSerialOtherEK && q.Reason != registry.ReasonEKOtherSerial &&
+		q.Reason != registry.ReasonMACOtherSerial && q.Reason != registry.ReasonSerialOtherIDevID:
 		return fmt.Errorf("sqlstore: hold claim: unknown reason %q", q.Reason)
-	case q.EKHash == "" && q.Reason != registry.ReasonMACOtherSerial:
+	case q.Reason == registry.ReasonSerialOtherIDevID && (q.IDevIDIssuer == "" || q.IDevIDSerial == ""):
+		return fmt.Errorf("sqlstore: hold claim: reason %s needs the claimant's IDevID issuer and serial", q.Reason)
+	case q.EKHash == "" && q.Reason != registry.ReasonMACOtherSerial && q.Reason != registry.ReasonSerialOtherIDevID:
 		return fmt.Errorf("sqlstore: hold claim: reason %s needs the EK hash", q.Reason)
 	}
 	seen := ts(q.LastSeen)
@@ -134,7 +147,8 @@ func (s *Store) HoldClaim(ctx context.Context, q *registry.Quarantine, audit *re
 	var ev *registry.AuditEvent
 	err := s.write(ctx, func(tx *gorm.DB, b *batch) error {
 		_, err := b.exec(sqlHoldClaim, q.ID, q.TenantID, q.Serial, encodeList(q.MACs), q.EKHash, string(q.Reason),
-			q.ConflictDeviceID, q.ConflictEKHash, q.SourceAddr, seen, seen)
+			q.ConflictDeviceID, q.ConflictEKHash, q.IDevIDIssuer, q.IDevIDSerial, q.ConflictIDevIDIssuer, q.ConflictIDevIDSerial,
+			q.SourceAddr, seen, seen)
 		if err != nil {
 			return fmt.Errorf("sqlstore: hold claim of %s/%s: %w", q.TenantID, q.Serial, s.translateSQL(err))
 		}

@@ -66,10 +66,13 @@ func (s *Store) ApplyRelease(ctx context.Context, w *registry.ReleaseWrite) erro
 		if w.ClearAK {
 			update["ak_pub"] = nil
 		}
+		if w.SetIDevID {
+			update["idevid_issuer"], update["idevid_serial"] = w.IDevIDIssuer, w.IDevIDSerial
+		}
 		// Conditional on what expectDevice read, in case a write of another
 		// replica slipped in between (PostgreSQL, read committed).
-		res := tx.Model(&deviceRow{}).Where("id = ? AND ek_hash = ? AND status = ? AND macs = ?",
-			dev.ID, dev.EKHash, dev.Status, dev.MACs).Updates(update)
+		res := tx.Model(&deviceRow{}).Where("id = ? AND ek_hash = ? AND status = ? AND macs = ? AND idevid_issuer = ? AND idevid_serial = ?",
+			dev.ID, dev.EKHash, dev.Status, dev.MACs, dev.IDevIDIssuer, dev.IDevIDSerial).Updates(update)
 		// The update changes no other unique column than ek_hash (gorm
 		// translates the driver's error, which then names no column).
 		if errors.Is(res.Error, gorm.ErrDuplicatedKey) || isEKConflict(res.Error) {
@@ -88,6 +91,9 @@ func (s *Store) ApplyRelease(ctx context.Context, w *registry.ReleaseWrite) erro
 		}
 		if w.ClearAK {
 			dev.AKPub = nil
+		}
+		if w.SetIDevID {
+			dev.IDevIDIssuer, dev.IDevIDSerial = w.IDevIDIssuer, w.IDevIDSerial
 		}
 
 		res = tx.Model(&quarantineRow{}).Where("id = ? AND status = ?", w.ClaimID, string(registry.QuarantineHeld)).
@@ -128,6 +134,9 @@ func (s *Store) expectDevice(tx *gorm.DB, w *registry.ReleaseWrite, dev *deviceR
 			registry.ErrClaimStale, dev.ID, dev.EKHash, w.ExpectEKHash)
 	case dev.Status != string(w.ExpectStatus):
 		return fmt.Errorf("%w: device %s is %s; the release expected it %s", registry.ErrClaimStale, dev.ID, dev.Status, w.ExpectStatus)
+	case dev.IDevIDIssuer != w.ExpectIDevIDIssuer || dev.IDevIDSerial != w.ExpectIDevIDSerial:
+		return fmt.Errorf("%w: device %s has IDevID %q %q; the release expected %q %q", registry.ErrClaimStale, dev.ID,
+			dev.IDevIDIssuer, dev.IDevIDSerial, w.ExpectIDevIDIssuer, w.ExpectIDevIDSerial)
 	case w.ExpectMACs != nil && !slices.Equal(decodeList(dev.MACs), w.ExpectMACs):
 		return fmt.Errorf("%w: device %s has MACs %v; the release expected %v",
 			registry.ErrClaimStale, dev.ID, decodeList(dev.MACs), w.ExpectMACs)

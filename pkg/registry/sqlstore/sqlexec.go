@@ -100,7 +100,8 @@ const (
 		ON CONFLICT (tenant_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash`
 	sqlReadToken    = "SELECT id, tenant_id, expires_at, uses_left FROM tokens WHERE hash = ?"
 	sqlInsertDevice = `INSERT INTO devices (id, tenant_id, serial, serial_folded, macs, status, method, ek_hash, ak_pub,
-		created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, serial_folded) DO NOTHING`
+		idevid_issuer, idevid_serial, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (tenant_id, serial_folded) DO NOTHING`
 	// The conditional spend is registry.Token.Spendable in SQL.
 	sqlSpendToken = `UPDATE tokens SET uses_left = uses_left - 1
 		WHERE hash = ? AND tenant_id = ? AND uses_left > 0 AND expires_at > ?`
@@ -111,7 +112,8 @@ const (
 		WHERE NOT EXISTS (SELECT 1 FROM devices d WHERE d.id = device_macs.device_id AND d.status = ?)`
 	sqlDropDeviceMACs = "DELETE FROM device_macs WHERE device_id = ?"
 	sqlReplaceDevice  = `UPDATE devices SET serial = ?, serial_folded = ?, macs = ?, method = ?, ek_hash = ?, ak_pub = ?, status = ?,
-		updated_at = ? WHERE id = ? AND tenant_id = ? AND serial_folded = ? AND status = ? AND ek_hash = ?`
+		idevid_issuer = ?, idevid_serial = ?, updated_at = ?
+		WHERE id = ? AND tenant_id = ? AND serial_folded = ? AND status = ? AND ek_hash = ? AND idevid_issuer = ? AND idevid_serial = ?`
 	sqlSupersedeDevice = `UPDATE certificates SET status = ?, revoked_at = ?, revocation_reason = ?
 		WHERE device_id = ? AND status IN (?, ?)`
 	sqlInsertCertificate = `INSERT INTO certificates (serial, kind, device_id, tenant_id, subject, sans, not_before, not_after, der,

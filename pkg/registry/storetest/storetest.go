@@ -62,6 +62,8 @@ func Run(t *testing.T, open func(t *testing.T) registry.Store) {
 		{"ListDevices", testListDevices},
 		{"ListCertificates", testListCertificates},
 		{"TPMRoots", testTPMRoots},
+		{"IDevIDCAs", testIDevIDCAs},
+		{"DeviceIDevID", testDeviceIDevID},
 		{"Quarantine", testQuarantine},
 		{"EKUnique", testEKUnique},
 		{"ApplyRelease", testApplyRelease},
