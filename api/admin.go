@@ -26,6 +26,7 @@ func (s *Server) routesAdmin(e *echo.Echo) {
 	s.routesIDevID(g)
 	s.routesAdmins(g)
 	s.routesTenants(g)
+	s.routesAdminAudit(g)
 }
 
 // requireRole admits only an admin holding one of roles, as

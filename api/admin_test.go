@@ -131,6 +131,10 @@ func TestAdminTokensAuth(t *testing.T) {
 					t.Errorf("rows changed: %+v -> %+v", before, after)
 				}
 				var found bool
+				for _, r := range f.refusals() { // anonymous: the refusal log
+					found = found || tt.actor == "anonymous" && r.Action == string(provision.ActionAdminDenied) &&
+						r.Reason == "unauthenticated" && r.SourceAddr == "127.0.0.1" && strings.HasPrefix(r.Sample, "POST "+tokensPath)
+				}
 				for _, ev := range f.auditSince(seq) {
 					if ev.Result == registry.ResultDenied && ev.Action == string(provision.ActionAdminDenied) && ev.Target == "POST "+tokensPath && ev.Actor == tt.actor && ev.SourceAddr == "127.0.0.1" {
 						found = true

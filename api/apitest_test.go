@@ -379,6 +379,35 @@ func (f *fixture) lastSeq() int64 {
 	return evs[len(evs)-1].Seq
 }
 
+// refusals returns every anonymous refusal aggregate.
+func (f *fixture) refusals() []*registry.Refusal {
+	f.t.Helper()
+	var all []*registry.Refusal
+	for after := int64(0); ; {
+		rs, err := f.store.ListRefusals(context.Background(), after, 500)
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		all = append(all, rs...)
+		if len(rs) < 500 {
+			return all
+		}
+		after = rs[len(rs)-1].ID
+	}
+}
+
+// refusalHits counts the anonymous refusals of action ("" for any).
+func (f *fixture) refusalHits(action string) int64 {
+	f.t.Helper()
+	var n int64
+	for _, r := range f.refusals() {
+		if action == "" || r.Action == action {
+			n += r.Count
+		}
+	}
+	return n
+}
+
 func (f *fixture) auditSince(seq int64) []*registry.AuditEvent {
 	f.t.Helper()
 	var all []*registry.AuditEvent

@@ -12,7 +12,7 @@ import (
 )
 
 func (s *Server) routesEnroll(e *echo.Echo) {
-	e.POST("/v1/enroll", s.enroll, s.door("enroll"))
+	e.POST("/v1/enroll", s.enroll, s.door("enroll"), s.auditRefusals(provision.ActionEnroll))
 }
 
 // enroll is POST /v1/enroll: bootstrap-token enrollment (Attestors.Token),

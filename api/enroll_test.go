@@ -360,7 +360,7 @@ func TestEnrollBadInputChangesNothing(t *testing.T) {
 			case "-":
 				ct = ""
 			}
-			before, uses, seq := f.counts(), f.usesLeft(tok), f.lastSeq()
+			before, uses, seq, hits := f.counts(), f.usesLeft(tok), f.lastSeq(), f.refusalHits("")
 
 			req, err := http.NewRequest(http.MethodPost, f.url+"/v1/enroll", r)
 			if err != nil {
@@ -418,14 +418,17 @@ func TestEnrollBadInputChangesNothing(t *testing.T) {
 					denied++
 				}
 			}
-			switch {
-			case c.httpLayer:
-			case c.token == none:
-				if denied != 1 {
-					t.Errorf("%d denied enroll audit events for a request without a token, want 1", denied)
+			// Every refusal leaves one trace: a chained event when the
+			// token is known (spent, bound elsewhere), else a count in the
+			// refusal log (no token, unknown or expired, and what the HTTP
+			// layer refuses before the token is looked at).
+			if refused := f.refusalHits("") - hits; denied+int(refused) != 1 {
+				t.Errorf("%d denied enroll audit events and %d refusals counted, want one trace", denied, refused)
+			}
+			for _, r := range f.refusals() {
+				if tok != "" && strings.Contains(r.Sample, tok) {
+					t.Errorf("refusal %d holds the bootstrap token", r.ID)
 				}
-			case denied != 1:
-				t.Errorf("%d denied enroll audit events, want 1", denied)
 			}
 
 			// A live token survives the refusal: it still enrolls a good CSR.

@@ -11,8 +11,8 @@ import (
 )
 
 func (s *Server) routesEnrollTPM(e *echo.Echo) {
-	e.POST("/v1/enroll/tpm/challenge", s.tpmChallenge, s.door("tpm"))
-	e.POST("/v1/enroll/tpm", s.tpmEnroll, s.door("tpm"))
+	e.POST("/v1/enroll/tpm/challenge", s.tpmChallenge, s.door("tpm"), s.auditRefusals(provision.ActionEnrollTPMChallenge))
+	e.POST("/v1/enroll/tpm", s.tpmEnroll, s.door("tpm"), s.auditRefusals(provision.ActionEnrollTPM))
 }
 
 // tpmChallenge is POST /v1/enroll/tpm/challenge: the TPM evidence is the

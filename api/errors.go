@@ -33,6 +33,10 @@ type problemError struct {
 
 func (e *problemError) Error() string { return e.title + ": " + e.detail }
 
+// ReasonClass is the refusal log's reason class of a request refused by
+// the API: its problem slug.
+func (e *problemError) ReasonClass() string { return e.slug }
+
 // requestError is a request api refused itself, before provision saw it (an
 // unreadable query argument): it maps as the error it wraps.
 type requestError struct{ err error }

@@ -109,8 +109,8 @@ func (s *Server) routesEST(e *echo.Echo) error {
 		g := e.Group(prefix)
 		g.GET("/cacerts", s.estCACerts, s.estLabel)
 		g.GET("/csrattrs", s.estCSRAttrs, s.estLabel)
-		g.POST("/simpleenroll", s.estEnroll, s.door("est"), s.estLabel)
-		g.POST("/simplereenroll", s.estReenroll, s.door("est-reenroll"), s.estLabel)
+		g.POST("/simpleenroll", s.estEnroll, s.door("est"), s.auditRefusals(provision.ActionEnroll), s.estLabel)
+		g.POST("/simplereenroll", s.estReenroll, s.door("est-reenroll"), s.auditRefusals(provision.ActionRenew), s.estLabel)
 		g.POST("/serverkeygen", s.estNotImplemented, s.estLabel)
 		g.POST("/fullcmc", s.estNotImplemented, s.estLabel)
 	}

@@ -9,7 +9,7 @@ import (
 )
 
 func (s *Server) routesRenew(e *echo.Echo) {
-	e.POST("/v1/renew", s.renew, s.door("renew"))
+	e.POST("/v1/renew", s.renew, s.door("renew"), s.auditRefusals(provision.ActionRenew))
 }
 
 // renew is POST /v1/renew: the device's current certificate over mTLS is the

@@ -271,25 +271,31 @@ func TestRevokeRefusals(t *testing.T) {
 		{"unknown field", &alice, certPath(target), `{"why":"x"}`, 400, "bad-request", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			seq := f.lastSeq()
+			seq, hits := f.lastSeq(), f.refusalHits("admin.denied")
 			resp, b := f.revoke(tc.cert, tc.path, tc.body)
 			p := problemOf(t, resp, b, tc.status)
 			if p.Slug() != tc.slug || !strings.Contains(p.Detail, tc.detail) {
 				t.Errorf("problem %+v, want slug %s mentioning %q", p, tc.slug, tc.detail)
 			}
 			evs := f.auditSince(seq)
+			if tc.cert == nil { // anonymous: counted in the refusal log
+				if n := f.refusalHits("admin.denied") - hits; len(evs) != 0 || n != 1 {
+					t.Errorf("audit: %+v and %d refusals, want one refusal counted", evs, n)
+				}
+				return
+			}
 			if len(evs) != 1 || evs[0].Result != registry.ResultDenied {
 				t.Errorf("audit: %+v, want one denied event", evs)
 			}
 		})
 	}
 	// A certificate from another CA is no credential: 401, audited.
-	seq := f.lastSeq()
+	seq, hits := f.lastSeq(), f.refusalHits("admin.denied")
 	if resp, _, err := f.do(f.newClient(&mallory), http.MethodPost, certPath(target), "", "application/json", strings.NewReader("{}")); err != nil || resp.StatusCode != http.StatusUnauthorized {
 		t.Errorf("other CA's admin certificate: %v %v, want 401", resp, err)
 	}
-	if evs := f.auditSince(seq); len(evs) != 1 || evs[0].Result != registry.ResultDenied {
-		t.Errorf("other CA's certificate audited as %+v, want one denied event", evs)
+	if evs, n := f.auditSince(seq), f.refusalHits("admin.denied")-hits; len(evs) != 0 || n != 1 {
+		t.Errorf("other CA's certificate audited as %+v and %d refusals, want one refusal counted", evs, n)
 	}
 	if c, err := f.store.GetCertificate(t.Context(), target.SerialNumber.Text(16)); err != nil || c.Status != registry.CertActive {
 		t.Errorf("certificate after refusals: %+v, %v", c, err)

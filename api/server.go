@@ -43,6 +43,8 @@ type Store interface {
 	ListQuarantine(ctx context.Context, f registry.QuarantineFilter) ([]*registry.Quarantine, error)
 	ListTPMRoots(ctx context.Context) ([]*registry.TPMRoot, error)
 	ListAudit(ctx context.Context, afterSeq int64, limit int) ([]*registry.AuditEvent, error)
+	ListRefusals(ctx context.Context, afterID int64, limit int) ([]*registry.Refusal, error)
+	provision.AuditReader
 }
 
 // Config wires the server. Store, Provision, Admin, Tokens, Root and Chain
@@ -146,8 +148,10 @@ func (s *Server) newEcho(limit int64) *echo.Echo {
 	e.Pre(func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			if c.Request().ContentLength > limit {
-				return problem(http.StatusRequestEntityTooLarge, wire.SlugPayloadTooLarge, "Request body too large",
-					fmt.Sprintf("request bodies are limited to %d bytes", limit))
+				return s.refuse(c, provision.Actor{Kind: provision.ActorAnonymous}, provision.ActionRequest,
+					c.Request().Method+" "+c.Request().URL.Path,
+					problem(http.StatusRequestEntityTooLarge, wire.SlugPayloadTooLarge, "Request body too large",
+						fmt.Sprintf("request bodies are limited to %d bytes", limit)))
 			}
 			c.Request().Body = http.MaxBytesReader(c.Response(), c.Request().Body, limit)
 			return next(c)
@@ -193,6 +197,24 @@ func (s *Server) refuse(c echo.Context, who provision.Actor, action provision.Ac
 	if who.Source == "" {
 		who.Source = c.RealIP()
 	}
-	s.cfg.Admin.Refuse(c.Request().Context(), who, action, target, err)
+	cause := err
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		cause = &classedError{err, wire.SlugPayloadTooLarge}
+	}
+	if s.cfg.Admin != nil { // the plain-HTTP publication listener has no doors and no Admin
+		s.cfg.Admin.Refuse(c.Request().Context(), who, action, target, cause)
+	}
 	return &auditedError{err}
 }
+
+// classedError names the refusal-log reason class of an error that does not
+// name its own (provision.ReasonClass).
+type classedError struct {
+	err   error
+	class string
+}
+
+func (e *classedError) Error() string       { return e.err.Error() }
+func (e *classedError) Unwrap() error       { return e.err }
+func (e *classedError) ReasonClass() string { return e.class }

@@ -340,6 +340,28 @@ type TPMEnrollRequest struct {
 	CSR             string                     `json:"csr"` // PEM; its key is the certified key
 }
 
+// Refusal is an aggregate of anonymous refusals: one source, one door
+// (action), one reason class, one tenant, one minute (window).
+type Refusal struct {
+	ID         int64     `json:"id"`
+	Window     time.Time `json:"window"`
+	SourceAddr string    `json:"source_addr"`
+	Action     string    `json:"action"`
+	Reason     string    `json:"reason"`
+	Tenant     string    `json:"tenant,omitempty"`
+	Count      int64     `json:"count"`
+	First      time.Time `json:"first"`
+	Last       time.Time `json:"last"`
+	Sample     string    `json:"sample,omitempty"`
+}
+
+// RefusalList is one page of the refusal log; Next is the After of the next
+// page.
+type RefusalList struct {
+	Refusals []Refusal `json:"refusals"`
+	Next     int64     `json:"next,omitempty"`
+}
+
 // AddIDevIDRootRequest is the body of POST /v1/admin/idevid/roots: a
 // device manufacturer's CA certificates (roots and intermediates, one or
 // more PEM CERTIFICATE blocks) to trust for factory IDevID enrollment in

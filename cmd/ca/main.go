@@ -38,6 +38,10 @@ commands:
   issue --csr F --server|--client   certificate for another component (--dns, --ip, --cn)
   audit list [--after N]            read the audit log through the API
   audit verify                      check the audit log's hash chain in the registry database
+  audit verify --file F [--root R]  check an export offline (names the first bad line)
+  audit export --out F [--since T] [--tenant T] [--local]   export the audit log as JSON lines
+  audit prune --before T            delete old events behind a CA-signed checkpoint (--config, on the CA host)
+  audit refusals                    anonymous refusals, counted per source, door, reason and minute
   tenants create NAME [policy] | list | set NAME [policy]
                                     manage tenants through the admin API (super-admins); policy: --require-tpm,
                                     --methods token,tpm,idevid, --key-types ecdsa-p256,..., --cert-lifetime D
@@ -58,8 +62,9 @@ var subcommands = map[string]map[string]func(context.Context, []string, io.Write
 		"reinstate":   cmdDevicesReinstate,
 		"preregister": cmdDevicesPreregister, "dismiss": cmdDevicesDismiss, "release": cmdDevicesRelease,
 	},
-	"certs":   {"list": cmdCertsList, "revoke": cmdCertsRevoke},
-	"audit":   {"list": cmdAuditList, "verify": cmdAuditVerify},
+	"certs": {"list": cmdCertsList, "revoke": cmdCertsRevoke},
+	"audit": {"list": cmdAuditList, "verify": cmdAuditVerify, "export": cmdAuditExport, "prune": cmdAuditPrune,
+		"refusals": cmdAuditRefusals},
 	"tenants": {"create": cmdTenantsCreate, "list": cmdTenantsList, "set": cmdTenantsSet},
 	"admins":  {"add": cmdAdminsAdd, "list": cmdAdminsList, "revoke": cmdAdminsRevoke, "renew": cmdAdminsRenew},
 }

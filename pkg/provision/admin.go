@@ -73,6 +73,8 @@ type AdminStore interface {
 	DismissQuarantine(ctx context.Context, id, by string, audit *registry.AuditEvent) (*registry.Quarantine, error)
 	// Reads, denials and refusals.
 	AppendAudit(ctx context.Context, ev *registry.AuditEvent) error
+	// RecordRefusal counts an anonymous refusal (appendRefusal).
+	RecordRefusal(ctx context.Context, r *registry.Refusal) error
 }
 
 // AdminConfig configures NewAdmin. Store and TrustDomain are required.
@@ -156,8 +158,9 @@ type AuthRequest struct {
 func (a *Admin) Authenticate(ctx context.Context, req *AuthRequest) (Actor, error) {
 	who := Actor{Kind: ActorAnonymous, Source: req.Source}
 	deny := func(sentinel error, why string) (Actor, error) {
-		a.Refuse(ctx, who, ActionAdminDenied, req.Route, errors.New(why))
-		return Actor{}, fmt.Errorf("%s: %w", why, sentinel)
+		err := fmt.Errorf("%s: %w", why, sentinel)
+		a.Refuse(ctx, who, ActionAdminDenied, req.Route, err)
+		return Actor{}, err
 	}
 	if req.TLS == nil || len(req.TLS.VerifiedChains) == 0 || len(req.TLS.VerifiedChains[0]) == 0 {
 		return deny(ErrUnauthenticated, "an admin client certificate issued by this CA is required")

@@ -177,12 +177,20 @@ func TestAdminAuthenticate(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			seq := f.head(t)
+			hits := refusalHits(t, f.store, string(provision.ActionAdminDenied))
 			who, err := f.adm.Authenticate(ctx, &provision.AuthRequest{TLS: tt.tls, Source: "192.0.2.7", Route: route, Roles: tt.roles})
 			if tt.want != nil {
 				if !errors.Is(err, tt.want) {
 					t.Fatalf("Authenticate = %+v, %v; want %v", who, err, tt.want)
 				}
 				evs := f.events(t, seq)
+				if tt.actor == "anonymous" {
+					// Anonymous: counted in the refusal log, not chained.
+					if n := refusalHits(t, f.store, string(provision.ActionAdminDenied)) - hits; n != 1 || len(evs) != 0 {
+						t.Errorf("anonymous denial: %d refusals counted, %d chained events; want 1 and 0", n, len(evs))
+					}
+					return
+				}
 				if len(evs) != 1 || evs[0].Action != string(provision.ActionAdminDenied) || evs[0].Result != registry.ResultDenied ||
 					evs[0].Actor != tt.actor || evs[0].Target != route || evs[0].SourceAddr != "192.0.2.7" {
 					t.Errorf("denial audit %+v, want one admin.denied by %s", evs, tt.actor)

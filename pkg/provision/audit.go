@@ -2,8 +2,11 @@ package provision
 
 import (
 	"context"
+	"errors"
 
+	"devpki/pkg/pki"
 	"devpki/pkg/registry"
+	"devpki/pkg/tpm/verify"
 )
 
 // ActorKind says what kind of principal acted.
@@ -50,6 +53,16 @@ func (a Actor) String() string {
 	return string(a.Kind) + ":" + a.ID
 }
 
+// Anonymous reports whether a is nobody authenticated: no credential, an
+// unknown or malformed token, a certificate of no issuer the CA knows, a
+// TPM challenge answer that names no known challenge. Its refusals are
+// counted in the bounded refusal log (registry.Refusal), not chained one
+// event each, so that a flood of them cannot bury the audit chain. Every
+// other actor — a token that exists (spent, mismatched), a certificate
+// the CA issued, an attested TPM, an admin — is authenticated, and its
+// refusals are chained events.
+func (a Actor) Anonymous() bool { return a.Kind == "" || a.Kind == ActorAnonymous }
+
 // AdminActor is the actor of an admin's request.
 func AdminActor(name, tenantID, source string) Actor {
 	return Actor{Kind: ActorAdmin, ID: name, TenantID: tenantID, Source: source}
@@ -91,6 +104,8 @@ const (
 	ActionAdminRead          Action = "admin.read" // an admin read (GET) of the admin API
 	ActionAdminDenied        Action = "admin.denied"
 	ActionAdminPut           Action = "admin.put"
+	ActionAuditPrune         Action = "audit.prune"  // audit events before a signed checkpoint were deleted
+	ActionRequest            Action = "request"      // a request refused before it reached a door (an oversized body)
 	ActionAdminCreate        Action = "admin.create" // an admin made through the admin API
 	ActionAdminRevoke        Action = "admin.revoke"
 	ActionAdminRenew         Action = "admin.renew" // an admin certificate renewed over mTLS
@@ -107,14 +122,70 @@ func event(who Actor, tenantID string, action Action, target, result, detail str
 	}
 }
 
-// auditAppender appends a single audit event (refusals).
+// auditAppender appends a single audit event, or counts an anonymous
+// refusal (refusals).
 type auditAppender interface {
 	AppendAudit(ctx context.Context, ev *registry.AuditEvent) error
+	RecordRefusal(ctx context.Context, r *registry.Refusal) error
 }
 
-// appendRefusal audits a refused request. The refusal is the answer
-// whatever happens here, so a failure to append is returned only for the
-// caller to log.
+// appendRefusal audits a refused request: a chained event when who is
+// authenticated, a count in the bounded refusal log when who is anonymous
+// (Actor.Anonymous), keyed by source, door (action), reason class
+// (ReasonClass) and tenant, with the first refusal's target and cause as
+// its sample. The refusal is the answer whatever happens here, so a
+// failure to append is returned only for the caller to log.
 func appendRefusal(ctx context.Context, st auditAppender, who Actor, tenantID string, action Action, target string, cause error) error {
-	return st.AppendAudit(context.WithoutCancel(ctx), event(who, tenantID, action, target, registry.ResultDenied, cause.Error()))
+	ctx = context.WithoutCancel(ctx)
+	if who.Anonymous() {
+		sample := cause.Error()
+		if target != "" {
+			sample = target + ": " + sample
+		}
+		return st.RecordRefusal(ctx, &registry.Refusal{SourceAddr: who.Source, Action: string(action),
+			Reason: ReasonClass(cause), TenantID: tenantID, Sample: sample})
+	}
+	return st.AppendAudit(ctx, event(who, tenantID, action, target, registry.ResultDenied, cause.Error()))
+}
+
+// ReasonClass names the kind of a refusal for the refusal log: a short
+// stable word ("token-invalid", "unauthenticated", "bad-csr", ...). An
+// error may name its own class with a ReasonClass() string method (the
+// API's request errors do); anything else is "refused".
+func ReasonClass(err error) string {
+	var rc interface{ ReasonClass() string }
+	if errors.As(err, &rc) {
+		return rc.ReasonClass()
+	}
+	for _, c := range reasonClasses {
+		if errors.Is(err, c.err) {
+			return c.name
+		}
+	}
+	return "refused"
+}
+
+// reasonClasses in the order ReasonClass tries them.
+var reasonClasses = []struct {
+	err  error
+	name string
+}{
+	{registry.ErrTokenInvalid, "token-invalid"},
+	{registry.ErrTokenExpired, "token-expired"},
+	{registry.ErrTokenSpent, "token-spent"},
+	{registry.ErrTokenSerialMismatch, "token-mismatch"},
+	{registry.ErrTokenTenantMismatch, "token-mismatch"},
+	{ErrUnauthenticated, "unauthenticated"},
+	{ErrForbidden, "forbidden"},
+	{ErrTPMDisabled, "tpm-disabled"},
+	{verify.ErrEKUntrusted, "tpm-untrusted-ek"},
+	{verify.ErrAKInvalid, "tpm-invalid-ak"},
+	{verify.ErrChallengeNotFound, "challenge-unknown"},
+	{verify.ErrChallengeExpired, "challenge-expired"},
+	{verify.ErrChallengeUsed, "challenge-used"},
+	{pki.ErrBadSerial, "bad-serial"},
+	{pki.ErrBadMAC, "bad-mac"},
+	{pki.ErrBadCSR, "bad-csr"},
+	{ErrInvalidArgument, "bad-request"},
+	{registry.ErrUnavailable, "store-unavailable"},
 }

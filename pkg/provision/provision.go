@@ -53,6 +53,8 @@ type EnrollStore interface {
 	RecordCertificate(ctx context.Context, c *registry.Certificate, audit *registry.AuditEvent) error
 	HoldClaim(ctx context.Context, q *registry.Quarantine, audit *registry.AuditEvent) error
 	AppendAudit(ctx context.Context, ev *registry.AuditEvent) error
+	// RecordRefusal counts an anonymous refusal (appendRefusal).
+	RecordRefusal(ctx context.Context, r *registry.Refusal) error
 }
 
 // readiness is the optional ability of a store to tell, cheaply, that it

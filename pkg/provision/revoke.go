@@ -38,6 +38,8 @@ type RevocationStore interface {
 	ListDevices(ctx context.Context, f registry.DeviceFilter) ([]*registry.Device, error)
 	ApplyRelease(ctx context.Context, w *registry.ReleaseWrite) error
 	AppendAudit(ctx context.Context, ev *registry.AuditEvent) error
+	// RecordRefusal counts an anonymous refusal (appendRefusal).
+	RecordRefusal(ctx context.Context, r *registry.Refusal) error
 }
 
 // CRLSigner signs CRLs. *pki.CA implements it.

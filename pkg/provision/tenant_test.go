@@ -185,6 +185,28 @@ func TestTenantAdminBadInput(t *testing.T) {
 	}
 }
 
+// refusalHits counts the anonymous refusals in s's refusal log, with
+// action when it is not empty.
+func refusalHits(t *testing.T, s registry.Store, action string) int64 {
+	t.Helper()
+	var n int64
+	for after := int64(0); ; {
+		rs, err := s.ListRefusals(context.Background(), after, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rs) == 0 {
+			return n
+		}
+		for _, r := range rs {
+			if action == "" || r.Action == action {
+				n += r.Count
+			}
+			after = r.ID
+		}
+	}
+}
+
 // lastAudit is the newest audit event in s, nil when there is none.
 func lastAudit(t *testing.T, s registry.Store) *registry.AuditEvent {
 	t.Helper()

@@ -3,7 +3,7 @@ package registry
 import (
 	"crypto/sha256"
 	"encoding/binary"
-	"hash"
+	"io"
 	"strconv"
 	"time"
 )
@@ -36,7 +36,7 @@ func AuditHash(prev []byte, ev *AuditEvent) []byte {
 	return h.Sum(nil)
 }
 
-func writeField(h hash.Hash, f string) {
+func writeField(h io.Writer, f string) {
 	var n [8]byte
 	binary.BigEndian.PutUint64(n[:], uint64(len(f)))
 	h.Write(n[:])

@@ -304,6 +304,12 @@ type AuditEvent struct {
 	SourceAddr string
 	PrevHash   []byte
 	Hash       []byte
+	// TenantSeq, TenantPrevHash and TenantHash place the event in its
+	// tenant's own chain (AuditChain, AuditTenantHash), so that one
+	// tenant's events verify without the others'. The store assigns them.
+	TenantSeq      int64
+	TenantPrevHash []byte
+	TenantHash     []byte
 }
 
 // Preregistration binds a TPM EK, by its hash, to the serial (and MACs) of
@@ -574,6 +580,8 @@ type Store interface {
 	// VerifyAudit walks the whole chain and returns an error wrapping
 	// ErrAuditChain that names the first bad Seq.
 	VerifyAudit(ctx context.Context) error
+	// AuditStore: refusals, exports, checkpoints and pruning (audit.go).
+	AuditStore
 
 	// PutTPMChallenge records a pending TPM challenge (not audited: the
 	// enrollment that completes it, or its refusal, is). An ID already

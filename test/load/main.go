@@ -9,6 +9,7 @@
 //	go run ./test/load -n 20000 -c 64 -target healthz   # TLS+HTTP floor: same loop, no enrollment
 //	go run ./test/load -n 5000 -c 64 -target est        # EST simpleenroll (RFC 7030), token as Basic password
 //	go run ./test/load -target tpm -devices 8 -n 400    # TPM attestation, one swtpm per device (tpm.go)
+//	go run ./test/load -target badtoken -n 20000 -c 32  # abuse: unknown tokens; audit rows and DB growth (badtoken.go)
 //
 // The run is bounded by -n and -max-duration.
 package main
@@ -65,7 +66,7 @@ func main() {
 	var o options
 	flag.IntVar(&o.n, "n", 5000, "devices to enroll (bounded)")
 	flag.IntVar(&o.c, "c", 64, "concurrent clients")
-	flag.StringVar(&o.target, "target", "enroll", "enroll; est (EST simpleenroll, new connection each); renew (mTLS, new connection each, devices enrolled first); ocsp (keep-alive); tpm (attestation with -devices swtpm instances); or healthz for the TLS-handshake + HTTP floor")
+	flag.StringVar(&o.target, "target", "enroll", "enroll; est (EST simpleenroll, new connection each); renew (mTLS, new connection each, devices enrolled first); ocsp (keep-alive); tpm (attestation with -devices swtpm instances); badtoken (abuse: unknown tokens, keep-alive; reports audit rows and database growth); or healthz for the TLS-handshake + HTTP floor")
 	flag.StringVar(&o.caBin, "ca-bin", "", "path of a built 'ca' binary (default: go build ./cmd/ca into a temp dir)")
 	flag.StringVar(&o.keep, "dir", "", "CA directory to create and keep (default: a temp dir, removed)")
 	flag.DurationVar(&o.maxDuration, "max-duration", 2*time.Minute, "stop sending after this long")
@@ -90,20 +91,21 @@ func main() {
 
 // result is one run's figures.
 type result struct {
-	Target         string      `json:"target"`
-	N              int         `json:"n"`
-	C              int         `json:"c"`
-	OK             int64       `json:"ok"`
-	Failed         int64       `json:"failed"`
-	Seconds        float64     `json:"seconds"`
-	PerSecond      float64     `json:"per_second"`
-	P50ms          float64     `json:"p50_ms"`
-	P99ms          float64     `json:"p99_ms"`
-	ServerCPUms    float64     `json:"server_cpu_ms_per_op"`
-	ClientCPUms    float64     `json:"client_cpu_ms_per_op"`
-	ServerMaxRSSMB float64     `json:"server_max_rss_mb"`
-	FirstError     string      `json:"first_error,omitempty"`
-	TPM            *tpmFigures `json:"tpm,omitempty"`
+	Target         string        `json:"target"`
+	N              int           `json:"n"`
+	C              int           `json:"c"`
+	OK             int64         `json:"ok"`
+	Failed         int64         `json:"failed"`
+	Seconds        float64       `json:"seconds"`
+	PerSecond      float64       `json:"per_second"`
+	P50ms          float64       `json:"p50_ms"`
+	P99ms          float64       `json:"p99_ms"`
+	ServerCPUms    float64       `json:"server_cpu_ms_per_op"`
+	ClientCPUms    float64       `json:"client_cpu_ms_per_op"`
+	ServerMaxRSSMB float64       `json:"server_max_rss_mb"`
+	FirstError     string        `json:"first_error,omitempty"`
+	TPM            *tpmFigures   `json:"tpm,omitempty"`
+	Abuse          *abuseFigures `json:"abuse,omitempty"`
 }
 
 func run(o options) error {
@@ -111,14 +113,14 @@ func run(o options) error {
 		return fmt.Errorf("-n must be in [1, 1e6] and -c in [1, 4096]")
 	}
 	switch o.target {
-	case "enroll", "est", "renew", "ocsp", "healthz":
+	case "enroll", "est", "renew", "ocsp", "healthz", "badtoken":
 	case "tpm":
 		if o.devices < 1 || o.devices > maxDevices {
 			return fmt.Errorf("-devices must be in [1, %d]", maxDevices)
 		}
 		o.c = o.devices
 	default:
-		return fmt.Errorf("-target must be enroll, est, renew, ocsp, tpm or healthz")
+		return fmt.Errorf("-target must be enroll, est, renew, ocsp, tpm, badtoken or healthz")
 	}
 	var fleet *tpmFleet
 	if o.target == "tpm" {
@@ -170,7 +172,12 @@ func run(o options) error {
 			b = bytes.Replace(b, []byte("\ntls:\n"), []byte("\ntls:\n    classical_key_exchange: true\n"), 1)
 		}
 		if o.limits == "unlimited" {
-			b = append(b, "limits: {per_source_rate: 1e9, per_source_burst: 1000000000, per_tenant_rate: 1e9, per_tenant_burst: 1000000000}\n"...)
+			lockout := ""
+			if o.target == "badtoken" {
+				// The abuse run measures what reaches the audit log: no lockout.
+				lockout = ", lockout_failures: 0"
+			}
+			b = append(b, "limits: {per_source_rate: 1e9, per_source_burst: 1000000000, per_tenant_rate: 1e9, per_tenant_burst: 1000000000"+lockout+"}\n"...)
 		}
 		if err := os.WriteFile(cfgPath, b, 0o600); err != nil {
 			return err
@@ -214,9 +221,12 @@ func run(o options) error {
 
 	total := o.n + o.warmup
 	var sendOne func(int) error
-	if fleet != nil {
+	switch {
+	case fleet != nil:
 		sendOne, err = fleet.prepare(base, pool)
-	} else {
+	case o.target == "badtoken":
+		sendOne = prepareBadToken(o, base, pool)
+	default:
 		sendOne, err = prepare(o, caBin, dir, base, pool, total)
 	}
 	if err != nil {
@@ -232,6 +242,12 @@ func run(o options) error {
 	if fleet != nil {
 		fleet.resetTimes()
 		swtpm0 = fleet.swtpmCPU()
+	}
+	var reg0 registrySnapshot
+	if o.target == "badtoken" {
+		if reg0, err = snapshotRegistry(dir); err != nil {
+			return err
+		}
 	}
 	cpu0, err := procCPU(srv.Process.Pid)
 	if err != nil {
@@ -269,6 +285,17 @@ func run(o options) error {
 		res.ClientCPUms = ms(self1-self0) / float64(ok)
 	}
 	res.ServerMaxRSSMB = maxRSSMB(srv.Process.Pid)
+	if o.target == "badtoken" {
+		time.Sleep(200 * time.Millisecond) // the last refusals' commits
+		reg1, err := snapshotRegistry(dir)
+		if err != nil {
+			return err
+		}
+		res.Abuse = &abuseFigures{AuditRowsBefore: reg0.auditRows, AuditRowsAfter: reg1.auditRows,
+			RefusalRowsBefore: reg0.refusalRows, RefusalRowsAfter: reg1.refusalRows,
+			RefusalsCounted: reg1.refusalHits - reg0.refusalHits, DBBytesBefore: reg0.dbBytes, DBBytesAfter: reg1.dbBytes,
+			WALBytesBefore: reg0.walBytes, WALBytesAfter: reg1.walBytes}
+	}
 	if fleet != nil {
 		res.TPM = fleet.figures(ok, swtpm1-swtpm0)
 		if firstErr == nil {
@@ -290,6 +317,9 @@ func run(o options) error {
 	fmt.Printf("server max RSS:    %.0f MB\n", res.ServerMaxRSSMB)
 	if res.TPM != nil {
 		printTPM(res.TPM)
+	}
+	if res.Abuse != nil {
+		printAbuse(res.Abuse)
 	}
 	if firstErr != nil {
 		fmt.Printf("first error:       %v\n", firstErr)

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"database/sql"
+	"errors"
 	"fmt"
 
 	"gorm.io/gorm"
@@ -49,11 +51,24 @@ func (b *batch) appendAudit(ev *registry.AuditEvent) (*registry.AuditEvent, erro
 	out.Seq = b.headSeq + 1
 	out.PrevHash = b.headHash
 	out.Hash = registry.AuditHash(out.PrevHash, &out)
-	_, err := b.exec(sqlInsertAudit,
+	// The tenant chain: its head is read and written in this transaction,
+	// which holds the global head, so no other writer interleaves.
+	chain := registry.AuditChain(out.TenantID)
+	out.TenantSeq, out.TenantPrevHash = 0, make([]byte, sha256.Size)
+	err := b.scan(sqlReadTenantHead, []any{chain}, &out.TenantSeq, &out.TenantPrevHash)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("sqlstore: read tenant audit head %s: %w", chain, b.s.translateSQL(err))
+	}
+	out.TenantSeq++
+	out.TenantHash = registry.AuditTenantHash(out.TenantPrevHash, &out)
+	_, err = b.exec(sqlInsertAudit,
 		out.Seq, out.Time, out.TenantID, out.Actor, out.Action, out.Target, out.Result, out.Detail, out.SourceAddr,
-		out.PrevHash, out.Hash)
+		out.PrevHash, out.Hash, out.TenantSeq, out.TenantPrevHash, out.TenantHash)
 	if err != nil {
 		return nil, fmt.Errorf("sqlstore: append audit event %d: %w", out.Seq, b.s.translateSQL(err))
+	}
+	if _, err := b.exec(sqlWriteTenantHead, chain, out.TenantSeq, out.TenantHash); err != nil {
+		return nil, fmt.Errorf("sqlstore: write tenant audit head %s: %w", chain, b.s.translateSQL(err))
 	}
 	b.headSeq, b.headHash = out.Seq, out.Hash
 	return &out, nil
@@ -63,6 +78,7 @@ func (b *batch) appendAudit(ev *registry.AuditEvent) (*registry.AuditEvent, erro
 func copyAudit(dst, src *registry.AuditEvent) {
 	if dst != nil && src != nil {
 		dst.Seq, dst.Time, dst.PrevHash, dst.Hash = src.Seq, src.Time, src.PrevHash, src.Hash
+		dst.TenantSeq, dst.TenantPrevHash, dst.TenantHash = src.TenantSeq, src.TenantPrevHash, src.TenantHash
 	}
 }
 
@@ -125,7 +141,9 @@ func (s *Store) ListAudit(ctx context.Context, afterSeq int64, limit int) ([]*re
 
 // VerifyAudit implements registry.Store. It reads the head first, then walks
 // the events up to it in chunks of verifyChunk rows, so events appended
-// while it runs are not mistaken for damage.
+// while it runs are not mistaken for damage. The walk starts at the newest
+// prune checkpoint when there is one (its signature is the caller's to
+// check: the store has no CA), and checks every tenant chain as well.
 func (s *Store) VerifyAudit(ctx context.Context) error {
 	var head auditHeadRow
 	if err := s.r.WithContext(ctx).Where("id = ?", 1).Take(&head).Error; err != nil {
@@ -133,6 +151,18 @@ func (s *Store) VerifyAudit(ctx context.Context) error {
 	}
 	prev := make([]byte, sha256.Size)
 	var last int64
+	tenants := map[string]*registry.AuditTenantHead{}
+	cp, err := s.GetAuditCheckpoint(ctx)
+	switch {
+	case err == nil:
+		prev, last = cp.Hash, cp.Seq
+		for i := range cp.Tenants {
+			h := cp.Tenants[i]
+			tenants[h.TenantID] = &h
+		}
+	case !errors.Is(err, registry.ErrNotFound):
+		return fmt.Errorf("sqlstore: verify audit: %w", err)
+	}
 	for last < head.Seq {
 		var rows []auditRow
 		err := s.r.WithContext(ctx).Where("seq > ? AND seq <= ?", last, head.Seq).
@@ -151,9 +181,24 @@ func (s *Store) VerifyAudit(ctx context.Context) error {
 			if !bytes.Equal(r.PrevHash, prev) {
 				return fmt.Errorf("%w: event %d: previous hash does not match event %d", registry.ErrAuditChain, r.Seq, last)
 			}
-			if !bytes.Equal(registry.AuditHash(prev, r.domain()), r.Hash) {
+			ev := r.domain()
+			if !bytes.Equal(registry.AuditHash(prev, ev), r.Hash) {
 				return fmt.Errorf("%w: event %d: hash does not match its content", registry.ErrAuditChain, r.Seq)
 			}
+			chain := registry.AuditChain(r.TenantID)
+			th := tenants[chain]
+			if th == nil {
+				th = &registry.AuditTenantHead{TenantID: chain, Hash: make([]byte, sha256.Size)}
+				tenants[chain] = th
+			}
+			if r.TenantSeq != th.Seq+1 || !bytes.Equal(r.TenantPrevHash, th.Hash) {
+				return fmt.Errorf("%w: event %d: tenant %s chain: tenant seq %d does not follow %d", registry.ErrAuditChain,
+					r.Seq, chain, r.TenantSeq, th.Seq)
+			}
+			if !bytes.Equal(registry.AuditTenantHash(th.Hash, ev), r.TenantHash) {
+				return fmt.Errorf("%w: event %d: tenant %s chain: hash does not match its content", registry.ErrAuditChain, r.Seq, chain)
+			}
+			th.Seq, th.Hash = r.TenantSeq, r.TenantHash
 			prev, last = r.Hash, r.Seq
 		}
 	}
@@ -162,6 +207,19 @@ func (s *Store) VerifyAudit(ctx context.Context) error {
 	}
 	if head.Seq == 0 && !bytes.Equal(head.Hash, prev) {
 		return fmt.Errorf("%w: event 0: head hash is not the zero hash", registry.ErrAuditChain)
+	}
+	// The stored tenant heads agree with the walk (events appended since
+	// the head was read may have moved them on: only behind is wrong).
+	var heads []auditTenantHeadRow
+	if err := s.r.WithContext(ctx).Find(&heads).Error; err != nil {
+		return fmt.Errorf("sqlstore: verify audit: %w", translate(err))
+	}
+	for _, h := range heads {
+		th := tenants[h.TenantID]
+		if th != nil && (h.Seq < th.Seq || h.Seq == th.Seq && !bytes.Equal(h.Hash, th.Hash)) {
+			return fmt.Errorf("%w: tenant %s chain: head %d does not match event chain at %d", registry.ErrAuditChain,
+				h.TenantID, h.Seq, th.Seq)
+		}
 	}
 	return nil
 }

@@ -22,7 +22,10 @@ func TestAuditTamper(t *testing.T) {
 		{"delete middle", "DELETE FROM audit_events WHERE seq = 3", "event 3:"},
 		{"delete last", "DELETE FROM audit_events WHERE seq = 5", "event 5:"},
 		{"reorder", "UPDATE audit_events SET seq = seq + 100 WHERE seq = 4", "event 4:"},
-		{"rehash edited", "", "event 4:"}, // event 3 edited and rehashed: event 4 no longer chains
+		// Event 3 edited and its global hash recomputed: its tenant hash no
+		// longer matches; with both recomputed, event 4 no longer chains.
+		{"rehash edited", "", "event 3: tenant default chain"},
+		{"rehash both edited", "", "event 4:"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := newSQLite(t)
@@ -44,7 +47,12 @@ func TestAuditTamper(t *testing.T) {
 				}
 				ev := evs[0]
 				ev.Detail = "forged"
-				err = s.w.Exec("UPDATE audit_events SET detail = ?, hash = ? WHERE seq = 3", ev.Detail, registry.AuditHash(ev.PrevHash, ev)).Error
+				th := ev.TenantHash
+				if tc.name == "rehash both edited" {
+					th = registry.AuditTenantHash(ev.TenantPrevHash, ev)
+				}
+				err = s.w.Exec("UPDATE audit_events SET detail = ?, hash = ?, tenant_hash = ? WHERE seq = 3", ev.Detail,
+					registry.AuditHash(ev.PrevHash, ev), th).Error
 			case strings.Contains(tc.sql, "?"):
 				err = s.w.Exec(tc.sql, "2001-01-01 00:00:00+00:00").Error
 			default:

@@ -136,9 +136,62 @@ type auditRow struct {
 	SourceAddr string    `gorm:"not null"`
 	PrevHash   []byte    `gorm:"not null"`
 	Hash       []byte    `gorm:"not null"`
+	// The tenant chain (registry.AuditTenantHash). Rows written before it
+	// existed are backfilled when the store opens (migrateAuditTenants).
+	TenantSeq      int64 `gorm:"not null;default:0"`
+	TenantPrevHash []byte
+	TenantHash     []byte
 }
 
 func (auditRow) TableName() string { return "audit_events" }
+
+// auditTenantHeadRow is the head of one tenant chain (registry.AuditChain).
+// It is written in the transaction that appends the event, after the global
+// head is locked, so tenant chains are serialised as the global one is.
+type auditTenantHeadRow struct {
+	TenantID string `gorm:"primaryKey;size:128"`
+	Seq      int64  `gorm:"not null"`
+	Hash     []byte `gorm:"not null"`
+}
+
+func (auditTenantHeadRow) TableName() string { return "audit_tenant_heads" }
+
+// refusalRow aggregates anonymous refusals (registry.Refusal): one row per
+// window, source, door, reason class and tenant, capped in number.
+type refusalRow struct {
+	ID          int64     `gorm:"primaryKey;autoIncrement"`
+	WindowStart time.Time `gorm:"not null;uniqueIndex:idx_refusal_key,priority:1"`
+	SourceAddr  string    `gorm:"size:128;not null;uniqueIndex:idx_refusal_key,priority:2"`
+	Action      string    `gorm:"size:128;not null;uniqueIndex:idx_refusal_key,priority:3"`
+	Reason      string    `gorm:"size:64;not null;uniqueIndex:idx_refusal_key,priority:4"`
+	TenantID    string    `gorm:"size:128;not null;uniqueIndex:idx_refusal_key,priority:5"`
+	Hits        int64     `gorm:"not null"`
+	FirstAt     time.Time `gorm:"not null"`
+	LastAt      time.Time `gorm:"not null"`
+	Sample      string    `gorm:"not null"`
+}
+
+func (refusalRow) TableName() string { return "audit_refusals" }
+
+func (r *refusalRow) domain() *registry.Refusal {
+	return &registry.Refusal{ID: r.ID, Window: r.WindowStart.UTC(), SourceAddr: r.SourceAddr, Action: r.Action,
+		Reason: r.Reason, TenantID: r.TenantID, Count: r.Hits, First: r.FirstAt.UTC(), Last: r.LastAt.UTC(), Sample: r.Sample}
+}
+
+// checkpointRow is a signed prune checkpoint (registry.AuditCheckpoint).
+type checkpointRow struct {
+	ID        int64     `gorm:"primaryKey;autoIncrement"`
+	Seq       int64     `gorm:"not null"`
+	Hash      []byte    `gorm:"not null"`
+	Before    time.Time `gorm:"column:pruned_before;not null"`
+	Time      time.Time `gorm:"column:made_at;not null"`
+	Tenants   string    `gorm:"not null"` // JSON array of registry.AuditTenantHead
+	Signer    []byte    `gorm:"not null"`
+	Algorithm string    `gorm:"size:64;not null"`
+	Signature []byte    `gorm:"not null"`
+}
+
+func (checkpointRow) TableName() string { return "audit_checkpoints" }
 
 // auditHeadRow is the single row (ID 1) holding the last Seq and Hash of the
 // chain. Writers lock it (SELECT ... FOR UPDATE on PostgreSQL; the write
@@ -200,6 +253,7 @@ func (r *tpmChallengeRow) domain() *registry.TPMChallenge {
 
 func allModels() []any {
 	return []any{&tenantRow{}, &deviceRow{}, &certificateRow{}, &tokenRow{}, &adminRow{}, &auditRow{}, &auditHeadRow{},
+		&auditTenantHeadRow{}, &refusalRow{}, &checkpointRow{},
 		&crlCounterRow{}, &preregistrationRow{}, &tpmRootRow{}, &tpmChallengeRow{}, &deviceMACRow{},
 		&idevidCARow{}}
 }
@@ -357,6 +411,7 @@ func (r *auditRow) domain() *registry.AuditEvent {
 		Seq: r.Seq, Time: r.Time.UTC(), TenantID: r.TenantID, Actor: r.Actor, Action: r.Action,
 		Target: r.Target, Result: r.Result, Detail: r.Detail, SourceAddr: r.SourceAddr,
 		PrevHash: r.PrevHash, Hash: r.Hash,
+		TenantSeq: r.TenantSeq, TenantPrevHash: r.TenantPrevHash, TenantHash: r.TenantHash,
 	}
 }
 

@@ -24,7 +24,8 @@ var hotStatements = []string{
 	"SAVEPOINT op",
 	"RELEASE SAVEPOINT op",
 	"ROLLBACK TO SAVEPOINT op",
-	sqlReadHead, sqlReadHeadLocked, sqlWriteHead, sqlInsertAudit,
+	sqlReadHead, sqlReadHeadLocked, sqlWriteHead, sqlInsertAudit, sqlReadTenantHead, sqlWriteTenantHead,
+	sqlBumpRefusal, sqlInsertRefusal, sqlTrimRefusals,
 	sqlReadToken, sqlInsertDevice, sqlSpendToken, sqlInsertCertificate, sqlClaimMAC,
 	sqlReadRenewedCert, sqlReadRenewingDevice, sqlSupersede, sqlTouchRenewedDevice,
 }
@@ -92,8 +93,11 @@ const (
 	sqlReadHead       = "SELECT seq, hash FROM audit_head WHERE id = 1"
 	sqlReadHeadLocked = "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE"
 	sqlWriteHead      = "UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1"
-	sqlInsertAudit    = `INSERT INTO audit_events (seq, time, tenant_id, actor, action, target, result, detail, source_addr, prev_hash, hash)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	sqlInsertAudit    = `INSERT INTO audit_events (seq, time, tenant_id, actor, action, target, result, detail, source_addr, prev_hash, hash,
+		tenant_seq, tenant_prev_hash, tenant_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	sqlReadTenantHead  = "SELECT seq, hash FROM audit_tenant_heads WHERE tenant_id = ?"
+	sqlWriteTenantHead = `INSERT INTO audit_tenant_heads (tenant_id, seq, hash) VALUES (?, ?, ?)
+		ON CONFLICT (tenant_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash`
 	sqlReadToken    = "SELECT id, tenant_id, expires_at, uses_left FROM tokens WHERE hash = ?"
 	sqlInsertDevice = `INSERT INTO devices (id, tenant_id, serial, serial_folded, macs, status, method, ek_hash, ak_pub,
 		idevid_issuer, idevid_serial, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)

@@ -61,6 +61,9 @@ type Options struct {
 	// more than one write); 0 means DefaultLinger, negative disables it.
 	// An idle store never waits.
 	Linger time.Duration
+	// MaxRefusals caps the stored anonymous-refusal aggregates
+	// (RecordRefusal); 0 means registry.DefaultMaxRefusals.
+	MaxRefusals int
 }
 
 // DefaultLinger is the group-commit wait used when Options.Linger is 0.
@@ -75,6 +78,8 @@ type Store struct {
 	now      func() time.Time
 	maxBatch int
 	linger   time.Duration
+	// maxRefusals caps the audit_refusals rows.
+	maxRefusals int
 
 	ops      chan *op
 	mu       sync.RWMutex // guards closed against sends on ops
@@ -99,7 +104,10 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if opts.DSN == "" {
 		return nil, errors.New("sqlstore: open: empty DSN")
 	}
-	s := &Store{driver: opts.Driver, now: opts.Now, maxBatch: opts.MaxBatch}
+	s := &Store{driver: opts.Driver, now: opts.Now, maxBatch: opts.MaxBatch, maxRefusals: opts.MaxRefusals}
+	if s.maxRefusals <= 0 {
+		s.maxRefusals = registry.DefaultMaxRefusals
+	}
 	if s.driver == "" {
 		s.driver = DriverSQLite
 	}
@@ -285,6 +293,9 @@ func (s *Store) migrate(ctx context.Context) error {
 		return err
 	}
 	if err := migrateTPMRootKind(db); err != nil {
+		return err
+	}
+	if err := s.migrateAuditTenants(ctx); err != nil {
 		return err
 	}
 	now := ts(s.now())
