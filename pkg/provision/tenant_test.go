@@ -223,32 +223,3 @@ func lastAudit(t *testing.T, s registry.Store) *registry.AuditEvent {
 		after = last.Seq
 	}
 }
-
-// auditMark is where the chained log and the refusal log stood.
-type auditMark struct{ seq, hits int64 }
-
-func markAudit(t *testing.T, s registry.Store) auditMark {
-	t.Helper()
-	m := auditMark{hits: refusalHits(t, s, "")}
-	if ev := lastAudit(t, s); ev != nil {
-		m.seq = ev.Seq
-	}
-	return m
-}
-
-// deniedSince reports whether a refusal was audited after m: a chained
-// denial naming want (any denial when want is empty) or, when want is
-// empty, an anonymous refusal counted in the refusal log.
-func deniedSince(t *testing.T, s registry.Store, m auditMark, want string) bool {
-	t.Helper()
-	evs, err := s.ListAudit(context.Background(), m.seq, 1000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, ev := range evs {
-		if ev.Result == registry.ResultDenied && (want == "" || strings.Contains(ev.Detail, want)) {
-			return true
-		}
-	}
-	return want == "" && refusalHits(t, s, "") > m.hits
-}
