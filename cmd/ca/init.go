@@ -232,8 +232,10 @@ func initCA(ctx context.Context, o initOptions, stderr io.Writer) (fp string, er
 	}
 	adm, err := issuer.IssueClient(ctx, &pki.ClientRequest{
 		PublicKey: adminKey.Public(), CommonName: o.AdminName, Organization: registry.DefaultTenant,
-		URIs:     []*url.URL{pki.AdminURI(cfg.TrustDomain, registry.DefaultTenant, o.AdminName)},
-		Lifetime: 365 * 24 * time.Hour,
+		URIs: []*url.URL{pki.AdminURI(cfg.TrustDomain, registry.DefaultTenant, o.AdminName)},
+		// The bootstrap admin's certificate lives admin.cert_lifetime, like
+		// every admin's; it renews with 'ca admins renew'.
+		Lifetime: time.Duration(cfg.Admin.CertLifetime),
 	})
 	if err != nil {
 		return "", fmt.Errorf("issue admin certificate: %w", err)
