@@ -2,7 +2,6 @@ package api
 
 import (
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -54,41 +53,21 @@ func (s *Server) exportAudit(c echo.Context) error {
 // anonymous refusal aggregates of the caller's tenant (those naming no
 // tenant are the default tenant's).
 func (s *Server) listRefusals(c echo.Context) error {
-	who := s.actor(c)
-	limit, err := queryLimit(c)
+	after, want, err := pageArgs(c, "a refusal id")
 	if err != nil {
 		return err
 	}
-	var after int64
-	if v := c.QueryParam("after"); v != "" {
-		if after, err = strconv.ParseInt(v, 10, 64); err != nil || after < 0 {
-			return badArg("after %q is not a refusal id", v)
-		}
+	rs, next, err := scopedPage(c.Request().Context(), s.actor(c), after, want, s.cfg.Store.ListRefusals,
+		func(r *registry.Refusal) (int64, string) { return r.ID, r.TenantID })
+	if err != nil {
+		return err
 	}
-	out := wire.RefusalList{Refusals: []wire.Refusal{}}
-	want := effectiveLimit(limit)
-	for len(out.Refusals) < want {
-		rs, err := s.cfg.Store.ListRefusals(c.Request().Context(), after, 500)
-		if err != nil {
-			return err
-		}
-		for _, r := range rs {
-			after = r.ID
-			if !provision.InScope(who, r.TenantID) {
-				continue
-			}
-			out.Refusals = append(out.Refusals, wire.Refusal{
-				ID: r.ID, Window: r.Window, SourceAddr: r.SourceAddr, Action: r.Action, Reason: r.Reason,
-				Tenant: r.TenantID, Count: r.Count, First: r.First, Last: r.Last, Sample: r.Sample,
-			})
-			if len(out.Refusals) == want {
-				out.Next = r.ID
-				break
-			}
-		}
-		if len(rs) < 500 {
-			break
-		}
+	out := wire.RefusalList{Refusals: []wire.Refusal{}, Next: next}
+	for _, r := range rs {
+		out.Refusals = append(out.Refusals, wire.Refusal{
+			ID: r.ID, Window: r.Window, SourceAddr: r.SourceAddr, Action: r.Action, Reason: r.Reason,
+			Tenant: r.TenantID, Count: r.Count, First: r.First, Last: r.Last, Sample: r.Sample,
+		})
 	}
 	return c.JSON(http.StatusOK, out)
 }

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"encoding/pem"
 	"fmt"
 	"net/http"
@@ -174,44 +175,66 @@ func (s *Server) getCertificate(c echo.Context) error {
 }
 
 func (s *Server) listAudit(c echo.Context) error {
-	who := s.actor(c)
-	limit, err := queryLimit(c)
+	after, want, err := pageArgs(c, "a sequence number")
 	if err != nil {
 		return err
 	}
-	var after int64
+	evs, next, err := scopedPage(c.Request().Context(), s.actor(c), after, want, s.cfg.Store.ListAudit,
+		func(ev *registry.AuditEvent) (int64, string) { return ev.Seq, ev.TenantID })
+	if err != nil {
+		return err
+	}
+	out := wire.AuditList{Events: []wire.AuditEvent{}, Next: next}
+	for _, ev := range evs {
+		out.Events = append(out.Events, wire.AuditEvent{
+			Seq: ev.Seq, Time: ev.Time, Tenant: ev.TenantID, Actor: ev.Actor, Action: ev.Action, Target: ev.Target,
+			Result: ev.Result, Detail: ev.Detail, SourceAddr: ev.SourceAddr, Hash: fmt.Sprintf("%x", ev.Hash),
+		})
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+// pageArgs reads ?after=N (an id of what, non-negative) and ?limit=N.
+func pageArgs(c echo.Context, what string) (after int64, want int, err error) {
+	limit, err := queryLimit(c)
+	if err != nil {
+		return 0, 0, err
+	}
 	if v := c.QueryParam("after"); v != "" {
 		if after, err = strconv.ParseInt(v, 10, 64); err != nil || after < 0 {
-			return badArg("after %q is not a sequence number", v)
+			return 0, 0, badArg("after %q is not %s", v, what)
 		}
 	}
-	out := wire.AuditList{Events: []wire.AuditEvent{}}
-	want := effectiveLimit(limit)
-	// Read the shared log in chunks and keep the caller's tenant's events.
-	for len(out.Events) < want {
-		evs, err := s.cfg.Store.ListAudit(c.Request().Context(), after, 500)
+	return after, effectiveLimit(limit), nil
+}
+
+// scopedPage reads a log shared by every tenant (read: entries with an id
+// above after, in id order) in chunks, and keeps the entries in who's scope
+// (key gives an entry's id and tenant) up to want. next is the id to go on
+// from when the page is full, else 0.
+func scopedPage[T any](ctx context.Context, who provision.Actor, after int64, want int,
+	read func(ctx context.Context, after int64, limit int) ([]T, error), key func(T) (int64, string)) (page []T, next int64, err error) {
+	const chunk = 500
+	for len(page) < want {
+		items, err := read(ctx, after, chunk)
 		if err != nil {
-			return err
+			return nil, 0, err
 		}
-		for _, ev := range evs {
-			after = ev.Seq
-			if !provision.InScope(who, ev.TenantID) {
+		for _, it := range items {
+			id, tenant := key(it)
+			after = id
+			if !provision.InScope(who, tenant) {
 				continue
 			}
-			out.Events = append(out.Events, wire.AuditEvent{
-				Seq: ev.Seq, Time: ev.Time, Tenant: ev.TenantID, Actor: ev.Actor, Action: ev.Action, Target: ev.Target,
-				Result: ev.Result, Detail: ev.Detail, SourceAddr: ev.SourceAddr, Hash: fmt.Sprintf("%x", ev.Hash),
-			})
-			if len(out.Events) == want {
-				out.Next = ev.Seq
-				break
+			if page = append(page, it); len(page) == want {
+				return page, id, nil
 			}
 		}
-		if len(evs) < 500 {
+		if len(items) < chunk {
 			break
 		}
 	}
-	return c.JSON(http.StatusOK, out)
+	return page, 0, nil
 }
 
 // rotateDevice is POST /v1/admin/devices/:id/rotate.
