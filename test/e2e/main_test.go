@@ -252,7 +252,8 @@ func tryStartServer(t *testing.T, addr string, args []string) (*server, error) {
 	// Wait for our own process to announce the address (so a server of
 	// someone else that happens to own the port cannot answer for it), then
 	// for /healthz.
-	serving := regexp.MustCompile(`msg=serving addr=` + regexp.QuoteMeta(s.URL) + `\b`)
+	// (text or --log-format json).
+	serving := regexp.MustCompile(`msg=serving addr=` + regexp.QuoteMeta(s.URL) + `\b|"msg":"serving","addr":"` + regexp.QuoteMeta(s.URL) + `"`)
 	probe := &http.Client{
 		Timeout: 2 * time.Second,
 		Transport: &http.Transport{
