@@ -138,6 +138,18 @@ func serve(ctx context.Context, cfg *Config, dev bool, stdout, stderr io.Writer)
 	if err != nil {
 		return fmt.Errorf("load TLS certificate: %w", err)
 	}
+	if cfg.DB.Driver == sqlstore.DriverSQLite {
+		// A shared lock for as long as this CA runs: 'ca restore' refuses
+		// a registry in use, and this CA refuses one being restored.
+		unlock, err := lockRegistry(cfg.DSN(), false)
+		if errors.Is(err, errRegistryBusy) {
+			return fmt.Errorf("%w (a 'ca restore' is writing it: wait for it to finish)", err)
+		}
+		if err != nil {
+			return err
+		}
+		defer unlock()
+	}
 	store, err := sqlstore.Open(ctx, sqlstore.Options{Driver: cfg.DB.Driver, DSN: cfg.DSN()})
 	if err != nil {
 		return fmt.Errorf("open registry: %w", err)
