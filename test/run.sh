@@ -78,3 +78,5 @@ for target in api:FuzzRequests pkg/pki:FuzzCSRIntake pkg/pki:FuzzValidateSerial 
 done
 step "go test -tags tpmsimulator,swtpm (TPM simulator and swtpm, cgo)"
 CGO_ENABLED=1 go test -count=1 -tags tpmsimulator,swtpm ./pkg/tpm/... ./pkg/provision/... ./api/...
+step "Debian packages (make deb; as root: dpkg -i, files, users, units, dpkg -r/--purge)"
+./test/packages.sh
