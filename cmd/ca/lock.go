@@ -28,7 +28,9 @@ func registryLockPath(dsn string) string {
 // 'ca serve', exclusive for 'ca restore'. The returned function releases it.
 func lockRegistry(dsn string, exclusive bool) (func(), error) {
 	path := registryLockPath(dsn)
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	// Read-only and world-readable: whoever runs 'ca restore' (root) or
+	// 'ca serve' (the service user) can lock it; it holds nothing.
+	f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("open registry lock %s: %w", path, err)
 	}

@@ -13,8 +13,10 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -22,7 +24,7 @@ import (
 	"devpki/pkg/registry/sqlstore"
 )
 
-func cmdRestore(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func cmdRestore(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
 	var from, configPath, dir, dbDSN string
 	var force bool
 	fs := newFlags("restore", stderr)
@@ -30,6 +32,8 @@ func cmdRestore(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.StringVar(&configPath, "config", "", "restore the CA in place: ca.yaml goes here, the files it names where it names them")
 	fs.StringVar(&dir, "dir", "", "restore into this fresh directory instead (files ca.yaml names by absolute path are put under DIR/restored)")
 	fs.StringVar(&dbDSN, "db-dsn", "", "PostgreSQL: restore into this database (an empty one) instead of the backup's db.dsn")
+	var owner string
+	fs.StringVar(&owner, "owner", "", "give the restored files to this user and its group (as root; e.g. devpki-ca for the packaged service)")
 	fs.BoolVar(&force, "force", false, "replace existing files and an existing registry (never one a running CA has open)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -37,11 +41,17 @@ func cmdRestore(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if from == "" || (configPath == "") == (dir == "") {
 		return fmt.Errorf("%w: --from FILE and one of --config DIR/ca.yaml or --dir DIR are required", errUsage)
 	}
+	var chown func(string) error
+	if owner != "" {
+		if chown, err = chowner(owner); err != nil {
+			return err
+		}
+	}
 	inPlace := configPath != ""
 	if !inPlace {
 		configPath = filepath.Join(dir, fileConfig)
 	}
-	configPath, err := filepath.Abs(configPath)
+	configPath, err = filepath.Abs(configPath)
 	if err != nil {
 		return err
 	}
@@ -53,9 +63,10 @@ func cmdRestore(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	// Nothing is changed until the backup has read back completely: staged
 	// in a directory we remove again, beside the target.
+	var createdDirs []string // for --owner
 	createdBase := false
 	if _, err := os.Stat(base); errors.Is(err, os.ErrNotExist) {
-		if err := os.MkdirAll(base, 0o700); err != nil {
+		if err := mkdirTracked(base, &createdDirs); err != nil {
 			return err
 		}
 		createdBase = true
@@ -85,7 +96,7 @@ func cmdRestore(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	var unlock func()
 	switch m.Driver {
 	case sqlstore.DriverSQLite:
-		if err := os.MkdirAll(filepath.Dir(p.registryDst), 0o700); err != nil {
+		if err := mkdirTracked(filepath.Dir(p.registryDst), &createdDirs); err != nil {
 			return err
 		}
 		unlock, err = lockRegistry(p.registryDst, true)
@@ -132,6 +143,9 @@ func cmdRestore(ctx context.Context, args []string, stdout, stderr io.Writer) er
 
 	// Install: the CA's files first, the registry last.
 	for _, f := range p.files {
+		if err := mkdirTracked(filepath.Dir(f.dst), &createdDirs); err != nil {
+			return err
+		}
 		if err := installFile(f.src, f.dst, os.FileMode(f.mode)); err != nil {
 			return err
 		}
@@ -172,6 +186,25 @@ func cmdRestore(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	if got != m.Registry {
 		return fmt.Errorf("restored, but the registry counts %+v differ from the backup's %+v", got, m.Registry)
+	}
+	if chown != nil {
+		for _, d := range createdDirs {
+			if err := chown(d); err != nil {
+				return err
+			}
+		}
+		for _, f := range p.files {
+			if err := chown(f.dst); err != nil {
+				return err
+			}
+		}
+		if m.Driver == sqlstore.DriverSQLite {
+			for _, side := range []string{"", "-wal", "-shm"} {
+				if err := chown(p.registryDst + side); err != nil && !errors.Is(err, os.ErrNotExist) {
+					return err
+				}
+			}
+		}
 	}
 	fmt.Fprintf(stdout, "restored %s into %s: %d devices, %d certificates, %d audit events (chain verified)\n",
 		from, configPath, m.Registry.Devices, m.Registry.Certificates, m.Registry.AuditEvents)
@@ -524,6 +557,40 @@ func raiseCRLNumber(ctx context.Context, driver, dsn string) error {
 	now := time.Now().Unix()
 	if _, err := db.ExecContext(ctx, q, now, now); err != nil {
 		return fmt.Errorf("raise the CRL number of the restored registry: %w", err)
+	}
+	return nil
+}
+
+// chowner returns a function that gives a file to user name and its
+// primary group.
+func chowner(name string) (func(string) error, error) {
+	u, err := user.Lookup(name)
+	if err != nil {
+		return nil, fmt.Errorf("%w: --owner: %w", errUsage, err)
+	}
+	uid, err1 := strconv.Atoi(u.Uid)
+	gid, err2 := strconv.Atoi(u.Gid)
+	if err1 != nil || err2 != nil {
+		return nil, fmt.Errorf("--owner %s: uid %q gid %q are not numbers", name, u.Uid, u.Gid)
+	}
+	return func(path string) error { return os.Chown(path, uid, gid) }, nil
+}
+
+// mkdirTracked is os.MkdirAll(dir, 0700) that appends the directories it
+// made to created, parents first.
+func mkdirTracked(dir string, created *[]string) error {
+	var missing []string
+	for d := dir; ; d = filepath.Dir(d) {
+		if _, err := os.Stat(d); err == nil || d == filepath.Dir(d) {
+			break
+		}
+		missing = append(missing, d)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	for i := len(missing) - 1; i >= 0; i-- {
+		*created = append(*created, missing[i])
 	}
 	return nil
 }
