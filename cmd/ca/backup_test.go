@@ -129,3 +129,13 @@ func TestRestoreFlags(t *testing.T) {
 		}
 	}
 }
+
+// TestBackupPostgresWithoutPgDump: a PostgreSQL backup without pg_dump in
+// PATH says what to install, before it touches the database.
+func TestBackupPostgresWithoutPgDump(t *testing.T) {
+	t.Setenv("PATH", t.TempDir())
+	_, err := backupPostgres(context.Background(), "host=/nonexistent dbname=x", filepath.Join(t.TempDir(), "d"), &bytes.Buffer{})
+	if err == nil || !strings.Contains(err.Error(), "pg_dump not found") || !strings.Contains(err.Error(), "postgresql-client") {
+		t.Errorf("backup without pg_dump: %v", err)
+	}
+}
