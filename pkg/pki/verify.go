@@ -126,6 +126,12 @@ func (v *ChainVerifier) verifyFast(leaf *x509.Certificate, now time.Time) (chain
 	return nil, false, nil
 }
 
+// AllowsUsage reports whether leaf may be used for usage by crypto/x509's
+// rule for a leaf: no extended key usage, or any, or usage among them.
+func AllowsUsage(leaf *x509.Certificate, usage x509.ExtKeyUsage) bool {
+	return usageAllowed(leaf, []x509.ExtKeyUsage{usage})
+}
+
 // usageAllowed is crypto/x509's rule for a leaf: no extended key usage, or
 // any, or one of want (any in want accepts all).
 func usageAllowed(leaf *x509.Certificate, want []x509.ExtKeyUsage) bool {
