@@ -183,6 +183,9 @@ func pkcs11Error(err error, module, token, shown string) error {
 		return fmt.Errorf("PKCS#11: %w: this program was built without PKCS#11 support (build it with CGO_ENABLED=1): %v", ErrKMS, err)
 	case strings.Contains(msg, "failed to open module"):
 		return fmt.Errorf("PKCS#11 module %s: %w: it does not load as a PKCS#11 library (check module-path)", module, ErrKMS)
+	case strings.Contains(msg, "failed to initialize module"):
+		return fmt.Errorf("PKCS#11 module %s: %w: it failed to initialize (%v); for SoftHSM2 check that $SOFTHSM2_CONF (default /etc/softhsm/softhsm2.conf) is readable and names an existing tokendir",
+			module, ErrKMS, errors.Unwrap(err))
 	case strings.Contains(msg, "could not find PKCS#11 token"):
 		return fmt.Errorf("PKCS#11 URI %q: %w: module %s has no such token (%q); list its tokens with 'softhsm2-util --show-slots' or 'pkcs11-tool --module %s --list-slots'",
 			shown, ErrKMS, module, token, module)

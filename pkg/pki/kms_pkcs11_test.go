@@ -10,13 +10,10 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/ThalesGroup/crypto11"
-	"go.step.sm/crypto/kms"
 	kmsapi "go.step.sm/crypto/kms/apiv1"
 	_ "go.step.sm/crypto/kms/pkcs11" // the PKCS#11 key manager, as cmd/ca links it
 	"golang.org/x/crypto/ocsp"
@@ -24,45 +21,6 @@ import (
 	"devpki/pkg/pki"
 	"devpki/pkg/pki/pkitest/softhsmtest"
 )
-
-// tokenKeyPairs lists the labels of the key pairs in the token. It logs in
-// and out: call it only while no other context of this process is open, or
-// a wrong PIN tried meanwhile would ride on this login.
-func tokenKeyPairs(t *testing.T, tok *softhsmtest.Token) []string {
-	t.Helper()
-	c, err := crypto11.Configure(&crypto11.Config{Path: softhsmtest.Module, TokenLabel: tok.Label, Pin: softhsmtest.PIN})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	pairs, err := c.FindAllKeyPairs()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var labels []string
-	for _, p := range pairs {
-		l, err := c.GetAttribute(p, crypto11.CkaLabel)
-		if err != nil {
-			t.Fatal(err)
-		}
-		labels = append(labels, string(l.Value))
-	}
-	sort.Strings(labels)
-	return labels
-}
-
-// makeTokenKey makes a key in the token outside devpki, as an HSM admin would.
-func makeTokenKey(t *testing.T, tok *softhsmtest.Token, name string, alg kmsapi.SignatureAlgorithm) {
-	t.Helper()
-	km, err := kms.New(context.Background(), kmsapi.Options{Type: kmsapi.PKCS11, URI: tok.URI()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer km.Close()
-	if _, err := km.CreateKey(&kmsapi.CreateKeyRequest{Name: name, SignatureAlgorithm: alg}); err != nil {
-		t.Fatal(err)
-	}
-}
 
 // dirNames lists dir, or nothing when it does not exist.
 func dirNames(t *testing.T, dir string) []string {
@@ -168,8 +126,8 @@ func TestPKCS11CA(t *testing.T) {
 	}
 	const mod = "module-path=" + softhsmtest.Module
 	// Keys an HSM admin made: one devpki may certify, two it must refuse.
-	makeTokenKey(t, tok, "pkcs11:id=0a01;object=given-p256", kmsapi.ECDSAWithSHA256)
-	makeTokenKey(t, tok, "pkcs11:id=0a02;object=given-p521", kmsapi.ECDSAWithSHA512)
+	tok.MakeKey(t, "pkcs11:id=0a01;object=given-p256", kmsapi.ECDSAWithSHA256)
+	tok.MakeKey(t, "pkcs11:id=0a02;object=given-p521", kmsapi.ECDSAWithSHA512)
 	givenKeys := []string{"given-p256", "given-p521"}
 
 	for i, tc := range []struct {
@@ -211,7 +169,7 @@ func TestPKCS11CA(t *testing.T) {
 			if names := dirNames(t, dir); len(names) != 0 {
 				t.Errorf("CreateCA failed but wrote %v", names)
 			}
-			if got := tokenKeyPairs(t, tok); strings.Join(got, ",") != strings.Join(givenKeys, ",") {
+			if got := tok.KeyLabels(t); strings.Join(got, ",") != strings.Join(givenKeys, ",") {
 				t.Errorf("token keys after a failure: %v, want %v", got, givenKeys)
 			}
 		})
@@ -291,7 +249,7 @@ func TestPKCS11CA(t *testing.T) {
 			t.Fatal(err)
 		}
 		ca.Close()
-		labels := tokenKeyPairs(t, tok)
+		labels := tok.KeyLabels(t)
 		var root bool
 		for _, l := range labels {
 			root = root || strings.HasPrefix(l, "devpki-root-")
