@@ -208,11 +208,12 @@ func initCA(ctx context.Context, o initOptions, stderr io.Writer) (fp string, er
 		// A failed init leaves no key it made in the token either.
 		if err != nil {
 			ca.DeleteCreatedKeys()
+		} else if files.IntermediateKeyURI != "" {
+			reportTokenKeys(stderr, files)
 		}
 	}()
 	if files.IntermediateKeyURI != "" {
 		cfg.CA.Key, cfg.CA.RootKey = files.IntermediateKeyURI, files.RootKeyURI
-		reportTokenKeys(stderr, files)
 	}
 	issuer, err := pki.NewIssuer(pki.IssuerOptions{CA: ca, TrustDomain: cfg.TrustDomain})
 	if err != nil {

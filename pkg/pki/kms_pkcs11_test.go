@@ -175,6 +175,26 @@ func TestPKCS11CA(t *testing.T) {
 		})
 	}
 
+	t.Run("directory not writable after the keys are made", func(t *testing.T) {
+		// The token keys exist by the time the files are written: a
+		// failure there must delete them.
+		// A dangling symlink: the files to write do not exist (so CreateCA
+		// goes ahead), but their directory cannot be made.
+		dangling := filepath.Join(base, "dangling")
+		if err := os.Symlink(filepath.Join(base, "gone", "away"), dangling); err != nil {
+			t.Fatal(err)
+		}
+		_, ca, err := pki.CreateCA(ctx, pki.CAOptions{Dir: filepath.Join(dangling, "ca"), Password: testPassword, KMS: tok.URI(), RootInKMS: true})
+		if err == nil {
+			ca.Close()
+			t.Fatal("CreateCA succeeded under a dangling symlink")
+		}
+		t.Logf("error: %v", err)
+		if got := tok.KeyLabels(t); strings.Join(got, ",") != strings.Join(givenKeys, ",") {
+			t.Errorf("token keys after a failed write: %v, want %v", got, givenKeys)
+		}
+	})
+
 	t.Run("new key", func(t *testing.T) {
 		dir := filepath.Join(base, "new")
 		files, ca, err := pki.CreateCA(ctx, pki.CAOptions{Dir: dir, Password: testPassword, KMS: tok.URI()})
@@ -278,4 +298,52 @@ func TestPKCS11CA(t *testing.T) {
 			t.Fatalf("LoadCA with another key: %v", err)
 		}
 	})
+}
+
+// BenchmarkIssueDeviceKeyStore compares issuing a device certificate with
+// the intermediate key in memory (an encrypted file, loaded) and in a
+// SoftHSM2 token (every signature a PKCS#11 C_Sign through cgo).
+func BenchmarkIssueDeviceKeyStore(b *testing.B) {
+	tok := softhsmtest.Start(b, "devpki-bench")
+	tok.Setenv(b)
+	ctx := context.Background()
+	_, fileCA, err := pki.CreateCA(ctx, pki.CAOptions{Dir: filepath.Join(b.TempDir(), "file"), Password: testPassword})
+	if err != nil {
+		b.Fatal(err)
+	}
+	_, hsmCA, err := pki.CreateCA(ctx, pki.CAOptions{Dir: filepath.Join(b.TempDir(), "hsm"), Password: testPassword, KMS: tok.URI()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer hsmCA.Close()
+	req := &pki.DeviceRequest{
+		Identity:  pki.Identity{DeviceID: "dev-0001", Tenant: "acme", Serial: "SN0001", MACs: []string{"aabbccddeeff"}},
+		PublicKey: keys()["p256"].Public(),
+	}
+	for _, c := range []struct {
+		name string
+		ca   *pki.CA
+	}{{"file", fileCA}, {"softhsm", hsmCA}} {
+		iss, err := pki.NewIssuer(pki.IssuerOptions{CA: c.ca, TrustDomain: "bench.local"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(c.name+"/serial", func(b *testing.B) {
+			for b.Loop() {
+				if _, err := iss.IssueDevice(ctx, req); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(c.name+"/parallel", func(b *testing.B) {
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if _, err := iss.IssueDevice(ctx, req); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
 }

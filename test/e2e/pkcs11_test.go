@@ -75,6 +75,19 @@ func TestPKCS11EndToEnd(t *testing.T) {
 				t.Errorf("%s: ca init failed but left %v", tc.name, names)
 			}
 		}
+		// A failure after the keys are made in the token (the registry
+		// cannot be opened: its WAL path is taken by a directory) deletes them.
+		dir := filepath.Join(base, "bad", "late")
+		if err := os.MkdirAll(filepath.Join(dir, "registry.db-wal"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		res := run(t, nil, caBin, "init", "--dir", dir, "--password-file", pw, "--kms", tok.URI(), "--kms-root")
+		if res.code == 0 || !strings.Contains(res.stderr, "open registry") || strings.Contains(res.stderr, "issuing key in the PKCS#11 token") {
+			t.Errorf("init with an unusable registry: want a failure opening the registry (and no report of keys), got %s", res)
+		}
+		if names := filesUnder(t, dir); len(names) != 0 {
+			t.Errorf("ca init failed late but left %v", names)
+		}
 		if got := strings.Join(tok.KeyLabels(t), ","); got != keysBefore {
 			t.Errorf("token keys after the refused inits: %s, want %s", got, keysBefore)
 		}
