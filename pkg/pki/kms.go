@@ -61,6 +61,9 @@ func RedactKeyURI(keyURI string) string {
 	return pinValue.ReplaceAllString(keyURI, "${1}REDACTED")
 }
 
+// redactErr is a library error's text with any PIN in a URI it quotes redacted.
+func redactErr(err error) string { return RedactKeyURI(err.Error()) }
+
 // OpenSigner turns a key reference into a crypto.Signer: a PEM file path or
 // "softkms:path=FILE" (decrypted with password; nil for a plain key), or a
 // "pkcs11:…" URI naming a token (module-path, token, serial or slot-id;
@@ -88,13 +91,13 @@ func OpenSigner(ctx context.Context, keyURI string, password []byte) (crypto.Sig
 	if i := strings.IndexByte(keyURI, ':'); i > 0 && !strings.EqualFold(keyURI[:i], "softkms") && !filepath.IsAbs(keyURI) {
 		typ, err := kmsapi.TypeOf(keyURI)
 		if err != nil {
-			return nil, nil, fmt.Errorf("key URI %q: %w", RedactKeyURI(keyURI), err)
+			return nil, nil, fmt.Errorf("key URI %q: %s", RedactKeyURI(keyURI), redactErr(err))
 		}
 		kopts = kmsapi.Options{Type: typ, URI: keyURI}
 	}
 	km, err := kms.New(ctx, kopts)
 	if err != nil {
-		return nil, nil, fmt.Errorf("key URI %q: %w", RedactKeyURI(keyURI), err)
+		return nil, nil, fmt.Errorf("key URI %q: %s", RedactKeyURI(keyURI), redactErr(err))
 	}
 	signer, err := km.CreateSigner(&kmsapi.CreateSignerRequest{SigningKey: keyURI, Password: password})
 	if err != nil {
@@ -116,7 +119,7 @@ func openPKCS11(ctx context.Context, rawURI string) (kmsapi.KeyManager, error) {
 	shown := RedactKeyURI(rawURI)
 	u, err := uri.ParseWithScheme(PKCS11Scheme, rawURI)
 	if err != nil {
-		return nil, fmt.Errorf("PKCS#11 URI %q: %w: %w", shown, ErrKMS, err)
+		return nil, fmt.Errorf("PKCS#11 URI %q: %w: %s", shown, ErrKMS, redactErr(err))
 	}
 	token := u.Get("token")
 	sel := 0
@@ -180,12 +183,12 @@ func pkcs11Error(err error, module, token, shown string) error {
 	msg := err.Error()
 	switch {
 	case strings.Contains(msg, "unsupported kms type") || strings.Contains(msg, "without cgo"):
-		return fmt.Errorf("PKCS#11: %w: this program was built without PKCS#11 support (build it with CGO_ENABLED=1): %v", ErrKMS, err)
+		return fmt.Errorf("PKCS#11: %w: this program was built without PKCS#11 support (build it with CGO_ENABLED=1): %s", ErrKMS, redactErr(err))
 	case strings.Contains(msg, "failed to open module"):
 		return fmt.Errorf("PKCS#11 module %s: %w: it does not load as a PKCS#11 library (check module-path)", module, ErrKMS)
 	case strings.Contains(msg, "failed to initialize module"):
 		return fmt.Errorf("PKCS#11 module %s: %w: it failed to initialize (%v); for SoftHSM2 check that $SOFTHSM2_CONF (default /etc/softhsm/softhsm2.conf) is readable and names an existing tokendir",
-			module, ErrKMS, errors.Unwrap(err))
+			module, ErrKMS, redactErr(err))
 	case strings.Contains(msg, "could not find PKCS#11 token"):
 		return fmt.Errorf("PKCS#11 URI %q: %w: module %s has no such token (%q); list its tokens with 'softhsm2-util --show-slots' or 'pkcs11-tool --module %s --list-slots'",
 			shown, ErrKMS, module, token, module)
@@ -196,7 +199,7 @@ func pkcs11Error(err error, module, token, shown string) error {
 	case strings.Contains(msg, "CKR_PIN_LOCKED"):
 		return fmt.Errorf("PKCS#11 token %q: %w: the user PIN is locked; the token's security officer must unlock it", token, ErrWrongPIN)
 	}
-	return fmt.Errorf("PKCS#11 URI %q: %w: %v", shown, ErrKMS, err)
+	return fmt.Errorf("PKCS#11 URI %q: %w: %s", shown, ErrKMS, redactErr(err))
 }
 
 // pkcs11Signer finds the key keyURI names and checks it is a CA key devpki
@@ -205,7 +208,7 @@ func pkcs11Signer(km kmsapi.KeyManager, keyURI string) (crypto.Signer, error) {
 	shown := RedactKeyURI(keyURI)
 	u, err := uri.ParseWithScheme(PKCS11Scheme, keyURI)
 	if err != nil {
-		return nil, fmt.Errorf("PKCS#11 key %q: %w", shown, err)
+		return nil, fmt.Errorf("PKCS#11 key %q: %s", shown, redactErr(err))
 	}
 	if u.Get("id") == "" && u.Get("object") == "" {
 		return nil, fmt.Errorf("PKCS#11 key %q: %w: name the key with id= and/or object=", shown, ErrKeyNotFound)
@@ -217,7 +220,7 @@ func pkcs11Signer(km kmsapi.KeyManager, keyURI string) (crypto.Signer, error) {
 			return nil, fmt.Errorf("PKCS#11 key %q: %w in token %q (check id= and object=; 'pkcs11-tool --list-objects' lists them)",
 				shown, ErrKeyNotFound, u.Get("token"))
 		}
-		return nil, fmt.Errorf("PKCS#11 key %q: %w: %v", shown, ErrKMS, err)
+		return nil, fmt.Errorf("PKCS#11 key %q: %w: %s", shown, ErrKMS, redactErr(err))
 	}
 	if err := CheckCAKey(signer.Public()); err != nil {
 		return nil, fmt.Errorf("PKCS#11 key %q: %w", shown, err)
@@ -314,7 +317,7 @@ func openTokenKeys(ctx context.Context, opts CAOptions) (*tokenKeys, error) {
 	shown := RedactKeyURI(opts.KMS)
 	u, err := uri.ParseWithScheme(PKCS11Scheme, opts.KMS)
 	if err != nil {
-		return nil, fmt.Errorf("PKCS#11 URI %q: %w: %w", shown, ErrKMS, err)
+		return nil, fmt.Errorf("PKCS#11 URI %q: %w: %s", shown, ErrKMS, redactErr(err))
 	}
 	if u.Get("id") != "" || u.Get("object") != "" {
 		return nil, fmt.Errorf("PKCS#11 URI %q names a key: it should name only the token (module-path, token, PIN); name an existing key separately (ca init --kms-key)", shown)
@@ -323,7 +326,7 @@ func openTokenKeys(ctx context.Context, opts CAOptions) (*tokenKeys, error) {
 	if opts.IntermediateKey != "" {
 		ku, err := uri.ParseWithScheme(PKCS11Scheme, opts.IntermediateKey)
 		if err != nil {
-			return nil, fmt.Errorf("PKCS#11 key %q: %w", RedactKeyURI(opts.IntermediateKey), err)
+			return nil, fmt.Errorf("PKCS#11 key %q: %s", RedactKeyURI(opts.IntermediateKey), redactErr(err))
 		}
 		id, object := ku.GetEncoded("id"), ku.Get("object")
 		if len(id) == 0 && object == "" {
@@ -384,7 +387,7 @@ func (t *tokenKeys) CreateKey(req *kmsapi.CreateKeyRequest) (*kmsapi.CreateKeyRe
 	}
 	resp, err := t.km.CreateKey(req)
 	if err != nil {
-		return nil, fmt.Errorf("make key %q in the token: %w: %v", RedactKeyURI(req.Name), ErrKMS, err)
+		return nil, fmt.Errorf("make key %q in the token: %w: %s", RedactKeyURI(req.Name), ErrKMS, redactErr(err))
 	}
 	t.created = append(t.created, req.Name)
 	return resp, nil
