@@ -8,9 +8,11 @@ import (
 	"crypto/elliptic"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -242,6 +244,35 @@ func TestPKCS11CA(t *testing.T) {
 		}
 		signsThrough(t, loaded)
 		signsThrough(t, second)
+		// Concurrent signatures share the token's session pool.
+		iss, err := pki.NewIssuer(pki.IssuerOptions{CA: loaded, TrustDomain: "hsm.local"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		errs := make(chan error, 64)
+		for g := range 8 {
+			wg.Go(func() {
+				for i := range 8 {
+					c, err := iss.IssueDevice(ctx, &pki.DeviceRequest{
+						Identity:  pki.Identity{DeviceID: fmt.Sprintf("d%d-%d", g, i), Tenant: "default", Serial: fmt.Sprintf("HSM-%d-%d", g, i)},
+						PublicKey: keys()["p256"].Public(),
+					})
+					if err == nil {
+						err = c.Certificate.CheckSignatureFrom(loaded.Intermediate)
+					}
+					if err != nil {
+						errs <- err
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Errorf("concurrent issuance: %v", err)
+		}
 		second.Close()
 		signsThrough(t, loaded)
 		if _, err := load(strings.Replace(files.IntermediateKeyURI, ";id=", ";id=ff", 1)); !errors.Is(err, pki.ErrKeyNotFound) {
