@@ -35,7 +35,8 @@ import (
 // init — wrong PIN, missing module, unknown token, unknown key, a P-521 key
 // — exit non-zero naming the problem, write no file and leave no key in the
 // token; `ca serve` on a configuration whose PIN, module, token or key is
-// wrong refuses to start with the same clarity. Not parallel: the binaries
+// wrong refuses to start with the same clarity. `ca audit prune` signs its
+// checkpoint in the token too. Not parallel: the binaries
 // find the token through $SOFTHSM2_CONF, set for this test.
 func TestPKCS11EndToEnd(t *testing.T) {
 	tok := softhsmtest.Start(t, "devpki")
@@ -209,6 +210,16 @@ func pkcs11Scenario(t *testing.T, tok *softhsmtest.Token, pw, pgDSN string) {
 		}
 	}
 	ca.auditVerify(t)
+	// `ca audit prune` signs its checkpoint with the issuing key, in the
+	// token, from its own process while both replicas hold sessions.
+	time.Sleep(1100 * time.Millisecond)
+	before := time.Now().UTC().Format(time.RFC3339)
+	time.Sleep(1100 * time.Millisecond)
+	ca.mintToken(t, b) // an event after the cut
+	mustRun(t, nil, caBin, "audit", "prune", "--config", ca.Config, "--before", before)
+	if res := mustRun(t, nil, caBin, "audit", "verify", "--config", ca.Config); !strings.Contains(res.stdout, "verified from checkpoint") {
+		t.Errorf("ca audit verify after a prune signed in the token:\n%s", res)
+	}
 	for _, s := range []*server{a, b} {
 		if err := s.Stop(); err != nil {
 			t.Fatal(err)
