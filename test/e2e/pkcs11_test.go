@@ -34,10 +34,11 @@ import (
 // intermediate (zlint-clean, as is the device certificate). Bad inputs to
 // init — wrong PIN, missing module, unknown token, unknown key, a P-521 key
 // — exit non-zero naming the problem, write no file and leave no key in the
-// token; `ca serve` on a configuration whose PIN, module, token or key is
-// wrong refuses to start with the same clarity. `ca audit prune` signs its
-// checkpoint in the token too. Not parallel: the binaries
-// find the token through $SOFTHSM2_CONF, set for this test.
+// token (a failure after the keys were made deletes them); `ca serve` on a
+// configuration whose PIN, module, token or key is wrong refuses to start
+// with the same clarity. `ca audit prune` signs its checkpoint in the token
+// too. Not parallel: the binaries find the token through $SOFTHSM2_CONF, set
+// for this test.
 func TestPKCS11EndToEnd(t *testing.T) {
 	tok := softhsmtest.Start(t, "devpki")
 	tok.Setenv(t) // for the binaries (cleanEnv keeps it) and this process's own token checks
