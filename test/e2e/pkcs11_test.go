@@ -95,6 +95,32 @@ func TestPKCS11EndToEnd(t *testing.T) {
 		}
 	})
 
+	t.Run("given key, root in the token", func(t *testing.T) {
+		// An HSM administrator's key, certified as the intermediate; the
+		// root key made in the token too: no CA key file at all.
+		tok.MakeKey(t, "pkcs11:id=0b02;object=hsm-admin-ca", kmsapi.ECDSAWithSHA384)
+		dir := filepath.Join(t.TempDir(), "ca")
+		res := mustRun(t, nil, caBin, "init", "--dir", dir, "--password-file", pw, "--ip", "127.0.0.1",
+			"--kms", tok.URI(), "--kms-key", "pkcs11:object=hsm-admin-ca", "--kms-root")
+		ca := &testCA{Dir: dir, Config: filepath.Join(dir, "ca.yaml"), Fingerprint: strings.TrimSpace(res.stdout), DB: filepath.Join(dir, "registry.db")}
+		requireNoFile(t, filepath.Join(dir, "root.key"))
+		requireNoFile(t, filepath.Join(dir, "intermediate.key"))
+		inter := readCert(t, filepath.Join(dir, "intermediate.crt"))
+		requireKeyNotOnDisk(t, dir, inter.PublicKey)
+		cfg, err := os.ReadFile(ca.Config)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(cfg), ";token=devpki;object=hsm-admin-ca?pin-source=") || !strings.Contains(string(cfg), "root_key: pkcs11:") {
+			t.Errorf("ca.yaml does not name the given key and the root key in the token:\n%s", cfg)
+		}
+		srv := ca.serve(t)
+		state := filepath.Join(t.TempDir(), "device")
+		ca.enrollOK(t, srv, ca.mintToken(t, srv).Token, state, "HSM-GIVEN-1")
+		if err := readCert(t, filepath.Join(state, "device.crt")).CheckSignatureFrom(inter); err != nil {
+			t.Fatalf("device certificate: %v", err)
+		}
+	})
 	t.Run("sqlite", func(t *testing.T) { pkcs11Scenario(t, tok, pw, "") })
 	t.Run("postgres", func(t *testing.T) {
 		dsn := os.Getenv("DEVPKI_TEST_POSTGRES_DSN")
