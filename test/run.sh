@@ -22,6 +22,8 @@ command -v swtpm >/dev/null || need_pkgs+=(swtpm)
 command -v swtpm_setup >/dev/null || need_pkgs+=(swtpm-tools)
 command -v gcc >/dev/null || need_pkgs+=(gcc)
 [ -e /usr/include/openssl/evp.h ] || need_pkgs+=(libssl-dev)
+# pkg/pki and test/e2e PKCS#11 tests: SoftHSM2 tokens in private temp dirs (SOFTHSM2_CONF per test).
+command -v softhsm2-util >/dev/null || need_pkgs+=(softhsm2)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     step "installing ${need_pkgs[*]}"
@@ -53,6 +55,8 @@ fi
 [ -n "${DEVPKI_TEST_POSTGRES_DSN:-}" ] || echo "warning: no PostgreSQL; its tests will be skipped" >&2
 # The swtpm tests of pkg/tpm fail, rather than skip, when swtpm is missing.
 export DEVPKI_REQUIRE_SWTPM="${DEVPKI_REQUIRE_SWTPM:-1}"
+# The SoftHSM2 tests fail, rather than skip, when SoftHSM2 is missing.
+export DEVPKI_REQUIRE_SOFTHSM="${DEVPKI_REQUIRE_SOFTHSM:-1}"
 
 step "gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))

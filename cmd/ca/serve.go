@@ -117,6 +117,10 @@ func serve(ctx context.Context, cfg *Config, dev bool, stdout, stderr io.Writer)
 	if err != nil {
 		return fmt.Errorf("load CA: %w", err)
 	}
+	defer ca.Close()
+	if pki.IsPKCS11(cfg.CA.Key) {
+		log.Info("issuing key in a PKCS#11 token", "key", pki.RedactKeyURI(cfg.CA.Key))
+	}
 	// The plain-HTTP listener is bound before the issuer is made: the URLs
 	// certificates name must be those of the port actually bound.
 	httpLn, err := listenPublication(cfg, dev)

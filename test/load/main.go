@@ -12,6 +12,7 @@
 //	go run ./test/load -target badtoken -n 20000 -c 32  # abuse: unknown tokens; audit rows and DB growth (badtoken.go)
 //	go run ./test/load -target steprenew -stepca-bin step-ca  # renewals against step-ca, for comparison (stepca.go)
 //	go run ./test/load -target renew-vs-stepca -stepca-bin step-ca -rounds 3  # both, alternating, with ratios
+//	go run ./test/load -n 5000 -c 64 -kms softhsm       # the issuing key in a throwaway SoftHSM2 token
 //
 // The run is bounded by -n and -max-duration.
 package main
@@ -48,6 +49,7 @@ import (
 
 	"devpki/api/wire"
 	"devpki/pkg/pki"
+	"devpki/pkg/pki/pkitest/softhsmtest"
 )
 
 type options struct {
@@ -64,6 +66,7 @@ type options struct {
 	devices     int
 	stepBin     string
 	rounds      int
+	kms         string
 }
 
 func main() {
@@ -80,6 +83,7 @@ func main() {
 	flag.StringVar(&o.limits, "limits", "unlimited", "the CA's door and tenant limits: 'unlimited' (limiters run, set far above the load; "+
 		"they would otherwise refuse it) or 'config' (as 'ca init' wrote them; also for -ca-bin binaries that predate limits)")
 	flag.BoolVar(&o.classical, "classical", false, "set tls.classical_key_exchange in the CA's config (no hybrid post-quantum key exchange)")
+	flag.StringVar(&o.kms, "kms", "", "issuing key in a PKCS#11 token ('ca init --kms'): a pkcs11: token URI, or 'softhsm' for a throwaway SoftHSM2 token (needs softhsm2)")
 	flag.IntVar(&o.devices, "devices", 4, "tpm: swtpm instances, each a device enrolling one request at a time (-c is ignored)")
 	flag.StringVar(&o.stepBin, "stepca-bin", "", "steprenew: path of a step-ca v0.30.2 binary to renew against (stepca.go)")
 	flag.IntVar(&o.rounds, "rounds", 3, "renew-vs-stepca: alternating rounds")
@@ -169,7 +173,15 @@ func run(o options) error {
 		return err
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(port)
-	if out, err := exec.Command(caBin, "init", "--dir", dir, "--password-file", pw, "--listen", addr).CombinedOutput(); err != nil {
+	initArgs := []string{"init", "--dir", dir, "--password-file", pw, "--listen", addr}
+	if o.kms != "" {
+		kmsURI, err := tokenURI(o.kms, work)
+		if err != nil {
+			return err
+		}
+		initArgs = append(initArgs, "--kms", kmsURI)
+	}
+	if out, err := exec.Command(caBin, initArgs...).CombinedOutput(); err != nil {
 		return fmt.Errorf("ca init: %v\n%s", err, out)
 	}
 	if o.classical || o.limits == "unlimited" {
@@ -362,6 +374,23 @@ func measure(o options, pid int, next *atomic.Int64, sendOne func(int) error) (r
 	}
 	res.ServerMaxRSSMB = maxRSSMB(pid)
 	return res, nil
+}
+
+// tokenURI is the -kms token: a pkcs11: URI as given, or for "softhsm" a
+// new SoftHSM2 token in work, which 'ca init' and 'ca serve' (children of
+// this process) find through $SOFTHSM2_CONF.
+func tokenURI(kms, work string) (string, error) {
+	if kms != "softhsm" {
+		return kms, nil
+	}
+	tok, err := softhsmtest.New(filepath.Join(work, "softhsm"), "devpki-load")
+	if err != nil {
+		return "", err
+	}
+	if err := os.Setenv("SOFTHSM2_CONF", tok.Conf); err != nil {
+		return "", err
+	}
+	return tok.URI(), nil
 }
 
 // drive runs send for indexes taken from next until count are sent or
