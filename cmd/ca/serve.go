@@ -25,7 +25,6 @@ import (
 	"devpki/pkg/pki"
 	"devpki/pkg/provision"
 	"devpki/pkg/registry"
-	"devpki/pkg/registry/sqlstore"
 	"devpki/pkg/tpm/verify"
 )
 
@@ -138,9 +137,9 @@ func serve(ctx context.Context, cfg *Config, dev bool, stdout, stderr io.Writer)
 	if err != nil {
 		return fmt.Errorf("load TLS certificate: %w", err)
 	}
-	store, err := sqlstore.Open(ctx, sqlstore.Options{Driver: cfg.DB.Driver, DSN: cfg.DSN()})
+	store, err := openServeStore(ctx, cfg, log)
 	if err != nil {
-		return fmt.Errorf("open registry: %w", err)
+		return err
 	}
 	defer store.Close()
 	rev, err := newRevocation(ctx, cfg, ca, store, log)

@@ -177,7 +177,7 @@ type heartbeatRow struct {
 func (heartbeatRow) TableName() string { return "heartbeat" }
 
 func migrateHeartbeat(db *gorm.DB) error {
-	if err := db.AutoMigrate(&heartbeatRow{}); err != nil {
+	if err := db.AutoMigrate(&legacyHeartbeatRow{}); err != nil {
 		return fmt.Errorf("sqlstore: migrate heartbeat: %w", err)
 	}
 	if err := db.Clauses(clause.OnConflict{DoNothing: true}).Create(&heartbeatRow{ID: 1}).Error; err != nil {
