@@ -408,7 +408,7 @@ func connect(opts Options, create bool) (*gorm.DB, error) {
 		}
 		return db, setPool(db, 1)
 	case DriverPostgres:
-		db, err := gorm.Open(postgres.Open(opts.DSN), cfg)
+		db, err := gorm.Open(postgres.Open(withConnectTimeout(opts.DSN)), cfg)
 		if err != nil {
 			return nil, fmt.Errorf("sqlstore: open postgres: %w", unavailable(err))
 		}

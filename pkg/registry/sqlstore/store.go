@@ -12,8 +12,10 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -181,7 +183,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 			return nil, err
 		}
 	case DriverPostgres:
-		s.w, err = gorm.Open(postgres.Open(opts.DSN), cfg(false))
+		s.w, err = gorm.Open(postgres.Open(withConnectTimeout(opts.DSN)), cfg(false))
 		if err != nil {
 			return nil, fmt.Errorf("sqlstore: open postgres: %w", err)
 		}
@@ -236,6 +238,32 @@ func createPrivate(dsn string) error {
 		return fmt.Errorf("sqlstore: create %s: %w", path, err)
 	}
 	return f.Close()
+}
+
+// PostgresConnectTimeout bounds each PostgreSQL connection attempt when the
+// DSN (and $PGCONNECT_TIMEOUT) sets no connect_timeout, so that a request
+// meeting an unreachable server (a dead host, a dropped SYN) fails as store
+// unavailable well within its own timeout instead of waiting out TCP.
+const PostgresConnectTimeout = 5 * time.Second
+
+// withConnectTimeout adds connect_timeout to a PostgreSQL DSN (URL or
+// key=value) that has none.
+func withConnectTimeout(dsn string) string {
+	if strings.Contains(dsn, "connect_timeout") || os.Getenv("PGCONNECT_TIMEOUT") != "" {
+		return dsn
+	}
+	secs := strconv.Itoa(int(PostgresConnectTimeout / time.Second))
+	if strings.Contains(dsn, "://") {
+		u, err := url.Parse(dsn)
+		if err != nil {
+			return dsn // pgx reports the parse error
+		}
+		q := u.Query()
+		q.Set("connect_timeout", secs)
+		u.RawQuery = q.Encode()
+		return u.String()
+	}
+	return strings.TrimSpace(dsn + " connect_timeout=" + secs)
 }
 
 // sqlitePath is the file a SQLite DSN names.

@@ -61,6 +61,12 @@ func isUnavailable(err error) bool {
 	if errors.As(err, &ce) {
 		return true
 	}
+	// A connection PostgreSQL closed (a restart, a failover, an idle
+	// timeout), a statement that never reached the server, or a network
+	// timeout: the next connection may well succeed.
+	if errors.Is(err, pgconn.ErrConnClosed) || pgconn.SafeToRetry(err) || pgconn.Timeout(err) {
+		return true
+	}
 	if errors.Is(err, driver.ErrBadConn) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
 		return true
 	}
