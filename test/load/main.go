@@ -10,6 +10,7 @@
 //	go run ./test/load -n 5000 -c 64 -target est        # EST simpleenroll (RFC 7030), token as Basic password
 //	go run ./test/load -target tpm -devices 8 -n 400    # TPM attestation, one swtpm per device (tpm.go)
 //	go run ./test/load -target badtoken -n 20000 -c 32  # abuse: unknown tokens; audit rows and DB growth (badtoken.go)
+//	go run ./test/load -db postgres -target renew       # registry in a private PostgreSQL (pg.go); its CPU reported apart
 //
 // The run is bounded by -n and -max-duration.
 package main
@@ -60,6 +61,7 @@ type options struct {
 	classical   bool
 	limits      string
 	devices     int
+	db          string
 }
 
 func main() {
@@ -77,6 +79,7 @@ func main() {
 		"they would otherwise refuse it) or 'config' (as 'ca init' wrote them; also for -ca-bin binaries that predate limits)")
 	flag.BoolVar(&o.classical, "classical", false, "set tls.classical_key_exchange in the CA's config (no hybrid post-quantum key exchange)")
 	flag.IntVar(&o.devices, "devices", 4, "tpm: swtpm instances, each a device enrolling one request at a time (-c is ignored)")
+	flag.StringVar(&o.db, "db", "sqlite", "registry: sqlite (DIR/registry.db) or postgres (a private PostgreSQL started for the run, 'ca init --db'; its CPU is reported apart)")
 	flag.Parse()
 	warmupSet := false
 	flag.Visit(func(f *flag.Flag) { warmupSet = warmupSet || f.Name == "warmup" })
@@ -103,6 +106,9 @@ type result struct {
 	ServerCPUms    float64       `json:"server_cpu_ms_per_op"`
 	ClientCPUms    float64       `json:"client_cpu_ms_per_op"`
 	ServerMaxRSSMB float64       `json:"server_max_rss_mb"`
+	DB             string        `json:"db"`
+	DBCPUms        float64       `json:"db_cpu_ms_per_op,omitempty"` // -db postgres: the PostgreSQL server's CPU
+
 	FirstError     string        `json:"first_error,omitempty"`
 	TPM            *tpmFigures   `json:"tpm,omitempty"`
 	Abuse          *abuseFigures `json:"abuse,omitempty"`
@@ -121,6 +127,12 @@ func run(o options) error {
 		o.c = o.devices
 	default:
 		return fmt.Errorf("-target must be enroll, est, renew, ocsp, tpm, badtoken or healthz")
+	}
+	if o.db != "sqlite" && o.db != "postgres" {
+		return fmt.Errorf("-db must be sqlite or postgres")
+	}
+	if o.db == "postgres" && o.target == "badtoken" {
+		return fmt.Errorf("-target badtoken measures the SQLite file; use -db sqlite")
 	}
 	var fleet *tpmFleet
 	if o.target == "tpm" {
@@ -159,7 +171,18 @@ func run(o options) error {
 		return err
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(port)
-	if out, err := exec.Command(caBin, "init", "--dir", dir, "--password-file", pw, "--listen", addr).CombinedOutput(); err != nil {
+	initArgs := []string{"init", "--dir", dir, "--password-file", pw, "--listen", addr}
+	var pg *privatePG
+	if o.db == "postgres" {
+		fmt.Fprintln(os.Stderr, "starting a private PostgreSQL ...")
+		pg, err = startPrivatePG(work)
+		defer pg.stop()
+		if err != nil {
+			return err
+		}
+		initArgs = append(initArgs, "--db", pg.DSN())
+	}
+	if out, err := exec.Command(caBin, initArgs...).CombinedOutput(); err != nil {
 		return fmt.Errorf("ca init: %v\n%s", err, out)
 	}
 	if o.classical || o.limits == "unlimited" {
@@ -254,12 +277,22 @@ func run(o options) error {
 		return err
 	}
 	self0 := selfCPU()
+	var db0 time.Duration
+	if pg != nil {
+		if db0, err = pg.cpu(); err != nil {
+			return err
+		}
+	}
 	lat := make([]time.Duration, o.n)
 	start := time.Now()
 	ok, failed, firstErr := drive(o.c, o.n, &next, o.maxDuration, sendOne, lat)
 	elapsed := time.Since(start)
 	cpu1, _ := procCPU(srv.Process.Pid)
 	self1 := selfCPU()
+	var db1 time.Duration
+	if pg != nil {
+		db1, _ = pg.cpu()
+	}
 	var swtpm1 time.Duration
 	if fleet != nil {
 		if fleet.ctx.Err() != nil {
@@ -268,7 +301,7 @@ func run(o options) error {
 		swtpm1 = fleet.swtpmCPU()
 	}
 
-	res := result{Target: o.target, N: o.n, C: o.c, OK: ok, Failed: failed, Seconds: elapsed.Seconds()}
+	res := result{Target: o.target, N: o.n, C: o.c, OK: ok, Failed: failed, Seconds: elapsed.Seconds(), DB: o.db}
 	if firstErr != nil {
 		res.FirstError = firstErr.Error()
 	}
@@ -283,6 +316,9 @@ func run(o options) error {
 		res.PerSecond = float64(ok) / elapsed.Seconds()
 		res.ServerCPUms = ms(cpu1-cpu0) / float64(ok)
 		res.ClientCPUms = ms(self1-self0) / float64(ok)
+		if pg != nil {
+			res.DBCPUms = ms(db1-db0) / float64(ok)
+		}
 	}
 	res.ServerMaxRSSMB = maxRSSMB(srv.Process.Pid)
 	if o.target == "badtoken" {
@@ -314,6 +350,9 @@ func run(o options) error {
 	fmt.Printf("throughput:        %.0f/s\n", res.PerSecond)
 	fmt.Printf("latency:           p50 %.2f ms, p99 %.2f ms\n", res.P50ms, res.P99ms)
 	fmt.Printf("server CPU per op: %.3f ms   (load tool's own CPU per op: %.3f ms)\n", res.ServerCPUms, res.ClientCPUms)
+	if pg != nil {
+		fmt.Printf("PostgreSQL CPU/op: %.3f ms   (ca serve + PostgreSQL: %.3f ms)\n", res.DBCPUms, res.ServerCPUms+res.DBCPUms)
+	}
 	fmt.Printf("server max RSS:    %.0f MB\n", res.ServerMaxRSSMB)
 	if res.TPM != nil {
 		printTPM(res.TPM)
