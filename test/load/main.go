@@ -107,7 +107,7 @@ type result struct {
 	ClientCPUms    float64       `json:"client_cpu_ms_per_op"`
 	ServerMaxRSSMB float64       `json:"server_max_rss_mb"`
 	DB             string        `json:"db"`
-	DBCPUms        float64       `json:"db_cpu_ms_per_op,omitempty"` // -db postgres: the PostgreSQL server's CPU
+	DBCPUms        float64       `json:"db_cpu_ms_per_op,omitempty"`
 
 	FirstError     string        `json:"first_error,omitempty"`
 	TPM            *tpmFigures   `json:"tpm,omitempty"`
