@@ -108,7 +108,6 @@ type result struct {
 	ServerMaxRSSMB float64       `json:"server_max_rss_mb"`
 	DB             string        `json:"db"`
 	DBCPUms        float64       `json:"db_cpu_ms_per_op,omitempty"`
-
 	FirstError     string        `json:"first_error,omitempty"`
 	TPM            *tpmFigures   `json:"tpm,omitempty"`
 	Abuse          *abuseFigures `json:"abuse,omitempty"`
