@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
@@ -311,9 +312,11 @@ func isPostgresDSN(dsn string) bool {
 	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
 		return true
 	}
-	f := strings.Fields(dsn)
-	return len(f) > 0 && strings.Contains(f[0], "=") && !strings.HasPrefix(f[0], "=")
+	return libpqKeyValue.MatchString(dsn)
 }
+
+// libpqKeyValue is the start of a libpq key=value connection string.
+var libpqKeyValue = regexp.MustCompile(`^\s*[a-z_]+\s*=`)
 
 // checkEmptyPostgres refuses a PostgreSQL database 'ca init' cannot use:
 // unreachable, or already holding a devpki registry. It changes nothing.

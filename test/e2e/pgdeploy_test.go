@@ -108,6 +108,23 @@ func TestPGDeployReplicas(t *testing.T) {
 		t.Errorf("the refused init changed the registry: %s -> %s", before, after)
 	}
 
+	// Databases init cannot use: clear errors, no files.
+	for _, bad := range []struct{ dsn, want string }{
+		{pgDSN + "_missing", "does not exist"},
+		{"host=" + filepath.Join(t.TempDir(), "nosock") + " user=devpki dbname=x sslmode=disable", "store unavailable"},
+		{"postgres://devpki:secret@127.0.0.1:1/x?sslmode=disable", "store unavailable"},
+		{"registry.db", "is not a PostgreSQL connection string"},
+	} {
+		dir := filepath.Join(t.TempDir(), "ca-bad")
+		res := run(t, nil, caBin, "init", "--dir", dir, "--password-file", filepath.Join(filepath.Dir(ca.Dir), "pw"), "--db", bad.dsn)
+		if res.code == 0 || !strings.Contains(res.stderr, bad.want) || strings.Contains(res.stderr, "secret") {
+			t.Errorf("ca init --db %q: want a failure saying %q (and no password), got %s", bad.dsn, bad.want, res)
+		}
+		if _, err := os.Stat(dir); !os.IsNotExist(err) {
+			t.Errorf("ca init --db %q left %s (%v)", bad.dsn, dir, err)
+		}
+	}
+
 	reps := make([]*server, 3)
 	var wg sync.WaitGroup
 	for i := range reps {
