@@ -30,7 +30,7 @@ func openLocal(ctx context.Context, path string) (*Config, *sqlstore.Store, erro
 	if err != nil {
 		return nil, nil, err
 	}
-	store, err := sqlstore.Open(ctx, sqlstore.Options{Driver: cfg.DB.Driver, DSN: cfg.DSN()})
+	store, err := sqlstore.Open(ctx, cfg.storeOptions())
 	if err != nil {
 		return nil, nil, fmt.Errorf("open registry: %w", err)
 	}

@@ -115,6 +115,11 @@ type KeyPair struct {
 type DBConfig struct {
 	Driver string `yaml:"driver"` // "sqlite" (default) or "postgres"
 	DSN    string `yaml:"dsn"`    // sqlite: file path; postgres: connection string
+	// Migrate says what opening the registry does when its schema is
+	// behind this binary's: "auto" (default) applies the pending
+	// migrations, under a lock on PostgreSQL; "manual" refuses to start
+	// until an operator runs 'ca db migrate'.
+	Migrate string `yaml:"migrate,omitempty"`
 }
 
 // EnrollmentConfig is the enrollment policy.
@@ -361,6 +366,9 @@ func (c *Config) Validate() error {
 	case "sqlite", "postgres":
 	default:
 		errs = append(errs, fmt.Errorf("db.driver: %q is not sqlite or postgres", c.DB.Driver))
+	}
+	if c.DB.Migrate != "" && c.DB.Migrate != dbMigrateAuto && c.DB.Migrate != dbMigrateManual {
+		errs = append(errs, fmt.Errorf("db.migrate: %q is neither auto nor manual", c.DB.Migrate))
 	}
 	if u, err := url.Parse(c.ExternalURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" ||
 		u.RawQuery != "" || u.Fragment != "" {

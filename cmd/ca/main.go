@@ -19,8 +19,9 @@ import (
 const usage = `usage: ca <command> [flags]
 
 commands:
-  init --dir DIR                    create a CA (root, intermediate, TLS and admin certificates, ca.yaml)
+  init --dir DIR [--db DSN]         create a CA (root, intermediate, TLS and admin certificates, ca.yaml); --db: PostgreSQL registry
   serve --config DIR/ca.yaml        serve the CA over HTTPS (--dev: create ./devpki-data and print an enroll command)
+  db status | migrate               the registry's schema version and pending migrations; apply them
   token create                      mint a bootstrap token through the admin API
   devices list [--status --serial --mac]   list devices (pages: --limit, --after)
   devices get ID                    one device and its certificates
@@ -116,6 +117,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("%w: 'ca %s' takes one of the subcommands %s", errUsage, args[0], strings.Join(names, ", "))
 		}
 		return cmds[args[1]](ctx, args[2:], stdout, stderr)
+	case "db":
+		return cmdDB(ctx, args[1:], stdout, stderr)
 	case "issue":
 		return cmdIssue(ctx, args[1:], stdout, stderr)
 	case "backup":

@@ -154,9 +154,9 @@ func serve(ctx context.Context, cfg *Config, dev bool, stdout, stderr io.Writer)
 		}
 		defer unlock()
 	}
-	store, err := sqlstore.Open(ctx, sqlstore.Options{Driver: cfg.DB.Driver, DSN: cfg.DSN()})
+	store, err := openServeStore(ctx, cfg, log)
 	if err != nil {
-		return fmt.Errorf("open registry: %w", err)
+		return err
 	}
 	defer store.Close()
 	rev, err := newRevocation(ctx, cfg, ca, store, log)

@@ -13,6 +13,7 @@
 //	go run ./test/load -target steprenew -stepca-bin step-ca  # renewals against step-ca, for comparison (stepca.go)
 //	go run ./test/load -target renew-vs-stepca -stepca-bin step-ca -rounds 3  # both, alternating, with ratios
 //	go run ./test/load -n 5000 -c 64 -kms softhsm       # the issuing key in a throwaway SoftHSM2 token
+//	go run ./test/load -db postgres -target renew       # registry in a private PostgreSQL (pg.go); its CPU reported apart
 //
 // The run is bounded by -n and -max-duration.
 package main
@@ -67,6 +68,7 @@ type options struct {
 	stepBin     string
 	rounds      int
 	kms         string
+	db          string
 }
 
 func main() {
@@ -87,6 +89,7 @@ func main() {
 	flag.IntVar(&o.devices, "devices", 4, "tpm: swtpm instances, each a device enrolling one request at a time (-c is ignored)")
 	flag.StringVar(&o.stepBin, "stepca-bin", "", "steprenew: path of a step-ca v0.30.2 binary to renew against (stepca.go)")
 	flag.IntVar(&o.rounds, "rounds", 3, "renew-vs-stepca: alternating rounds")
+	flag.StringVar(&o.db, "db", "sqlite", "registry: sqlite (DIR/registry.db) or postgres (a private PostgreSQL started for the run, 'ca init --db'; its CPU is reported apart)")
 	flag.Parse()
 	warmupSet := false
 	flag.Visit(func(f *flag.Flag) { warmupSet = warmupSet || f.Name == "warmup" })
@@ -113,6 +116,8 @@ type result struct {
 	ServerCPUms    float64       `json:"server_cpu_ms_per_op"`
 	ClientCPUms    float64       `json:"client_cpu_ms_per_op"`
 	ServerMaxRSSMB float64       `json:"server_max_rss_mb"`
+	DB             string        `json:"db"`
+	DBCPUms        float64       `json:"db_cpu_ms_per_op,omitempty"`
 	FirstError     string        `json:"first_error,omitempty"`
 	TPM            *tpmFigures   `json:"tpm,omitempty"`
 	Abuse          *abuseFigures `json:"abuse,omitempty"`
@@ -135,6 +140,12 @@ func run(o options) error {
 		o.c = o.devices
 	default:
 		return fmt.Errorf("-target must be enroll, est, renew, steprenew, renew-vs-stepca, ocsp, tpm, badtoken or healthz")
+	}
+	if o.db != "sqlite" && o.db != "postgres" {
+		return fmt.Errorf("-db must be sqlite or postgres")
+	}
+	if o.db == "postgres" && o.target == "badtoken" {
+		return fmt.Errorf("-target badtoken measures the SQLite file; use -db sqlite")
 	}
 	var fleet *tpmFleet
 	if o.target == "tpm" {
@@ -180,6 +191,16 @@ func run(o options) error {
 			return err
 		}
 		initArgs = append(initArgs, "--kms", kmsURI)
+	}
+	var pg *privatePG
+	if o.db == "postgres" {
+		fmt.Fprintln(os.Stderr, "starting a private PostgreSQL ...")
+		pg, err = startPrivatePG(work)
+		defer pg.stop()
+		if err != nil {
+			return err
+		}
+		initArgs = append(initArgs, "--db", pg.DSN())
 	}
 	if out, err := exec.Command(caBin, initArgs...).CombinedOutput(); err != nil {
 		return fmt.Errorf("ca init: %v\n%s", err, out)
@@ -271,11 +292,22 @@ func run(o options) error {
 			return err
 		}
 	}
+	var db0 time.Duration
+	if pg != nil {
+		if db0, err = pg.cpu(); err != nil {
+			return err
+		}
+	}
 	res, err := measure(o, srv.Process.Pid, &next, sendOne)
 	if err != nil {
 		return err
 	}
 	ok, failed := res.OK, res.Failed
+	res.DB = o.db
+	if pg != nil && ok > 0 {
+		db1, _ := pg.cpu()
+		res.DBCPUms = ms(db1-db0) / float64(ok)
+	}
 	var swtpm1 time.Duration
 	if fleet != nil {
 		if fleet.ctx.Err() != nil {
@@ -328,6 +360,9 @@ func report(o options, res result) error {
 	fmt.Printf("throughput:        %.0f/s\n", res.PerSecond)
 	fmt.Printf("latency:           p50 %.2f ms, p99 %.2f ms\n", res.P50ms, res.P99ms)
 	fmt.Printf("server CPU per op: %.3f ms   (load tool's own CPU per op: %.3f ms)\n", res.ServerCPUms, res.ClientCPUms)
+	if res.DBCPUms > 0 {
+		fmt.Printf("PostgreSQL CPU/op: %.3f ms   (ca serve + PostgreSQL: %.3f ms)\n", res.DBCPUms, res.ServerCPUms+res.DBCPUms)
+	}
 	fmt.Printf("server max RSS:    %.0f MB\n", res.ServerMaxRSSMB)
 	if res.TPM != nil {
 		printTPM(res.TPM)

@@ -349,3 +349,13 @@ func TestNewDatabaseFileIsPrivate(t *testing.T) {
 		}
 	}
 }
+
+// asLegacy makes s's registry one from before versioned migrations, which
+// had no version table, so that the next Open takes the legacy path (the
+// callers then turn the schema further back).
+func asLegacy(t testing.TB, s *Store) {
+	t.Helper()
+	if err := s.w.Exec("DROP TABLE " + VersionTable).Error; err != nil {
+		t.Fatalf("drop %s: %v", VersionTable, err)
+	}
+}
