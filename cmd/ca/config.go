@@ -76,6 +76,10 @@ type CAConfig struct {
 	// Key is a go.step.sm/crypto/kms URI of the issuing key, e.g.
 	// "softkms:path=intermediate.key" (relative paths allowed).
 	Key string `yaml:"key"`
+	// RootKey is the root's encrypted key (same passphrase), which 'ca
+	// rollover prepare' signs the next issuer with; default root.key
+	// beside ca.yaml.
+	RootKey string `yaml:"root_key,omitempty"`
 }
 
 // TLSConfig is the CA's own HTTPS listener.

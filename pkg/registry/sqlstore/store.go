@@ -283,6 +283,9 @@ func (s *Store) migrate(ctx context.Context) error {
 			return err
 		}
 	}
+	if err := migrateIssuerIndex(db); err != nil {
+		return err
+	}
 	if err := migrateQuarantine(db); err != nil {
 		return err
 	}
