@@ -15,13 +15,10 @@ func cmdRolloverPrepare(ctx context.Context, args []string, stdout, stderr io.Wr
 	fs := newFlags("rollover prepare", stderr)
 	af.register(fs)
 	root := fs.Bool("root", false, "make a new root too, cross-signed by the current root (devices that trust only the current root accept it)")
-	output := fs.String("output", "text", "text or json")
 	if _, err := parseWithTarget(fs, args, ""); err != nil {
 		return err
 	}
-	if *output != "text" && *output != "json" {
-		return fmt.Errorf("%w: --output must be text or json", errUsage)
-	}
+	output := &af.output
 	c, err := af.client()
 	if err != nil {
 		return err
@@ -55,13 +52,10 @@ func rolloverStep(ctx context.Context, args []string, stdout, stderr io.Writer, 
 	var af adminFlags
 	fs := newFlags("rollover "+step, stderr)
 	af.register(fs)
-	output := fs.String("output", "text", "text or json")
 	if _, err := parseWithTarget(fs, args, ""); err != nil {
 		return err
 	}
-	if *output != "text" && *output != "json" {
-		return fmt.Errorf("%w: --output must be text or json", errUsage)
-	}
+	output := &af.output
 	c, err := af.client()
 	if err != nil {
 		return err
@@ -102,13 +96,10 @@ func cmdRolloverStatus(ctx context.Context, args []string, stdout, stderr io.Wri
 	var af adminFlags
 	fs := newFlags("rollover status", stderr)
 	af.register(fs)
-	output := fs.String("output", "text", "text or json")
 	if _, err := parseWithTarget(fs, args, ""); err != nil {
 		return err
 	}
-	if *output != "text" && *output != "json" {
-		return fmt.Errorf("%w: --output must be text or json", errUsage)
-	}
+	output := &af.output
 	c, err := af.client()
 	if err != nil {
 		return err

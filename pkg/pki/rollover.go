@@ -134,7 +134,13 @@ func CreateRollover(ctx context.Context, opts RolloverOptions) (*Rollover, error
 	if err != nil {
 		return nil, fmt.Errorf("create rollover: %w", err)
 	}
-	stamp := now.UTC().Format("20060102")
+	// Names differ from every earlier CA's: chain building by name then
+	// never meets a namesake with another key.
+	var suffix [2]byte
+	if _, err := rand.Read(suffix[:]); err != nil {
+		return nil, fmt.Errorf("create rollover: %w", err)
+	}
+	stamp := now.UTC().Format("20060102") + "-" + hex.EncodeToString(suffix[:])
 	parent, parentKey := opts.Root, opts.RootSigner
 	out := &Rollover{Root: opts.Root}
 	var rootKey *ecdsa.PrivateKey
@@ -236,6 +242,9 @@ func CreateRollover(ctx context.Context, opts RolloverOptions) (*Rollover, error
 }
 
 func caTemplate(cn, org string, pathLen int, now time.Time, life time.Duration) (*x509.Certificate, error) {
+	if ValidateSubjectValue(cn) != nil && strings.HasPrefix(cn, org+" ") {
+		cn = strings.TrimPrefix(cn, org+" ") // a long organization: the role and date alone
+	}
 	for _, v := range []string{cn, org} {
 		if err := ValidateSubjectValue(v); err != nil {
 			return nil, fmt.Errorf("name: %w", err)

@@ -327,6 +327,10 @@ func (r *Rollover) Prepare(ctx context.Context, who Actor, newRoot bool) (*Rollo
 	if err := r.Sync(ctx); err != nil {
 		r.cfg.Log.Error("rollover: reload after prepare", "err", err)
 	}
+	iss.State = registry.IssuerPrepared
+	if iss.CreatedAt.IsZero() {
+		iss.CreatedAt = r.cfg.Now().UTC()
+	}
 	return &RolloverResult{Issuer: iss, Files: files}, nil
 }
 
