@@ -415,8 +415,7 @@ func TestRolloverRootEndToEnd(t *testing.T) {
 	// Restarted on the same address (the device recorded it): the server
 	// serves the tampered issuer from the registry.
 	srv.Stop()
-	srv, err = tryStartServer(t, strings.TrimPrefix(srv.URL, "https://"), []string{"--config", ca.Config})
-	if err != nil {
+	if _, err := tryStartServer(t, strings.TrimPrefix(srv.URL, "https://"), []string{"--config", ca.Config}); err != nil {
 		t.Fatalf("restart ca serve: %v", err)
 	}
 	mustRun(t, nil, caBin, append([]string{"rollover", "activate"}, admin...)...)

@@ -128,7 +128,8 @@ func (s *Store) PrepareIssuer(ctx context.Context, iss *registry.CAIssuer, audit
 			Find(&busy).Error; err != nil {
 			return fmt.Errorf("sqlstore: prepare issuer: %w", translate(err))
 		}
-		for _, b := range busy {
+		if len(busy) > 0 {
+			b := busy[0]
 			if b.State == string(registry.IssuerPrepared) {
 				return fmt.Errorf("%w: issuer %s is already prepared: activate it first", registry.ErrRolloverOrder, b.KeyID)
 			}
@@ -137,6 +138,10 @@ func (s *Store) PrepareIssuer(ctx context.Context, iss *registry.CAIssuer, audit
 		row := fromIssuer(iss, s.now())
 		row.State = string(registry.IssuerPrepared)
 		if err := tx.Create(row).Error; err != nil {
+			if errors.Is(s.translateSQL(err), registry.ErrAlreadyExists) {
+				// Another replica prepared one meanwhile (ux_ca_issuers_state).
+				return fmt.Errorf("%w: another issuer was prepared meanwhile: %v", registry.ErrRolloverOrder, err)
+			}
 			return fmt.Errorf("sqlstore: prepare issuer %s: %w", iss.KeyID, translate(err))
 		}
 		return nil
@@ -148,6 +153,18 @@ func (s *Store) PrepareIssuer(ctx context.Context, iss *registry.CAIssuer, audit
 // keyID is not prepared.
 func (s *Store) ActivateIssuer(ctx context.Context, keyID string, at time.Time, audit *registry.AuditEvent) error {
 	return s.writeAudited(ctx, audit, func(tx *gorm.DB, _ *batch) error {
+		var n int64
+		if err := tx.Model(&caIssuerRow{}).Where("key_id = ? AND state = ?", keyID, string(registry.IssuerPrepared)).Count(&n).Error; err != nil {
+			return fmt.Errorf("sqlstore: activate issuer %s: %w", keyID, translate(err))
+		}
+		if n != 1 {
+			return fmt.Errorf("%w: issuer %s is not prepared", registry.ErrRolloverOrder, keyID)
+		}
+		// Demote first: ux_ca_issuers_state allows one active at a time.
+		if err := tx.Model(&caIssuerRow{}).Where("key_id <> ? AND state = ?", keyID, string(registry.IssuerActive)).
+			Update("state", string(registry.IssuerPrevious)).Error; err != nil {
+			return fmt.Errorf("sqlstore: activate issuer %s: %w", keyID, translate(err))
+		}
 		res := tx.Model(&caIssuerRow{}).Where("key_id = ? AND state = ?", keyID, string(registry.IssuerPrepared)).
 			Updates(map[string]any{"state": string(registry.IssuerActive), "activated_at": ts(at)})
 		if res.Error != nil {
@@ -155,10 +172,6 @@ func (s *Store) ActivateIssuer(ctx context.Context, keyID string, at time.Time, 
 		}
 		if res.RowsAffected != 1 {
 			return fmt.Errorf("%w: issuer %s is not prepared", registry.ErrRolloverOrder, keyID)
-		}
-		if err := tx.Model(&caIssuerRow{}).Where("key_id <> ? AND state = ?", keyID, string(registry.IssuerActive)).
-			Update("state", string(registry.IssuerPrevious)).Error; err != nil {
-			return fmt.Errorf("sqlstore: activate issuer %s: %w", keyID, translate(err))
 		}
 		return nil
 	})
@@ -245,14 +258,23 @@ func (s *Store) RolloverStatus(ctx context.Context, issuerKID string, now time.T
 	return out, nil
 }
 
-// sqlIssuerIndex covers RolloverStatus's certificate count (both dialects).
-const sqlIssuerIndex = `CREATE INDEX IF NOT EXISTS idx_certificates_issuer
-	ON certificates (issuer_kid, status, tenant_id, device_id, not_after)`
+// The indexes that cover RolloverStatus's counts (both dialects): the
+// certificates of an issuer per tenant, and the devices per status and
+// tenant (read from the index alone).
+var sqlRolloverIndexes = []string{
+	`CREATE INDEX IF NOT EXISTS idx_certificates_issuer ON certificates (issuer_kid, status, tenant_id, device_id, not_after)`,
+	`CREATE INDEX IF NOT EXISTS idx_devices_status_tenant ON devices (status, tenant_id)`,
+	// At most one issuer prepared, one active, one previous, whatever
+	// replicas race (PrepareIssuer checks first; this holds under races).
+	`CREATE UNIQUE INDEX IF NOT EXISTS ux_ca_issuers_state ON ca_issuers (state) WHERE state IN ('prepared', 'active', 'previous')`,
+}
 
-// migrateIssuerIndex makes idx_certificates_issuer (idempotent).
+// migrateIssuerIndex makes the rollover indexes (idempotent).
 func migrateIssuerIndex(db *gorm.DB) error {
-	if err := db.Exec(sqlIssuerIndex).Error; err != nil {
-		return fmt.Errorf("sqlstore: migrate: certificate issuer index: %w", translate(err))
+	for _, q := range sqlRolloverIndexes {
+		if err := db.Exec(q).Error; err != nil {
+			return fmt.Errorf("sqlstore: migrate: rollover index: %w", translate(err))
+		}
 	}
 	return nil
 }
