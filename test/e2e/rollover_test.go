@@ -368,6 +368,8 @@ func TestRolloverRootEndToEnd(t *testing.T) {
 	dirA, dirB := filepath.Join(t.TempDir(), "A"), filepath.Join(t.TempDir(), "B")
 	ca.enrollOK(t, srv, ca.mintToken(t, srv).Token, dirA, "ROOT-A")
 	ca.enrollOK(t, srv, ca.mintToken(t, srv).Token, dirB, "ROOT-B")
+	dirC := filepath.Join(t.TempDir(), "C") // an EST device
+	estEnroll(t, estTarget{URL: srv.URL, Fingerprint: ca.Fingerprint, Token: ca.mintToken(t, srv).Token}, dirC, "ROOT-C")
 	oldRoot := readCert(t, filepath.Join(ca.Dir, "root.crt"))
 
 	out := mustRun(t, nil, caBin, append([]string{"rollover", "prepare", "--root", "--output", "json"}, admin...)...)
@@ -402,7 +404,18 @@ func TestRolloverRootEndToEnd(t *testing.T) {
 	}
 	// 'enroll status' still loads the identity (pinned root first).
 	mustRun(t, nil, enrollBin, "status", "--dir", dirA)
-	wantAdoption(t, rolloverStatus(t, admin), 2, 1, 1)
+	wantAdoption(t, rolloverStatus(t, admin), 3, 1, 1)
+
+	// The EST agent refreshes its bundle from cacerts (RFC 7030 §4.1.3:
+	// roots and the cross certificate) at its renewal the same way.
+	res = mustRun(t, nil, enrollBin, "renew", "--dir", dirC)
+	if !strings.Contains(res.stderr, "adopted root") {
+		t.Fatalf("EST renewal after a root rollover: no 'adopted root' line:\n%s", res)
+	}
+	if err := verifyWithBundle(t, dirC, readCert(t, filepath.Join(dirC, "device.crt"))); err != nil {
+		t.Fatalf("EST device's new chain does not verify with its bundle: %v", err)
+	}
+	wantAdoption(t, rolloverStatus(t, admin), 3, 2, 2)
 
 	// A second root rollover whose cross certificate is forged (signed by
 	// a key no device trusts): enroll refuses the new root.
