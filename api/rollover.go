@@ -5,7 +5,7 @@ import (
 	"crypto/x509"
 	"net/http"
 	"strings"
-	"sync"
+	"sync/atomic"
 
 	"github.com/labstack/echo/v4"
 	"github.com/smallstep/pkcs7"
@@ -38,9 +38,13 @@ func (v *trustView) chainOf(leaf *x509.Certificate) []string {
 	return v.chainList
 }
 
-// trustCache holds the view of the last IssuerSet state seen.
+// trustCache holds the view of the last IssuerSet state seen (read on
+// every request: no lock).
 type trustCache struct {
-	mu    sync.Mutex
+	cur atomic.Pointer[cachedTrust]
+}
+
+type cachedTrust struct {
 	state *pki.IssuerSetState
 	view  *trustView
 }
@@ -53,10 +57,8 @@ func (s *Server) trust() *trustView {
 		return s.static
 	}
 	st := s.cfg.Issuers.State()
-	s.trustCache.mu.Lock()
-	defer s.trustCache.mu.Unlock()
-	if s.trustCache.state == st && s.trustCache.view != nil {
-		return s.trustCache.view
+	if c := s.trustCache.cur.Load(); c != nil && c.state == st {
+		return c.view
 	}
 	v := &trustView{byKID: map[string]*x509.Certificate{}}
 	chain := st.Active.Chain()
@@ -92,7 +94,8 @@ func (s *Server) trust() *trustView {
 		s.cfg.Log.Error("EST cacerts after a rollover", "err", err)
 		v.cacerts = s.static.cacerts
 	}
-	s.trustCache.state, s.trustCache.view = st, v
+	// Two requests may build the same view at once: either is right.
+	s.trustCache.cur.Store(&cachedTrust{state: st, view: v})
 	return v
 }
 
