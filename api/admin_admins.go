@@ -94,7 +94,7 @@ func (s *Server) adminCertView(out *provision.IssuedAdmin) *wire.AdminCertificat
 	return &wire.AdminCertificate{
 		Admin:       adminView(out.Admin, out.Tenant),
 		Certificate: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: out.Result.Certificate.Raw})),
-		Chain:       s.chainList,
+		Chain:       s.trust().chainList,
 	}
 }
 

@@ -92,7 +92,7 @@ func (s *Server) auditRefusals(action provision.Action) echo.MiddlewareFunc {
 				if len(chains) == 0 && len(st.PeerCertificates) > 0 {
 					// A route that leaves its certificate to provision
 					// (renewal): verified here, on the refusal path only.
-					chains, _ = s.peers.Verify(st.PeerCertificates, s.cfg.Now())
+					chains, _ = s.trust().peers.Verify(st.PeerCertificates, s.cfg.Now())
 				}
 			}
 			if len(chains) > 0 && len(chains[0]) > 0 {

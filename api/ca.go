@@ -21,15 +21,16 @@ const mimeCert = "application/pkix-cert"
 // as PEM bundles, and the issuing CA certificate as DER at /ca.crt, the URL
 // issued certificates name in AIA caIssuers (RFC 5280 §4.2.2.1).
 func (s *Server) routesCACerts(e *echo.Echo) {
-	e.GET("/v1/ca/roots", s.pemBundle(func() []byte { return s.rootsPEM }))
-	e.GET("/v1/ca/chain", s.pemBundle(func() []byte { return s.chainPEM }))
+	e.GET("/v1/ca/roots", s.getRoots)
+	e.GET("/v1/ca/chain", s.pemBundle(func() []byte { return s.trust().chainPEM }))
 	e.GET("/ca.crt", s.issuingCert)
 	e.HEAD("/ca.crt", s.issuingCert)
+	e.GET("/ca/:file", s.issuerCert)
 }
 
 func (s *Server) issuingCert(c echo.Context) error {
 	c.Response().Header().Set("Cache-Control", "public, max-age=300")
-	return c.Blob(http.StatusOK, mimeCert, s.cfg.Chain[0].Raw)
+	return c.Blob(http.StatusOK, mimeCert, s.trust().issuing.Raw)
 }
 
 func (s *Server) pemBundle(b func() []byte) echo.HandlerFunc {

@@ -19,6 +19,8 @@ const (
 func (s *Server) routesCRL(e *echo.Echo) {
 	e.GET("/crl", s.getCRL)
 	e.HEAD("/crl", s.getCRL)
+	e.GET("/crl/:kid", s.getIssuerCRL)
+	e.HEAD("/crl/:kid", s.getIssuerCRL)
 }
 
 // getCRL is GET /crl: the current DER CRL from memory, with cache headers

@@ -53,7 +53,7 @@ func (s *Server) issued(c echo.Context, res *provision.Result) error {
 	if o := res.Certificate.Subject.Organization; len(o) > 0 {
 		setTenant(c, o[0])
 	}
-	return c.JSON(http.StatusCreated, enrollResponse(res, s.chainList))
+	return c.JSON(http.StatusCreated, enrollResponse(res, s.trust().chainOf(res.Certificate)))
 }
 
 // enrollIDevID is POST /v1/enroll with a factory IDevID as the client

@@ -85,6 +85,8 @@ func classify(err error) (status int, slug, title string, public bool) {
 		return http.StatusRequestEntityTooLarge, wire.SlugPayloadTooLarge, "Request body too large", true
 	case errors.Is(err, provision.ErrUnauthenticated):
 		return http.StatusUnauthorized, wire.SlugUnauthorized, "Credential required", true
+	case errors.Is(err, registry.ErrRolloverOrder):
+		return http.StatusConflict, wire.SlugRolloverOrder, "CA rollover step out of order", true
 	case errors.Is(err, provision.ErrForbidden):
 		return http.StatusForbidden, wire.SlugForbidden, "Forbidden", true
 	case errors.As(err, &ire):

@@ -103,6 +103,7 @@ func (s *Server) routesEST(e *echo.Echo) error {
 		return err
 	}
 	s.est = b
+	s.static.cacerts = b.cacerts
 	for _, prefix := range []string{ESTPrefix, ESTPrefix + "/:label"} {
 		// Route middleware, not group middleware: a group's catch-all
 		// would read "/.well-known/est/cacerts" as the label "cacerts".
@@ -139,7 +140,8 @@ func (s *Server) estLabel(next echo.HandlerFunc) echo.HandlerFunc {
 // estCACerts is GET cacerts (RFC 7030 §4.1): the issuing chain and the
 // root, as a base64 PKCS#7 certs-only message.
 func (s *Server) estCACerts(c echo.Context) error {
-	return estWrite(c, mimeCertsOnly, s.est.cacerts)
+	s.recordBundleFetch(c)
+	return estWrite(c, mimeCertsOnly, s.trust().cacerts)
 }
 
 // estCSRAttrs is GET csrattrs (RFC 7030 §4.5): what the CSR must carry.

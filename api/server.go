@@ -75,17 +75,21 @@ type Config struct {
 	AccessLog *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Issuers, when set, replaces Root and Chain by the CA's issuers as a
+	// rollover moves them (trust bundle, served chain, EST cacerts, client
+	// certificates accepted); Rollover, when set, serves
+	// /v1/admin/rollover/... and counts trust bundle fetches.
+	Issuers  *pki.IssuerSet
+	Rollover *provision.Rollover
 }
 
 // Server holds the handlers' dependencies.
 type Server struct {
-	cfg       Config
-	peers     *pki.ChainVerifier
-	limits    *limiter
-	rootsPEM  []byte
-	chainPEM  []byte
-	chainList []string
-	est       *estBodies // precomputed EST cacerts and csrattrs
+	cfg        Config
+	limits     *limiter
+	est        *estBodies // precomputed EST cacerts and csrattrs
+	static     *trustView // of Config.Root and Chain
+	trustCache trustCache // of Config.Issuers
 }
 
 // New returns the echo instance serving the whole API.
@@ -121,15 +125,9 @@ func newServer(cfg Config) *Server {
 		cfg.Now = time.Now
 	}
 	s := &Server{
-		cfg:      cfg,
-		rootsPEM: pemCert(cfg.Root),
-		peers:    peerVerifier(cfg.Root, cfg.Chain),
-		limits:   newLimiter(cfg.Limits, cfg.Now),
-	}
-	for _, c := range cfg.Chain {
-		p := pemCert(c)
-		s.chainPEM = append(s.chainPEM, p...)
-		s.chainList = append(s.chainList, string(p))
+		cfg:    cfg,
+		limits: newLimiter(cfg.Limits, cfg.Now),
+		static: staticTrust(cfg, nil),
 	}
 	return s
 }

@@ -134,7 +134,7 @@ func (s *Server) verifyPeer(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 && len(r.TLS.VerifiedChains) == 0 {
 			cs := *r.TLS
-			cs.VerifiedChains, _ = s.peers.Verify(cs.PeerCertificates, s.cfg.Now())
+			cs.VerifiedChains, _ = s.trust().peers.Verify(cs.PeerCertificates, s.cfg.Now())
 			r.TLS = &cs
 		}
 		return next(c)

@@ -50,6 +50,7 @@ const (
 	SlugNotFound         = "not-found"          // 404
 	SlugMethodNotAllowed = "method-not-allowed" // 405
 	SlugConflict         = "conflict"           // 409: already exists, not in a state that allows it, or a concurrent change
+	SlugRolloverOrder    = "rollover-order"     // 409: a CA rollover step out of order (activate before prepare, retire before activate, prepare twice); nothing changed
 	SlugNotImplemented   = "not-implemented"    // 501: this CA is not configured for it
 
 	// The CA itself.

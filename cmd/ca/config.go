@@ -77,9 +77,10 @@ type CAConfig struct {
 	// "softkms:path=intermediate.key" (relative paths allowed) or a key in
 	// a PKCS#11 token, "pkcs11:module-path=…;token=…;id=…;object=…?pin-source=FILE".
 	Key string `yaml:"key"`
-	// RootKey is the pkcs11: URI of the root key when 'ca init --kms-root'
-	// made it in the token; empty means root.key beside the root
-	// certificate. 'ca serve' never uses the root key.
+	// RootKey is the root's key: its encrypted file (same passphrase as
+	// the CA's), by default root.key beside ca.yaml, or the pkcs11: URI
+	// when 'ca init --kms-root' made it in the token. 'ca serve' never uses
+	// it; 'ca rollover prepare' signs the next issuer with it.
 	RootKey string `yaml:"root_key,omitempty"`
 }
 

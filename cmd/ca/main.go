@@ -51,6 +51,9 @@ commands:
                                     (--local: in the registry database directly, for bootstrap on the CA host)
   admins add NAME --role R [--tenant T] --out DIR [--csr F]   an admin and its certificate (no --tenant: super-admin)
   admins list | revoke NAME | renew --out DIR                 list, revoke (its certificates too), renew one's own certificate
+  rollover prepare [--root] | status [--output json] | activate | retire
+                                    roll the issuing CA (super-admins): a new intermediate, or with --root a new root
+                                    cross-signed by the current one; adoption per tenant; switch issuance; end the overlap
 
 Admin commands take --config DIR/ca.yaml (its admin certificate), --ca URL, --output json, and
 --admin-cert F --admin-key F to act as another admin than the config's.
@@ -70,6 +73,8 @@ var subcommands = map[string]map[string]func(context.Context, []string, io.Write
 		"refusals": cmdAuditRefusals},
 	"tenants": {"create": cmdTenantsCreate, "list": cmdTenantsList, "set": cmdTenantsSet},
 	"admins":  {"add": cmdAdminsAdd, "list": cmdAdminsList, "revoke": cmdAdminsRevoke, "renew": cmdAdminsRenew},
+	"rollover": {"prepare": cmdRolloverPrepare, "status": cmdRolloverStatus, "activate": cmdRolloverActivate,
+		"retire": cmdRolloverRetire},
 }
 
 // errUsage marks a command-line mistake (exit code 2).
@@ -106,7 +111,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("%w: 'ca token' takes the subcommand 'create'", errUsage)
 		}
 		return cmdTokenCreate(ctx, args[2:], stdout, stderr)
-	case "certs", "devices", "audit", "tenants", "admins":
+	case "certs", "devices", "audit", "tenants", "admins", "rollover":
 		cmds := subcommands[args[0]]
 		if len(args) < 2 || cmds[args[1]] == nil {
 			names := make([]string, 0, len(cmds))

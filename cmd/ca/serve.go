@@ -159,8 +159,18 @@ func serve(ctx context.Context, cfg *Config, dev bool, stdout, stderr io.Writer)
 		return err
 	}
 	defer store.Close()
-	rev, err := newRevocation(ctx, cfg, ca, store, log)
+	rev, err := newRevocation(ctx, cfg, ca, store, log, false)
 	if err != nil {
+		return err
+	}
+	// The CA's issuers as a rollover moves them: the registry says which
+	// one signs (ca rollover ...), every replica follows within a poll.
+	issuers := pki.NewIssuerSet(issuer)
+	rollover, err := newRollover(cfg, ca, issuers, rev, store, password, log)
+	if err != nil {
+		return err
+	}
+	if err := rollover.Start(ctx); err != nil {
 		return err
 	}
 	tpmCfg, err := tpmConfig(cfg, store)
@@ -168,7 +178,7 @@ func serve(ctx context.Context, cfg *Config, dev bool, stdout, stderr io.Writer)
 		return err
 	}
 	prov, err := provision.New(provision.Config{
-		Store: store, Issuer: issuer, TrustDomain: cfg.TrustDomain, TPM: tpmCfg,
+		Store: store, Issuer: issuers, TrustDomain: cfg.TrustDomain, TPM: tpmCfg,
 		Lifetime: time.Duration(cfg.Enrollment.CertLifetime), Profile: cfg.Enrollment.CertProfile(),
 		TenantLimit: cfg.Limits.Tenant(),
 		Policy: pki.CSRPolicy{
@@ -182,7 +192,7 @@ func serve(ctx context.Context, cfg *Config, dev bool, stdout, stderr io.Writer)
 	ownCA := append([]*x509.Certificate{ca.Root}, issuer.Chain()...)
 	adminCfg := provision.AdminConfig{
 		Store: store, TrustDomain: cfg.TrustDomain, Log: log, CA: ownCA,
-		Issuer: issuer, CertLifetime: time.Duration(cfg.Admin.CertLifetime),
+		Issuer: issuers, CertLifetime: time.Duration(cfg.Admin.CertLifetime),
 	}
 	if rev != nil {
 		adminCfg.Revoker = rev
@@ -204,6 +214,7 @@ func serve(ctx context.Context, cfg *Config, dev bool, stdout, stderr io.Writer)
 		Root: ca.Root, Chain: issuer.Chain(),
 		TrustDomain: cfg.TrustDomain, Log: log, Revocation: rev,
 		AccessLog: log.With("log", "access"), Limits: cfg.Limits.Door(),
+		Issuers: issuers, Rollover: rollover,
 	})
 	if err != nil {
 		return err
@@ -211,7 +222,7 @@ func serve(ctx context.Context, cfg *Config, dev bool, stdout, stderr io.Writer)
 	srv := api.NewHTTPServer(handler, api.TLSConfig(tlsCert, cfg.TLS.ClassicalKeyExchange), api.Timeouts{}, log)
 	var pubSrv *http.Server
 	if httpLn != nil {
-		pub, err := api.NewPublic(api.Config{Root: ca.Root, Chain: issuer.Chain(), Revocation: rev, Log: log,
+		pub, err := api.NewPublic(api.Config{Root: ca.Root, Chain: issuer.Chain(), Revocation: rev, Log: log, Issuers: issuers,
 			AccessLog: log.With("log", "access", "listener", "http")})
 		if err != nil {
 			return err
@@ -253,6 +264,7 @@ func serve(ctx context.Context, cfg *Config, dev bool, stdout, stderr io.Writer)
 	revCtx, stopRev := context.WithCancel(ctx)
 	defer stopRev()
 	go rev.Run(revCtx)
+	go rollover.Run(revCtx)
 	go provision.RunRekeyDeadlines(revCtx, store, rev, time.Minute, log)
 	errc := make(chan error, 2)
 	go func() { errc <- srv.ServeTLS(ln, "", "") }()
@@ -313,7 +325,7 @@ func listenPublication(cfg *Config, dev bool) (net.Listener, error) {
 
 // newRevocation makes the OCSP responder (a fresh key and delegated
 // certificate, recorded in the registry) and the CRL/OCSP service.
-func newRevocation(ctx context.Context, cfg *Config, ca *pki.CA, store registry.Store, log *slog.Logger) (*provision.Revocation, error) {
+func newRevocation(ctx context.Context, cfg *Config, ca *pki.CA, store registry.Store, log *slog.Logger, secondary bool) (*provision.Revocation, error) {
 	responder, err := pki.NewOCSPResponder(ctx, pki.OCSPResponderOptions{
 		CA: ca, Lifetime: time.Duration(cfg.OCSP.ResponderLifetime),
 		Issued: func(ctx context.Context, c *x509.Certificate) error {
@@ -327,11 +339,16 @@ func newRevocation(ctx context.Context, cfg *Config, ca *pki.CA, store registry.
 	if err != nil {
 		return nil, err
 	}
-	return provision.NewRevocation(provision.RevocationConfig{
+	rc := provision.RevocationConfig{
 		Store: store, CRLSigner: ca, OCSP: responder,
 		CRLValidity: time.Duration(cfg.CRL.Validity), Refresh: time.Duration(cfg.CRL.Refresh),
 		OCSPValidity: time.Duration(cfg.OCSP.Validity), Log: log,
-	})
+		IssuerKeyID: pki.KeyID(ca.Intermediate),
+	}
+	if secondary {
+		return provision.NewIssuerRevocation(rc)
+	}
+	return provision.NewRevocation(rc)
 }
 
 func printDevInstructions(ctx context.Context, store registry.Store, cfg *Config, addr, fp string, w io.Writer) error {

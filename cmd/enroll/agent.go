@@ -227,7 +227,9 @@ func ocspStatus(ctx context.Context, id *identity) string {
 		return "error: " + err.Error()
 	}
 	pool := x509.NewCertPool()
-	pool.AddCert(id.Root)
+	for _, r := range id.roots() {
+		pool.AddCert(r)
+	}
 	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
 	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, id.Cert.OCSPServer[0], bytes.NewReader(req))
 	if err != nil {

@@ -351,7 +351,7 @@ func enrollToken(ctx context.Context, cfg *config, r *retrier, cl *client.Client
 	}); err != nil {
 		return nil, "", err
 	}
-	id, err := checkReply(resp, key, root, cfg.Now())
+	id, err := checkReply(resp, key, []*x509.Certificate{root}, cfg.Now())
 	if err != nil {
 		return nil, "", fmt.Errorf("CA reply refused: %w", err)
 	}
@@ -400,12 +400,12 @@ func identityClaims(cfg config) (string, []string, error) {
 
 // checkReply verifies what the CA sent: the certificate holds our public key
 // and chains through the returned intermediates to the pinned root.
-func checkReply(resp *wire.EnrollResponse, key crypto.Signer, root *x509.Certificate, now time.Time) (*identity, error) {
+func checkReply(resp *wire.EnrollResponse, key crypto.Signer, roots []*x509.Certificate, now time.Time) (*identity, error) {
 	leaf, err := client.ParseCertificatesPEM([]byte(resp.Certificate))
 	if err != nil {
 		return nil, fmt.Errorf("certificate: %w", err)
 	}
-	id := &identity{Key: key, Cert: leaf[0], Root: root}
+	id := &identity{Key: key, Cert: leaf[0], Root: roots[0], Extra: roots[1:]}
 	for i, c := range resp.Chain {
 		certs, err := client.ParseCertificatesPEM([]byte(c))
 		if err != nil {

@@ -132,7 +132,7 @@ func enrollEST(ctx context.Context, cfg config, kr *keyring, pin string) error {
 	}); err != nil {
 		return estHint(err, "the bootstrap token (and --est-auth basic|bearer)")
 	}
-	id, err := estIdentity(resp, key, root, inter, cfg.Now())
+	id, err := estIdentity(resp, key, []*x509.Certificate{root}, inter, cfg.Now())
 	if err != nil {
 		return fmt.Errorf("EST answer refused: %w", err)
 	}
@@ -208,14 +208,22 @@ func reenrollEST(ctx context.Context, cfg *config, r *retrier, kr *keyring, ci c
 		}
 		break
 	}
-	id, err := estIdentity(resp, key, old.Root, old.Chain, cfg.Now())
+	// The trust bundle is refreshed at every renewal: cacerts names the
+	// CA's roots and, during a root rollover, the cross certificates that
+	// vouch for the new one (RFC 7030 §4.1.3).
+	bundle, berr := est.CACerts(ctx)
+	if berr != nil {
+		cfg.logf("EST cacerts: %v; keeping the trust bundle as it is", berr)
+	} else if err := adoptTrust(cfg, kr.dir, old, bundle); err != nil {
+		return nil, err
+	}
+	id, err := estIdentity(resp, key, old.roots(), old.Chain, cfg.Now())
 	if err != nil {
 		// The CA may have rolled its issuing key: cacerts names the new one.
-		bundle, berr := est.CACerts(ctx)
 		if berr != nil {
 			return nil, fmt.Errorf("EST answer refused: %w", err)
 		}
-		if id, err = estIdentity(resp, key, old.Root, bundle, cfg.Now()); err != nil {
+		if id, err = estIdentity(resp, key, old.roots(), bundle, cfg.Now()); err != nil {
 			return nil, fmt.Errorf("EST answer refused: %w", err)
 		}
 	}
@@ -292,14 +300,16 @@ func (c *config) estClient(url, label string, root *x509.Certificate) (*client.E
 // root through intermediates (from cacerts, the previous chain, or the
 // answer itself). The identity's chain is the one that verified, without the
 // root.
-func estIdentity(resp *client.ESTCertificate, key crypto.Signer, root *x509.Certificate, intermediates []*x509.Certificate, now time.Time) (*identity, error) {
+func estIdentity(resp *client.ESTCertificate, key crypto.Signer, trusted []*x509.Certificate, intermediates []*x509.Certificate, now time.Time) (*identity, error) {
 	leaf := resp.Certificate
 	at := now
 	if at.Before(leaf.NotBefore) {
 		at = leaf.NotBefore // a device clock behind the CA's: verifyIdentity judges it the same way
 	}
 	roots := x509.NewCertPool()
-	roots.AddCert(root)
+	for _, r := range trusted {
+		roots.AddCert(r)
+	}
 	pool := x509.NewCertPool()
 	for _, c := range append(append([]*x509.Certificate{}, intermediates...), resp.Extra...) {
 		pool.AddCert(c)
@@ -312,7 +322,7 @@ func estIdentity(resp *client.ESTCertificate, key crypto.Signer, root *x509.Cert
 		return nil, fmt.Errorf("certificate %s (%s) does not verify to the pinned root: %w", leaf.SerialNumber.Text(16), leaf.Subject, err)
 	}
 	chain := chains[0]
-	id := &identity{Key: key, Cert: leaf, Root: root, Chain: chain[1 : len(chain)-1]}
+	id := &identity{Key: key, Cert: leaf, Root: trusted[0], Extra: trusted[1:], Chain: chain[1 : len(chain)-1]}
 	if err := verifyIdentity(id, now); err != nil {
 		return nil, err
 	}

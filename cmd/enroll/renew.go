@@ -208,7 +208,9 @@ func renewOnce(ctx context.Context, cfg *config, ci caInfo, rekey bool, failpoin
 			old.Cert.NotAfter.UTC().Format(time.RFC3339))
 	}
 	pool := x509.NewCertPool()
-	pool.AddCert(old.Root)
+	for _, r := range old.roots() {
+		pool.AddCert(r)
+	}
 	tc := tls.Certificate{PrivateKey: old.Key, Leaf: old.Cert, Certificate: [][]byte{old.Cert.Raw}}
 	for _, c := range old.Chain {
 		tc.Certificate = append(tc.Certificate, c.Raw)
@@ -262,7 +264,19 @@ func renewOnce(ctx context.Context, cfg *config, ci caInfo, rekey bool, failpoin
 		}
 		break
 	}
-	id, err := checkReply(resp, key, old.Root, cfg.Now())
+	// The trust bundle is refreshed at every renewal, before the answer is
+	// checked: a rollover may have moved the CA to a root that a root
+	// already trusted vouches for.
+	var bundle []*x509.Certificate
+	if err := r.do(ctx, "fetch the trust bundle", func(ctx context.Context) (err error) {
+		bundle, err = cl.Roots(ctx)
+		return err
+	}); err != nil {
+		cfg.logf("trust bundle not refreshed (%v); keeping the current one", err)
+	} else if err := adoptTrust(cfg, kr.dir, old, bundle); err != nil {
+		return nil, err
+	}
+	id, err := checkReply(resp, key, old.roots(), cfg.Now())
 	if err != nil {
 		return nil, fmt.Errorf("CA reply refused: %w", err)
 	}

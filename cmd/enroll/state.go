@@ -120,6 +120,15 @@ type identity struct {
 	Cert  *x509.Certificate
 	Chain []*x509.Certificate // intermediates, issuer first
 	Root  *x509.Certificate
+	// Extra are the roots adopted after Root (a CA root rollover, each
+	// vouched for by a root already trusted: adoptTrust); root.crt holds
+	// Root then Extra.
+	Extra []*x509.Certificate
+}
+
+// roots is the trust bundle: the pinned root first.
+func (id *identity) roots() []*x509.Certificate {
+	return append([]*x509.Certificate{id.Root}, id.Extra...)
 }
 
 // verifyIdentity checks that id is usable at now: the key matches the
@@ -136,7 +145,9 @@ func verifyIdentity(id *identity, now time.Time) error {
 		return errors.New("key does not match certificate")
 	}
 	roots := x509.NewCertPool()
-	roots.AddCert(id.Root)
+	for _, r := range id.roots() {
+		roots.AddCert(r)
+	}
 	inter := x509.NewCertPool()
 	for _, c := range id.Chain {
 		inter.AddCert(c)
@@ -189,7 +200,7 @@ func loadGeneration(ctx context.Context, kr *keyring, g generation, pin string, 
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", rootFile, err)
 	}
-	id.Root = roots[0]
+	id.Root, id.Extra = roots[0], roots[1:]
 	if fp := pki.Fingerprint(id.Root); fp != pin {
 		return nil, fmt.Errorf("%s has fingerprint %s, not the pinned %s", rootFile, fp, pin)
 	}
@@ -237,7 +248,7 @@ func saveIdentity(kr *keyring, id *identity) error {
 	}{
 		{keyFile, keyPEM, 0o600},
 		{chainFile, encodeCerts(id.Chain...), 0o644},
-		{rootFile, encodeCerts(id.Root), 0o644},
+		{rootFile, encodeCerts(id.roots()...), 0o644},
 		{certFile, encodeCerts(id.Cert), 0o644},
 	} {
 		if err := writeFileAtomic(filepath.Join(dir, f.name), f.data, f.perm); err != nil {

@@ -129,7 +129,7 @@ func enrollTPM(ctx context.Context, cfg *config, r *retrier, cl *client.Client, 
 		return nil, "", err
 	}
 	key := &tpmKey{Signer: ans.Signer, name: ans.Key.Name()}
-	id, err := checkReply(resp, key, root, cfg.Now())
+	id, err := checkReply(resp, key, []*x509.Certificate{root}, cfg.Now())
 	if err != nil {
 		return nil, "", fmt.Errorf("CA reply refused: %w", err)
 	}

@@ -71,6 +71,7 @@ func (r *Revocation) Refresh(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("refresh CRL: %w", err)
 	}
+	entries = r.ownEntries(entries)
 	cur := r.crl.Load()
 	if cur != nil && cur.digest == digestEntries(entries) &&
 		r.cfg.Now().Before(cur.ThisUpdate.Add(r.cfg.CRLValidity/2)) {
@@ -111,6 +112,7 @@ func (r *Revocation) buildLocked(ctx context.Context, entries []registry.Revoked
 		if entries, err = r.cfg.Store.ListRevoked(ctx, now); err != nil {
 			return nil, fmt.Errorf("build CRL: %w", err)
 		}
+		entries = r.ownEntries(entries)
 	}
 	revoked := make([]pki.RevokedCert, 0, len(entries))
 	for _, e := range entries {

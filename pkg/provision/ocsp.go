@@ -43,6 +43,12 @@ func (r *Revocation) OCSP(ctx context.Context, raw []byte) (*OCSPAnswer, error) 
 		ThisUpdate: now.Add(-pki.DefaultBackdate).UTC().Truncate(time.Second),
 		NextUpdate: now.Add(r.cfg.OCSPValidity).UTC().Truncate(time.Second),
 	}
+	if !r.cfg.OCSP.MatchesIssuer(req) {
+		// Another CA issuer's certificate (a rollover): its own responder answers.
+		if other := r.issuerFor(req); other != nil {
+			return other.OCSP(ctx, raw)
+		}
+	}
 	if !r.cfg.OCSP.MatchesIssuer(req) || req.SerialNumber.Sign() <= 0 {
 		return r.signOCSP(ctx, st)
 	}

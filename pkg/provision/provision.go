@@ -175,6 +175,8 @@ func CertificateRecord(c *x509.Certificate, kind registry.CertKind, tenantID, de
 		KeySHA256: KeyHash(c.RawSubjectPublicKeyInfo),
 		Status:    registry.CertActive,
 		CreatedAt: now,
+		// Which CA issuer signed it: its CRL lists it, rollover counts it.
+		IssuerKeyID: pki.AuthorityKeyID(c),
 	}
 }
 

@@ -77,6 +77,11 @@ type RevocationConfig struct {
 	Now func() time.Time
 	// Log receives CRL rebuild progress; nil means slog.Default().
 	Log *slog.Logger
+	// IssuerKeyID, when set, is the CA issuer (pki.KeyID) whose
+	// certificates this Revocation's CRL lists (others are another
+	// issuer's, see SetIssuers); certificates recorded with no issuer count
+	// as its own. Empty lists every revoked certificate.
+	IssuerKeyID string
 }
 
 // Revocation revokes certificates and devices and serves what relying
@@ -92,6 +97,11 @@ type Revocation struct {
 
 	ocspMu    sync.Mutex
 	ocspCache map[ocspKey]*ocspEntry
+
+	// issuers are the other CA issuers' Revocations during a rollover
+	// (SetIssuers), by KeyID.
+	issuers   atomic.Pointer[map[string]*Revocation]
+	secondary bool // NewIssuerRevocation
 }
 
 // NewRevocation checks cfg and applies its defaults. It builds no CRL: the
@@ -219,6 +229,7 @@ func (r *Revocation) revoked(ctx context.Context, certs []*registry.Certificate)
 		r.invalidateOCSP(c.Serial)
 	}
 	res := &RevokeResult{Certificates: certs}
+	r.revokedElsewhere(ctx, certs)
 	crl, err := r.rebuildSince(context.WithoutCancel(ctx), seq)
 	if err != nil {
 		r.cfg.Log.Error("CRL rebuild after revocation failed; the next refresh retries", "err", err)
@@ -254,6 +265,7 @@ func (r *Revocation) Run(ctx context.Context) {
 			r.cfg.Log.Error("CRL refresh failed", "err", err)
 		}
 		r.sweepOCSP()
+		r.refreshIssuers(ctx)
 		select {
 		case <-ctx.Done():
 			return

@@ -184,6 +184,8 @@ type RevokedEntry struct {
 	RevokedAt time.Time
 	Reason    int // RFC 5280 CRLReason
 	NotAfter  time.Time
+	// IssuerKeyID is Certificate.IssuerKeyID: which issuer's CRL lists it.
+	IssuerKeyID string
 }
 
 // Certificate is every certificate the CA issued, recorded before it is
@@ -208,6 +210,9 @@ type Certificate struct {
 	// (set by Store.Enroll from Enrollment.TokenHash).
 	TokenHash []byte
 	CreatedAt time.Time
+	// IssuerKeyID is the hex authority key identifier of the certificate:
+	// the subject key id of the CA issuer that signed it (CAIssuer.KeyID).
+	IssuerKeyID string
 }
 
 // Token is a bootstrap token. Only the SHA-256 hash of the secret is stored.

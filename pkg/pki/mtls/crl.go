@@ -68,12 +68,16 @@ type crlCache struct {
 
 func newCRLCache(s *Source, hc *http.Client) (*crlCache, error) {
 	c := &crlCache{s: s, hc: hc}
+	urls := s.opts.CRLURLs
 	if s.opts.CRLURL != "" {
-		u, err := url.Parse(s.opts.CRLURL)
+		urls = append([]string{s.opts.CRLURL}, urls...)
+	}
+	for _, cu := range urls {
+		u, err := url.Parse(cu)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return nil, fmt.Errorf("CRLURL %q is not an absolute http(s) URL", s.opts.CRLURL)
+			return nil, fmt.Errorf("CRL URL %q is not an absolute http(s) URL", cu)
 		}
-		c.sources = append(c.sources, &crlSource{url: s.opts.CRLURL})
+		c.sources = append(c.sources, &crlSource{url: cu})
 	}
 	if s.opts.CRLFile != "" {
 		c.sources = append(c.sources, &crlSource{file: s.opts.CRLFile})

@@ -126,6 +126,10 @@ type Options struct {
 	// CRLURL is an http(s) URL of a DER CRL (the CA's /crl); CRLFile a
 	// local DER or PEM CRL. Either, both or neither (no revocation check).
 	CRLURL, CRLFile string
+	// CRLURLs are more CRL URLs, checked like CRLURL: during a CA rollover
+	// each issuer publishes its own CRL (the CA's /crl/<key id>), and a
+	// peer's certificate is checked against its own issuer's.
+	CRLURLs []string
 	// CRLRefresh is how often the CRLs are fetched in the background;
 	// default DefaultCRLRefresh (1m).
 	CRLRefresh time.Duration
@@ -236,7 +240,7 @@ func New(opts Options) (*Source, error) {
 			s.known = append(s.known, c)
 		}
 	}
-	if opts.CRLURL != "" || opts.CRLFile != "" {
+	if opts.CRLURL != "" || opts.CRLFile != "" || len(opts.CRLURLs) > 0 {
 		hc := opts.HTTPClient
 		if hc == nil {
 			tr := http.DefaultTransport.(*http.Transport).Clone()

@@ -127,7 +127,7 @@ func (s *Store) enroll(b *batch, tokenHash []byte, dev, old *deviceRow, macs []s
 	}
 	_, err = b.exec(sqlInsertCertificate,
 		cert.Serial, cert.Kind, cert.DeviceID, cert.TenantID, cert.Subject, cert.SANs, cert.NotBefore, cert.NotAfter, cert.DER,
-		cert.Status, cert.RevokedAt, cert.RevocationReason, cert.ReplacesSerial, cert.KeySHA256, tokenHash, cert.CreatedAt)
+		cert.Status, cert.RevokedAt, cert.RevocationReason, cert.ReplacesSerial, cert.KeySHA256, tokenHash, cert.CreatedAt, cert.IssuerKID)
 	if err != nil {
 		return nil, fmt.Errorf("sqlstore: enroll: insert certificate %s: %w", cert.Serial, s.translateSQL(err))
 	}

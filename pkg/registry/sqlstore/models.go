@@ -69,6 +69,10 @@ type certificateRow struct {
 	KeySHA256        []byte `gorm:"column:key_sha256;index"`
 	TokenHash        []byte `gorm:"column:token_hash"`
 	CreatedAt        time.Time
+	// IssuerKID is registry.Certificate.IssuerKeyID ('' in rows from before
+	// rollovers, until RegisterInitialIssuer); idx_certificates_issuer
+	// (migration 00002_rollover) covers the rollover status count.
+	IssuerKID string `gorm:"column:issuer_kid;size:64;not null;default:''"`
 }
 
 func (certificateRow) TableName() string { return "certificates" }
@@ -255,7 +259,7 @@ func allModels() []any {
 	return []any{&tenantRow{}, &deviceRow{}, &certificateRow{}, &tokenRow{}, &adminRow{}, &auditRow{}, &auditHeadRow{},
 		&auditTenantHeadRow{}, &refusalRow{}, &checkpointRow{},
 		&crlCounterRow{}, &preregistrationRow{}, &tpmRootRow{}, &tpmChallengeRow{}, &deviceMACRow{},
-		&idevidCARow{}}
+		&idevidCARow{}, &caIssuerRow{}, &bundleFetchRow{}}
 }
 
 // ts normalises a time for storage: UTC, microsecond precision (PostgreSQL's
@@ -337,7 +341,7 @@ func fromCertificate(c *registry.Certificate) *certificateRow {
 		Serial: c.Serial, Kind: string(c.Kind), TenantID: c.TenantID, Subject: c.Subject,
 		SANs: encodeList(c.SANs), NotBefore: ts(c.NotBefore), NotAfter: ts(c.NotAfter), DER: c.DER,
 		Status: string(c.Status), RevocationReason: c.RevocationReason, ReplacesSerial: c.ReplacesSerial,
-		KeySHA256: c.KeySHA256, TokenHash: c.TokenHash, CreatedAt: ts(c.CreatedAt),
+		KeySHA256: c.KeySHA256, TokenHash: c.TokenHash, CreatedAt: ts(c.CreatedAt), IssuerKID: c.IssuerKeyID,
 	}
 	if c.DeviceID != "" {
 		id := c.DeviceID
@@ -359,6 +363,7 @@ func (r *certificateRow) domain() *registry.Certificate {
 		SANs: decodeList(r.SANs), NotBefore: r.NotBefore.UTC(), NotAfter: r.NotAfter.UTC(), DER: r.DER,
 		Status: registry.CertStatus(r.Status), RevocationReason: r.RevocationReason,
 		ReplacesSerial: r.ReplacesSerial, KeySHA256: r.KeySHA256, TokenHash: r.TokenHash, CreatedAt: r.CreatedAt.UTC(),
+		IssuerKeyID: r.IssuerKID,
 	}
 	if r.DeviceID != nil {
 		c.DeviceID = *r.DeviceID

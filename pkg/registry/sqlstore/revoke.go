@@ -143,7 +143,7 @@ func (s *Store) ReinstateDevice(ctx context.Context, deviceID string, audit *reg
 // revocation.
 func (s *Store) ListRevoked(ctx context.Context, now time.Time) ([]registry.RevokedEntry, error) {
 	rows, err := s.r.WithContext(ctx).Model(&certificateRow{}).
-		Select("serial, revoked_at, revocation_reason, not_after").
+		Select("serial, revoked_at, revocation_reason, not_after, issuer_kid").
 		Where("status = ? AND not_after > ?", string(registry.CertRevoked), ts(now)).
 		Order("serial").Rows()
 	if err != nil {
@@ -154,7 +154,7 @@ func (s *Store) ListRevoked(ctx context.Context, now time.Time) ([]registry.Revo
 	for rows.Next() {
 		var e registry.RevokedEntry
 		var at sql.NullTime
-		if err := rows.Scan(&e.Serial, &at, &e.Reason, &e.NotAfter); err != nil {
+		if err := rows.Scan(&e.Serial, &at, &e.Reason, &e.NotAfter, &e.IssuerKeyID); err != nil {
 			return nil, fmt.Errorf("sqlstore: list revoked: %w", err)
 		}
 		e.NotAfter = e.NotAfter.UTC()
