@@ -43,6 +43,7 @@ func (s *Server) requireRole(roles ...registry.Role) echo.MiddlewareFunc {
 				TLS: r.TLS, Source: c.RealIP(), Route: r.Method + " " + c.Path(), Roles: roles,
 			})
 			if err != nil {
+				s.authFailed(metricsDoorAdmin)
 				return err
 			}
 			c.SetRequest(r.WithContext(context.WithValue(r.Context(), actorKey, who)))

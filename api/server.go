@@ -75,6 +75,11 @@ type Config struct {
 	AccessLog *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Metrics, when set, counts failed authentications (see Metrics).
+	Metrics Metrics
+	// MetricsHandler, when set, is served at GET /metrics to admin
+	// certificates of any role; nil: no /metrics.
+	MetricsHandler http.Handler
 }
 
 // Server holds the handlers' dependencies.
@@ -103,6 +108,7 @@ func New(cfg Config) (*echo.Echo, error) {
 	s.routesCA(e)
 	s.routesCACerts(e)
 	s.routesAdmin(e)
+	s.routesMetrics(e)
 	if err := s.routesEST(e); err != nil {
 		return nil, err
 	}

@@ -171,11 +171,17 @@ type plan struct {
 func (s *Service) Enroll(ctx context.Context, a Attestor, req *Request) (*Result, error) {
 	adm, err := a.Admit(ctx, req)
 	if err != nil {
-		return nil, s.refuseEnroll(ctx, req, nil, nil, err)
+		err = s.refuseEnroll(ctx, req, nil, nil, err)
+		s.cfg.Metrics.Enrollment(attestorMethod(a), Outcome(err))
+		return nil, err
 	}
 	res, id, err := s.enroll(ctx, adm, req)
 	if err != nil {
-		return nil, s.refuseEnroll(ctx, req, adm, id, err)
+		err = s.refuseEnroll(ctx, req, adm, id, err)
+	}
+	s.cfg.Metrics.Enrollment(adm.Method, Outcome(err))
+	if err != nil {
+		return nil, err
 	}
 	return res, nil
 }

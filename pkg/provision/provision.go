@@ -102,6 +102,9 @@ type Config struct {
 	// TenantLimit bounds each tenant's admitted enrollments, TPM
 	// challenges and renewals; nil means no limit.
 	TenantLimit *TenantLimiter
+	// Metrics counts enrollments and renewals by outcome; nil counts
+	// nothing.
+	Metrics Metrics
 }
 
 // Service runs enrollments.
@@ -140,6 +143,9 @@ func New(cfg Config) (*Service, error) {
 	}
 	if cfg.TenantTTL == 0 {
 		cfg.TenantTTL = DefaultTenantTTL
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = noMetrics{}
 	}
 	return &Service{cfg: cfg}, nil
 }

@@ -77,6 +77,9 @@ type RevocationConfig struct {
 	Now func() time.Time
 	// Log receives CRL rebuild progress; nil means slog.Default().
 	Log *slog.Logger
+	// Metrics counts revocations, CRL builds and OCSP answers; nil counts
+	// nothing.
+	Metrics Metrics
 }
 
 // Revocation revokes certificates and devices and serves what relying
@@ -127,6 +130,9 @@ func NewRevocation(cfg RevocationConfig) (*Revocation, error) {
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = noMetrics{}
 	}
 	return &Revocation{cfg: cfg, ocspCache: make(map[ocspKey]*ocspEntry)}, nil
 }
@@ -217,6 +223,7 @@ func (r *Revocation) revoked(ctx context.Context, certs []*registry.Certificate)
 	seq := r.revSeq.Add(1)
 	for _, c := range certs {
 		r.invalidateOCSP(c.Serial)
+		r.cfg.Metrics.Revocation(registry.ReasonName(c.RevocationReason))
 	}
 	res := &RevokeResult{Certificates: certs}
 	crl, err := r.rebuildSince(context.WithoutCancel(ctx), seq)
@@ -274,6 +281,7 @@ type ocspEntry struct {
 	thisUpdate time.Time
 	nextUpdate time.Time
 	reuseUntil time.Time
+	status     string // OCSPGood or OCSPRevoked, for Metrics
 }
 
 // ocspHashes are the CertID hashes golang.org/x/crypto/ocsp parses.
