@@ -27,6 +27,7 @@ func (s *Server) routesAdmin(e *echo.Echo) {
 	s.routesAdmins(g)
 	s.routesTenants(g)
 	s.routesAdminAudit(g)
+	s.routesExpiry(g)
 }
 
 // requireRole admits only an admin holding one of roles, as
