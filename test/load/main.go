@@ -60,6 +60,7 @@ type options struct {
 	classical   bool
 	limits      string
 	devices     int
+	noMetrics   bool
 }
 
 func main() {
@@ -76,6 +77,7 @@ func main() {
 	flag.StringVar(&o.limits, "limits", "unlimited", "the CA's door and tenant limits: 'unlimited' (limiters run, set far above the load; "+
 		"they would otherwise refuse it) or 'config' (as 'ca init' wrote them; also for -ca-bin binaries that predate limits)")
 	flag.BoolVar(&o.classical, "classical", false, "set tls.classical_key_exchange in the CA's config (no hybrid post-quantum key exchange)")
+	flag.BoolVar(&o.noMetrics, "no-metrics", false, "set metrics.enabled false in the CA's config (to measure what the Prometheus metrics cost)")
 	flag.IntVar(&o.devices, "devices", 4, "tpm: swtpm instances, each a device enrolling one request at a time (-c is ignored)")
 	flag.Parse()
 	warmupSet := false
@@ -162,7 +164,7 @@ func run(o options) error {
 	if out, err := exec.Command(caBin, "init", "--dir", dir, "--password-file", pw, "--listen", addr).CombinedOutput(); err != nil {
 		return fmt.Errorf("ca init: %v\n%s", err, out)
 	}
-	if o.classical || o.limits == "unlimited" {
+	if o.classical || o.limits == "unlimited" || o.noMetrics {
 		cfgPath := filepath.Join(dir, "ca.yaml")
 		b, err := os.ReadFile(cfgPath)
 		if err != nil {
@@ -178,6 +180,9 @@ func run(o options) error {
 				lockout = ", lockout_failures: 0"
 			}
 			b = append(b, "limits: {per_source_rate: 1e9, per_source_burst: 1000000000, per_tenant_rate: 1e9, per_tenant_burst: 1000000000"+lockout+"}\n"...)
+		}
+		if o.noMetrics {
+			b = append(b, "metrics: {enabled: false}\n"...)
 		}
 		if err := os.WriteFile(cfgPath, b, 0o600); err != nil {
 			return err

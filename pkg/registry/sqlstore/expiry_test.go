@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"strings"
 	"testing"
 	"time"
 
@@ -95,5 +96,36 @@ func testExpiryQueries(t *testing.T, s *Store) {
 	// Two days on, ACME-SOON's window has opened too.
 	if _, total, err = s.ListOverdue(ctx, registry.ExpiryFilter{From: now, To: now.Add(30 * day)}, now.Add(2*day+time.Hour)); err != nil || total != 3 {
 		t.Errorf("ListOverdue two days on: total %d, %v; want 3", total, err)
+	}
+}
+
+// TestExpiryCountUsesIndex: the expiring-certificates counts (a metric and
+// the forecast's per-day counts) read the covering index alone, never the
+// certificates table: their cost is the window's slice of the index, not
+// the fleet.
+func TestExpiryCountUsesIndex(t *testing.T) {
+	s := newSQLite(t)
+	for _, q := range []string{
+		`SELECT count(*) FROM certificates WHERE status = 'active' AND kind = 'device' AND not_after >= '2026-01-01' AND not_after < '2026-02-01'`,
+		`SELECT tenant_id, COUNT(*) AS n FROM certificates WHERE status = 'active' AND kind = 'device' AND not_after >= '2026-01-01' AND not_after < '2026-02-01' GROUP BY tenant_id`,
+	} {
+		rows, err := s.r.Raw("EXPLAIN QUERY PLAN " + q).Rows()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var plan []string
+		for rows.Next() {
+			var id, parent, notused int
+			var detail string
+			if err := rows.Scan(&id, &parent, &notused, &detail); err != nil {
+				t.Fatal(err)
+			}
+			plan = append(plan, detail)
+		}
+		rows.Close()
+		joined := strings.Join(plan, "; ")
+		if !strings.Contains(joined, "USING COVERING INDEX idx_certificates_expiry") {
+			t.Errorf("%s\nplan: %s; want a search of the covering index idx_certificates_expiry", q, joined)
+		}
 	}
 }
