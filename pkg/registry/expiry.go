@@ -13,7 +13,7 @@ type ExpiryFilter struct {
 	Limit int
 }
 
-// OverdueCert is the active certificate of an active device whose renewal
+// OverdueCert is the active certificate of a device whose renewal
 // window has opened (two thirds of its lifetime have passed) while the
 // device has not come back to renew it. The registry sees a device only
 // when it enrolls or renews, so IssuedAt, the certificate's issuance, is

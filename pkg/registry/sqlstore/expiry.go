@@ -9,8 +9,8 @@ import (
 )
 
 // The expiry queries read the certificates index idx_certificates_expiry
-// (status, kind, not_after, tenant_id): a count is a range scan of that
-// index alone, whatever the size of the table.
+// (status, kind, not_after, tenant_id, not_before): a count is a range
+// scan of that index alone, whatever the size of the table.
 
 // CountExpiring counts the active device certificates of every tenant
 // whose NotAfter is in [from, to).
@@ -50,9 +50,10 @@ func (s *Store) CountExpiringByTenant(ctx context.Context, f registry.ExpiryFilt
 }
 
 // ListOverdue lists, soonest expiry first, up to f.Limit of the
-// certificates f selects that belong to an active device and whose renewal
-// window opened by now (NotBefore + 2/3 of the lifetime, as
-// provision.RenewAfter), and counts all of them.
+// certificates f selects whose renewal window opened by now (NotBefore +
+// 2/3 of the lifetime, as provision.RenewAt), and counts all of them. The
+// count reads idx_certificates_expiry alone (it holds not_before too); the
+// list walks it in not_after order and stops at the limit.
 func (s *Store) ListOverdue(ctx context.Context, f registry.ExpiryFilter, now time.Time) ([]*registry.OverdueCert, int64, error) {
 	// renew_after <= now  ⟺  not_before + 2·not_after <= 3·now, in a
 	// number each dialect computes from a timestamp.
@@ -65,16 +66,15 @@ func (s *Store) ListOverdue(ctx context.Context, f registry.ExpiryFilter, now ti
 		cond = "julianday(c.not_before) + 2 * julianday(c.not_after) <= ?"
 		bound = 3 * (float64(now.UnixMicro())/86400e6 + 2440587.5)
 	}
-	where := "c.status = ? AND c.kind = ? AND c.not_after >= ? AND c.not_after < ? AND d.status = ? AND " + cond
-	args := []any{string(registry.CertActive), string(registry.KindDevice), ts(f.From), ts(f.To), string(registry.DeviceActive), bound}
+	where := "c.status = ? AND c.kind = ? AND c.not_after >= ? AND c.not_after < ? AND " + cond
+	args := []any{string(registry.CertActive), string(registry.KindDevice), ts(f.From), ts(f.To), bound}
 	if f.TenantID != "" {
 		where += " AND c.tenant_id = ?"
 		args = append(args, f.TenantID)
 	}
-	from := " FROM certificates c JOIN devices d ON d.id = c.device_id WHERE " + where
 	db := s.r.WithContext(ctx)
 	var total int64
-	if err := db.Raw("SELECT COUNT(*)"+from, args...).Scan(&total).Error; err != nil {
+	if err := db.Raw("SELECT COUNT(*) FROM certificates c WHERE "+where, args...).Scan(&total).Error; err != nil {
 		return nil, 0, fmt.Errorf("sqlstore: count overdue certificates: %w", translate(err))
 	}
 	var rows []struct {
@@ -82,7 +82,8 @@ func (s *Store) ListOverdue(ctx context.Context, f registry.ExpiryFilter, now ti
 		NotBefore, NotAfter, CreatedAt           time.Time
 	}
 	err := db.Raw("SELECT c.serial, c.device_id, d.serial AS device_serial, c.tenant_id, c.not_before, c.not_after, c.created_at"+
-		from+" ORDER BY c.not_after, c.serial LIMIT ?", append(args, pageLimit(f.Limit))...).Scan(&rows).Error
+		" FROM certificates c JOIN devices d ON d.id = c.device_id WHERE "+where+" ORDER BY c.not_after LIMIT ?",
+		append(args, pageLimit(f.Limit))...).Scan(&rows).Error
 	if err != nil {
 		return nil, 0, fmt.Errorf("sqlstore: list overdue certificates: %w", translate(err))
 	}

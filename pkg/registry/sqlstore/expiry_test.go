@@ -108,6 +108,7 @@ func TestExpiryCountUsesIndex(t *testing.T) {
 	for _, q := range []string{
 		`SELECT count(*) FROM certificates WHERE status = 'active' AND kind = 'device' AND not_after >= '2026-01-01' AND not_after < '2026-02-01'`,
 		`SELECT tenant_id, COUNT(*) AS n FROM certificates WHERE status = 'active' AND kind = 'device' AND not_after >= '2026-01-01' AND not_after < '2026-02-01' GROUP BY tenant_id`,
+		`SELECT COUNT(*) FROM certificates c WHERE c.status = 'active' AND c.kind = 'device' AND c.not_after >= '2026-01-01' AND c.not_after < '2026-02-01' AND julianday(c.not_before) + 2 * julianday(c.not_after) <= 7383000`,
 	} {
 		rows, err := s.r.Raw("EXPLAIN QUERY PLAN " + q).Rows()
 		if err != nil {

@@ -59,7 +59,7 @@ type certificateRow struct {
 	TenantID         string     `gorm:"size:128;not null;index:idx_certificates_expiry,priority:4"`
 	Subject          string     `gorm:"not null"`
 	SANs             string     `gorm:"column:sans;not null"` // JSON array of strings
-	NotBefore        time.Time  `gorm:"not null"`
+	NotBefore        time.Time  `gorm:"not null;index:idx_certificates_expiry,priority:5"`
 	NotAfter         time.Time  `gorm:"not null;index;index:idx_certificates_expiry,priority:3"`
 	DER              []byte     `gorm:"column:der"`
 	Status           string     `gorm:"size:32;not null;index;index:idx_certificates_expiry,priority:1"`
