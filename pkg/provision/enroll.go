@@ -179,7 +179,11 @@ func (s *Service) Enroll(ctx context.Context, a Attestor, req *Request) (*Result
 	if err != nil {
 		err = s.refuseEnroll(ctx, req, adm, id, err)
 	}
-	s.cfg.Metrics.Enrollment(adm.Method, Outcome(err))
+	method := adm.Method
+	if method == "" {
+		method = attestorMethod(a)
+	}
+	s.cfg.Metrics.Enrollment(method, Outcome(err))
 	if err != nil {
 		return nil, err
 	}
