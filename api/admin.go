@@ -28,6 +28,7 @@ func (s *Server) routesAdmin(e *echo.Echo) {
 	s.routesTenants(g)
 	s.routesAdminAudit(g)
 	s.routesRollover(g)
+	s.routesExpiry(g)
 }
 
 // requireRole admits only an admin holding one of roles, as
@@ -44,6 +45,7 @@ func (s *Server) requireRole(roles ...registry.Role) echo.MiddlewareFunc {
 				TLS: r.TLS, Source: c.RealIP(), Route: r.Method + " " + c.Path(), Roles: roles,
 			})
 			if err != nil {
+				s.authFailed(metricsDoorAdmin)
 				return err
 			}
 			c.SetRequest(r.WithContext(context.WithValue(r.Context(), actorKey, who)))

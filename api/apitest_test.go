@@ -28,6 +28,7 @@ import (
 
 	"devpki/api"
 	"devpki/api/wire"
+	"devpki/pkg/metrics"
 	"devpki/pkg/pki"
 	"devpki/pkg/pki/pkitest"
 	"devpki/pkg/provision"
@@ -55,6 +56,9 @@ type fixture struct {
 	attestors provision.Attestors
 	// accessLog holds the server's access log lines (JSON).
 	accessLog syncBuffer
+	// metrics counts what the service and the API decide (wired as cmd/ca
+	// wires it), served at GET /metrics.
+	metrics *metrics.Metrics
 
 	storeClosed atomic.Bool
 }
@@ -84,10 +88,10 @@ func newFixtureIDevID(t testing.TB) *fixture {
 func newFixtureDoors(t testing.TB, tpm *provision.TPMConfig, idevid bool) *fixture {
 	t.Helper()
 	ctx := context.Background()
-	f := &fixture{t: t, ca: pkitest.NewCA(t), now: time.Now()}
+	f := &fixture{t: t, ca: pkitest.NewCA(t), now: time.Now(), metrics: metrics.New(metrics.Options{})}
 
 	dbPath := filepath.Join(t.TempDir(), "registry.db")
-	store, err := sqlstore.Open(ctx, sqlstore.Options{DSN: dbPath})
+	store, err := sqlstore.Open(ctx, sqlstore.Options{DSN: dbPath, Observer: f.metrics})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,6 +115,7 @@ func newFixtureDoors(t testing.TB, tpm *provision.TPMConfig, idevid bool) *fixtu
 		// Tenants are read at every enrollment, so a policy change a test
 		// makes applies at once.
 		TenantTTL: -1,
+		Metrics:   f.metrics,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -120,6 +125,7 @@ func newFixtureDoors(t testing.TB, tpm *provision.TPMConfig, idevid bool) *fixtu
 	}
 	f.rev, err = provision.NewRevocation(provision.RevocationConfig{
 		Store: store, CRLSigner: f.ca.CA, OCSP: f.ocsp, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Metrics: f.metrics,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -146,6 +152,7 @@ func newFixtureDoors(t testing.TB, tpm *provision.TPMConfig, idevid bool) *fixtu
 		TrustDomain: pkitest.TrustDomain, Revocation: f.rev,
 		Log:       slog.New(slog.NewTextHandler(io.Discard, nil)),
 		AccessLog: slog.New(slog.NewJSONHandler(&f.accessLog, nil)),
+		Metrics:   f.metrics, MetricsHandler: f.metrics.Handler(),
 	})
 	if err != nil {
 		t.Fatal(err)

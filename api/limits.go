@@ -173,18 +173,23 @@ func authFailure(status int, slug string) bool {
 // authentications.
 func (s *Server) door(name string) echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
-		if s.limits == nil {
+		if s.limits == nil && s.cfg.Metrics == nil {
 			return next
 		}
 		return func(c echo.Context) error {
 			src := c.RealIP()
-			if err := s.limits.admit(name, src); err != nil {
-				return err
+			if s.limits != nil {
+				if err := s.limits.admit(name, src); err != nil {
+					return err
+				}
 			}
 			err := next(c)
 			if err != nil {
 				if status, slug, _, _ := classify(err); authFailure(status, slug) {
-					s.limits.failed(name, src)
+					s.authFailed(name)
+					if s.limits != nil {
+						s.limits.failed(name, src)
+					}
 				}
 			}
 			return err

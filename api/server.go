@@ -81,6 +81,11 @@ type Config struct {
 	// /v1/admin/rollover/... and counts trust bundle fetches.
 	Issuers  *pki.IssuerSet
 	Rollover *provision.Rollover
+	// Metrics, when set, counts failed authentications (see Metrics).
+	Metrics Metrics
+	// MetricsHandler, when set, is served at GET /metrics to admin
+	// certificates of any role; nil: no /metrics.
+	MetricsHandler http.Handler
 }
 
 // Server holds the handlers' dependencies.
@@ -107,6 +112,7 @@ func New(cfg Config) (*echo.Echo, error) {
 	s.routesCA(e)
 	s.routesCACerts(e)
 	s.routesAdmin(e)
+	s.routesMetrics(e)
 	if err := s.routesEST(e); err != nil {
 		return nil, err
 	}

@@ -46,6 +46,12 @@ type Config struct {
 	// empty without HTTPListen means ExternalURL's /crl and /ocsp and no
 	// caIssuers.
 	HTTPURL string `yaml:"http_url,omitempty"`
+	// MetricsListen, when set, is a plain-HTTP address serving only GET
+	// /metrics (Prometheus text) to anyone who reaches it — bind it to
+	// loopback or a monitoring network; e.g. "127.0.0.1:9464". The HTTPS
+	// listener serves /metrics to admin certificates either way. 'ca serve
+	// --metrics-listen' sets it.
+	MetricsListen string `yaml:"metrics_listen,omitempty"`
 	// TrustDomain names identities: spiffe://<trust_domain>/<tenant>/device/<serial>.
 	TrustDomain string `yaml:"trust_domain"`
 	// PasswordFile holds the passphrase of the CA, TLS and admin keys. When
@@ -65,6 +71,7 @@ type Config struct {
 	OCSP       OCSPConfig       `yaml:"ocsp,omitempty"`
 	TPM        TPMConfig        `yaml:"tpm,omitempty"`
 	Limits     LimitsConfig     `yaml:"limits,omitempty"`
+	Metrics    MetricsConfig    `yaml:"metrics,omitempty"`
 
 	dir string // directory of the config file
 }
@@ -424,6 +431,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("enrollment.profile: %q is not %q (SPIFFE ID and MAC URIs) or %q (SPIFFE ID only)",
 			c.Enrollment.Profile, profileDefault, profileSPIFFE))
 	}
+	errs = append(errs, c.validateMetrics()...)
 	return errors.Join(errs...)
 }
 

@@ -13,6 +13,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"devpki/pkg/metrics"
 	"devpki/pkg/registry/sqlstore"
 )
 
@@ -34,8 +35,11 @@ func (c *Config) storeOptions() sqlstore.Options {
 
 // openServeStore opens the registry for 'ca serve', logging each schema
 // migration it applies, and turns schema refusals into what to do.
-func openServeStore(ctx context.Context, cfg *Config, log *slog.Logger) (*sqlstore.Store, error) {
+func openServeStore(ctx context.Context, cfg *Config, log *slog.Logger, mx *metrics.Metrics) (*sqlstore.Store, error) {
 	opts := cfg.storeOptions()
+	if mx != nil {
+		opts.Observer = mx
+	}
 	opts.OnMigration = func(m sqlstore.AppliedMigration) {
 		log.Info("registry schema migrated", "version", m.Version, "migration", m.Name, "took", m.Duration.Round(time.Millisecond))
 	}

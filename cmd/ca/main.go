@@ -34,6 +34,7 @@ commands:
   devices preregister --serial S --mac M --ek-pub F | --csv F   bind TPM EKs to serials (bulk with progress)
   certs list [--device --status --expiring-before]   list certificates
   certs revoke SERIAL --reason R    revoke one certificate (RFC 5280 reason name or code)
+  certs expiring --within 30d [--tenant T]   expiry forecast: per tenant and day, and devices overdue for renewal
   tpm roots add FILE | list         add a TPM manufacturer root (or intermediate) for EK certificates
   idevid roots add FILE [--tenant T] | list   trust a device maker's IDevID CAs (roots, intermediates) for factory enrollment
   issue --csr F --server|--client   certificate for another component (--dns, --ip, --cn)
@@ -68,7 +69,7 @@ var subcommands = map[string]map[string]func(context.Context, []string, io.Write
 		"reinstate":   cmdDevicesReinstate,
 		"preregister": cmdDevicesPreregister, "dismiss": cmdDevicesDismiss, "release": cmdDevicesRelease,
 	},
-	"certs": {"list": cmdCertsList, "revoke": cmdCertsRevoke},
+	"certs": {"list": cmdCertsList, "revoke": cmdCertsRevoke, "expiring": cmdCertsExpiring},
 	"audit": {"list": cmdAuditList, "verify": cmdAuditVerify, "export": cmdAuditExport, "prune": cmdAuditPrune,
 		"refusals": cmdAuditRefusals},
 	"tenants": {"create": cmdTenantsCreate, "list": cmdTenantsList, "set": cmdTenantsSet},

@@ -22,6 +22,7 @@ import (
 	"go.step.sm/crypto/pemutil"
 
 	"devpki/api"
+	"devpki/pkg/metrics"
 	"devpki/pkg/pki"
 	"devpki/pkg/provision"
 	"devpki/pkg/registry"
@@ -41,6 +42,8 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&devDir, "dir", "devpki-data", "data directory for --dev")
 	var logFormat string
 	fs.StringVar(&logFormat, "log-format", "", "log format on stderr, access log included: text or json (default: the config's log_format, else text)")
+	var metricsListen string
+	fs.StringVar(&metricsListen, "metrics-listen", "", "plain-HTTP address serving only GET /metrics, unauthenticated (the config's metrics_listen); bind it to loopback")
 	var cpuProfile string
 	fs.StringVar(&cpuProfile, "cpuprofile", "", "write a Go CPU profile of the whole run to this file (for performance work)")
 	if err := parseFlags(fs, args); err != nil {
@@ -77,6 +80,9 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if httpListen != "" {
 		cfg.HTTPListen = httpListen
+	}
+	if metricsListen != "" {
+		cfg.MetricsListen = metricsListen
 	}
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
@@ -154,12 +160,16 @@ func serve(ctx context.Context, cfg *Config, dev bool, stdout, stderr io.Writer)
 		}
 		defer unlock()
 	}
-	store, err := openServeStore(ctx, cfg, log)
+	mx := newMetrics(cfg, log)
+	store, err := openServeStore(ctx, cfg, log, mx)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	rev, err := newRevocation(ctx, cfg, ca, store, log, false)
+	if mx != nil {
+		mx.WatchExpiring(store)
+	}
+	rev, err := newRevocation(ctx, cfg, ca, store, log, false, mx)
 	if err != nil {
 		return err
 	}
@@ -177,14 +187,18 @@ func serve(ctx context.Context, cfg *Config, dev bool, stdout, stderr io.Writer)
 	if err != nil {
 		return err
 	}
-	prov, err := provision.New(provision.Config{
+	provCfg := provision.Config{
 		Store: store, Issuer: issuers, TrustDomain: cfg.TrustDomain, TPM: tpmCfg,
 		Lifetime: time.Duration(cfg.Enrollment.CertLifetime), Profile: cfg.Enrollment.CertProfile(),
 		TenantLimit: cfg.Limits.Tenant(),
 		Policy: pki.CSRPolicy{
 			AllowP384: cfg.Enrollment.AllowP384, AllowEd25519: cfg.Enrollment.AllowEd25519, AllowRSA: cfg.Enrollment.AllowRSA,
 		},
-	})
+	}
+	if mx != nil {
+		provCfg.Metrics = mx
+	}
+	prov, err := provision.New(provCfg)
 	if err != nil {
 		return err
 	}
@@ -209,13 +223,17 @@ func serve(ctx context.Context, cfg *Config, dev bool, stdout, stderr io.Writer)
 	if tpmCfg != nil {
 		attestors.TPM = provision.TPMAttestor{Challenger: tpmCfg.Challenger, Store: store}
 	}
-	handler, err := api.New(api.Config{
+	apiCfg := api.Config{
 		Store: store, Provision: prov, Admin: admin, Attestors: attestors,
 		Root: ca.Root, Chain: issuer.Chain(),
 		TrustDomain: cfg.TrustDomain, Log: log, Revocation: rev,
 		AccessLog: log.With("log", "access"), Limits: cfg.Limits.Door(),
 		Issuers: issuers, Rollover: rollover,
-	})
+	}
+	if mx != nil {
+		apiCfg.Metrics, apiCfg.MetricsHandler = mx, mx.Handler()
+	}
+	handler, err := api.New(apiCfg)
 	if err != nil {
 		return err
 	}
@@ -239,6 +257,14 @@ func serve(ctx context.Context, cfg *Config, dev bool, stdout, stderr io.Writer)
 			MaxHeaderBytes:    8 << 10,
 			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 		}
+	}
+	// Bound before the HTTPS listener announces itself, so that whoever
+	// waits for "serving" may scrape at once.
+	metricsCtx, stopMetrics := context.WithCancel(ctx)
+	defer stopMetrics()
+	metricsErr, err := serveMetrics(metricsCtx, cfg, mx, log)
+	if err != nil {
+		return err
 	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -272,6 +298,12 @@ func serve(ctx context.Context, cfg *Config, dev bool, stdout, stderr io.Writer)
 		go func() { errc <- fmt.Errorf("plain-HTTP listener: %w", pubSrv.Serve(httpLn)) }()
 	}
 	select {
+	case err := <-metricsErr:
+		if pubSrv != nil {
+			pubSrv.Close()
+		}
+		srv.Close()
+		return err
 	case err := <-errc:
 		if pubSrv != nil {
 			pubSrv.Close()
@@ -325,7 +357,7 @@ func listenPublication(cfg *Config, dev bool) (net.Listener, error) {
 
 // newRevocation makes the OCSP responder (a fresh key and delegated
 // certificate, recorded in the registry) and the CRL/OCSP service.
-func newRevocation(ctx context.Context, cfg *Config, ca *pki.CA, store registry.Store, log *slog.Logger, secondary bool) (*provision.Revocation, error) {
+func newRevocation(ctx context.Context, cfg *Config, ca *pki.CA, store registry.Store, log *slog.Logger, secondary bool, mx *metrics.Metrics) (*provision.Revocation, error) {
 	responder, err := pki.NewOCSPResponder(ctx, pki.OCSPResponderOptions{
 		CA: ca, Lifetime: time.Duration(cfg.OCSP.ResponderLifetime),
 		Issued: func(ctx context.Context, c *x509.Certificate) error {
@@ -344,6 +376,9 @@ func newRevocation(ctx context.Context, cfg *Config, ca *pki.CA, store registry.
 		CRLValidity: time.Duration(cfg.CRL.Validity), Refresh: time.Duration(cfg.CRL.Refresh),
 		OCSPValidity: time.Duration(cfg.OCSP.Validity), Log: log,
 		IssuerKeyID: pki.KeyID(ca.Intermediate),
+	}
+	if mx != nil {
+		rc.Metrics = mx
 	}
 	if secondary {
 		return provision.NewIssuerRevocation(rc)

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"net/http"
 	"os"
 	"strings"
@@ -24,6 +25,7 @@ type agentFlags struct {
 	cfg         config
 	rekey       bool
 	fingerprint string
+	logFormat   string // run: --log-format
 }
 
 func parseAgentFlags(cmd string, args []string, stderr io.Writer) (*agentFlags, error) {
@@ -46,6 +48,7 @@ func parseAgentFlags(cmd string, args []string, stderr io.Writer) (*agentFlags, 
 		})
 		fs.StringVar(&a.cfg.Serial, "serial", "", "device serial for the first enrollment")
 		fs.StringVar(&a.cfg.Token, "token", "", "bootstrap token for the first enrollment (or $DEVPKI_TOKEN)")
+		fs.StringVar(&a.logFormat, "log-format", logText, "log `format` on stderr: text (\"enroll: ...\" lines) or json (one object per line: time, level, msg, fields)")
 		protocolFlags(fs, &a.cfg)
 	}
 	if err := fs.Parse(args); err != nil {
@@ -62,6 +65,10 @@ func parseAgentFlags(cmd string, args []string, stderr io.Writer) (*agentFlags, 
 	}
 	if a.cfg.Timeout <= 0 {
 		return nil, usageErr("--timeout must be positive")
+	}
+	var err error
+	if a.cfg.Log, err = newLogger(a.logFormat, stderr); err != nil {
+		return nil, err
 	}
 	return a, nil
 }
@@ -133,8 +140,10 @@ func runAgent(ctx context.Context, a *agentFlags, failpoint func(string) error) 
 				id.Cert.SerialNumber.Text(16), cfg.Now().UTC().Format(time.RFC3339), earliest.UTC().Format(time.RFC3339))
 			at = earliest
 		}
-		cfg.logf("certificate %s valid until %s; next renewal at %s", id.Cert.SerialNumber.Text(16),
-			id.Cert.NotAfter.UTC().Format(time.RFC3339), at.UTC().Format(time.RFC3339))
+		cfg.event(slog.LevelInfo, fmt.Sprintf("certificate %s valid until %s; next renewal at %s", id.Cert.SerialNumber.Text(16),
+			id.Cert.NotAfter.UTC().Format(time.RFC3339), at.UTC().Format(time.RFC3339)),
+			"certificate valid", "certificate", id.Cert.SerialNumber.Text(16), "device", id.Cert.Subject.CommonName,
+			"not_after", id.Cert.NotAfter.UTC(), "next_renewal", at.UTC())
 		if wait := at.Sub(cfg.Now()); wait > 0 {
 			if err := cfg.Sleep(ctx, wait); err != nil {
 				cfg.logf("stopping: %v", err)
@@ -144,8 +153,10 @@ func runAgent(ctx context.Context, a *agentFlags, failpoint func(string) error) 
 		for attempt := 0; ; attempt++ {
 			rc := *cfg
 			rc.Timeout = max(cfg.Timeout, id.Cert.NotAfter.Sub(cfg.Now()))
-			if _, err = renewOnce(ctx, &rc, ci, false, failpoint); err == nil {
-				cfg.logf("renewed")
+			var nid *identity
+			if nid, err = renewOnce(ctx, &rc, ci, false, failpoint); err == nil {
+				cfg.event(slog.LevelInfo, "renewed", "renewed", "certificate", nid.Cert.SerialNumber.Text(16),
+					"not_after", nid.Cert.NotAfter.UTC())
 				lastRenewed = cfg.Now()
 				break
 			}
@@ -157,7 +168,8 @@ func runAgent(ctx context.Context, a *agentFlags, failpoint func(string) error) 
 				return fmt.Errorf("renewal failed and the certificate has expired: %w", err)
 			}
 			delay := cfg.Jitter(backoff(attempt))
-			cfg.logf("renewal failed (%v); retrying in %s", err, delay.Round(time.Millisecond))
+			cfg.event(slog.LevelWarn, fmt.Sprintf("renewal failed (%v); retrying in %s", err, delay.Round(time.Millisecond)),
+				"renewal failed; retrying", "err", err.Error(), "retry_in", delay.Round(time.Millisecond).String())
 			if err := cfg.Sleep(ctx, delay); err != nil {
 				return nil
 			}

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	mrand "math/rand/v2"
 	"strconv"
 	"strings"
@@ -77,6 +78,9 @@ type config struct {
 	Sleep func(ctx context.Context, d time.Duration) error
 	// Jitter returns a duration in [0, ceiling) (math/rand/v2 when nil).
 	Jitter func(ceiling time.Duration) time.Duration
+	// Log, when set, receives the agent's log as records (--log-format
+	// json); nil writes "enroll: ..." lines to Stderr.
+	Log *slog.Logger
 }
 
 // exitError carries the exit code of a failed run.
@@ -152,6 +156,10 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 }
 
 func (c *config) logf(format string, args ...any) {
+	if c.Log != nil {
+		c.logJSONf(format, args...)
+		return
+	}
 	fmt.Fprintf(c.Stderr, "enroll: "+format+"\n", args...)
 }
 
@@ -455,7 +463,8 @@ func (r *retrier) do(ctx context.Context, what string, op func(context.Context) 
 			return r.timedOut(what, fmt.Errorf("next try in %s would pass --timeout %s: %w",
 				seconds(delay), r.cfg.Timeout, describe(err)))
 		}
-		r.cfg.logf("%s failed: %v; next try in %s", what, describe(err), seconds(delay))
+		r.cfg.event(slog.LevelWarn, fmt.Sprintf("%s failed: %v; next try in %s", what, describe(err), seconds(delay)),
+			what+" failed; retrying", "err", describe(err).Error(), "retry_in", seconds(delay))
 		if serr := r.cfg.Sleep(ctx, delay); serr != nil {
 			if errors.Is(serr, context.Canceled) {
 				return fmt.Errorf("%s: interrupted while waiting to retry: %w", what, describe(err))

@@ -200,7 +200,10 @@ func runAgentCmd(ctx context.Context, cmd string, args []string, stdout, stderr 
 			err = runStatus(ctx, a)
 		}
 	}
-	if err != nil {
+	switch {
+	case err != nil && a != nil && a.cfg.Log != nil:
+		a.cfg.Log.Error("enroll "+cmd+" failed", "err", err.Error(), "exit_code", exitCode(err))
+	case err != nil:
 		fmt.Fprintf(stderr, "enroll %s: %v\n", cmd, err)
 	}
 	return exitCode(err)

@@ -141,6 +141,7 @@ func (r *Revocation) buildLocked(ctx context.Context, entries []registry.Revoked
 		digest: digestEntries(entries),
 	}
 	r.crl.Store(c)
+	r.cfg.Metrics.CRLBuilt(number, time.Since(start))
 	r.cfg.Log.Info("CRL rebuilt", "number", number, "entries", len(revoked), "bytes", len(der),
 		"next_update", next.Format(time.RFC3339), "duration", time.Since(start).Round(time.Microsecond))
 	return c, nil

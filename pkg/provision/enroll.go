@@ -171,11 +171,21 @@ type plan struct {
 func (s *Service) Enroll(ctx context.Context, a Attestor, req *Request) (*Result, error) {
 	adm, err := a.Admit(ctx, req)
 	if err != nil {
-		return nil, s.refuseEnroll(ctx, req, nil, nil, err)
+		err = s.refuseEnroll(ctx, req, nil, nil, err)
+		s.cfg.Metrics.Enrollment(attestorMethod(a), Outcome(err))
+		return nil, err
 	}
 	res, id, err := s.enroll(ctx, adm, req)
 	if err != nil {
-		return nil, s.refuseEnroll(ctx, req, adm, id, err)
+		err = s.refuseEnroll(ctx, req, adm, id, err)
+	}
+	method := adm.Method
+	if method == "" {
+		method = attestorMethod(a)
+	}
+	s.cfg.Metrics.Enrollment(method, Outcome(err))
+	if err != nil {
+		return nil, err
 	}
 	return res, nil
 }

@@ -30,12 +30,22 @@ type OCSPAnswer struct {
 // Refresh passes and dropped on revocation. Only a failure to read the
 // registry or to sign is an error.
 func (r *Revocation) OCSP(ctx context.Context, raw []byte) (*OCSPAnswer, error) {
+	a, status, err := r.ocsp(ctx, raw)
+	if err != nil {
+		status = OCSPError
+	}
+	r.cfg.Metrics.OCSPResponse(status)
+	return a, err
+}
+
+// ocsp is OCSP, also returning the answer's class for Metrics.
+func (r *Revocation) ocsp(ctx context.Context, raw []byte) (*OCSPAnswer, string, error) {
 	req, err := ocsp.ParseRequest(raw)
 	if err != nil || req.SerialNumber == nil {
-		return &OCSPAnswer{DER: ocsp.MalformedRequestErrorResponse}, nil
+		return &OCSPAnswer{DER: ocsp.MalformedRequestErrorResponse}, OCSPMalformed, nil
 	}
 	if r.cfg.OCSP == nil {
-		return &OCSPAnswer{DER: ocsp.UnauthorizedErrorResponse}, nil
+		return &OCSPAnswer{DER: ocsp.UnauthorizedErrorResponse}, OCSPUnauthorized, nil
 	}
 	now := r.cfg.Now()
 	st := &pki.OCSPStatus{
@@ -46,18 +56,19 @@ func (r *Revocation) OCSP(ctx context.Context, raw []byte) (*OCSPAnswer, error) 
 	if !r.cfg.OCSP.MatchesIssuer(req) {
 		// Another CA issuer's certificate (a rollover): its own responder answers.
 		if other := r.issuerFor(req); other != nil {
-			return other.OCSP(ctx, raw)
+			return other.ocsp(ctx, raw)
 		}
 	}
 	if !r.cfg.OCSP.MatchesIssuer(req) || req.SerialNumber.Sign() <= 0 {
-		return r.signOCSP(ctx, st)
+		a, err := r.signOCSP(ctx, st)
+		return a, OCSPUnknown, err
 	}
 	key := ocspKey{serial: pki.SerialHex(req.SerialNumber), hash: req.HashAlgorithm}
 	r.ocspMu.Lock()
 	e := r.ocspCache[key]
 	r.ocspMu.Unlock()
 	if e != nil && now.Before(e.reuseUntil) {
-		return &OCSPAnswer{DER: e.der, ThisUpdate: e.thisUpdate, NextUpdate: e.nextUpdate, MaxAge: e.reuseUntil.Sub(now)}, nil
+		return &OCSPAnswer{DER: e.der, ThisUpdate: e.thisUpdate, NextUpdate: e.nextUpdate, MaxAge: e.reuseUntil.Sub(now)}, e.status, nil
 	}
 	seq := r.revSeq.Load()
 	c, err := r.cfg.Store.GetCertificate(ctx, key.serial)
@@ -65,9 +76,10 @@ func (r *Revocation) OCSP(ctx context.Context, raw []byte) (*OCSPAnswer, error) 
 	case errors.Is(err, registry.ErrNotFound):
 		// Not cached: serials are random, an unknown one stays unknown, and
 		// caching them would let anyone fill memory.
-		return r.signOCSP(ctx, st)
+		a, err := r.signOCSP(ctx, st)
+		return a, OCSPUnknown, err
 	case err != nil:
-		return nil, fmt.Errorf("OCSP: look up %s: %w", key.serial, err)
+		return nil, OCSPError, fmt.Errorf("OCSP: look up %s: %w", key.serial, err)
 	case c.Status == registry.CertRevoked:
 		st.Status, st.Reason = ocsp.Revoked, c.RevocationReason
 		if c.RevokedAt != nil {
@@ -76,19 +88,24 @@ func (r *Revocation) OCSP(ctx context.Context, raw []byte) (*OCSPAnswer, error) 
 	default:
 		st.Status = ocsp.Good
 	}
+	status := OCSPGood
+	if st.Status == ocsp.Revoked {
+		status = OCSPRevoked
+	}
 	a, err := r.signOCSP(ctx, st)
 	if err != nil {
-		return nil, err
+		return nil, OCSPError, err
 	}
 	a.MaxAge = min(r.cfg.Refresh, st.NextUpdate.Sub(now))
 	r.ocspMu.Lock()
 	// A revocation that committed while this answer was made would not be
 	// in it: cache only if none did.
 	if r.revSeq.Load() == seq && len(r.ocspCache) < r.cfg.OCSPCacheMax {
-		r.ocspCache[key] = &ocspEntry{der: a.DER, thisUpdate: st.ThisUpdate, nextUpdate: st.NextUpdate, reuseUntil: now.Add(a.MaxAge)}
+		r.ocspCache[key] = &ocspEntry{der: a.DER, thisUpdate: st.ThisUpdate, nextUpdate: st.NextUpdate, reuseUntil: now.Add(a.MaxAge),
+			status: status}
 	}
 	r.ocspMu.Unlock()
-	return a, nil
+	return a, status, nil
 }
 
 func (r *Revocation) signOCSP(ctx context.Context, st *pki.OCSPStatus) (*OCSPAnswer, error) {

@@ -102,6 +102,9 @@ type Config struct {
 	// TenantLimit bounds each tenant's admitted enrollments, TPM
 	// challenges and renewals; nil means no limit.
 	TenantLimit *TenantLimiter
+	// Metrics counts enrollments and renewals by outcome; nil counts
+	// nothing.
+	Metrics Metrics
 }
 
 // Service runs enrollments.
@@ -140,6 +143,9 @@ func New(cfg Config) (*Service, error) {
 	}
 	if cfg.TenantTTL == 0 {
 		cfg.TenantTTL = DefaultTenantTTL
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = noMetrics{}
 	}
 	return &Service{cfg: cfg}, nil
 }
@@ -188,9 +194,11 @@ func KeyHash(spki []byte) []byte {
 }
 
 // RenewAfter is two thirds into the certificate's lifetime.
-func RenewAfter(c *x509.Certificate) time.Time {
-	life := c.NotAfter.Sub(c.NotBefore)
-	return c.NotBefore.Add(life * 2 / 3).UTC().Truncate(time.Second)
+func RenewAfter(c *x509.Certificate) time.Time { return RenewAt(c.NotBefore, c.NotAfter) }
+
+// RenewAt is RenewAfter of a certificate valid from notBefore to notAfter.
+func RenewAt(notBefore, notAfter time.Time) time.Time {
+	return notBefore.Add(notAfter.Sub(notBefore) * 2 / 3).UTC().Truncate(time.Second)
 }
 
 // NewUUID returns an RFC 9562 version 7 UUID: a millisecond timestamp then

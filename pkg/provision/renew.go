@@ -82,7 +82,8 @@ func RekeyExtraData(peer *x509.Certificate) []byte {
 // ErrTPMCertifyRequired; with an invalid one, with verify.ErrCertify. The
 // re-keyed certificate keeps the EK identity and the device stays Method
 // "tpm". Other devices re-key as before; a Certify they send is ignored.
-func (s *Service) Renew(ctx context.Context, req *RenewRequest) (*Result, error) {
+func (s *Service) Renew(ctx context.Context, req *RenewRequest) (res *Result, err error) {
+	defer func() { s.cfg.Metrics.Renewal(Outcome(err)) }()
 	if req.Peer == nil {
 		return nil, s.refuse(ctx, Actor{Kind: ActorAnonymous, Source: req.SourceAddr}, "", ActionRenew, "",
 			fmt.Errorf("no client certificate: renewal is authenticated by the device's current certificate over mutual TLS: %w",

@@ -82,6 +82,9 @@ type RevocationConfig struct {
 	// issuer's, see SetIssuers); certificates recorded with no issuer count
 	// as its own. Empty lists every revoked certificate.
 	IssuerKeyID string
+	// Metrics counts revocations, CRL builds and OCSP answers; nil counts
+	// nothing.
+	Metrics Metrics
 }
 
 // Revocation revokes certificates and devices and serves what relying
@@ -137,6 +140,9 @@ func NewRevocation(cfg RevocationConfig) (*Revocation, error) {
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = noMetrics{}
 	}
 	return &Revocation{cfg: cfg, ocspCache: make(map[ocspKey]*ocspEntry)}, nil
 }
@@ -227,6 +233,7 @@ func (r *Revocation) revoked(ctx context.Context, certs []*registry.Certificate)
 	seq := r.revSeq.Add(1)
 	for _, c := range certs {
 		r.invalidateOCSP(c.Serial)
+		r.cfg.Metrics.Revocation(registry.ReasonName(c.RevocationReason))
 	}
 	res := &RevokeResult{Certificates: certs}
 	r.revokedElsewhere(ctx, certs)
@@ -286,6 +293,7 @@ type ocspEntry struct {
 	thisUpdate time.Time
 	nextUpdate time.Time
 	reuseUntil time.Time
+	status     string // OCSPGood or OCSPRevoked, for Metrics
 }
 
 // ocspHashes are the CertID hashes golang.org/x/crypto/ocsp parses.

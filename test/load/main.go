@@ -69,6 +69,7 @@ type options struct {
 	rounds      int
 	kms         string
 	db          string
+	noMetrics   bool
 }
 
 func main() {
@@ -86,6 +87,7 @@ func main() {
 		"they would otherwise refuse it) or 'config' (as 'ca init' wrote them; also for -ca-bin binaries that predate limits)")
 	flag.BoolVar(&o.classical, "classical", false, "set tls.classical_key_exchange in the CA's config (no hybrid post-quantum key exchange)")
 	flag.StringVar(&o.kms, "kms", "", "issuing key in a PKCS#11 token ('ca init --kms'): a pkcs11: token URI, or 'softhsm' for a throwaway SoftHSM2 token (needs softhsm2)")
+	flag.BoolVar(&o.noMetrics, "no-metrics", false, "set metrics.enabled false in the CA's config (to measure what the Prometheus metrics cost)")
 	flag.IntVar(&o.devices, "devices", 4, "tpm: swtpm instances, each a device enrolling one request at a time (-c is ignored)")
 	flag.StringVar(&o.stepBin, "stepca-bin", "", "steprenew: path of a step-ca v0.30.2 binary to renew against (stepca.go)")
 	flag.IntVar(&o.rounds, "rounds", 3, "renew-vs-stepca: alternating rounds")
@@ -205,7 +207,7 @@ func run(o options) error {
 	if out, err := exec.Command(caBin, initArgs...).CombinedOutput(); err != nil {
 		return fmt.Errorf("ca init: %v\n%s", err, out)
 	}
-	if o.classical || o.limits == "unlimited" {
+	if o.classical || o.limits == "unlimited" || o.noMetrics {
 		cfgPath := filepath.Join(dir, "ca.yaml")
 		b, err := os.ReadFile(cfgPath)
 		if err != nil {
@@ -221,6 +223,9 @@ func run(o options) error {
 				lockout = ", lockout_failures: 0"
 			}
 			b = append(b, "limits: {per_source_rate: 1e9, per_source_burst: 1000000000, per_tenant_rate: 1e9, per_tenant_burst: 1000000000"+lockout+"}\n"...)
+		}
+		if o.noMetrics {
+			b = append(b, "metrics: {enabled: false}\n"...)
 		}
 		if err := os.WriteFile(cfgPath, b, 0o600); err != nil {
 			return err

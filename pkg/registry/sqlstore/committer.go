@@ -173,6 +173,10 @@ func (s *Store) runBatch(queued []*op) {
 	}
 	s.batches.Add(1)
 	s.batchedOps.Add(int64(len(ops)))
+	if s.observer != nil {
+		start := time.Now()
+		defer func() { s.observer.Committed(len(ops), time.Since(start)) }()
+	}
 
 	errs := make([]error, len(ops))
 	fail := func(err error) {

@@ -53,16 +53,16 @@ func (deviceRow) TableName() string { return "devices" }
 
 type certificateRow struct {
 	Serial           string     `gorm:"primaryKey;size:64"`
-	Kind             string     `gorm:"size:32;not null"`
+	Kind             string     `gorm:"size:32;not null;index:idx_certificates_expiry,priority:2"`
 	DeviceID         *string    `gorm:"size:128;index"`
 	Device           *deviceRow `gorm:"foreignKey:DeviceID;references:ID;constraint:OnUpdate:RESTRICT,OnDelete:RESTRICT"`
-	TenantID         string     `gorm:"size:128;not null"`
+	TenantID         string     `gorm:"size:128;not null;index:idx_certificates_expiry,priority:4"`
 	Subject          string     `gorm:"not null"`
 	SANs             string     `gorm:"column:sans;not null"` // JSON array of strings
-	NotBefore        time.Time  `gorm:"not null"`
-	NotAfter         time.Time  `gorm:"not null;index"`
+	NotBefore        time.Time  `gorm:"not null;index:idx_certificates_expiry,priority:5"`
+	NotAfter         time.Time  `gorm:"not null;index;index:idx_certificates_expiry,priority:3"`
 	DER              []byte     `gorm:"column:der"`
-	Status           string     `gorm:"size:32;not null;index"`
+	Status           string     `gorm:"size:32;not null;index;index:idx_certificates_expiry,priority:1"`
 	RevokedAt        *time.Time
 	RevocationReason int    `gorm:"not null"`
 	ReplacesSerial   string `gorm:"size:64;not null"`

@@ -70,6 +70,18 @@ type Options struct {
 	Migrate MigrateMode
 	// OnMigration, when set, is called after each migration Open applies.
 	OnMigration func(AppliedMigration)
+	// Observer, when set, is told about every group-commit transaction
+	// (CommitObserver); nil tells no one.
+	Observer CommitObserver
+}
+
+// CommitObserver watches the group committer, for metrics: Committed is
+// called once per transaction, by the committer goroutine after every
+// write of the batch has been answered, with the number of writes it
+// carried and how long it took from BEGIN to COMMIT (or to the failure
+// that ended it). It must be cheap and not block.
+type CommitObserver interface {
+	Committed(writes int, took time.Duration)
 }
 
 // DefaultLinger is the group-commit wait used when Options.Linger is 0.
@@ -101,6 +113,8 @@ type Store struct {
 
 	ready readiness // see Ready
 	reads readStmts // prepared hot lookups on the read pool (reads.go)
+
+	observer CommitObserver // nil: none
 }
 
 var _ registry.Store = (*Store)(nil)
@@ -111,7 +125,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if opts.DSN == "" {
 		return nil, errors.New("sqlstore: open: empty DSN")
 	}
-	s := &Store{driver: opts.Driver, now: opts.Now, maxBatch: opts.MaxBatch, maxRefusals: opts.MaxRefusals}
+	s := &Store{driver: opts.Driver, now: opts.Now, maxBatch: opts.MaxBatch, maxRefusals: opts.MaxRefusals, observer: opts.Observer}
 	if s.maxRefusals <= 0 {
 		s.maxRefusals = registry.DefaultMaxRefusals
 	}
