@@ -102,6 +102,11 @@ type Config struct {
 	// TenantLimit bounds each tenant's admitted enrollments, TPM
 	// challenges and renewals; nil means no limit.
 	TenantLimit *TenantLimiter
+	// RenewGrace is how long after expiry a device may still renew its
+	// certificate by proving possession of its key (RenewExpired); a
+	// tenant's own RenewGrace overrides it. Zero means DefaultRenewGrace,
+	// negative disables it.
+	RenewGrace time.Duration
 }
 
 // Service runs enrollments.

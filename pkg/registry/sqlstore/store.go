@@ -289,6 +289,9 @@ func (s *Store) migrate(ctx context.Context) error {
 	if err := migrateHeartbeat(db); err != nil {
 		return err
 	}
+	if err := migrateRenewChallenges(db); err != nil {
+		return err
+	}
 	if err := migrateIdentity(db); err != nil {
 		return err
 	}
