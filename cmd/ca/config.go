@@ -65,6 +65,7 @@ type Config struct {
 	OCSP       OCSPConfig       `yaml:"ocsp,omitempty"`
 	TPM        TPMConfig        `yaml:"tpm,omitempty"`
 	Limits     LimitsConfig     `yaml:"limits,omitempty"`
+	Renew      RenewConfig      `yaml:"renew,omitempty"`
 
 	dir string // directory of the config file
 }
@@ -410,6 +411,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("enrollment.profile: %q is not %q (SPIFFE ID and MAC URIs) or %q (SPIFFE ID only)",
 			c.Enrollment.Profile, profileDefault, profileSPIFFE))
 	}
+	errs = append(errs, c.Renew.validate()...)
 	return errors.Join(errs...)
 }
 
