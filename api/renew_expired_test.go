@@ -83,7 +83,7 @@ func (f *fixture) renewExpiredHTTP(cert *x509.Certificate, key crypto.Signer) (*
 	if err := json.Unmarshal(body, &ch); err != nil {
 		f.t.Fatal(err)
 	}
-	_, sig, err := pki.SignDetached(rand.Reader, key, provision.ExpiredRenewalMessage(ch.Nonce, cert, nil))
+	_, sig, err := pki.SignDetached(rand.Reader, key, pki.ExpiredRenewalMessage(ch.Nonce, cert, nil))
 	if err != nil {
 		f.t.Fatal(err)
 	}

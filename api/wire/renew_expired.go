@@ -23,13 +23,13 @@ type RenewExpiredRequest struct {
 	ChallengeID string `json:"challenge_id"`
 	Certificate string `json:"certificate"` // PEM leaf, the one the challenge was issued for
 	// Signature is the expired certificate's key's signature (as
-	// pki.SignDetached makes it) over provision.ExpiredRenewalMessage: the
+	// pki.SignDetached makes it) over pki.ExpiredRenewalMessage: the
 	// nonce bound to the certificate and to the CSR's DER.
 	Signature []byte `json:"signature"`
 	// CSR, when set, re-keys (same serial and MACs).
 	CSR string `json:"csr,omitempty"`
 	// Certify is required of a TPM-attested device: TPM2_Certify, by the AK
 	// it enrolled with, of the key being certified (the CSR's, or the
-	// current one), over provision.ExpiredRenewalQualifyingData.
+	// current one), over pki.ExpiredRenewalQualifyingData.
 	Certify *TPMCertificationParameters `json:"certify,omitempty"`
 }

@@ -110,7 +110,9 @@ func runAgent(ctx context.Context, a *agentFlags, failpoint func(string) error) 
 		var err error
 		if ciErr == nil {
 			kr := cfg.keyring()
-			id, err = recoverIdentity(ctx, kr, ci.Fingerprint, cfg.Now(), cfg.logf)
+			// An expired identity too: renewOnce renews it by proof of
+			// possession of its key (expired.go).
+			id, err = loadForRenewal(ctx, kr, ci.Fingerprint, cfg.Now(), cfg.logf)
 			kr.close()
 		}
 		if ciErr != nil || errors.Is(err, fs.ErrNotExist) {

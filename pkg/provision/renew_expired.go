@@ -8,7 +8,6 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
-	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/pem"
@@ -71,7 +70,7 @@ type ExpiredChallengeRequest struct {
 }
 
 // ExpiredChallenge is the CA's answer: the device signs
-// ExpiredRenewalMessage(Nonce, cert, csr) with the certificate's key and
+// pki.ExpiredRenewalMessage(Nonce, cert, csr) with the certificate's key and
 // sends it back with ID before Expires.
 type ExpiredChallenge struct {
 	ID      string
@@ -85,7 +84,7 @@ type RenewExpiredRequest struct {
 	// CertPEM is the expired certificate the challenge was issued for.
 	CertPEM []byte
 	// Signature is the certificate key's signature over
-	// ExpiredRenewalMessage(nonce, cert, CSR), as pki.SignDetached makes
+	// pki.ExpiredRenewalMessage(nonce, cert, CSR), as pki.SignDetached makes
 	// it (ECDSA with SHA-256, or SHA-384 for P-384; RSA PKCS #1 v1.5
 	// SHA-256; Ed25519).
 	Signature []byte
@@ -94,34 +93,10 @@ type RenewExpiredRequest struct {
 	// Certify is required of a TPM-attested device: TPM2_Certify, by the
 	// AK recorded at its enrollment, of the key to be certified (the new
 	// CSR's, or the current one for a same-key renewal) over
-	// ExpiredRenewalQualifyingData(nonce, cert).
+	// pki.ExpiredRenewalQualifyingData(nonce, cert).
 	Certify *attest.CertificationParameters
 	// SourceAddr is the client address, for the audit log.
 	SourceAddr string
-}
-
-// ExpiredRenewalMessage is what the device signs with the expired
-// certificate's key: the nonce, bound to the certificate and to the CSR
-// (DER; nil for a same-key renewal) so that neither can be swapped.
-func ExpiredRenewalMessage(nonce []byte, cert *x509.Certificate, csrDER []byte) []byte {
-	c, r := sha256.Sum256(cert.Raw), sha256.Sum256(csrDER)
-	msg := append([]byte("devpki renew-expired v1\n"), nonce...)
-	msg = append(msg, c[:]...)
-	return append(msg, r[:]...)
-}
-
-// ExpiredRenewalQualifyingData is the TPM2_Certify qualifying data of a
-// TPM-attested device's expired renewal: SHA-256 over the nonce and the
-// certificate (32 bytes, within TPM2B_DATA). The CSR is not in it: a new
-// TPM key is certified as it is created, before its CSR exists; the
-// signature binds the CSR.
-func ExpiredRenewalQualifyingData(nonce []byte, cert *x509.Certificate) []byte {
-	h := sha256.New()
-	h.Write([]byte("devpki renew-expired certify v1\n"))
-	h.Write(nonce)
-	c := sha256.Sum256(cert.Raw)
-	h.Write(c[:])
-	return h.Sum(nil)
 }
 
 // renewGrace is how long after expiry tenant's certificates renew by
@@ -377,7 +352,7 @@ func checkPossession(ch *registry.RenewChallenge, cert *x509.Certificate, csrDER
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrExpiredProof, err)
 	}
-	if err := cert.CheckSignature(alg, ExpiredRenewalMessage(ch.Nonce, cert, csrDER), sig); err != nil {
+	if err := cert.CheckSignature(alg, pki.ExpiredRenewalMessage(ch.Nonce, cert, csrDER), sig); err != nil {
 		return fmt.Errorf("%w: the signature over the challenge does not verify with certificate %s's key: %v",
 			ErrExpiredProof, serial, err)
 	}
@@ -419,7 +394,7 @@ func (s *Service) renewExpired(ctx context.Context, c *expiredCandidate, cert *x
 		pub = claims.PublicKey
 	}
 	sameKey := keysEqual(pub, cert.PublicKey)
-	attested, err := checkExpiredAttestation(dev, req.Certify, ExpiredRenewalQualifyingData(ch.Nonce, cert), pub)
+	attested, err := checkExpiredAttestation(dev, req.Certify, pki.ExpiredRenewalQualifyingData(ch.Nonce, cert), pub)
 	if err != nil {
 		return nil, err
 	}

@@ -94,7 +94,7 @@ func (f *expiredFixture) complete(t *testing.T, ch *provision.ExpiredChallenge, 
 		blk, _ := pem.Decode(csrPEM)
 		csrDER = blk.Bytes
 	}
-	_, sig, err := pki.SignDetached(rand.Reader, key, provision.ExpiredRenewalMessage(ch.Nonce, cert, csrDER))
+	_, sig, err := pki.SignDetached(rand.Reader, key, pki.ExpiredRenewalMessage(ch.Nonce, cert, csrDER))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -241,7 +241,7 @@ func TestRenewExpiredRefusals(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, sig, _ := pki.SignDetached(rand.Reader, key, provision.ExpiredRenewalMessage(ch.Nonce, res.Certificate, nil))
+			_, sig, _ := pki.SignDetached(rand.Reader, key, pki.ExpiredRenewalMessage(ch.Nonce, res.Certificate, nil))
 			_, _, csrPEM := f.ca.DeviceKeyAndCSR(t, "SN-F", macFor("SN-F"))
 			_, err = f.svc.RenewExpired(ctx, &provision.RenewExpiredRequest{ChallengeID: ch.ID, CertPEM: certPEM(res.Certificate),
 				Signature: sig, CSRPEM: csrPEM})
