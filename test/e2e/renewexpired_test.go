@@ -12,7 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"devpki/pkg/pki"
 	"devpki/pkg/registry"
+	"devpki/pkg/tpm/swtpmtest"
 )
 
 // clockEnv shifts both binaries' clocks (DEVPKI_TEST_CLOCK_OFFSET) so that
@@ -202,4 +204,63 @@ func runAgentUntil(t *testing.T, env []string, caURL, dir string, prev *x509.Cer
 			return c
 		}
 	}
+}
+
+// TestRenewExpiredTPMEndToEnd: a device enrolled by TPM attestation (swtpm)
+// wakes up expired: 'enroll renew' signs the CA's nonce with the TPM key
+// and has its AK certify the key again over it (the CA checks the AK the
+// device activated at enrollment); expired once more, 'enroll rekey' makes
+// a new TPM key certified over the nonce. The EK identity is kept.
+func TestRenewExpiredTPMEndToEnd(t *testing.T) {
+	t.Parallel()
+	sw := swtpmtest.Start(t)
+	addr := freePort(t)
+	ca := initCAAt(t, addr)
+	rootFile := enableTPM(t, ca)
+	srv, err := tryStartServer(t, addr, []string{"--config", ca.Config})
+	if err != nil {
+		t.Fatalf("ca serve: %v", err)
+	}
+	mustRun(t, nil, caBin, "tpm", "roots", "add", rootFile, "--config", ca.Config, "--ca", srv.URL)
+	dir := filepath.Join(t.TempDir(), "dev")
+	const serial = "TPM-EXP-1"
+	mustRun(t, nil, enrollBin, "--ca", srv.URL, "--fingerprint", ca.Fingerprint, "--dir", dir, "--serial", serial,
+		"--mac", macFor(serial), "--tpm", sw.Spec(), "--timeout", "30s")
+	c0 := readCert(t, filepath.Join(dir, "device.crt"))
+	id0, err := pki.DeviceIdentity(c0, "devpki.local")
+	if err != nil || id0.EKHash == "" {
+		t.Fatalf("TPM identity %+v, %v", id0, err)
+	}
+	restart := func(offset time.Duration) {
+		t.Helper()
+		if err := srv.Stop(); err != nil {
+			t.Fatal(err)
+		}
+		if srv, err = tryStartServerEnv(t, addr, clockEnv(offset), []string{"--config", ca.Config}); err != nil {
+			t.Fatalf("ca serve: %v", err)
+		}
+	}
+
+	offset := time.Until(c0.NotAfter) + time.Hour
+	restart(offset)
+	res := mustRun(t, clockEnv(offset), enrollBin, "renew", "--dir", dir)
+	if !strings.Contains(res.stderr, "renewing by proof of possession") {
+		t.Fatalf("renew of the expired TPM identity:\n%s", res)
+	}
+	c1 := readCert(t, filepath.Join(dir, "device.crt"))
+	if !samePub(c0, c1) || c1.SerialNumber.Cmp(c0.SerialNumber) == 0 {
+		t.Fatal("expired TPM renewal did not issue a new certificate for the same TPM key")
+	}
+
+	offset += time.Until(c1.NotAfter.Add(-offset)) + time.Hour
+	restart(offset)
+	mustRun(t, clockEnv(offset), enrollBin, "rekey", "--dir", dir)
+	c2 := readCert(t, filepath.Join(dir, "device.crt"))
+	if samePub(c1, c2) {
+		t.Fatal("expired TPM re-key kept the key")
+	}
+	if id2, err := pki.DeviceIdentity(c2, "devpki.local"); err != nil || id2.EKHash != id0.EKHash {
+		t.Fatalf("re-keyed identity %+v, %v; want EK %s", id2, err, id0.EKHash)
+	}
+	ca.auditVerify(t)
 }
