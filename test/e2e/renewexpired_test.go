@@ -56,7 +56,7 @@ func TestRenewExpiredEndToEnd(t *testing.T) {
 	estEnroll(t, estTarget{URL: srv.URL, Fingerprint: ca.Fingerprint, Token: ca.mintToken(t, srv).Token}, estDir, "E2E-EXP-EST")
 	mustRun(t, nil, caBin, "devices", "revoke", ids["E2E-EXP-REVOKED"], "--reason", "keyCompromise", "--config", ca.Config, "--ca", srv.URL)
 	first := readCert(t, filepath.Join(dirs["E2E-EXP-RUN"], "device.crt"))
-	life := first.NotAfter.Sub(time.Now())
+	life := time.Until(first.NotAfter)
 	if err := srv.Stop(); err != nil {
 		t.Fatal(err)
 	}
