@@ -20,6 +20,9 @@ func (s *Server) routesRenew(e *echo.Echo) {
 func (s *Server) renew(c echo.Context) error {
 	r := c.Request()
 	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
+		if err := s.expiredPeer(r.TLS); err != nil {
+			return err
+		}
 		_, err := s.cfg.Provision.Renew(r.Context(), &provision.RenewRequest{SourceAddr: c.RealIP()})
 		return err
 	}

@@ -1,7 +1,10 @@
 package api
 
 import (
+	"crypto/tls"
+	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/labstack/echo/v4"
 	"github.com/smallstep/go-attestation/attest"
@@ -58,4 +61,24 @@ func (s *Server) renewExpired(c echo.Context) error {
 		return err
 	}
 	return s.issued(c, res)
+}
+
+// expiredPeer is the answer of the mutual-TLS renewal door to a client
+// certificate of this CA that has only expired: where to renew it instead.
+// nil when there is no such certificate.
+func (s *Server) expiredPeer(cs *tls.ConnectionState) error {
+	if cs == nil || len(cs.PeerCertificates) == 0 {
+		return nil
+	}
+	leaf := cs.PeerCertificates[0]
+	if !s.cfg.Now().After(leaf.NotAfter) {
+		return nil
+	}
+	if _, err := s.peers.Verify(cs.PeerCertificates, leaf.NotAfter); err != nil {
+		return nil
+	}
+	return problem(http.StatusUnauthorized, wire.SlugUnauthorized, "Client certificate expired",
+		fmt.Sprintf("client certificate %s expired at %s: it cannot authenticate a renewal over mutual TLS; renew it by proof of possession "+
+			"of its key (POST /v1/renew/expired/challenge, then /v1/renew/expired; 'enroll renew' does it), within the CA's grace period",
+			leaf.SerialNumber.Text(16), leaf.NotAfter.UTC().Format(time.RFC3339)))
 }

@@ -110,7 +110,9 @@ func TestRenewExpiredAPI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	problemOf(t, resp, body, http.StatusUnauthorized)
+	if p := problemOf(t, resp, body, http.StatusUnauthorized); !strings.Contains(p.Detail, "POST /v1/renew/expired") {
+		t.Fatalf("mutual-TLS renewal of an expired certificate: %+v", p)
+	}
 
 	resp, body = f.renewExpiredHTTP(cert, key)
 	if resp.StatusCode != http.StatusCreated {

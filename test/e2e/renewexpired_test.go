@@ -132,6 +132,10 @@ func TestRenewExpiredEndToEnd(t *testing.T) {
 	// Three days after expiry: beyond the 48h grace period.
 	late := life + 72*time.Hour
 	srv = startServerEnv(t, clockEnv(late), "--config", ca.Config)
+	status := mustRun(t, clockEnv(late), enrollBin, "status", "--dir", dirs["E2E-EXP-LATE"])
+	if !strings.Contains(status.stdout, "EXPIRED:") {
+		t.Errorf("status of an expired identity does not say so:\n%s", status.stdout)
+	}
 	before = certs()
 	res = run(t, clockEnv(late), enrollBin, "run", "--dir", dirs["E2E-EXP-LATE"], "--ca", srv.URL, "--timeout", "20s")
 	if res.code != 1 || !strings.Contains(res.stderr, "renew-grace-expired") ||
