@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"bytes"
+	"context"
 	"crypto"
 	"crypto/rand"
 	"crypto/tls"
@@ -171,5 +172,35 @@ func TestRenewExpiredAPIRefusals(t *testing.T) {
 	}
 	if n := f.refusalHits("renew-expired.challenge") + f.refusalHits("renew-expired"); n < 3 {
 		t.Fatalf("%d refusals counted, want 3 or more", n)
+	}
+}
+
+// TestTenantRenewGraceOverAPI: a tenant's renew_grace is set, shown, turned
+// off and back to the CA's through the admin API; bad values are 400 and
+// change nothing.
+func TestTenantRenewGraceOverAPI(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	boss := f.apiClient(f.superAdminCert("boss"))
+	for _, bad := range []string{"banana", "-1h", "1s", "9000h"} {
+		_, err := boss.CreateTenant(ctx, &wire.TenantCreateRequest{Name: "shelf", RenewGrace: bad})
+		wantStatus(t, err, http.StatusBadRequest, "")
+	}
+	tn, err := boss.CreateTenant(ctx, &wire.TenantCreateRequest{Name: "shelf", RenewGrace: "72h"})
+	if err != nil || tn.RenewGrace != "72h0m0s" {
+		t.Fatalf("create: %+v, %v", tn, err)
+	}
+	for _, c := range []struct{ set, want string }{{"off", "off"}, {"0", ""}, {"24h", "24h0m0s"}} {
+		v := c.set
+		tn, err := boss.UpdateTenant(ctx, "shelf", &wire.TenantPolicyRequest{RenewGrace: &v})
+		if err != nil || tn.RenewGrace != c.want {
+			t.Fatalf("set renew_grace %q: %+v, %v", c.set, tn, err)
+		}
+	}
+	bad := "forever"
+	_, err = boss.UpdateTenant(ctx, "shelf", &wire.TenantPolicyRequest{RenewGrace: &bad})
+	wantStatus(t, err, http.StatusBadRequest, "")
+	if st, err := f.store.GetTenant(ctx, "shelf"); err != nil || st.RenewGrace != 24*time.Hour {
+		t.Fatalf("stored tenant %+v, %v", st, err)
 	}
 }
