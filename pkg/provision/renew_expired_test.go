@@ -9,14 +9,17 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"devpki/pkg/pki"
+	"devpki/pkg/pki/pkitest"
 	"devpki/pkg/provision"
 	"devpki/pkg/registry"
+	"devpki/pkg/registry/sqlstore"
 	"devpki/pkg/tpm/verify"
 )
 
@@ -411,5 +414,55 @@ func TestRenewExpiredTenantGrace(t *testing.T) {
 	tn, _ := f.store.GetTenant(ctx, registry.DefaultTenant)
 	if tn.RenewGrace >= 0 {
 		t.Fatalf("tenant renew grace %s after refused updates", tn.RenewGrace)
+	}
+}
+
+// TestRenewExpiredAcrossReplicas: a challenge issued by one service is
+// answered on another sharing the database (invariant 10), once.
+func TestRenewExpiredAcrossReplicas(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	ca := pkitest.NewCA(t)
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	replica := func() (*provision.Service, registry.Store) {
+		st, err := sqlstore.Open(ctx, sqlstore.Options{DSN: filepath.Join(dir, "r.db")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		svc, err := provision.New(provision.Config{Store: st, Issuer: ca.Issuer, TrustDomain: "test.devpki", Lifetime: time.Hour,
+			Now: func() time.Time { return time.Unix(0, clock.Load()) }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return svc, st
+	}
+	a, st := replica()
+	b, _ := replica()
+	key, _, csrPEM := ca.DeviceKeyAndCSR(t, "SN-REP", macFor("SN-REP"))
+	tok, _, err := provision.MintToken(ctx, st, time.Now(), provision.TokenSpec{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := a.Enroll(ctx, provision.TokenAttestor{Store: st}, &provision.Request{Credential: tok, CSRPEM: csrPEM})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock.Store(res.Certificate.NotAfter.Add(time.Hour).UnixNano())
+	ch, err := a.RenewExpiredChallenge(ctx, &provision.ExpiredChallengeRequest{CertPEM: certPEM(res.Certificate)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, sig, err := pki.SignDetached(rand.Reader, key, pki.ExpiredRenewalMessage(ch.Nonce, res.Certificate, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := &provision.RenewExpiredRequest{ChallengeID: ch.ID, CertPEM: certPEM(res.Certificate), Signature: sig}
+	if _, err := b.RenewExpired(ctx, req); err != nil {
+		t.Fatalf("answer on the other replica: %v", err)
+	}
+	if _, err := a.RenewExpired(ctx, req); !errors.Is(err, verify.ErrChallengeUsed) {
+		t.Fatalf("second answer on the first replica: %v", err)
 	}
 }
