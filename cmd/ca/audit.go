@@ -247,6 +247,7 @@ func cmdAuditPrune(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err != nil {
 		return fmt.Errorf("load CA: %w", err)
 	}
+	defer ca.Close()
 	// The chain must verify before it is cut: a checkpoint vouches only for
 	// a chain that was whole.
 	if _, err := provision.VerifyAudit(ctx, store, ca.Root); err != nil {

@@ -75,8 +75,13 @@ type CAConfig struct {
 	Root         string `yaml:"root"`
 	Intermediate string `yaml:"intermediate"`
 	// Key is a go.step.sm/crypto/kms URI of the issuing key, e.g.
-	// "softkms:path=intermediate.key" (relative paths allowed).
+	// "softkms:path=intermediate.key" (relative paths allowed) or a key in
+	// a PKCS#11 token, "pkcs11:module-path=…;token=…;id=…;object=…?pin-source=FILE".
 	Key string `yaml:"key"`
+	// RootKey is the pkcs11: URI of the root key when 'ca init --kms-root'
+	// made it in the token; empty means root.key beside the root
+	// certificate. 'ca serve' never uses the root key.
+	RootKey string `yaml:"root_key,omitempty"`
 }
 
 // TLSConfig is the CA's own HTTPS listener.

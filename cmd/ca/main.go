@@ -42,6 +42,8 @@ commands:
   audit export --out F [--since T] [--tenant T] [--local]   export the audit log as JSON lines
   audit prune --before T            delete old events behind a CA-signed checkpoint (--config, on the CA host)
   audit refusals                    anonymous refusals, counted per source, door, reason and minute
+  backup --config F --out FILE      consistent, verified backup while the CA serves (registry, ca.yaml, certificates, encrypted keys)
+  restore --from FILE --config F | --dir DIR   restore a backup (refuses a registry in use; --force to replace existing files)
   tenants create NAME [policy] | list | set NAME [policy]
                                     manage tenants through the admin API (super-admins); policy: --require-tpm,
                                     --methods token,tpm,idevid, --key-types ecdsa-p256,..., --cert-lifetime D
@@ -116,6 +118,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmds[args[1]](ctx, args[2:], stdout, stderr)
 	case "issue":
 		return cmdIssue(ctx, args[1:], stdout, stderr)
+	case "backup":
+		return cmdBackup(ctx, args[1:], stdout, stderr)
+	case "restore":
+		return cmdRestore(ctx, args[1:], stdout, stderr)
 	case "tpm":
 		if len(args) < 3 || args[1] != "roots" || (args[2] != "add" && args[2] != "list") {
 			return fmt.Errorf("%w: use 'ca tpm roots add FILE' or 'ca tpm roots list'", errUsage)

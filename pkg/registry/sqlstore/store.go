@@ -94,6 +94,7 @@ type Store struct {
 	sharedPool bool      // s.r shares s.w's pool (PostgreSQL)
 
 	ready readiness // see Ready
+	reads readStmts // prepared hot lookups on the read pool (reads.go)
 }
 
 var _ registry.Store = (*Store)(nil)
@@ -338,6 +339,7 @@ func (s *Store) Close() error {
 
 func (s *Store) closeAll() error {
 	s.stmts.closeAll()
+	s.closeReads()
 	err := closeDB(s.w)
 	if s.r != nil && !s.sharedPool {
 		err = errors.Join(err, closeDB(s.r))
@@ -470,7 +472,7 @@ func (s *Store) GetToken(ctx context.Context, hash []byte) (*registry.Token, err
 // GetDevice implements registry.Store.
 func (s *Store) GetDevice(ctx context.Context, id string) (*registry.Device, error) {
 	var r deviceRow
-	if err := s.get(ctx, "device "+id, &r, "id = ?", id); err != nil {
+	if err := s.readRow(ctx, "device "+id, sqlGetDevice, r.scanDest(), id); err != nil {
 		return nil, err
 	}
 	return r.domain(), nil
@@ -508,7 +510,7 @@ func (s *Store) RecordCertificate(ctx context.Context, c *registry.Certificate, 
 // GetCertificate implements registry.Store.
 func (s *Store) GetCertificate(ctx context.Context, serial string) (*registry.Certificate, error) {
 	var r certificateRow
-	if err := s.get(ctx, "certificate "+serial, &r, "serial = ?", serial); err != nil {
+	if err := s.readRow(ctx, "certificate "+serial, sqlGetCertificate, r.scanDest(), serial); err != nil {
 		return nil, err
 	}
 	return r.domain(), nil
