@@ -34,6 +34,22 @@ func parseLifetime(v string) (time.Duration, error) {
 	return d, nil
 }
 
+// parseRenewGrace reads a tenant renewal grace period: "" and "0" the
+// CA's, "off" disabled (negative), else a Go duration.
+func parseRenewGrace(v string) (time.Duration, error) {
+	switch v {
+	case "", "0":
+		return 0, nil
+	case "off":
+		return -1, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		return 0, badArg("renew_grace %q is not a Go duration such as 720h, or off", v)
+	}
+	return d, nil
+}
+
 // createTenant is POST /v1/admin/tenants.
 func (s *Server) createTenant(c echo.Context) error {
 	var req wire.TenantCreateRequest
@@ -44,8 +60,13 @@ func (s *Server) createTenant(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	grace, err := parseRenewGrace(req.RenewGrace)
+	if err != nil {
+		return err
+	}
 	t, err := s.cfg.Admin.AddTenant(c.Request().Context(), s.actor(c), provision.TenantSpec{
 		Name: req.Name, RequireTPM: req.RequireTPM, Methods: req.Methods, KeyTypes: req.KeyTypes, CertLifetime: life,
+		RenewGrace: grace,
 	})
 	if err != nil {
 		return err
@@ -66,6 +87,13 @@ func (s *Server) updateTenant(c echo.Context) error {
 			return err
 		}
 		p.CertLifetime = &life
+	}
+	if req.RenewGrace != nil {
+		grace, err := parseRenewGrace(*req.RenewGrace)
+		if err != nil {
+			return err
+		}
+		p.RenewGrace = &grace
 	}
 	t, err := s.cfg.Admin.UpdateTenant(c.Request().Context(), s.actor(c), c.Param("name"), p)
 	if err != nil {
@@ -91,6 +119,12 @@ func tenantView(t *registry.Tenant) wire.Tenant {
 	v := wire.Tenant{Name: t.Name, RequireTPM: t.RequireTPM, Methods: t.Methods, KeyTypes: t.KeyTypes, CreatedAt: t.CreatedAt}
 	if t.CertLifetime > 0 {
 		v.CertLifetime = t.CertLifetime.String()
+	}
+	switch {
+	case t.RenewGrace < 0:
+		v.RenewGrace = "off"
+	case t.RenewGrace > 0:
+		v.RenewGrace = t.RenewGrace.String()
 	}
 	return v
 }

@@ -105,6 +105,10 @@ func classify(err error) (status int, slug, title string, public bool) {
 		return http.StatusForbidden, wire.SlugIDevIDInvalid, "IDevID certificate refused", true
 	case errors.Is(err, provision.ErrIDevIDSerialMismatch):
 		return http.StatusForbidden, wire.SlugIDevIDSerialMismatch, "CSR serial is not the IDevID's", true
+	case errors.Is(err, provision.ErrRenewGraceExpired):
+		return http.StatusForbidden, wire.SlugRenewGraceExpired, "Expired beyond the renewal grace period: re-enroll", true
+	case errors.Is(err, provision.ErrExpiredProof):
+		return http.StatusForbidden, wire.SlugRenewProofInvalid, "Proof of possession refused", true
 	case errors.Is(err, provision.ErrTenantPolicy):
 		return http.StatusForbidden, wire.SlugTenantPolicy, "Refused by the tenant's policy", true
 	case errors.Is(err, provision.ErrTPMCertifyRequired):

@@ -31,6 +31,8 @@ var fuzzRoutes = []struct{ method, path string }{
 	{http.MethodPost, "/.well-known/est/simpleenroll"},
 	{http.MethodPost, "/.well-known/est/default/simplereenroll"},
 	{http.MethodPost, "/.well-known/est/default/simpleenroll"},
+	{http.MethodPost, "/v1/renew/expired/challenge"},
+	{http.MethodPost, "/v1/renew/expired"},
 }
 
 // FuzzRequests sends fuzzed requests (JSON, DER, base64 EST bodies) through the whole API handler, over a
@@ -65,6 +67,12 @@ func FuzzRequests(f *testing.F) {
 	f.Add(uint8(7), est, "Basic "+base64.StdEncoding.EncodeToString([]byte("SN-FUZZ-1:not-a-token")), "application/pkcs10")
 	f.Add(uint8(8), est, "", "application/pkcs10")
 	f.Add(uint8(9), append(est, "\r\n="...), "Bearer x", "application/pkcs10; charset=utf-8")
+
+	certPEM := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: fx.ca.CA.Intermediate.Raw}))
+	expiredCh, _ := json.Marshal(wire.ExpiredChallengeRequest{Certificate: certPEM})
+	expiredAns, _ := json.Marshal(wire.RenewExpiredRequest{ChallengeID: "00", Certificate: certPEM, Signature: []byte{1}, CSR: string(csr)})
+	f.Add(uint8(10), expiredCh, "", "application/json")
+	f.Add(uint8(11), expiredAns, "", "application/json")
 
 	handler := fx.srv.Config.Handler
 	before := fx.counts()

@@ -162,7 +162,7 @@ func authFailure(status int, slug string) bool {
 	}
 	switch slug {
 	case wire.SlugTokenMismatch, wire.SlugSerialConflict, wire.SlugTPMUntrustedEK, wire.SlugTPMActivation,
-		wire.SlugForbidden, wire.SlugNotRenewable:
+		wire.SlugForbidden, wire.SlugNotRenewable, wire.SlugRenewProofInvalid:
 		return true
 	}
 	return false

@@ -32,6 +32,9 @@ func (s *Server) renew(c echo.Context) error {
 		_, err := s.cfg.Provision.Renew(r.Context(), &provision.RenewRequest{SourceAddr: c.RealIP()})
 		return err
 	}
+	if err := s.expiredPeer(r.TLS); err != nil {
+		return err
+	}
 	peer, unverified := r.TLS.PeerCertificates[0], true
 	if len(r.TLS.VerifiedChains) > 0 {
 		peer, unverified = r.TLS.VerifiedChains[0][0], false

@@ -109,6 +109,7 @@ func New(cfg Config) (*echo.Echo, error) {
 	s.routesEnroll(e)
 	s.routesEnrollTPM(e)
 	s.routesRenew(e)
+	s.routesRenewExpired(e)
 	s.routesCA(e)
 	s.routesCACerts(e)
 	s.routesAdmin(e)

@@ -40,6 +40,10 @@ const (
 	SlugTPMRequired        = "tpm-required"          // 403: the tenant admits only TPM-attested devices; enroll with a TPM
 	SlugTenantPolicy       = "tenant-policy"         // 403: the tenant's policy does not admit this enrollment method or key type
 
+	// Renewal of an expired certificate (POST /v1/renew/expired).
+	SlugRenewGraceExpired = "renew-grace-expired" // 403: expired longer ago than the renewal grace period (or renewal of expired certificates is off): re-enroll with a token bound to the serial
+	SlugRenewProofInvalid = "renew-proof-invalid" // 403: the signature over the challenge is not the expired certificate's key's, or the challenge was for another certificate
+
 	// Factory IDevID (IEEE 802.1AR) enrollment.
 	SlugIDevIDRequired            = "idevid-required"             // 401: no IDevID client certificate (and no bootstrap token)
 	SlugIDevIDUnknownManufacturer = "idevid-unknown-manufacturer" // 403: the IDevID chains to no manufacturer CA registered ('ca idevid roots add')

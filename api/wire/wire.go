@@ -446,6 +446,10 @@ type Tenant struct {
 	KeyTypes     []string  `json:"key_types,omitempty"`
 	CertLifetime string    `json:"cert_lifetime,omitempty"` // Go duration, e.g. 2h
 	CreatedAt    time.Time `json:"created_at"`
+
+	// RenewGrace is the tenant's renewal grace period for expired
+	// certificates: a Go duration, "off", or absent for the CA's.
+	RenewGrace string `json:"renew_grace,omitempty"`
 }
 
 // TenantList is the reply to GET /v1/admin/tenants.
@@ -460,6 +464,7 @@ type TenantCreateRequest struct {
 	Methods      []string `json:"methods,omitempty"`
 	KeyTypes     []string `json:"key_types,omitempty"`
 	CertLifetime string   `json:"cert_lifetime,omitempty"`
+	RenewGrace   string   `json:"renew_grace,omitempty"` // Go duration or "off"; empty: the CA's
 }
 
 // TenantPolicyRequest is the body of POST /v1/admin/tenants/{name}: the
@@ -470,4 +475,6 @@ type TenantPolicyRequest struct {
 	Methods      *[]string `json:"methods,omitempty"`
 	KeyTypes     *[]string `json:"key_types,omitempty"`
 	CertLifetime *string   `json:"cert_lifetime,omitempty"`
+	// RenewGrace: a Go duration, "off", or "0" for the CA's.
+	RenewGrace *string `json:"renew_grace,omitempty"`
 }

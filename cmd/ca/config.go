@@ -72,6 +72,7 @@ type Config struct {
 	TPM        TPMConfig        `yaml:"tpm,omitempty"`
 	Limits     LimitsConfig     `yaml:"limits,omitempty"`
 	Metrics    MetricsConfig    `yaml:"metrics,omitempty"`
+	Renew      RenewConfig      `yaml:"renew,omitempty"`
 
 	dir string // directory of the config file
 }
@@ -432,6 +433,7 @@ func (c *Config) Validate() error {
 			c.Enrollment.Profile, profileDefault, profileSPIFFE))
 	}
 	errs = append(errs, c.validateMetrics()...)
+	errs = append(errs, c.Renew.validate()...)
 	return errors.Join(errs...)
 }
 

@@ -112,6 +112,10 @@ func serve(ctx context.Context, cfg *Config, dev bool, stdout, stderr io.Writer)
 		logHandler = slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo})
 	}
 	log := slog.New(logHandler)
+	now, err := serviceClock(os.Getenv, log)
+	if err != nil {
+		return err
+	}
 	password, err := cfg.Password()
 	if err != nil {
 		return err
@@ -139,7 +143,7 @@ func serve(ctx context.Context, cfg *Config, dev bool, stdout, stderr io.Writer)
 	crlURL, ocspURL, caIssuersURL := cfg.PublicationURLs()
 	issuer, err := pki.NewIssuer(pki.IssuerOptions{
 		CA: ca, TrustDomain: cfg.TrustDomain,
-		CRLURL: crlURL, OCSPURL: ocspURL, CAIssuersURL: caIssuersURL,
+		CRLURL: crlURL, OCSPURL: ocspURL, CAIssuersURL: caIssuersURL, Now: now,
 	})
 	if err != nil {
 		return err
@@ -190,7 +194,7 @@ func serve(ctx context.Context, cfg *Config, dev bool, stdout, stderr io.Writer)
 	provCfg := provision.Config{
 		Store: store, Issuer: issuers, TrustDomain: cfg.TrustDomain, TPM: tpmCfg,
 		Lifetime: time.Duration(cfg.Enrollment.CertLifetime), Profile: cfg.Enrollment.CertProfile(),
-		TenantLimit: cfg.Limits.Tenant(),
+		TenantLimit: cfg.Limits.Tenant(), Now: now, RenewGrace: cfg.Renew.Grace(),
 		Policy: pki.CSRPolicy{
 			AllowP384: cfg.Enrollment.AllowP384, AllowEd25519: cfg.Enrollment.AllowEd25519, AllowRSA: cfg.Enrollment.AllowRSA,
 		},
@@ -206,7 +210,7 @@ func serve(ctx context.Context, cfg *Config, dev bool, stdout, stderr io.Writer)
 	ownCA := append([]*x509.Certificate{ca.Root}, issuer.Chain()...)
 	adminCfg := provision.AdminConfig{
 		Store: store, TrustDomain: cfg.TrustDomain, Log: log, CA: ownCA,
-		Issuer: issuers, CertLifetime: time.Duration(cfg.Admin.CertLifetime),
+		Issuer: issuers, CertLifetime: time.Duration(cfg.Admin.CertLifetime), Now: now,
 	}
 	if rev != nil {
 		adminCfg.Revoker = rev
@@ -227,7 +231,7 @@ func serve(ctx context.Context, cfg *Config, dev bool, stdout, stderr io.Writer)
 		Store: store, Provision: prov, Admin: admin, Attestors: attestors,
 		Root: ca.Root, Chain: issuer.Chain(),
 		TrustDomain: cfg.TrustDomain, Log: log, Revocation: rev,
-		AccessLog: log.With("log", "access"), Limits: cfg.Limits.Door(),
+		AccessLog: log.With("log", "access"), Limits: cfg.Limits.Door(), Now: now,
 		Issuers: issuers, Rollover: rollover,
 	}
 	if mx != nil {

@@ -30,6 +30,7 @@ type tenantFlags struct {
 	local bool
 	// Policy flags; which were given is read with fs.Visit.
 	methods, keyTypes, lifetime string
+	renewGrace                  string
 }
 
 func (f *tenantFlags) register(fs *flag.FlagSet) {
@@ -38,6 +39,7 @@ func (f *tenantFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.methods, "methods", "", "enrollment methods the tenant admits, comma-separated: token, tpm, idevid (\"\": all)")
 	fs.StringVar(&f.keyTypes, "key-types", "", "device key types the tenant admits, comma-separated: ecdsa-p256, ecdsa-p384, rsa, ed25519 (\"\": the CA's)")
 	fs.StringVar(&f.lifetime, "cert-lifetime", "", "lifetime of the tenant's device certificates, e.g. 2h (0: the CA's enrollment.cert_lifetime)")
+	fs.StringVar(&f.renewGrace, "renew-grace", "", "how long after expiry the tenant's devices may renew an expired certificate by proof of its key, e.g. 72h; off: never; 0: the CA's renew.grace_period")
 }
 
 // open checks the flags and opens the registry database (--local).
@@ -94,6 +96,12 @@ func (f *tenantFlags) policy(fs *flag.FlagSet, requireTPM optBool) (provision.Te
 				}
 			}
 			p.CertLifetime = &d
+		case "renew-grace":
+			d, gerr := parseRenewGraceFlag(f.renewGrace)
+			if gerr != nil {
+				err = gerr
+			}
+			p.RenewGrace = &d
 		}
 	})
 	return p, err
@@ -108,6 +116,8 @@ type tenantJSON struct {
 	KeyTypes     []string  `json:"key_types,omitempty"`
 	CertLifetime string    `json:"cert_lifetime,omitempty"`
 	CreatedAt    time.Time `json:"created_at"`
+
+	RenewGrace string `json:"renew_grace,omitempty"` // a duration, "off", or absent for the CA's
 }
 
 func toTenantJSON(t *registry.Tenant) tenantJSON {
@@ -115,12 +125,13 @@ func toTenantJSON(t *registry.Tenant) tenantJSON {
 	if t.CertLifetime > 0 {
 		v.CertLifetime = t.CertLifetime.String()
 	}
+	v.RenewGrace = renewGraceText(t.RenewGrace)
 	return v
 }
 
 func wireTenantJSON(t wire.Tenant) tenantJSON {
 	return tenantJSON{Name: t.Name, RequireTPM: t.RequireTPM, Methods: t.Methods, KeyTypes: t.KeyTypes,
-		CertLifetime: t.CertLifetime, CreatedAt: t.CreatedAt.UTC()}
+		CertLifetime: t.CertLifetime, CreatedAt: t.CreatedAt.UTC(), RenewGrace: t.RenewGrace}
 }
 
 // printTenant prints one tenant (text or JSON).
@@ -143,7 +154,11 @@ func policyText(t tenantJSON) string {
 	if life == "" {
 		life = "default"
 	}
-	return fmt.Sprintf("require_tpm=%t methods=%s key_types=%s cert_lifetime=%s", t.RequireTPM, or(t.Methods, "any"), or(t.KeyTypes, "any"), life)
+	grace := ""
+	if t.RenewGrace != "" {
+		grace = " renew_grace=" + t.RenewGrace
+	}
+	return fmt.Sprintf("require_tpm=%t methods=%s key_types=%s cert_lifetime=%s", t.RequireTPM, or(t.Methods, "any"), or(t.KeyTypes, "any"), life) + grace
 }
 
 // localActor names the operator running a local command in the audit log.
@@ -194,6 +209,9 @@ func cmdTenantsCreate(ctx context.Context, args []string, stdout, stderr io.Writ
 	if p.CertLifetime != nil {
 		spec.CertLifetime = *p.CertLifetime
 	}
+	if p.RenewGrace != nil {
+		spec.RenewGrace = *p.RenewGrace
+	}
 	if !tf.local {
 		c, err := tf.client()
 		if err != nil {
@@ -203,6 +221,7 @@ func cmdTenantsCreate(ctx context.Context, args []string, stdout, stderr io.Writ
 		if spec.CertLifetime > 0 {
 			req.CertLifetime = spec.CertLifetime.String()
 		}
+		req.RenewGrace = renewGraceText(spec.RenewGrace)
 		t, err := c.CreateTenant(ctx, req)
 		if err != nil {
 			return fmt.Errorf("create tenant %s: %w", name, err)
@@ -317,7 +336,7 @@ func cmdTenantsSet(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return err
 	}
 	if p == (provision.TenantPolicy{}) {
-		return fmt.Errorf("%w: nothing to set: give --require-tpm=BOOL, --methods, --key-types or --cert-lifetime", errUsage)
+		return fmt.Errorf("%w: nothing to set: give --require-tpm=BOOL, --methods, --key-types, --cert-lifetime or --renew-grace", errUsage)
 	}
 	if err := tenantName(name); err != nil {
 		return err
@@ -334,6 +353,13 @@ func cmdTenantsSet(ctx context.Context, args []string, stdout, stderr io.Writer)
 				v = "0"
 			}
 			req.CertLifetime = &v
+		}
+		if p.RenewGrace != nil {
+			v := renewGraceText(*p.RenewGrace)
+			if v == "" {
+				v = "0"
+			}
+			req.RenewGrace = &v
 		}
 		t, err := c.UpdateTenant(ctx, name, req)
 		if err != nil {

@@ -117,7 +117,9 @@ func runAgent(ctx context.Context, a *agentFlags, failpoint func(string) error) 
 		var err error
 		if ciErr == nil {
 			kr := cfg.keyring()
-			id, err = recoverIdentity(ctx, kr, ci.Fingerprint, cfg.Now(), cfg.logf)
+			// An expired identity too: renewOnce renews it by proof of
+			// possession of its key (expired.go).
+			id, err = loadForRenewal(ctx, kr, ci.Fingerprint, cfg.Now(), cfg.logf)
 			kr.close()
 		}
 		if ciErr != nil || errors.Is(err, fs.ErrNotExist) {
@@ -193,7 +195,7 @@ func runStatus(ctx context.Context, a *agentFlags) error {
 	}
 	kr := cfg.keyring()
 	defer kr.close()
-	id, err := recoverIdentity(ctx, kr, ci.Fingerprint, cfg.Now(), cfg.logf)
+	id, err := loadForRenewal(ctx, kr, ci.Fingerprint, cfg.Now(), cfg.logf)
 	if err != nil {
 		return fmt.Errorf("no valid identity in %s: %w", cfg.Dir, err)
 	}
@@ -212,6 +214,9 @@ func runStatus(ctx context.Context, a *agentFlags) error {
 	fmt.Fprintf(w, "certificate: %s\n", c.SerialNumber.Text(16))
 	fmt.Fprintf(w, "valid:       %s to %s (renewal due %s)\n", c.NotBefore.UTC().Format(time.RFC3339),
 		c.NotAfter.UTC().Format(time.RFC3339), renewAt(c, func(time.Duration) time.Duration { return 0 }).UTC().Format(time.RFC3339))
+	if !cfg.Now().Before(c.NotAfter) {
+		fmt.Fprintf(w, "EXPIRED:     'enroll renew' (or 'enroll run') renews it by proof of possession of its key within the CA's grace period; past it, re-enroll with a token bound to the serial\n")
+	}
 	fmt.Fprintf(w, "chain:       valid to pinned root %s\n", ci.Fingerprint)
 	switch {
 	case ci.Protocol == protocolEST && ci.ESTLabel != "":

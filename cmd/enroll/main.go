@@ -184,6 +184,10 @@ func runAgentCmd(ctx context.Context, cmd string, args []string, stdout, stderr 
 	if err == nil {
 		a.cfg.Stdout, a.cfg.Stderr = stdout, stderr
 		a.cfg.UserAgent = "devpki-enroll/0"
+		a.cfg.Now, err = envClock(getenv)
+		warnClock(&a.cfg, getenv)
+	}
+	if err == nil {
 		if a.cfg.Token == "" {
 			a.cfg.Token = strings.TrimSpace(getenv("DEVPKI_TOKEN"))
 		}

@@ -196,7 +196,7 @@ func recoverIdentity(ctx context.Context, kr *keyring, pin string, now time.Time
 func renewOnce(ctx context.Context, cfg *config, ci caInfo, rekey bool, failpoint func(string) error) (*identity, error) {
 	kr := cfg.keyring()
 	defer kr.close()
-	old, err := recoverIdentity(ctx, kr, ci.Fingerprint, cfg.Now(), cfg.logf)
+	old, err := loadForRenewal(ctx, kr, ci.Fingerprint, cfg.Now(), cfg.logf)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, fmt.Errorf("%s holds no identity: enroll first: %w", cfg.Dir, err)
@@ -204,8 +204,8 @@ func renewOnce(ctx context.Context, cfg *config, ci caInfo, rekey bool, failpoin
 		return nil, fmt.Errorf("load identity: %w", err)
 	}
 	if !cfg.Now().Before(old.Cert.NotAfter) {
-		return nil, fmt.Errorf("certificate expired at %s: it can no longer authenticate a renewal; enroll again with a token bound to this serial",
-			old.Cert.NotAfter.UTC().Format(time.RFC3339))
+		// It can no longer authenticate over mutual TLS (expired.go).
+		return renewExpired(ctx, cfg, ci, kr, old, rekey, failpoint)
 	}
 	pool := x509.NewCertPool()
 	for _, r := range old.roots() {

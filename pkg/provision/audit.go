@@ -87,28 +87,32 @@ const (
 	ActionCloneSuspect       Action = "enroll.clone-suspect" // a claim was held for an admin as a possible clone
 	ActionRenew              Action = "renew"                // a device renewed with the same key
 	ActionRekey              Action = "rekey"                // a device renewed with a new key
-	ActionTokenCreate        Action = "token.create"
-	ActionTenantCreate       Action = "tenant.create"
-	ActionTenantUpdate       Action = "tenant.update"
-	ActionCertIssue          Action = "cert.issue" // a component, admin or OCSP certificate
-	ActionCertRevoke         Action = "cert.revoke"
-	ActionDeviceRevoke       Action = "device.revoke"
-	ActionDeviceReinstate    Action = "device.reinstate"
-	ActionDeviceRotate       Action = "device.rotate"
-	ActionRotateDeadline     Action = "device.rotate.deadline"
-	ActionTPMRootAdd         Action = "tpm.root.add"
-	ActionTPMPreregister     Action = "tpm.preregister"
-	ActionIDevIDCAAdd        Action = "idevid.ca.add" // a manufacturer IDevID root or intermediate trusted in a tenant
-	ActionQuarantineDismiss  Action = "quarantine.dismiss"
-	ActionQuarantineRelease  Action = "quarantine.release"
-	ActionAdminRead          Action = "admin.read" // an admin read (GET) of the admin API
-	ActionAdminDenied        Action = "admin.denied"
-	ActionAdminPut           Action = "admin.put"
-	ActionAuditPrune         Action = "audit.prune"  // audit events before a signed checkpoint were deleted
-	ActionRequest            Action = "request"      // a request refused before it reached a door (an oversized body)
-	ActionAdminCreate        Action = "admin.create" // an admin made through the admin API
-	ActionAdminRevoke        Action = "admin.revoke"
-	ActionAdminRenew         Action = "admin.renew" // an admin certificate renewed over mTLS
+	// ActionRenewExpired: a device renewed an expired certificate by proof
+	// of possession of its key (renew_expired.go), or was refused.
+	ActionRenewExpired          Action = "renew-expired"
+	ActionRenewExpiredChallenge Action = "renew-expired.challenge" // a renewal challenge was refused
+	ActionTokenCreate           Action = "token.create"
+	ActionTenantCreate          Action = "tenant.create"
+	ActionTenantUpdate          Action = "tenant.update"
+	ActionCertIssue             Action = "cert.issue" // a component, admin or OCSP certificate
+	ActionCertRevoke            Action = "cert.revoke"
+	ActionDeviceRevoke          Action = "device.revoke"
+	ActionDeviceReinstate       Action = "device.reinstate"
+	ActionDeviceRotate          Action = "device.rotate"
+	ActionRotateDeadline        Action = "device.rotate.deadline"
+	ActionTPMRootAdd            Action = "tpm.root.add"
+	ActionTPMPreregister        Action = "tpm.preregister"
+	ActionIDevIDCAAdd           Action = "idevid.ca.add" // a manufacturer IDevID root or intermediate trusted in a tenant
+	ActionQuarantineDismiss     Action = "quarantine.dismiss"
+	ActionQuarantineRelease     Action = "quarantine.release"
+	ActionAdminRead             Action = "admin.read" // an admin read (GET) of the admin API
+	ActionAdminDenied           Action = "admin.denied"
+	ActionAdminPut              Action = "admin.put"
+	ActionAuditPrune            Action = "audit.prune"  // audit events before a signed checkpoint were deleted
+	ActionRequest               Action = "request"      // a request refused before it reached a door (an oversized body)
+	ActionAdminCreate           Action = "admin.create" // an admin made through the admin API
+	ActionAdminRevoke           Action = "admin.revoke"
+	ActionAdminRenew            Action = "admin.renew" // an admin certificate renewed over mTLS
 )
 
 // event builds the audit event of an action by who on target.
@@ -187,5 +191,7 @@ var reasonClasses = []struct {
 	{pki.ErrBadMAC, "bad-mac"},
 	{pki.ErrBadCSR, "bad-csr"},
 	{ErrInvalidArgument, "bad-request"},
+	{ErrRenewGraceExpired, "renew-grace-expired"},
+	{ErrExpiredProof, "renew-proof-invalid"},
 	{registry.ErrUnavailable, "store-unavailable"},
 }

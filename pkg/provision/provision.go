@@ -105,6 +105,11 @@ type Config struct {
 	// Metrics counts enrollments and renewals by outcome; nil counts
 	// nothing.
 	Metrics Metrics
+	// RenewGrace is how long after expiry a device may still renew its
+	// certificate by proving possession of its key (RenewExpired); a
+	// tenant's own RenewGrace overrides it. Zero means DefaultRenewGrace,
+	// negative disables it.
+	RenewGrace time.Duration
 }
 
 // Service runs enrollments.

@@ -76,6 +76,10 @@ var (
 const (
 	MinTenantCertLifetime = 5 * time.Minute
 	MaxTenantCertLifetime = 8760 * time.Hour
+	// A tenant's renewal grace period (registry.Tenant.RenewGrace), when
+	// set and not negative (disabled), is within these.
+	MinTenantRenewGrace = time.Minute
+	MaxTenantRenewGrace = 8760 * time.Hour
 )
 
 // KeyType names pub as a tenant policy does ("ecdsa-p256", "rsa", ...);
@@ -114,6 +118,9 @@ func ValidateTenantPolicy(t *registry.Tenant) error {
 	if t.CertLifetime != 0 && (t.CertLifetime < MinTenantCertLifetime || t.CertLifetime > MaxTenantCertLifetime) {
 		errs = append(errs, fmt.Errorf("certificate lifetime %s out of range [%s, %s]", t.CertLifetime, MinTenantCertLifetime, MaxTenantCertLifetime))
 	}
+	if t.RenewGrace > 0 && (t.RenewGrace < MinTenantRenewGrace || t.RenewGrace > MaxTenantRenewGrace) {
+		errs = append(errs, fmt.Errorf("renewal grace period %s out of range [%s, %s] (negative: disabled)", t.RenewGrace, MinTenantRenewGrace, MaxTenantRenewGrace))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidArgument, err)
 	}
@@ -123,7 +130,20 @@ func ValidateTenantPolicy(t *registry.Tenant) error {
 // policyString is a tenant's policy as audit details show it.
 func policyString(t *registry.Tenant) string {
 	return fmt.Sprintf("require_tpm=%t methods=%s key_types=%s cert_lifetime=%s", t.RequireTPM,
-		listOrAll(t.Methods), listOrAll(t.KeyTypes), lifetimeOrDefault(t.CertLifetime))
+		listOrAll(t.Methods), listOrAll(t.KeyTypes), lifetimeOrDefault(t.CertLifetime)) + renewGraceString(t.RenewGrace)
+}
+
+// renewGraceString is the renewal grace period in policyString: nothing
+// when it is the CA's, so that the audit details of tenants that never set
+// one read as before.
+func renewGraceString(d time.Duration) string {
+	switch {
+	case d < 0:
+		return " renew_grace=off"
+	case d > 0:
+		return " renew_grace=" + d.String()
+	}
+	return ""
 }
 
 func listOrAll(l []string) string {
@@ -180,7 +200,11 @@ type TenantSpec struct {
 	Methods      []string
 	KeyTypes     []string
 	CertLifetime time.Duration
-	Who          Actor // who creates it; the zero value means the CA itself (SystemActor)
+	// RenewGrace is the tenant's renewal grace period for expired
+	// certificates (registry.Tenant.RenewGrace): zero means the CA's,
+	// negative disables it.
+	RenewGrace time.Duration
+	Who        Actor // who creates it; the zero value means the CA itself (SystemActor)
 }
 
 // TenantStore is what the tenant actions read and write.
@@ -202,7 +226,7 @@ func CreateTenant(ctx context.Context, store TenantStore, spec TenantSpec) (*reg
 		spec.Who = SystemActor("", "")
 	}
 	t := &registry.Tenant{ID: spec.Name, Name: spec.Name, RequireTPM: spec.RequireTPM,
-		Methods: spec.Methods, KeyTypes: spec.KeyTypes, CertLifetime: spec.CertLifetime}
+		Methods: spec.Methods, KeyTypes: spec.KeyTypes, CertLifetime: spec.CertLifetime, RenewGrace: normGrace(spec.RenewGrace)}
 	if err := ValidateTenantPolicy(t); err != nil {
 		return nil, err
 	}
@@ -243,6 +267,17 @@ type TenantPolicy struct {
 	Methods      *[]string
 	KeyTypes     *[]string
 	CertLifetime *time.Duration
+	// RenewGrace: zero means the CA's, negative disables (see
+	// registry.Tenant.RenewGrace).
+	RenewGrace *time.Duration
+}
+
+// normGrace stores every negative (disabled) grace period as -1.
+func normGrace(d time.Duration) time.Duration {
+	if d < 0 {
+		return -1
+	}
+	return d
 }
 
 // UpdateTenantPolicy applies p to the tenant named name, with an audit
@@ -270,6 +305,9 @@ func UpdateTenantPolicy(ctx context.Context, store TenantStore, who Actor, name 
 	}
 	if p.CertLifetime != nil {
 		nt.CertLifetime = *p.CertLifetime
+	}
+	if p.RenewGrace != nil {
+		nt.RenewGrace = normGrace(*p.RenewGrace)
 	}
 	if err := ValidateTenantPolicy(&nt); err != nil {
 		return nil, err

@@ -96,7 +96,11 @@ type Tenant struct {
 	// CertLifetime is the lifetime of the tenant's device certificates, at
 	// enrollment and renewal; zero means the CA's.
 	CertLifetime time.Duration
-	CreatedAt    time.Time
+	// RenewGrace is how long after expiry the tenant's devices may still
+	// renew an expired certificate by proving its key (the renewal after
+	// long offline); zero means the CA's, negative disables it.
+	RenewGrace time.Duration
+	CreatedAt  time.Time
 }
 
 // DeviceStatus is the lifecycle state of a device.

@@ -202,8 +202,15 @@ func freePort(t *testing.T) string {
 // test failed.
 func startServer(t *testing.T, args ...string) *server {
 	t.Helper()
+	return startServerEnv(t, nil, args...)
+}
+
+// startServerEnv is startServer with env added to the server's clean
+// environment.
+func startServerEnv(t *testing.T, env []string, args ...string) *server {
+	t.Helper()
 	for attempt := 1; ; attempt++ {
-		s, err := tryStartServer(t, freePort(t), args)
+		s, err := tryStartServerEnv(t, freePort(t), env, args)
 		if err == nil {
 			return s
 		}
@@ -217,6 +224,11 @@ func startServer(t *testing.T, args ...string) *server {
 
 func tryStartServer(t *testing.T, addr string, args []string) (*server, error) {
 	t.Helper()
+	return tryStartServerEnv(t, addr, nil, args)
+}
+
+func tryStartServerEnv(t *testing.T, addr string, env, args []string) (*server, error) {
+	t.Helper()
 	serverSlots <- struct{}{}
 	s := &server{
 		t:      t,
@@ -228,7 +240,7 @@ func tryStartServer(t *testing.T, addr string, args []string) (*server, error) {
 	argv := append([]string{"serve"}, args...)
 	argv = append(argv, "--listen", addr)
 	s.cmd = exec.Command(caBin, argv...)
-	s.cmd.Env = cleanEnv()
+	s.cmd.Env = cleanEnv(env...)
 	s.cmd.Stdout, s.cmd.Stderr = s.stdout, s.stderr
 	if err := s.cmd.Start(); err != nil {
 		<-serverSlots

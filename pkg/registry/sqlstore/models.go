@@ -19,7 +19,10 @@ type tenantRow struct {
 	Methods             string `gorm:"not null;default:''"`
 	KeyTypes            string `gorm:"not null;default:''"`
 	CertLifetimeSeconds int64  `gorm:"not null;default:0"`
-	CreatedAt           time.Time
+	// RenewGraceSeconds is registry.Tenant.RenewGrace (0: the CA's,
+	// negative: disabled).
+	RenewGraceSeconds int64 `gorm:"not null;default:0"`
+	CreatedAt         time.Time
 }
 
 func (tenantRow) TableName() string { return "tenants" }
@@ -259,7 +262,7 @@ func allModels() []any {
 	return []any{&tenantRow{}, &deviceRow{}, &certificateRow{}, &tokenRow{}, &adminRow{}, &auditRow{}, &auditHeadRow{},
 		&auditTenantHeadRow{}, &refusalRow{}, &checkpointRow{},
 		&crlCounterRow{}, &preregistrationRow{}, &tpmRootRow{}, &tpmChallengeRow{}, &deviceMACRow{},
-		&idevidCARow{}, &caIssuerRow{}, &bundleFetchRow{}}
+		&idevidCARow{}, &caIssuerRow{}, &bundleFetchRow{}, &renewChallengeRow{}}
 }
 
 // ts normalises a time for storage: UTC, microsecond precision (PostgreSQL's
@@ -292,12 +295,23 @@ func decodeList(s string) []string {
 
 func fromTenant(t *registry.Tenant) *tenantRow {
 	return &tenantRow{ID: t.ID, Name: t.Name, RequireTPM: t.RequireTPM, Methods: encodeList(t.Methods),
-		KeyTypes: encodeList(t.KeyTypes), CertLifetimeSeconds: int64(t.CertLifetime / time.Second), CreatedAt: ts(t.CreatedAt)}
+		KeyTypes: encodeList(t.KeyTypes), CertLifetimeSeconds: int64(t.CertLifetime / time.Second),
+		RenewGraceSeconds: renewGraceSeconds(t.RenewGrace), CreatedAt: ts(t.CreatedAt)}
 }
 
 func (r *tenantRow) domain() *registry.Tenant {
 	return &registry.Tenant{ID: r.ID, Name: r.Name, RequireTPM: r.RequireTPM, Methods: decodeList(r.Methods),
-		KeyTypes: decodeList(r.KeyTypes), CertLifetime: time.Duration(r.CertLifetimeSeconds) * time.Second, CreatedAt: r.CreatedAt.UTC()}
+		KeyTypes: decodeList(r.KeyTypes), CertLifetime: time.Duration(r.CertLifetimeSeconds) * time.Second,
+		RenewGrace: time.Duration(r.RenewGraceSeconds) * time.Second, CreatedAt: r.CreatedAt.UTC()}
+}
+
+// renewGraceSeconds stores a tenant's RenewGrace in whole seconds; any
+// negative value (disabled) is stored as -1.
+func renewGraceSeconds(d time.Duration) int64 {
+	if d < 0 {
+		return -1
+	}
+	return int64(d / time.Second)
 }
 
 func fromDevice(d *registry.Device) *deviceRow {

@@ -44,7 +44,7 @@ func (s *Store) UpdateTenantPolicy(ctx context.Context, t *registry.Tenant, audi
 	return s.writeAudited(ctx, audit, func(tx *gorm.DB, _ *batch) error {
 		res := tx.Model(&tenantRow{}).Where("id = ?", t.ID).Updates(map[string]any{
 			"require_tpm": row.RequireTPM, "methods": row.Methods, "key_types": row.KeyTypes,
-			"cert_lifetime_seconds": row.CertLifetimeSeconds,
+			"cert_lifetime_seconds": row.CertLifetimeSeconds, "renew_grace_seconds": row.RenewGraceSeconds,
 		})
 		if res.Error != nil {
 			return fmt.Errorf("sqlstore: update tenant %s policy: %w", t.ID, translate(res.Error))
