@@ -212,6 +212,17 @@ func caFiles(cfg *Config, configPath string) ([]caFile, []string, error) {
 	for i, p := range cfg.TPM.EKIntermediates {
 		add(fmt.Sprintf("tpm.ek_intermediates.%d", i), p)
 	}
+	// The issuers 'ca rollover prepare' made: their encrypted keys and
+	// certificates beside ca.yaml (the registry names them by path).
+	for _, pattern := range []string{"intermediate-*.key", "intermediate-*.crt", "root-*.key", "root-*.crt", "cross-*.crt"} {
+		matches, err := filepath.Glob(filepath.Join(filepath.Dir(configPath), pattern))
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, m := range matches {
+			add("rollover."+filepath.Base(m), filepath.Base(m))
+		}
+	}
 	if cfg.PasswordFile != "" {
 		not = append(not, fmt.Sprintf("the key passphrase file %s (keep it apart from the backups; a restore needs it)", cfg.PasswordFile))
 	} else {
