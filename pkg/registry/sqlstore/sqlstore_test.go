@@ -355,6 +355,15 @@ func TestNewDatabaseFileIsPrivate(t *testing.T) {
 // callers then turn the schema further back).
 func asLegacy(t testing.TB, s *Store) {
 	t.Helper()
+	// Back to the baseline schema first: a registry from before versioned
+	// migrations has none of the later tables and columns.
+	p, err := newProvider(s.driver, s.wsql)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.DownTo(context.Background(), 1); err != nil {
+		t.Fatalf("migrate down to the baseline: %v", err)
+	}
 	if err := s.w.Exec("DROP TABLE " + VersionTable).Error; err != nil {
 		t.Fatalf("drop %s: %v", VersionTable, err)
 	}
