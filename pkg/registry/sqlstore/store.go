@@ -295,6 +295,9 @@ func (s *Store) migrate(ctx context.Context) error {
 	if err := migrateTPMRootKind(db); err != nil {
 		return err
 	}
+	if err := migrateCRLPartitions(db); err != nil {
+		return err
+	}
 	if err := s.migrateAuditTenants(ctx); err != nil {
 		return err
 	}
