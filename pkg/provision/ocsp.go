@@ -47,6 +47,9 @@ func (r *Revocation) OCSP(ctx context.Context, raw []byte) (*OCSPAnswer, error) 
 		return r.signOCSP(ctx, st)
 	}
 	key := ocspKey{serial: pki.SerialHex(req.SerialNumber), hash: req.HashAlgorithm}
+	// A revocation on another replica drops the cache (revisions); a
+	// registry that cannot be read leaves it, bounded by Refresh.
+	_, _ = r.revisions(ctx, false)
 	r.ocspMu.Lock()
 	e := r.ocspCache[key]
 	r.ocspMu.Unlock()
