@@ -130,6 +130,7 @@ func serve(ctx context.Context, cfg *Config, dev bool, stdout, stderr io.Writer)
 	issuer, err := pki.NewIssuer(pki.IssuerOptions{
 		CA: ca, TrustDomain: cfg.TrustDomain,
 		CRLURL: crlURL, OCSPURL: ocspURL, CAIssuersURL: caIssuersURL,
+		CRLPartitions: max(0, cfg.CRL.Partitions),
 	})
 	if err != nil {
 		return err
@@ -143,7 +144,7 @@ func serve(ctx context.Context, cfg *Config, dev bool, stdout, stderr io.Writer)
 		return fmt.Errorf("open registry: %w", err)
 	}
 	defer store.Close()
-	rev, err := newRevocation(ctx, cfg, ca, store, log)
+	rev, err := newRevocation(ctx, cfg, ca, store, crlURL, log)
 	if err != nil {
 		return err
 	}
@@ -297,7 +298,7 @@ func listenPublication(cfg *Config, dev bool) (net.Listener, error) {
 
 // newRevocation makes the OCSP responder (a fresh key and delegated
 // certificate, recorded in the registry) and the CRL/OCSP service.
-func newRevocation(ctx context.Context, cfg *Config, ca *pki.CA, store registry.Store, log *slog.Logger) (*provision.Revocation, error) {
+func newRevocation(ctx context.Context, cfg *Config, ca *pki.CA, store registry.Store, crlURL string, log *slog.Logger) (*provision.Revocation, error) {
 	responder, err := pki.NewOCSPResponder(ctx, pki.OCSPResponderOptions{
 		CA: ca, Lifetime: time.Duration(cfg.OCSP.ResponderLifetime),
 		Issued: func(ctx context.Context, c *x509.Certificate) error {
@@ -312,7 +313,7 @@ func newRevocation(ctx context.Context, cfg *Config, ca *pki.CA, store registry.
 		return nil, err
 	}
 	return provision.NewRevocation(provision.RevocationConfig{
-		Store: store, CRLSigner: ca, OCSP: responder,
+		Store: store, CRLSigner: ca, OCSP: responder, CRLURL: crlURL,
 		CRLValidity: time.Duration(cfg.CRL.Validity), Refresh: time.Duration(cfg.CRL.Refresh),
 		OCSPValidity: time.Duration(cfg.OCSP.Validity), Log: log,
 	})
