@@ -36,32 +36,36 @@ type CRL struct {
 	revision int64
 }
 
-// revSnapshot is the registry's revocation revisions as last read.
+// revSnapshot is the registry's revocation revisions as last read, and
+// how many revoking writes this replica had made then (revSeq).
 type revSnapshot struct {
-	revs *registry.CRLRevisions
-	at   time.Time
+	revs  *registry.CRLRevisions
+	at    time.Time
+	local int64
 }
 
 // revisions returns the registry's revocation revisions: as last read
 // when that was less than Refresh/2 ago and fresh is false, else read now
-// (one query). A change of the whole's revision — a revocation on this
-// replica or another — drops the cached OCSP answers.
+// (one query). Revocations another replica made since the last read drop
+// the cached OCSP answers (this replica's own drop only their serials'):
+// sooner than their reuse bound, Refresh, would.
 func (r *Revocation) revisions(ctx context.Context, fresh bool) (*registry.CRLRevisions, error) {
 	now := r.cfg.Now()
 	old := r.revs.Load()
 	if !fresh && old != nil && now.Sub(old.at) < r.cfg.Refresh/2 && !now.Before(old.at) {
 		return old.revs, nil
 	}
+	local := r.revSeq.Load() // before the read: every write it counts is in revs
 	revs, err := r.cfg.Store.CRLRevisions(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("read CRL revisions: %w", err)
 	}
-	if old != nil && revs.All != old.revs.All {
+	if old != nil && revs.All-old.revs.All > local-old.local {
 		r.clearOCSP()
 	}
 	// Keep the newest: a slow reader must not put an older one back.
 	for old == nil || revs.All >= old.revs.All {
-		if r.revs.CompareAndSwap(old, &revSnapshot{revs: revs, at: now}) {
+		if r.revs.CompareAndSwap(old, &revSnapshot{revs: revs, at: now, local: local}) {
 			break
 		}
 		old = r.revs.Load()
