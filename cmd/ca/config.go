@@ -206,7 +206,7 @@ type CRLConfig struct {
 	// points, served at /crl/p/1 ... /crl/p/N) new device and client
 	// certificates are spread over, each naming its own in its CRL
 	// distribution point, so that a revocation re-signs one small CRL;
-	// default 64, at most 4096; -1 makes new certificates name the full
+	// default 256, at most 4096; -1 makes new certificates name the full
 	// CRL. The full CRL at /crl lists every revocation whatever this is.
 	// Lowering it keeps serving the partitions certificates already name.
 	Partitions int `yaml:"partitions,omitempty"`

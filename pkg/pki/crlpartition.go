@@ -20,7 +20,7 @@ import (
 const (
 	// DefaultCRLPartitions is how many partitions new certificates are
 	// spread over when nothing else is configured.
-	DefaultCRLPartitions = 64
+	DefaultCRLPartitions = 256
 	// MaxCRLPartitions bounds the partition count (and so the numbers a
 	// /crl/p/<n> URL may name).
 	MaxCRLPartitions = 4096

@@ -148,14 +148,16 @@ func BenchmarkFullCRLScale(b *testing.B) {
 // revoked through Revocation (durable commit with its audit event, then its
 // partition CRL rebuilt from the registry and signed) on a registry of
 // DEVPKI_CRL_CERTS certificates (default 100,000), DEVPKI_CRL_REVOKED
-// revoked (default a tenth), in 64 partitions; it reports p50 and p99 of
+// revoked (default a tenth), in DEVPKI_CRL_PARTITIONS partitions (default
+// pki.DefaultCRLPartitions); it reports p50 and p99 of
 // the acknowledgement latency:
 //
 //	DEVPKI_CRL_CERTS=1000000 DEVPKI_CRL_REVOKED=100000 go test -run '^$' -bench RevokeAckScale -benchtime 500x ./pkg/provision/
 func BenchmarkRevokeAckScale(b *testing.B) {
 	total := scaleEnv(b, "DEVPKI_CRL_CERTS", 100_000)
 	revoked := scaleEnv(b, "DEVPKI_CRL_REVOKED", total/10)
-	path, active := seedCRLRegistry(b, total, revoked, pki.DefaultCRLPartitions)
+	parts := scaleEnv(b, "DEVPKI_CRL_PARTITIONS", pki.DefaultCRLPartitions)
+	path, active := seedCRLRegistry(b, total, revoked, parts)
 	ctx := context.Background()
 	st, err := sqlstore.Open(ctx, sqlstore.Options{DSN: path})
 	if err != nil {
