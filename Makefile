@@ -1,4 +1,4 @@
-.PHONY: run test build bench load load-tpm
+.PHONY: run test build bench load load-tpm deb
 
 # Run the CA in development mode (embedded SQLite in ./devpki-data).
 run:
@@ -23,3 +23,12 @@ load:
 # (needs swtpm, swtpm-tools and root for swtpm's local CA).
 load-tpm:
 	go run ./test/load -target tpm -devices 8 -n 400
+
+# Debian packages devpki-ca and devpki-enroll into dist/ (nfpm as a library:
+# packaging/mkdeb). VERSION: the file VERSION plus the commit, or a vX.Y.Z tag.
+VERSION ?= $(shell ./packaging/version.sh)
+deb:
+	mkdir -p dist/bin
+	CGO_ENABLED=1 go build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o dist/bin/ca ./cmd/ca
+	CGO_ENABLED=1 go build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o dist/bin/enroll ./cmd/enroll
+	go run ./packaging/mkdeb --version "$(VERSION)" --bin dist/bin --out dist

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"crypto/x509"
 	"net/http"
 	"time"
 
@@ -84,8 +85,18 @@ func (s *Server) auditRefusals(action provision.Action) echo.MiddlewareFunc {
 				return err
 			}
 			who := provision.Actor{Kind: provision.ActorAnonymous}
-			if st := c.Request().TLS; st != nil && len(st.VerifiedChains) > 0 && len(st.VerifiedChains[0]) > 0 {
-				who = provision.Actor{Kind: provision.ActorCert, ID: st.VerifiedChains[0][0].SerialNumber.Text(16)}
+			st := c.Request().TLS
+			chains := [][]*x509.Certificate(nil)
+			if st != nil {
+				chains = st.VerifiedChains
+				if len(chains) == 0 && len(st.PeerCertificates) > 0 {
+					// A route that leaves its certificate to provision
+					// (renewal): verified here, on the refusal path only.
+					chains, _ = s.peers.Verify(st.PeerCertificates, s.cfg.Now())
+				}
+			}
+			if len(chains) > 0 && len(chains[0]) > 0 {
+				who = provision.Actor{Kind: provision.ActorCert, ID: chains[0][0].SerialNumber.Text(16)}
 			}
 			return s.refuse(c, who, action, c.Request().Method+" "+c.Path(), err)
 		}

@@ -119,13 +119,19 @@ var secureHeaders = middleware.SecureWithConfig(middleware.SecureConfig{
 // client authentication at the server's clock. When it verifies, the
 // request's TLS state carries the chains in VerifiedChains, as if the
 // handshake had verified them, for every route that authenticates a devpki
-// certificate (admin, renewal, EST re-enrollment). A certificate of
+// certificate (admin, EST re-enrollment; the native renewal checks its
+// certificate against the registry instead). A certificate of
 // another issuer (a factory IDevID) is left in PeerCertificates with no
 // VerifiedChains: only an IDevID admission step looks at it, and verifies
 // it against the registry's manufacturer roots.
 func (s *Server) verifyPeer(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		r := c.Request()
+		if r.Method == http.MethodPost && r.URL.Path == renewPath {
+			// A renewal authenticates its certificate by the registry
+			// record it reads anyway (provision.RenewRequest.Unverified).
+			return next(c)
+		}
 		if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 && len(r.TLS.VerifiedChains) == 0 {
 			cs := *r.TLS
 			cs.VerifiedChains, _ = s.peers.Verify(cs.PeerCertificates, s.cfg.Now())

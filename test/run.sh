@@ -22,6 +22,8 @@ command -v swtpm >/dev/null || need_pkgs+=(swtpm)
 command -v swtpm_setup >/dev/null || need_pkgs+=(swtpm-tools)
 command -v gcc >/dev/null || need_pkgs+=(gcc)
 [ -e /usr/include/openssl/evp.h ] || need_pkgs+=(libssl-dev)
+# pkg/pki and test/e2e PKCS#11 tests: SoftHSM2 tokens in private temp dirs (SOFTHSM2_CONF per test).
+command -v softhsm2-util >/dev/null || need_pkgs+=(softhsm2)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     step "installing ${need_pkgs[*]}"
@@ -53,6 +55,8 @@ fi
 [ -n "${DEVPKI_TEST_POSTGRES_DSN:-}" ] || echo "warning: no PostgreSQL; its tests will be skipped" >&2
 # The swtpm tests of pkg/tpm fail, rather than skip, when swtpm is missing.
 export DEVPKI_REQUIRE_SWTPM="${DEVPKI_REQUIRE_SWTPM:-1}"
+# The SoftHSM2 tests fail, rather than skip, when SoftHSM2 is missing.
+export DEVPKI_REQUIRE_SOFTHSM="${DEVPKI_REQUIRE_SOFTHSM:-1}"
 
 step "gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
@@ -78,3 +82,5 @@ for target in api:FuzzRequests pkg/pki:FuzzCSRIntake pkg/pki:FuzzValidateSerial 
 done
 step "go test -tags tpmsimulator,swtpm (TPM simulator and swtpm, cgo)"
 CGO_ENABLED=1 go test -count=1 -tags tpmsimulator,swtpm ./pkg/tpm/... ./pkg/provision/... ./api/...
+step "Debian packages (make deb; as root: dpkg -i, files, users, units, dpkg -r/--purge)"
+./test/packages.sh

@@ -30,7 +30,7 @@ func openLocal(ctx context.Context, path string) (*Config, *sqlstore.Store, erro
 	if err != nil {
 		return nil, nil, err
 	}
-	store, err := sqlstore.Open(ctx, sqlstore.Options{Driver: cfg.DB.Driver, DSN: cfg.DSN()})
+	store, err := sqlstore.Open(ctx, cfg.storeOptions())
 	if err != nil {
 		return nil, nil, fmt.Errorf("open registry: %w", err)
 	}
@@ -247,6 +247,7 @@ func cmdAuditPrune(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err != nil {
 		return fmt.Errorf("load CA: %w", err)
 	}
+	defer ca.Close()
 	// The chain must verify before it is cut: a checkpoint vouches only for
 	// a chain that was whole.
 	if _, err := provision.VerifyAudit(ctx, store, ca.Root); err != nil {

@@ -74,8 +74,13 @@ type CAConfig struct {
 	Root         string `yaml:"root"`
 	Intermediate string `yaml:"intermediate"`
 	// Key is a go.step.sm/crypto/kms URI of the issuing key, e.g.
-	// "softkms:path=intermediate.key" (relative paths allowed).
+	// "softkms:path=intermediate.key" (relative paths allowed) or a key in
+	// a PKCS#11 token, "pkcs11:module-path=…;token=…;id=…;object=…?pin-source=FILE".
 	Key string `yaml:"key"`
+	// RootKey is the pkcs11: URI of the root key when 'ca init --kms-root'
+	// made it in the token; empty means root.key beside the root
+	// certificate. 'ca serve' never uses the root key.
+	RootKey string `yaml:"root_key,omitempty"`
 }
 
 // TLSConfig is the CA's own HTTPS listener.
@@ -110,6 +115,11 @@ type KeyPair struct {
 type DBConfig struct {
 	Driver string `yaml:"driver"` // "sqlite" (default) or "postgres"
 	DSN    string `yaml:"dsn"`    // sqlite: file path; postgres: connection string
+	// Migrate says what opening the registry does when its schema is
+	// behind this binary's: "auto" (default) applies the pending
+	// migrations, under a lock on PostgreSQL; "manual" refuses to start
+	// until an operator runs 'ca db migrate'.
+	Migrate string `yaml:"migrate,omitempty"`
 }
 
 // EnrollmentConfig is the enrollment policy.
@@ -367,6 +377,9 @@ func (c *Config) Validate() error {
 	case "sqlite", "postgres":
 	default:
 		errs = append(errs, fmt.Errorf("db.driver: %q is not sqlite or postgres", c.DB.Driver))
+	}
+	if c.DB.Migrate != "" && c.DB.Migrate != dbMigrateAuto && c.DB.Migrate != dbMigrateManual {
+		errs = append(errs, fmt.Errorf("db.migrate: %q is neither auto nor manual", c.DB.Migrate))
 	}
 	if u, err := url.Parse(c.ExternalURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" ||
 		u.RawQuery != "" || u.Fragment != "" {

@@ -39,6 +39,7 @@ func TestConfigErrors(t *testing.T) {
 		{"bad duration", "cert_lifetime: 720h", "cert_lifetime: forever", []string{"not a duration"}},
 		{"every problem at once", "listen: 127.0.0.1:8443", "listen: nowhere\nurl: http://x", []string{"listen", "url"}},
 		{"unknown driver", "driver: sqlite", "driver: mysql", []string{"db.driver"}},
+		{"unknown migrate mode", "migrate: auto", "migrate: never", []string{`db.migrate: "never" is neither auto nor manual`}},
 		{"short lifetime", "cert_lifetime: 720h", "cert_lifetime: 10m", []string{"shorter than 1h"}},
 		{"unknown profile", "profile: default", "profile: svid", []string{`enrollment.profile: "svid" is not "default"`, `"spiffe"`}},
 		{"profile in upper case", "profile: default", "profile: SPIFFE", []string{"enrollment.profile"}},

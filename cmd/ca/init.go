@@ -15,6 +15,8 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strings"
 	"time"
 
 	"go.step.sm/crypto/pemutil"
@@ -39,6 +41,15 @@ type initOptions struct {
 	HTTPURL      string
 	TrustDomain  string
 	AdminName    string
+
+	// KMS is a pkcs11: URI naming a token that holds the issuing key;
+	// KMSKey an existing key in it; KMSRoot puts the root key there too.
+	KMS     string
+	KMSKey  string
+	KMSRoot bool
+	// DB is a PostgreSQL connection string (URL or key=value) for the
+	// registry; empty means SQLite in DIR/registry.db.
+	DB string
 }
 
 // Files 'ca init' writes, relative to the directory.
@@ -67,6 +78,11 @@ func cmdInit(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.StringVar(&o.HTTPURL, "http-url", "", "base URL certificates name for the CRL, OCSP and caIssuers (config http_url; default http://<http-listen>)")
 	fs.StringVar(&o.TrustDomain, "trust-domain", "devpki.local", "trust domain of device identities")
 	fs.StringVar(&o.AdminName, "admin", "admin", "name of the first admin")
+	fs.StringVar(&o.KMS, "kms", "", "make the issuing CA key inside a PKCS#11 token: 'pkcs11:module-path=LIB;token=LABEL?pin-source=FILE' (RFC 7512; pin-value=PIN also works but lands in ca.yaml); no intermediate.key is written")
+	fs.StringVar(&o.KMSKey, "kms-key", "", "with --kms: certify this existing key in the token instead of making one: 'pkcs11:id=HEX;object=LABEL'")
+	fs.BoolVar(&o.KMSRoot, "kms-root", false, "with --kms: make the root key in the token too (default: an encrypted root.key to move offline)")
+	fs.StringVar(&o.DB, "db", "", "PostgreSQL registry: 'postgres://user@host/db' or 'host=... dbname=...' (an empty database; "+
+		"default SQLite DIR/registry.db); written to ca.yaml (mode 0600) as db.dsn")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -131,11 +147,19 @@ func initCA(ctx context.Context, o initOptions, stderr io.Writer) (fp string, er
 		DB:    DBConfig{Driver: "sqlite", DSN: fileDB},
 		dir:   dir,
 	}
+	if o.DB != "" {
+		if !isPostgresDSN(o.DB) {
+			errs = append(errs, fmt.Errorf("--db %q is not a PostgreSQL connection string: use postgres://user@host:5432/dbname or "+
+				"'host=... user=... dbname=...' (without --db the registry is SQLite, DIR/%s)", redactDSN(o.DB), fileDB))
+		}
+		cfg.DB = DBConfig{Driver: "postgres", DSN: o.DB}
+	}
 	cfg.defaults()
 	cfg.CA.Key = "softkms:path=intermediate.key"
 	if err := cfg.Validate(); err != nil {
 		errs = append(errs, err)
 	}
+	errs = append(errs, o.checkKMS())
 	if err := errors.Join(errs...); err != nil {
 		return "", fmt.Errorf("%w: %w", errUsage, err)
 	}
@@ -145,6 +169,14 @@ func initCA(ctx context.Context, o initOptions, stderr io.Writer) (fp string, er
 	for _, f := range targets {
 		if _, err := os.Lstat(filepath.Join(dir, f)); err == nil {
 			return "", fmt.Errorf("%s already holds a CA (%s exists); refusing to overwrite anything — choose another --dir", dir, f)
+		}
+	}
+
+	if cfg.DB.Driver == "postgres" {
+		// Before anything is written: the database must answer and hold no
+		// registry yet.
+		if err := checkEmptyPostgres(ctx, cfg); err != nil {
+			return "", err
 		}
 	}
 
@@ -188,9 +220,22 @@ func initCA(ctx context.Context, o initOptions, stderr io.Writer) (fp string, er
 		}
 	}
 
-	_, ca, err := pki.CreateCA(ctx, pki.CAOptions{Dir: dir, Password: password})
+	files, ca, err := pki.CreateCA(ctx, pki.CAOptions{Dir: dir, Password: password,
+		KMS: o.KMS, IntermediateKey: o.KMSKey, RootInKMS: o.KMSRoot})
 	if err != nil {
 		return "", fmt.Errorf("create CA: %w", err)
+	}
+	defer ca.Close()
+	defer func() {
+		// A failed init leaves no key it made in the token either.
+		if err != nil {
+			ca.DeleteCreatedKeys()
+		} else if files.IntermediateKeyURI != "" {
+			reportTokenKeys(stderr, files)
+		}
+	}()
+	if files.IntermediateKeyURI != "" {
+		cfg.CA.Key, cfg.CA.RootKey = files.IntermediateKeyURI, files.RootKeyURI
 	}
 	issuer, err := pki.NewIssuer(pki.IssuerOptions{CA: ca, TrustDomain: cfg.TrustDomain})
 	if err != nil {
@@ -201,6 +246,14 @@ func initCA(ctx context.Context, o initOptions, stderr io.Writer) (fp string, er
 		return "", fmt.Errorf("open registry: %w", err)
 	}
 	defer store.Close()
+	if cfg.DB.Driver == "postgres" {
+		defer func() {
+			if err != nil {
+				err = fmt.Errorf("%w; the PostgreSQL database now holds a partial registry: drop and recreate it "+
+					"before running 'ca init' again", err)
+			}
+		}()
+	}
 	tenant, err := store.GetTenant(ctx, registry.DefaultTenant)
 	if err != nil {
 		return "", fmt.Errorf("default tenant: %w", err)
@@ -274,4 +327,39 @@ func pemChain(leaf *x509.Certificate, chain []*x509.Certificate) []byte {
 		b = append(b, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
 	}
 	return b
+}
+
+// isPostgresDSN reports whether dsn looks like a PostgreSQL connection
+// string: a postgres:// or postgresql:// URL, or libpq key=value pairs.
+func isPostgresDSN(dsn string) bool {
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		return true
+	}
+	return libpqKeyValue.MatchString(dsn)
+}
+
+// libpqKeyValue is the start of a libpq key=value connection string.
+var libpqKeyValue = regexp.MustCompile(`^\s*[a-z_]+\s*=`)
+
+// checkEmptyPostgres refuses a PostgreSQL database 'ca init' cannot use:
+// unreachable, or already holding a devpki registry. It changes nothing.
+func checkEmptyPostgres(ctx context.Context, cfg *Config) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	where := redactDSN(cfg.DB.DSN)
+	st, err := sqlstore.ReadSchema(ctx, sqlstore.Options{Driver: cfg.DB.Driver, DSN: cfg.DB.DSN})
+	if err != nil {
+		return fmt.Errorf("cannot use the PostgreSQL database %s: %w — check the connection string, that the server is up "+
+			"and that the database exists (CREATE DATABASE); nothing was written", where, err)
+	}
+	if !st.Empty {
+		v := fmt.Sprintf("schema version %d", st.Current)
+		if st.Legacy {
+			v = "from before versioned migrations"
+		}
+		return fmt.Errorf("the PostgreSQL database %s already holds a devpki registry (%s): refusing to initialize a new CA "+
+			"over it; nothing was changed — use an empty database for a new CA, or serve this registry with the ca.yaml "+
+			"that created it", where, v)
+	}
+	return nil
 }

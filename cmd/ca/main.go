@@ -19,8 +19,9 @@ import (
 const usage = `usage: ca <command> [flags]
 
 commands:
-  init --dir DIR                    create a CA (root, intermediate, TLS and admin certificates, ca.yaml)
+  init --dir DIR [--db DSN]         create a CA (root, intermediate, TLS and admin certificates, ca.yaml); --db: PostgreSQL registry
   serve --config DIR/ca.yaml        serve the CA over HTTPS (--dev: create ./devpki-data and print an enroll command)
+  db status | migrate               the registry's schema version and pending migrations; apply them
   token create                      mint a bootstrap token through the admin API
   devices list [--status --serial --mac]   list devices (pages: --limit, --after)
   devices get ID                    one device and its certificates
@@ -42,6 +43,8 @@ commands:
   audit export --out F [--since T] [--tenant T] [--local]   export the audit log as JSON lines
   audit prune --before T            delete old events behind a CA-signed checkpoint (--config, on the CA host)
   audit refusals                    anonymous refusals, counted per source, door, reason and minute
+  backup --config F --out FILE      consistent, verified backup while the CA serves (registry, ca.yaml, certificates, encrypted keys)
+  restore --from FILE --config F | --dir DIR   restore a backup (refuses a registry in use; --force to replace existing files)
   tenants create NAME [policy] | list | set NAME [policy]
                                     manage tenants through the admin API (super-admins); policy: --require-tpm,
                                     --methods token,tpm,idevid, --key-types ecdsa-p256,..., --cert-lifetime D
@@ -114,8 +117,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("%w: 'ca %s' takes one of the subcommands %s", errUsage, args[0], strings.Join(names, ", "))
 		}
 		return cmds[args[1]](ctx, args[2:], stdout, stderr)
+	case "db":
+		return cmdDB(ctx, args[1:], stdout, stderr)
 	case "issue":
 		return cmdIssue(ctx, args[1:], stdout, stderr)
+	case "backup":
+		return cmdBackup(ctx, args[1:], stdout, stderr)
+	case "restore":
+		return cmdRestore(ctx, args[1:], stdout, stderr)
 	case "tpm":
 		if len(args) < 3 || args[1] != "roots" || (args[2] != "add" && args[2] != "list") {
 			return fmt.Errorf("%w: use 'ca tpm roots add FILE' or 'ca tpm roots list'", errUsage)

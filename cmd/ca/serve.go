@@ -117,6 +117,10 @@ func serve(ctx context.Context, cfg *Config, dev bool, stdout, stderr io.Writer)
 	if err != nil {
 		return fmt.Errorf("load CA: %w", err)
 	}
+	defer ca.Close()
+	if pki.IsPKCS11(cfg.CA.Key) {
+		log.Info("issuing key in a PKCS#11 token", "key", pki.RedactKeyURI(cfg.CA.Key))
+	}
 	// The plain-HTTP listener is bound before the issuer is made: the URLs
 	// certificates name must be those of the port actually bound.
 	httpLn, err := listenPublication(cfg, dev)
@@ -139,9 +143,21 @@ func serve(ctx context.Context, cfg *Config, dev bool, stdout, stderr io.Writer)
 	if err != nil {
 		return fmt.Errorf("load TLS certificate: %w", err)
 	}
-	store, err := sqlstore.Open(ctx, sqlstore.Options{Driver: cfg.DB.Driver, DSN: cfg.DSN()})
+	if cfg.DB.Driver == sqlstore.DriverSQLite {
+		// A shared lock for as long as this CA runs: 'ca restore' refuses
+		// a registry in use, and this CA refuses one being restored.
+		unlock, err := lockRegistry(cfg.DSN(), false)
+		if errors.Is(err, errRegistryBusy) {
+			return fmt.Errorf("%w (a 'ca restore' is writing it: wait for it to finish)", err)
+		}
+		if err != nil {
+			return err
+		}
+		defer unlock()
+	}
+	store, err := openServeStore(ctx, cfg, log)
 	if err != nil {
-		return fmt.Errorf("open registry: %w", err)
+		return err
 	}
 	defer store.Close()
 	rev, err := newRevocation(ctx, cfg, ca, store, crlURL, log)

@@ -52,7 +52,7 @@ func (f *tenantFlags) open(ctx context.Context) (*sqlstore.Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	store, err := sqlstore.Open(ctx, sqlstore.Options{Driver: cfg.DB.Driver, DSN: cfg.DSN()})
+	store, err := sqlstore.Open(ctx, cfg.storeOptions())
 	if err != nil {
 		return nil, fmt.Errorf("open registry: %w", err)
 	}

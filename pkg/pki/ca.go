@@ -12,7 +12,6 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/smallstep/certificates/cas/apiv1"
@@ -46,12 +45,32 @@ type CAOptions struct {
 	RootLifetime         time.Duration // default 87600h (10 years)
 	IntermediateLifetime time.Duration // default 43800h (5 years); at most RootLifetime
 	Now                  func() time.Time
+
+	// KMS, when set, is a PKCS#11 URI naming a token
+	// ("pkcs11:module-path=/usr/lib/softhsm/libsofthsm2.so;token=devpki?pin-source=/etc/devpki/pin"):
+	// the intermediate key is made inside the token (ECDSA P-256, a random
+	// id, label devpki-intermediate-<id>) and never exists anywhere else;
+	// no intermediate.key is written and CAFiles.IntermediateKeyURI names
+	// the key. The root key stays an encrypted root.key unless RootInKMS.
+	KMS string
+	// IntermediateKey, with KMS, names an existing key in the token
+	// ("pkcs11:id=…;object=…"; token attributes may be left out) that the
+	// intermediate certifies instead of a new one.
+	IntermediateKey string
+	// RootInKMS, with KMS, makes the root key in the token as well (label
+	// devpki-root-<id>) instead of root.key; CAFiles.RootKeyURI names it.
+	RootInKMS bool
 }
 
 // CAFiles are the absolute paths CreateCA wrote: certificates as PEM, keys
-// as password-encrypted PKCS#8 PEM with mode 0600.
+// as password-encrypted PKCS#8 PEM with mode 0600. A key made in a PKCS#11
+// token has no file (RootKey or IntermediateKey is empty) and a URI instead.
 type CAFiles struct {
 	RootCert, RootKey, IntermediateCert, IntermediateKey string
+	// RootKeyURI and IntermediateKeyURI are the pkcs11: URIs of keys in a
+	// token (CAOptions.KMS): the token's attributes, the PIN attribute as
+	// given, and the key's id and object; what ca.key holds.
+	RootKeyURI, IntermediateKeyURI string
 }
 
 // CA is a loaded issuing CA: the root, the intermediate that issues leaf
@@ -60,19 +79,58 @@ type CA struct {
 	Root, Intermediate *x509.Certificate
 	Signer             crypto.Signer                     // intermediate key
 	CAS                apiv1.CertificateAuthorityService // *softcas.SoftCAS over Signer
+
+	keys    io.Closer // the key store behind Signer (PKCS#11 sessions); nil for none
+	created []string  // keys CreateCA made in a token, for DeleteCreatedKeys
 }
+
+// Close releases the key store behind Signer (a PKCS#11 token's sessions);
+// the CA must not sign after it. It is a no-op for file keys.
+func (c *CA) Close() error {
+	if c == nil || c.keys == nil {
+		return nil
+	}
+	return c.keys.Close()
+}
+
+// DeleteCreatedKeys deletes from the token the keys CreateCA made there
+// (never a key that CreateCA was given): for a caller whose setup failed
+// after CreateCA returned, so that a failed 'ca init' leaves nothing behind.
+func (c *CA) DeleteCreatedKeys() error {
+	if c == nil {
+		return nil
+	}
+	d, ok := c.keys.(keyDeleter)
+	if !ok {
+		return nil
+	}
+	var errs []error
+	for _, k := range c.created {
+		errs = append(errs, d.DeleteKey(k))
+	}
+	c.created = nil
+	return errors.Join(errs...)
+}
+
+// keyDeleter is what go.step.sm/crypto/kms/pkcs11 offers to remove a key.
+type keyDeleter interface{ DeleteKey(uri string) error }
 
 // CreateCA makes an ECDSA P-256 root (self-signed, CA, pathlen 1) and an
 // issuing intermediate (pathlen 0) through softcas.CreateCertificateAuthority,
 // writes them to opts.Dir atomically (temp file, fsync, no-clobber link or
 // rename, directory fsync) and returns the files and the CA. If any target
-// file exists it returns ErrExists and writes nothing.
-func CreateCA(ctx context.Context, opts CAOptions) (*CAFiles, *CA, error) {
+// file exists it returns ErrExists and writes nothing. With opts.KMS the
+// intermediate key (and with RootInKMS the root key) lives in a PKCS#11
+// token; a failure deletes the keys it made there and writes nothing.
+func CreateCA(ctx context.Context, opts CAOptions) (_ *CAFiles, _ *CA, err error) {
 	if opts.Dir == "" {
 		return nil, nil, errors.New("create CA: Dir is required")
 	}
-	if len(opts.Password) == 0 {
+	if len(opts.Password) == 0 && !(opts.KMS != "" && opts.RootInKMS) {
 		return nil, nil, errors.New("create CA: Password is required")
+	}
+	if opts.KMS == "" && (opts.IntermediateKey != "" || opts.RootInKMS) {
+		return nil, nil, errors.New("create CA: IntermediateKey and RootInKMS need KMS (a pkcs11: token URI)")
 	}
 	if opts.Name == "" {
 		opts.Name = "devpki"
@@ -120,9 +178,36 @@ func CreateCA(ctx context.Context, opts CAOptions) (*CAFiles, *CA, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("create CA: %w", err)
 	}
-	cas, err := softcas.New(ctx, apiv1.Options{IsCreator: true, KeyManager: km})
+	rootCAS, err := softcas.New(ctx, apiv1.Options{IsCreator: true, KeyManager: km})
 	if err != nil {
 		return nil, nil, fmt.Errorf("create CA: %w", err)
+	}
+	interCAS := rootCAS
+	rootKey := &apiv1.CreateKeyRequest{SignatureAlgorithm: kmsapi.ECDSAWithSHA256}
+	interKey := &apiv1.CreateKeyRequest{SignatureAlgorithm: kmsapi.ECDSAWithSHA256}
+	var token *tokenKeys
+	if opts.KMS != "" {
+		token, err = openTokenKeys(ctx, opts)
+		if err != nil {
+			return nil, nil, fmt.Errorf("create CA: %w", err)
+		}
+		defer func() {
+			if err != nil {
+				token.discard()
+			}
+		}()
+		if opts.RootInKMS {
+			if rootCAS, err = softcas.New(ctx, apiv1.Options{IsCreator: true, KeyManager: token}); err != nil {
+				return nil, nil, fmt.Errorf("create CA: %w", err)
+			}
+			rootKey.Name = token.rootURI
+			files.RootKey, files.RootKeyURI = "", token.rootURI
+		}
+		if interCAS, err = softcas.New(ctx, apiv1.Options{IsCreator: true, KeyManager: token}); err != nil {
+			return nil, nil, fmt.Errorf("create CA: %w", err)
+		}
+		interKey.Name = token.interURI
+		files.IntermediateKey, files.IntermediateKeyURI = "", token.interURI
 	}
 	now := opts.Now()
 	caCert := func(cn string, pathLen int, ku x509.KeyUsage, lifetime time.Duration) (*x509.Certificate, error) {
@@ -140,15 +225,14 @@ func CreateCA(ctx context.Context, opts CAOptions) (*CAFiles, *CA, error) {
 		}
 		return c.GetCertificate(), nil
 	}
-	p256 := &apiv1.CreateKeyRequest{SignatureAlgorithm: kmsapi.ECDSAWithSHA256}
 
 	rootTmpl, err := caCert(opts.Name+" Root CA", 1, x509.KeyUsageCertSign|x509.KeyUsageCRLSign, opts.RootLifetime)
 	if err != nil {
 		return nil, nil, fmt.Errorf("create CA: %w", err)
 	}
-	root, err := cas.CreateCertificateAuthority(&apiv1.CreateCertificateAuthorityRequest{
+	root, err := rootCAS.CreateCertificateAuthority(&apiv1.CreateCertificateAuthorityRequest{
 		Name: rootTmpl.Subject.CommonName, Type: apiv1.RootCA, Template: rootTmpl,
-		Lifetime: opts.RootLifetime, CreateKey: p256,
+		Lifetime: opts.RootLifetime, CreateKey: rootKey,
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("create CA: root: %w", err)
@@ -158,34 +242,48 @@ func CreateCA(ctx context.Context, opts CAOptions) (*CAFiles, *CA, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("create CA: %w", err)
 	}
-	inter, err := cas.CreateCertificateAuthority(&apiv1.CreateCertificateAuthorityRequest{
+	inter, err := interCAS.CreateCertificateAuthority(&apiv1.CreateCertificateAuthorityRequest{
 		Name: interTmpl.Subject.CommonName, Type: apiv1.IntermediateCA, Template: interTmpl,
-		Lifetime: opts.IntermediateLifetime, CreateKey: p256, Parent: root,
+		Lifetime: opts.IntermediateLifetime, CreateKey: interKey, Parent: root,
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("create CA: intermediate: %w", err)
 	}
 
-	contents := make([][]byte, 0, 4)
-	for _, k := range []crypto.PrivateKey{root.PrivateKey, inter.PrivateKey} {
-		block, err := pemutil.Serialize(k, pemutil.WithPassword(opts.Password), pemutil.WithPKCS8(true))
+	var names []string
+	var contents [][]byte
+	var modes []os.FileMode
+	// Only keys made in memory (softkms) have a file; a token's never leave it.
+	for _, k := range []struct {
+		file string
+		key  crypto.PrivateKey
+	}{{files.RootKey, root.PrivateKey}, {files.IntermediateKey, inter.PrivateKey}} {
+		if k.file == "" {
+			continue
+		}
+		block, err := pemutil.Serialize(k.key, pemutil.WithPassword(opts.Password), pemutil.WithPKCS8(true))
 		if err != nil {
 			return nil, nil, fmt.Errorf("create CA: encrypt key: %w", err)
 		}
-		contents = append(contents, pem.EncodeToMemory(block))
+		names, contents, modes = append(names, k.file), append(contents, pem.EncodeToMemory(block)), append(modes, 0o600)
 	}
-	for _, c := range []*x509.Certificate{root.Certificate, inter.Certificate} {
+	for i, c := range []*x509.Certificate{root.Certificate, inter.Certificate} {
+		names = append(names, []string{files.RootCert, files.IntermediateCert}[i])
 		contents = append(contents, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw}))
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, nil, fmt.Errorf("create CA: %w", err)
-	}
-	if err := writeFilesAtomic(dir, targets, contents, []os.FileMode{0o600, 0o600, 0o644, 0o644}); err != nil {
-		return nil, nil, fmt.Errorf("create CA: %w", err)
+		modes = append(modes, 0o644)
 	}
 	ca, err := newCA(ctx, root.Certificate, inter.Certificate, inter.Signer)
 	if err != nil {
 		return nil, nil, fmt.Errorf("create CA: %w", err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, nil, fmt.Errorf("create CA: %w", err)
+	}
+	if err := writeFilesAtomic(dir, names, contents, modes); err != nil {
+		return nil, nil, fmt.Errorf("create CA: %w", err)
+	}
+	if token != nil {
+		ca.keys, ca.created = token.km, token.created
 	}
 	return files, ca, nil
 }
@@ -252,8 +350,9 @@ func writeFilesAtomic(dir string, names []string, contents [][]byte, modes []os.
 }
 
 // LoadOptions says where LoadCA finds the CA. KeyURI is a go.step.sm/crypto
-// KMS URI ("softkms:path=/x/intermediate.key") or a plain path (softkms);
-// other KMS types need their backend linked into the binary.
+// KMS URI ("softkms:path=/x/intermediate.key"), a plain path (softkms), or
+// a "pkcs11:…" URI (see OpenSigner); other KMS types, PKCS#11 included,
+// need their backend linked into the binary (cmd/ca links PKCS#11).
 type LoadOptions struct {
 	RootCert, IntermediateCert string // PEM files
 	KeyURI                     string
@@ -263,7 +362,8 @@ type LoadOptions struct {
 // LoadCA loads the root and intermediate certificates and the intermediate
 // key through the KMS, checks that the key matches the intermediate and that
 // the intermediate is a CA signed by the root, and returns the CA. A wrong
-// password yields an error wrapping ErrWrongPassword.
+// password yields an error wrapping ErrWrongPassword. Close the CA when
+// done with it (a token's sessions stay open until then).
 func LoadCA(ctx context.Context, opts LoadOptions) (*CA, error) {
 	root, err := readCert(opts.RootCert)
 	if err != nil {
@@ -276,32 +376,20 @@ func LoadCA(ctx context.Context, opts LoadOptions) (*CA, error) {
 	if opts.KeyURI == "" {
 		return nil, errors.New("load CA: KeyURI is required")
 	}
-	kopts := kmsapi.Options{Type: kmsapi.SoftKMS}
-	if i := strings.IndexByte(opts.KeyURI, ':'); i > 0 && !strings.EqualFold(opts.KeyURI[:i], "softkms") && !filepath.IsAbs(opts.KeyURI) {
-		typ, err := kmsapi.TypeOf(opts.KeyURI)
-		if err != nil {
-			return nil, fmt.Errorf("load CA: key URI %q: %w", opts.KeyURI, err)
-		}
-		kopts = kmsapi.Options{Type: typ, URI: opts.KeyURI}
-	}
-	km, err := kms.New(ctx, kopts)
+	signer, keys, err := OpenSigner(ctx, opts.KeyURI, opts.Password)
 	if err != nil {
-		return nil, fmt.Errorf("load CA: key URI %q: %w", opts.KeyURI, err)
-	}
-	defer km.Close()
-	signer, err := km.CreateSigner(&kmsapi.CreateSignerRequest{SigningKey: opts.KeyURI, Password: opts.Password})
-	if err != nil {
-		if errors.Is(err, x509.IncorrectPasswordError) {
-			return nil, fmt.Errorf("load CA: key %q: %w", opts.KeyURI, ErrWrongPassword)
-		}
-		if len(opts.Password) == 0 && strings.Contains(err.Error(), "password") {
-			return nil, fmt.Errorf("load CA: key %q is encrypted and no password was given: %w", opts.KeyURI, ErrWrongPassword)
-		}
-		return nil, fmt.Errorf("load CA: key %q: %w", opts.KeyURI, err)
+		return nil, fmt.Errorf("load CA: %w", err)
 	}
 	ca, err := newCA(ctx, root, inter, signer)
 	if err != nil {
+		keys.Close()
 		return nil, fmt.Errorf("load CA: %w", err)
+	}
+	// A file key is in memory now; a token's key needs its sessions open.
+	if IsPKCS11(opts.KeyURI) {
+		ca.keys = keys
+	} else {
+		keys.Close()
 	}
 	return ca, nil
 }

@@ -1,6 +1,7 @@
 package provision
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/sha256"
@@ -8,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/smallstep/go-attestation/attest"
 
@@ -44,6 +46,16 @@ type RenewRequest struct {
 	Certify *attest.CertificationParameters
 	// SourceAddr is the client address, for the audit log.
 	SourceAddr string
+	// Unverified says Peer is the client certificate as the TLS handshake
+	// received it, its chain not verified (the API's renewal route skips
+	// that): Renew authenticates it by the registry instead. Its DER must
+	// be the recorded certificate's, byte for byte, and it must be valid
+	// for client authentication at the service clock. The handshake proved
+	// possession of its key; the record, written when this CA signed it,
+	// proves the CA issued it — one lookup the renewal makes anyway, in
+	// place of a signature check per chain link. Anything else is
+	// ErrUnauthenticated, refused as if no certificate had been presented.
+	Unverified bool
 }
 
 // RekeyExtraData is the qualifying data a TPM-attested device certifies its
@@ -77,6 +89,10 @@ func (s *Service) Renew(ctx context.Context, req *RenewRequest) (*Result, error)
 				ErrUnauthenticated))
 	}
 	res, target, err := s.renew(ctx, req)
+	if err != nil && req.Unverified && errors.Is(err, ErrUnauthenticated) {
+		// Not a certificate of this CA's: nothing to attribute it to.
+		return nil, s.refuse(ctx, Actor{Kind: ActorAnonymous, Source: req.SourceAddr}, "", ActionRenew, "", err)
+	}
 	if err != nil {
 		// Refusals land in the device's tenant's log when the CA knows it.
 		serial := req.Peer.SerialNumber.Text(16)
@@ -93,6 +109,11 @@ func (s *Service) Renew(ctx context.Context, req *RenewRequest) (*Result, error)
 func (s *Service) renew(ctx context.Context, req *RenewRequest) (*Result, string, error) {
 	serial := req.Peer.SerialNumber.Text(16)
 	rec, err := s.cfg.Store.GetCertificate(ctx, serial)
+	if req.Unverified {
+		if aerr := s.recordVouches(req.Peer, rec, err); aerr != nil {
+			return nil, "", aerr
+		}
+	}
 	switch {
 	case errors.Is(err, registry.ErrNotFound):
 		return nil, "", fmt.Errorf("certificate %s is unknown to this CA: %w", serial, registry.ErrNotRenewable)
@@ -212,6 +233,29 @@ func (s *Service) renew(ctx context.Context, req *RenewRequest) (*Result, string
 		return nil, dev.ID, fmt.Errorf("record renewal of %s: %w", dev.ID, err)
 	}
 	return &Result{DeviceID: dev.ID, Certificate: cert, Chain: issued.Chain, RenewAfter: RenewAfter(cert)}, dev.ID, nil
+}
+
+// recordVouches authenticates an unverified client certificate by the
+// registry (RenewRequest.Unverified): rec, the record of its serial (or
+// lookupErr), must hold exactly its DER, and it must be valid for client
+// authentication now. A store that cannot answer is left to the caller.
+func (s *Service) recordVouches(peer *x509.Certificate, rec *registry.Certificate, lookupErr error) error {
+	switch {
+	case lookupErr != nil && !errors.Is(lookupErr, registry.ErrNotFound):
+		return nil
+	case lookupErr != nil || !bytes.Equal(rec.DER, peer.Raw):
+		return fmt.Errorf("the client certificate (serial %s, issuer %q) was not issued by this CA: %w",
+			peer.SerialNumber.Text(16), peer.Issuer, ErrUnauthenticated)
+	}
+	if now := s.cfg.Now(); now.Before(peer.NotBefore) || now.After(peer.NotAfter) {
+		return fmt.Errorf("the client certificate %s is valid from %s to %s, not now (%s): %w", rec.Serial,
+			peer.NotBefore.UTC().Format(time.RFC3339), peer.NotAfter.UTC().Format(time.RFC3339),
+			now.UTC().Format(time.RFC3339), ErrUnauthenticated)
+	}
+	if !pki.AllowsUsage(peer, x509.ExtKeyUsageClientAuth) {
+		return fmt.Errorf("the client certificate %s is not for client authentication: %w", rec.Serial, ErrUnauthenticated)
+	}
+	return nil
 }
 
 // checkRekeyAttestation decides whether dev may re-key to pub. A device that

@@ -10,6 +10,10 @@
 //	go run ./test/load -n 5000 -c 64 -target est        # EST simpleenroll (RFC 7030), token as Basic password
 //	go run ./test/load -target tpm -devices 8 -n 400    # TPM attestation, one swtpm per device (tpm.go)
 //	go run ./test/load -target badtoken -n 20000 -c 32  # abuse: unknown tokens; audit rows and DB growth (badtoken.go)
+//	go run ./test/load -target steprenew -stepca-bin step-ca  # renewals against step-ca, for comparison (stepca.go)
+//	go run ./test/load -target renew-vs-stepca -stepca-bin step-ca -rounds 3  # both, alternating, with ratios
+//	go run ./test/load -n 5000 -c 64 -kms softhsm       # the issuing key in a throwaway SoftHSM2 token
+//	go run ./test/load -db postgres -target renew       # registry in a private PostgreSQL (pg.go); its CPU reported apart
 //
 // The run is bounded by -n and -max-duration.
 package main
@@ -46,6 +50,7 @@ import (
 
 	"devpki/api/wire"
 	"devpki/pkg/pki"
+	"devpki/pkg/pki/pkitest/softhsmtest"
 )
 
 type options struct {
@@ -60,13 +65,17 @@ type options struct {
 	classical   bool
 	limits      string
 	devices     int
+	stepBin     string
+	rounds      int
+	kms         string
+	db          string
 }
 
 func main() {
 	var o options
 	flag.IntVar(&o.n, "n", 5000, "devices to enroll (bounded)")
 	flag.IntVar(&o.c, "c", 64, "concurrent clients")
-	flag.StringVar(&o.target, "target", "enroll", "enroll; est (EST simpleenroll, new connection each); renew (mTLS, new connection each, devices enrolled first); ocsp (keep-alive); tpm (attestation with -devices swtpm instances); badtoken (abuse: unknown tokens, keep-alive; reports audit rows and database growth); or healthz for the TLS-handshake + HTTP floor")
+	flag.StringVar(&o.target, "target", "enroll", "enroll; est (EST simpleenroll, new connection each); renew (mTLS, new connection each, devices enrolled first); steprenew (the same against step-ca, -stepca-bin); renew-vs-stepca (both, alternating -rounds); ocsp (keep-alive); tpm (attestation with -devices swtpm instances); badtoken (abuse: unknown tokens, keep-alive; reports audit rows and database growth); or healthz for the TLS-handshake + HTTP floor")
 	flag.StringVar(&o.caBin, "ca-bin", "", "path of a built 'ca' binary (default: go build ./cmd/ca into a temp dir)")
 	flag.StringVar(&o.keep, "dir", "", "CA directory to create and keep (default: a temp dir, removed)")
 	flag.DurationVar(&o.maxDuration, "max-duration", 2*time.Minute, "stop sending after this long")
@@ -76,7 +85,11 @@ func main() {
 	flag.StringVar(&o.limits, "limits", "unlimited", "the CA's door and tenant limits: 'unlimited' (limiters run, set far above the load; "+
 		"they would otherwise refuse it) or 'config' (as 'ca init' wrote them; also for -ca-bin binaries that predate limits)")
 	flag.BoolVar(&o.classical, "classical", false, "set tls.classical_key_exchange in the CA's config (no hybrid post-quantum key exchange)")
+	flag.StringVar(&o.kms, "kms", "", "issuing key in a PKCS#11 token ('ca init --kms'): a pkcs11: token URI, or 'softhsm' for a throwaway SoftHSM2 token (needs softhsm2)")
 	flag.IntVar(&o.devices, "devices", 4, "tpm: swtpm instances, each a device enrolling one request at a time (-c is ignored)")
+	flag.StringVar(&o.stepBin, "stepca-bin", "", "steprenew: path of a step-ca v0.30.2 binary to renew against (stepca.go)")
+	flag.IntVar(&o.rounds, "rounds", 3, "renew-vs-stepca: alternating rounds")
+	flag.StringVar(&o.db, "db", "sqlite", "registry: sqlite (DIR/registry.db) or postgres (a private PostgreSQL started for the run, 'ca init --db'; its CPU is reported apart)")
 	flag.Parse()
 	warmupSet := false
 	flag.Visit(func(f *flag.Flag) { warmupSet = warmupSet || f.Name == "warmup" })
@@ -103,6 +116,8 @@ type result struct {
 	ServerCPUms    float64       `json:"server_cpu_ms_per_op"`
 	ClientCPUms    float64       `json:"client_cpu_ms_per_op"`
 	ServerMaxRSSMB float64       `json:"server_max_rss_mb"`
+	DB             string        `json:"db"`
+	DBCPUms        float64       `json:"db_cpu_ms_per_op,omitempty"`
 	FirstError     string        `json:"first_error,omitempty"`
 	TPM            *tpmFigures   `json:"tpm,omitempty"`
 	Abuse          *abuseFigures `json:"abuse,omitempty"`
@@ -114,13 +129,23 @@ func run(o options) error {
 	}
 	switch o.target {
 	case "enroll", "est", "renew", "ocsp", "healthz", "badtoken":
+	case "steprenew":
+		return runStepRenew(o)
+	case "renew-vs-stepca":
+		return runVersus(o)
 	case "tpm":
 		if o.devices < 1 || o.devices > maxDevices {
 			return fmt.Errorf("-devices must be in [1, %d]", maxDevices)
 		}
 		o.c = o.devices
 	default:
-		return fmt.Errorf("-target must be enroll, est, renew, ocsp, tpm, badtoken or healthz")
+		return fmt.Errorf("-target must be enroll, est, renew, steprenew, renew-vs-stepca, ocsp, tpm, badtoken or healthz")
+	}
+	if o.db != "sqlite" && o.db != "postgres" {
+		return fmt.Errorf("-db must be sqlite or postgres")
+	}
+	if o.db == "postgres" && o.target == "badtoken" {
+		return fmt.Errorf("-target badtoken measures the SQLite file; use -db sqlite")
 	}
 	var fleet *tpmFleet
 	if o.target == "tpm" {
@@ -159,7 +184,25 @@ func run(o options) error {
 		return err
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(port)
-	if out, err := exec.Command(caBin, "init", "--dir", dir, "--password-file", pw, "--listen", addr).CombinedOutput(); err != nil {
+	initArgs := []string{"init", "--dir", dir, "--password-file", pw, "--listen", addr}
+	if o.kms != "" {
+		kmsURI, err := tokenURI(o.kms, work)
+		if err != nil {
+			return err
+		}
+		initArgs = append(initArgs, "--kms", kmsURI)
+	}
+	var pg *privatePG
+	if o.db == "postgres" {
+		fmt.Fprintln(os.Stderr, "starting a private PostgreSQL ...")
+		pg, err = startPrivatePG(work)
+		defer pg.stop()
+		if err != nil {
+			return err
+		}
+		initArgs = append(initArgs, "--db", pg.DSN())
+	}
+	if out, err := exec.Command(caBin, initArgs...).CombinedOutput(); err != nil {
 		return fmt.Errorf("ca init: %v\n%s", err, out)
 	}
 	if o.classical || o.limits == "unlimited" {
@@ -249,17 +292,22 @@ func run(o options) error {
 			return err
 		}
 	}
-	cpu0, err := procCPU(srv.Process.Pid)
+	var db0 time.Duration
+	if pg != nil {
+		if db0, err = pg.cpu(); err != nil {
+			return err
+		}
+	}
+	res, err := measure(o, srv.Process.Pid, &next, sendOne)
 	if err != nil {
 		return err
 	}
-	self0 := selfCPU()
-	lat := make([]time.Duration, o.n)
-	start := time.Now()
-	ok, failed, firstErr := drive(o.c, o.n, &next, o.maxDuration, sendOne, lat)
-	elapsed := time.Since(start)
-	cpu1, _ := procCPU(srv.Process.Pid)
-	self1 := selfCPU()
+	ok, failed := res.OK, res.Failed
+	res.DB = o.db
+	if pg != nil && ok > 0 {
+		db1, _ := pg.cpu()
+		res.DBCPUms = ms(db1-db0) / float64(ok)
+	}
 	var swtpm1 time.Duration
 	if fleet != nil {
 		if fleet.ctx.Err() != nil {
@@ -267,7 +315,82 @@ func run(o options) error {
 		}
 		swtpm1 = fleet.swtpmCPU()
 	}
+	if o.target == "badtoken" {
+		time.Sleep(200 * time.Millisecond) // the last refusals' commits
+		reg1, err := snapshotRegistry(dir)
+		if err != nil {
+			return err
+		}
+		res.Abuse = &abuseFigures{AuditRowsBefore: reg0.auditRows, AuditRowsAfter: reg1.auditRows,
+			RefusalRowsBefore: reg0.refusalRows, RefusalRowsAfter: reg1.refusalRows,
+			RefusalsCounted: reg1.refusalHits - reg0.refusalHits, DBBytesBefore: reg0.dbBytes, DBBytesAfter: reg1.dbBytes,
+			WALBytesBefore: reg0.walBytes, WALBytesAfter: reg1.walBytes}
+	}
+	if fleet != nil {
+		res.TPM = fleet.figures(ok, swtpm1-swtpm0)
+		if res.FirstError == "" {
+			fmt.Fprintf(os.Stderr, "breakdown: device 0 alone, %d enrollments ...\n", breakdownN)
+			if res.TPM.Breakdown, err = fleet.breakdown(breakdownN); err != nil {
+				fmt.Fprintln(os.Stderr, "load:", err)
+			}
+		}
+	}
+	if err := report(o, res); err != nil {
+		return err
+	}
+	if os.Getenv("LOAD_SERVER_LOG") != "" {
+		srv.Process.Signal(syscall.SIGTERM)
+		srv.Wait()
+		fmt.Print(srvLog.String())
+	}
+	if failed > 0 {
+		return fmt.Errorf("%d requests failed", failed)
+	}
+	return nil
+}
 
+// report prints res, as JSON with -json.
+func report(o options, res result) error {
+	if o.jsonOut {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(res)
+	}
+	fmt.Printf("target=%s n=%d c=%d ok=%d failed=%d in %.2fs\n", res.Target, o.n, o.c, res.OK, res.Failed, res.Seconds)
+	fmt.Printf("throughput:        %.0f/s\n", res.PerSecond)
+	fmt.Printf("latency:           p50 %.2f ms, p99 %.2f ms\n", res.P50ms, res.P99ms)
+	fmt.Printf("server CPU per op: %.3f ms   (load tool's own CPU per op: %.3f ms)\n", res.ServerCPUms, res.ClientCPUms)
+	if res.DBCPUms > 0 {
+		fmt.Printf("PostgreSQL CPU/op: %.3f ms   (ca serve + PostgreSQL: %.3f ms)\n", res.DBCPUms, res.ServerCPUms+res.DBCPUms)
+	}
+	fmt.Printf("server max RSS:    %.0f MB\n", res.ServerMaxRSSMB)
+	if res.TPM != nil {
+		printTPM(res.TPM)
+	}
+	if res.Abuse != nil {
+		printAbuse(res.Abuse)
+	}
+	if res.FirstError != "" {
+		fmt.Printf("first error:       %s\n", res.FirstError)
+	}
+	return nil
+}
+
+// measure sends o.n requests (indexes from next) with o.c workers and
+// returns the figures: throughput, latency percentiles, and the CPU time
+// per successful request of the server process pid and of this tool.
+func measure(o options, pid int, next *atomic.Int64, sendOne func(int) error) (result, error) {
+	cpu0, err := procCPU(pid)
+	if err != nil {
+		return result{}, err
+	}
+	self0 := selfCPU()
+	lat := make([]time.Duration, o.n)
+	start := time.Now()
+	ok, failed, firstErr := drive(o.c, o.n, next, o.maxDuration, sendOne, lat)
+	elapsed := time.Since(start)
+	cpu1, _ := procCPU(pid)
+	self1 := selfCPU()
 	res := result{Target: o.target, N: o.n, C: o.c, OK: ok, Failed: failed, Seconds: elapsed.Seconds()}
 	if firstErr != nil {
 		res.FirstError = firstErr.Error()
@@ -284,55 +407,25 @@ func run(o options) error {
 		res.ServerCPUms = ms(cpu1-cpu0) / float64(ok)
 		res.ClientCPUms = ms(self1-self0) / float64(ok)
 	}
-	res.ServerMaxRSSMB = maxRSSMB(srv.Process.Pid)
-	if o.target == "badtoken" {
-		time.Sleep(200 * time.Millisecond) // the last refusals' commits
-		reg1, err := snapshotRegistry(dir)
-		if err != nil {
-			return err
-		}
-		res.Abuse = &abuseFigures{AuditRowsBefore: reg0.auditRows, AuditRowsAfter: reg1.auditRows,
-			RefusalRowsBefore: reg0.refusalRows, RefusalRowsAfter: reg1.refusalRows,
-			RefusalsCounted: reg1.refusalHits - reg0.refusalHits, DBBytesBefore: reg0.dbBytes, DBBytesAfter: reg1.dbBytes,
-			WALBytesBefore: reg0.walBytes, WALBytesAfter: reg1.walBytes}
+	res.ServerMaxRSSMB = maxRSSMB(pid)
+	return res, nil
+}
+
+// tokenURI is the -kms token: a pkcs11: URI as given, or for "softhsm" a
+// new SoftHSM2 token in work, which 'ca init' and 'ca serve' (children of
+// this process) find through $SOFTHSM2_CONF.
+func tokenURI(kms, work string) (string, error) {
+	if kms != "softhsm" {
+		return kms, nil
 	}
-	if fleet != nil {
-		res.TPM = fleet.figures(ok, swtpm1-swtpm0)
-		if firstErr == nil {
-			fmt.Fprintf(os.Stderr, "breakdown: device 0 alone, %d enrollments ...\n", breakdownN)
-			if res.TPM.Breakdown, err = fleet.breakdown(breakdownN); err != nil {
-				fmt.Fprintln(os.Stderr, "load:", err)
-			}
-		}
+	tok, err := softhsmtest.New(filepath.Join(work, "softhsm"), "devpki-load")
+	if err != nil {
+		return "", err
 	}
-	if o.jsonOut {
-		enc := json.NewEncoder(os.Stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(res)
+	if err := os.Setenv("SOFTHSM2_CONF", tok.Conf); err != nil {
+		return "", err
 	}
-	fmt.Printf("target=%s n=%d c=%d ok=%d failed=%d in %.2fs\n", res.Target, o.n, o.c, ok, failed, res.Seconds)
-	fmt.Printf("throughput:        %.0f/s\n", res.PerSecond)
-	fmt.Printf("latency:           p50 %.2f ms, p99 %.2f ms\n", res.P50ms, res.P99ms)
-	fmt.Printf("server CPU per op: %.3f ms   (load tool's own CPU per op: %.3f ms)\n", res.ServerCPUms, res.ClientCPUms)
-	fmt.Printf("server max RSS:    %.0f MB\n", res.ServerMaxRSSMB)
-	if res.TPM != nil {
-		printTPM(res.TPM)
-	}
-	if res.Abuse != nil {
-		printAbuse(res.Abuse)
-	}
-	if firstErr != nil {
-		fmt.Printf("first error:       %v\n", firstErr)
-	}
-	if os.Getenv("LOAD_SERVER_LOG") != "" {
-		srv.Process.Signal(syscall.SIGTERM)
-		srv.Wait()
-		fmt.Print(srvLog.String())
-	}
-	if failed > 0 {
-		return fmt.Errorf("%d requests failed", failed)
-	}
-	return nil
+	return tok.URI(), nil
 }
 
 // drive runs send for indexes taken from next until count are sent or

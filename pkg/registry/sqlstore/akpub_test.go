@@ -14,6 +14,7 @@ import (
 func TestMigrateAKPub(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "registry.db")
 	s := openSQLite(t, path)
+	asLegacy(t, s)
 	if err := s.w.Exec("ALTER TABLE devices DROP COLUMN ak_pub").Error; err != nil {
 		t.Fatal(err)
 	}
@@ -39,6 +40,7 @@ func TestPostgresMigrateAKPub(t *testing.T) {
 	if err := s.r.Raw("SELECT current_schema()").Scan(&schema).Error; err != nil {
 		t.Fatal(err)
 	}
+	asLegacy(t, s)
 	if err := s.w.Exec("ALTER TABLE devices DROP COLUMN ak_pub").Error; err != nil {
 		t.Fatal(err)
 	}

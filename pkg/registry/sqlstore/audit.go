@@ -54,12 +54,11 @@ func (b *batch) appendAudit(ev *registry.AuditEvent) (*registry.AuditEvent, erro
 	// The tenant chain: its head is read and written in this transaction,
 	// which holds the global head, so no other writer interleaves.
 	chain := registry.AuditChain(out.TenantID)
-	out.TenantSeq, out.TenantPrevHash = 0, make([]byte, sha256.Size)
-	err := b.scan(sqlReadTenantHead, []any{chain}, &out.TenantSeq, &out.TenantPrevHash)
-	if err != nil && !errors.Is(err, sql.ErrNoRows) {
-		return nil, fmt.Errorf("sqlstore: read tenant audit head %s: %w", chain, b.s.translateSQL(err))
+	th, err := b.tenantHead(chain)
+	if err != nil {
+		return nil, err
 	}
-	out.TenantSeq++
+	out.TenantSeq, out.TenantPrevHash = th.seq+1, th.hash
 	out.TenantHash = registry.AuditTenantHash(out.TenantPrevHash, &out)
 	_, err = b.exec(sqlInsertAudit,
 		out.Seq, out.Time, out.TenantID, out.Actor, out.Action, out.Target, out.Result, out.Detail, out.SourceAddr,
@@ -67,11 +66,60 @@ func (b *batch) appendAudit(ev *registry.AuditEvent) (*registry.AuditEvent, erro
 	if err != nil {
 		return nil, fmt.Errorf("sqlstore: append audit event %d: %w", out.Seq, b.s.translateSQL(err))
 	}
-	if _, err := b.exec(sqlWriteTenantHead, chain, out.TenantSeq, out.TenantHash); err != nil {
-		return nil, fmt.Errorf("sqlstore: write tenant audit head %s: %w", chain, b.s.translateSQL(err))
-	}
+	b.moveTenantHead(chain, th, out.TenantSeq, out.TenantHash)
 	b.headSeq, b.headHash = out.Seq, out.Hash
 	return &out, nil
+}
+
+// tenantHead is the head of chain in this batch: read from the database
+// the first time the batch appends to it (the transaction holds the global
+// head, so no other writer moves it meanwhile), then kept.
+func (b *batch) tenantHead(chain string) (*tenantHead, error) {
+	if th, ok := b.tenantHeads[chain]; ok {
+		return th, nil
+	}
+	th := &tenantHead{hash: make([]byte, sha256.Size)}
+	err := b.scan(sqlReadTenantHead, []any{chain}, &th.seq, &th.hash)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("sqlstore: read tenant audit head %s: %w", chain, b.s.translateSQL(err))
+	}
+	if b.tenantHeads == nil {
+		b.tenantHeads, b.tenantUndo = map[string]*tenantHead{}, map[string]*tenantHead{}
+	}
+	b.tenantHeads[chain] = th
+	return th, nil
+}
+
+// moveTenantHead advances chain's head to seq and hash, remembering its
+// value before the current op for undoTenantHeads.
+func (b *batch) moveTenantHead(chain string, th *tenantHead, seq int64, hash []byte) {
+	if _, ok := b.tenantUndo[chain]; !ok {
+		prev := *th
+		b.tenantUndo[chain] = &prev
+	}
+	th.seq, th.hash, th.dirty = seq, hash, true
+}
+
+// undoTenantHeads puts back the heads the failed op moved (its savepoint
+// was rolled back, its events with it).
+func (b *batch) undoTenantHeads() {
+	for chain, prev := range b.tenantUndo {
+		*b.tenantHeads[chain] = *prev
+	}
+	clear(b.tenantUndo)
+}
+
+// storeTenantHeads writes the heads the batch moved, once each.
+func (b *batch) storeTenantHeads() error {
+	for chain, th := range b.tenantHeads {
+		if !th.dirty {
+			continue
+		}
+		if _, err := b.exec(sqlWriteTenantHead, chain, th.seq, th.hash); err != nil {
+			return fmt.Errorf("sqlstore: write tenant audit head %s: %w", chain, b.s.translateSQL(err))
+		}
+	}
+	return nil
 }
 
 // copyAudit writes the store-assigned fields back into the caller's event.

@@ -47,6 +47,7 @@ func TestAuditUpgrade(t *testing.T) {
 // and writes events the way that code did (raw SQL, global chain only).
 func seedOldAudit(t *testing.T, s *Store) {
 	t.Helper()
+	asLegacy(t, s)
 	for _, q := range []string{
 		"DROP TABLE audit_tenant_heads",
 		"ALTER TABLE audit_events DROP COLUMN tenant_seq",

@@ -43,6 +43,19 @@ type batch struct {
 	tx       *sql.Tx // the batch's transaction; hot statements run on it directly
 	headSeq  int64
 	headHash []byte
+	// tenantHeads are the tenant chain heads this batch read or moved,
+	// written once each before it commits (storeTenantHeads); tenantUndo
+	// holds their values before the current op, restored if it fails.
+	tenantHeads map[string]*tenantHead
+	tenantUndo  map[string]*tenantHead
+}
+
+// tenantHead is one tenant chain's head in a batch; dirty when an event of
+// the batch moved it.
+type tenantHead struct {
+	seq   int64
+	hash  []byte
+	dirty bool
 }
 
 // ErrClosed is returned by writes made after Close.
@@ -195,6 +208,7 @@ func (s *Store) runBatch(queued []*op) {
 			return
 		}
 		seq, hash := b.headSeq, b.headHash
+		clear(b.tenantUndo)
 		err := o.fn(tx, b)
 		if err == nil {
 			if _, err = b.exec("RELEASE SAVEPOINT op"); err == nil {
@@ -204,6 +218,7 @@ func (s *Store) runBatch(queued []*op) {
 		}
 		errs[i] = err
 		b.headSeq, b.headHash = seq, hash
+		b.undoTenantHeads()
 		if isUnavailable(err) {
 			// The database cannot write (SQLite may even have rolled the
 			// transaction back by itself): the batch cannot commit.
@@ -237,6 +252,11 @@ func (s *Store) runBatch(queued []*op) {
 			fail(err)
 			return
 		}
+	}
+	if err := b.storeTenantHeads(); err != nil {
+		sqlTx.Rollback()
+		fail(err)
+		return
 	}
 	if err := sqlTx.Commit(); err != nil {
 		err = fmt.Errorf("sqlstore: commit: %w", translate(err))

@@ -37,31 +37,13 @@ const (
 	sqlRevokedPartitions = "SELECT DISTINCT crl_partition FROM certificates WHERE device_id = ? AND status IN (?, ?)"
 )
 
-// crlIndexes are the partial indexes CRLs are read by: the revoked
-// certificates, in serial order, for the full CRL and for one partition,
-// each covering what a CRL entry needs, so that a build reads the index
-// alone (no lookup per row in a table of a million certificates). They
-// hold only revoked rows: enrolling an active certificate touches
-// neither. The literal is registry.CertRevoked (DDL takes no parameters,
-// and the queries name it literally so that both planners see the index
-// applies: sqlRevokedWhere).
-var crlIndexes = []string{
-	"CREATE INDEX IF NOT EXISTS idx_certificates_revoked ON certificates (serial, revoked_at, revocation_reason, not_after) WHERE status = 'revoked'",
-	"CREATE INDEX IF NOT EXISTS idx_certificates_revoked_partition ON certificates (crl_partition, serial, revoked_at, revocation_reason, not_after) WHERE status = 'revoked'",
-}
-
-// sqlRevokedWhere selects revoked certificates the way crlIndexes do.
+// sqlRevokedWhere selects revoked certificates the way the partial
+// covering indexes CRL builds read do (idx_certificates_revoked and
+// idx_certificates_revoked_partition, migration 00002_crl_partitions: the
+// revoked rows only, in serial order, with what a CRL entry needs, so a
+// build reads the index alone). The status is a literal so that both
+// planners see the index applies.
 const sqlRevokedWhere = "status = 'revoked'"
-
-// migrateCRLPartitions makes crlIndexes.
-func migrateCRLPartitions(db *gorm.DB) error {
-	for _, q := range crlIndexes {
-		if err := db.Exec(q).Error; err != nil {
-			return fmt.Errorf("sqlstore: migrate: CRL indexes: %w", translate(err))
-		}
-	}
-	return nil
-}
 
 // bumpCRLRevisions records, in the revoking transaction, that the full CRL
 // and the partitions parts changed. It runs after the audit append, so a

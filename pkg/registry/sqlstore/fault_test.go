@@ -1,11 +1,14 @@
 package sqlstore
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"strings"
 	"sync"
 	"testing"
+
+	"gorm.io/gorm"
 
 	"devpki/pkg/registry"
 )
@@ -273,5 +276,60 @@ func TestCancelWhileQueued(t *testing.T) {
 	}
 	if got, _ := s.GetToken(bg, tok); got.UsesLeft != 1 {
 		t.Errorf("cancelled enrollment spent the token: %d uses left", got.UsesLeft)
+	}
+}
+
+// TestFailedOpUndoesTenantHead: an op of a batch that appended an audit
+// event and then failed leaves the batch's tenant chain head where it was,
+// so the next event of that tenant in the same batch links to the last
+// committed one, and the stored head is that event's.
+func TestFailedOpUndoesTenantHead(t *testing.T) {
+	s := newSQLite(t)
+	ctx := context.Background()
+	ev := func(action string) *registry.AuditEvent {
+		return &registry.AuditEvent{TenantID: registry.DefaultTenant, Actor: "system", Action: action}
+	}
+	boom := errors.New("boom after the audit event")
+	release := blockCommitter(t, s, nil)
+	b0, _ := s.BatchStats()
+	errs := make([]error, 3)
+	var wg sync.WaitGroup
+	for i, fn := range []func() error{
+		func() error { return s.AppendAudit(ctx, ev("first")) },
+		func() error {
+			return s.write(ctx, func(_ *gorm.DB, b *batch) error {
+				if _, err := b.appendAudit(ev("failing")); err != nil {
+					return err
+				}
+				return boom
+			})
+		},
+		func() error { return s.AppendAudit(ctx, ev("last")) },
+	} {
+		wg.Add(1)
+		go func() { defer wg.Done(); errs[i] = fn() }()
+	}
+	waitQueued(t, s, 3)
+	release()
+	wg.Wait()
+	if b1, _ := s.BatchStats(); b1-b0 != 1 {
+		t.Fatalf("the ops ran in %d batches, want 1", b1-b0)
+	}
+	if errs[0] != nil || !errors.Is(errs[1], boom) || errs[2] != nil {
+		t.Fatalf("results %v", errs)
+	}
+	if err := s.VerifyAudit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var head auditTenantHeadRow
+	if err := s.r.Where("tenant_id = ?", registry.AuditChain(registry.DefaultTenant)).Take(&head).Error; err != nil {
+		t.Fatal(err)
+	}
+	var last auditRow
+	if err := s.r.Where("tenant_id = ?", registry.DefaultTenant).Order("seq DESC").Take(&last).Error; err != nil {
+		t.Fatal(err)
+	}
+	if last.Action == "failing" || head.Seq != last.TenantSeq || !bytes.Equal(head.Hash, last.TenantHash) {
+		t.Fatalf("tenant head %d %x, last event %q %d %x", head.Seq, head.Hash, last.Action, last.TenantSeq, last.TenantHash)
 	}
 }

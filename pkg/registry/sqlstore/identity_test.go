@@ -16,6 +16,7 @@ import (
 func oldSchemaDB(t *testing.T, path string, devs ...[4]string) {
 	t.Helper()
 	s := openSQLite(t, path)
+	asLegacy(t, s)
 	for _, q := range []string{"DROP INDEX ux_devices_tenant_serial_folded", "DROP TABLE device_macs",
 		"ALTER TABLE devices DROP COLUMN serial_folded"} {
 		if err := s.w.Exec(q).Error; err != nil {

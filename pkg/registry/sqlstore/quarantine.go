@@ -86,7 +86,7 @@ const (
 // guarantee: an operator revokes the clones and clears their ek_hash
 // (UPDATE devices SET ek_hash = ” WHERE id = ...) and opens again.
 func migrateQuarantine(db *gorm.DB) error {
-	if err := db.AutoMigrate(&quarantineRow{}); err != nil {
+	if err := db.AutoMigrate(&legacyQuarantineRow{}); err != nil {
 		return fmt.Errorf("sqlstore: migrate quarantine: %w", err)
 	}
 	if err := db.Exec(sqlIndexHeldClaim).Error; err != nil {

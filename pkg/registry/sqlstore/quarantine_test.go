@@ -20,6 +20,7 @@ func TestMigrateEKIndex(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "registry.db")
 	s := openSQLite(t, path)
 	// Back to the old schema.
+	asLegacy(t, s)
 	for _, q := range []string{"DROP INDEX ux_devices_ek_hash", "DROP TABLE device_quarantine",
 		"DROP INDEX ux_devices_tenant_serial_folded", "DROP TABLE device_macs", "ALTER TABLE devices DROP COLUMN serial_folded"} {
 		if err := s.w.Exec(q).Error; err != nil {
@@ -44,6 +45,7 @@ func TestMigrateEKIndex(t *testing.T) {
 	if n := s.indexCount(t, "ux_devices_ek_hash"); n != 1 {
 		t.Fatalf("EK index after migration: %d", n)
 	}
+	asLegacy(t, s)
 	s.w.Exec("DROP INDEX ux_devices_ek_hash")
 	s.w.Exec("DROP INDEX ux_devices_tenant_serial_folded")
 	s.w.Exec("ALTER TABLE devices DROP COLUMN serial_folded")
@@ -119,6 +121,7 @@ func TestPostgresReplicasEKRace(t *testing.T) {
 func TestMigrateQuarantineRelease(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "registry.db")
 	s := openSQLite(t, path)
+	asLegacy(t, s)
 	for _, q := range []string{
 		"ALTER TABLE device_quarantine DROP COLUMN conflict_ek_hash",
 		"ALTER TABLE device_quarantine DROP COLUMN released_by",

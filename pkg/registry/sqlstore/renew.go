@@ -2,6 +2,7 @@ package sqlstore
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"time"
@@ -25,40 +26,29 @@ func (s *Store) Renew(ctx context.Context, r *registry.Renewal) error {
 	cert.Status = string(registry.CertActive)
 	err := s.writeAudited(ctx, r.Audit, func(_ *gorm.DB, b *batch) error {
 		now := ts(s.now())
-		var kind, tenantID, status string
+		// The guards are the updates' own conditions: the old certificate
+		// is an active device certificate, its device active and not told
+		// to re-key when the key stays. Only when one matches nothing are
+		// the rows read, to say why.
 		var deviceID *string
-		if err := b.scan(sqlReadRenewedCert, []any{r.OldSerial}, &kind, &deviceID, &tenantID, &status); err != nil {
-			return fmt.Errorf("sqlstore: renew %s: %w", r.OldSerial, s.translateSQL(err))
+		var tenantID string
+		err := b.scan(sqlSupersedeRenewed, []any{string(registry.CertSuperseded), r.OldSerial, string(registry.CertActive),
+			string(registry.KindDevice)}, &deviceID, &tenantID)
+		if err != nil {
+			return s.whyNotRenewable(b, r, err, false)
 		}
-		if kind != string(registry.KindDevice) || deviceID == nil || status != string(registry.CertActive) {
-			return fmt.Errorf("%w: certificate %s is %s %s", registry.ErrNotRenewable, r.OldSerial, status, kind)
-		}
-		var devStatus string
-		var rekey bool
-		if err := b.scan(sqlReadRenewingDevice, []any{*deviceID}, &devStatus, &rekey); err != nil {
+		res, err := b.exec(sqlTouchRenewingDevice, false, now, *deviceID, string(registry.DeviceActive), r.SameKey)
+		if err != nil {
 			return fmt.Errorf("sqlstore: renew %s: device: %w", r.OldSerial, s.translateSQL(err))
 		}
-		if devStatus != string(registry.DeviceActive) {
-			return fmt.Errorf("%w: device %s is %s", registry.ErrDeviceNotActive, *deviceID, devStatus)
-		}
-		if rekey && r.SameKey {
-			return fmt.Errorf("%w: device %s", registry.ErrRekeyRequired, *deviceID)
+		if n, _ := res.RowsAffected(); n != 1 {
+			return s.whyNotRenewable(b, r, nil, true)
 		}
 		cert.DeviceID, cert.TenantID, cert.CreatedAt = deviceID, tenantID, now
 		if _, err := b.exec(sqlInsertCertificate,
 			cert.Serial, cert.Kind, cert.DeviceID, cert.TenantID, cert.Subject, cert.SANs, cert.NotBefore, cert.NotAfter, cert.DER,
 			cert.Status, cert.RevokedAt, cert.RevocationReason, cert.ReplacesSerial, cert.KeySHA256, nil, cert.CRLPartition, cert.CreatedAt); err != nil {
 			return fmt.Errorf("sqlstore: renew %s: insert certificate %s: %w", r.OldSerial, cert.Serial, s.translateSQL(err))
-		}
-		res, err := b.exec(sqlSupersede, string(registry.CertSuperseded), r.OldSerial, string(registry.CertActive))
-		if err != nil {
-			return fmt.Errorf("sqlstore: renew %s: supersede: %w", r.OldSerial, s.translateSQL(err))
-		}
-		if n, _ := res.RowsAffected(); n != 1 {
-			return fmt.Errorf("sqlstore: renew %s: supersede: %w", r.OldSerial, registry.ErrConflict)
-		}
-		if _, err := b.exec(sqlTouchRenewedDevice, false, now, *deviceID); err != nil {
-			return fmt.Errorf("sqlstore: renew %s: device: %w", r.OldSerial, s.translateSQL(err))
 		}
 		return nil
 	})
@@ -69,6 +59,36 @@ func (s *Store) Renew(ctx context.Context, r *registry.Renewal) error {
 	r.Certificate.DeviceID, r.Certificate.TenantID = *cert.DeviceID, cert.TenantID
 	r.Certificate.Kind, r.Certificate.CreatedAt = registry.CertKind(cert.Kind), cert.CreatedAt
 	return nil
+}
+
+// whyNotRenewable reads the old certificate and its device to say why a
+// renewal's guarded updates matched nothing: the supersede (updErr is its
+// error, if it failed otherwise than by matching no row) or, when
+// superseded is set, the device's.
+func (s *Store) whyNotRenewable(b *batch, r *registry.Renewal, updErr error, superseded bool) error {
+	if updErr != nil && !errors.Is(updErr, sql.ErrNoRows) {
+		return fmt.Errorf("sqlstore: renew %s: supersede: %w", r.OldSerial, s.translateSQL(updErr))
+	}
+	var kind, tenantID, status string
+	var deviceID *string
+	if err := b.scan(sqlReadRenewedCert, []any{r.OldSerial}, &kind, &deviceID, &tenantID, &status); err != nil {
+		return fmt.Errorf("sqlstore: renew %s: %w", r.OldSerial, s.translateSQL(err))
+	}
+	if kind != string(registry.KindDevice) || deviceID == nil || !superseded && status != string(registry.CertActive) {
+		return fmt.Errorf("%w: certificate %s is %s %s", registry.ErrNotRenewable, r.OldSerial, status, kind)
+	}
+	var devStatus string
+	var rekey bool
+	if err := b.scan(sqlReadRenewingDevice, []any{*deviceID}, &devStatus, &rekey); err != nil {
+		return fmt.Errorf("sqlstore: renew %s: device: %w", r.OldSerial, s.translateSQL(err))
+	}
+	switch {
+	case devStatus != string(registry.DeviceActive):
+		return fmt.Errorf("%w: device %s is %s", registry.ErrDeviceNotActive, *deviceID, devStatus)
+	case rekey && r.SameKey:
+		return fmt.Errorf("%w: device %s", registry.ErrRekeyRequired, *deviceID)
+	}
+	return fmt.Errorf("sqlstore: renew %s: %w", r.OldSerial, registry.ErrConflict)
 }
 
 // GetReplacement implements registry.Store.

@@ -27,7 +27,7 @@ var hotStatements = []string{
 	sqlReadHead, sqlReadHeadLocked, sqlWriteHead, sqlInsertAudit, sqlReadTenantHead, sqlWriteTenantHead,
 	sqlBumpRefusal, sqlInsertRefusal, sqlTrimRefusals,
 	sqlReadToken, sqlInsertDevice, sqlSpendToken, sqlInsertCertificate, sqlClaimMAC,
-	sqlReadRenewedCert, sqlReadRenewingDevice, sqlSupersede, sqlTouchRenewedDevice,
+	sqlReadRenewedCert, sqlReadRenewingDevice, sqlSupersedeRenewed, sqlTouchRenewingDevice,
 }
 
 func (c *stmtCache) prepare(ctx context.Context, s *Store) error {
@@ -121,8 +121,13 @@ const (
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	sqlReadRenewedCert    = "SELECT kind, device_id, tenant_id, status FROM certificates WHERE serial = ?"
 	sqlReadRenewingDevice = "SELECT status, rekey_required FROM devices WHERE id = ?"
-	sqlSupersede          = "UPDATE certificates SET status = ? WHERE serial = ? AND status = ?"
-	// A renewal that got this far satisfies any rotate: same-key renewals of
-	// a device told to re-key are refused before it runs.
-	sqlTouchRenewedDevice = "UPDATE devices SET rekey_required = ?, rekey_deadline = NULL, updated_at = ? WHERE id = ?"
+	// A renewal supersedes an active device certificate, and learns its
+	// device and tenant from it.
+	sqlSupersedeRenewed = `UPDATE certificates SET status = ? WHERE serial = ? AND status = ? AND kind = ? AND device_id IS NOT NULL
+		RETURNING device_id, tenant_id`
+	// A renewal satisfies any rotate: it may go on only for an active device
+	// that is not told to re-key, unless the key changes (the last
+	// parameter is Renewal.SameKey).
+	sqlTouchRenewingDevice = `UPDATE devices SET rekey_required = ?, rekey_deadline = NULL, updated_at = ?
+		WHERE id = ? AND status = ? AND NOT (rekey_required AND ?)`
 )

@@ -349,3 +349,22 @@ func TestNewDatabaseFileIsPrivate(t *testing.T) {
 		}
 	}
 }
+
+// asLegacy makes s's registry one from before versioned migrations, which
+// had no version table, so that the next Open takes the legacy path (the
+// callers then turn the schema further back).
+func asLegacy(t testing.TB, s *Store) {
+	t.Helper()
+	// Undo what the migrations after the baseline added: a registry from
+	// before versioned migrations has the baseline schema.
+	p, err := newProvider(s.driver, s.wsql)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.DownTo(context.Background(), BaselineVersion); err != nil {
+		t.Fatalf("migrate down to the baseline: %v", err)
+	}
+	if err := s.w.Exec("DROP TABLE " + VersionTable).Error; err != nil {
+		t.Fatalf("drop %s: %v", VersionTable, err)
+	}
+}

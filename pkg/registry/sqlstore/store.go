@@ -9,12 +9,13 @@ package sqlstore
 
 import (
 	"context"
-	"crypto/sha256"
 	"database/sql"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -64,6 +65,11 @@ type Options struct {
 	// MaxRefusals caps the stored anonymous-refusal aggregates
 	// (RecordRefusal); 0 means registry.DefaultMaxRefusals.
 	MaxRefusals int
+	// Migrate says what to do with a schema that is behind this binary's
+	// (migrate.go); the zero value, MigrateAuto, migrates.
+	Migrate MigrateMode
+	// OnMigration, when set, is called after each migration Open applies.
+	OnMigration func(AppliedMigration)
 }
 
 // DefaultLinger is the group-commit wait used when Options.Linger is 0.
@@ -94,11 +100,12 @@ type Store struct {
 	sharedPool bool      // s.r shares s.w's pool (PostgreSQL)
 
 	ready readiness // see Ready
+	reads readStmts // prepared hot lookups on the read pool (reads.go)
 }
 
 var _ registry.Store = (*Store)(nil)
 
-// Open connects, migrates the schema, creates the default tenant and the
+// Open connects, migrates the schema (or refuses, see Options.Migrate), creates the default tenant and the
 // audit chain head if missing, and starts the committer.
 func Open(ctx context.Context, opts Options) (*Store, error) {
 	if opts.DSN == "" {
@@ -147,6 +154,11 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	var err error
 	switch s.driver {
 	case DriverSQLite:
+		if path := sqlitePath(opts.DSN); opts.Migrate == MigrateNever && path != ":memory:" {
+			if _, err := os.Stat(path); err != nil {
+				return nil, fmt.Errorf("%w: no registry at %s: %w", ErrSchemaOutdated, path, err)
+			}
+		}
 		if err := createPrivate(opts.DSN); err != nil {
 			return nil, err
 		}
@@ -158,7 +170,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 			return nil, err
 		}
 		// Migrate before the readers open so the file exists in WAL mode.
-		if err := s.migrate(ctx); err != nil {
+		if err := s.migrate(ctx, opts.Migrate, opts.OnMigration); err != nil {
 			closeDB(s.w)
 			return nil, err
 		}
@@ -172,14 +184,14 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 			return nil, err
 		}
 	case DriverPostgres:
-		s.w, err = gorm.Open(postgres.Open(opts.DSN), cfg(false))
+		s.w, err = gorm.Open(postgres.Open(withConnectTimeout(opts.DSN)), cfg(false))
 		if err != nil {
 			return nil, fmt.Errorf("sqlstore: open postgres: %w", err)
 		}
 		if err := setPool(s.w, readConns+1); err != nil {
 			return nil, err
 		}
-		if err := s.migrate(ctx); err != nil {
+		if err := s.migrate(ctx, opts.Migrate, opts.OnMigration); err != nil {
 			closeDB(s.w)
 			return nil, err
 		}
@@ -218,8 +230,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 // hashes and the audit log); SQLite gives its -wal and -shm files the same
 // mode. An existing file is left as it is.
 func createPrivate(dsn string) error {
-	path, _, _ := strings.Cut(dsn, "?")
-	path = strings.TrimPrefix(path, "file:")
+	path := sqlitePath(dsn)
 	if path == "" || path == ":memory:" {
 		return nil
 	}
@@ -228,6 +239,38 @@ func createPrivate(dsn string) error {
 		return fmt.Errorf("sqlstore: create %s: %w", path, err)
 	}
 	return f.Close()
+}
+
+// PostgresConnectTimeout bounds each PostgreSQL connection attempt when the
+// DSN (and $PGCONNECT_TIMEOUT) sets no connect_timeout, so that a request
+// meeting an unreachable server (a dead host, a dropped SYN) fails as store
+// unavailable well within its own timeout instead of waiting out TCP.
+const PostgresConnectTimeout = 5 * time.Second
+
+// withConnectTimeout adds connect_timeout to a PostgreSQL DSN (URL or
+// key=value) that has none.
+func withConnectTimeout(dsn string) string {
+	if strings.Contains(dsn, "connect_timeout") || os.Getenv("PGCONNECT_TIMEOUT") != "" {
+		return dsn
+	}
+	secs := strconv.Itoa(int(PostgresConnectTimeout / time.Second))
+	if strings.Contains(dsn, "://") {
+		u, err := url.Parse(dsn)
+		if err != nil {
+			return dsn // pgx reports the parse error
+		}
+		q := u.Query()
+		q.Set("connect_timeout", secs)
+		u.RawQuery = q.Encode()
+		return u.String()
+	}
+	return strings.TrimSpace(dsn + " connect_timeout=" + secs)
+}
+
+// sqlitePath is the file a SQLite DSN names.
+func sqlitePath(dsn string) string {
+	path, _, _ := strings.Cut(dsn, "?")
+	return strings.TrimPrefix(path, "file:")
 }
 
 // sqliteDSN adds the mattn pragmas: the writer gets WAL, synchronous=FULL
@@ -269,58 +312,6 @@ func closeDB(db *gorm.DB) error {
 	return sqlDB.Close()
 }
 
-func (s *Store) migrate(ctx context.Context) error {
-	db := s.w.WithContext(ctx)
-	// A registry from before super-admins: its admins were all made by
-	// 'ca init' (nothing else could make one), which now makes a
-	// super-admin.
-	upgradeAdmins := db.Migrator().HasTable(&adminRow{}) && !db.Migrator().HasColumn(&adminRow{}, "super")
-	if err := db.AutoMigrate(allModels()...); err != nil {
-		return fmt.Errorf("sqlstore: migrate: %w", err)
-	}
-	if upgradeAdmins {
-		if err := migrateSuperAdmins(db); err != nil {
-			return err
-		}
-	}
-	if err := migrateQuarantine(db); err != nil {
-		return err
-	}
-	if err := migrateHeartbeat(db); err != nil {
-		return err
-	}
-	if err := migrateIdentity(db); err != nil {
-		return err
-	}
-	if err := migrateTPMRootKind(db); err != nil {
-		return err
-	}
-	if err := migrateCRLPartitions(db); err != nil {
-		return err
-	}
-	if err := s.migrateAuditTenants(ctx); err != nil {
-		return err
-	}
-	now := ts(s.now())
-	err := db.Clauses(clause.OnConflict{DoNothing: true}).Create(&tenantRow{
-		ID: registry.DefaultTenant, Name: registry.DefaultTenant, CreatedAt: now,
-	}).Error
-	if err != nil {
-		return fmt.Errorf("sqlstore: create default tenant: %w", translate(err))
-	}
-	err = db.Clauses(clause.OnConflict{DoNothing: true}).Create(&auditHeadRow{
-		ID: 1, Seq: 0, Hash: make([]byte, sha256.Size),
-	}).Error
-	if err != nil {
-		return fmt.Errorf("sqlstore: create audit head: %w", translate(err))
-	}
-	err = db.Clauses(clause.OnConflict{DoNothing: true}).Create(&crlCounterRow{ID: 1}).Error
-	if err != nil {
-		return fmt.Errorf("sqlstore: create CRL counter: %w", translate(err))
-	}
-	return nil
-}
-
 // Close stops accepting writes, lets the committer finish every write already
 // queued, and closes the connections. Calling it again is a no-op.
 func (s *Store) Close() error {
@@ -338,6 +329,7 @@ func (s *Store) Close() error {
 
 func (s *Store) closeAll() error {
 	s.stmts.closeAll()
+	s.closeReads()
 	err := closeDB(s.w)
 	if s.r != nil && !s.sharedPool {
 		err = errors.Join(err, closeDB(s.r))
@@ -470,7 +462,7 @@ func (s *Store) GetToken(ctx context.Context, hash []byte) (*registry.Token, err
 // GetDevice implements registry.Store.
 func (s *Store) GetDevice(ctx context.Context, id string) (*registry.Device, error) {
 	var r deviceRow
-	if err := s.get(ctx, "device "+id, &r, "id = ?", id); err != nil {
+	if err := s.readRow(ctx, "device "+id, sqlGetDevice, r.scanDest(), id); err != nil {
 		return nil, err
 	}
 	return r.domain(), nil
@@ -508,7 +500,7 @@ func (s *Store) RecordCertificate(ctx context.Context, c *registry.Certificate, 
 // GetCertificate implements registry.Store.
 func (s *Store) GetCertificate(ctx context.Context, serial string) (*registry.Certificate, error) {
 	var r certificateRow
-	if err := s.get(ctx, "certificate "+serial, &r, "serial = ?", serial); err != nil {
+	if err := s.readRow(ctx, "certificate "+serial, sqlGetCertificate, r.scanDest(), serial); err != nil {
 		return nil, err
 	}
 	return r.domain(), nil

@@ -16,6 +16,7 @@ import (
 func TestMigrateSuperAdmins(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "registry.db")
 	s := openSQLite(t, path)
+	asLegacy(t, s)
 	if err := s.w.Exec("ALTER TABLE admins DROP COLUMN super").Error; err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 func TestMigrateTPMRootKind(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "registry.db")
 	s := openSQLite(t, path)
+	asLegacy(t, s)
 	if err := s.w.Exec("ALTER TABLE tpm_roots DROP COLUMN kind").Error; err != nil {
 		t.Fatal(err)
 	}
@@ -36,6 +37,7 @@ func TestPostgresMigrateTPMRootKind(t *testing.T) {
 	if err := s.r.Raw("SELECT current_schema()").Scan(&schema).Error; err != nil {
 		t.Fatal(err)
 	}
+	asLegacy(t, s)
 	if err := s.w.Exec("ALTER TABLE tpm_roots DROP COLUMN kind").Error; err != nil {
 		t.Fatal(err)
 	}

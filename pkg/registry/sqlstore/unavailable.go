@@ -61,6 +61,12 @@ func isUnavailable(err error) bool {
 	if errors.As(err, &ce) {
 		return true
 	}
+	// A connection PostgreSQL closed (a restart, a failover, an idle
+	// timeout), a statement that never reached the server, or a network
+	// timeout: the next connection may well succeed.
+	if errors.Is(err, pgconn.ErrConnClosed) || pgconn.SafeToRetry(err) || pgconn.Timeout(err) {
+		return true
+	}
 	if errors.Is(err, driver.ErrBadConn) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
 		return true
 	}
@@ -177,7 +183,7 @@ type heartbeatRow struct {
 func (heartbeatRow) TableName() string { return "heartbeat" }
 
 func migrateHeartbeat(db *gorm.DB) error {
-	if err := db.AutoMigrate(&heartbeatRow{}); err != nil {
+	if err := db.AutoMigrate(&legacyHeartbeatRow{}); err != nil {
 		return fmt.Errorf("sqlstore: migrate heartbeat: %w", err)
 	}
 	if err := db.Clauses(clause.OnConflict{DoNothing: true}).Create(&heartbeatRow{ID: 1}).Error; err != nil {

@@ -52,6 +52,8 @@ func TestUnavailableTranslation(t *testing.T) {
 		{"pg unique", pgErr("23505"), false},
 		{"pg serialization", pgErr("40001"), false},
 		{"pg syntax", pgErr("42601"), false},
+		{"pg conn closed", fmt.Errorf("x: %w", pgconn.ErrConnClosed), true},
+		{"pg connect error", &pgconn.ConnectError{}, true},
 		{"bad conn", fmt.Errorf("x: %w", driver.ErrBadConn), true},
 		{"connection refused", &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}, true},
 		{"connection reset", fmt.Errorf("read: %w", syscall.ECONNRESET), true},
@@ -314,4 +316,20 @@ func forgetLastFailure(s *Store) {
 	s.ready.mu.Lock()
 	s.ready.lastAt = time.Time{}
 	s.ready.mu.Unlock()
+}
+
+// TestConnectTimeout: a PostgreSQL DSN without connect_timeout gets one,
+// in either form; one that sets it keeps its own.
+func TestConnectTimeout(t *testing.T) {
+	t.Setenv("PGCONNECT_TIMEOUT", "")
+	for in, want := range map[string]string{
+		"host=db user=ca dbname=devpki":               "host=db user=ca dbname=devpki connect_timeout=5",
+		"host=db connect_timeout=30":                  "host=db connect_timeout=30",
+		"postgres://ca@db/devpki?sslmode=require":     "postgres://ca@db/devpki?connect_timeout=5&sslmode=require",
+		"postgresql://ca@db/devpki?connect_timeout=1": "postgresql://ca@db/devpki?connect_timeout=1",
+	} {
+		if got := withConnectTimeout(in); got != want {
+			t.Errorf("withConnectTimeout(%q) = %q, want %q", in, got, want)
+		}
+	}
 }
