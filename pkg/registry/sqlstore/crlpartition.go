@@ -29,7 +29,12 @@ const (
 	sqlBumpRevision     = "UPDATE crl_counter SET revision = revision + 1 WHERE id = 1"
 	sqlBumpPartRevision = `INSERT INTO crl_partitions (part, number, revision) VALUES (?, 0, 1)
 		ON CONFLICT (part) DO UPDATE SET revision = crl_partitions.revision + 1`
-	sqlNextPartNumber = `INSERT INTO crl_partitions (part, number, revision) VALUES (?, 1, 0)
+	// A partition's first number is one above the full CRL's counter: a
+	// registry restored from a backup has that counter raised ('ca
+	// restore'), so a partition first published after the backup was taken
+	// does not number from 1 again.
+	sqlNextPartNumber = `INSERT INTO crl_partitions (part, number, revision)
+		VALUES (?, (SELECT number FROM crl_counter WHERE id = 1) + 1, 0)
 		ON CONFLICT (part) DO UPDATE SET number = crl_partitions.number + 1 RETURNING number`
 	sqlReadRevisions = "SELECT 0, revision FROM crl_counter WHERE id = 1 UNION ALL SELECT part, revision FROM crl_partitions"
 	// sqlRevokedPartitions names the partitions of the certificates a
