@@ -1,10 +1,14 @@
 package api
 
 import (
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
+
+	"devpki/pkg/pki"
+	"devpki/pkg/provision"
 
 	"github.com/labstack/echo/v4"
 )
@@ -21,6 +25,8 @@ func (s *Server) routesCRL(e *echo.Echo) {
 	e.HEAD("/crl", s.getCRL)
 	e.GET("/crl/:kid", s.getIssuerCRL)
 	e.HEAD("/crl/:kid", s.getIssuerCRL)
+	e.GET("/crl/p/:n", s.getPartitionCRL)
+	e.HEAD("/crl/p/:n", s.getPartitionCRL)
 }
 
 // getCRL is GET /crl: the current DER CRL from memory, with cache headers
@@ -32,6 +38,27 @@ func (s *Server) getCRL(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	return s.serveCRL(c, crl)
+}
+
+// getPartitionCRL is GET /crl/p/<n>: partition n's CRL (RFC 5280 §5.2.5),
+// the one a certificate whose CRL distribution point names this URL is
+// checked against, with the cache headers of /crl. A partition that is
+// not a number from 1 to pki.MaxCRLPartitions (or a CA without partitions)
+// is 404 not-found, saying so.
+func (s *Server) getPartitionCRL(c echo.Context) error {
+	n, err := pki.ParseCRLPartition(c.Param("n"))
+	if err != nil {
+		return fmt.Errorf("%w: %w", provision.ErrNoCRLPartition, err)
+	}
+	crl, err := s.cfg.Revocation.PartitionCRL(c.Request().Context(), n)
+	if err != nil {
+		return err
+	}
+	return s.serveCRL(c, crl)
+}
+
+func (s *Server) serveCRL(c echo.Context, crl *provision.CRL) error {
 	now := s.cfg.Now()
 	cacheFor(c.Response().Header(), now, crl.ThisUpdate, s.cfg.Revocation.MaxAge(crl.NextUpdate, now), crl.ETag, false)
 	if etagMatch(c.Request().Header.Get("If-None-Match"), crl.ETag) {

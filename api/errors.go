@@ -113,6 +113,8 @@ func classify(err error) (status int, slug, title string, public bool) {
 		return http.StatusForbidden, wire.SlugTenantPolicy, "Refused by the tenant's policy", true
 	case errors.Is(err, provision.ErrTPMCertifyRequired):
 		return http.StatusForbidden, wire.SlugTPMCertifyRequired, "TPM certification of the new key required", true
+	case errors.Is(err, provision.ErrNoCRLPartition):
+		return http.StatusNotFound, wire.SlugNotFound, "No such CRL partition", true
 	case errors.Is(err, provision.ErrTPMDisabled):
 		return http.StatusNotFound, wire.SlugTPMDisabled, "TPM attestation enrollment is not enabled", true
 	case errors.Is(err, verify.ErrEKUntrusted):

@@ -16,7 +16,8 @@ const PublicMaxBodyBytes = 8 << 10
 // /ocsp/<url-encoded base64 request>, RFC 6960 appendix A), and the CA
 // certificates (/v1/ca/roots and /v1/ca/chain as PEM, /ca.crt as DER for
 // AIA caIssuers). Every other path is 404: nothing that authenticates or
-// changes state is served in the clear. The handlers are those of New. Root,
+// changes state is served in the clear. Partition CRLs are at
+// /crl/p/<n>. The handlers are those of New. Root,
 // Chain and Revocation are required; Log and Now as for New; the other
 // fields are unused.
 func NewPublic(cfg Config) (*echo.Echo, error) {

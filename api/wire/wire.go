@@ -286,7 +286,9 @@ type RevokeResponse struct {
 	AlreadyRevoked bool                 `json:"already_revoked"`
 	Certificates   []RevokedCertificate `json:"certificates"` // revoked by this call (or, repeated, the certificate as it is)
 	// CRLNumber is the number of a CRL published after the revocation that
-	// lists it; 0 when that rebuild failed (the CA retries on its schedule).
+	// lists it — the partition CRL the (first) certificate names in its CRL
+	// distribution point, or the full /crl for a certificate that names it —
+	// 0 when that rebuild failed (the CA retries on its schedule).
 	CRLNumber int64 `json:"crl_number"`
 }
 

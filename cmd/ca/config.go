@@ -221,6 +221,14 @@ type CRLConfig struct {
 	// replicas) and the longest HTTP caches and the OCSP cache keep an
 	// answer; default 1m. It bounds how late a revocation shows everywhere.
 	Refresh Duration `yaml:"refresh,omitempty"`
+	// Partitions is how many partition CRLs (RFC 5280 issuing distribution
+	// points, served at /crl/p/1 ... /crl/p/N) new device and client
+	// certificates are spread over, each naming its own in its CRL
+	// distribution point, so that a revocation re-signs one small CRL;
+	// default 256, at most 4096; -1 makes new certificates name the full
+	// CRL. The full CRL at /crl lists every revocation whatever this is.
+	// Lowering it keeps serving the partitions certificates already name.
+	Partitions int `yaml:"partitions,omitempty"`
 }
 
 // OCSPConfig is the OCSP responder at /ocsp.
@@ -326,6 +334,9 @@ func (c *Config) defaults() {
 	if c.CRL.Refresh == 0 {
 		c.CRL.Refresh = Duration(time.Minute)
 	}
+	if c.CRL.Partitions == 0 {
+		c.CRL.Partitions = pki.DefaultCRLPartitions
+	}
 	if c.OCSP.Validity == 0 {
 		c.OCSP.Validity = Duration(time.Hour)
 	}
@@ -401,6 +412,9 @@ func (c *Config) Validate() error {
 	}
 	if c.CRL.Refresh < Duration(time.Second) || c.CRL.Refresh > c.CRL.Validity/2 {
 		errs = append(errs, fmt.Errorf("crl.refresh: %s must be at least 1s and at most half of crl.validity", time.Duration(c.CRL.Refresh)))
+	}
+	if p := c.CRL.Partitions; p != -1 && (p < 1 || p > pki.MaxCRLPartitions) {
+		errs = append(errs, fmt.Errorf("crl.partitions: %d must be from 1 to %d, or -1 for none", p, pki.MaxCRLPartitions))
 	}
 	if c.OCSP.Validity < Duration(time.Minute) {
 		errs = append(errs, fmt.Errorf("ocsp.validity: %s is shorter than 1m", time.Duration(c.OCSP.Validity)))

@@ -543,7 +543,9 @@ func countLive(ctx context.Context, driver, dsn string) (registryCounts, error) 
 // raiseCRLNumber moves the CRL counter of a restored registry past any
 // number the CA may have published after the backup was taken (CRL numbers
 // must only grow, RFC 5280 §5.2.3): to the current Unix time in seconds,
-// when that is larger — a CA issues far fewer than one CRL a second.
+// when that is larger — a CA issues far fewer than one CRL a second. The
+// partition CRLs' counters are raised alike (and a partition first
+// published later starts above the full CRL's counter).
 func raiseCRLNumber(ctx context.Context, driver, dsn string) error {
 	db, err := sql.Open(driver, dsn)
 	if err != nil {
@@ -557,6 +559,13 @@ func raiseCRLNumber(ctx context.Context, driver, dsn string) error {
 	now := time.Now().Unix()
 	if _, err := db.ExecContext(ctx, q, now, now); err != nil {
 		return fmt.Errorf("raise the CRL number of the restored registry: %w", err)
+	}
+	q = "UPDATE crl_partitions SET number = ? WHERE number < ?"
+	if driver == "pgx" {
+		q = "UPDATE crl_partitions SET number = $1 WHERE number < $2"
+	}
+	if _, err := db.ExecContext(ctx, q, now, now); err != nil {
+		return fmt.Errorf("raise the partition CRL numbers of the restored registry: %w", err)
 	}
 	return nil
 }

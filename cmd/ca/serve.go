@@ -144,6 +144,7 @@ func serve(ctx context.Context, cfg *Config, dev bool, stdout, stderr io.Writer)
 	issuer, err := pki.NewIssuer(pki.IssuerOptions{
 		CA: ca, TrustDomain: cfg.TrustDomain,
 		CRLURL: crlURL, OCSPURL: ocspURL, CAIssuersURL: caIssuersURL, Now: now,
+		CRLPartitions: max(0, cfg.CRL.Partitions),
 	})
 	if err != nil {
 		return err
@@ -173,7 +174,7 @@ func serve(ctx context.Context, cfg *Config, dev bool, stdout, stderr io.Writer)
 	if mx != nil {
 		mx.WatchExpiring(store)
 	}
-	rev, err := newRevocation(ctx, cfg, ca, store, log, false, mx)
+	rev, err := newRevocation(ctx, cfg, ca, store, crlURL, log, false, mx)
 	if err != nil {
 		return err
 	}
@@ -361,7 +362,7 @@ func listenPublication(cfg *Config, dev bool) (net.Listener, error) {
 
 // newRevocation makes the OCSP responder (a fresh key and delegated
 // certificate, recorded in the registry) and the CRL/OCSP service.
-func newRevocation(ctx context.Context, cfg *Config, ca *pki.CA, store registry.Store, log *slog.Logger, secondary bool, mx *metrics.Metrics) (*provision.Revocation, error) {
+func newRevocation(ctx context.Context, cfg *Config, ca *pki.CA, store registry.Store, crlURL string, log *slog.Logger, secondary bool, mx *metrics.Metrics) (*provision.Revocation, error) {
 	responder, err := pki.NewOCSPResponder(ctx, pki.OCSPResponderOptions{
 		CA: ca, Lifetime: time.Duration(cfg.OCSP.ResponderLifetime),
 		Issued: func(ctx context.Context, c *x509.Certificate) error {
@@ -376,7 +377,7 @@ func newRevocation(ctx context.Context, cfg *Config, ca *pki.CA, store registry.
 		return nil, err
 	}
 	rc := provision.RevocationConfig{
-		Store: store, CRLSigner: ca, OCSP: responder,
+		Store: store, CRLSigner: ca, OCSP: responder, CRLURL: crlURL,
 		CRLValidity: time.Duration(cfg.CRL.Validity), Refresh: time.Duration(cfg.CRL.Refresh),
 		OCSPValidity: time.Duration(cfg.OCSP.Validity), Log: log,
 		IssuerKeyID: pki.KeyID(ca.Intermediate),

@@ -41,7 +41,7 @@ func newRollover(cfg *Config, ca *pki.CA, issuers *pki.IssuerSet, rev *provision
 		Template:   pki.IssuerOptions{TrustDomain: cfg.TrustDomain, CRLURL: crlURL, OCSPURL: ocspURL, CAIssuersURL: caIssuersURL},
 		Revocation: rev,
 		NewRevocation: func(ctx context.Context, ca *pki.CA, _ string) (*provision.Revocation, error) {
-			return newRevocation(ctx, cfg, ca, store, log, true, nil)
+			return newRevocation(ctx, cfg, ca, store, "", log, true, nil)
 		},
 		Poll: time.Duration(cfg.CRL.Refresh),
 		Log:  log,

@@ -57,6 +57,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(addr s
 	fs.StringVar(&o.CRLURL, "crl-url", "", "URL of the CA's DER CRL, e.g. https://ca:8443/crl")
 	fs.StringVar(&o.CRLFile, "crl-file", "", "local CRL file (DER or PEM)")
 	fs.DurationVar(&o.CRLRefresh, "crl-refresh", mtls.DefaultCRLRefresh, "CRL refresh interval")
+	fs.BoolVar(&o.CRLPartitions, "crl-partitions", false, "check each client against the partition CRL its certificate names under --crl-url (<crl-url>/p/<n>)")
 	fs.DurationVar(&o.MaxCRLStaleness, "max-crl-staleness", 0, "refuse clients when no CRL fetch succeeded for this long (0: until the CRL's nextUpdate)")
 	fs.BoolVar(&o.FailOpen, "fail-open", false, "accept clients while no fresh CRL is held (default: refuse them)")
 	fs.StringVar(&o.TrustDomain, "trust-domain", "devpki.local", "SPIFFE trust domain of the CA")

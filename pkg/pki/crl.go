@@ -3,6 +3,7 @@ package pki
 import (
 	"context"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"math/big"
@@ -27,6 +28,10 @@ type CRLTemplate struct {
 	ThisUpdate time.Time
 	NextUpdate time.Time
 	Revoked    []RevokedCert
+	// IDP, when it has a URI, makes this a partition CRL: it carries IDP as
+	// its critical issuing distribution point (RFC 5280 §5.2.5). Nil: a
+	// full CRL.
+	IDP *IDP
 }
 
 // SignCRL builds an RFC 5280 v2 CRL from t and signs it with the issuing
@@ -56,12 +61,20 @@ func (ca *CA) SignCRL(ctx context.Context, t *CRLTemplate) ([]byte, error) {
 		}
 		entries[i] = x509.RevocationListEntry{SerialNumber: r.Serial, RevocationTime: r.RevokedAt.UTC(), ReasonCode: r.Reason}
 	}
-	resp, err := gen.CreateCRL(&apiv1.CreateCRLRequest{RevocationList: &x509.RevocationList{
+	rl := &x509.RevocationList{
 		Number:                    big.NewInt(t.Number),
 		ThisUpdate:                t.ThisUpdate.UTC(),
 		NextUpdate:                t.NextUpdate.UTC(),
 		RevokedCertificateEntries: entries,
-	}})
+	}
+	if t.IDP != nil {
+		ext, err := t.IDP.Extension()
+		if err != nil {
+			return nil, fmt.Errorf("sign CRL: %w", err)
+		}
+		rl.ExtraExtensions = []pkix.Extension{ext}
+	}
+	resp, err := gen.CreateCRL(&apiv1.CreateCRLRequest{RevocationList: rl})
 	if err != nil {
 		return nil, fmt.Errorf("sign CRL: %w", err)
 	}

@@ -40,6 +40,12 @@ type IssuerOptions struct {
 	TrustDomain string // e.g. "devpki.local"
 	OCSPURL     string // optional; device and client certs then carry AIA OCSP
 	CRLURL      string // optional; device and client certs then carry a CRL DP
+	// CRLPartitions, when positive (at most MaxCRLPartitions) and CRLURL
+	// is set, spreads device and client certificates over that many
+	// partition CRLs: each names CRLPartitionURL(CRLURL, CRLPartition(serial,
+	// CRLPartitions)) as its CRL DP instead of CRLURL. Zero: every
+	// certificate names CRLURL (the full CRL).
+	CRLPartitions int
 	// CAIssuersURL is optional; device and client certs then carry AIA
 	// caIssuers naming it: where the issuing CA certificate (DER) is
 	// served, for relying parties that meet a leaf without its chain.
@@ -56,6 +62,7 @@ type Issuer struct {
 	td       string
 	ocsp     []string
 	crl      []string
+	parts    int
 	issuers  []string
 	backdate time.Duration
 	now      func() time.Time
@@ -83,6 +90,12 @@ func NewIssuer(opts IssuerOptions) (*Issuer, error) {
 			return nil, fmt.Errorf("new issuer: %s %q is not an absolute http(s) URL", u.name, u.v)
 		}
 		*u.dst = []string{u.v}
+	}
+	if opts.CRLPartitions < 0 || opts.CRLPartitions > MaxCRLPartitions {
+		return nil, fmt.Errorf("new issuer: CRLPartitions %d is not in 0..%d", opts.CRLPartitions, MaxCRLPartitions)
+	}
+	if len(i.crl) > 0 {
+		i.parts = opts.CRLPartitions
 	}
 	if i.backdate == 0 {
 		i.backdate = DefaultBackdate
@@ -302,6 +315,9 @@ func (i *Issuer) issue(ctx context.Context, op string, tmpl *x509util.Certificat
 	if revocationInfo {
 		tmpl.OCSPServer = i.ocsp
 		tmpl.CRLDistributionPoints = i.crl
+		if i.parts > 0 {
+			tmpl.CRLDistributionPoints = []string{CRLPartitionURL(i.crl[0], CRLPartition(sn, i.parts))}
+		}
 		tmpl.IssuingCertificateURL = i.issuers
 	}
 	resp, err := i.ca.CAS.CreateCertificate(&apiv1.CreateCertificateRequest{

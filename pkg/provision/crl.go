@@ -3,8 +3,8 @@ package provision
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -12,6 +12,10 @@ import (
 	"devpki/pkg/pki"
 	"devpki/pkg/registry"
 )
+
+// ErrNoCRLPartition: the CRL partition asked for does not exist (not a
+// number from 1 to pki.MaxCRLPartitions, or this CA publishes none).
+var ErrNoCRLPartition = errors.New("no such CRL partition")
 
 // CRL is a signed CRL as served, with what HTTP caching needs.
 type CRL struct {
@@ -22,28 +26,98 @@ type CRL struct {
 	Entries    int
 	// ETag is a strong HTTP entity tag (quoted) for DER.
 	ETag string
+	// Partition is the partition this CRL covers (its issuing
+	// distribution point), 0 for the full CRL.
+	Partition int
 
-	digest [sha256.Size]byte // of the entries it was built from
+	// revision is the registry's revocation revision (the partition's, or
+	// the whole's for the full CRL) read before the entries were: the CRL
+	// lists every revocation up to it.
+	revision int64
 }
 
-// CRL returns the current CRL, building one if there is none yet or the
-// cached one has passed its nextUpdate.
+// revSnapshot is the registry's revocation revisions as last read, and
+// how many revoking writes this replica had made then (revSeq).
+type revSnapshot struct {
+	revs  *registry.CRLRevisions
+	at    time.Time
+	local int64
+}
+
+// revisions returns the registry's revocation revisions: as last read
+// when that was less than Refresh/2 ago and fresh is false, else read now
+// (one query). Revocations another replica made since the last read drop
+// the cached OCSP answers (this replica's own drop only their serials'):
+// sooner than their reuse bound, Refresh, would.
+func (r *Revocation) revisions(ctx context.Context, fresh bool) (*registry.CRLRevisions, error) {
+	now := r.cfg.Now()
+	old := r.revs.Load()
+	if !fresh && old != nil && now.Sub(old.at) < r.cfg.Refresh/2 && !now.Before(old.at) {
+		return old.revs, nil
+	}
+	local := r.revSeq.Load() // before the read: every write it counts is in revs
+	revs, err := r.cfg.Store.CRLRevisions(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read CRL revisions: %w", err)
+	}
+	if old != nil && revs.All-old.revs.All > local-old.local {
+		r.clearOCSP()
+	}
+	// Keep the newest: a slow reader must not put an older one back.
+	for old == nil || revs.All >= old.revs.All {
+		if r.revs.CompareAndSwap(old, &revSnapshot{revs: revs, at: now, local: local}) {
+			break
+		}
+		old = r.revs.Load()
+	}
+	return revs, nil
+}
+
+// current reports whether c may still be served for a registry at
+// revision rev: it lists everything up to rev, and less than half of its
+// validity has passed (so relying parties always hold one well before its
+// nextUpdate).
+func (r *Revocation) current(c *CRL, rev int64) bool {
+	return c != nil && c.revision >= rev && r.cfg.Now().Before(c.ThisUpdate.Add(r.cfg.CRLValidity/2))
+}
+
+// CRL returns the full CRL, rebuilt first when the registry's revocation
+// revision (read at most every Refresh/2) is past the one it was built at,
+// when half of its validity has passed, or when there is none. While the
+// registry cannot be read, the CRL held is served until its nextUpdate.
 func (r *Revocation) CRL(ctx context.Context) (*CRL, error) {
-	if c := r.crl.Load(); c != nil && r.cfg.Now().Before(c.NextUpdate) {
+	revs, err := r.revisions(ctx, false)
+	if err != nil {
+		if c := r.crl.Load(); c != nil && r.cfg.Now().Before(c.NextUpdate) {
+			return c, nil
+		}
+		return nil, fmt.Errorf("CRL: %w", err)
+	}
+	if c := r.crl.Load(); r.current(c, revs.All) {
 		return c, nil
 	}
-	r.buildMu.Lock()
-	defer r.buildMu.Unlock()
-	// Another caller may have built it while this one waited.
-	if c := r.crl.Load(); c != nil && r.cfg.Now().Before(c.NextUpdate) {
-		return c, nil
+	return r.buildFull(ctx, revs.All, false)
+}
+
+// PartitionCRL returns partition n's CRL (RFC 5280 §5.2.5: its issuing
+// distribution point is the URL certificates of the partition name), rebuilt
+// first on the same terms as CRL. It is small: one partition's revoked
+// certificates.
+func (r *Revocation) PartitionCRL(ctx context.Context, n int) (*CRL, error) {
+	if r.cfg.CRLURL == "" {
+		return nil, fmt.Errorf("%w: this CA publishes no partition CRLs (no CRL URL)", ErrNoCRLPartition)
 	}
-	start := r.revSeq.Load()
-	c, err := r.buildLocked(ctx, nil)
-	if err == nil {
-		r.builtAt = max(r.builtAt, start)
+	if n < 1 || n > pki.MaxCRLPartitions {
+		return nil, fmt.Errorf("%w: %d is not from 1 to %d", ErrNoCRLPartition, n, pki.MaxCRLPartitions)
 	}
-	return c, err
+	revs, err := r.revisions(ctx, false)
+	if err != nil {
+		if c := r.heldPartition(n); c != nil && r.cfg.Now().Before(c.NextUpdate) {
+			return c, nil
+		}
+		return nil, fmt.Errorf("CRL partition %d: %w", n, err)
+	}
+	return r.buildPartition(ctx, n, revs.Partitions[n])
 }
 
 // MaxAge is how long an HTTP cache may keep an answer valid until next:
@@ -53,67 +127,123 @@ func (r *Revocation) MaxAge(next, now time.Time) time.Duration {
 	return max(0, min(r.cfg.Refresh, next.Sub(now)))
 }
 
-// RebuildCRL builds, signs and caches a new CRL now, with a new number.
+// RebuildCRL builds, signs and caches a new full CRL now, with a new
+// number.
 func (r *Revocation) RebuildCRL(ctx context.Context) (*CRL, error) {
-	r.buildMu.Lock()
-	defer r.buildMu.Unlock()
-	return r.buildLocked(ctx, nil)
+	return r.buildFull(ctx, 0, true)
 }
 
-// Refresh rebuilds the CRL when the revoked certificates in the registry
-// differ from those of the cached CRL (another replica revoked, or entries
-// expired), when half of its validity has passed, or when there is none.
+// Refresh brings what this replica serves up to the registry: it reads the
+// revocation revisions, and rebuilds the full CRL and every partition CRL
+// held whose revision is behind (another replica revoked) or half of whose
+// validity has passed; it builds the full CRL when there is none.
 func (r *Revocation) Refresh(ctx context.Context) error {
-	r.buildMu.Lock()
-	defer r.buildMu.Unlock()
-	seq := r.revSeq.Load()
-	entries, err := r.cfg.Store.ListRevoked(ctx, r.cfg.Now())
+	revs, err := r.revisions(ctx, true)
 	if err != nil {
 		return fmt.Errorf("refresh CRL: %w", err)
 	}
-	entries = r.ownEntries(entries)
-	cur := r.crl.Load()
-	if cur != nil && cur.digest == digestEntries(entries) &&
-		r.cfg.Now().Before(cur.ThisUpdate.Add(r.cfg.CRLValidity/2)) {
-		r.builtAt = max(r.builtAt, seq)
-		return nil
+	var errs []error
+	if c := r.crl.Load(); !r.current(c, revs.All) {
+		if _, err := r.buildFull(ctx, revs.All, false); err != nil {
+			errs = append(errs, err)
+		}
 	}
-	_, err = r.buildLocked(ctx, entries)
-	if err == nil {
-		r.builtAt = max(r.builtAt, seq)
+	r.partsMu.Lock()
+	held := make([]int, 0, len(r.parts))
+	for n := range r.parts {
+		held = append(held, n)
 	}
-	return err
+	r.partsMu.Unlock()
+	for _, n := range held {
+		if _, err := r.buildPartition(ctx, n, revs.Partitions[n]); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
-// rebuildSince rebuilds the CRL unless a build that began after revocation
-// number seq committed has already succeeded: concurrent revocations share
-// one build.
-func (r *Revocation) rebuildSince(ctx context.Context, seq int64) (*CRL, error) {
+// buildFull builds the full CRL unless (force false) the one held is
+// current for revision rev: concurrent callers share one build.
+func (r *Revocation) buildFull(ctx context.Context, rev int64, force bool) (*CRL, error) {
 	r.buildMu.Lock()
 	defer r.buildMu.Unlock()
-	if c := r.crl.Load(); c != nil && r.builtAt >= seq && seq > 0 && r.cfg.Now().Before(c.NextUpdate) {
+	if c := r.crl.Load(); !force && r.current(c, rev) {
 		return c, nil
 	}
-	start := r.revSeq.Load()
-	c, err := r.buildLocked(ctx, nil)
-	if err == nil {
-		r.builtAt = max(r.builtAt, start)
+	c, err := r.build(ctx, 0)
+	if err != nil {
+		return nil, err
 	}
-	return c, err
+	r.crl.Store(c)
+	return c, nil
 }
 
-// buildLocked builds a CRL from entries (read from the store when nil) and
-// caches it. The caller holds buildMu.
-func (r *Revocation) buildLocked(ctx context.Context, entries []registry.RevokedEntry) (*CRL, error) {
+// buildPartition returns partition n's CRL, built now unless the one held
+// is current for revision rev; builds of one partition are serialised and
+// shared.
+func (r *Revocation) buildPartition(ctx context.Context, n int, rev int64) (*CRL, error) {
+	mu := &r.partLocks[n]
+	if c := r.heldPartition(n); r.current(c, rev) {
+		return c, nil
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if c := r.heldPartition(n); r.current(c, rev) {
+		return c, nil
+	}
+	c, err := r.build(ctx, n)
+	if err != nil {
+		return nil, err
+	}
+	r.partsMu.Lock()
+	r.parts[n] = c
+	r.partsMu.Unlock()
+	return c, nil
+}
+
+func (r *Revocation) heldPartition(n int) *CRL {
+	r.partsMu.Lock()
+	defer r.partsMu.Unlock()
+	return r.parts[n]
+}
+
+// build reads the revocation revision, then the entries (all, or partition
+// n's), takes a CRL number (the full CRL's counter, or the partition's),
+// and signs. The revision is read first: the entries read after it hold
+// every revocation it counts.
+func (r *Revocation) build(ctx context.Context, n int) (*CRL, error) {
+	what := "CRL"
+	if n > 0 {
+		what = "CRL partition " + strconv.Itoa(n)
+	}
 	start := time.Now()
 	now := r.cfg.Now()
-	if entries == nil {
-		var err error
-		if entries, err = r.cfg.Store.ListRevoked(ctx, now); err != nil {
-			return nil, fmt.Errorf("build CRL: %w", err)
-		}
-		entries = r.ownEntries(entries)
+	revs, err := r.revisions(ctx, true)
+	if err != nil {
+		return nil, fmt.Errorf("build %s: %w", what, err)
 	}
+	var entries []registry.RevokedEntry
+	var number int64
+	var idp *pki.IDP
+	if n == 0 {
+		entries, err = r.cfg.Store.ListRevoked(ctx, now)
+		if err == nil {
+			number, err = r.cfg.Store.NextCRLNumber(ctx)
+		}
+	} else {
+		entries, err = r.cfg.Store.ListRevokedPartition(ctx, n, now)
+		if err == nil {
+			number, err = r.cfg.Store.NextPartitionCRLNumber(ctx, n)
+		}
+		// Every certificate that names a partition is a leaf.
+		idp = &pki.IDP{URI: pki.CRLPartitionURL(r.cfg.CRLURL, n), OnlyContainsUserCerts: true}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("build %s: %w", what, err)
+	}
+	// This issuer's certificates only (a rollover leaves several).
+	entries = r.ownEntries(entries)
+	listed := time.Since(start)
 	revoked := make([]pki.RevokedCert, 0, len(entries))
 	for _, e := range entries {
 		sn, err := pki.ParseSerial(e.Serial)
@@ -123,41 +253,31 @@ func (r *Revocation) buildLocked(ctx context.Context, entries []registry.Revoked
 		}
 		revoked = append(revoked, pki.RevokedCert{Serial: sn, RevokedAt: e.RevokedAt, Reason: e.Reason})
 	}
-	number, err := r.cfg.Store.NextCRLNumber(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("build CRL: %w", err)
-	}
 	// thisUpdate is backdated a little for relying parties whose clocks lag.
 	this := now.Add(-pki.DefaultBackdate).UTC().Truncate(time.Second)
 	next := now.Add(r.cfg.CRLValidity).UTC().Truncate(time.Second)
-	der, err := r.cfg.CRLSigner.SignCRL(ctx, &pki.CRLTemplate{Number: number, ThisUpdate: this, NextUpdate: next, Revoked: revoked})
+	der, err := r.cfg.CRLSigner.SignCRL(ctx, &pki.CRLTemplate{Number: number, ThisUpdate: this, NextUpdate: next, Revoked: revoked, IDP: idp})
 	if err != nil {
-		return nil, fmt.Errorf("build CRL %d: %w", number, err)
+		return nil, fmt.Errorf("build %s number %d: %w", what, number, err)
 	}
 	sum := sha256.Sum256(der)
 	c := &CRL{
-		DER: der, Number: number, ThisUpdate: this, NextUpdate: next, Entries: len(revoked),
-		ETag:   `"` + strconv.FormatInt(number, 10) + "-" + hex.EncodeToString(sum[:8]) + `"`,
-		digest: digestEntries(entries),
+		DER: der, Number: number, ThisUpdate: this, NextUpdate: next, Entries: len(revoked), Partition: n,
+		ETag:     `"` + strconv.Itoa(n) + "-" + strconv.FormatInt(number, 10) + "-" + hex.EncodeToString(sum[:8]) + `"`,
+		revision: revs.All,
 	}
-	r.crl.Store(c)
-	r.cfg.Metrics.CRLBuilt(number, time.Since(start))
-	r.cfg.Log.Info("CRL rebuilt", "number", number, "entries", len(revoked), "bytes", len(der),
-		"next_update", next.Format(time.RFC3339), "duration", time.Since(start).Round(time.Microsecond))
+	if n > 0 {
+		c.revision = revs.Partitions[n]
+	}
+	if n == 0 {
+		r.cfg.Metrics.CRLBuilt(number, time.Since(start))
+	}
+	level := r.cfg.Log.Info
+	if n > 0 {
+		level = r.cfg.Log.Debug // one per revocation: small and frequent
+	}
+	level("CRL rebuilt", "partition", n, "number", number, "entries", len(revoked), "bytes", len(der),
+		"next_update", next.Format(time.RFC3339), "read", listed.Round(time.Microsecond),
+		"duration", time.Since(start).Round(time.Microsecond))
 	return c, nil
-}
-
-// digestEntries fingerprints what a CRL lists.
-func digestEntries(entries []registry.RevokedEntry) [sha256.Size]byte {
-	h := sha256.New()
-	var b [16]byte
-	for _, e := range entries {
-		h.Write([]byte(e.Serial))
-		binary.BigEndian.PutUint64(b[:8], uint64(e.RevokedAt.UnixNano()))
-		binary.BigEndian.PutUint64(b[8:], uint64(e.Reason))
-		h.Write(b[:])
-	}
-	var out [sha256.Size]byte
-	h.Sum(out[:0])
-	return out
 }

@@ -64,6 +64,9 @@ func (r *Revocation) ocsp(ctx context.Context, raw []byte) (*OCSPAnswer, string,
 		return a, OCSPUnknown, err
 	}
 	key := ocspKey{serial: pki.SerialHex(req.SerialNumber), hash: req.HashAlgorithm}
+	// A revocation on another replica drops the cache (revisions); a
+	// registry that cannot be read leaves it, bounded by Refresh.
+	_, _ = r.revisions(ctx, false)
 	r.ocspMu.Lock()
 	e := r.ocspCache[key]
 	r.ocspMu.Unlock()

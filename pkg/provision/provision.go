@@ -185,7 +185,9 @@ func CertificateRecord(c *x509.Certificate, kind registry.CertKind, tenantID, de
 		DER:       c.Raw,
 		KeySHA256: KeyHash(c.RawSubjectPublicKeyInfo),
 		Status:    registry.CertActive,
-		CreatedAt: now,
+		// The CRL that covers it is the one its CRL DP names.
+		CRLPartition: pki.CertCRLPartition(c),
+		CreatedAt:    now,
 		// Which CA issuer signed it: its CRL lists it, rollover counts it.
 		IssuerKeyID: pki.AuthorityKeyID(c),
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,6 +35,9 @@ type RevocationStore interface {
 	RevokeDevice(ctx context.Context, deviceID string, reason int, audit *registry.AuditEvent) ([]*registry.Certificate, error)
 	ListRevoked(ctx context.Context, now time.Time) ([]registry.RevokedEntry, error)
 	NextCRLNumber(ctx context.Context) (int64, error)
+	ListRevokedPartition(ctx context.Context, partition int, now time.Time) ([]registry.RevokedEntry, error)
+	NextPartitionCRLNumber(ctx context.Context, partition int) (int64, error)
+	CRLRevisions(ctx context.Context) (*registry.CRLRevisions, error)
 	GetQuarantine(ctx context.Context, id string) (*registry.Quarantine, error)
 	ListDevices(ctx context.Context, f registry.DeviceFilter) ([]*registry.Device, error)
 	ApplyRelease(ctx context.Context, w *registry.ReleaseWrite) error
@@ -60,14 +64,19 @@ type RevocationConfig struct {
 	Store     RevocationStore
 	CRLSigner CRLSigner
 	OCSP      OCSPSigner
-	// CRLValidity is nextUpdate - thisUpdate of each CRL; 0 means 24h. The
-	// CRL is rebuilt on every revocation and, at the latest, when half of it
-	// has passed.
+	// CRLURL is the URL certificates name for the full CRL; partition n's
+	// CRL is CRLURL/p/n (pki.CRLPartitionURL) and names that URL as its
+	// issuing distribution point. Empty: no partition CRLs are served.
+	CRLURL string
+	// CRLValidity is nextUpdate - thisUpdate of each CRL; 0 means 24h. A
+	// CRL is rebuilt when it misses a revocation and, at the latest, when
+	// half of it has passed.
 	CRLValidity time.Duration
-	// Refresh is how often Run re-reads the revoked certificates (to pick up
-	// revocations made by other replicas; the CRL is rebuilt only when they
-	// changed) and the longest an OCSP response is reused from memory; 0
-	// means 1m. It bounds how late a replica shows another's revocation.
+	// Refresh bounds how late this replica shows a revocation made by
+	// another: the registry's revocation revisions (one cheap query) are
+	// re-read when older than Refresh/2, and Run rebuilds what they show
+	// behind every Refresh; it is also the longest an OCSP response is
+	// reused from memory. 0 means 1m.
 	Refresh time.Duration
 	// OCSPValidity is nextUpdate - thisUpdate of OCSP responses; 0 means 1h.
 	OCSPValidity time.Duration
@@ -88,15 +97,23 @@ type RevocationConfig struct {
 }
 
 // Revocation revokes certificates and devices and serves what relying
-// parties check: the CRL and OCSP responses, both from memory, both updated
-// before a revocation is acknowledged. It is safe for concurrent use.
+// parties check: the full CRL, the partition CRLs and OCSP responses, from
+// memory, each brought up to the registry's revocation revisions. Before a
+// revocation is acknowledged, the CRL that covers each certificate it
+// revoked — its partition's, or the full CRL for a certificate that names
+// no partition — lists it, and this replica's OCSP answers say so. It is
+// safe for concurrent use.
 type Revocation struct {
 	cfg RevocationConfig
 
 	crl     atomic.Pointer[CRL]
-	buildMu sync.Mutex   // one CRL build at a time
+	buildMu sync.Mutex   // one full CRL build at a time
 	revSeq  atomic.Int64 // bumped after every committed revocation
-	builtAt int64        // revSeq seen by the last successful build; under buildMu
+	revs    atomic.Pointer[revSnapshot]
+
+	partsMu   sync.Mutex
+	parts     map[int]*CRL                         // partition CRLs built so far
+	partLocks [pki.MaxCRLPartitions + 1]sync.Mutex // one build per partition at a time
 
 	ocspMu    sync.Mutex
 	ocspCache map[ocspKey]*ocspEntry
@@ -144,7 +161,10 @@ func NewRevocation(cfg RevocationConfig) (*Revocation, error) {
 	if cfg.Metrics == nil {
 		cfg.Metrics = noMetrics{}
 	}
-	return &Revocation{cfg: cfg, ocspCache: make(map[ocspKey]*ocspEntry)}, nil
+	if cfg.CRLURL != "" && !strings.HasPrefix(cfg.CRLURL, "http://") && !strings.HasPrefix(cfg.CRLURL, "https://") {
+		return nil, fmt.Errorf("provision: revocation: CRLURL %q is not an http(s) URL", cfg.CRLURL)
+	}
+	return &Revocation{cfg: cfg, ocspCache: make(map[ocspKey]*ocspEntry), parts: make(map[int]*CRL)}, nil
 }
 
 // RevokeResult is what a revocation did.
@@ -156,7 +176,8 @@ type RevokeResult struct {
 	// written, not even an audit event.
 	AlreadyRevoked bool
 	// CRLNumber is the number of a CRL, built after the revocation
-	// committed, that lists it; 0 if that build failed (Run retries).
+	// committed, that lists it (the partition CRL of the first certificate
+	// revoked, or the full CRL); 0 if that build failed (Run retries).
 	CRLNumber int64
 }
 
@@ -227,22 +248,47 @@ func (r *Revocation) RevokeDevice(ctx context.Context, who Actor, deviceID strin
 }
 
 // revoked runs after a revocation committed: drop the OCSP answers, then
-// rebuild the CRL (unless a build that started after the commit already
-// did).
+// bring the CRL covering each certificate up to the registry's revision
+// read now, after the commit — its partition CRL (small), or the full CRL
+// for a certificate that names no partition. A certificate's partition
+// revoked on this replica leaves the full CRL to the next request or
+// Refresh (the full CRL is big; it shows the revocation within Refresh).
+// Builds that already include the revocation are not repeated.
 func (r *Revocation) revoked(ctx context.Context, certs []*registry.Certificate) *RevokeResult {
-	seq := r.revSeq.Add(1)
+	r.revSeq.Add(1)
 	for _, c := range certs {
 		r.invalidateOCSP(c.Serial)
 		r.cfg.Metrics.Revocation(registry.ReasonName(c.RevocationReason))
 	}
 	res := &RevokeResult{Certificates: certs}
 	r.revokedElsewhere(ctx, certs)
-	crl, err := r.rebuildSince(context.WithoutCancel(ctx), seq)
+	ctx = context.WithoutCancel(ctx)
+	revs, err := r.revisions(ctx, true)
 	if err != nil {
 		r.cfg.Log.Error("CRL rebuild after revocation failed; the next refresh retries", "err", err)
 		return res
 	}
-	res.CRLNumber = crl.Number
+	done := map[int]bool{}
+	for _, c := range certs {
+		p := c.CRLPartition
+		if done[p] {
+			continue
+		}
+		done[p] = true
+		var crl *CRL
+		if p == 0 || r.cfg.CRLURL == "" || p > pki.MaxCRLPartitions {
+			crl, err = r.buildFull(ctx, revs.All, false)
+		} else {
+			crl, err = r.buildPartition(ctx, p, revs.Partitions[p])
+		}
+		if err != nil {
+			r.cfg.Log.Error("CRL rebuild after revocation failed; the next refresh retries", "partition", p, "err", err)
+			continue
+		}
+		if res.CRLNumber == 0 {
+			res.CRLNumber = crl.Number
+		}
+	}
 	return res
 }
 
@@ -298,6 +344,14 @@ type ocspEntry struct {
 
 // ocspHashes are the CertID hashes golang.org/x/crypto/ocsp parses.
 var ocspHashes = []crypto.Hash{crypto.SHA1, crypto.SHA256, crypto.SHA384, crypto.SHA512}
+
+// clearOCSP drops every cached OCSP answer (a revocation this replica did
+// not make: which serial is not known).
+func (r *Revocation) clearOCSP() {
+	r.ocspMu.Lock()
+	defer r.ocspMu.Unlock()
+	clear(r.ocspCache)
+}
 
 func (r *Revocation) invalidateOCSP(serial string) {
 	r.ocspMu.Lock()

@@ -105,11 +105,11 @@ func (r *Revocation) revokedElsewhere(ctx context.Context, certs []*registry.Cer
 				own = append(own, c2)
 			}
 		}
-		seq := o.revSeq.Add(1)
 		for _, c2 := range own {
 			o.invalidateOCSP(c2.Serial)
 		}
-		if _, err := o.rebuildSince(context.WithoutCancel(ctx), seq); err != nil {
+		// Its CRL lists them before the revocation is acknowledged.
+		if _, err := o.RebuildCRL(context.WithoutCancel(ctx)); err != nil {
 			r.cfg.Log.Error("CRL rebuild after revocation failed; the next refresh retries", "issuer", c.IssuerKeyID, "err", err)
 		}
 	}

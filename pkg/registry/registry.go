@@ -213,10 +213,25 @@ type Certificate struct {
 	// TokenHash is the bootstrap token this certificate was enrolled with
 	// (set by Store.Enroll from Enrollment.TokenHash).
 	TokenHash []byte
-	CreatedAt time.Time
+	// CRLPartition is the partition CRL the certificate's CRL distribution
+	// point names (pki.CertCRLPartition), 1 and up; 0 means none: only the
+	// full CRL covers it (certificates issued before partitioning, and
+	// those without a CRL DP).
+	CRLPartition int
+	CreatedAt    time.Time
 	// IssuerKeyID is the hex authority key identifier of the certificate:
 	// the subject key id of the CA issuer that signed it (CAIssuer.KeyID).
 	IssuerKeyID string
+}
+
+// CRLRevisions count the revocations committed so far, as Store revisions
+// them: each write that revokes certificates bumps All and the revision
+// of each partition it revoked in, in its own transaction. A CRL built
+// after reading revision r lists every revocation up to r: a replica
+// compares them with those its CRLs were built at.
+type CRLRevisions struct {
+	All        int64
+	Partitions map[int]int64 // partitions never revoked in are absent (revision 0)
 }
 
 // Token is a bootstrap token. Only the SHA-256 hash of the secret is stored.
@@ -516,6 +531,14 @@ type Store interface {
 	// database: strictly increasing across calls, processes and replicas
 	// sharing the database; the first call returns 1.
 	NextCRLNumber(ctx context.Context) (int64, error)
+	// ListRevokedPartition is ListRevoked for the certificates with this
+	// CRLPartition (1 and up).
+	ListRevokedPartition(ctx context.Context, partition int, now time.Time) ([]RevokedEntry, error)
+	// NextPartitionCRLNumber is NextCRLNumber for one partition CRL: its
+	// own counter in the database (its scope is its own, RFC 5280 §5.2.3).
+	NextPartitionCRLNumber(ctx context.Context, partition int) (int64, error)
+	// CRLRevisions reads the revocation revisions (one cheap query).
+	CRLRevisions(ctx context.Context) (*CRLRevisions, error)
 
 	// Renew records a renewal atomically (see Renewal).
 	Renew(ctx context.Context, r *Renewal) error

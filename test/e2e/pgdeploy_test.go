@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -76,6 +77,16 @@ func TestPGDeployReplicas(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(ca.Dir, "registry.db")); !os.IsNotExist(err) {
 		t.Errorf("ca init --db made a SQLite file too (%v)", err)
+	}
+	// Certificates name the full CRL, whose numbers all replicas draw from
+	// one counter (checked below); partition CRLs number per partition
+	// (TestCRLPartitionReplicas).
+	noParts := strings.Replace(string(cfg), "\n    partitions: 256\n", "\n    partitions: -1\n", 1)
+	if noParts == string(cfg) {
+		t.Fatalf("no crl.partitions line in:\n%s", cfg)
+	}
+	if err := os.WriteFile(ca.Config, []byte(noParts), 0o600); err != nil {
+		t.Fatal(err)
 	}
 	if res := mustRun(t, nil, caBin, "db", "status", "--config", ca.Config); !strings.Contains(res.stdout, "state:     current") {
 		t.Errorf("ca db status after init: %s", res)
@@ -478,6 +489,7 @@ func TestDBMigrateCLI(t *testing.T) {
 		t.Fatalf("ca db status after init: %s", res)
 	}
 	db := ca.openSQL(t)
+	sqliteDownToBaseline(t, db)
 	if _, err := db.Exec("DROP TABLE goose_db_version"); err != nil { // as a registry made before versioning
 		t.Fatal(err)
 	}
@@ -537,5 +549,33 @@ func TestDBMigrateCLI(t *testing.T) {
 	}
 	if res := run(t, nil, caBin, "db", "status"); res.code != 2 {
 		t.Errorf("ca db status without --config: %s", res)
+	}
+}
+
+// sqliteDownToBaseline undoes, newest first, every SQLite migration after
+// the baseline (its "-- +goose Down" section), so that dropping the version
+// table then leaves a registry as devpki made it before versioning.
+func sqliteDownToBaseline(t *testing.T, db *sql.DB) {
+	t.Helper()
+	files, err := filepath.Glob("../../pkg/registry/sqlstore/migrations/sqlite/*.sql")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("SQLite migrations: %v, %v", files, err)
+	}
+	sort.Sort(sort.Reverse(sort.StringSlice(files)))
+	for _, f := range files {
+		if strings.HasPrefix(filepath.Base(f), "00001_") {
+			continue
+		}
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, down, ok := strings.Cut(string(b), "-- +goose Down")
+		if !ok {
+			t.Fatalf("%s has no Down section", f)
+		}
+		if _, err := db.Exec(down); err != nil {
+			t.Fatalf("%s down: %v", f, err)
+		}
 	}
 }

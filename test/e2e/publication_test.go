@@ -37,6 +37,12 @@ func plainGet(t *testing.T, u string) (int, http.Header, []byte) {
 	return resp.StatusCode, resp.Header, b
 }
 
+// isPartitionURL reports whether u is a partition CRL URL under base:
+// base/crl/p/<n>.
+func isPartitionURL(u, base string) bool {
+	return regexp.MustCompile(`^` + regexp.QuoteMeta(base) + `/crl/p/[1-9][0-9]*$`).MatchString(u)
+}
+
 // openssl runs openssl with args and returns its combined output; it fails
 // the test unless openssl exits 0.
 func openssl(t *testing.T, args ...string) string {
@@ -87,7 +93,8 @@ func TestPublicationEndToEnd(t *testing.T) {
 	if m == nil {
 		t.Fatalf("no 'serving publication' line in the server log:\n%s", srv.stderr)
 	}
-	if crlURL != m[1]+"/crl" || ocspURL != m[1]+"/ocsp" || issuersURL != m[1]+"/ca.crt" {
+	// The CRL DP names the certificate's partition CRL (crl.partitions).
+	if !isPartitionURL(crlURL, m[1]) || ocspURL != m[1]+"/ocsp" || issuersURL != m[1]+"/ca.crt" {
 		t.Errorf("certificate names %s, %s, %s; the listener is %s", crlURL, ocspURL, issuersURL, m[1])
 	}
 
@@ -176,7 +183,7 @@ func TestPublicationEndToEnd(t *testing.T) {
 	checkOCSP("revoked")
 
 	// Only publication is served in the clear.
-	base := strings.TrimSuffix(crlURL, "/crl")
+	base := m[1]
 	for _, tc := range []struct{ method, path string }{
 		{http.MethodPost, "/v1/enroll"}, {http.MethodPost, "/v1/renew"}, {http.MethodGet, "/v1/admin/devices"},
 		{http.MethodPost, "/v1/admin/tokens"}, {http.MethodGet, "/healthz"},
@@ -217,7 +224,7 @@ func TestDevModePublication(t *testing.T) {
 		"--dir", state, "--serial", "E2E-DEVPUB-1", "--mac", macFor("E2E-DEVPUB-1"))
 	cert := readCert(t, filepath.Join(state, "device.crt"))
 	crlURL, ocspURL, issuersURL := publicationURLs(t, cert)
-	if crlURL != m[1]+"/crl" || ocspURL != m[1]+"/ocsp" || issuersURL != m[1]+"/ca.crt" {
+	if !isPartitionURL(crlURL, m[1]) || ocspURL != m[1]+"/ocsp" || issuersURL != m[1]+"/ca.crt" {
 		t.Fatalf("certificate names %s %s %s, dev mode printed %s", crlURL, ocspURL, issuersURL, m[1])
 	}
 	code, _, der := plainGet(t, crlURL)

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -33,8 +34,9 @@ func TestRevokeEndToEnd(t *testing.T) {
 	root := readCert(t, filepath.Join(ca.Dir, "root.crt"))
 	serial := cert.SerialNumber.Text(16)
 
-	// Issued certificates name the CRL and the OCSP responder (config url).
-	if len(cert.CRLDistributionPoints) != 1 || !strings.HasSuffix(cert.CRLDistributionPoints[0], "/crl") ||
+	// Issued certificates name their partition CRL and the OCSP responder
+	// (config url).
+	if len(cert.CRLDistributionPoints) != 1 || !regexp.MustCompile(`/crl/p/[1-9][0-9]*$`).MatchString(cert.CRLDistributionPoints[0]) ||
 		len(cert.OCSPServer) != 1 || !strings.HasSuffix(cert.OCSPServer[0], "/ocsp") {
 		t.Errorf("device certificate: CRL DP %v, OCSP %v", cert.CRLDistributionPoints, cert.OCSPServer)
 	}
@@ -66,6 +68,18 @@ func TestRevokeEndToEnd(t *testing.T) {
 	if len(before.RevokedCertificateEntries) != 0 {
 		t.Fatalf("CRL before any revocation has %d entries", len(before.RevokedCertificateEntries))
 	}
+	// The partition CRL the certificate names, through the same listener.
+	partPath := cert.CRLDistributionPoints[0][strings.Index(cert.CRLDistributionPoints[0], "/crl/p/"):]
+	resp, err := hc.Get(srv.URL + partPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	partDER, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	partBefore, err := x509.ParseRevocationList(partDER)
+	if err != nil {
+		t.Fatalf("partition CRL %s: %v", partPath, err)
+	}
 
 	admin := []string{"--config", ca.Config, "--ca", srv.URL}
 	out := mustRun(t, nil, caBin, append([]string{"devices", "revoke", id, "--reason", "keyCompromise", "--output", "json"}, admin...)...)
@@ -74,7 +88,7 @@ func TestRevokeEndToEnd(t *testing.T) {
 		t.Fatalf("ca devices revoke --output json: %v\n%s", err, out)
 	}
 	if rr.DeviceID != id || rr.AlreadyRevoked || len(rr.Certificates) != 1 || rr.Certificates[0].Serial != serial ||
-		rr.Certificates[0].Reason != "keyCompromise" || rr.CRLNumber <= before.Number.Int64() {
+		rr.Certificates[0].Reason != "keyCompromise" || rr.CRLNumber <= partBefore.Number.Int64() {
 		t.Fatalf("revoke reply %+v", rr)
 	}
 

@@ -140,7 +140,16 @@ func TestZlintEndToEnd(t *testing.T) {
 	// and one unspecified (no extension, as RFC 5280 asks).
 	mustRun(t, nil, caBin, append([]string{"certs", "revoke", compClient.SerialNumber.Text(16), "--reason", "keyCompromise"}, admin...)...)
 	mustRun(t, nil, caBin, append([]string{"certs", "revoke", compServer.SerialNumber.Text(16)}, admin...)...)
-	der := fetch(http.MethodGet, device.CRLDistributionPoints[0], nil)
+	// The full CRL lists both; the client's partition CRL (its CRL DP)
+	// lists it with an issuing distribution point. Both lint clean.
+	fullURL, _, _ := strings.Cut(device.CRLDistributionPoints[0], "/crl/p/")
+	fullURL += "/crl"
+	part := fetch(http.MethodGet, compClient.CRLDistributionPoints[0], nil)
+	if rl, err := x509.ParseRevocationList(part); err != nil || len(rl.RevokedCertificateEntries) != 1 {
+		t.Fatalf("partition CRL %s: %v, %v; want the client's entry", compClient.CRLDistributionPoints[0], rl, err)
+	}
+	zlinttest.CRL(t, "partition CRL at "+compClient.CRLDistributionPoints[0], part, nil)
+	der := fetch(http.MethodGet, fullURL, nil)
 	crl, err := x509.ParseRevocationList(der)
 	if err != nil {
 		t.Fatal(err)
@@ -151,5 +160,5 @@ func TestZlintEndToEnd(t *testing.T) {
 	if len(crl.RevokedCertificateEntries) != 2 {
 		t.Fatalf("CRL has %d entries, want the 2 revoked component certificates", len(crl.RevokedCertificateEntries))
 	}
-	zlinttest.CRL(t, "CRL at "+device.CRLDistributionPoints[0], der, nil)
+	zlinttest.CRL(t, "CRL at "+fullURL, der, nil)
 }

@@ -11,9 +11,12 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"devpki/pkg/pki"
 )
 
 // RevokedError is returned (wrapped) for a peer chain holding a revoked
@@ -43,6 +46,7 @@ type crlState struct {
 	confirmed  time.Time // last successful fetch that returned it (or a 304)
 	raw        []byte
 	etag       string
+	idp        *pki.IDP              // nil: a full CRL
 	revoked    map[string]revocation // key: big-endian serial bytes
 }
 
@@ -54,7 +58,12 @@ type revocation struct {
 // crlSource is one configured CRL location and what it last yielded.
 type crlSource struct {
 	url, file string
-	state     atomic.Pointer[crlState]
+	// partition: a partition CRL named by peers' CRL distribution points
+	// (Options.CRLPartitions); its CRL must carry an issuing distribution
+	// point naming url. A configured source must carry none (a full CRL).
+	partition   bool
+	state       atomic.Pointer[crlState]
+	lastAttempt atomic.Int64 // on-demand fetches of a partition source
 }
 
 // crlCache keeps the CRLs of every source fresh and answers lookups.
@@ -64,6 +73,11 @@ type crlCache struct {
 	sources     []*crlSource
 	mu          sync.Mutex // serializes refreshes
 	lastAttempt atomic.Int64
+
+	// partPrefix is CRLURL + "/p/" when Options.CRLPartitions is set.
+	partPrefix string
+	partsMu    sync.Mutex
+	parts      map[string]*crlSource // partition sources met in peers' certificates, by URL
 }
 
 func newCRLCache(s *Source, hc *http.Client) (*crlCache, error) {
@@ -78,6 +92,10 @@ func newCRLCache(s *Source, hc *http.Client) (*crlCache, error) {
 			return nil, fmt.Errorf("CRL URL %q is not an absolute http(s) URL", cu)
 		}
 		c.sources = append(c.sources, &crlSource{url: cu})
+	}
+	if s.opts.CRLURL != "" && s.opts.CRLPartitions {
+		c.partPrefix = strings.TrimSuffix(s.opts.CRLURL, "/") + "/p/"
+		c.parts = make(map[string]*crlSource)
 	}
 	if s.opts.CRLFile != "" {
 		c.sources = append(c.sources, &crlSource{file: s.opts.CRLFile})
@@ -114,12 +132,78 @@ func (c *crlCache) refreshIfDue() {
 func (c *crlCache) refreshLocked(ctx context.Context) error {
 	c.lastAttempt.Store(c.s.now().UnixNano())
 	var first error
-	for _, src := range c.sources {
+	for _, src := range append(c.sources, c.partitionSources()...) {
 		if err := c.refreshOne(ctx, src); err != nil && first == nil {
 			first = err
 		}
 	}
 	return first
+}
+
+func (c *crlCache) partitionSources() []*crlSource {
+	c.partsMu.Lock()
+	defer c.partsMu.Unlock()
+	out := make([]*crlSource, 0, len(c.parts))
+	for _, src := range c.parts {
+		out = append(out, src)
+	}
+	return out
+}
+
+// partitionOf returns the partition source a leaf's CRL distribution point
+// names under CRLURL (made on first sight, at most pki.MaxCRLPartitions),
+// or nil: the full CRL covers it.
+func (c *crlCache) partitionOf(leaf *x509.Certificate) *crlSource {
+	if c.partPrefix == "" {
+		return nil
+	}
+	for _, dp := range leaf.CRLDistributionPoints {
+		n, ok := strings.CutPrefix(dp, c.partPrefix)
+		if !ok {
+			continue
+		}
+		if _, err := pki.ParseCRLPartition(n); err != nil {
+			continue
+		}
+		c.partsMu.Lock()
+		defer c.partsMu.Unlock()
+		src := c.parts[dp]
+		if src == nil && len(c.parts) < pki.MaxCRLPartitions {
+			src = &crlSource{url: dp, partition: true}
+			c.parts[dp] = src
+		}
+		return src
+	}
+	return nil
+}
+
+// partitionState returns the partition CRL of src issued by issuer,
+// fetched now if none is held or it is not fresh (at most once a second
+// per partition); nil when there is none.
+func (c *crlCache) partitionState(src *crlSource, issuer *x509.Certificate) *crlState {
+	st := src.state.Load()
+	if st == nil || !c.fresh(st, c.s.now()) || !sameCA(st.issuer, issuer) {
+		now := c.s.now().UnixNano()
+		if last := src.lastAttempt.Load(); now-last >= int64(minOnDemandRefresh) && src.lastAttempt.CompareAndSwap(last, now) {
+			ctx, cancel := context.WithTimeout(context.Background(), onDemandTimeout)
+			c.mu.Lock()
+			err := c.refreshOne(ctx, src)
+			c.mu.Unlock()
+			cancel()
+			if err != nil {
+				c.s.log.Warn("mtls: on-demand partition CRL fetch failed", "url", src.url, "err", err)
+			}
+		}
+		st = src.state.Load()
+	}
+	if st == nil || !sameCA(st.issuer, issuer) {
+		return nil
+	}
+	return st
+}
+
+func sameCA(a, b *x509.Certificate) bool {
+	return bytes.Equal(a.RawSubject, b.RawSubject) && bytes.Equal(a.RawSubjectPublicKeyInfo, b.RawSubjectPublicKeyInfo)
 }
 
 func (c *crlCache) refreshOne(ctx context.Context, src *crlSource) error {
@@ -184,6 +268,15 @@ func (c *crlCache) refreshOne(ctx context.Context, src *crlSource) error {
 	if err != nil {
 		return fmt.Errorf("CRL %s: %w", where, err)
 	}
+	// A CRL's scope is its issuing distribution point (RFC 5280 §5.2.5): a
+	// partition CRL covers only the certificates naming its URL; a full
+	// CRL has none.
+	switch {
+	case src.partition && (st.idp == nil || st.idp.URI != src.url):
+		return fmt.Errorf("CRL %s: %w: its issuing distribution point %v does not name it", where, ErrBadCRL, st.idp)
+	case !src.partition && st.idp != nil:
+		return fmt.Errorf("CRL %s: %w: a partition CRL (issuing distribution point %s), not a full CRL", where, ErrBadCRL, st.idp.URI)
+	}
 	st.etag = etag
 	if held != nil && held.issuerKey == st.issuerKey {
 		switch st.number.Cmp(held.number) {
@@ -233,9 +326,13 @@ func (c *crlCache) parse(raw []byte, now time.Time) (*crlState, error) {
 	if !now.Before(rl.NextUpdate.Add(DefaultCRLGrace)) {
 		return nil, fmt.Errorf("%w: expired at %s", ErrBadCRL, rl.NextUpdate.UTC().Format(time.RFC3339))
 	}
+	idp, err := pki.ParseIDP(rl)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadCRL, err)
+	}
 	st := &crlState{
 		issuer: issuer, issuerKey: string(issuer.RawSubject) + string(issuer.RawSubjectPublicKeyInfo),
-		number: rl.Number, thisUpdate: rl.ThisUpdate, nextUpdate: rl.NextUpdate, confirmed: now, raw: raw,
+		number: rl.Number, thisUpdate: rl.ThisUpdate, nextUpdate: rl.NextUpdate, confirmed: now, raw: raw, idp: idp,
 		revoked: make(map[string]revocation, len(rl.RevokedCertificateEntries)),
 	}
 	for _, e := range rl.RevokedCertificateEntries {
@@ -271,11 +368,18 @@ func (c *crlCache) check(chain []*x509.Certificate) error {
 		return fmt.Errorf("%w: chain without an issuer", ErrCRLStale)
 	}
 	now := c.s.now()
-	st := c.lookup(chain[1])
-	if st == nil || !c.fresh(st, now) {
-		c.refreshIfDue()
+	var st *crlState
+	if src := c.partitionOf(chain[0]); src != nil {
+		// The leaf names its partition CRL: that one covers it.
+		st = c.partitionState(src, chain[1])
 		now = c.s.now()
+	} else {
 		st = c.lookup(chain[1])
+		if st == nil || !c.fresh(st, now) {
+			c.refreshIfDue()
+			now = c.s.now()
+			st = c.lookup(chain[1])
+		}
 	}
 	var buf [32]byte
 	for i := 0; i+1 < len(chain); i++ {

@@ -125,11 +125,22 @@ type Options struct {
 
 	// CRLURL is an http(s) URL of a DER CRL (the CA's /crl); CRLFile a
 	// local DER or PEM CRL. Either, both or neither (no revocation check).
+	// A CRL fetched from either must be a full CRL (no issuing
+	// distribution point).
 	CRLURL, CRLFile string
 	// CRLURLs are more CRL URLs, checked like CRLURL: during a CA rollover
 	// each issuer publishes its own CRL (the CA's /crl/<key id>), and a
 	// peer's certificate is checked against its own issuer's.
 	CRLURLs []string
+	// CRLPartitions checks a peer's leaf against the partition CRL its
+	// CRL distribution point names, when that is CRLURL/p/<n> (a devpki
+	// partition, RFC 5280 §5.2.5), instead of the full CRL: fetched on
+	// first sight of the partition (the handshake waits for it, at most
+	// once a second per partition) and then refreshed with the others; its
+	// issuing distribution point must name that same URL, and it must be
+	// fresh as the full CRL must. Other leaves and the CA certificates of
+	// a chain are checked as without it. Requires CRLURL.
+	CRLPartitions bool
 	// CRLRefresh is how often the CRLs are fetched in the background;
 	// default DefaultCRLRefresh (1m).
 	CRLRefresh time.Duration
@@ -187,6 +198,9 @@ func New(opts Options) (*Source, error) {
 	}
 	if opts.CRLRefresh == 0 {
 		s.opts.CRLRefresh = DefaultCRLRefresh
+	}
+	if opts.CRLPartitions && opts.CRLURL == "" {
+		return nil, errors.New("mtls: CRLPartitions needs CRLURL: partition CRLs are under it")
 	}
 	var anchors []*x509.Certificate
 	if opts.Roots != nil {

@@ -111,10 +111,11 @@ func (s *Store) enroll(b *batch, tokenHash []byte, dev, old *deviceRow, macs []s
 		}
 	}
 	var err error
+	var revokedParts []int // the partitions of certificates the re-enrollment revoked
 	if old == nil {
 		err = s.insertDevice(b, dev, now)
 	} else {
-		err = s.replaceDevice(b, dev, old, now)
+		revokedParts, err = s.replaceDevice(b, dev, old, now)
 	}
 	if err != nil {
 		return nil, err
@@ -127,14 +128,22 @@ func (s *Store) enroll(b *batch, tokenHash []byte, dev, old *deviceRow, macs []s
 	}
 	_, err = b.exec(sqlInsertCertificate,
 		cert.Serial, cert.Kind, cert.DeviceID, cert.TenantID, cert.Subject, cert.SANs, cert.NotBefore, cert.NotAfter, cert.DER,
-		cert.Status, cert.RevokedAt, cert.RevocationReason, cert.ReplacesSerial, cert.KeySHA256, tokenHash, cert.CreatedAt, cert.IssuerKID)
+		cert.Status, cert.RevokedAt, cert.RevocationReason, cert.ReplacesSerial, cert.KeySHA256, tokenHash, cert.CRLPartition, cert.CreatedAt, cert.IssuerKID)
 	if err != nil {
 		return nil, fmt.Errorf("sqlstore: enroll: insert certificate %s: %w", cert.Serial, s.translateSQL(err))
 	}
-	if audit == nil {
-		return nil, nil
+	var ev *registry.AuditEvent
+	if audit != nil {
+		if ev, err = b.appendAudit(audit); err != nil {
+			return nil, err
+		}
 	}
-	return b.appendAudit(audit)
+	if len(revokedParts) > 0 {
+		if err := b.bumpCRLRevisions(revokedParts); err != nil {
+			return nil, err
+		}
+	}
+	return ev, nil
 }
 
 // spendToken takes one use of the token with a conditional UPDATE — the
@@ -191,26 +200,31 @@ func (s *Store) insertDevice(b *batch, dev *deviceRow, now time.Time) error {
 
 // replaceDevice re-enrolls old as dev, only while the stored device is
 // still as old says, and revokes its earlier certificates as superseded.
-func (s *Store) replaceDevice(b *batch, dev, old *deviceRow, now time.Time) error {
+// It returns the CRL partitions of the certificates it revoked.
+func (s *Store) replaceDevice(b *batch, dev, old *deviceRow, now time.Time) ([]int, error) {
 	res, err := b.exec(sqlReplaceDevice, dev.Serial, dev.SerialFolded, dev.MACs, dev.Method, dev.EKHash, dev.AKPub, dev.Status,
 		dev.IDevIDIssuer, dev.IDevIDSerial, now,
 		old.ID, old.TenantID, old.SerialFolded, old.Status, old.EKHash, old.IDevIDIssuer, old.IDevIDSerial)
 	if isEKConflict(err) {
-		return fmt.Errorf("%w: EK %s, device %s (serial %q): %v", registry.ErrEKConflict, dev.EKHash, dev.ID, dev.Serial, err)
+		return nil, fmt.Errorf("%w: EK %s, device %s (serial %q): %v", registry.ErrEKConflict, dev.EKHash, dev.ID, dev.Serial, err)
 	}
 	if err != nil {
-		return fmt.Errorf("sqlstore: enroll: update device %s: %w", dev.ID, s.translateSQL(err))
+		return nil, fmt.Errorf("sqlstore: enroll: update device %s: %w", dev.ID, s.translateSQL(err))
 	}
 	if n, _ := res.RowsAffected(); n != 1 {
-		return fmt.Errorf("%w: device %s (serial %q) changed since it was read (expected %s, EK %q, IDevID %q %q)",
+		return nil, fmt.Errorf("%w: device %s (serial %q) changed since it was read (expected %s, EK %q, IDevID %q %q)",
 			registry.ErrConflict, old.ID, old.Serial, old.Status, old.EKHash, old.IDevIDIssuer, old.IDevIDSerial)
+	}
+	parts, err := s.revokedPartitions(b, dev.ID)
+	if err != nil {
+		return nil, err
 	}
 	if _, err := b.exec(sqlSupersedeDevice, string(registry.CertRevoked), now, registry.ReasonSuperseded, dev.ID,
 		string(registry.CertActive), string(registry.CertSuperseded)); err != nil {
-		return fmt.Errorf("sqlstore: enroll: revoke old certificates: %w", s.translateSQL(err))
+		return nil, fmt.Errorf("sqlstore: enroll: revoke old certificates: %w", s.translateSQL(err))
 	}
 	dev.CreatedAt, dev.UpdatedAt = old.CreatedAt, now
-	return nil
+	return parts, nil
 }
 
 // claimMACs records dev's MACs as its own in device_macs: a re-enrollment

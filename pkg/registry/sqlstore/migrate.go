@@ -354,7 +354,9 @@ func (s *Store) seed(ctx context.Context) error {
 	}{
 		{"default tenant", &tenantRow{ID: registry.DefaultTenant, Name: registry.DefaultTenant, CreatedAt: now}},
 		{"audit head", &auditHeadRow{ID: 1, Seq: 0, Hash: make([]byte, sha256.Size)}},
-		{"CRL counter", &crlCounterRow{ID: 1}},
+		// Its columns as of the baseline (legacyRegistry seeds one
+		// before the later migrations add theirs, which have defaults).
+		{"CRL counter", &legacyCrlCounterRow{ID: 1}},
 		{"heartbeat", &heartbeatRow{ID: 1}},
 	}
 	for _, r := range rows {

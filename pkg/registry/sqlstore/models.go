@@ -71,7 +71,11 @@ type certificateRow struct {
 	ReplacesSerial   string `gorm:"size:64;not null"`
 	KeySHA256        []byte `gorm:"column:key_sha256;index"`
 	TokenHash        []byte `gorm:"column:token_hash"`
-	CreatedAt        time.Time
+	// CRLPartition is registry.Certificate.CRLPartition (0: the full CRL
+	// only); idx_certificates_revoked_partition (migration 00005) serves
+	// partition CRLs.
+	CRLPartition int `gorm:"column:crl_partition;not null;default:0"`
+	CreatedAt    time.Time
 	// IssuerKID is registry.Certificate.IssuerKeyID ('' in rows from before
 	// rollovers, until RegisterInitialIssuer); idx_certificates_issuer
 	// (migration 00002_rollover) covers the rollover status count.
@@ -216,6 +220,9 @@ func (auditHeadRow) TableName() string { return "audit_head" }
 type crlCounterRow struct {
 	ID     int   `gorm:"primaryKey;autoIncrement:false"`
 	Number int64 `gorm:"not null"`
+	// Revision is bumped in the transaction of every write that revokes a
+	// certificate (registry.CRLRevisions.All).
+	Revision int64 `gorm:"not null;default:0"`
 }
 
 func (crlCounterRow) TableName() string { return "crl_counter" }
@@ -262,7 +269,7 @@ func allModels() []any {
 	return []any{&tenantRow{}, &deviceRow{}, &certificateRow{}, &tokenRow{}, &adminRow{}, &auditRow{}, &auditHeadRow{},
 		&auditTenantHeadRow{}, &refusalRow{}, &checkpointRow{},
 		&crlCounterRow{}, &preregistrationRow{}, &tpmRootRow{}, &tpmChallengeRow{}, &deviceMACRow{},
-		&idevidCARow{}, &caIssuerRow{}, &bundleFetchRow{}, &renewChallengeRow{}}
+		&idevidCARow{}, &caIssuerRow{}, &bundleFetchRow{}, &renewChallengeRow{}, &crlPartitionRow{}}
 }
 
 // ts normalises a time for storage: UTC, microsecond precision (PostgreSQL's
@@ -355,7 +362,7 @@ func fromCertificate(c *registry.Certificate) *certificateRow {
 		Serial: c.Serial, Kind: string(c.Kind), TenantID: c.TenantID, Subject: c.Subject,
 		SANs: encodeList(c.SANs), NotBefore: ts(c.NotBefore), NotAfter: ts(c.NotAfter), DER: c.DER,
 		Status: string(c.Status), RevocationReason: c.RevocationReason, ReplacesSerial: c.ReplacesSerial,
-		KeySHA256: c.KeySHA256, TokenHash: c.TokenHash, CreatedAt: ts(c.CreatedAt), IssuerKID: c.IssuerKeyID,
+		KeySHA256: c.KeySHA256, TokenHash: c.TokenHash, CRLPartition: c.CRLPartition, CreatedAt: ts(c.CreatedAt), IssuerKID: c.IssuerKeyID,
 	}
 	if c.DeviceID != "" {
 		id := c.DeviceID
@@ -376,8 +383,8 @@ func (r *certificateRow) domain() *registry.Certificate {
 		Serial: r.Serial, Kind: registry.CertKind(r.Kind), TenantID: r.TenantID, Subject: r.Subject,
 		SANs: decodeList(r.SANs), NotBefore: r.NotBefore.UTC(), NotAfter: r.NotAfter.UTC(), DER: r.DER,
 		Status: registry.CertStatus(r.Status), RevocationReason: r.RevocationReason,
-		ReplacesSerial: r.ReplacesSerial, KeySHA256: r.KeySHA256, TokenHash: r.TokenHash, CreatedAt: r.CreatedAt.UTC(),
-		IssuerKeyID: r.IssuerKID,
+		ReplacesSerial: r.ReplacesSerial, KeySHA256: r.KeySHA256, TokenHash: r.TokenHash, CRLPartition: r.CRLPartition,
+		CreatedAt: r.CreatedAt.UTC(), IssuerKeyID: r.IssuerKID,
 	}
 	if r.DeviceID != nil {
 		c.DeviceID = *r.DeviceID

@@ -20,14 +20,14 @@ type readStmts struct {
 
 const (
 	sqlGetCertificate = "SELECT serial, kind, device_id, tenant_id, subject, sans, not_before, not_after, der, status, " +
-		"revoked_at, revocation_reason, replaces_serial, key_sha256, token_hash, created_at, issuer_kid FROM certificates WHERE serial = ?"
+		"revoked_at, revocation_reason, replaces_serial, key_sha256, token_hash, crl_partition, created_at, issuer_kid FROM certificates WHERE serial = ?"
 	sqlGetDevice = "SELECT id, tenant_id, serial, serial_folded, macs, status, method, ek_hash, ak_pub, idevid_issuer, " +
 		"idevid_serial, rekey_required, rekey_deadline, created_at, updated_at FROM devices WHERE id = ?"
 )
 
 func (r *certificateRow) scanDest() []any {
 	return []any{&r.Serial, &r.Kind, &r.DeviceID, &r.TenantID, &r.Subject, &r.SANs, &r.NotBefore, &r.NotAfter, &r.DER,
-		&r.Status, &r.RevokedAt, &r.RevocationReason, &r.ReplacesSerial, &r.KeySHA256, &r.TokenHash, &r.CreatedAt, &r.IssuerKID}
+		&r.Status, &r.RevokedAt, &r.RevocationReason, &r.ReplacesSerial, &r.KeySHA256, &r.TokenHash, &r.CRLPartition, &r.CreatedAt, &r.IssuerKID}
 }
 
 func (r *deviceRow) scanDest() []any {

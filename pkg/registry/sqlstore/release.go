@@ -28,7 +28,7 @@ func (s *Store) ApplyRelease(ctx context.Context, w *registry.ReleaseWrite) erro
 		dev     deviceRow
 		revoked []certificateRow
 	)
-	err := s.writeAudited(ctx, w.Audit, func(tx *gorm.DB, _ *batch) error {
+	err := s.writeRevoking(ctx, w.Audit, revokingRows(&revoked, func(tx *gorm.DB, _ *batch) error {
 		claim, dev, revoked = quarantineRow{}, deviceRow{}, nil
 		now := ts(s.now())
 		if err := tx.Where("id = ?", w.ClaimID).Take(&claim).Error; err != nil {
@@ -106,7 +106,7 @@ func (s *Store) ApplyRelease(ctx context.Context, w *registry.ReleaseWrite) erro
 		}
 		claim.Status, claim.ReleasedBy, claim.ReleasedAt = string(registry.QuarantineReleased), w.By, &now
 		return nil
-	})
+	}))
 	if err != nil {
 		return err
 	}

@@ -47,7 +47,8 @@ func (s *Store) Renew(ctx context.Context, r *registry.Renewal) error {
 		cert.DeviceID, cert.TenantID, cert.CreatedAt = deviceID, tenantID, now
 		if _, err := b.exec(sqlInsertCertificate,
 			cert.Serial, cert.Kind, cert.DeviceID, cert.TenantID, cert.Subject, cert.SANs, cert.NotBefore, cert.NotAfter, cert.DER,
-			cert.Status, cert.RevokedAt, cert.RevocationReason, cert.ReplacesSerial, cert.KeySHA256, nil, cert.CreatedAt, cert.IssuerKID); err != nil {
+			cert.Status, cert.RevokedAt, cert.RevocationReason, cert.ReplacesSerial, cert.KeySHA256, nil, cert.CRLPartition, cert.CreatedAt,
+			cert.IssuerKID); err != nil {
 			return fmt.Errorf("sqlstore: renew %s: insert certificate %s: %w", r.OldSerial, cert.Serial, s.translateSQL(err))
 		}
 		return nil

@@ -117,8 +117,8 @@ const (
 	sqlSupersedeDevice = `UPDATE certificates SET status = ?, revoked_at = ?, revocation_reason = ?
 		WHERE device_id = ? AND status IN (?, ?)`
 	sqlInsertCertificate = `INSERT INTO certificates (serial, kind, device_id, tenant_id, subject, sans, not_before, not_after, der,
-		status, revoked_at, revocation_reason, replaces_serial, key_sha256, token_hash, created_at, issuer_kid)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+		status, revoked_at, revocation_reason, replaces_serial, key_sha256, token_hash, crl_partition, created_at, issuer_kid)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	sqlReadRenewedCert    = "SELECT kind, device_id, tenant_id, status FROM certificates WHERE serial = ?"
 	sqlReadRenewingDevice = "SELECT status, rekey_required FROM devices WHERE id = ?"
 	// A renewal supersedes an active device certificate, and learns its

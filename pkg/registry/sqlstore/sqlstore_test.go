@@ -361,7 +361,7 @@ func asLegacy(t testing.TB, s *Store) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := p.DownTo(context.Background(), 1); err != nil {
+	if _, err := p.DownTo(context.Background(), BaselineVersion); err != nil {
 		t.Fatalf("migrate down to the baseline: %v", err)
 	}
 	if err := s.w.Exec("DROP TABLE " + VersionTable).Error; err != nil {

@@ -55,6 +55,8 @@ func Run(t *testing.T, open func(t *testing.T) registry.Store) {
 		{"ReinstateDevice", testReinstateDevice},
 		{"ListRevoked", testListRevoked},
 		{"NextCRLNumber", testNextCRLNumber},
+		{"CRLPartitions", testCRLPartitions},
+		{"PartitionCRLNumbers", testPartitionCRLNumbers},
 		{"Renew", testRenew},
 		{"RenewRekeyRequired", testRenewRekeyRequired},
 		{"RenewRevoked", testRenewRevoked},
