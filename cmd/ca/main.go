@@ -22,7 +22,7 @@ commands:
   init --dir DIR                    create a CA (root, intermediate, TLS and admin certificates, ca.yaml)
   serve --config DIR/ca.yaml        serve the CA over HTTPS (--dev: create ./devpki-data and print an enroll command)
   token create                      mint a bootstrap token through the admin API
-  devices list [--status --serial --mac]   list devices (pages: --limit, --after)
+  devices list [--status --serial --mac --tenant]   list devices (pages: --limit, --after)
   devices get ID                    one device and its certificates
   devices revoke ID --reason R      revoke a device and all its certificates
   devices reinstate ID              make a revoked device active again (re-enrolls with a serial-bound token)
@@ -31,7 +31,7 @@ commands:
   devices dismiss QUARANTINE_ID     close a held claim after looking into it (admits no one)
   devices release QUARANTINE_ID [--reason R]   let a held claim's TPM in (RMA, moved TPM); revokes the previous identity
   devices preregister --serial S --mac M --ek-pub F | --csv F   bind TPM EKs to serials (bulk with progress)
-  certs list [--device --status --expiring-before]   list certificates
+  certs list [--device --status --expiring-before --tenant]   list certificates
   certs revoke SERIAL --reason R    revoke one certificate (RFC 5280 reason name or code)
   tpm roots add FILE | list         add a TPM manufacturer root (or intermediate) for EK certificates
   idevid roots add FILE [--tenant T] | list   trust a device maker's IDevID CAs (roots, intermediates) for factory enrollment

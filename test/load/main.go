@@ -10,6 +10,10 @@
 //	go run ./test/load -n 5000 -c 64 -target est        # EST simpleenroll (RFC 7030), token as Basic password
 //	go run ./test/load -target tpm -devices 8 -n 400    # TPM attestation, one swtpm per device (tpm.go)
 //	go run ./test/load -target badtoken -n 20000 -c 32  # abuse: unknown tokens; audit rows and DB growth (badtoken.go)
+//	go run ./test/load -target adminlist -dir DIR -n 300  # admin list API p99 per filter over mTLS (adminlist.go)
+//
+// -dir DIR keeps the CA; a DIR that already holds a ca.yaml (say one filled by
+// test/seed) is served as it is, not made again.
 //
 // The run is bounded by -n and -max-duration.
 package main
@@ -68,7 +72,7 @@ func main() {
 	flag.IntVar(&o.c, "c", 64, "concurrent clients")
 	flag.StringVar(&o.target, "target", "enroll", "enroll; est (EST simpleenroll, new connection each); renew (mTLS, new connection each, devices enrolled first); ocsp (keep-alive); tpm (attestation with -devices swtpm instances); badtoken (abuse: unknown tokens, keep-alive; reports audit rows and database growth); or healthz for the TLS-handshake + HTTP floor")
 	flag.StringVar(&o.caBin, "ca-bin", "", "path of a built 'ca' binary (default: go build ./cmd/ca into a temp dir)")
-	flag.StringVar(&o.keep, "dir", "", "CA directory to create and keep (default: a temp dir, removed)")
+	flag.StringVar(&o.keep, "dir", "", "CA directory to create and keep, or to serve again when it holds a ca.yaml (default: a temp dir, removed)")
 	flag.DurationVar(&o.maxDuration, "max-duration", 2*time.Minute, "stop sending after this long")
 	flag.BoolVar(&o.jsonOut, "json", false, "print the result as JSON")
 	flag.IntVar(&o.warmup, "warmup", 200, "requests sent before measuring (tpm: 2 per device unless set)")
@@ -113,14 +117,14 @@ func run(o options) error {
 		return fmt.Errorf("-n must be in [1, 1e6] and -c in [1, 4096]")
 	}
 	switch o.target {
-	case "enroll", "est", "renew", "ocsp", "healthz", "badtoken":
+	case "enroll", "est", "renew", "ocsp", "healthz", "badtoken", "adminlist":
 	case "tpm":
 		if o.devices < 1 || o.devices > maxDevices {
 			return fmt.Errorf("-devices must be in [1, %d]", maxDevices)
 		}
 		o.c = o.devices
 	default:
-		return fmt.Errorf("-target must be enroll, est, renew, ocsp, tpm, badtoken or healthz")
+		return fmt.Errorf("-target must be enroll, est, renew, ocsp, tpm, badtoken, adminlist or healthz")
 	}
 	var fleet *tpmFleet
 	if o.target == "tpm" {
@@ -151,16 +155,23 @@ func run(o options) error {
 		}
 	}
 	pw := filepath.Join(work, "pw")
-	if err := os.WriteFile(pw, []byte("load-test-password\n"), 0o600); err != nil {
-		return err
+	if o.keep != "" {
+		// A kept CA is served again later: its password outlives this run.
+		pw = filepath.Clean(o.keep) + ".password"
 	}
-	port, err := freePort()
+	addr, reuse, err := caAddress(dir)
 	if err != nil {
 		return err
 	}
-	addr := "127.0.0.1:" + strconv.Itoa(port)
-	if out, err := exec.Command(caBin, "init", "--dir", dir, "--password-file", pw, "--listen", addr).CombinedOutput(); err != nil {
-		return fmt.Errorf("ca init: %v\n%s", err, out)
+	if !reuse {
+		if err := os.WriteFile(pw, []byte("load-test-password\n"), 0o600); err != nil {
+			return err
+		}
+		if out, err := exec.Command(caBin, "init", "--dir", dir, "--password-file", pw, "--listen", addr).CombinedOutput(); err != nil {
+			return fmt.Errorf("ca init: %v\n%s", err, out)
+		}
+	} else if o.target == "tpm" {
+		return fmt.Errorf("-target tpm makes its own CA: leave -dir out or name a new directory")
 	}
 	if o.classical || o.limits == "unlimited" {
 		cfgPath := filepath.Join(dir, "ca.yaml")
@@ -171,7 +182,7 @@ func run(o options) error {
 		if o.classical {
 			b = bytes.Replace(b, []byte("\ntls:\n"), []byte("\ntls:\n    classical_key_exchange: true\n"), 1)
 		}
-		if o.limits == "unlimited" {
+		if o.limits == "unlimited" && !bytes.Contains(b, []byte("\nlimits:")) {
 			lockout := ""
 			if o.target == "badtoken" {
 				// The abuse run measures what reaches the audit log: no lockout.
@@ -215,8 +226,11 @@ func run(o options) error {
 	}
 	pool := x509.NewCertPool()
 	pool.AddCert(root)
-	if err := waitHealthy(base, pool, 15*time.Second); err != nil {
+	if err := waitHealthy(base, pool, 2*time.Minute); err != nil {
 		return fmt.Errorf("%w\nserver log:\n%s", err, srvLog.String())
+	}
+	if o.target == "adminlist" {
+		return runAdminList(o, dir, base, pool, srv.Process.Pid)
 	}
 
 	total := o.n + o.warmup
@@ -407,8 +421,10 @@ func makeCSRs(n int, est bool) ([][]byte, []*ecdsa.PrivateKey, error) {
 				keys[i] = key
 				if err == nil {
 					var der []byte
-					serial := fmt.Sprintf("LOAD-%08d", i)
-					mac := fmt.Sprintf("02:%02x:%02x:%02x:%02x:%02x", byte(i>>32), byte(i>>24), byte(i>>16), byte(i>>8), byte(i))
+					// runTag keeps the serials and MACs of runs against one
+					// kept registry apart.
+					serial := fmt.Sprintf("LOAD-%s-%08d", runTag, i)
+					mac := fmt.Sprintf("02:%s:%02x:%02x:%02x:%02x", runTag[:2], byte(i>>24), byte(i>>16), byte(i>>8), byte(i))
 					der, err = pki.NewDeviceCSR(key, serial, []string{mac})
 					switch {
 					case err == nil && est:
@@ -428,6 +444,35 @@ func makeCSRs(n int, est bool) ([][]byte, []*ecdsa.PrivateKey, error) {
 	}
 	wg.Wait()
 	return out, keys, firstErr
+}
+
+// runTag is this run's 4 random hex digits.
+var runTag = func() string {
+	var b [2]byte
+	rand.Read(b[:])
+	return fmt.Sprintf("%02x%02x", b[0], b[1])
+}()
+
+// caAddress is the address to serve dir on: a free loopback port for a new
+// CA; the configured listen address of a CA dir already made (reuse).
+func caAddress(dir string) (addr string, reuse bool, err error) {
+	b, err := os.ReadFile(filepath.Join(dir, "ca.yaml"))
+	if err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "listen: "); ok {
+				return strings.TrimSpace(v), true, nil
+			}
+		}
+		return "", false, fmt.Errorf("%s/ca.yaml names no listen address", dir)
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return "", false, err
+	}
+	port, err := freePort()
+	if err != nil {
+		return "", false, err
+	}
+	return "127.0.0.1:" + strconv.Itoa(port), false, nil
 }
 
 func waitHealthy(base string, pool *x509.CertPool, max time.Duration) error {

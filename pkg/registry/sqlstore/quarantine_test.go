@@ -21,7 +21,8 @@ func TestMigrateEKIndex(t *testing.T) {
 	s := openSQLite(t, path)
 	// Back to the old schema.
 	for _, q := range []string{"DROP INDEX ux_devices_ek_hash", "DROP TABLE device_quarantine",
-		"DROP INDEX ux_devices_tenant_serial_folded", "DROP TABLE device_macs", "ALTER TABLE devices DROP COLUMN serial_folded"} {
+		"DROP INDEX ux_devices_tenant_serial_folded", "DROP INDEX idx_devices_serial_folded", "DROP TABLE device_macs",
+		"ALTER TABLE devices DROP COLUMN serial_folded"} {
 		if err := s.w.Exec(q).Error; err != nil {
 			t.Fatal(err)
 		}

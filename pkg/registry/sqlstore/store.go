@@ -298,6 +298,9 @@ func (s *Store) migrate(ctx context.Context) error {
 	if err := s.migrateAuditTenants(ctx); err != nil {
 		return err
 	}
+	if err := migrateListIndexes(db); err != nil {
+		return err
+	}
 	now := ts(s.now())
 	err := db.Clauses(clause.OnConflict{DoNothing: true}).Create(&tenantRow{
 		ID: registry.DefaultTenant, Name: registry.DefaultTenant, CreatedAt: now,
