@@ -72,6 +72,8 @@ func runAdminList(o options, dir, base string, pool *x509.CertPool, pid int) err
 		return url.QueryEscape(at.Format(time.RFC3339Nano) + "/" + hexAfter(i))
 	}
 	cases := []adminCase{
+		// The floor: the same client and connection, no query, no audit.
+		{"floor: GET /healthz", func(int) string { return "/healthz" }},
 		{"devices: first page", func(int) string { return "/v1/admin/devices" }},
 		{"devices: deep page (after=<id>)", func(i int) string { return "/v1/admin/devices?after=" + hexAfter(i) }},
 		{"devices: serial", func(i int) string { return "/v1/admin/devices?serial=" + url.QueryEscape(pick(i).Serial) }},
