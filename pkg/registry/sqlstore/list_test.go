@@ -1,6 +1,7 @@
 package sqlstore
 
 import (
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -143,5 +144,27 @@ func enrollTestDevice(t *testing.T, s *Store, serial string, notAfter time.Time)
 	e.Certificate.Serial, e.Certificate.NotBefore, e.Certificate.NotAfter = serial, notAfter.Add(-24*time.Hour), notAfter
 	if err := s.Enroll(t.Context(), e); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestMigrateListIndexes: a registry from before the list indexes loses the
+// single-column indexes they replace and gains the new ones on Open.
+func TestMigrateListIndexes(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "registry.db")
+	s := openSQLite(t, path)
+	for _, q := range []string{"DROP INDEX idx_certificates_not_after_serial", "DROP INDEX idx_devices_tenant_id",
+		"CREATE INDEX idx_certificates_not_after ON certificates (not_after)", "CREATE INDEX idx_certificates_status ON certificates (status)"} {
+		if err := s.w.Exec(q).Error; err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	s = openSQLite(t, path)
+	defer s.Close()
+	for name, want := range map[string]int{"idx_certificates_not_after": 0, "idx_certificates_status": 0,
+		"idx_certificates_not_after_serial": 1, "idx_devices_tenant_id": 1} {
+		if n := s.indexCount(t, name); n != want {
+			t.Errorf("index %s: %d, want %d", name, n, want)
+		}
 	}
 }
