@@ -64,6 +64,7 @@ type options struct {
 	classical   bool
 	limits      string
 	devices     int
+	settle      time.Duration
 }
 
 func main() {
@@ -81,6 +82,7 @@ func main() {
 		"they would otherwise refuse it) or 'config' (as 'ca init' wrote them; also for -ca-bin binaries that predate limits)")
 	flag.BoolVar(&o.classical, "classical", false, "set tls.classical_key_exchange in the CA's config (no hybrid post-quantum key exchange)")
 	flag.IntVar(&o.devices, "devices", 4, "tpm: swtpm instances, each a device enrolling one request at a time (-c is ignored)")
+	flag.DurationVar(&o.settle, "settle", 0, "wait this long after the server is healthy before the warm-up (a big registry's CRL build runs then)")
 	flag.Parse()
 	warmupSet := false
 	flag.Visit(func(f *flag.Flag) { warmupSet = warmupSet || f.Name == "warmup" })
@@ -229,6 +231,7 @@ func run(o options) error {
 	if err := waitHealthy(base, pool, 2*time.Minute); err != nil {
 		return fmt.Errorf("%w\nserver log:\n%s", err, srvLog.String())
 	}
+	time.Sleep(o.settle)
 	if o.target == "adminlist" {
 		return runAdminList(o, dir, base, pool, srv.Process.Pid)
 	}
