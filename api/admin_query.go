@@ -148,6 +148,11 @@ func (s *Server) listCertificates(c echo.Context) error {
 			return badArg("expiring_before %q is not an RFC 3339 time", v)
 		}
 		f.ExpiringBefore = t
+		if f.After != "" {
+			if _, _, err := registry.ExpiryCursor(f.After); err != nil {
+				return badArg("after: %v", err)
+			}
+		}
 	}
 	certs, err := s.cfg.Store.ListCertificates(c.Request().Context(), f)
 	if err != nil {
@@ -158,7 +163,7 @@ func (s *Server) listCertificates(c echo.Context) error {
 		out.Certificates = append(out.Certificates, certView(r, false))
 	}
 	if len(certs) > 0 && len(certs) == effectiveLimit(limit) {
-		out.Next = certs[len(certs)-1].Serial
+		out.Next = f.Cursor(certs[len(certs)-1])
 	}
 	return c.JSON(http.StatusOK, out)
 }

@@ -65,6 +65,7 @@ func cmdDevicesList(ctx context.Context, args []string, stdout, stderr io.Writer
 	limit := fs.Int("limit", 100, "page size (1-1000)")
 	after := fs.String("after", "", "list after this device id (the 'next' of the previous page)")
 	all := fs.Bool("all", false, "with --status quarantined: also the claims already dismissed or released")
+	tenant := fs.String("tenant", "", "the tenant to list (a super-admin's choice; default: the admin's own)")
 	if _, err := parseWithTarget(fs, args, ""); err != nil {
 		return err
 	}
@@ -76,7 +77,7 @@ func cmdDevicesList(ctx context.Context, args []string, stdout, stderr io.Writer
 		return err
 	}
 	q := url.Values{"limit": {strconv.Itoa(*limit)}}
-	for k, v := range map[string]string{"status": *status, "serial": *serial, "mac": *mac, "after": *after} {
+	for k, v := range map[string]string{"status": *status, "serial": *serial, "mac": *mac, "after": *after, "tenant": *tenant} {
 		if v != "" {
 			q.Set(k, v)
 		}
@@ -411,12 +412,13 @@ func cmdCertsList(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	status := fs.String("status", "", "active, superseded or revoked")
 	expiring := fs.String("expiring-before", "", "only certificates that expire before this (a duration from now such as 240h, or an RFC 3339 time)")
 	limit := fs.Int("limit", 100, "page size (1-1000)")
-	after := fs.String("after", "", "list after this serial (the 'next' of the previous page)")
+	after := fs.String("after", "", "list after this cursor: the 'next' of the previous page (a serial; with --expiring-before, not-after/serial: soonest first)")
+	tenant := fs.String("tenant", "", "the tenant to list (a super-admin's choice; default: the admin's own)")
 	if _, err := parseWithTarget(fs, args, ""); err != nil {
 		return err
 	}
 	q := url.Values{"limit": {strconv.Itoa(*limit)}}
-	for k, v := range map[string]string{"device": *device, "kind": *kind, "status": *status, "after": *after} {
+	for k, v := range map[string]string{"device": *device, "kind": *kind, "status": *status, "after": *after, "tenant": *tenant} {
 		if v != "" {
 			q.Set(k, v)
 		}

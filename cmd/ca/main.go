@@ -23,7 +23,7 @@ commands:
   serve --config DIR/ca.yaml        serve the CA over HTTPS (--dev: create ./devpki-data and print an enroll command)
   db status | migrate               the registry's schema version and pending migrations; apply them
   token create                      mint a bootstrap token through the admin API
-  devices list [--status --serial --mac]   list devices (pages: --limit, --after)
+  devices list [--status --serial --mac --tenant]   list devices (pages: --limit, --after)
   devices get ID                    one device and its certificates
   devices revoke ID --reason R      revoke a device and all its certificates
   devices reinstate ID              make a revoked device active again (re-enrolls with a serial-bound token)
@@ -32,7 +32,7 @@ commands:
   devices dismiss QUARANTINE_ID     close a held claim after looking into it (admits no one)
   devices release QUARANTINE_ID [--reason R]   let a held claim's TPM in (RMA, moved TPM); revokes the previous identity
   devices preregister --serial S --mac M --ek-pub F | --csv F   bind TPM EKs to serials (bulk with progress)
-  certs list [--device --status --expiring-before]   list certificates
+  certs list [--device --status --expiring-before --tenant]   list certificates
   certs revoke SERIAL --reason R    revoke one certificate (RFC 5280 reason name or code)
   certs expiring --within 30d [--tenant T]   expiry forecast: per tenant and day, and devices overdue for renewal
   tpm roots add FILE | list         add a TPM manufacturer root (or intermediate) for EK certificates

@@ -441,7 +441,9 @@ type DeviceFilter struct {
 }
 
 // CertFilter selects certificates for ListCertificates, ordered by Serial,
-// with After as the keyset cursor. Zero fields match all.
+// with After as the keyset cursor — or, when ExpiringBefore is set, by
+// NotAfter then Serial (soonest first), with After the cursor Cursor makes.
+// Zero fields match all.
 type CertFilter struct {
 	TenantID       string
 	DeviceID       string

@@ -14,6 +14,10 @@
 //	go run ./test/load -target renew-vs-stepca -stepca-bin step-ca -rounds 3  # both, alternating, with ratios
 //	go run ./test/load -n 5000 -c 64 -kms softhsm       # the issuing key in a throwaway SoftHSM2 token
 //	go run ./test/load -db postgres -target renew       # registry in a private PostgreSQL (pg.go); its CPU reported apart
+//	go run ./test/load -target adminlist -dir DIR -n 300  # admin list API p99 per filter over mTLS (adminlist.go)
+//
+// -dir DIR keeps the CA; a DIR that already holds a ca.yaml (say one filled by
+// test/seed) is served as it is, not made again.
 //
 // The run is bounded by -n and -max-duration.
 package main
@@ -70,6 +74,7 @@ type options struct {
 	kms         string
 	db          string
 	noMetrics   bool
+	settle      time.Duration
 }
 
 func main() {
@@ -78,7 +83,7 @@ func main() {
 	flag.IntVar(&o.c, "c", 64, "concurrent clients")
 	flag.StringVar(&o.target, "target", "enroll", "enroll; est (EST simpleenroll, new connection each); renew (mTLS, new connection each, devices enrolled first); steprenew (the same against step-ca, -stepca-bin); renew-vs-stepca (both, alternating -rounds); ocsp (keep-alive); tpm (attestation with -devices swtpm instances); badtoken (abuse: unknown tokens, keep-alive; reports audit rows and database growth); or healthz for the TLS-handshake + HTTP floor")
 	flag.StringVar(&o.caBin, "ca-bin", "", "path of a built 'ca' binary (default: go build ./cmd/ca into a temp dir)")
-	flag.StringVar(&o.keep, "dir", "", "CA directory to create and keep (default: a temp dir, removed)")
+	flag.StringVar(&o.keep, "dir", "", "CA directory to create and keep, or to serve again when it holds a ca.yaml (default: a temp dir, removed)")
 	flag.DurationVar(&o.maxDuration, "max-duration", 2*time.Minute, "stop sending after this long")
 	flag.BoolVar(&o.jsonOut, "json", false, "print the result as JSON")
 	flag.IntVar(&o.warmup, "warmup", 200, "requests sent before measuring (tpm: 2 per device unless set)")
@@ -92,6 +97,7 @@ func main() {
 	flag.StringVar(&o.stepBin, "stepca-bin", "", "steprenew: path of a step-ca v0.30.2 binary to renew against (stepca.go)")
 	flag.IntVar(&o.rounds, "rounds", 3, "renew-vs-stepca: alternating rounds")
 	flag.StringVar(&o.db, "db", "sqlite", "registry: sqlite (DIR/registry.db) or postgres (a private PostgreSQL started for the run, 'ca init --db'; its CPU is reported apart)")
+	flag.DurationVar(&o.settle, "settle", 0, "wait this long after the server is healthy before the warm-up (a big registry's CRL build runs then)")
 	flag.Parse()
 	warmupSet := false
 	flag.Visit(func(f *flag.Flag) { warmupSet = warmupSet || f.Name == "warmup" })
@@ -130,7 +136,7 @@ func run(o options) error {
 		return fmt.Errorf("-n must be in [1, 1e6] and -c in [1, 4096]")
 	}
 	switch o.target {
-	case "enroll", "est", "renew", "ocsp", "healthz", "badtoken":
+	case "enroll", "est", "renew", "ocsp", "healthz", "badtoken", "adminlist":
 	case "steprenew":
 		return runStepRenew(o)
 	case "renew-vs-stepca":
@@ -141,7 +147,7 @@ func run(o options) error {
 		}
 		o.c = o.devices
 	default:
-		return fmt.Errorf("-target must be enroll, est, renew, steprenew, renew-vs-stepca, ocsp, tpm, badtoken or healthz")
+		return fmt.Errorf("-target must be enroll, est, renew, steprenew, renew-vs-stepca, ocsp, tpm, badtoken, adminlist or healthz")
 	}
 	if o.db != "sqlite" && o.db != "postgres" {
 		return fmt.Errorf("-db must be sqlite or postgres")
@@ -178,34 +184,41 @@ func run(o options) error {
 		}
 	}
 	pw := filepath.Join(work, "pw")
-	if err := os.WriteFile(pw, []byte("load-test-password\n"), 0o600); err != nil {
-		return err
+	if o.keep != "" {
+		// A kept CA is served again later: its password outlives this run.
+		pw = filepath.Clean(o.keep) + ".password"
 	}
-	port, err := freePort()
+	addr, reuse, err := caAddress(dir)
 	if err != nil {
 		return err
 	}
-	addr := "127.0.0.1:" + strconv.Itoa(port)
-	initArgs := []string{"init", "--dir", dir, "--password-file", pw, "--listen", addr}
-	if o.kms != "" {
-		kmsURI, err := tokenURI(o.kms, work)
-		if err != nil {
-			return err
-		}
-		initArgs = append(initArgs, "--kms", kmsURI)
-	}
 	var pg *privatePG
-	if o.db == "postgres" {
-		fmt.Fprintln(os.Stderr, "starting a private PostgreSQL ...")
-		pg, err = startPrivatePG(work)
-		defer pg.stop()
-		if err != nil {
+	if !reuse {
+		if err := os.WriteFile(pw, []byte("load-test-password\n"), 0o600); err != nil {
 			return err
 		}
-		initArgs = append(initArgs, "--db", pg.DSN())
-	}
-	if out, err := exec.Command(caBin, initArgs...).CombinedOutput(); err != nil {
-		return fmt.Errorf("ca init: %v\n%s", err, out)
+		initArgs := []string{"init", "--dir", dir, "--password-file", pw, "--listen", addr}
+		if o.kms != "" {
+			kmsURI, err := tokenURI(o.kms, work)
+			if err != nil {
+				return err
+			}
+			initArgs = append(initArgs, "--kms", kmsURI)
+		}
+		if o.db == "postgres" {
+			fmt.Fprintln(os.Stderr, "starting a private PostgreSQL ...")
+			pg, err = startPrivatePG(work)
+			defer pg.stop()
+			if err != nil {
+				return err
+			}
+			initArgs = append(initArgs, "--db", pg.DSN())
+		}
+		if out, err := exec.Command(caBin, initArgs...).CombinedOutput(); err != nil {
+			return fmt.Errorf("ca init: %v\n%s", err, out)
+		}
+	} else if o.target == "tpm" {
+		return fmt.Errorf("-target tpm makes its own CA: leave -dir out or name a new directory")
 	}
 	if o.classical || o.limits == "unlimited" || o.noMetrics {
 		cfgPath := filepath.Join(dir, "ca.yaml")
@@ -216,7 +229,7 @@ func run(o options) error {
 		if o.classical {
 			b = bytes.Replace(b, []byte("\ntls:\n"), []byte("\ntls:\n    classical_key_exchange: true\n"), 1)
 		}
-		if o.limits == "unlimited" {
+		if o.limits == "unlimited" && !bytes.Contains(b, []byte("\nlimits:")) {
 			lockout := ""
 			if o.target == "badtoken" {
 				// The abuse run measures what reaches the audit log: no lockout.
@@ -263,8 +276,12 @@ func run(o options) error {
 	}
 	pool := x509.NewCertPool()
 	pool.AddCert(root)
-	if err := waitHealthy(base, pool, 15*time.Second); err != nil {
+	if err := waitHealthy(base, pool, 2*time.Minute); err != nil {
 		return fmt.Errorf("%w\nserver log:\n%s", err, srvLog.String())
+	}
+	time.Sleep(o.settle)
+	if o.target == "adminlist" {
+		return runAdminList(o, dir, base, pool, srv.Process.Pid)
 	}
 
 	total := o.n + o.warmup
@@ -505,8 +522,10 @@ func makeCSRs(n int, est bool) ([][]byte, []*ecdsa.PrivateKey, error) {
 				keys[i] = key
 				if err == nil {
 					var der []byte
-					serial := fmt.Sprintf("LOAD-%08d", i)
-					mac := fmt.Sprintf("02:%02x:%02x:%02x:%02x:%02x", byte(i>>32), byte(i>>24), byte(i>>16), byte(i>>8), byte(i))
+					// runTag keeps the serials and MACs of runs against one
+					// kept registry apart.
+					serial := fmt.Sprintf("LOAD-%s-%08d", runTag, i)
+					mac := fmt.Sprintf("02:%s:%02x:%02x:%02x:%02x", runTag[:2], byte(i>>24), byte(i>>16), byte(i>>8), byte(i))
 					der, err = pki.NewDeviceCSR(key, serial, []string{mac})
 					switch {
 					case err == nil && est:
@@ -526,6 +545,35 @@ func makeCSRs(n int, est bool) ([][]byte, []*ecdsa.PrivateKey, error) {
 	}
 	wg.Wait()
 	return out, keys, firstErr
+}
+
+// runTag is this run's 4 random hex digits.
+var runTag = func() string {
+	var b [2]byte
+	rand.Read(b[:])
+	return fmt.Sprintf("%02x%02x", b[0], b[1])
+}()
+
+// caAddress is the address to serve dir on: a free loopback port for a new
+// CA; the configured listen address of a CA dir already made (reuse).
+func caAddress(dir string) (addr string, reuse bool, err error) {
+	b, err := os.ReadFile(filepath.Join(dir, "ca.yaml"))
+	if err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "listen: "); ok {
+				return strings.TrimSpace(v), true, nil
+			}
+		}
+		return "", false, fmt.Errorf("%s/ca.yaml names no listen address", dir)
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return "", false, err
+	}
+	port, err := freePort()
+	if err != nil {
+		return "", false, err
+	}
+	return "127.0.0.1:" + strconv.Itoa(port), false, nil
 }
 
 func waitHealthy(base string, pool *x509.CertPool, max time.Duration) error {

@@ -246,5 +246,5 @@ func (s *Store) claimMACs(b *batch, dev *deviceRow, macs []string, reenroll bool
 			return fmt.Errorf("%w: MAC %s in tenant %s", registry.ErrMACConflict, m, dev.TenantID)
 		}
 	}
-	return nil
+	return s.recordMACs(b, dev.ID, macs)
 }

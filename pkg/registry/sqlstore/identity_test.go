@@ -11,7 +11,7 @@ import (
 )
 
 // oldSchemaDB opens a registry at path, turns it back into one from before
-// canonical identities (no folded serial, no device_macs), inserts devices
+// canonical identities (no folded serial, no device_macs, no MAC history), inserts devices
 // (id, serial, macs JSON, status) and closes it.
 func oldSchemaDB(t *testing.T, path string, devs ...[4]string) {
 	t.Helper()
@@ -57,6 +57,11 @@ func TestMigrateIdentity(t *testing.T) {
 		}
 		if n := s.indexCount(t, "ux_devices_tenant_serial_folded"); n != 1 {
 			t.Fatalf("folded serial index: %d", n)
+		}
+		// The MAC history is filled from every device, revoked ones too.
+		got, err := s.ListDevices(ctx, registry.DeviceFilter{MAC: "020000000001"})
+		if err != nil || len(got) != 2 || got[0].ID != "dev-1" || got[1].ID != "dev-2" {
+			t.Fatalf("ListDevices(MAC) = %+v, %v; want dev-1 and dev-2", got, err)
 		}
 	})
 	t.Run("serials differing in case", func(t *testing.T) {

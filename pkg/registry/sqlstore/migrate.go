@@ -77,9 +77,12 @@ const (
 // beside the SQL files with goose.NewGoMigration(version, &goose.GoFunc{RunTx: ...}, nil).
 // They must run in the transaction (RunTx): the SQLite writer pool has one
 // connection, which goose holds while migrating.
+// goMigrationNames name the Go migrations (ca db status).
+var goMigrationNames = map[int64]string{7: "00007_fill_mac_history (Go)"}
+
 var goMigrations = map[string][]*goose.Migration{
-	DriverSQLite:   nil,
-	DriverPostgres: nil,
+	DriverSQLite:   {migrateMACHistory(DriverSQLite)},
+	DriverPostgres: {migrateMACHistory(DriverPostgres)},
 }
 
 // Schema is the state of a registry's schema.
@@ -191,6 +194,9 @@ func schemaOf(ctx context.Context, driver string, db *gorm.DB) (*Schema, error) 
 	}
 	for _, s := range ms {
 		ms := MigrationState{Version: s.Source.Version, Name: baseName(s.Source.Path), Applied: s.State == goose.StateApplied}
+		if ms.Name == "" {
+			ms.Name = goMigrationNames[ms.Version]
+		}
 		if ms.Applied {
 			ms.AppliedAt = s.AppliedAt.UTC()
 		}

@@ -27,17 +27,20 @@ type tenantRow struct {
 
 func (tenantRow) TableName() string { return "tenants" }
 
+// The list indexes (ListDevices, list.go) pair each filter with the keyset
+// order (id): tenant, tenant+status, status; serial_folded alone serves a
+// serial across tenants.
 type deviceRow struct {
-	ID       string     `gorm:"primaryKey;size:128"`
-	TenantID string     `gorm:"size:128;not null"`
+	ID       string     `gorm:"primaryKey;size:128;index:idx_devices_tenant_id,priority:2;index:idx_devices_tenant_status_id,priority:3;index:idx_devices_status_id,priority:2"`
+	TenantID string     `gorm:"size:128;not null;index:idx_devices_tenant_id,priority:1;index:idx_devices_tenant_status_id,priority:1"`
 	Tenant   *tenantRow `gorm:"foreignKey:TenantID;references:ID;constraint:OnUpdate:RESTRICT,OnDelete:RESTRICT"`
 	Serial   string     `gorm:"size:256;not null"`
 	// SerialFolded is registry.FoldSerial(Serial), unique per tenant
 	// (ux_devices_tenant_serial_folded, made by migrateIdentity; it also
 	// serves every lookup by tenant).
-	SerialFolded string `gorm:"size:256;not null;default:''"`
+	SerialFolded string `gorm:"size:256;not null;default:'';index:idx_devices_serial_folded"`
 	MACs         string `gorm:"column:macs;not null"` // JSON array of strings
-	Status       string `gorm:"size:32;not null"`
+	Status       string `gorm:"size:32;not null;index:idx_devices_tenant_status_id,priority:2;index:idx_devices_status_id,priority:1"`
 	Method       string `gorm:"size:64;not null"`
 	EKHash       string `gorm:"column:ek_hash;size:128;not null;index"`
 	// AKPub is registry.Device.AKPub (PKIX DER); NULL when not recorded.
@@ -54,18 +57,23 @@ type deviceRow struct {
 
 func (deviceRow) TableName() string { return "devices" }
 
+// The list indexes (ListCertificates, list.go) pair each filter with the
+// keyset order: serial after tenant, tenant+status or status; (not_after,
+// serial) after tenant or nothing for the expiring-before listing. They
+// replace the single-column not_after and status indexes
+// (migration 00006_list_indexes drops those).
 type certificateRow struct {
-	Serial           string     `gorm:"primaryKey;size:64"`
-	Kind             string     `gorm:"size:32;not null;index:idx_certificates_expiry,priority:2"`
+	Serial           string     `gorm:"primaryKey;size:64;index:idx_certificates_tenant_serial,priority:2;index:idx_certificates_tenant_status_serial,priority:3;index:idx_certificates_status_serial,priority:2;index:idx_certificates_not_after_serial,priority:2;index:idx_certificates_tenant_not_after_serial,priority:3"`
+	Kind             string     `gorm:"size:32;not null"`
 	DeviceID         *string    `gorm:"size:128;index"`
 	Device           *deviceRow `gorm:"foreignKey:DeviceID;references:ID;constraint:OnUpdate:RESTRICT,OnDelete:RESTRICT"`
-	TenantID         string     `gorm:"size:128;not null;index:idx_certificates_expiry,priority:4"`
+	TenantID         string     `gorm:"size:128;not null;index:idx_certificates_tenant_serial,priority:1;index:idx_certificates_tenant_status_serial,priority:1;index:idx_certificates_tenant_not_after_serial,priority:1"`
 	Subject          string     `gorm:"not null"`
 	SANs             string     `gorm:"column:sans;not null"` // JSON array of strings
-	NotBefore        time.Time  `gorm:"not null;index:idx_certificates_expiry,priority:5"`
-	NotAfter         time.Time  `gorm:"not null;index;index:idx_certificates_expiry,priority:3"`
+	NotBefore        time.Time  `gorm:"not null"`
+	NotAfter         time.Time  `gorm:"not null;index:idx_certificates_not_after_serial,priority:1;index:idx_certificates_tenant_not_after_serial,priority:2"`
 	DER              []byte     `gorm:"column:der"`
-	Status           string     `gorm:"size:32;not null;index;index:idx_certificates_expiry,priority:1"`
+	Status           string     `gorm:"size:32;not null;index:idx_certificates_tenant_status_serial,priority:2;index:idx_certificates_status_serial,priority:1"`
 	RevokedAt        *time.Time
 	RevocationReason int    `gorm:"not null"`
 	ReplacesSerial   string `gorm:"size:64;not null"`
@@ -110,6 +118,18 @@ type deviceMACRow struct {
 }
 
 func (deviceMACRow) TableName() string { return "device_macs" }
+
+// deviceMACHistoryRow says device DeviceID named MAC in an enrollment: every
+// MAC a device ever held, whatever its status (device_macs keeps only the
+// active owner). It is the index of ListDevices' MAC filter, which checks
+// the device's current macs on the few rows it finds. Written by claimMACs;
+// never deleted (devices are not).
+type deviceMACHistoryRow struct {
+	MAC      string `gorm:"column:mac;primaryKey;size:32"`
+	DeviceID string `gorm:"primaryKey;size:128"`
+}
+
+func (deviceMACHistoryRow) TableName() string { return "device_mac_history" }
 
 type preregistrationRow struct {
 	EKHash    string     `gorm:"column:ek_hash;primaryKey;size:128"`
@@ -269,7 +289,7 @@ func allModels() []any {
 	return []any{&tenantRow{}, &deviceRow{}, &certificateRow{}, &tokenRow{}, &adminRow{}, &auditRow{}, &auditHeadRow{},
 		&auditTenantHeadRow{}, &refusalRow{}, &checkpointRow{},
 		&crlCounterRow{}, &preregistrationRow{}, &tpmRootRow{}, &tpmChallengeRow{}, &deviceMACRow{},
-		&idevidCARow{}, &caIssuerRow{}, &bundleFetchRow{}, &renewChallengeRow{}, &crlPartitionRow{}}
+		&idevidCARow{}, &caIssuerRow{}, &bundleFetchRow{}, &renewChallengeRow{}, &crlPartitionRow{}, &deviceMACHistoryRow{}}
 }
 
 // ts normalises a time for storage: UTC, microsecond precision (PostgreSQL's

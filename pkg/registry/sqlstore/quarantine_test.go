@@ -22,7 +22,8 @@ func TestMigrateEKIndex(t *testing.T) {
 	// Back to the old schema.
 	asLegacy(t, s)
 	for _, q := range []string{"DROP INDEX ux_devices_ek_hash", "DROP TABLE device_quarantine",
-		"DROP INDEX ux_devices_tenant_serial_folded", "DROP TABLE device_macs", "ALTER TABLE devices DROP COLUMN serial_folded"} {
+		"DROP INDEX ux_devices_tenant_serial_folded", "DROP TABLE device_macs",
+		"ALTER TABLE devices DROP COLUMN serial_folded"} {
 		if err := s.w.Exec(q).Error; err != nil {
 			t.Fatal(err)
 		}

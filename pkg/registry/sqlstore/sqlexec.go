@@ -26,7 +26,7 @@ var hotStatements = []string{
 	"ROLLBACK TO SAVEPOINT op",
 	sqlReadHead, sqlReadHeadLocked, sqlWriteHead, sqlInsertAudit, sqlReadTenantHead, sqlWriteTenantHead,
 	sqlBumpRefusal, sqlInsertRefusal, sqlTrimRefusals,
-	sqlReadToken, sqlInsertDevice, sqlSpendToken, sqlInsertCertificate, sqlClaimMAC,
+	sqlReadToken, sqlInsertDevice, sqlSpendToken, sqlInsertCertificate, sqlClaimMAC, sqlRecordMAC,
 	sqlReadRenewedCert, sqlReadRenewingDevice, sqlSupersedeRenewed, sqlTouchRenewingDevice,
 }
 

@@ -1,0 +1,178 @@
+package sqlstore
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"devpki/pkg/registry"
+)
+
+// TestListPlans asserts, with SQLite's EXPLAIN QUERY PLAN, that every
+// admin list filter reads through an index that also gives the page order:
+// no full table scan, and no sort of all matches (a temporary b-tree for
+// ORDER BY) except after a lookup that finds a handful of rows (serial,
+// MAC, EK, device). At a million devices either costs seconds per page
+// (docs/BENCHMARKS.md, "A million devices").
+func TestListPlans(t *testing.T) {
+	s := newSQLite(t)
+	soon := time.Now().Add(240 * time.Hour)
+	cursor := registry.CertFilter{ExpiringBefore: soon}.Cursor(&registry.Certificate{Serial: "7f", NotAfter: soon.Add(-time.Hour)})
+	devices := []struct {
+		name     string
+		f        registry.DeviceFilter
+		index    string
+		sortOkay bool
+	}{
+		{"first page", registry.DeviceFilter{}, "sqlite_autoindex_devices_1", false},
+		{"deep page", registry.DeviceFilter{After: "8"}, "sqlite_autoindex_devices_1", false},
+		{"tenant", registry.DeviceFilter{TenantID: "t1"}, "idx_devices_tenant_id", false},
+		{"tenant deep page", registry.DeviceFilter{TenantID: "t1", After: "8"}, "idx_devices_tenant_id", false},
+		{"status", registry.DeviceFilter{Status: registry.DeviceRevoked}, "idx_devices_status_id", false},
+		{"status deep page", registry.DeviceFilter{Status: registry.DeviceRevoked, After: "8"}, "idx_devices_status_id", false},
+		{"tenant and status", registry.DeviceFilter{TenantID: "t1", Status: registry.DeviceActive, After: "8"}, "idx_devices_tenant_status_id", false},
+		{"serial", registry.DeviceFilter{Serial: "SN-1"}, "idx_devices_serial_folded", true},
+		{"serial, tenant and status", registry.DeviceFilter{Serial: "SN-1", TenantID: "t1", Status: registry.DeviceActive}, "idx_devices_serial_folded", true},
+		{"MAC", registry.DeviceFilter{MAC: "020000000001"}, "device_mac_history", true},
+		{"MAC, tenant and status", registry.DeviceFilter{MAC: "020000000001", TenantID: "t1", Status: registry.DeviceActive, After: "8"}, "device_mac_history", true},
+		{"EK", registry.DeviceFilter{EKHash: "ab", TenantID: "t1"}, "idx_devices_ek_hash", true},
+	}
+	for _, tc := range devices {
+		q, args := s.devicesQuery(tc.f)
+		checkPlan(t, s, "devices "+tc.name, "devices", q, args, tc.index, tc.sortOkay)
+	}
+	certs := []struct {
+		name     string
+		f        registry.CertFilter
+		index    string
+		sortOkay bool
+	}{
+		{"first page", registry.CertFilter{}, "sqlite_autoindex_certificates_1", false},
+		{"deep page", registry.CertFilter{After: "7f"}, "sqlite_autoindex_certificates_1", false},
+		{"tenant", registry.CertFilter{TenantID: "t1", After: "7f"}, "idx_certificates_tenant_serial", false},
+		{"status", registry.CertFilter{Status: registry.CertRevoked}, "idx_certificates_status_serial", false},
+		{"status deep page", registry.CertFilter{Status: registry.CertRevoked, After: "7f"}, "idx_certificates_status_serial", false},
+		{"tenant and status", registry.CertFilter{TenantID: "t1", Status: registry.CertActive, After: "7f"}, "idx_certificates_tenant_status_serial", false},
+		{"tenant, status and kind", registry.CertFilter{TenantID: "t1", Status: registry.CertActive, Kind: registry.KindDevice}, "idx_certificates_tenant_status_serial", false},
+		{"expiring before", registry.CertFilter{ExpiringBefore: soon}, "idx_certificates_not_after_serial", false},
+		{"expiring before deep page", registry.CertFilter{ExpiringBefore: soon, After: cursor}, "idx_certificates_not_after_serial", false},
+		{"expiring before, active", registry.CertFilter{ExpiringBefore: soon, Status: registry.CertActive, After: cursor}, "idx_certificates_not_after_serial", false},
+		{"expiring before, tenant and status", registry.CertFilter{ExpiringBefore: soon, TenantID: "t1", Status: registry.CertActive, After: cursor}, "idx_certificates_tenant_not_after_serial", false},
+		{"device", registry.CertFilter{DeviceID: "d1", TenantID: "t1", Status: registry.CertActive, ExpiringBefore: soon}, "idx_certificates_device_id", true},
+	}
+	for _, tc := range certs {
+		q, args, err := s.certificatesQuery(tc.f)
+		if err != nil {
+			t.Fatalf("certificates %s: %v", tc.name, err)
+		}
+		checkPlan(t, s, "certificates "+tc.name, "certificates", q, args, tc.index, tc.sortOkay)
+	}
+}
+
+func checkPlan(t *testing.T, s *Store, name, table, q string, args []any, index string, sortOkay bool) {
+	t.Helper()
+	rows, err := s.r.Raw("EXPLAIN QUERY PLAN "+q, args...).Rows()
+	if err != nil {
+		t.Fatalf("%s: explain: %v", name, err)
+	}
+	defer rows.Close()
+	var plan []string
+	for rows.Next() {
+		var id, parent, unused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		plan = append(plan, detail)
+	}
+	all := strings.Join(plan, "; ")
+	t.Logf("%s: %s", name, all)
+	for _, d := range plan {
+		if d == "SCAN "+table {
+			t.Errorf("%s: full scan of %s: %s\n  query: %s", name, table, all, q)
+		}
+	}
+	if !strings.Contains(all, index) {
+		t.Errorf("%s: plan does not use %s: %s\n  query: %s", name, index, all, q)
+	}
+	if !sortOkay && strings.Contains(all, "TEMP B-TREE") {
+		t.Errorf("%s: plan sorts every match: %s\n  query: %s", name, all, q)
+	}
+}
+
+// TestExpiringCursor pages an expiring-before listing soonest first to the
+// end, and refuses a cursor it did not make.
+func TestExpiringCursor(t *testing.T) {
+	s := newSQLite(t)
+	ctx := t.Context()
+	now := time.Now().UTC().Truncate(time.Second)
+	for i := range 7 {
+		serial := string(rune('a'+i)) + "0"
+		enrollTestDevice(t, s, serial, now.Add(time.Duration(7-i)*time.Hour))
+	}
+	f := registry.CertFilter{ExpiringBefore: now.Add(6*time.Hour + time.Minute), Limit: 2}
+	var got []string
+	for range 10 {
+		page, err := s.ListCertificates(ctx, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range page {
+			got = append(got, c.Serial)
+		}
+		if len(page) < f.Limit {
+			break
+		}
+		f.After = f.Cursor(page[len(page)-1])
+	}
+	// a0 expires at now+7h: outside; the rest soonest first.
+	if want := "g0 f0 e0 d0 c0 b0"; strings.Join(got, " ") != want {
+		t.Fatalf("expiring pages = %v, want %s", got, want)
+	}
+	f.After = "b0"
+	if _, err := s.ListCertificates(ctx, f); err == nil || !strings.Contains(err.Error(), "bad page cursor") {
+		t.Fatalf("a serial as the cursor of an expiring listing: %v, want a bad cursor", err)
+	}
+}
+
+// enrollTestDevice enrolls a device whose one certificate has serial and
+// expires at notAfter.
+func enrollTestDevice(t *testing.T, s *Store, serial string, notAfter time.Time) {
+	t.Helper()
+	e := enrollment("SN-"+serial, nil)
+	e.Certificate.Serial, e.Certificate.NotBefore, e.Certificate.NotAfter = serial, notAfter.Add(-24*time.Hour), notAfter
+	if err := s.Enroll(t.Context(), e); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestMigrateListIndexes: a registry from before the list indexes loses the
+// single-column indexes they replace and gains the new ones on Open.
+func TestMigrateListIndexes(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "registry.db")
+	s := openSQLite(t, path)
+	asLegacy(t, s) // the baseline: single-column indexes, no MAC history
+	err := s.w.Exec(`INSERT INTO devices (id, tenant_id, serial, serial_folded, macs, status, method, ek_hash, created_at, updated_at)
+		VALUES ('dev-old', 'default', 'SN-OLD', 'SN-OLD', '["02:00:00:00:00:aa","02:00:00:00:00:bb"]', 'active', 'token', '', ?, ?)`,
+		time.Now().UTC(), time.Now().UTC()).Error
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s = openSQLite(t, path)
+	defer s.Close()
+	for name, want := range map[string]int{"idx_certificates_not_after": 0, "idx_certificates_status": 0,
+		"idx_certificates_not_after_serial": 1, "idx_devices_tenant_id": 1} {
+		if n := s.indexCount(t, name); n != want {
+			t.Errorf("index %s: %d, want %d", name, n, want)
+		}
+	}
+	var macs []string
+	if err := s.r.Raw("SELECT mac FROM device_mac_history WHERE device_id = 'dev-old' ORDER BY mac").Scan(&macs).Error; err != nil {
+		t.Fatal(err)
+	}
+	if len(macs) != 2 || macs[0] != "02:00:00:00:00:aa" {
+		t.Errorf("MAC history of the old device: %v, want both its MACs", macs)
+	}
+}
