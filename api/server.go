@@ -82,6 +82,7 @@ type Server struct {
 	cfg       Config
 	peers     *pki.ChainVerifier
 	limits    *limiter
+	inflight  *inflight
 	rootsPEM  []byte
 	chainPEM  []byte
 	chainList []string
@@ -125,6 +126,7 @@ func newServer(cfg Config) *Server {
 		rootsPEM: pemCert(cfg.Root),
 		peers:    peerVerifier(cfg.Root, cfg.Chain),
 		limits:   newLimiter(cfg.Limits, cfg.Now),
+		inflight: newInflight(cfg.Limits),
 	}
 	for _, c := range cfg.Chain {
 		p := pemCert(c)
