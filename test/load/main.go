@@ -12,6 +12,7 @@
 //	go run ./test/load -target badtoken -n 20000 -c 32  # abuse: unknown tokens; audit rows and DB growth (badtoken.go)
 //	go run ./test/load -target steprenew -stepca-bin step-ca  # renewals against step-ca, for comparison (stepca.go)
 //	go run ./test/load -target renew-vs-stepca -stepca-bin step-ca -rounds 3  # both, alternating, with ratios
+//	go run ./test/load -target storm -devices 10000 -max-duration 10m  # fleet storm: agents' real retry policy at once (storm.go)
 //
 // The run is bounded by -n and -max-duration.
 package main
@@ -124,13 +125,15 @@ func run(o options) error {
 		return runStepRenew(o)
 	case "renew-vs-stepca":
 		return runVersus(o)
+	case "storm":
+		return runStorm(o) // storm.go
 	case "tpm":
 		if o.devices < 1 || o.devices > maxDevices {
 			return fmt.Errorf("-devices must be in [1, %d]", maxDevices)
 		}
 		o.c = o.devices
 	default:
-		return fmt.Errorf("-target must be enroll, est, renew, steprenew, renew-vs-stepca, ocsp, tpm, badtoken or healthz")
+		return fmt.Errorf("-target must be enroll, est, renew, steprenew, renew-vs-stepca, ocsp, tpm, badtoken, storm or healthz")
 	}
 	var fleet *tpmFleet
 	if o.target == "tpm" {
@@ -187,7 +190,7 @@ func run(o options) error {
 				// The abuse run measures what reaches the audit log: no lockout.
 				lockout = ", lockout_failures: 0"
 			}
-			b = append(b, "limits: {per_source_rate: 1e9, per_source_burst: 1000000000, per_tenant_rate: 1e9, per_tenant_burst: 1000000000"+lockout+"}\n"...)
+			b = append(b, "limits: {per_source_rate: 1e9, per_source_burst: 1000000000, per_tenant_rate: 1e9, per_tenant_burst: 1000000000, max_in_flight: 0"+lockout+"}\n"...)
 		}
 		if err := os.WriteFile(cfgPath, b, 0o600); err != nil {
 			return err
