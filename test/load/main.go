@@ -125,7 +125,7 @@ func run(o options) error {
 		return runStepRenew(o)
 	case "renew-vs-stepca":
 		return runVersus(o)
-	case "storm":
+	case "storm", "storm-admin":
 		return runStorm(o) // storm.go
 	case "tpm":
 		if o.devices < 1 || o.devices > maxDevices {

@@ -27,6 +27,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -53,13 +54,14 @@ import (
 )
 
 var (
-	stormDB       = flag.String("storm-db", "sqlite", "storm: registry of the replicas: sqlite (one 'ca init' directory) or postgres (a fresh database made from -pg-dsn, dropped afterwards)")
-	stormReplicas = flag.Int("replicas", 0, "storm: 'ca serve' replicas on the one registry (default 1 on sqlite, 2 on postgres); devices are split round-robin")
-	stormPGDSN    = flag.String("pg-dsn", "", "storm: PostgreSQL DSN (key=value form) of a server where a fresh database may be created (default $DEVPKI_TEST_POSTGRES_DSN)")
-	stormLimits   = flag.String("ca-limits", "", "storm: the CA's limits block as a YAML flow-mapping body, e.g. 'max_in_flight: 4, per_tenant_rate: 50' (default: ca.yaml's defaults)")
-	stormConns    = flag.Int("storm-conns", 1000, "storm: at most this many device exchanges (each a new TLS connection) at once, so the load tool's own sockets stay bounded")
-	stormAdminInt = flag.Duration("admin-interval", 100*time.Millisecond, "storm: pause between two admin API requests (list devices, get a device)")
-	stormTimeout  = flag.Duration("device-timeout", 15*time.Minute, "storm: each device's --timeout (the agent's default; bounded by -max-duration)")
+	stormDB        = flag.String("storm-db", "sqlite", "storm: registry of the replicas: sqlite (one 'ca init' directory) or postgres (a fresh database made from -pg-dsn, dropped afterwards)")
+	stormReplicas  = flag.Int("replicas", 0, "storm: 'ca serve' replicas on the one registry (default 1 on sqlite, 2 on postgres); devices are split round-robin")
+	stormPGDSN     = flag.String("pg-dsn", "", "storm: PostgreSQL DSN (key=value form) of a server where a fresh database may be created (default $DEVPKI_TEST_POSTGRES_DSN)")
+	stormLimits    = flag.String("ca-limits", "", "storm: the CA's limits block as a YAML flow-mapping body, e.g. 'max_in_flight: 4, per_tenant_rate: 50' (default: ca.yaml's defaults)")
+	stormConns     = flag.Int("storm-conns", 1000, "storm: at most this many device exchanges (each a new TLS connection) at once, so the load tool's own sockets stay bounded")
+	stormAdminInt  = flag.Duration("admin-interval", 100*time.Millisecond, "storm: pause between two admin API requests (list devices, get a device)")
+	stormAdminArgs = flag.String("storm-admin", "", "internal (-target storm-admin): PASSWORD-FILE,URL,... of the admin poller")
+	stormTimeout   = flag.Duration("device-timeout", 15*time.Minute, "storm: each device's --timeout (the agent's default; bounded by -max-duration)")
 )
 
 const stormMaxDevices = 100_000
@@ -106,6 +108,9 @@ type stormFigures struct {
 	AdminP99ms    float64 `json:"admin_p99_ms"`
 	AdminMaxms    float64 `json:"admin_max_ms"`
 	AdminFirstErr string  `json:"admin_first_error,omitempty"`
+	// AdminSlowest are the five slowest admin requests: when (seconds
+	// into the storm), what and how long.
+	AdminSlowest []string `json:"admin_slowest,omitempty"`
 	// Shed and refused requests as the replicas' access logs name them.
 	LogOverloaded   int64 `json:"access_log_overloaded"`
 	LogRateLimited  int64 `json:"access_log_rate_limited"`
@@ -118,8 +123,11 @@ type stormReplica struct {
 	cmd      *exec.Cmd
 }
 
-// runStorm is -target storm.
+// runStorm is -target storm (and storm-admin, its admin poller).
 func runStorm(o options) (err error) {
+	if o.target == "storm-admin" {
+		return runAdminPoller(o.keep, *stormAdminArgs)
+	}
 	n := o.devices
 	if !flagSet("devices") {
 		n = 1000
@@ -248,18 +256,13 @@ func runStorm(o options) (err error) {
 	}
 	keygen := time.Since(kt)
 
-	adminCert, err := loadAdmin(dir, pw)
-	if err != nil {
-		return err
-	}
-
 	fig := &stormFigures{Devices: n, DB: *stormDB, Replicas: replicas, Limits: *stormLimits,
 		KeygenSeconds: keygen.Seconds(), EnrollStatuses: map[string]int64{}, RootsStatuses: map[string]int64{}}
 	pids := make([]int, replicas)
 	for i, r := range reps {
 		pids[i] = r.cmd.Process.Pid
 	}
-	if err := storm(o, fig, reps, pool, root, token, bodies, keys, adminCert, pids); err != nil {
+	if err := storm(o, fig, reps, pool, root, token, bodies, keys, dir, pw, pids); err != nil {
 		return err
 	}
 
@@ -287,7 +290,7 @@ type ctxDevice struct{}
 
 // storm runs the devices and the admin poller and fills fig.
 func storm(o options, fig *stormFigures, reps []*stormReplica, pool *x509.CertPool, root *x509.Certificate, token string,
-	bodies []*wire.EnrollRequest, keys []*ecdsa.PrivateKey, adminCert tls.Certificate, pids []int) error {
+	bodies []*wire.EnrollRequest, keys []*ecdsa.PrivateKey, dir, pwFile string, pids []int) error {
 	n := len(bodies)
 	// One transport for the fleet: no keep-alive, no session cache (a new
 	// full TLS handshake per attempt, as at first power-on), each device
@@ -353,66 +356,21 @@ func storm(o options, fig *stormFigures, reps []*stormReplica, pool *x509.CertPo
 	ttes := make([]time.Duration, n)
 	ids := make([]string, n)
 	replies := make([]*wire.EnrollResponse, n)
-	enrolledIDs := make(chan string, n)
-	done := make(chan struct{})
 
-	// The admin poller: list devices, then get a device enrolled in the
-	// storm, alternating replicas, over one keep-alive mTLS connection each
-	// (an admin console holds its connection).
-	var adminLat []time.Duration
-	var adminErrs atomic.Int64
-	var adminFirst string
-	adminDone := make(chan struct{})
-	go func() {
-		defer close(adminDone)
-		acs := make([]*client.Client, len(reps))
-		for i, r := range reps {
-			acs[i], _ = client.New(r.url, client.WithRoots(pool), client.WithClientCertificate(adminCert))
-		}
-		var known []string
-		for k := 0; ; k++ {
-			select {
-			case <-done:
-				return
-			case <-time.After(*stormAdminInt):
-			}
-		drain:
-			for {
-				select {
-				case id := <-enrolledIDs:
-					known = append(known, id)
-				default:
-					break drain
-				}
-			}
-			ac := acs[k%len(acs)]
-			actx, acancel := context.WithTimeout(ctx, 30*time.Second)
-			t0 := time.Now()
-			var err error
-			if (k/len(acs))%2 == 0 || len(known) == 0 {
-				_, err = ac.ListDevices(actx, url.Values{"limit": {"50"}})
-			} else {
-				_, err = ac.GetDevice(actx, known[k%len(known)])
-			}
-			lat := time.Since(t0)
-			acancel()
-			adminLat = append(adminLat, lat)
-			if err != nil {
-				adminErrs.Add(1)
-				if adminFirst == "" {
-					adminFirst = err.Error()
-				}
-			}
-		}
-	}()
-
+	// The admin poller runs in a process of its own, so that its latency
+	// is the servers', not this process's scheduling among the devices'
+	// goroutines.
+	poller, err := startAdminPoller(dir, pwFile, reps)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
 	cpu0 := make([]time.Duration, len(pids))
 	for i, p := range pids {
 		cpu0[i], _ = procCPU(p)
 	}
 	self0 := selfCPU()
 	fmt.Fprintf(os.Stderr, "storm: %d devices power on at once against %d replica(s) on %s ...\n", n, len(reps), fig.DB)
-	start := time.Now()
 	var enrolled, failed atomic.Int64
 	var wg sync.WaitGroup
 	for i := range n {
@@ -456,7 +414,6 @@ func storm(o options, fig *stormFigures, reps []*stormReplica, pool *x509.CertPo
 			}
 			ttes[i] = time.Since(start)
 			ids[i] = resp.DeviceID
-			enrolledIDs <- resp.DeviceID
 			replies[i] = resp
 			if n := enrolled.Add(1); n%max(1, int64(len(bodies))/10) == 0 {
 				fmt.Fprintf(os.Stderr, "  %d/%d enrolled after %.1fs\n", n, len(bodies), time.Since(start).Seconds())
@@ -472,8 +429,10 @@ func storm(o options, fig *stormFigures, reps []*stormReplica, pool *x509.CertPo
 		fig.ServerMaxRSSMB = max(fig.ServerMaxRSSMB, maxRSSMB(p))
 	}
 	self := selfCPU() - self0
-	close(done)
-	<-adminDone
+	poll, err := poller.stop()
+	if err != nil {
+		return err
+	}
 	// Each device checks its answer as the agent does (after the storm, so
 	// the load tool's CPU does not compete with the servers for it).
 	for i, resp := range replies {
@@ -508,10 +467,19 @@ func storm(o options, fig *stormFigures, reps []*stormReplica, pool *x509.CertPo
 	if k := len(got); k > 0 {
 		fig.P50EnrolledMs, fig.P99EnrolledMs, fig.MaxEnrolledMs = ms(got[k*50/100]), ms(got[min(k-1, k*99/100)]), ms(got[k-1])
 	}
+	adminLat := poll.Lat
+	order := make([]int, len(adminLat))
+	for i := range order {
+		order[i] = i
+	}
+	sort.Slice(order, func(a, b int) bool { return adminLat[order[a]] > adminLat[order[b]] })
+	for _, i := range order[:min(5, len(order))] {
+		fig.AdminSlowest = append(fig.AdminSlowest, poll.At[i])
+	}
 	slices.Sort(adminLat)
-	fig.AdminRequests, fig.AdminErrors, fig.AdminFirstErr = int64(len(adminLat)), adminErrs.Load(), adminFirst
+	fig.AdminRequests, fig.AdminErrors, fig.AdminFirstErr = int64(len(adminLat)), poll.Errs, poll.First
 	if k := len(adminLat); k > 0 {
-		fig.AdminP50ms, fig.AdminP99ms, fig.AdminMaxms = ms(adminLat[k*50/100]), ms(adminLat[min(k-1, k*99/100)]), ms(adminLat[k-1])
+		fig.AdminP50ms, fig.AdminP99ms, fig.AdminMaxms = adminLat[k*50/100], adminLat[min(k-1, k*99/100)], adminLat[k-1]
 	}
 	return nil
 }
@@ -658,17 +626,18 @@ func stormUsePostgres(dir, dsn string) error {
 	}
 	now := time.Now()
 	who := provision.SystemActor("init", tenant.ID)
-	srv, err := pemutil.ReadCertificate(filepath.Join(dir, "server.crt"))
+	srv, err := pemutil.ReadCertificateBundle(filepath.Join(dir, "server.crt"))
 	if err != nil {
 		return err
 	}
-	if err := provision.RecordIssued(ctx, st, who, srv, registry.KindServer, tenant.ID, now); err != nil {
+	if err := provision.RecordIssued(ctx, st, who, srv[0], registry.KindServer, tenant.ID, now); err != nil {
 		return err
 	}
-	adm, err := pemutil.ReadCertificate(filepath.Join(dir, "admin.crt"))
+	admChain, err := pemutil.ReadCertificateBundle(filepath.Join(dir, "admin.crt"))
 	if err != nil {
 		return err
 	}
+	adm := admChain[0]
 	if err := provision.PutAdmin(ctx, st, who, &registry.Admin{Name: adm.Subject.CommonName, TenantID: tenant.ID, Role: registry.RoleAdmin, Super: true, CreatedAt: now}); err != nil {
 		return err
 	}
@@ -760,6 +729,9 @@ func printStorm(o options, f *stormFigures) {
 	if f.FirstFailure != "" {
 		fmt.Printf("first failure:      %s\n", f.FirstFailure)
 	}
+	if len(f.AdminSlowest) > 0 {
+		fmt.Printf("slowest admin:      %s\n", strings.Join(f.AdminSlowest, "; "))
+	}
 	if f.AdminFirstErr != "" {
 		fmt.Printf("first admin error:  %s\n", f.AdminFirstErr)
 	}
@@ -802,5 +774,127 @@ func stopServer(cmd *exec.Cmd) {
 	case <-done:
 	case <-time.After(10 * time.Second):
 		cmd.Process.Kill()
+	}
+}
+
+// adminPoll is what the admin poller reports: each request's latency (ms)
+// and description, the errors.
+type adminPoll struct {
+	Lat   []float64 `json:"lat_ms"`
+	At    []string  `json:"at"`
+	Errs  int64     `json:"errors"`
+	First string    `json:"first_error,omitempty"`
+}
+
+type adminPoller struct {
+	cmd   *exec.Cmd
+	stdin interface{ Close() error }
+	out   bytes.Buffer
+}
+
+// startAdminPoller starts this tool again as -target storm-admin against
+// the replicas; it polls until its stdin is closed (stop).
+func startAdminPoller(dir, pwFile string, reps []*stormReplica) (*adminPoller, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	args := []string{pwFile}
+	for _, r := range reps {
+		args = append(args, r.url)
+	}
+	p := &adminPoller{cmd: exec.Command(self, "-target", "storm-admin", "-dir", dir, "-storm-admin", strings.Join(args, ","),
+		"-admin-interval", stormAdminInt.String())}
+	p.cmd.Stdout, p.cmd.Stderr = &p.out, os.Stderr
+	in, err := p.cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	p.stdin = in
+	if err := p.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start the admin poller: %w", err)
+	}
+	return p, nil
+}
+
+func (p *adminPoller) stop() (*adminPoll, error) {
+	p.stdin.Close()
+	if err := p.cmd.Wait(); err != nil {
+		return nil, fmt.Errorf("admin poller: %w", err)
+	}
+	var r adminPoll
+	if err := json.Unmarshal(p.out.Bytes(), &r); err != nil {
+		return nil, fmt.Errorf("admin poller output: %w", err)
+	}
+	return &r, nil
+}
+
+// runAdminPoller is -target storm-admin: list devices, then get one of
+// those listed, alternating replicas, over one keep-alive mTLS connection
+// per replica (an admin console holds its connection), until stdin closes.
+func runAdminPoller(dir, args string) error {
+	parts := strings.Split(args, ",")
+	if dir == "" || len(parts) < 2 {
+		return errors.New("storm-admin: -dir and -storm-admin PASSWORD-FILE,URL,... are required")
+	}
+	root, err := pemutil.ReadCertificate(filepath.Join(dir, "root.crt"))
+	if err != nil {
+		return err
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(root)
+	cert, err := loadAdmin(dir, parts[0])
+	if err != nil {
+		return err
+	}
+	var acs []*client.Client
+	for _, u := range parts[1:] {
+		c, err := client.New(u, client.WithRoots(pool), client.WithClientCertificate(cert))
+		if err != nil {
+			return err
+		}
+		acs = append(acs, c)
+	}
+	done := make(chan struct{})
+	go func() {
+		_, _ = io.Copy(io.Discard, os.Stdin)
+		close(done)
+	}()
+	var r adminPoll
+	var known []string
+	start := time.Now()
+	for k := 0; ; k++ {
+		select {
+		case <-done:
+			return json.NewEncoder(os.Stdout).Encode(&r)
+		case <-time.After(*stormAdminInt):
+		}
+		ac := acs[k%len(acs)]
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		t0 := time.Now()
+		what := "list"
+		var err error
+		if (k/len(acs))%2 == 0 || len(known) == 0 {
+			var l *wire.DeviceList
+			if l, err = ac.ListDevices(ctx, url.Values{"limit": {"50"}}); err == nil {
+				known = known[:0]
+				for _, d := range l.Devices {
+					known = append(known, d.ID)
+				}
+			}
+		} else {
+			what = "get"
+			_, err = ac.GetDevice(ctx, known[k%len(known)])
+		}
+		lat := time.Since(t0)
+		cancel()
+		r.Lat = append(r.Lat, ms(lat))
+		r.At = append(r.At, fmt.Sprintf("%s on replica %d at %.1fs: %.0f ms", what, k%len(acs), t0.Sub(start).Seconds(), ms(lat)))
+		if err != nil {
+			r.Errs++
+			if r.First == "" {
+				r.First = err.Error()
+			}
+		}
 	}
 }
