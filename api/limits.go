@@ -43,13 +43,16 @@ type Limits struct {
 	MaxInFlight     int
 	MaxQueued       int
 	QueueWait       time.Duration
+	// MaxHandshakes bounds the TLS handshakes 'ca serve' runs at once
+	// (HandshakeListener); 0: no bound.
+	MaxHandshakes int
 }
 
 // DefaultLimits are ca.yaml's defaults. A factory line enrolls many
 // devices from one NAT address, so the per-source rate is generous; the
 // lockout is the brute-force guard.
 var DefaultLimits = Limits{PerSourceRate: 50, PerSourceBurst: 100, LockoutFailures: 10, LockoutWindow: time.Minute,
-	MaxInFlight: DefaultMaxInFlight, MaxQueued: DefaultMaxQueued, QueueWait: DefaultQueueWait}
+	MaxInFlight: DefaultMaxInFlight, MaxQueued: DefaultMaxQueued, QueueWait: DefaultQueueWait, MaxHandshakes: DefaultMaxHandshakes}
 
 // maxSources bounds the per-source state kept. Entries idle for longer than
 // a lockout window (and a full bucket's refill) are swept when it fills;

@@ -172,6 +172,11 @@ type LimitsConfig struct {
 	MaxInFlight *int      `yaml:"max_in_flight,omitempty"`
 	MaxQueued   *int      `yaml:"max_queued,omitempty"`
 	QueueWait   *Duration `yaml:"queue_wait,omitempty"`
+	// MaxHandshakes is the TLS handshakes this replica runs at once
+	// (default 16); more new connections wait, parked, for their turn, so
+	// a storm of them does not delay requests on open connections. 0
+	// disables the bound.
+	MaxHandshakes *int `yaml:"max_handshakes,omitempty"`
 }
 
 // Door is the API's limits, defaults applied.
@@ -182,7 +187,7 @@ func (l LimitsConfig) Door() api.Limits {
 		LockoutFailures: orDefault(l.LockoutFailures, d.LockoutFailures),
 		LockoutWindow:   time.Duration(orDefault(l.LockoutWindow, Duration(d.LockoutWindow))),
 		MaxInFlight:     orDefault(l.MaxInFlight, d.MaxInFlight), MaxQueued: orDefault(l.MaxQueued, d.MaxQueued),
-		QueueWait: time.Duration(orDefault(l.QueueWait, Duration(d.QueueWait))),
+		QueueWait: time.Duration(orDefault(l.QueueWait, Duration(d.QueueWait))), MaxHandshakes: orDefault(l.MaxHandshakes, d.MaxHandshakes),
 	}
 }
 
@@ -341,7 +346,8 @@ func (c *Config) Validate() error {
 		}
 	}
 	for name, v := range map[string]*int{"limits.per_source_burst": c.Limits.PerSourceBurst, "limits.per_tenant_burst": c.Limits.PerTenantBurst,
-		"limits.lockout_failures": c.Limits.LockoutFailures, "limits.max_in_flight": c.Limits.MaxInFlight, "limits.max_queued": c.Limits.MaxQueued} {
+		"limits.lockout_failures": c.Limits.LockoutFailures, "limits.max_in_flight": c.Limits.MaxInFlight, "limits.max_queued": c.Limits.MaxQueued,
+		"limits.max_handshakes": c.Limits.MaxHandshakes} {
 		if v != nil && *v < 0 {
 			errs = append(errs, fmt.Errorf("%s: %d is negative", name, *v))
 		}

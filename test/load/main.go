@@ -190,7 +190,7 @@ func run(o options) error {
 				// The abuse run measures what reaches the audit log: no lockout.
 				lockout = ", lockout_failures: 0"
 			}
-			b = append(b, "limits: {per_source_rate: 1e9, per_source_burst: 1000000000, per_tenant_rate: 1e9, per_tenant_burst: 1000000000, max_in_flight: 0"+lockout+"}\n"...)
+			b = append(b, "limits: {per_source_rate: 1e9, per_source_burst: 1000000000, per_tenant_rate: 1e9, per_tenant_burst: 1000000000, max_in_flight: 0, max_handshakes: 0"+lockout+"}\n"...)
 		}
 		if err := os.WriteFile(cfgPath, b, 0o600); err != nil {
 			return err
