@@ -30,17 +30,29 @@ import (
 // behind a balancer a source gets up to N times the rate and N times the
 // failures before every replica has locked it out. Zero fields disable
 // their limit.
+//
+// MaxInFlight bounds the requests the doors run at once (all doors
+// together); MaxQueued more wait up to QueueWait for a slot, and the rest
+// get 503 overloaded with Retry-After (inflight.go). Zero MaxInFlight
+// disables it.
 type Limits struct {
 	PerSourceRate   float64
 	PerSourceBurst  int
 	LockoutFailures int
 	LockoutWindow   time.Duration
+	MaxInFlight     int
+	MaxQueued       int
+	QueueWait       time.Duration
+	// MaxHandshakes bounds the TLS handshakes 'ca serve' runs at once
+	// (HandshakeListener); 0: no bound.
+	MaxHandshakes int
 }
 
 // DefaultLimits are ca.yaml's defaults. A factory line enrolls many
 // devices from one NAT address, so the per-source rate is generous; the
 // lockout is the brute-force guard.
-var DefaultLimits = Limits{PerSourceRate: 50, PerSourceBurst: 100, LockoutFailures: 10, LockoutWindow: time.Minute}
+var DefaultLimits = Limits{PerSourceRate: 50, PerSourceBurst: 100, LockoutFailures: 10, LockoutWindow: time.Minute,
+	MaxInFlight: DefaultMaxInFlight, MaxQueued: DefaultMaxQueued, QueueWait: DefaultQueueWait, MaxHandshakes: DefaultMaxHandshakes}
 
 // maxSources bounds the per-source state kept. Entries idle for longer than
 // a lockout window (and a full bucket's refill) are swept when it fills;
@@ -169,11 +181,11 @@ func authFailure(status int, slug string) bool {
 }
 
 // door is the middleware of a door named name: it refuses a source over
-// its rate or locked out, and counts the answers that are failed
-// authentications.
+// its rate or locked out, sheds the request when the doors' work queue is
+// full (inflight), and counts the answers that are failed authentications.
 func (s *Server) door(name string) echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
-		if s.limits == nil && s.cfg.Metrics == nil {
+		if s.limits == nil && s.cfg.Metrics == nil && s.inflight == nil {
 			return next
 		}
 		return func(c echo.Context) error {
@@ -182,6 +194,13 @@ func (s *Server) door(name string) echo.MiddlewareFunc {
 				if err := s.limits.admit(name, src); err != nil {
 					return err
 				}
+			}
+			if s.inflight != nil {
+				release, err := s.inflight.acquire(c.Request().Context())
+				if err != nil {
+					return err
+				}
+				defer release()
 			}
 			err := next(c)
 			if err != nil {

@@ -92,6 +92,7 @@ type Config struct {
 type Server struct {
 	cfg        Config
 	limits     *limiter
+	inflight   *inflight
 	est        *estBodies // precomputed EST cacerts and csrattrs
 	static     *trustView // of Config.Root and Chain
 	trustCache trustCache // of Config.Issuers
@@ -132,9 +133,10 @@ func newServer(cfg Config) *Server {
 		cfg.Now = time.Now
 	}
 	s := &Server{
-		cfg:    cfg,
-		limits: newLimiter(cfg.Limits, cfg.Now),
-		static: staticTrust(cfg, nil),
+		cfg:      cfg,
+		limits:   newLimiter(cfg.Limits, cfg.Now),
+		inflight: newInflight(cfg.Limits),
+		static:   staticTrust(cfg, nil),
 	}
 	return s
 }

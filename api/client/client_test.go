@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -306,6 +307,7 @@ func TestIsTransientNetwork(t *testing.T) {
 		{"net timeout", fmt.Errorf("dial: %w", timeoutErr{}), true},
 		{"deadline", fmt.Errorf("x: %w", context.DeadlineExceeded), true},
 		{"unexpected EOF", fmt.Errorf("x: %w", io.ErrUnexpectedEOF), true},
+		{"server closed a new connection", &url.Error{Op: "Get", URL: "https://ca/v1/ca/roots", Err: errors.New("http: server closed idle connection")}, true},
 		{"dns temporary", &net.DNSError{Err: "server misbehaving", IsTemporary: true}, true},
 		{"dns not found (resolver not up yet at boot)", &net.DNSError{Err: "no such host", IsNotFound: true}, true},
 		{"cancelled", cancelled, false},

@@ -86,6 +86,12 @@ func IsTransient(err error) bool {
 	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
 		return true
 	}
+	// net/http's unexported errServerClosedIdle: the server closed a new
+	// connection before the request went out (a busy server's header
+	// timeout ran out during the handshake). Nothing was sent: retry.
+	if strings.Contains(err.Error(), "http: server closed idle connection") {
+		return true
+	}
 	// Every DNS failure is worth retrying: at first power-on the network,
 	// the resolver or the CA's record may simply not be up yet, and the
 	// caller's deadline bounds the retries anyway.

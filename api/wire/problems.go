@@ -60,6 +60,7 @@ const (
 	// The CA itself.
 	SlugStoreUnavailable = "store-unavailable" // 503 + Retry-After: the registry cannot commit; nothing was signed or spent; retry
 	SlugUnavailable      = "unavailable"       // 503/429 + Retry-After: busy; retry later
+	SlugOverloaded       = "overloaded"        // 503 + Retry-After: the enrollment and renewal doors are full (api.Limits.MaxInFlight); nothing was done; retry
 	SlugRateLimited      = "rate-limited"      // 429 + Retry-After: too many requests from this address or tenant, or locked out after failed authentications
 	SlugInternal         = "internal"          // 500: a fault of the CA, logged with its cause
 )

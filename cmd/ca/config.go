@@ -182,6 +182,20 @@ type LimitsConfig struct {
 	// signing capacity.
 	PerTenantRate  *float64 `yaml:"per_tenant_rate,omitempty"`
 	PerTenantBurst *int     `yaml:"per_tenant_burst,omitempty"`
+	// MaxInFlight is the enrollment and renewal requests (every door
+	// together) this replica works on at once; default 32. MaxQueued more
+	// (default 128) wait up to QueueWait (default 250ms) for a slot; the
+	// rest are shed at once with 503 overloaded and Retry-After, so a
+	// fleet storm meets a bounded queue and the admin API keeps its
+	// latency. 0 disables the bound.
+	MaxInFlight *int      `yaml:"max_in_flight,omitempty"`
+	MaxQueued   *int      `yaml:"max_queued,omitempty"`
+	QueueWait   *Duration `yaml:"queue_wait,omitempty"`
+	// MaxHandshakes is the TLS handshakes this replica runs at once
+	// (default 16); more new connections wait, parked, for their turn, so
+	// a storm of them does not delay requests on open connections. 0
+	// disables the bound.
+	MaxHandshakes *int `yaml:"max_handshakes,omitempty"`
 }
 
 // Door is the API's limits, defaults applied.
@@ -191,6 +205,8 @@ func (l LimitsConfig) Door() api.Limits {
 		PerSourceRate: orDefault(l.PerSourceRate, d.PerSourceRate), PerSourceBurst: orDefault(l.PerSourceBurst, d.PerSourceBurst),
 		LockoutFailures: orDefault(l.LockoutFailures, d.LockoutFailures),
 		LockoutWindow:   time.Duration(orDefault(l.LockoutWindow, Duration(d.LockoutWindow))),
+		MaxInFlight:     orDefault(l.MaxInFlight, d.MaxInFlight), MaxQueued: orDefault(l.MaxQueued, d.MaxQueued),
+		QueueWait: time.Duration(orDefault(l.QueueWait, Duration(d.QueueWait))), MaxHandshakes: orDefault(l.MaxHandshakes, d.MaxHandshakes),
 	}
 }
 
@@ -360,13 +376,17 @@ func (c *Config) Validate() error {
 		}
 	}
 	for name, v := range map[string]*int{"limits.per_source_burst": c.Limits.PerSourceBurst, "limits.per_tenant_burst": c.Limits.PerTenantBurst,
-		"limits.lockout_failures": c.Limits.LockoutFailures} {
+		"limits.lockout_failures": c.Limits.LockoutFailures, "limits.max_in_flight": c.Limits.MaxInFlight, "limits.max_queued": c.Limits.MaxQueued,
+		"limits.max_handshakes": c.Limits.MaxHandshakes} {
 		if v != nil && *v < 0 {
 			errs = append(errs, fmt.Errorf("%s: %d is negative", name, *v))
 		}
 	}
 	if w := c.Limits.LockoutWindow; w != nil && *w < 0 {
 		errs = append(errs, fmt.Errorf("limits.lockout_window: %s is negative", time.Duration(*w)))
+	}
+	if w := c.Limits.QueueWait; w != nil && *w < 0 {
+		errs = append(errs, fmt.Errorf("limits.queue_wait: %s is negative (0 sheds without waiting)", time.Duration(*w)))
 	}
 	if c.LogFormat != "" && c.LogFormat != "text" && c.LogFormat != "json" {
 		errs = append(errs, fmt.Errorf("log_format: %q is neither text nor json", c.LogFormat))

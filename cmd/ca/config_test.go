@@ -21,6 +21,9 @@ func TestExampleConfigLoads(t *testing.T) {
 		c.Enrollment.Profile != "default" || c.Enrollment.CertProfile() != pki.ProfileDefault {
 		t.Fatalf("unexpected values: %+v", c)
 	}
+	if d := c.Limits.Door(); d.MaxInFlight != 32 || d.MaxQueued != 128 || d.QueueWait != 250*time.Millisecond || d.MaxHandshakes != 16 {
+		t.Fatalf("the example's limits are not the defaults: %+v", d)
+	}
 	if !strings.HasPrefix(c.KeyURI(), "softkms:path=/") {
 		t.Fatalf("key URI %q not resolved to an absolute path", c.KeyURI())
 	}
@@ -44,6 +47,10 @@ func TestConfigErrors(t *testing.T) {
 		{"unknown profile", "profile: default", "profile: svid", []string{`enrollment.profile: "svid" is not "default"`, `"spiffe"`}},
 		{"profile in upper case", "profile: default", "profile: SPIFFE", []string{"enrollment.profile"}},
 		{"profile not a string", "profile: default", "profile: [spiffe]", []string{"profile"}},
+		{"negative queue", "max_in_flight: 32\n  max_queued: 128\n  queue_wait: 250ms",
+			"max_in_flight: -1\n  max_queued: -2\n  queue_wait: -1s",
+			[]string{"limits.max_in_flight: -1", "limits.max_queued: -2", "limits.queue_wait: -1s"}},
+		{"negative handshakes", "max_handshakes: 16", "max_handshakes: -3", []string{"limits.max_handshakes: -3"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := strings.Replace(string(base), tc.from, tc.to, 1)

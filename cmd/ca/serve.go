@@ -298,7 +298,7 @@ func serve(ctx context.Context, cfg *Config, dev bool, stdout, stderr io.Writer)
 	go rollover.Run(revCtx)
 	go provision.RunRekeyDeadlines(revCtx, store, rev, time.Minute, log)
 	errc := make(chan error, 2)
-	go func() { errc <- srv.ServeTLS(ln, "", "") }()
+	go func() { errc <- api.ServeTLS(srv, ln, cfg.Limits.Door().MaxHandshakes) }()
 	if pubSrv != nil {
 		go func() { errc <- fmt.Errorf("plain-HTTP listener: %w", pubSrv.Serve(httpLn)) }()
 	}

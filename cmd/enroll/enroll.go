@@ -11,7 +11,6 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
-	mrand "math/rand/v2"
 	"strconv"
 	"strings"
 	"time"
@@ -35,12 +34,13 @@ const (
 const defaultTimeout = 15 * time.Minute
 
 // Backoff between attempts: full jitter over an exponential ceiling, or the
-// server's Retry-After when that is longer.
+// server's Retry-After when that is longer (the policy lives in api/client,
+// where the fleet-storm load tool runs it too).
 const (
-	backoffBase = 500 * time.Millisecond
-	backoffCap  = 30 * time.Second
+	backoffBase = client.BackoffBase
+	backoffCap  = client.BackoffCap
 	// attemptTimeout bounds one HTTP exchange so a stalled connection is retried.
-	attemptTimeout = 60 * time.Second
+	attemptTimeout = client.AttemptTimeout
 )
 
 // config is one run of enroll. Zero-valued hooks take the real clock, sleep,
@@ -129,12 +129,7 @@ func (c *config) defaults() {
 		c.Sleep = sleepCtx
 	}
 	if c.Jitter == nil {
-		c.Jitter = func(ceiling time.Duration) time.Duration {
-			if ceiling <= 0 {
-				return 0
-			}
-			return time.Duration(mrand.Int64N(int64(ceiling)))
-		}
+		c.Jitter = client.FullJitter
 	}
 	if c.Stdout == nil {
 		c.Stdout = io.Discard
@@ -439,39 +434,28 @@ type retrier struct {
 }
 
 func (r *retrier) do(ctx context.Context, what string, op func(context.Context) error) error {
-	for attempt := 0; ; attempt++ {
-		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
-		err := op(actx)
-		cancel()
-		if err == nil {
-			return nil
-		}
-		if !client.IsTransient(err) && ctx.Err() == nil {
-			return fmt.Errorf("%s: %w", what, describe(err))
-		}
-		if errors.Is(ctx.Err(), context.Canceled) {
-			return fmt.Errorf("%s: interrupted: %w", what, describe(err))
-		}
-		if ctx.Err() != nil || !r.cfg.Now().Before(r.deadline) {
-			return r.timedOut(what, fmt.Errorf("gave up after %s: %w", r.cfg.Timeout, describe(err)))
-		}
-		delay := r.cfg.Jitter(backoff(attempt))
-		if ra, ok := client.RetryAfter(err); ok && ra > delay {
-			delay = ra
-		}
-		if left := r.deadline.Sub(r.cfg.Now()); delay >= left {
-			return r.timedOut(what, fmt.Errorf("next try in %s would pass --timeout %s: %w",
-				seconds(delay), r.cfg.Timeout, describe(err)))
-		}
-		r.cfg.event(slog.LevelWarn, fmt.Sprintf("%s failed: %v; next try in %s", what, describe(err), seconds(delay)),
-			what+" failed; retrying", "err", describe(err).Error(), "retry_in", seconds(delay))
-		if serr := r.cfg.Sleep(ctx, delay); serr != nil {
-			if errors.Is(serr, context.Canceled) {
-				return fmt.Errorf("%s: interrupted while waiting to retry: %w", what, describe(err))
-			}
-			return r.timedOut(what, fmt.Errorf("gave up after %s: %w", r.cfg.Timeout, describe(err)))
-		}
+	rt := client.Retrier{Deadline: r.deadline, AttemptTimeout: attemptTimeout, Now: r.cfg.Now, Sleep: r.cfg.Sleep, Jitter: r.cfg.Jitter,
+		OnRetry: func(_ int, err error, delay time.Duration) {
+			r.cfg.event(slog.LevelWarn, fmt.Sprintf("%s failed: %v; next try in %s", what, describe(err), seconds(delay)),
+				what+" failed; retrying", "err", describe(err).Error(), "retry_in", seconds(delay))
+		}}
+	var re *client.RetryError
+	if err := rt.Do(ctx, op); !errors.As(err, &re) {
+		return err
 	}
+	err := re.Err
+	switch re.Stop {
+	case client.StopPermanent:
+		return fmt.Errorf("%s: %w", what, describe(err))
+	case client.StopInterrupted:
+		return fmt.Errorf("%s: interrupted: %w", what, describe(err))
+	case client.StopInterruptedWaiting:
+		return fmt.Errorf("%s: interrupted while waiting to retry: %w", what, describe(err))
+	case client.StopWouldPassDeadline:
+		return r.timedOut(what, fmt.Errorf("next try in %s would pass --timeout %s: %w",
+			seconds(re.Delay), r.cfg.Timeout, describe(err)))
+	}
+	return r.timedOut(what, fmt.Errorf("gave up after %s: %w", r.cfg.Timeout, describe(err)))
 }
 
 // timedOut is the exit-3 error of a retry loop whose deadline passed,
@@ -488,12 +472,7 @@ func seconds(d time.Duration) string {
 }
 
 // backoff is the ceiling before attempt+1: base·2^attempt, capped.
-func backoff(attempt int) time.Duration {
-	if attempt >= 16 {
-		return backoffCap
-	}
-	return min(backoffBase<<attempt, backoffCap)
-}
+func backoff(attempt int) time.Duration { return client.Backoff(attempt) }
 
 // describe shortens a CA error for humans: "401 Token invalid: <detail>
 // [token-invalid]" for a problem, else the error itself. The result still

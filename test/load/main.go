@@ -15,6 +15,7 @@
 //	go run ./test/load -n 5000 -c 64 -kms softhsm       # the issuing key in a throwaway SoftHSM2 token
 //	go run ./test/load -db postgres -target renew       # registry in a private PostgreSQL (pg.go); its CPU reported apart
 //	go run ./test/load -target adminlist -dir DIR -n 300  # admin list API p99 per filter over mTLS (adminlist.go)
+//	go run ./test/load -target storm -devices 10000 -max-duration 10m  # fleet storm: agents' real retry policy at once (storm.go)
 //
 // -dir DIR keeps the CA; a DIR that already holds a ca.yaml (say one filled by
 // test/seed) is served as it is, not made again.
@@ -141,13 +142,15 @@ func run(o options) error {
 		return runStepRenew(o)
 	case "renew-vs-stepca":
 		return runVersus(o)
+	case "storm", "storm-admin":
+		return runStorm(o) // storm.go
 	case "tpm":
 		if o.devices < 1 || o.devices > maxDevices {
 			return fmt.Errorf("-devices must be in [1, %d]", maxDevices)
 		}
 		o.c = o.devices
 	default:
-		return fmt.Errorf("-target must be enroll, est, renew, steprenew, renew-vs-stepca, ocsp, tpm, badtoken, adminlist or healthz")
+		return fmt.Errorf("-target must be enroll, est, renew, steprenew, renew-vs-stepca, ocsp, tpm, badtoken, adminlist, storm or healthz")
 	}
 	if o.db != "sqlite" && o.db != "postgres" {
 		return fmt.Errorf("-db must be sqlite or postgres")
@@ -235,7 +238,7 @@ func run(o options) error {
 				// The abuse run measures what reaches the audit log: no lockout.
 				lockout = ", lockout_failures: 0"
 			}
-			b = append(b, "limits: {per_source_rate: 1e9, per_source_burst: 1000000000, per_tenant_rate: 1e9, per_tenant_burst: 1000000000"+lockout+"}\n"...)
+			b = append(b, "limits: {per_source_rate: 1e9, per_source_burst: 1000000000, per_tenant_rate: 1e9, per_tenant_burst: 1000000000, max_in_flight: 0, max_handshakes: 0"+lockout+"}\n"...)
 		}
 		if o.noMetrics {
 			b = append(b, "metrics: {enabled: false}\n"...)

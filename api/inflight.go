@@ -1,0 +1,68 @@
+package api
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"devpki/api/wire"
+)
+
+// Defaults of the enrollment and renewal work queue (Limits.MaxInFlight,
+// MaxQueued, QueueWait), sized for a small machine: a handful of requests
+// per core keeps the signer and the registry's group commit busy, more only
+// lengthens every answer — the admin API's included.
+const (
+	DefaultMaxInFlight = 32
+	DefaultMaxQueued   = 128
+	DefaultQueueWait   = 250 * time.Millisecond
+)
+
+// inflight bounds the enrollment and renewal work a replica runs at once:
+// at most max requests behind the doors, at most queued more waiting up to
+// wait for a slot; any other is shed at once with 503 overloaded and
+// Retry-After, before it reads the registry or signs. A fleet storm then
+// meets a bounded queue instead of unbounded latency, and the admin API and
+// the publication routes, which take no slot, keep answering.
+type inflight struct {
+	slots   chan struct{}
+	queued  atomic.Int64
+	maxWait int64
+	wait    time.Duration
+}
+
+func newInflight(l Limits) *inflight {
+	if l.MaxInFlight <= 0 {
+		return nil
+	}
+	return &inflight{slots: make(chan struct{}, l.MaxInFlight), maxWait: int64(max(l.MaxQueued, 0)), wait: l.QueueWait}
+}
+
+// acquire takes a slot, waiting in the bounded queue if there is room, and
+// returns its release, or the overloaded error to answer.
+func (q *inflight) acquire(ctx context.Context) (func(), error) {
+	select {
+	case q.slots <- struct{}{}:
+		return q.release, nil
+	default:
+	}
+	if q.wait > 0 && q.queued.Add(1) <= q.maxWait {
+		defer q.queued.Add(-1)
+		t := time.NewTimer(q.wait)
+		defer t.Stop()
+		select {
+		case q.slots <- struct{}{}:
+			return q.release, nil
+		case <-t.C:
+		case <-ctx.Done():
+		}
+	} else if q.wait > 0 {
+		q.queued.Add(-1)
+	}
+	return nil, problem(http.StatusServiceUnavailable, wire.SlugOverloaded, "Overloaded, retry later",
+		fmt.Sprintf("this CA replica is already running %d enrollment and renewal requests (limits.max_in_flight) and its queue is full; nothing was done: retry after the Retry-After delay", cap(q.slots)))
+}
+
+func (q *inflight) release() { <-q.slots }
