@@ -181,7 +181,7 @@ func serve(ctx context.Context, cfg *Config, dev bool, stdout, stderr io.Writer)
 	// The CA's issuers as a rollover moves them: the registry says which
 	// one signs (ca rollover ...), every replica follows within a poll.
 	issuers := pki.NewIssuerSet(issuer)
-	rollover, err := newRollover(cfg, ca, issuers, rev, store, password, log)
+	rollover, err := newRollover(cfg, ca, issuers, rev, store, now, password, log)
 	if err != nil {
 		return err
 	}

@@ -223,6 +223,9 @@ func (r *Rollover) load(ctx context.Context, row *registry.CAIssuer, initialKID 
 		if opts.CRLURL != "" {
 			opts.CRLURL = strings.TrimSuffix(opts.CRLURL, "/") + "/" + row.KeyID
 		}
+		// Partition CRLs are the initial issuer's; another issuer's
+		// certificates name its one CRL.
+		opts.CRLPartitions = 0
 		if opts.CAIssuersURL != "" {
 			opts.CAIssuersURL = strings.TrimSuffix(strings.TrimSuffix(opts.CAIssuersURL, ".crt"), "/") + "/" + row.KeyID + ".crt"
 		}
