@@ -27,16 +27,7 @@ func (s *Store) PutTPMChallenge(ctx context.Context, c *registry.TPMChallenge) e
 	if row.CreatedAt.IsZero() {
 		row.CreatedAt = now
 	}
-	err := s.write(ctx, func(tx *gorm.DB, b *batch) error {
-		if _, err := b.exec(sqlSweepChallenges, now); err != nil {
-			return fmt.Errorf("sqlstore: sweep TPM challenges: %w", s.translateSQL(err))
-		}
-		if err := tx.Create(row).Error; err != nil {
-			return fmt.Errorf("sqlstore: put TPM challenge %s: %w", c.ID, translate(err))
-		}
-		return nil
-	})
-	if err != nil {
+	if err := s.putChallenge(ctx, "TPM challenge "+c.ID, sqlSweepChallenges, now, row); err != nil {
 		return err
 	}
 	c.CreatedAt = row.CreatedAt
@@ -50,25 +41,54 @@ func (s *Store) PutTPMChallenge(ctx context.Context, c *registry.TPMChallenge) e
 // already true. An expired challenge is marked used in a committed
 // transaction before ErrChallengeExpired is returned.
 func (s *Store) ConsumeTPMChallenge(ctx context.Context, id string, now time.Time) (*registry.TPMChallenge, error) {
-	var row tpmChallengeRow
+	row, err := consumeChallenge(s, ctx, "TPM challenge", id, now, func(r *tpmChallengeRow) time.Time { return r.Expires })
+	if err != nil {
+		return nil, err
+	}
+	return row.domain(), nil
+}
+
+// putChallenge records a challenge row, sweeping expired ones of its table
+// (sweep) in the same transaction.
+func (s *Store) putChallenge(ctx context.Context, what, sweep string, now time.Time, row any) error {
+	return s.write(ctx, func(tx *gorm.DB, b *batch) error {
+		if _, err := b.exec(sweep, now); err != nil {
+			return fmt.Errorf("sqlstore: sweep before %s: %w", what, s.translateSQL(err))
+		}
+		if err := tx.Create(row).Error; err != nil {
+			return fmt.Errorf("sqlstore: put %s: %w", what, translate(err))
+		}
+		return nil
+	})
+}
+
+// consumeChallenge marks challenge id used and returns its row. The
+// conditional UPDATE (used = false → true) is the single-use guarantee:
+// SQLite has one writer at a time across processes (BEGIN IMMEDIATE), and on
+// PostgreSQL a second UPDATE of the row waits for the first transaction and
+// then finds used already true. An expired challenge is marked used in a
+// committed transaction before registry.ErrChallengeExpired is returned.
+func consumeChallenge[T any](s *Store, ctx context.Context, what, id string, now time.Time, expires func(*T) time.Time) (*T, error) {
+	var row T
 	var refused error // the answer when the op itself succeeded
 	err := s.write(ctx, func(tx *gorm.DB, _ *batch) error {
-		row, refused = tpmChallengeRow{}, nil
-		res := tx.Model(&tpmChallengeRow{}).Where("id = ? AND used = ?", id, false).Update("used", true)
+		var zero T
+		row, refused = zero, nil
+		res := tx.Model(new(T)).Where("id = ? AND used = ?", id, false).Update("used", true)
 		if res.Error != nil {
-			return fmt.Errorf("sqlstore: consume TPM challenge %s: %w", id, translate(res.Error))
+			return fmt.Errorf("sqlstore: consume %s %s: %w", what, id, translate(res.Error))
 		}
 		if err := tx.Where("id = ?", id).Take(&row).Error; err != nil {
 			if errors.Is(err, gorm.ErrRecordNotFound) {
 				refused = registry.ErrChallengeNotFound
 				return nil
 			}
-			return fmt.Errorf("sqlstore: consume TPM challenge %s: %w", id, translate(err))
+			return fmt.Errorf("sqlstore: consume %s %s: %w", what, id, translate(err))
 		}
 		switch {
 		case res.RowsAffected != 1:
 			refused = registry.ErrChallengeUsed
-		case !now.Before(row.Expires):
+		case !now.Before(expires(&row)):
 			refused = registry.ErrChallengeExpired
 		}
 		return nil
@@ -77,7 +97,7 @@ func (s *Store) ConsumeTPMChallenge(ctx context.Context, id string, now time.Tim
 		return nil, err
 	}
 	if refused != nil {
-		return nil, fmt.Errorf("sqlstore: consume TPM challenge %q: %w", id, refused)
+		return nil, fmt.Errorf("sqlstore: consume %s %q: %w", what, id, refused)
 	}
-	return row.domain(), nil
+	return &row, nil
 }

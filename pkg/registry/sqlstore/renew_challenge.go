@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"gorm.io/gorm"
-
 	"devpki/pkg/registry"
 )
 
@@ -43,16 +41,7 @@ func (s *Store) PutRenewChallenge(ctx context.Context, c *registry.RenewChalleng
 	if row.CreatedAt.IsZero() {
 		row.CreatedAt = now
 	}
-	err := s.write(ctx, func(tx *gorm.DB, b *batch) error {
-		if _, err := b.exec(sqlSweepRenewChallenges, now); err != nil {
-			return fmt.Errorf("sqlstore: sweep renewal challenges: %w", s.translateSQL(err))
-		}
-		if err := tx.Create(row).Error; err != nil {
-			return fmt.Errorf("sqlstore: put renewal challenge %s: %w", c.ID, translate(err))
-		}
-		return nil
-	})
-	if err != nil {
+	if err := s.putChallenge(ctx, "renewal challenge "+c.ID, sqlSweepRenewChallenges, now, row); err != nil {
 		return err
 	}
 	c.CreatedAt = row.CreatedAt
@@ -64,34 +53,9 @@ func (s *Store) PutRenewChallenge(ctx context.Context, c *registry.RenewChalleng
 // single-use guarantee across replicas, and an expired challenge is
 // consumed all the same before registry.ErrChallengeExpired is returned.
 func (s *Store) ConsumeRenewChallenge(ctx context.Context, id string, now time.Time) (*registry.RenewChallenge, error) {
-	var row renewChallengeRow
-	var refused error // the answer when the op itself succeeded
-	err := s.write(ctx, func(tx *gorm.DB, _ *batch) error {
-		row, refused = renewChallengeRow{}, nil
-		res := tx.Model(&renewChallengeRow{}).Where("id = ? AND used = ?", id, false).Update("used", true)
-		if res.Error != nil {
-			return fmt.Errorf("sqlstore: consume renewal challenge %s: %w", id, translate(res.Error))
-		}
-		if err := tx.Where("id = ?", id).Take(&row).Error; err != nil {
-			if errors.Is(err, gorm.ErrRecordNotFound) {
-				refused = registry.ErrChallengeNotFound
-				return nil
-			}
-			return fmt.Errorf("sqlstore: consume renewal challenge %s: %w", id, translate(err))
-		}
-		switch {
-		case res.RowsAffected != 1:
-			refused = registry.ErrChallengeUsed
-		case !now.Before(row.Expires):
-			refused = registry.ErrChallengeExpired
-		}
-		return nil
-	})
+	row, err := consumeChallenge(s, ctx, "renewal challenge", id, now, func(r *renewChallengeRow) time.Time { return r.Expires })
 	if err != nil {
 		return nil, err
-	}
-	if refused != nil {
-		return nil, fmt.Errorf("sqlstore: consume renewal challenge %q: %w", id, refused)
 	}
 	return &registry.RenewChallenge{ID: row.ID, Nonce: row.Nonce, CertSerial: row.CertSerial,
 		Expires: row.Expires.UTC(), CreatedAt: row.CreatedAt.UTC()}, nil
