@@ -128,7 +128,7 @@ func cmdRestore(ctx context.Context, args []string, stdout, stderr io.Writer) (e
 	}
 
 	if m.Driver == sqlstore.DriverSQLite {
-		if err := raiseCRLNumber(ctx, "sqlite3", "file:"+p.registrySrc); err != nil {
+		if err := raiseCRLNumber(ctx, sqlstore.DriverSQLite, p.registrySrc); err != nil {
 			return err
 		}
 		fmt.Fprintln(stderr, "verifying the registry copy (integrity check, audit chain) ...")
@@ -166,7 +166,7 @@ func cmdRestore(ctx context.Context, args []string, stdout, stderr io.Writer) (e
 		if err := restorePostgres(ctx, p.registrySrc, p.dsn, force); err != nil {
 			return err
 		}
-		if err := raiseCRLNumber(ctx, "pgx", p.dsn); err != nil {
+		if err := raiseCRLNumber(ctx, sqlstore.DriverPostgres, p.dsn); err != nil {
 			return err
 		}
 	}
@@ -547,27 +547,15 @@ func countLive(ctx context.Context, driver, dsn string) (registryCounts, error) 
 // partition CRLs' counters are raised alike (and a partition first
 // published later starts above the full CRL's counter).
 func raiseCRLNumber(ctx context.Context, driver, dsn string) error {
-	db, err := sql.Open(driver, dsn)
+	st, err := sqlstore.Open(ctx, sqlstore.Options{Driver: driver, DSN: dsn})
 	if err != nil {
-		return err
+		return fmt.Errorf("open the restored registry to raise its CRL numbers: %w", err)
 	}
-	defer db.Close()
-	q := "UPDATE crl_counter SET number = ? WHERE id = 1 AND number < ?"
-	if driver == "pgx" {
-		q = "UPDATE crl_counter SET number = $1 WHERE id = 1 AND number < $2"
+	defer st.Close()
+	if err := st.RaiseCRLNumbers(ctx, time.Now().Unix()); err != nil {
+		return fmt.Errorf("raise the CRL numbers of the restored registry: %w", err)
 	}
-	now := time.Now().Unix()
-	if _, err := db.ExecContext(ctx, q, now, now); err != nil {
-		return fmt.Errorf("raise the CRL number of the restored registry: %w", err)
-	}
-	q = "UPDATE crl_partitions SET number = ? WHERE number < ?"
-	if driver == "pgx" {
-		q = "UPDATE crl_partitions SET number = $1 WHERE number < $2"
-	}
-	if _, err := db.ExecContext(ctx, q, now, now); err != nil {
-		return fmt.Errorf("raise the partition CRL numbers of the restored registry: %w", err)
-	}
-	return nil
+	return st.Close()
 }
 
 // chowner returns a function that gives a file to user name and its
