@@ -61,6 +61,9 @@ type Config struct {
 	// (one line per request) included: "text" (default, logfmt-like) or
 	// "json" (one JSON object per line). --log-format overrides it.
 	LogFormat string `yaml:"log_format,omitempty"`
+	// MemoryLimit is 'ca serve''s soft memory limit (the Go runtime's,
+	// see memlimit.go): a size such as 128MiB (the default), or "off".
+	MemoryLimit string `yaml:"memory_limit,omitempty"`
 
 	CA         CAConfig         `yaml:"ca"`
 	TLS        TLSConfig        `yaml:"tls"`
@@ -468,6 +471,7 @@ func (c *Config) Validate() error {
 	}
 	errs = append(errs, c.validateMetrics()...)
 	errs = append(errs, c.Renew.validate()...)
+	errs = append(errs, c.validateMemoryLimit()...)
 	return errors.Join(errs...)
 }
 

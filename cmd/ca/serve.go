@@ -112,6 +112,7 @@ func serve(ctx context.Context, cfg *Config, dev bool, stdout, stderr io.Writer)
 		logHandler = slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo})
 	}
 	log := slog.New(logHandler)
+	applyMemoryLimit(cfg, os.Getenv, log)
 	now, err := serviceClock(os.Getenv, log)
 	if err != nil {
 		return err

@@ -201,6 +201,14 @@ func (r *Revocation) buildPartition(ctx context.Context, n int, rev int64) (*CRL
 	return c, nil
 }
 
+// held is the CRL held for partition n (0: the full CRL), or nil.
+func (r *Revocation) held(n int) *CRL {
+	if n == 0 {
+		return r.crl.Load()
+	}
+	return r.heldPartition(n)
+}
+
 func (r *Revocation) heldPartition(n int) *CRL {
 	r.partsMu.Lock()
 	defer r.partsMu.Unlock()
@@ -222,47 +230,50 @@ func (r *Revocation) build(ctx context.Context, n int) (*CRL, error) {
 	if err != nil {
 		return nil, fmt.Errorf("build %s: %w", what, err)
 	}
-	var entries []registry.RevokedEntry
+	// The entries are encoded as they are read (nothing per row is kept
+	// but its ~55 DER bytes): a full CRL of 100,000 entries built at
+	// startup must not grow the heap by a slice of structs, big.Ints and
+	// encoder trees (see pki.CRLEntries).
+	hint := 0
+	if old := r.held(n); old != nil {
+		hint = old.Entries + old.Entries/16
+	}
+	entries := pki.NewCRLEntries(hint)
+	err = r.cfg.Store.EachRevoked(ctx, n, now, func(row *registry.RevokedRow) error {
+		if !r.ownRow(row.IssuerKeyID) {
+			return nil
+		}
+		err := entries.AddHex(row.Serial, row.RevokedAt, row.Reason)
+		if errors.Is(err, pki.ErrBadCertSerial) {
+			r.cfg.Log.Warn("CRL: skipping a registry serial that is not hex", "serial", string(row.Serial))
+			return nil
+		}
+		return err
+	})
 	var number int64
 	var idp *pki.IDP
-	if n == 0 {
-		entries, err = r.cfg.Store.ListRevoked(ctx, now)
-		if err == nil {
-			number, err = r.cfg.Store.NextCRLNumber(ctx)
-		}
-	} else {
-		entries, err = r.cfg.Store.ListRevokedPartition(ctx, n, now)
-		if err == nil {
-			number, err = r.cfg.Store.NextPartitionCRLNumber(ctx, n)
-		}
+	if err == nil && n == 0 {
+		number, err = r.cfg.Store.NextCRLNumber(ctx)
+	} else if err == nil {
+		number, err = r.cfg.Store.NextPartitionCRLNumber(ctx, n)
 		// Every certificate that names a partition is a leaf.
 		idp = &pki.IDP{URI: pki.CRLPartitionURL(r.cfg.CRLURL, n), OnlyContainsUserCerts: true}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("build %s: %w", what, err)
 	}
-	// This issuer's certificates only (a rollover leaves several).
-	entries = r.ownEntries(entries)
 	listed := time.Since(start)
-	revoked := make([]pki.RevokedCert, 0, len(entries))
-	for _, e := range entries {
-		sn, err := pki.ParseSerial(e.Serial)
-		if err != nil {
-			r.cfg.Log.Warn("CRL: skipping a registry serial that is not hex", "serial", e.Serial)
-			continue
-		}
-		revoked = append(revoked, pki.RevokedCert{Serial: sn, RevokedAt: e.RevokedAt, Reason: e.Reason})
-	}
+	count := entries.Len()
 	// thisUpdate is backdated a little for relying parties whose clocks lag.
 	this := now.Add(-pki.DefaultBackdate).UTC().Truncate(time.Second)
 	next := now.Add(r.cfg.CRLValidity).UTC().Truncate(time.Second)
-	der, err := r.cfg.CRLSigner.SignCRL(ctx, &pki.CRLTemplate{Number: number, ThisUpdate: this, NextUpdate: next, Revoked: revoked, IDP: idp})
+	der, err := r.cfg.CRLSigner.SignCRL(ctx, &pki.CRLTemplate{Number: number, ThisUpdate: this, NextUpdate: next, Entries: entries, IDP: idp})
 	if err != nil {
 		return nil, fmt.Errorf("build %s number %d: %w", what, number, err)
 	}
 	sum := sha256.Sum256(der)
 	c := &CRL{
-		DER: der, Number: number, ThisUpdate: this, NextUpdate: next, Entries: len(revoked), Partition: n,
+		DER: der, Number: number, ThisUpdate: this, NextUpdate: next, Entries: count, Partition: n,
 		ETag:     `"` + strconv.Itoa(n) + "-" + strconv.FormatInt(number, 10) + "-" + hex.EncodeToString(sum[:8]) + `"`,
 		revision: revs.All,
 	}
@@ -276,7 +287,7 @@ func (r *Revocation) build(ctx context.Context, n int) (*CRL, error) {
 	if n > 0 {
 		level = r.cfg.Log.Debug // one per revocation: small and frequent
 	}
-	level("CRL rebuilt", "partition", n, "number", number, "entries", len(revoked), "bytes", len(der),
+	level("CRL rebuilt", "partition", n, "number", number, "entries", count, "bytes", len(der),
 		"next_update", next.Format(time.RFC3339), "read", listed.Round(time.Microsecond),
 		"duration", time.Since(start).Round(time.Microsecond))
 	return c, nil

@@ -38,6 +38,7 @@ type RevocationStore interface {
 	ListRevokedPartition(ctx context.Context, partition int, now time.Time) ([]registry.RevokedEntry, error)
 	NextPartitionCRLNumber(ctx context.Context, partition int) (int64, error)
 	CRLRevisions(ctx context.Context) (*registry.CRLRevisions, error)
+	EachRevoked(ctx context.Context, partition int, now time.Time, fn func(*registry.RevokedRow) error) error
 	GetQuarantine(ctx context.Context, id string) (*registry.Quarantine, error)
 	ListDevices(ctx context.Context, f registry.DeviceFilter) ([]*registry.Device, error)
 	ApplyRelease(ctx context.Context, w *registry.ReleaseWrite) error

@@ -53,21 +53,18 @@ func (r *Revocation) ForIssuer(keyID string) *Revocation {
 // IssuerKeyID is RevocationConfig.IssuerKeyID.
 func (r *Revocation) IssuerKeyID() string { return r.cfg.IssuerKeyID }
 
-// ownEntries keeps the entries of r's issuer (all of them when r names
-// none; entries recorded without an issuer are the first issuer's, r's
-// unless r is another issuer's).
-func (r *Revocation) ownEntries(entries []registry.RevokedEntry) []registry.RevokedEntry {
+// ownRow reports whether a revoked certificate recorded with issuerKeyID
+// is r's issuer's (all are when r names none; certificates recorded
+// without an issuer are the first issuer's, r's unless r is another
+// issuer's).
+func (r *Revocation) ownRow(issuerKeyID []byte) bool {
 	if r.cfg.IssuerKeyID == "" {
-		return entries
+		return true
 	}
-	first := !r.secondary
-	out := entries[:0:0]
-	for _, e := range entries {
-		if e.IssuerKeyID == r.cfg.IssuerKeyID || (e.IssuerKeyID == "" && first) {
-			out = append(out, e)
-		}
+	if len(issuerKeyID) == 0 {
+		return !r.secondary
 	}
-	return out
+	return string(issuerKeyID) == r.cfg.IssuerKeyID
 }
 
 // issuerFor returns the other issuer's Revocation whose responder answers

@@ -192,6 +192,16 @@ type RevokedEntry struct {
 	IssuerKeyID string
 }
 
+// RevokedRow is a RevokedEntry as EachRevoked reads it: what a CRL entry
+// needs, with nothing parsed or copied per row. The slices are valid only
+// during the callback.
+type RevokedRow struct {
+	Serial      []byte // as Certificate.Serial
+	RevokedAt   int64  // Unix seconds (a CRL lists whole seconds)
+	Reason      int
+	IssuerKeyID []byte // as Certificate.IssuerKeyID
+}
+
 // Certificate is every certificate the CA issued, recorded before it is
 // returned to anyone.
 type Certificate struct {
@@ -541,6 +551,12 @@ type Store interface {
 	NextPartitionCRLNumber(ctx context.Context, partition int) (int64, error)
 	// CRLRevisions reads the revocation revisions (one cheap query).
 	CRLRevisions(ctx context.Context) (*CRLRevisions, error)
+	// EachRevoked calls fn for each certificate ListRevoked (partition 0)
+	// or ListRevokedPartition (partition n) would return, in the same
+	// order, as it reads them: a CRL build streams a million entries into
+	// its encoder without holding them. An error from fn stops the read
+	// and is returned.
+	EachRevoked(ctx context.Context, partition int, now time.Time, fn func(*RevokedRow) error) error
 
 	// Renew records a renewal atomically (see Renewal).
 	Renew(ctx context.Context, r *Renewal) error

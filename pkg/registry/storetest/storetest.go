@@ -57,6 +57,7 @@ func Run(t *testing.T, open func(t *testing.T) registry.Store) {
 		{"NextCRLNumber", testNextCRLNumber},
 		{"CRLPartitions", testCRLPartitions},
 		{"PartitionCRLNumbers", testPartitionCRLNumbers},
+		{"EachRevoked", testEachRevoked},
 		{"Renew", testRenew},
 		{"RenewRekeyRequired", testRenewRekeyRequired},
 		{"RenewRevoked", testRenewRevoked},
