@@ -176,7 +176,7 @@ func (s *Store) ListAudit(ctx context.Context, afterSeq int64, limit int) ([]*re
 		limit = 100
 	}
 	var rows []auditRow
-	err := s.r.WithContext(ctx).Where("seq > ?", afterSeq).Order("seq").Limit(limit).Find(&rows).Error
+	err := s.rd(ctx).Where("seq > ?", afterSeq).Order("seq").Limit(limit).Find(&rows).Error
 	if err != nil {
 		return nil, fmt.Errorf("sqlstore: list audit: %w", translate(err))
 	}
@@ -194,7 +194,7 @@ func (s *Store) ListAudit(ctx context.Context, afterSeq int64, limit int) ([]*re
 // check: the store has no CA), and checks every tenant chain as well.
 func (s *Store) VerifyAudit(ctx context.Context) error {
 	var head auditHeadRow
-	if err := s.r.WithContext(ctx).Where("id = ?", 1).Take(&head).Error; err != nil {
+	if err := s.rd(ctx).Where("id = ?", 1).Take(&head).Error; err != nil {
 		return fmt.Errorf("%w: read head: %w", registry.ErrAuditChain, translate(err))
 	}
 	prev := make([]byte, sha256.Size)
@@ -213,7 +213,7 @@ func (s *Store) VerifyAudit(ctx context.Context) error {
 	}
 	for last < head.Seq {
 		var rows []auditRow
-		err := s.r.WithContext(ctx).Where("seq > ? AND seq <= ?", last, head.Seq).
+		err := s.rd(ctx).Where("seq > ? AND seq <= ?", last, head.Seq).
 			Order("seq").Limit(verifyChunk).Find(&rows).Error
 		if err != nil {
 			return fmt.Errorf("sqlstore: verify audit: %w", translate(err))
@@ -259,7 +259,7 @@ func (s *Store) VerifyAudit(ctx context.Context) error {
 	// The stored tenant heads agree with the walk (events appended since
 	// the head was read may have moved them on: only behind is wrong).
 	var heads []auditTenantHeadRow
-	if err := s.r.WithContext(ctx).Find(&heads).Error; err != nil {
+	if err := s.rd(ctx).Find(&heads).Error; err != nil {
 		return fmt.Errorf("sqlstore: verify audit: %w", translate(err))
 	}
 	for _, h := range heads {
