@@ -241,14 +241,14 @@ func (s *Store) runBatchOnce(queued []*op) {
 // DefaultMaxBatchTime is Options.MaxBatchTime's default.
 const DefaultMaxBatchTime = 50 * time.Millisecond
 
-// cutShort says whether a transaction that started at start should commit
-// the ops it ran so far and leave the rest to the next one: an admin op is
-// waiting, or it has held the audit head longer than s.maxBatchTime. Every
+// cutShort says whether a transaction that took the audit head at held
+// should commit the ops it ran so far and leave the rest to the next one: an
+// admin op is waiting, or it has held the head longer than s.maxBatchTime. Every
 // writer waits for that head — this replica's admin lane for its committer,
 // every other replica for the lock — so a batch of slow statements (a
 // database sharing a busy host) must not hold it for long.
-func (s *Store) cutShort(start time.Time) bool {
-	return len(s.prio) > 0 || (s.maxBatchTime > 0 && time.Since(start) > s.maxBatchTime)
+func (s *Store) cutShort(held time.Time) bool {
+	return len(s.prio) > 0 || (s.maxBatchTime > 0 && time.Since(held) > s.maxBatchTime)
 }
 
 // runTx runs ops in one transaction and answers them. If preemptible, it
@@ -258,13 +258,13 @@ func (s *Store) cutShort(start time.Time) bool {
 func (s *Store) runTx(all []*op, preemptible bool) int {
 	ops := all
 	start := time.Now()
-	defer func() {
-		s.batches.Add(1)
-		s.batchedOps.Add(int64(len(ops)))
-		if s.observer != nil {
-			s.observer.Committed(len(ops), time.Since(start))
-		}
-	}()
+	// Counted when it starts (a cut-short transaction gives back the ops
+	// it leaves to the next).
+	s.batches.Add(1)
+	s.batchedOps.Add(int64(len(all)))
+	if s.observer != nil {
+		defer func() { s.observer.Committed(len(ops), time.Since(start)) }()
+	}
 
 	errs := make([]error, len(ops))
 	fail := func(err error) {
@@ -291,26 +291,35 @@ func (s *Store) runTx(all []*op, preemptible bool) int {
 		return len(ops)
 	}
 	startSeq, startHash := b.headSeq, b.headHash
+	// The budget counts from here: waiting for the head (another replica
+	// holding it) is not this transaction's doing, and counting it would
+	// shrink every batch to one op exactly when the database is contended.
+	held := time.Now()
+	// Each op runs in a savepoint, so that a failing op is undone alone —
+	// except the op of a one-op transaction, which the transaction itself
+	// undoes. The savepoint of an op is released only when the next one is
+	// set (one round trip on PostgreSQL: the statement pair, see
+	// nextSavepoint) or by COMMIT: one savepoint name, never a deep stack.
+	savepoints, pending := len(all) > 1, false
 	for i, o := range all {
-		if preemptible && i > 0 && s.cutShort(start) {
+		if preemptible && i > 0 && s.cutShort(held) {
 			ops, errs = all[:i], errs[:i]
+			s.batchedOps.Add(-int64(len(all) - i))
 			break
 		}
-		// One savepoint name, released after each op: SQLite keeps no deep
-		// savepoint stack and the statements stay prepared.
-		if _, err := b.exec("SAVEPOINT op"); err != nil {
-			sqlTx.Rollback()
-			fail(fmt.Errorf("sqlstore: savepoint: %w", err))
-			return len(ops)
+		if savepoints {
+			if err := b.nextSavepoint(pending); err != nil {
+				sqlTx.Rollback()
+				fail(fmt.Errorf("sqlstore: savepoint: %w", err))
+				return len(ops)
+			}
+			pending = true
 		}
 		seq, hash := b.headSeq, b.headHash
 		clear(b.tenantUndo)
 		err := o.fn(tx, b)
 		if err == nil {
-			if _, err = b.exec("RELEASE SAVEPOINT op"); err == nil {
-				continue
-			}
-			err = fmt.Errorf("sqlstore: release savepoint: %w", err)
+			continue
 		}
 		errs[i] = err
 		b.headSeq, b.headHash = seq, hash
@@ -320,6 +329,13 @@ func (s *Store) runTx(all []*op, preemptible bool) int {
 			// transaction back by itself): the batch cannot commit.
 			sqlTx.Rollback()
 			fail(err)
+			return len(ops)
+		}
+		if !savepoints {
+			// The one op failed: nothing to commit.
+			sqlTx.Rollback()
+			s.settle(nil)
+			o.done <- err
 			return len(ops)
 		}
 		if _, rerr := b.exec("ROLLBACK TO SAVEPOINT op"); rerr != nil {
@@ -334,11 +350,6 @@ func (s *Store) runTx(all []*op, preemptible bool) int {
 					o.done <- err
 				}
 			}
-			return len(ops)
-		}
-		if _, rerr := b.exec("RELEASE SAVEPOINT op"); rerr != nil {
-			sqlTx.Rollback()
-			fail(fmt.Errorf("sqlstore: release savepoint: %w", rerr))
 			return len(ops)
 		}
 	}
@@ -370,6 +381,27 @@ func (s *Store) runTx(all []*op, preemptible bool) int {
 		o.done <- errs[i]
 	}
 	return len(ops)
+}
+
+// nextSavepoint sets the savepoint of the next op, first releasing the
+// previous op's when pending. On PostgreSQL the pair goes as one simple-
+// protocol exchange: one round trip per op instead of two, and the
+// committer's round trips are what a batch's time (its hold on the audit
+// head) is made of.
+func (b *batch) nextSavepoint(pending bool) error {
+	if !pending {
+		_, err := b.exec("SAVEPOINT op")
+		return err
+	}
+	if b.s.driver == DriverPostgres {
+		_, err := b.tx.ExecContext(b.ctx, "RELEASE SAVEPOINT op; SAVEPOINT op")
+		return err
+	}
+	if _, err := b.exec("RELEASE SAVEPOINT op"); err != nil {
+		return err
+	}
+	_, err := b.exec("SAVEPOINT op")
+	return err
 }
 
 // BatchStats reports how many group-commit transactions ran and how many ops
