@@ -278,8 +278,13 @@ func runStorm(o options) (err error) {
 	if err := checkStormRegistry(fig, dir, pgDSN); err != nil {
 		return err
 	}
-	for _, r := range reps {
+	for i, r := range reps {
 		countLog(fig, r.log)
+		if o.keep != "" { // -dir keeps the replicas' logs with the CA
+			if b, err := os.ReadFile(r.log); err == nil {
+				_ = os.WriteFile(filepath.Join(o.keep, fmt.Sprintf("replica-%d.log", i)), b, 0o600)
+			}
+		}
 	}
 	if k := len(fig.adminServer); k > 0 {
 		slices.Sort(fig.adminServer)

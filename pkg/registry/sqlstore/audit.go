@@ -7,6 +7,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 
 	"gorm.io/gorm"
 
@@ -60,15 +61,49 @@ func (b *batch) appendAudit(ev *registry.AuditEvent) (*registry.AuditEvent, erro
 	}
 	out.TenantSeq, out.TenantPrevHash = th.seq+1, th.hash
 	out.TenantHash = registry.AuditTenantHash(out.TenantPrevHash, &out)
-	_, err = b.exec(sqlInsertAudit,
-		out.Seq, out.Time, out.TenantID, out.Actor, out.Action, out.Target, out.Result, out.Detail, out.SourceAddr,
-		out.PrevHash, out.Hash, out.TenantSeq, out.TenantPrevHash, out.TenantHash)
-	if err != nil {
+	row := []any{out.Seq, out.Time, out.TenantID, out.Actor, out.Action, out.Target, out.Result, out.Detail, out.SourceAddr,
+		out.PrevHash, out.Hash, out.TenantSeq, out.TenantPrevHash, out.TenantHash}
+	if b.s.driver == DriverPostgres {
+		// Inserted with the batch's other events before it commits
+		// (flushAudit): one round trip for all of them.
+		b.pendingAudit = append(b.pendingAudit, row)
+	} else if _, err = b.exec(sqlInsertAudit, row...); err != nil {
 		return nil, fmt.Errorf("sqlstore: append audit event %d: %w", out.Seq, b.s.translateSQL(err))
 	}
 	b.moveTenantHead(chain, th, out.TenantSeq, out.TenantHash)
 	b.headSeq, b.headHash = out.Seq, out.Hash
 	return &out, nil
+}
+
+// auditFlushRows caps the rows of one flushAudit INSERT (14 parameters a
+// row, under PostgreSQL's 65,535).
+const auditFlushRows = 1000
+
+// flushAudit inserts the batch's pending audit events (PostgreSQL), in seq
+// order, as multi-row INSERTs. It runs after the batch's last op, inside
+// the transaction, before the heads are stored.
+func (b *batch) flushAudit() error {
+	for rows := b.pendingAudit; len(rows) > 0; {
+		n := min(len(rows), auditFlushRows)
+		q, _, _ := strings.Cut(sqlInsertAudit, "VALUES")
+		var sb strings.Builder
+		sb.WriteString(q)
+		sb.WriteString("VALUES ")
+		args := make([]any, 0, n*len(rows[0]))
+		for i, r := range rows[:n] {
+			if i > 0 {
+				sb.WriteString(", ")
+			}
+			sb.WriteString("(?" + strings.Repeat(", ?", len(r)-1) + ")")
+			args = append(args, r...)
+		}
+		if _, err := b.exec(sb.String(), args...); err != nil {
+			return fmt.Errorf("sqlstore: append audit events %v to %v: %w", rows[0][0], rows[n-1][0], b.s.translateSQL(err))
+		}
+		rows = rows[n:]
+	}
+	b.pendingAudit = b.pendingAudit[:0]
+	return nil
 }
 
 // tenantHead is the head of chain in this batch: read from the database

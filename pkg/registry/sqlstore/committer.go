@@ -50,6 +50,9 @@ type batch struct {
 	// holds their values before the current op, restored if it fails.
 	tenantHeads map[string]*tenantHead
 	tenantUndo  map[string]*tenantHead
+	// pendingAudit are the batch's audit event rows not inserted yet
+	// (PostgreSQL: appendAudit, flushAudit).
+	pendingAudit [][]any
 }
 
 // tenantHead is one tenant chain's head in a batch; dirty when an event of
@@ -315,14 +318,14 @@ func (s *Store) runTx(all []*op, preemptible bool) int {
 			}
 			pending = true
 		}
-		seq, hash := b.headSeq, b.headHash
+		seq, hash, auditMark := b.headSeq, b.headHash, len(b.pendingAudit)
 		clear(b.tenantUndo)
 		err := o.fn(tx, b)
 		if err == nil {
 			continue
 		}
 		errs[i] = err
-		b.headSeq, b.headHash = seq, hash
+		b.headSeq, b.headHash, b.pendingAudit = seq, hash, b.pendingAudit[:auditMark]
 		b.undoTenantHeads()
 		if isUnavailable(err) {
 			// The database cannot write (SQLite may even have rolled the
@@ -352,6 +355,11 @@ func (s *Store) runTx(all []*op, preemptible bool) int {
 			}
 			return len(ops)
 		}
+	}
+	if err := b.flushAudit(); err != nil {
+		sqlTx.Rollback()
+		fail(err)
+		return len(ops)
 	}
 	if b.headSeq != startSeq || string(b.headHash) != string(startHash) {
 		if err := b.storeHead(); err != nil {
