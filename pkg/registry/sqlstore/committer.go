@@ -124,7 +124,7 @@ func (s *Store) commitLoop() {
 			}
 		}
 		if held != nil {
-			s.runBatch(fillFrom(s.prio, append(ops[:0], held), s.maxBatch))
+			s.runBatchOnce(fillFrom(s.prio, append(ops[:0], held), s.maxBatch))
 			held = nil
 			continue
 		}
@@ -140,7 +140,7 @@ func (s *Store) commitLoop() {
 				for {
 					select {
 					case o := <-q:
-						s.runBatch(fillFrom(q, append(ops[:0], o), s.maxBatch))
+						s.runBatchOnce(fillFrom(q, append(ops[:0], o), s.maxBatch))
 						continue
 					default:
 					}
@@ -159,6 +159,10 @@ func (s *Store) commitLoop() {
 		// arriving meanwhile ends the wait.
 		if s.linger > 0 && lastBatch >= lingerSiblings && len(ops) < s.maxBatch {
 			ops, held = s.lingerFill(ops)
+		}
+		if held != nil { // out of the lane already: cutShort would not see it
+			s.runBatchOnce(fillFrom(s.prio, []*op{held}, s.maxBatch))
+			held = nil
 		}
 		lastBatch = len(ops)
 		s.runBatch(ops)
@@ -227,8 +231,8 @@ func (s *Store) runBatch(queued []*op) {
 	}
 }
 
-// runBatchOnce runs the ops it takes in one transaction, never cut short
-// (the admin lane's, which nothing may preempt).
+// runBatchOnce runs the ops it takes in one transaction, never cut short:
+// the admin lane's (and the last ones at Close).
 func (s *Store) runBatchOnce(queued []*op) {
 	ops := queued[:0:0]
 	for _, o := range queued {

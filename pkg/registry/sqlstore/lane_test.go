@@ -187,6 +187,55 @@ func TestAdminLaneCutsRunningBatchShort(t *testing.T) {
 	})
 }
 
+// TestAdminLaneEndsLinger: a busy committer lingers for more device writes
+// (here for an hour); an admin write arriving meanwhile ends the wait and
+// commits first.
+func TestAdminLaneEndsLinger(t *testing.T) {
+	s, err := Open(context.Background(), Options{DSN: t.TempDir() + "/registry.db", Linger: time.Hour, MaxBatchTime: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	ev := func(actor string) *registry.AuditEvent {
+		return &registry.AuditEvent{TenantID: registry.DefaultTenant, Actor: actor, Action: "test", Result: registry.ResultOK}
+	}
+	// A batch of two, its first write held, makes the committer busy: it
+	// lingers after the next batch, which the device write starts.
+	release := blockCommitter(t, s, nil)
+	started, unblock := make(chan struct{}), make(chan struct{})
+	errs := make(chan error, 4)
+	go func() {
+		errs <- s.write(ctx, func(_ *gorm.DB, b *batch) error {
+			close(started)
+			<-unblock
+			_, err := b.appendAudit(ev("device:a"))
+			return err
+		})
+	}()
+	waitQueued(t, s, 1)
+	go func() { errs <- s.AppendAudit(ctx, ev("device:b")) }()
+	waitQueued(t, s, 2)
+	release()
+	<-started
+	dev, adm := ev("device:c"), ev("admin:alice")
+	go func() { errs <- s.AppendAudit(ctx, dev) }()
+	waitQueued(t, s, 1)
+	close(unblock)
+	for len(s.ops) > 0 { // until the committer took the device write, and lingers
+		time.Sleep(time.Millisecond)
+	}
+	go func() { errs <- s.AppendAudit(registry.WithAdminLane(ctx), adm) }()
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if adm.Seq >= dev.Seq {
+		t.Errorf("admin event seq %d, device event %d: the admin write waited for the lingering batch", adm.Seq, dev.Seq)
+	}
+}
+
 // TestAdminLaneDrainedOnClose: an admin write queued when Close starts is
 // committed, not dropped.
 func TestAdminLaneDrainedOnClose(t *testing.T) {
