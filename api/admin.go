@@ -40,7 +40,12 @@ func (s *Server) routesAdmin(e *echo.Echo) {
 func (s *Server) requireRole(roles ...registry.Role) echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
-			r := c.Request()
+			// The admin lane: the registry serves this request on
+			// connections and a commit lane that device traffic cannot
+			// fill (registry.WithAdminLane), so a storm held at the
+			// doors does not hold up the operator either.
+			r := c.Request().WithContext(registry.WithAdminLane(c.Request().Context()))
+			c.SetRequest(r)
 			who, err := s.cfg.Admin.Authenticate(r.Context(), &provision.AuthRequest{
 				TLS: r.TLS, Source: c.RealIP(), Route: r.Method + " " + c.Path(), Roles: roles,
 			})

@@ -116,6 +116,14 @@ type stormFigures struct {
 	LogRateLimited  int64 `json:"access_log_rate_limited"`
 	LogStoreUnavail int64 `json:"access_log_store_unavailable"`
 	LogBusyDB       int64 `json:"log_busy_database_lines"`
+	// AdminServer* are the admin requests' latencies inside the replicas
+	// (the access log's latency_ms, routes under /v1/admin): the part of
+	// the admin poller's latency spent in the handlers, the registry
+	// included; the rest is the connection and the processes' scheduling.
+	AdminServerP50ms float64 `json:"admin_server_p50_ms"`
+	AdminServerP99ms float64 `json:"admin_server_p99_ms"`
+	AdminServerMaxms float64 `json:"admin_server_max_ms"`
+	adminServer      []float64
 }
 
 type stormReplica struct {
@@ -270,8 +278,17 @@ func runStorm(o options) (err error) {
 	if err := checkStormRegistry(fig, dir, pgDSN); err != nil {
 		return err
 	}
-	for _, r := range reps {
+	for i, r := range reps {
 		countLog(fig, r.log)
+		if o.keep != "" { // -dir keeps the replicas' logs with the CA
+			if b, err := os.ReadFile(r.log); err == nil {
+				_ = os.WriteFile(filepath.Join(o.keep, fmt.Sprintf("replica-%d.log", i)), b, 0o600)
+			}
+		}
+	}
+	if k := len(fig.adminServer); k > 0 {
+		slices.Sort(fig.adminServer)
+		fig.AdminServerP50ms, fig.AdminServerP99ms, fig.AdminServerMaxms = fig.adminServer[k*50/100], fig.adminServer[min(k-1, k*99/100)], fig.adminServer[k-1]
 	}
 	printStorm(o, fig)
 	if fig.Failed > 0 || fig.DuplicateDevices > 0 || fig.DevicesNotOneCert > 0 || int(fig.RegistryDevices) != fig.Enrolled {
@@ -698,6 +715,14 @@ func countLog(fig *stormFigures, path string) {
 		case strings.Contains(line, "problem="+wire.SlugStoreUnavailable):
 			fig.LogStoreUnavail++
 		}
+		if strings.Contains(line, "route=/v1/admin") {
+			if _, v, ok := strings.Cut(line, "latency_ms="); ok {
+				v, _, _ = strings.Cut(v, " ")
+				if ms, err := strconv.ParseFloat(v, 64); err == nil {
+					fig.adminServer = append(fig.adminServer, ms)
+				}
+			}
+		}
 		l := strings.ToLower(line)
 		if strings.Contains(l, "database is locked") || strings.Contains(l, "sqlite_busy") {
 			fig.LogBusyDB++
@@ -724,6 +749,7 @@ func printStorm(o options, f *stormFigures) {
 	fmt.Printf("server CPU:         %.1f s (%.2f cores busy), %.2f ms per enrollment; max RSS %.0f MB; load tool CPU %.1f s\n",
 		f.ServerCPUSeconds, f.ServerCPUUtil, f.ServerCPUPerEnroll, f.ServerMaxRSSMB, f.LoadCPUSeconds)
 	fmt.Printf("admin API:          %d requests, %d errors, p50 %.1f ms, p99 %.1f ms, max %.1f ms\n", f.AdminRequests, f.AdminErrors, f.AdminP50ms, f.AdminP99ms, f.AdminMaxms)
+	fmt.Printf("admin in replicas:  p50 %.1f ms, p99 %.1f ms, max %.1f ms (access log latency_ms)\n", f.AdminServerP50ms, f.AdminServerP99ms, f.AdminServerMaxms)
 	fmt.Printf("access logs:        %d overloaded, %d rate-limited, %d store-unavailable; %d busy-database lines\n",
 		f.LogOverloaded, f.LogRateLimited, f.LogStoreUnavail, f.LogBusyDB)
 	if f.FirstFailure != "" {

@@ -7,6 +7,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 
 	"gorm.io/gorm"
 
@@ -60,15 +61,49 @@ func (b *batch) appendAudit(ev *registry.AuditEvent) (*registry.AuditEvent, erro
 	}
 	out.TenantSeq, out.TenantPrevHash = th.seq+1, th.hash
 	out.TenantHash = registry.AuditTenantHash(out.TenantPrevHash, &out)
-	_, err = b.exec(sqlInsertAudit,
-		out.Seq, out.Time, out.TenantID, out.Actor, out.Action, out.Target, out.Result, out.Detail, out.SourceAddr,
-		out.PrevHash, out.Hash, out.TenantSeq, out.TenantPrevHash, out.TenantHash)
-	if err != nil {
+	row := []any{out.Seq, out.Time, out.TenantID, out.Actor, out.Action, out.Target, out.Result, out.Detail, out.SourceAddr,
+		out.PrevHash, out.Hash, out.TenantSeq, out.TenantPrevHash, out.TenantHash}
+	if b.s.driver == DriverPostgres {
+		// Inserted with the batch's other events before it commits
+		// (flushAudit): one round trip for all of them.
+		b.pendingAudit = append(b.pendingAudit, row)
+	} else if _, err = b.exec(sqlInsertAudit, row...); err != nil {
 		return nil, fmt.Errorf("sqlstore: append audit event %d: %w", out.Seq, b.s.translateSQL(err))
 	}
 	b.moveTenantHead(chain, th, out.TenantSeq, out.TenantHash)
 	b.headSeq, b.headHash = out.Seq, out.Hash
 	return &out, nil
+}
+
+// auditFlushRows caps the rows of one flushAudit INSERT (14 parameters a
+// row, under PostgreSQL's 65,535).
+const auditFlushRows = 1000
+
+// flushAudit inserts the batch's pending audit events (PostgreSQL), in seq
+// order, as multi-row INSERTs. It runs after the batch's last op, inside
+// the transaction, before the heads are stored.
+func (b *batch) flushAudit() error {
+	for rows := b.pendingAudit; len(rows) > 0; {
+		n := min(len(rows), auditFlushRows)
+		q, _, _ := strings.Cut(sqlInsertAudit, "VALUES")
+		var sb strings.Builder
+		sb.WriteString(q)
+		sb.WriteString("VALUES ")
+		args := make([]any, 0, n*len(rows[0]))
+		for i, r := range rows[:n] {
+			if i > 0 {
+				sb.WriteString(", ")
+			}
+			sb.WriteString("(?" + strings.Repeat(", ?", len(r)-1) + ")")
+			args = append(args, r...)
+		}
+		if _, err := b.exec(sb.String(), args...); err != nil {
+			return fmt.Errorf("sqlstore: append audit events %v to %v: %w", rows[0][0], rows[n-1][0], b.s.translateSQL(err))
+		}
+		rows = rows[n:]
+	}
+	b.pendingAudit = b.pendingAudit[:0]
+	return nil
 }
 
 // tenantHead is the head of chain in this batch: read from the database
@@ -176,7 +211,7 @@ func (s *Store) ListAudit(ctx context.Context, afterSeq int64, limit int) ([]*re
 		limit = 100
 	}
 	var rows []auditRow
-	err := s.r.WithContext(ctx).Where("seq > ?", afterSeq).Order("seq").Limit(limit).Find(&rows).Error
+	err := s.rd(ctx).Where("seq > ?", afterSeq).Order("seq").Limit(limit).Find(&rows).Error
 	if err != nil {
 		return nil, fmt.Errorf("sqlstore: list audit: %w", translate(err))
 	}
@@ -194,7 +229,7 @@ func (s *Store) ListAudit(ctx context.Context, afterSeq int64, limit int) ([]*re
 // check: the store has no CA), and checks every tenant chain as well.
 func (s *Store) VerifyAudit(ctx context.Context) error {
 	var head auditHeadRow
-	if err := s.r.WithContext(ctx).Where("id = ?", 1).Take(&head).Error; err != nil {
+	if err := s.rd(ctx).Where("id = ?", 1).Take(&head).Error; err != nil {
 		return fmt.Errorf("%w: read head: %w", registry.ErrAuditChain, translate(err))
 	}
 	prev := make([]byte, sha256.Size)
@@ -213,7 +248,7 @@ func (s *Store) VerifyAudit(ctx context.Context) error {
 	}
 	for last < head.Seq {
 		var rows []auditRow
-		err := s.r.WithContext(ctx).Where("seq > ? AND seq <= ?", last, head.Seq).
+		err := s.rd(ctx).Where("seq > ? AND seq <= ?", last, head.Seq).
 			Order("seq").Limit(verifyChunk).Find(&rows).Error
 		if err != nil {
 			return fmt.Errorf("sqlstore: verify audit: %w", translate(err))
@@ -259,7 +294,7 @@ func (s *Store) VerifyAudit(ctx context.Context) error {
 	// The stored tenant heads agree with the walk (events appended since
 	// the head was read may have moved them on: only behind is wrong).
 	var heads []auditTenantHeadRow
-	if err := s.r.WithContext(ctx).Find(&heads).Error; err != nil {
+	if err := s.rd(ctx).Find(&heads).Error; err != nil {
 		return fmt.Errorf("sqlstore: verify audit: %w", translate(err))
 	}
 	for _, h := range heads {

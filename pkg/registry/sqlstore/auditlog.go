@@ -84,7 +84,7 @@ func (s *Store) ListRefusals(ctx context.Context, afterID int64, limit int) ([]*
 		limit = 100
 	}
 	var rows []refusalRow
-	if err := s.r.WithContext(ctx).Where("id > ?", afterID).Order("id").Limit(limit).Find(&rows).Error; err != nil {
+	if err := s.rd(ctx).Where("id > ?", afterID).Order("id").Limit(limit).Find(&rows).Error; err != nil {
 		return nil, fmt.Errorf("sqlstore: list refusals: %w", translate(err))
 	}
 	out := make([]*registry.Refusal, len(rows))
@@ -99,7 +99,7 @@ func (s *Store) ListAuditEvents(ctx context.Context, f registry.AuditFilter) ([]
 	if f.Limit <= 0 {
 		f.Limit = 1000
 	}
-	q := s.r.WithContext(ctx).Where("seq > ?", f.AfterSeq)
+	q := s.rd(ctx).Where("seq > ?", f.AfterSeq)
 	if !f.Since.IsZero() {
 		q = q.Where("time >= ?", ts(f.Since))
 	}
@@ -122,7 +122,7 @@ func (s *Store) ListAuditEvents(ctx context.Context, f registry.AuditFilter) ([]
 
 // GetAuditCheckpoint implements registry.AuditStore.
 func (s *Store) GetAuditCheckpoint(ctx context.Context) (*registry.AuditCheckpoint, error) {
-	return latestCheckpoint(s.r.WithContext(ctx))
+	return latestCheckpoint(s.rd(ctx))
 }
 
 func latestCheckpoint(db *gorm.DB) (*registry.AuditCheckpoint, error) {
@@ -140,7 +140,7 @@ func latestCheckpoint(db *gorm.DB) (*registry.AuditCheckpoint, error) {
 
 // PlanAuditPrune implements registry.AuditStore.
 func (s *Store) PlanAuditPrune(ctx context.Context, before time.Time) (*registry.AuditCheckpoint, error) {
-	cp, err := planPrune(s.r.WithContext(ctx), before)
+	cp, err := planPrune(s.rd(ctx), before)
 	if err != nil {
 		return nil, err
 	}

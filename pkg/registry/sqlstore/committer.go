@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"gorm.io/gorm"
+
+	"devpki/pkg/registry"
 )
 
 // Group commit.
@@ -48,6 +50,9 @@ type batch struct {
 	// holds their values before the current op, restored if it fails.
 	tenantHeads map[string]*tenantHead
 	tenantUndo  map[string]*tenantHead
+	// pendingAudit are the batch's audit event rows not inserted yet
+	// (PostgreSQL: appendAudit, flushAudit).
+	pendingAudit [][]any
 }
 
 // tenantHead is one tenant chain's head in a batch; dirty when an event of
@@ -66,15 +71,21 @@ var ErrClosed = errors.New("sqlstore: store closed")
 // and ctx's error returned; once the committer has taken it, write waits for
 // the real outcome so the caller never gets an error for a committed write.
 // A database that cannot commit is an error wrapping registry.ErrUnavailable.
+// A ctx marked by registry.WithAdminLane queues fn in the admin lane, which
+// the committer serves first.
 func (s *Store) write(ctx context.Context, fn func(tx *gorm.DB, b *batch) error) error {
 	o := &op{fn: fn, done: make(chan error, 1)}
+	q := s.ops
+	if registry.InAdminLane(ctx) {
+		q = s.prio
+	}
 	s.mu.RLock()
 	if s.closed {
 		s.mu.RUnlock()
 		return ErrClosed
 	}
 	select {
-	case s.ops <- o:
+	case q <- o:
 		s.mu.RUnlock()
 	case <-ctx.Done():
 		s.mu.RUnlock()
@@ -93,36 +104,65 @@ func (s *Store) write(ctx context.Context, fn func(tx *gorm.DB, b *batch) error)
 
 // commitLoop is the committer goroutine. It exits after Close, once every
 // queued op has been answered.
+//
+// The admin lane (s.prio) goes first: whenever it holds ops they run in a
+// transaction of their own before the next batch of device writes is taken,
+// so an admin's write (an admin read's audit event) waits for at most the
+// one batch already running, never for the device writes queued ahead of
+// it, however full a storm keeps that queue. Device writes cannot fill the
+// admin lane; the admin API is its only user.
 func (s *Store) commitLoop() {
 	defer close(s.loopDone)
 	ops := make([]*op, 0, s.maxBatch)
 	lastBatch := 0
+	var held *op // an admin op that ended a linger, to run next
 	for {
+		if held == nil {
+			select {
+			case held = <-s.prio:
+			default:
+			}
+		}
+		if held != nil {
+			s.runBatchOnce(fillFrom(s.prio, append(ops[:0], held), s.maxBatch))
+			held = nil
+			continue
+		}
 		var first *op
 		select {
+		case held = <-s.prio:
+			continue
 		case first = <-s.ops:
 		case <-s.quit:
 			// Close holds the write lock when quit is closed, so no more sends
 			// can start: drain what is buffered and stop.
-			for {
-				select {
-				case o := <-s.ops:
-					ops = append(ops[:0], o)
-					s.runBatch(s.fill(ops))
-				default:
-					return
+			for _, q := range []chan *op{s.prio, s.ops} {
+				for {
+					select {
+					case o := <-q:
+						s.runBatchOnce(fillFrom(q, append(ops[:0], o), s.maxBatch))
+						continue
+					default:
+					}
+					break
 				}
 			}
+			return
 		}
 		ops = append(ops[:0], first)
-		ops = s.fill(ops)
+		ops = fillFrom(s.ops, ops, s.maxBatch)
 		// Under load (the last batch carried several writes) wait up to
 		// s.linger for more: every transaction has a fixed cost (its fsync
 		// above all), so fuller batches cost less CPU per write. A store
 		// whose last transaction held one write never waits — the idea of
-		// PostgreSQL's commit_delay with commit_siblings.
+		// PostgreSQL's commit_delay with commit_siblings. An admin op
+		// arriving meanwhile ends the wait.
 		if s.linger > 0 && lastBatch >= lingerSiblings && len(ops) < s.maxBatch {
-			ops = s.lingerFill(ops)
+			ops, held = s.lingerFill(ops)
+		}
+		if held != nil { // out of the lane already: cutShort would not see it
+			s.runBatchOnce(fillFrom(s.prio, []*op{held}, s.maxBatch))
+			held = nil
 		}
 		lastBatch = len(ops)
 		s.runBatch(ops)
@@ -132,26 +172,29 @@ func (s *Store) commitLoop() {
 // lingerSiblings is the batch size from which the committer lingers.
 const lingerSiblings = 2
 
-// lingerFill adds ops that arrive within s.linger, up to maxBatch.
-func (s *Store) lingerFill(ops []*op) []*op {
+// lingerFill adds ops that arrive within s.linger, up to maxBatch; an
+// admin op arriving ends the wait and is returned, to run next.
+func (s *Store) lingerFill(ops []*op) ([]*op, *op) {
 	t := time.NewTimer(s.linger)
 	defer t.Stop()
 	for len(ops) < s.maxBatch {
 		select {
 		case o := <-s.ops:
 			ops = append(ops, o)
+		case o := <-s.prio:
+			return ops, o
 		case <-t.C:
-			return ops
+			return ops, nil
 		}
 	}
-	return ops
+	return ops, nil
 }
 
-// fill appends whatever is queued, up to maxBatch ops.
-func (s *Store) fill(ops []*op) []*op {
-	for len(ops) < s.maxBatch {
+// fillFrom appends whatever q holds, up to max ops.
+func fillFrom(q chan *op, ops []*op, max int) []*op {
+	for len(ops) < max {
 		select {
-		case o := <-s.ops:
+		case o := <-q:
 			ops = append(ops, o)
 		default:
 			return ops
@@ -160,7 +203,8 @@ func (s *Store) fill(ops []*op) []*op {
 	return ops
 }
 
-// runBatch runs ops in one transaction and answers each of them.
+// runBatch runs ops, in one transaction unless the admin lane or the time
+// budget cuts it short (runTx), and answers each of them.
 func (s *Store) runBatch(queued []*op) {
 	ops := queued[:0:0]
 	for _, o := range queued {
@@ -168,13 +212,64 @@ func (s *Store) runBatch(queued []*op) {
 			ops = append(ops, o)
 		}
 	}
-	if len(ops) == 0 {
-		return
+	for len(ops) > 0 {
+		ops = ops[s.runTx(ops, true):]
+		if len(ops) == 0 {
+			return
+		}
+		// Cut short: the admin lane's ops first, then the rest of the batch
+		// (already taken: its callers wait for it) in a new transaction.
+		for {
+			select {
+			case o := <-s.prio:
+				s.runBatchOnce(fillFrom(s.prio, []*op{o}, s.maxBatch))
+				continue
+			default:
+			}
+			break
+		}
 	}
+}
+
+// runBatchOnce runs the ops it takes in one transaction, never cut short:
+// the admin lane's (and the last ones at Close).
+func (s *Store) runBatchOnce(queued []*op) {
+	ops := queued[:0:0]
+	for _, o := range queued {
+		if o.state.CompareAndSwap(opQueued, opTaken) {
+			ops = append(ops, o)
+		}
+	}
+	if len(ops) > 0 {
+		s.runTx(ops, false)
+	}
+}
+
+// DefaultMaxBatchTime is Options.MaxBatchTime's default.
+const DefaultMaxBatchTime = 50 * time.Millisecond
+
+// cutShort says whether a transaction that took the audit head at held
+// should commit the ops it ran so far and leave the rest to the next one: an
+// admin op is waiting, or it has held the head longer than s.maxBatchTime. Every
+// writer waits for that head — this replica's admin lane for its committer,
+// every other replica for the lock — so a batch of slow statements (a
+// database sharing a busy host) must not hold it for long.
+func (s *Store) cutShort(held time.Time) bool {
+	return len(s.prio) > 0 || (s.maxBatchTime > 0 && time.Since(held) > s.maxBatchTime)
+}
+
+// runTx runs ops in one transaction and answers them. If preemptible, it
+// may stop before an op when cutShort says so: it then commits and answers
+// the ops it ran and returns their number, leaving the rest unanswered for
+// the caller to run. A failure answers every op and returns len(ops).
+func (s *Store) runTx(all []*op, preemptible bool) int {
+	ops := all
+	start := time.Now()
+	// Counted when it starts (a cut-short transaction gives back the ops
+	// it leaves to the next).
 	s.batches.Add(1)
-	s.batchedOps.Add(int64(len(ops)))
+	s.batchedOps.Add(int64(len(all)))
 	if s.observer != nil {
-		start := time.Now()
 		defer func() { s.observer.Committed(len(ops), time.Since(start)) }()
 	}
 
@@ -192,7 +287,7 @@ func (s *Store) runBatch(queued []*op) {
 	sqlTx, err := s.wsql.BeginTx(ctx, nil)
 	if err != nil {
 		fail(fmt.Errorf("sqlstore: begin: %w", err))
-		return
+		return len(ops)
 	}
 	tx := s.w.Session(&gorm.Session{Context: ctx, NewDB: true})
 	tx.Statement.ConnPool = sqlTx
@@ -200,35 +295,55 @@ func (s *Store) runBatch(queued []*op) {
 	if err := b.loadHead(); err != nil {
 		sqlTx.Rollback()
 		fail(err)
-		return
+		return len(ops)
 	}
 	startSeq, startHash := b.headSeq, b.headHash
-	for i, o := range ops {
-		// One savepoint name, released after each op: SQLite keeps no deep
-		// savepoint stack and the statements stay prepared.
-		if _, err := b.exec("SAVEPOINT op"); err != nil {
-			sqlTx.Rollback()
-			fail(fmt.Errorf("sqlstore: savepoint: %w", err))
-			return
+	// The budget counts from here: waiting for the head (another replica
+	// holding it) is not this transaction's doing, and counting it would
+	// shrink every batch to one op exactly when the database is contended.
+	held := time.Now()
+	// Each op runs in a savepoint, so that a failing op is undone alone —
+	// except the op of a one-op transaction, which the transaction itself
+	// undoes. The savepoint of an op is released only when the next one is
+	// set (one round trip on PostgreSQL: the statement pair, see
+	// nextSavepoint) or by COMMIT: one savepoint name, never a deep stack.
+	savepoints, pending := len(all) > 1, false
+	for i, o := range all {
+		if preemptible && i > 0 && s.cutShort(held) {
+			ops, errs = all[:i], errs[:i]
+			s.batchedOps.Add(-int64(len(all) - i))
+			break
 		}
-		seq, hash := b.headSeq, b.headHash
+		if savepoints {
+			if err := b.nextSavepoint(pending); err != nil {
+				sqlTx.Rollback()
+				fail(fmt.Errorf("sqlstore: savepoint: %w", err))
+				return len(ops)
+			}
+			pending = true
+		}
+		seq, hash, auditMark := b.headSeq, b.headHash, len(b.pendingAudit)
 		clear(b.tenantUndo)
 		err := o.fn(tx, b)
 		if err == nil {
-			if _, err = b.exec("RELEASE SAVEPOINT op"); err == nil {
-				continue
-			}
-			err = fmt.Errorf("sqlstore: release savepoint: %w", err)
+			continue
 		}
 		errs[i] = err
-		b.headSeq, b.headHash = seq, hash
+		b.headSeq, b.headHash, b.pendingAudit = seq, hash, b.pendingAudit[:auditMark]
 		b.undoTenantHeads()
 		if isUnavailable(err) {
 			// The database cannot write (SQLite may even have rolled the
 			// transaction back by itself): the batch cannot commit.
 			sqlTx.Rollback()
 			fail(err)
-			return
+			return len(ops)
+		}
+		if !savepoints {
+			// The one op failed: nothing to commit.
+			sqlTx.Rollback()
+			s.settle(nil)
+			o.done <- err
+			return len(ops)
 		}
 		if _, rerr := b.exec("ROLLBACK TO SAVEPOINT op"); rerr != nil {
 			// The transaction is in an unknown state: give up on all of it.
@@ -242,25 +357,25 @@ func (s *Store) runBatch(queued []*op) {
 					o.done <- err
 				}
 			}
-			return
+			return len(ops)
 		}
-		if _, rerr := b.exec("RELEASE SAVEPOINT op"); rerr != nil {
-			sqlTx.Rollback()
-			fail(fmt.Errorf("sqlstore: release savepoint: %w", rerr))
-			return
-		}
+	}
+	if err := b.flushAudit(); err != nil {
+		sqlTx.Rollback()
+		fail(err)
+		return len(ops)
 	}
 	if b.headSeq != startSeq || string(b.headHash) != string(startHash) {
 		if err := b.storeHead(); err != nil {
 			sqlTx.Rollback()
 			fail(err)
-			return
+			return len(ops)
 		}
 	}
 	if err := b.storeTenantHeads(); err != nil {
 		sqlTx.Rollback()
 		fail(err)
-		return
+		return len(ops)
 	}
 	if err := sqlTx.Commit(); err != nil {
 		err = fmt.Errorf("sqlstore: commit: %w", translate(err))
@@ -271,12 +386,34 @@ func (s *Store) runBatch(queued []*op) {
 			}
 			o.done <- errs[i]
 		}
-		return
+		return len(ops)
 	}
 	s.settle(nil)
 	for i, o := range ops {
 		o.done <- errs[i]
 	}
+	return len(ops)
+}
+
+// nextSavepoint sets the savepoint of the next op, first releasing the
+// previous op's when pending. On PostgreSQL the pair goes as one simple-
+// protocol exchange: one round trip per op instead of two, and the
+// committer's round trips are what a batch's time (its hold on the audit
+// head) is made of.
+func (b *batch) nextSavepoint(pending bool) error {
+	if !pending {
+		_, err := b.exec("SAVEPOINT op")
+		return err
+	}
+	if b.s.driver == DriverPostgres {
+		_, err := b.tx.ExecContext(b.ctx, "RELEASE SAVEPOINT op; SAVEPOINT op")
+		return err
+	}
+	if _, err := b.exec("RELEASE SAVEPOINT op"); err != nil {
+		return err
+	}
+	_, err := b.exec("SAVEPOINT op")
+	return err
 }
 
 // BatchStats reports how many group-commit transactions ran and how many ops

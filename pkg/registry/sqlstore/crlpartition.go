@@ -145,7 +145,7 @@ func (s *Store) NextPartitionCRLNumber(ctx context.Context, partition int) (int6
 
 // CRLRevisions implements registry.Store: one query on the read pool.
 func (s *Store) CRLRevisions(ctx context.Context) (*registry.CRLRevisions, error) {
-	rows, err := s.r.WithContext(ctx).Raw(sqlReadRevisions).Rows()
+	rows, err := s.rd(ctx).Raw(sqlReadRevisions).Rows()
 	if err != nil {
 		return nil, fmt.Errorf("sqlstore: CRL revisions: %w", translate(err))
 	}

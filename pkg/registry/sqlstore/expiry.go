@@ -16,7 +16,7 @@ import (
 // whose NotAfter is in [from, to).
 func (s *Store) CountExpiring(ctx context.Context, from, to time.Time) (int64, error) {
 	var n int64
-	err := s.r.WithContext(ctx).Model(&certificateRow{}).
+	err := s.rd(ctx).Model(&certificateRow{}).
 		Where("status = ? AND kind = ? AND not_after >= ? AND not_after < ?",
 			string(registry.CertActive), string(registry.KindDevice), ts(from), ts(to)).
 		Count(&n).Error
@@ -29,7 +29,7 @@ func (s *Store) CountExpiring(ctx context.Context, from, to time.Time) (int64, e
 // CountExpiringByTenant counts, per tenant id, the certificates f selects
 // (f.Limit is ignored).
 func (s *Store) CountExpiringByTenant(ctx context.Context, f registry.ExpiryFilter) (map[string]int64, error) {
-	q := s.r.WithContext(ctx).Model(&certificateRow{}).Select("tenant_id, COUNT(*) AS n").
+	q := s.rd(ctx).Model(&certificateRow{}).Select("tenant_id, COUNT(*) AS n").
 		Where("status = ? AND kind = ? AND not_after >= ? AND not_after < ?",
 			string(registry.CertActive), string(registry.KindDevice), ts(f.From), ts(f.To))
 	if f.TenantID != "" {
@@ -72,7 +72,7 @@ func (s *Store) ListOverdue(ctx context.Context, f registry.ExpiryFilter, now ti
 		where += " AND c.tenant_id = ?"
 		args = append(args, f.TenantID)
 	}
-	db := s.r.WithContext(ctx)
+	db := s.rd(ctx)
 	var total int64
 	if err := db.Raw("SELECT COUNT(*) FROM certificates c WHERE "+where, args...).Scan(&total).Error; err != nil {
 		return nil, 0, fmt.Errorf("sqlstore: count overdue certificates: %w", translate(err))

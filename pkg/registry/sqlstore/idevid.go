@@ -53,7 +53,7 @@ func (s *Store) PutIDevIDCA(ctx context.Context, c *registry.IDevIDCA, audit *re
 
 // ListIDevIDCAs implements registry.Store.
 func (s *Store) ListIDevIDCAs(ctx context.Context, tenantID string) ([]*registry.IDevIDCA, error) {
-	q := s.r.WithContext(ctx).Model(&idevidCARow{})
+	q := s.rd(ctx).Model(&idevidCARow{})
 	if tenantID != "" {
 		q = q.Where("tenant_id = ?", tenantID)
 	}

@@ -74,7 +74,7 @@ func (s *Store) devicesQuery(f registry.DeviceFilter) (string, []any) {
 func (s *Store) ListDevices(ctx context.Context, f registry.DeviceFilter) ([]*registry.Device, error) {
 	q, args := s.devicesQuery(f)
 	var rows []deviceRow
-	if err := s.r.WithContext(ctx).Raw(q, args...).Scan(&rows).Error; err != nil {
+	if err := s.rd(ctx).Raw(q, args...).Scan(&rows).Error; err != nil {
 		return nil, fmt.Errorf("sqlstore: list devices: %w", translate(err))
 	}
 	out := make([]*registry.Device, len(rows))
@@ -96,7 +96,7 @@ func (s *Store) IdentityHolders(ctx context.Context, tenantID, serial string, ma
 		args = append(args, string(registry.DeviceActive), tenantID, macs)
 	}
 	var rows []deviceRow
-	if err := s.r.WithContext(ctx).Raw(q+` ORDER BY id`, args...).Scan(&rows).Error; err != nil {
+	if err := s.rd(ctx).Raw(q+` ORDER BY id`, args...).Scan(&rows).Error; err != nil {
 		return nil, fmt.Errorf("sqlstore: devices holding serial %q or MACs %v: %w", serial, macs, translate(err))
 	}
 	out := make([]*registry.Device, len(rows))
@@ -167,7 +167,7 @@ func (s *Store) ListCertificates(ctx context.Context, f registry.CertFilter) ([]
 		return nil, err
 	}
 	var rows []certificateRow
-	if err := s.r.WithContext(ctx).Raw(q, args...).Scan(&rows).Error; err != nil {
+	if err := s.rd(ctx).Raw(q, args...).Scan(&rows).Error; err != nil {
 		return nil, fmt.Errorf("sqlstore: list certificates: %w", translate(err))
 	}
 	out := make([]*registry.Certificate, len(rows))

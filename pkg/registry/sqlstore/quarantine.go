@@ -189,7 +189,7 @@ func (s *Store) GetQuarantine(ctx context.Context, id string) (*registry.Quarant
 
 // ListQuarantine implements registry.Store.
 func (s *Store) ListQuarantine(ctx context.Context, f registry.QuarantineFilter) ([]*registry.Quarantine, error) {
-	q := s.r.WithContext(ctx).Model(&quarantineRow{})
+	q := s.rd(ctx).Model(&quarantineRow{})
 	if f.TenantID != "" {
 		q = q.Where("tenant_id = ?", f.TenantID)
 	}

@@ -5,6 +5,10 @@ import (
 	"database/sql"
 	"fmt"
 	"sync"
+
+	"gorm.io/gorm"
+
+	"devpki/pkg/registry"
 )
 
 // readStmts are the hot lookups of a renewal and a revocation check — a
@@ -35,14 +39,28 @@ func (r *deviceRow) scanDest() []any {
 		&r.IDevIDIssuer, &r.IDevIDSerial, &r.RekeyRequired, &r.RekeyDeadline, &r.CreatedAt, &r.UpdatedAt}
 }
 
-// stmt returns query prepared on the read pool, preparing it on first use.
+// rd is the read pool for ctx: the admin lane's for a context marked by
+// registry.WithAdminLane, the shared one otherwise.
+func (s *Store) rd(ctx context.Context) *gorm.DB {
+	if registry.InAdminLane(ctx) {
+		return s.ra.WithContext(ctx)
+	}
+	return s.r.WithContext(ctx)
+}
+
+// readStmt returns query prepared on ctx's read pool (rd), preparing it on
+// first use.
 func (s *Store) readStmt(ctx context.Context, query string) (*sql.Stmt, error) {
-	s.reads.mu.Lock()
-	defer s.reads.mu.Unlock()
-	if st, ok := s.reads.m[query]; ok {
+	c, pool := &s.reads, s.r
+	if registry.InAdminLane(ctx) {
+		c, pool = &s.adminReads, s.ra
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if st, ok := c.m[query]; ok {
 		return st, nil
 	}
-	db, err := s.r.DB()
+	db, err := pool.DB()
 	if err != nil {
 		return nil, err
 	}
@@ -50,10 +68,10 @@ func (s *Store) readStmt(ctx context.Context, query string) (*sql.Stmt, error) {
 	if err != nil {
 		return nil, err
 	}
-	if s.reads.m == nil {
-		s.reads.m = map[string]*sql.Stmt{}
+	if c.m == nil {
+		c.m = map[string]*sql.Stmt{}
 	}
-	s.reads.m[query] = st
+	c.m[query] = st
 	return st, nil
 }
 
@@ -70,10 +88,15 @@ func (s *Store) readRow(ctx context.Context, what, query string, dest []any, arg
 }
 
 func (s *Store) closeReads() {
-	s.reads.mu.Lock()
-	defer s.reads.mu.Unlock()
-	for _, st := range s.reads.m {
+	s.reads.closeAll()
+	s.adminReads.closeAll()
+}
+
+func (c *readStmts) closeAll() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, st := range c.m {
 		st.Close()
 	}
-	s.reads.m = nil
+	c.m = nil
 }

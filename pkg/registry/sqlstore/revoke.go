@@ -155,7 +155,7 @@ func (s *Store) listRevoked(ctx context.Context, index, where string, args ...an
 	if s.driver == DriverSQLite {
 		table += " INDEXED BY " + index
 	}
-	rows, err := s.r.WithContext(ctx).Table(table).
+	rows, err := s.rd(ctx).Table(table).
 		Select("serial, revoked_at, revocation_reason, not_after, issuer_kid").
 		Where(where, args...).
 		Order("serial").Rows()

@@ -52,7 +52,7 @@ func (r *caIssuerRow) domain() *registry.CAIssuer {
 // ListIssuers returns every CA issuer, oldest first.
 func (s *Store) ListIssuers(ctx context.Context) ([]*registry.CAIssuer, error) {
 	var rows []caIssuerRow
-	if err := s.r.WithContext(ctx).Order("created_at, key_id").Find(&rows).Error; err != nil {
+	if err := s.rd(ctx).Order("created_at, key_id").Find(&rows).Error; err != nil {
 		return nil, fmt.Errorf("sqlstore: list issuers: %w", translate(err))
 	}
 	out := make([]*registry.CAIssuer, len(rows))
@@ -72,7 +72,7 @@ func (s *Store) RegisterInitialIssuer(ctx context.Context, iss *registry.CAIssue
 		return false, errors.New("sqlstore: register issuer: key id is required")
 	}
 	var n int64
-	if err := s.r.WithContext(ctx).Model(&caIssuerRow{}).Count(&n).Error; err != nil {
+	if err := s.rd(ctx).Model(&caIssuerRow{}).Count(&n).Error; err != nil {
 		return false, fmt.Errorf("sqlstore: register issuer: %w", translate(err))
 	}
 	if n > 0 {
@@ -212,7 +212,7 @@ func (s *Store) RecordBundleFetch(ctx context.Context, deviceID, issuerKID strin
 // devices, those holding an active certificate of issuerKID valid at now,
 // and those that fetched its trust bundle. Three grouped index scans.
 func (s *Store) RolloverStatus(ctx context.Context, issuerKID string, now time.Time) ([]registry.RolloverTenant, error) {
-	db := s.r.WithContext(ctx)
+	db := s.rd(ctx)
 	type count struct {
 		TenantID string
 		N        int64

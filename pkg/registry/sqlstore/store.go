@@ -57,11 +57,23 @@ type Options struct {
 	Logger logger.Interface
 	// ReadConns is the size of the read pool; 0 means max(4, GOMAXPROCS).
 	ReadConns int
+	// AdminConns is the size of the admin lane's read pool (contexts
+	// marked by registry.WithAdminLane read there, so that device traffic
+	// holding every connection of the read pool does not hold up the admin
+	// API); 0 means DefaultAdminConns.
+	AdminConns int
 	// Linger is how long the committer waits for more writes to join a
 	// transaction while the store is busy (its previous transaction held
 	// more than one write); 0 means DefaultLinger, negative disables it.
 	// An idle store never waits.
 	Linger time.Duration
+	// MaxBatchTime is how long a group-commit transaction may keep taking
+	// the writes of its batch: past it, the transaction commits what it ran
+	// and the rest follow in the next. A transaction holds the audit chain
+	// head (on PostgreSQL every replica's writers wait for it), so on a
+	// slow or shared database this bounds every writer's wait, the admin
+	// API's included. 0 means DefaultMaxBatchTime, negative no bound.
+	MaxBatchTime time.Duration
 	// MaxRefusals caps the stored anonymous-refusal aggregates
 	// (RecordRefusal); 0 means registry.DefaultMaxRefusals.
 	MaxRefusals int
@@ -84,6 +96,10 @@ type CommitObserver interface {
 	Committed(writes int, took time.Duration)
 }
 
+// DefaultAdminConns is Options.AdminConns' default: an operator's console
+// or two, each request a few short lookups.
+const DefaultAdminConns = 2
+
 // DefaultLinger is the group-commit wait used when Options.Linger is 0.
 const DefaultLinger = time.Millisecond
 
@@ -92,14 +108,18 @@ const DefaultLinger = time.Millisecond
 type Store struct {
 	driver   string
 	w        *gorm.DB // writes: the committer only (one connection on SQLite)
-	r        *gorm.DB // reads (a separate pool on SQLite)
+	r        *gorm.DB // reads, a pool of their own
+	ra       *gorm.DB // the admin lane's reads (registry.WithAdminLane), a small pool of their own
 	now      func() time.Time
 	maxBatch int
 	linger   time.Duration
+	// maxBatchTime bounds a transaction's run of ops (cutShort); 0: none.
+	maxBatchTime time.Duration
 	// maxRefusals caps the audit_refusals rows.
 	maxRefusals int
 
 	ops      chan *op
+	prio     chan *op     // the admin lane's writes, committed ahead of ops (committer.go)
 	mu       sync.RWMutex // guards closed against sends on ops
 	closed   bool
 	quit     chan struct{}
@@ -107,12 +127,12 @@ type Store struct {
 
 	batches, batchedOps atomic.Int64
 
-	wsql       *sql.DB   // the writer pool under s.w
-	stmts      stmtCache // prepared hot-path statements on wsql
-	sharedPool bool      // s.r shares s.w's pool (PostgreSQL)
+	wsql  *sql.DB   // the writer pool under s.w
+	stmts stmtCache // prepared hot-path statements on wsql
 
-	ready readiness // see Ready
-	reads readStmts // prepared hot lookups on the read pool (reads.go)
+	ready      readiness // see Ready
+	reads      readStmts // prepared hot lookups on the read pool (reads.go)
+	adminReads readStmts // the same on the admin lane's pool
 
 	observer CommitObserver // nil: none
 }
@@ -144,9 +164,19 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	case opts.Linger > 0:
 		s.linger = opts.Linger
 	}
+	switch {
+	case opts.MaxBatchTime == 0:
+		s.maxBatchTime = DefaultMaxBatchTime
+	case opts.MaxBatchTime > 0:
+		s.maxBatchTime = opts.MaxBatchTime
+	}
 	readConns := opts.ReadConns
 	if readConns <= 0 {
 		readConns = max(4, runtime.GOMAXPROCS(0))
+	}
+	adminConns := opts.AdminConns
+	if adminConns <= 0 {
+		adminConns = DefaultAdminConns
 	}
 	log := opts.Logger
 	if log == nil {
@@ -188,14 +218,13 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 			closeDB(s.w)
 			return nil, err
 		}
-		s.r, err = gorm.Open(sqlite.Open(sqliteDSN(opts.DSN, false)), cfg(true))
-		if err != nil {
+		if s.r, err = openPool(sqlite.Open(sqliteDSN(opts.DSN, false)), cfg(true), readConns); err != nil {
 			closeDB(s.w)
 			return nil, fmt.Errorf("sqlstore: open sqlite readers: %w", err)
 		}
-		if err := setPool(s.r, readConns); err != nil {
-			closeDB(s.w)
-			return nil, err
+		if s.ra, err = openPool(sqlite.Open(sqliteDSN(opts.DSN, false)), cfg(true), adminConns); err != nil {
+			s.closeAll()
+			return nil, fmt.Errorf("sqlstore: open sqlite admin readers: %w", err)
 		}
 	case DriverPostgres:
 		s.w, err = gorm.Open(postgres.Open(withConnectTimeout(opts.DSN)), cfg(false))
@@ -209,18 +238,24 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 			closeDB(s.w)
 			return nil, err
 		}
-		pool, err := s.w.DB()
-		if err != nil {
+		// Three pools, so that no kind of work waits for a connection
+		// another holds: the committer's (one connection for its
+		// transactions, one for the audit log's maintenance), the reads',
+		// and the admin lane's. Sharing one pool, a fleet storm's lookups
+		// held every connection while the committer and the admin API
+		// queued for one.
+		if err := setPool(s.w, 2); err != nil {
 			closeDB(s.w)
 			return nil, err
 		}
-		// Readers share the pool, with gorm's statement cache on top.
-		s.r, err = gorm.Open(postgres.New(postgres.Config{Conn: pool}), cfg(true))
-		if err != nil {
+		if s.r, err = openPool(postgres.Open(withConnectTimeout(opts.DSN)), cfg(true), readConns); err != nil {
 			closeDB(s.w)
 			return nil, fmt.Errorf("sqlstore: open postgres readers: %w", err)
 		}
-		s.sharedPool = true
+		if s.ra, err = openPool(postgres.Open(withConnectTimeout(opts.DSN)), cfg(true), adminConns); err != nil {
+			s.closeAll()
+			return nil, fmt.Errorf("sqlstore: open postgres admin readers: %w", err)
+		}
 	default:
 		return nil, fmt.Errorf("sqlstore: open: unknown driver %q", opts.Driver)
 	}
@@ -234,6 +269,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		return nil, err
 	}
 	s.ops = make(chan *op, s.maxBatch)
+	s.prio = make(chan *op, s.maxBatch)
 	s.quit = make(chan struct{})
 	s.loopDone = make(chan struct{})
 	go s.commitLoop()
@@ -315,6 +351,19 @@ func setPool(db *gorm.DB, n int) error {
 	return nil
 }
 
+// openPool opens a gorm pool of n connections.
+func openPool(d gorm.Dialector, cfg *gorm.Config, n int) (*gorm.DB, error) {
+	db, err := gorm.Open(d, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := setPool(db, n); err != nil {
+		closeDB(db)
+		return nil, err
+	}
+	return db, nil
+}
+
 func closeDB(db *gorm.DB) error {
 	if db == nil {
 		return nil
@@ -344,18 +393,14 @@ func (s *Store) Close() error {
 func (s *Store) closeAll() error {
 	s.stmts.closeAll()
 	s.closeReads()
-	err := closeDB(s.w)
-	if s.r != nil && !s.sharedPool {
-		err = errors.Join(err, closeDB(s.r))
-	}
-	return err
+	return errors.Join(closeDB(s.w), closeDB(s.r), closeDB(s.ra))
 }
 
 // Ping implements registry.Store with a query on the read pool. A database
 // that does not answer is registry.ErrUnavailable.
 func (s *Store) Ping(ctx context.Context) error {
 	var n int
-	if err := s.r.WithContext(ctx).Raw("SELECT 1").Scan(&n).Error; err != nil {
+	if err := s.rd(ctx).Raw("SELECT 1").Scan(&n).Error; err != nil {
 		return fmt.Errorf("sqlstore: ping: %w", unavailable(err))
 	}
 	return nil
@@ -393,7 +438,7 @@ func (s *Store) translateSQL(err error) error {
 
 // get reads one row into dst from the read pool.
 func (s *Store) get(ctx context.Context, what string, dst any, query string, args ...any) error {
-	if err := s.r.WithContext(ctx).Where(query, args...).Take(dst).Error; err != nil {
+	if err := s.rd(ctx).Where(query, args...).Take(dst).Error; err != nil {
 		return fmt.Errorf("sqlstore: get %s: %w", what, translate(err))
 	}
 	return nil
@@ -523,7 +568,7 @@ func (s *Store) GetCertificate(ctx context.Context, serial string) (*registry.Ce
 // ListDeviceCertificates implements registry.Store: oldest first.
 func (s *Store) ListDeviceCertificates(ctx context.Context, deviceID string) ([]*registry.Certificate, error) {
 	var rows []certificateRow
-	err := s.r.WithContext(ctx).Where("device_id = ?", deviceID).Order("created_at, serial").Find(&rows).Error
+	err := s.rd(ctx).Where("device_id = ?", deviceID).Order("created_at, serial").Find(&rows).Error
 	if err != nil {
 		return nil, fmt.Errorf("sqlstore: list certificates of %s: %w", deviceID, translate(err))
 	}

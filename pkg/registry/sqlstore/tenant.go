@@ -14,7 +14,7 @@ import (
 // ListTenants implements registry.Store.
 func (s *Store) ListTenants(ctx context.Context) ([]*registry.Tenant, error) {
 	var rows []tenantRow
-	if err := s.r.WithContext(ctx).Order("name").Find(&rows).Error; err != nil {
+	if err := s.rd(ctx).Order("name").Find(&rows).Error; err != nil {
 		return nil, fmt.Errorf("sqlstore: list tenants: %w", translate(err))
 	}
 	out := make([]*registry.Tenant, len(rows))
@@ -71,7 +71,7 @@ func (s *Store) CreateAdmin(ctx context.Context, a *registry.Admin, audit *regis
 // ListAdmins implements registry.Store.
 func (s *Store) ListAdmins(ctx context.Context) ([]*registry.Admin, error) {
 	var rows []adminRow
-	if err := s.r.WithContext(ctx).Order("name").Find(&rows).Error; err != nil {
+	if err := s.rd(ctx).Order("name").Find(&rows).Error; err != nil {
 		return nil, fmt.Errorf("sqlstore: list admins: %w", translate(err))
 	}
 	out := make([]*registry.Admin, len(rows))

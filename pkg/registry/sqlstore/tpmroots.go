@@ -33,7 +33,7 @@ func (s *Store) PutTPMRoot(ctx context.Context, r *registry.TPMRoot, audit *regi
 // ListTPMRoots implements registry.Store.
 func (s *Store) ListTPMRoots(ctx context.Context) ([]*registry.TPMRoot, error) {
 	var rows []tpmRootRow
-	if err := s.r.WithContext(ctx).Order("created_at, fingerprint").Limit(1000).Find(&rows).Error; err != nil {
+	if err := s.rd(ctx).Order("created_at, fingerprint").Limit(1000).Find(&rows).Error; err != nil {
 		return nil, fmt.Errorf("sqlstore: list TPM roots: %w", translate(err))
 	}
 	out := make([]*registry.TPMRoot, len(rows))
