@@ -365,7 +365,10 @@ func runVersus(o options) error {
 		return res, nil
 	}
 	fmt.Printf("%-6s %-10s %10s %10s %10s %12s\n", "round", "server", "per_s", "p99_ms", "cpu_ms/op", "tool_cpu_ms")
-	var rate, eff []float64
+	// rel divides each server's CPU per renewal by the load tool's own in
+	// the same run: the tool does the same client work against either, so
+	// its CPU per renewal measures how slow the shared host was then.
+	var rate, eff, rel []float64
 	for r := 1; r <= o.rounds; r++ {
 		d, err := one("renew")
 		if err != nil {
@@ -384,12 +387,21 @@ func runVersus(o options) error {
 		if d.ServerCPUms > 0 && s.PerSecond > 0 {
 			rate = append(rate, d.PerSecond/s.PerSecond)
 			eff = append(eff, s.ServerCPUms/d.ServerCPUms)
-			fmt.Printf("       devpki/step-ca: renewals/s %.2fx, CPU efficiency %.2fx\n", rate[len(rate)-1], eff[len(eff)-1])
+			line := fmt.Sprintf("       devpki/step-ca: renewals/s %.2fx, CPU efficiency %.2fx", rate[len(rate)-1], eff[len(eff)-1])
+			if d.ClientCPUms > 0 && s.ClientCPUms > 0 {
+				rel = append(rel, (s.ServerCPUms/s.ClientCPUms)/(d.ServerCPUms/d.ClientCPUms))
+				line += fmt.Sprintf(", relative to the tool's CPU %.2fx", rel[len(rel)-1])
+			}
+			fmt.Println(line)
 		}
 	}
 	slices.Sort(rate)
 	slices.Sort(eff)
 	fmt.Printf("median over %d rounds: renewals/s %.2fx, CPU efficiency (step-ca CPU per renewal / devpki's) %.2fx\n",
 		o.rounds, rate[len(rate)/2], eff[len(eff)/2])
+	if len(rel) > 0 {
+		slices.Sort(rel)
+		fmt.Printf("median CPU efficiency relative to the tool's CPU (step-ca's server/tool ratio over devpki's): %.2fx\n", rel[len(rel)/2])
+	}
 	return nil
 }

@@ -100,19 +100,37 @@ func testExpiryQueries(t *testing.T, s *Store) {
 }
 
 // TestExpiryCountUsesIndex: the expiring-certificates counts (a metric and
-// the forecast's per-day counts) read the covering index alone, never the
-// certificates table: their cost is the window's slice of the index, not
-// the fleet.
+// the forecast's per-day counts), the overdue list and the rollover count
+// read their partial covering index alone (active certificates only,
+// migration 00008), never the certificates table: their cost is the
+// window's slice of the index, not the fleet. The queries are the ones the
+// store runs.
 func TestExpiryCountUsesIndex(t *testing.T) {
 	s := newSQLite(t)
-	for _, q := range []string{
-		`SELECT count(*) FROM certificates WHERE status = 'active' AND kind = 'device' AND not_after >= '2026-01-01' AND not_after < '2026-02-01'`,
-		`SELECT tenant_id, COUNT(*) AS n FROM certificates WHERE status = 'active' AND kind = 'device' AND not_after >= '2026-01-01' AND not_after < '2026-02-01' GROUP BY tenant_id`,
-		`SELECT COUNT(*) FROM certificates c WHERE c.status = 'active' AND c.kind = 'device' AND c.not_after >= '2026-01-01' AND c.not_after < '2026-02-01' AND julianday(c.not_before) + 2 * julianday(c.not_after) <= 7383000`,
+	now := time.Now()
+	f := registry.ExpiryFilter{From: now, To: now.Add(30 * 24 * time.Hour)}
+	count, page, args, pageArgs := s.overdueQueries(f, now)
+	tcount, tpage, targs, tpageArgs := s.overdueQueries(registry.ExpiryFilter{From: f.From, To: f.To, TenantID: "t1"}, now)
+	q1, a1 := s.expiringQuery(f.From, f.To, "", false)
+	q2, a2 := s.expiringQuery(f.From, f.To, "", true)
+	q3, a3 := s.expiringQuery(f.From, f.To, "t1", true)
+	for _, tc := range []struct {
+		q     string
+		args  []any
+		index string
+	}{
+		{q1, a1, "USING COVERING INDEX idx_certificates_expiry"},
+		{q2, a2, "USING COVERING INDEX idx_certificates_expiry"},
+		{q3, a3, "USING COVERING INDEX idx_certificates_expiry"},
+		{count, args, "USING COVERING INDEX idx_certificates_expiry"},
+		{tcount, targs, "USING COVERING INDEX idx_certificates_expiry"},
+		{page, pageArgs, "USING INDEX idx_certificates_expiry"},
+		{tpage, tpageArgs, "USING INDEX idx_certificates_expiry"},
+		{s.onIssuerQuery(), []any{"kid", ts(now)}, "USING COVERING INDEX idx_certificates_issuer"},
 	} {
-		rows, err := s.r.Raw("EXPLAIN QUERY PLAN " + q).Rows()
+		rows, err := s.r.Raw("EXPLAIN QUERY PLAN "+tc.q, tc.args...).Rows()
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("%s: %v", tc.q, err)
 		}
 		var plan []string
 		for rows.Next() {
@@ -125,8 +143,9 @@ func TestExpiryCountUsesIndex(t *testing.T) {
 		}
 		rows.Close()
 		joined := strings.Join(plan, "; ")
-		if !strings.Contains(joined, "USING COVERING INDEX idx_certificates_expiry") {
-			t.Errorf("%s\nplan: %s; want a search of the covering index idx_certificates_expiry", q, joined)
+		t.Logf("%s: %s", tc.q, joined)
+		if !strings.Contains(joined, tc.index) || strings.Contains(joined, "SCAN c ") || strings.Contains(joined, "SCAN certificates") {
+			t.Errorf("%s\nplan: %s; want a search %s", tc.q, joined, tc.index)
 		}
 	}
 }

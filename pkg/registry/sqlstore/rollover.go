@@ -208,6 +208,16 @@ func (s *Store) RecordBundleFetch(ctx context.Context, deviceID, issuerKID strin
 	return nil
 }
 
+// onIssuerQuery counts, per tenant, the devices holding an active
+// certificate of an issuer (first argument) valid at a time (second): the
+// status is a literal so that the partial index idx_certificates_issuer
+// (active certificates only, migration 00008) serves it.
+func (s *Store) onIssuerQuery() string {
+	return "SELECT tenant_id, COUNT(DISTINCT device_id) AS n FROM " + s.certificatesBy("", "idx_certificates_issuer") +
+		" WHERE issuer_kid = ? AND status = '" + string(registry.CertActive) + "' AND device_id IS NOT NULL AND not_after > ?" +
+		" GROUP BY tenant_id"
+}
+
 // RolloverStatus counts, per tenant with active devices, the active
 // devices, those holding an active certificate of issuerKID valid at now,
 // and those that fetched its trust bundle. Three grouped index scans.
@@ -222,9 +232,7 @@ func (s *Store) RolloverStatus(ctx context.Context, issuerKID string, now time.T
 		Where("status = ?", string(registry.DeviceActive)).Group("tenant_id").Scan(&devices).Error; err != nil {
 		return nil, fmt.Errorf("sqlstore: rollover status: devices: %w", translate(err))
 	}
-	if err := db.Model(&certificateRow{}).Select("tenant_id, COUNT(DISTINCT device_id) AS n").
-		Where("issuer_kid = ? AND status = ? AND device_id IS NOT NULL AND not_after > ?", issuerKID, string(registry.CertActive), ts(now)).
-		Group("tenant_id").Scan(&onIssuer).Error; err != nil {
+	if err := db.Raw(s.onIssuerQuery(), issuerKID, ts(now)).Scan(&onIssuer).Error; err != nil {
 		return nil, fmt.Errorf("sqlstore: rollover status: certificates: %w", translate(err))
 	}
 	if err := db.Model(&bundleFetchRow{}).Select("tenant_id, COUNT(*) AS n").

@@ -206,7 +206,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		if err := createPrivate(opts.DSN); err != nil {
 			return nil, err
 		}
-		s.w, err = gorm.Open(sqlite.Open(sqliteDSN(opts.DSN, true)), cfg(false))
+		s.w, err = gorm.Open(sqlite.New(sqlite.Config{DriverName: writerDriver, DSN: sqliteDSN(opts.DSN, true)}), cfg(false))
 		if err != nil {
 			return nil, fmt.Errorf("sqlstore: open sqlite writer: %w", err)
 		}
