@@ -21,6 +21,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mattn/go-sqlite3"
 	"gorm.io/driver/postgres"
 	"gorm.io/driver/sqlite"
 	"gorm.io/gorm"
@@ -176,7 +177,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		if err := createPrivate(opts.DSN); err != nil {
 			return nil, err
 		}
-		s.w, err = gorm.Open(sqlite.Open(sqliteDSN(opts.DSN, true)), cfg(false))
+		s.w, err = gorm.Open(sqlite.New(sqlite.Config{DriverName: sqliteWriterDriver, DSN: sqliteDSN(opts.DSN, true)}), cfg(false))
 		if err != nil {
 			return nil, fmt.Errorf("sqlstore: open sqlite writer: %w", err)
 		}
@@ -301,6 +302,23 @@ func sqliteDSN(path string, writer bool) string {
 		return path + "&" + params
 	}
 	return path + "?" + params
+}
+
+// sqliteWriterDriver is mattn's driver with the pragmas the writer
+// connection needs that its DSN cannot carry. temp_store=MEMORY keeps the
+// sub-journal of each op's SAVEPOINT (committer.go) in memory: it holds the
+// pre-op image of every page the op changes, and by default it spills to a
+// temporary file past 64 KiB — which an enrollment into a large registry
+// passes, touching a leaf of each of its ~25 b-trees: about 100 extra
+// pwrite calls per enrollment at 100,000 devices (docs/BENCHMARKS.md, "A
+// million devices"). What it holds is bounded by one op's pages.
+const sqliteWriterDriver = "sqlite3-devpki-writer"
+
+func init() {
+	sql.Register(sqliteWriterDriver, &sqlite3.SQLiteDriver{ConnectHook: func(c *sqlite3.SQLiteConn) error {
+		_, err := c.Exec("PRAGMA temp_store = MEMORY", nil)
+		return err
+	}})
 }
 
 func setPool(db *gorm.DB, n int) error {
