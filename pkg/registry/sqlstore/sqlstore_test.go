@@ -8,7 +8,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -251,8 +250,6 @@ func TestSQLitePragmas(t *testing.T) {
 		{s.w, "synchronous", "2"}, // FULL
 		{s.w, "foreign_keys", "1"},
 		{s.w, "busy_timeout", "5000"},
-		{s.w, "temp_store", "2"}, // MEMORY: sub-journals never spill to a file
-		{s.w, "cache_size", strconv.Itoa(-WriterCacheKiB)},
 		{s.r, "journal_mode", "wal"},
 		{s.r, "query_only", "1"},
 		{s.r, "busy_timeout", "5000"},

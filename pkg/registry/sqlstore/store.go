@@ -288,26 +288,13 @@ func sqlitePath(dsn string) string {
 	return strings.TrimPrefix(path, "file:")
 }
 
-// WriterCacheKiB is the page cache of the SQLite writer connection (SQLite's
-// default is 2 MiB per connection). A group commit of a few dozen
-// enrollments dirties a leaf in each of ~25 b-trees per enrollment, at random
-// places once the registry is large; with 2 MiB those pages overflowed the
-// cache in mid-transaction (spilled to the WAL and read back) and pushed the
-// b-trees' interior pages out, which at a million devices no longer fit
-// anyway: each insert then re-read its path. 16 MiB holds a batch and the
-// interior pages (docs/BENCHMARKS.md, "A million devices"); it is memory
-// the server keeps once warm. Readers keep the default: each of their
-// queries reads a few pages of one index.
-const WriterCacheKiB = 16 << 10
-
 // sqliteDSN adds the mattn pragmas: the writer gets WAL, synchronous=FULL
-// (each commit is fsynced before Enroll returns), foreign keys, BEGIN
-// IMMEDIATE and its page cache (WriterCacheKiB); readers are query-only.
-// A pragma the DSN already sets wins (mattn reads the first).
+// (each commit is fsynced before Enroll returns), foreign keys and BEGIN
+// IMMEDIATE; readers are query-only.
 func sqliteDSN(path string, writer bool) string {
 	params := "_busy_timeout=5000&_foreign_keys=on"
 	if writer {
-		params = "_journal_mode=WAL&_synchronous=FULL&" + params + "&_txlock=immediate&_cache_size=" + strconv.Itoa(-WriterCacheKiB)
+		params = "_journal_mode=WAL&_synchronous=FULL&" + params + "&_txlock=immediate"
 	} else {
 		params += "&_query_only=on"
 	}
