@@ -27,16 +27,18 @@ func pageLimit(n int) int {
 //   - MAC: device_mac_history (mac, device_id), each hit checked against the
 //     device's current macs;
 //   - EK: idx_devices_ek_hash;
+//   - re-key deadline passed: idx_devices_rekey_due (partial: only devices
+//     with a deadline), its few rows sorted;
 //   - tenant, status, both: idx_devices_tenant_id, idx_devices_status_id,
 //     idx_devices_tenant_status_id;
 //   - none: the primary key.
 //
-// With a serial, MAC or EK filter the tenant and status terms are residual
-// (see residual): the few rows found are checked, never scanned for in id
-// order. TestListPlans asserts these plans on SQLite.
+// With a serial, MAC, EK or re-key filter the tenant, status and cursor
+// terms are residual (see residual): the few rows found are checked, never
+// scanned for in id order. TestListPlans asserts these plans on SQLite.
 func (s *Store) devicesQuery(f registry.DeviceFilter) (string, []any) {
 	var w where
-	narrow := f.Serial != "" || f.MAC != "" || f.EKHash != ""
+	narrow := f.Serial != "" || f.MAC != "" || f.EKHash != "" || !f.RekeyDueBefore.IsZero()
 	col := func(c string) string {
 		if narrow {
 			return s.residual(c)
@@ -65,7 +67,10 @@ func (s *Store) devicesQuery(f registry.DeviceFilter) (string, []any) {
 		w.add("rekey_required = ? AND rekey_deadline IS NOT NULL AND rekey_deadline < ?", true, ts(f.RekeyDueBefore))
 	}
 	if f.After != "" {
-		w.add("id > ?", f.After)
+		// With a narrowing filter the cursor too is checked on the few rows
+		// found: as an index range it would walk the primary key from the
+		// cursor to the end (the re-key sweep pages with it).
+		w.add(col("id")+" > ?", f.After)
 	}
 	return "SELECT * FROM devices" + w.sql() + " ORDER BY id LIMIT ?", append(w.args, pageLimit(f.Limit))
 }

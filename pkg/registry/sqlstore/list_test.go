@@ -37,6 +37,9 @@ func TestListPlans(t *testing.T) {
 		{"MAC", registry.DeviceFilter{MAC: "020000000001"}, "device_mac_history", true},
 		{"MAC, tenant and status", registry.DeviceFilter{MAC: "020000000001", TenantID: "t1", Status: registry.DeviceActive, After: "8"}, "device_mac_history", true},
 		{"EK", registry.DeviceFilter{EKHash: "ab", TenantID: "t1"}, "idx_devices_ek_hash", true},
+		// The re-key sweep's pages: never the primary key from the cursor on.
+		{"re-key due", registry.DeviceFilter{RekeyDueBefore: soon}, "idx_devices_rekey_due", true},
+		{"re-key due deep page", registry.DeviceFilter{RekeyDueBefore: soon, After: "8"}, "idx_devices_rekey_due", true},
 	}
 	for _, tc := range devices {
 		q, args := s.devicesQuery(tc.f)

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -296,8 +297,14 @@ func TestLegacyUpgrade(t *testing.T) {
 		if err := raw.Table(VersionTable).Order("id").Pluck("version_id", &versions).Error; err != nil {
 			t.Fatal(err)
 		}
-		if len(versions) != int(st.Latest)+1 {
-			t.Errorf("version table holds %v; want 0..%d once each", versions, st.Latest)
+		// Version 0 (goose's own row), then each migration once. Numbers
+		// are handed out per change, so a branch may lack some.
+		want := []int64{0}
+		for _, m := range st.Migrations {
+			want = append(want, m.Version)
+		}
+		if !slices.Equal(versions, want) {
+			t.Errorf("version table holds %v; want %v, each once", versions, want)
 		}
 		s, err := Open(ctx, Options{Driver: driver, DSN: dsn, Migrate: MigrateNever})
 		if err != nil {
