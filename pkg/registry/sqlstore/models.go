@@ -49,7 +49,7 @@ type deviceRow struct {
 	IDevIDIssuer string `gorm:"column:idevid_issuer;not null;default:''"`
 	IDevIDSerial string `gorm:"column:idevid_serial;size:128;not null;default:''"`
 	// RekeyRequired and RekeyDeadline: an admin's rotate (registry.Device).
-	// The partial idx_devices_rekey_due (migration 00010) serves the
+	// The partial idx_devices_rekey_due (migration 00009) serves the
 	// deadline sweep (DeviceFilter.RekeyDueBefore).
 	RekeyRequired bool `gorm:"not null;default:false"`
 	RekeyDeadline *time.Time
