@@ -29,9 +29,11 @@ func pageLimit(n int) int {
 //   - EK: idx_devices_ek_hash;
 //   - re-key deadline passed: idx_devices_rekey_due (partial: only devices
 //     with a deadline), its few rows sorted;
-//   - tenant, status, both: idx_devices_tenant_id, idx_devices_status_id,
+//   - tenant, tenant and status: idx_devices_tenant_id,
 //     idx_devices_tenant_status_id;
-//   - none: the primary key.
+//   - none: the primary key. A status without a tenant has no index of its
+//     own (migration 00010): the admin API always names a tenant, and every
+//     enrollment would pay for one.
 //
 // With a serial, MAC, EK or re-key filter the tenant, status and cursor
 // terms are residual (see residual): the few rows found are checked, never
@@ -116,11 +118,13 @@ func (s *Store) IdentityHolders(ctx context.Context, tenantID, serial string, ma
 // by an index that also yields that order (models.go):
 //
 //   - device: idx_certificates_device_id (a device has few certificates);
-//   - expiring before: idx_certificates_tenant_not_after_serial or
-//     idx_certificates_not_after_serial, a range ending at the time;
-//   - tenant, status, both: idx_certificates_tenant_serial,
-//     idx_certificates_status_serial, idx_certificates_tenant_status_serial;
-//   - none: the primary key.
+//   - expiring before: idx_certificates_tenant_not_after_serial, a range
+//     ending at the time;
+//   - tenant, tenant and status: idx_certificates_tenant_serial,
+//     idx_certificates_tenant_status_serial;
+//   - none: the primary key. A status or expiring-before listing without a
+//     tenant has no index of its own (migration 00010): the admin API always
+//     names a tenant, and every enrollment and renewal would pay for one.
 //
 // Terms that no chosen index serves are residual (see residual). An
 // expiring-before listing in serial order would have to read every match

@@ -31,7 +31,7 @@ func (tenantRow) TableName() string { return "tenants" }
 // order (id): tenant, tenant+status, status; serial_folded alone serves a
 // serial across tenants.
 type deviceRow struct {
-	ID       string     `gorm:"primaryKey;size:128;index:idx_devices_tenant_id,priority:2;index:idx_devices_tenant_status_id,priority:3;index:idx_devices_status_id,priority:2"`
+	ID       string     `gorm:"primaryKey;size:128;index:idx_devices_tenant_id,priority:2;index:idx_devices_tenant_status_id,priority:3"`
 	TenantID string     `gorm:"size:128;not null;index:idx_devices_tenant_id,priority:1;index:idx_devices_tenant_status_id,priority:1"`
 	Tenant   *tenantRow `gorm:"foreignKey:TenantID;references:ID;constraint:OnUpdate:RESTRICT,OnDelete:RESTRICT"`
 	Serial   string     `gorm:"size:256;not null"`
@@ -40,7 +40,7 @@ type deviceRow struct {
 	// serves every lookup by tenant).
 	SerialFolded string `gorm:"size:256;not null;default:'';index:idx_devices_serial_folded"`
 	MACs         string `gorm:"column:macs;not null"` // JSON array of strings
-	Status       string `gorm:"size:32;not null;index:idx_devices_tenant_status_id,priority:2;index:idx_devices_status_id,priority:1"`
+	Status       string `gorm:"size:32;not null;index:idx_devices_tenant_status_id,priority:2"`
 	Method       string `gorm:"size:64;not null"`
 	EKHash       string `gorm:"column:ek_hash;size:128;not null;index"`
 	// AKPub is registry.Device.AKPub (PKIX DER); NULL when not recorded.
@@ -65,7 +65,7 @@ func (deviceRow) TableName() string { return "devices" }
 // replace the single-column not_after and status indexes
 // (migration 00006_list_indexes drops those).
 type certificateRow struct {
-	Serial           string     `gorm:"primaryKey;size:64;index:idx_certificates_tenant_serial,priority:2;index:idx_certificates_tenant_status_serial,priority:3;index:idx_certificates_status_serial,priority:2;index:idx_certificates_not_after_serial,priority:2;index:idx_certificates_tenant_not_after_serial,priority:3"`
+	Serial           string     `gorm:"primaryKey;size:64;index:idx_certificates_tenant_serial,priority:2;index:idx_certificates_tenant_status_serial,priority:3;index:idx_certificates_tenant_not_after_serial,priority:3"`
 	Kind             string     `gorm:"size:32;not null"`
 	DeviceID         *string    `gorm:"size:128;index"`
 	Device           *deviceRow `gorm:"foreignKey:DeviceID;references:ID;constraint:OnUpdate:RESTRICT,OnDelete:RESTRICT"`
@@ -73,9 +73,9 @@ type certificateRow struct {
 	Subject          string     `gorm:"not null"`
 	SANs             string     `gorm:"column:sans;not null"` // JSON array of strings
 	NotBefore        time.Time  `gorm:"not null"`
-	NotAfter         time.Time  `gorm:"not null;index:idx_certificates_not_after_serial,priority:1;index:idx_certificates_tenant_not_after_serial,priority:2"`
+	NotAfter         time.Time  `gorm:"not null;index:idx_certificates_tenant_not_after_serial,priority:2"`
 	DER              []byte     `gorm:"column:der"`
-	Status           string     `gorm:"size:32;not null;index:idx_certificates_tenant_status_serial,priority:2;index:idx_certificates_status_serial,priority:1"`
+	Status           string     `gorm:"size:32;not null;index:idx_certificates_tenant_status_serial,priority:2"`
 	RevokedAt        *time.Time
 	RevocationReason int    `gorm:"not null"`
 	ReplacesSerial   string `gorm:"size:64;not null"`
