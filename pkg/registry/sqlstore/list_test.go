@@ -73,6 +73,29 @@ func TestListPlans(t *testing.T) {
 	}
 }
 
+// TestIdentityHoldersPlan: the identity check every enrollment makes finds
+// the MAC holders by primary key, never by walking the devices of a status.
+func TestIdentityHoldersPlan(t *testing.T) {
+	s := newSQLite(t)
+	q, args := s.identityHoldersQuery("t1", "SN-1", []string{"020000000001", "020000000002"})
+	checkPlan(t, s, "identity holders", "devices", q, args, "sqlite_autoindex_devices_1", true)
+	rows, err := s.r.Raw("EXPLAIN QUERY PLAN "+q, args...).Rows()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id, parent, unused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(detail, "idx_devices_status") {
+			t.Errorf("identity holders walk a status index: %s", detail)
+		}
+	}
+}
+
 func checkPlan(t *testing.T, s *Store, name, table, q string, args []any, index string, sortOkay bool) {
 	t.Helper()
 	rows, err := s.r.Raw("EXPLAIN QUERY PLAN "+q, args...).Rows()
