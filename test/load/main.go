@@ -528,7 +528,10 @@ func makeCSRs(n int, est bool) ([][]byte, []*ecdsa.PrivateKey, error) {
 					// runTag keeps the serials and MACs of runs against one
 					// kept registry apart.
 					serial := fmt.Sprintf("LOAD-%s-%08d", runTag, i)
-					mac := fmt.Sprintf("02:%s:%02x:%02x:%02x:%02x", runTag[:2], byte(i>>24), byte(i>>16), byte(i>>8), byte(i))
+					// The whole tag (16 bits) in the MAC, not its first byte:
+					// with 8 bits, runs against one kept registry collided
+					// (clone-suspect) after a dozen runs.
+					mac := fmt.Sprintf("02:%s:%s:%02x:%02x:%02x", runTag[:2], runTag[2:4], byte(i>>16), byte(i>>8), byte(i))
 					der, err = pki.NewDeviceCSR(key, serial, []string{mac})
 					switch {
 					case err == nil && est:
