@@ -72,12 +72,7 @@ func (s *Server) tpmEnroll(c echo.Context) error {
 		TPM: &provision.TPMAnswer{
 			ChallengeID:     req.ChallengeID,
 			ActivatedSecret: req.ActivatedSecret,
-			Certify: attest.CertificationParameters{
-				Public:            req.Certify.Public,
-				CreateData:        req.Certify.CreateData,
-				CreateAttestation: req.Certify.CreateAttestation,
-				CreateSignature:   req.Certify.CreateSignature,
-			},
+			Certify:         *certification(&req.Certify),
 		},
 		SourceAddr: c.RealIP(),
 	})
@@ -85,4 +80,18 @@ func (s *Server) tpmEnroll(c echo.Context) error {
 		return err
 	}
 	return s.issued(c, res)
+}
+
+// certification is the TPM2_Certify a request carries, as go-attestation
+// takes it; nil when it carries none.
+func certification(w *wire.TPMCertificationParameters) *attest.CertificationParameters {
+	if w == nil {
+		return nil
+	}
+	return &attest.CertificationParameters{
+		Public:            w.Public,
+		CreateData:        w.CreateData,
+		CreateAttestation: w.CreateAttestation,
+		CreateSignature:   w.CreateSignature,
+	}
 }

@@ -2,7 +2,6 @@ package api
 
 import (
 	"github.com/labstack/echo/v4"
-	"github.com/smallstep/go-attestation/attest"
 
 	"devpki/api/wire"
 	"devpki/pkg/pki"
@@ -43,20 +42,11 @@ func (s *Server) renew(c echo.Context) error {
 	if err := decodeJSON(c, &req); err != nil {
 		return err
 	}
-	var certify *attest.CertificationParameters
-	if req.Certify != nil {
-		certify = &attest.CertificationParameters{
-			Public:            req.Certify.Public,
-			CreateData:        req.Certify.CreateData,
-			CreateAttestation: req.Certify.CreateAttestation,
-			CreateSignature:   req.Certify.CreateSignature,
-		}
-	}
 	res, err := s.cfg.Provision.Renew(r.Context(), &provision.RenewRequest{
 		Peer:       peer,
 		Unverified: unverified,
 		CSRPEM:     []byte(req.CSR),
-		Certify:    certify,
+		Certify:    certification(req.Certify),
 		SourceAddr: c.RealIP(),
 	})
 	if err != nil {

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
-	"github.com/smallstep/go-attestation/attest"
 
 	"devpki/api/wire"
 	"devpki/pkg/provision"
@@ -44,18 +43,9 @@ func (s *Server) renewExpired(c echo.Context) error {
 	if err := decodeJSON(c, &req); err != nil {
 		return err
 	}
-	var certify *attest.CertificationParameters
-	if req.Certify != nil {
-		certify = &attest.CertificationParameters{
-			Public:            req.Certify.Public,
-			CreateData:        req.Certify.CreateData,
-			CreateAttestation: req.Certify.CreateAttestation,
-			CreateSignature:   req.Certify.CreateSignature,
-		}
-	}
 	res, err := s.cfg.Provision.RenewExpired(c.Request().Context(), &provision.RenewExpiredRequest{
 		ChallengeID: req.ChallengeID, CertPEM: []byte(req.Certificate), Signature: req.Signature,
-		CSRPEM: []byte(req.CSR), Certify: certify, SourceAddr: c.RealIP(),
+		CSRPEM: []byte(req.CSR), Certify: certification(req.Certify), SourceAddr: c.RealIP(),
 	})
 	if err != nil {
 		return err

@@ -92,7 +92,7 @@ func (r *Retrier) Do(ctx context.Context, op func(context.Context) error) error 
 		now = time.Now
 	}
 	if sleep == nil {
-		sleep = sleepCtx
+		sleep = SleepContext
 	}
 	if jitter == nil {
 		jitter = FullJitter
@@ -135,7 +135,9 @@ func (r *Retrier) Do(ctx context.Context, op func(context.Context) error) error 
 	}
 }
 
-func sleepCtx(ctx context.Context, d time.Duration) error {
+// SleepContext waits d or until ctx is done (ctx's error): Retrier.Sleep's
+// default.
+func SleepContext(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {

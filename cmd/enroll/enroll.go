@@ -126,7 +126,7 @@ func (c *config) defaults() {
 		c.Now = time.Now
 	}
 	if c.Sleep == nil {
-		c.Sleep = sleepCtx
+		c.Sleep = client.SleepContext
 	}
 	if c.Jitter == nil {
 		c.Jitter = client.FullJitter
@@ -136,17 +136,6 @@ func (c *config) defaults() {
 	}
 	if c.Stderr == nil {
 		c.Stderr = io.Discard
-	}
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
 	}
 }
 

@@ -178,13 +178,9 @@ func run(o options) error {
 	if dir == "" {
 		dir = filepath.Join(work, "ca")
 	}
-	caBin := o.caBin
-	if caBin == "" {
-		caBin = filepath.Join(work, "ca-bin")
-		fmt.Fprintln(os.Stderr, "building ./cmd/ca ...")
-		if out, err := exec.Command("go", "build", "-o", caBin, "./cmd/ca").CombinedOutput(); err != nil {
-			return fmt.Errorf("go build ./cmd/ca (run from the repository root): %v\n%s", err, out)
-		}
+	caBin, err := caBinary(o.caBin, work)
+	if err != nil {
+		return err
 	}
 	pw := filepath.Join(work, "pw")
 	if o.keep != "" {
@@ -781,4 +777,17 @@ func estBody(der []byte) []byte {
 		enc = enc[64:]
 	}
 	return append(append(out, enc...), '\n')
+}
+
+// caBinary is the ca binary to run: -ca-bin, or ./cmd/ca built into dir.
+func caBinary(caBin, dir string) (string, error) {
+	if caBin != "" {
+		return caBin, nil
+	}
+	caBin = filepath.Join(dir, "ca-bin")
+	fmt.Fprintln(os.Stderr, "building ./cmd/ca ...")
+	if out, err := exec.Command("go", "build", "-o", caBin, "./cmd/ca").CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build ./cmd/ca (run from the repository root): %v\n%s", err, out)
+	}
+	return caBin, nil
 }

@@ -334,10 +334,8 @@ func runVersus(o options) error {
 			return err
 		}
 		defer os.RemoveAll(dir)
-		caBin = filepath.Join(dir, "ca")
-		fmt.Fprintln(os.Stderr, "building ./cmd/ca ...")
-		if out, err := exec.Command("go", "build", "-o", caBin, "./cmd/ca").CombinedOutput(); err != nil {
-			return fmt.Errorf("go build ./cmd/ca (run from the repository root): %v\n%s", err, out)
+		if caBin, err = caBinary("", dir); err != nil {
+			return err
 		}
 	}
 	self, err := os.Executable()

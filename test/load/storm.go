@@ -166,13 +166,9 @@ func runStorm(o options) (err error) {
 	if dir == "" {
 		dir = filepath.Join(work, "ca")
 	}
-	caBin := o.caBin
-	if caBin == "" {
-		caBin = filepath.Join(work, "ca-bin")
-		fmt.Fprintln(os.Stderr, "building ./cmd/ca ...")
-		if out, err := exec.Command("go", "build", "-o", caBin, "./cmd/ca").CombinedOutput(); err != nil {
-			return fmt.Errorf("go build ./cmd/ca (run from the repository root): %v\n%s", err, out)
-		}
+	caBin, err := caBinary(o.caBin, work)
+	if err != nil {
+		return err
 	}
 	pw := filepath.Join(work, "pw")
 	if err := os.WriteFile(pw, []byte("load-test-password\n"), 0o600); err != nil {
