@@ -33,9 +33,7 @@ type RevocationStore interface {
 	GetDevice(ctx context.Context, id string) (*registry.Device, error)
 	RevokeCertificate(ctx context.Context, serial string, reason int, at time.Time, audit *registry.AuditEvent) (*registry.Certificate, error)
 	RevokeDevice(ctx context.Context, deviceID string, reason int, audit *registry.AuditEvent) ([]*registry.Certificate, error)
-	ListRevoked(ctx context.Context, now time.Time) ([]registry.RevokedEntry, error)
 	NextCRLNumber(ctx context.Context) (int64, error)
-	ListRevokedPartition(ctx context.Context, partition int, now time.Time) ([]registry.RevokedEntry, error)
 	NextPartitionCRLNumber(ctx context.Context, partition int) (int64, error)
 	CRLRevisions(ctx context.Context) (*registry.CRLRevisions, error)
 	EachRevoked(ctx context.Context, partition int, now time.Time, fn func(*registry.RevokedRow) error) error

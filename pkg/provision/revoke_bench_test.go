@@ -21,7 +21,7 @@ import (
 
 // BenchmarkRebuildCRL100k measures what a revocation costs with 100,000
 // revoked, unexpired certificates in a SQLite registry: read them
-// (ListRevoked), take a CRL number, build and sign the CRL.
+// (EachRevoked), take a CRL number, build and sign the CRL.
 func BenchmarkRebuildCRL100k(b *testing.B) {
 	const n = 100_000
 	ctx := context.Background()

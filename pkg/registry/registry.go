@@ -181,20 +181,10 @@ const (
 	ReasonAACompromise         = 10
 )
 
-// RevokedEntry is one line of a CRL: a revoked certificate that has not
-// expired yet.
-type RevokedEntry struct {
-	Serial    string // as Certificate.Serial
-	RevokedAt time.Time
-	Reason    int // RFC 5280 CRLReason
-	NotAfter  time.Time
-	// IssuerKeyID is Certificate.IssuerKeyID: which issuer's CRL lists it.
-	IssuerKeyID string
-}
-
-// RevokedRow is a RevokedEntry as EachRevoked reads it: what a CRL entry
-// needs, with nothing parsed or copied per row. The slices are valid only
-// during the callback.
+// RevokedRow is one line of a CRL as EachRevoked reads it: a revoked
+// certificate that has not expired yet, with what a CRL entry needs and
+// nothing parsed or copied per row. The slices are valid only during the
+// callback.
 type RevokedRow struct {
 	Serial      []byte // as Certificate.Serial
 	RevokedAt   int64  // Unix seconds (a CRL lists whole seconds)
@@ -536,26 +526,21 @@ type Store interface {
 	// is not revoked gives an error wrapping ErrNotRevoked and writes
 	// nothing.
 	ReinstateDevice(ctx context.Context, deviceID string, audit *AuditEvent) (*Device, error)
-	// ListRevoked returns every revoked certificate whose NotAfter is after
-	// now (what a CRL built at now must list), ordered by serial.
-	ListRevoked(ctx context.Context, now time.Time) ([]RevokedEntry, error)
 	// NextCRLNumber returns the next CRL number from a counter kept in the
 	// database: strictly increasing across calls, processes and replicas
 	// sharing the database; the first call returns 1.
 	NextCRLNumber(ctx context.Context) (int64, error)
-	// ListRevokedPartition is ListRevoked for the certificates with this
-	// CRLPartition (1 and up).
-	ListRevokedPartition(ctx context.Context, partition int, now time.Time) ([]RevokedEntry, error)
 	// NextPartitionCRLNumber is NextCRLNumber for one partition CRL: its
 	// own counter in the database (its scope is its own, RFC 5280 §5.2.3).
 	NextPartitionCRLNumber(ctx context.Context, partition int) (int64, error)
 	// CRLRevisions reads the revocation revisions (one cheap query).
 	CRLRevisions(ctx context.Context) (*CRLRevisions, error)
-	// EachRevoked calls fn for each certificate ListRevoked (partition 0)
-	// or ListRevokedPartition (partition n) would return, in the same
-	// order, as it reads them: a CRL build streams a million entries into
-	// its encoder without holding them. An error from fn stops the read
-	// and is returned.
+	// EachRevoked calls fn, in serial order, for each revoked certificate
+	// whose NotAfter is after now (what a CRL built at now must list): all
+	// of them for partition 0, those with that CRLPartition for partition
+	// n. It streams them as it reads them: a CRL build feeds a million
+	// entries into its encoder without holding them. An error from fn stops
+	// the read and is returned; a negative partition is an error.
 	EachRevoked(ctx context.Context, partition int, now time.Time, fn func(*RevokedRow) error) error
 
 	// Renew records a renewal atomically (see Renewal).

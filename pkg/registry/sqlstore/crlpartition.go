@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"fmt"
 	"slices"
-	"time"
 
 	"gorm.io/gorm"
 
@@ -113,14 +112,6 @@ func revokingRows(rows *[]certificateRow, fn func(*gorm.DB, *batch) error) func(
 		}
 		return parts, len(parts) > 0, nil
 	}
-}
-
-// ListRevokedPartition implements registry.Store.
-func (s *Store) ListRevokedPartition(ctx context.Context, partition int, now time.Time) ([]registry.RevokedEntry, error) {
-	if partition <= 0 {
-		return nil, fmt.Errorf("sqlstore: list revoked of CRL partition %d: not a partition", partition)
-	}
-	return s.listRevoked(ctx, "idx_certificates_revoked_partition", "crl_partition = ? AND "+sqlRevokedWhere+" AND not_after > ?", partition, ts(now))
 }
 
 // NextPartitionCRLNumber implements registry.Store. Like NextCRLNumber, the

@@ -2,7 +2,6 @@ package sqlstore
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"time"
@@ -136,48 +135,6 @@ func (s *Store) ReinstateDevice(ctx context.Context, deviceID string, audit *reg
 	})
 	if err != nil {
 		return nil, err
-	}
-	return out, nil
-}
-
-// ListRevoked implements registry.Store. It scans rows directly (no gorm
-// reflection): a CA with 100k revoked certificates reads them on every
-// revocation.
-func (s *Store) ListRevoked(ctx context.Context, now time.Time) ([]registry.RevokedEntry, error) {
-	return s.listRevoked(ctx, "idx_certificates_revoked", sqlRevokedWhere+" AND not_after > ?", ts(now))
-}
-
-// listRevoked reads CRL entries through index (one of crlIndexes). SQLite
-// is told to (INDEXED BY): without statistics its planner prefers the
-// status index and a lookup per row; PostgreSQL's statistics pick it.
-func (s *Store) listRevoked(ctx context.Context, index, where string, args ...any) ([]registry.RevokedEntry, error) {
-	table := "certificates"
-	if s.driver == DriverSQLite {
-		table += " INDEXED BY " + index
-	}
-	rows, err := s.rd(ctx).Table(table).
-		Select("serial, revoked_at, revocation_reason, not_after, issuer_kid").
-		Where(where, args...).
-		Order("serial").Rows()
-	if err != nil {
-		return nil, fmt.Errorf("sqlstore: list revoked: %w", translate(err))
-	}
-	defer rows.Close()
-	var out []registry.RevokedEntry
-	for rows.Next() {
-		var e registry.RevokedEntry
-		var at sql.NullTime
-		if err := rows.Scan(&e.Serial, &at, &e.Reason, &e.NotAfter, &e.IssuerKeyID); err != nil {
-			return nil, fmt.Errorf("sqlstore: list revoked: %w", err)
-		}
-		e.NotAfter = e.NotAfter.UTC()
-		if at.Valid {
-			e.RevokedAt = at.Time.UTC()
-		}
-		out = append(out, e)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("sqlstore: list revoked: %w", err)
 	}
 	return out, nil
 }

@@ -290,10 +290,7 @@ func testApplyRelease(t *testing.T, s registry.Store) {
 	state := func(q *registry.Quarantine, devs ...*registry.Device) string {
 		t.Helper()
 		auditN, _ := auditHead(t, s)
-		revoked, err := s.ListRevoked(ctx, time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
+		revoked := eachRevoked(t, s, 0, time.Now())
 		out := fmt.Sprintf("audit=%d revoked=%d", auditN, len(revoked))
 		if got, err := s.GetQuarantine(ctx, q.ID); err == nil {
 			out += fmt.Sprintf(" claim=%s/%s", got.Status, got.ReleasedBy)

@@ -53,7 +53,7 @@ func Run(t *testing.T, open func(t *testing.T) registry.Store) {
 		{"RevokeInvalidReason", testRevokeInvalidReason},
 		{"RevokeDevice", testRevokeDevice},
 		{"ReinstateDevice", testReinstateDevice},
-		{"ListRevoked", testListRevoked},
+		{"RevokedExpiry", testRevokedExpiry},
 		{"NextCRLNumber", testNextCRLNumber},
 		{"CRLPartitions", testCRLPartitions},
 		{"PartitionCRLNumbers", testPartitionCRLNumbers},
