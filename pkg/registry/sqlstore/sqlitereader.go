@@ -17,9 +17,9 @@ import (
 // Given a context that can end, mattn/go-sqlite3 steps every row of a query
 // on a goroutine of its own, so that it can interrupt the step when the
 // context ends: a goroutine start, two switches and a thread woken per row.
-// A page of 100 rows paid that 100 times — at 100,000 devices a fifth of
-// the server's CPU in an admin list run was those switches and the futex
-// calls behind them (docs/BENCHMARKS.md). A bounded read is one row, or one
+// A page of 100 rows paid that 100 times: without it the server's CPU per
+// admin list request is 20–35% lower at a million devices
+// (docs/BENCHMARKS.md). A bounded read is one row, or one
 // page of at most 1000 rows through an index (TestListPlans): each step is
 // microseconds, so there is nothing to interrupt inside one. Such a query
 // still ends with its context: the context is checked before it runs,
