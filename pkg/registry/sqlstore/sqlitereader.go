@@ -18,7 +18,7 @@ import (
 // on a goroutine of its own, so that it can interrupt the step when the
 // context ends: a goroutine start, two switches and a thread woken per row.
 // A page of 100 rows paid that 100 times: without it the server's CPU per
-// admin list request is 20–35% lower at a million devices
+// admin list request is 18–34% lower at a million devices
 // (docs/BENCHMARKS.md). A bounded read is one row, or one
 // page of at most 1000 rows through an index (TestListPlans): each step is
 // microseconds, so there is nothing to interrupt inside one. Such a query
