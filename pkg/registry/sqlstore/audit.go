@@ -211,7 +211,7 @@ func (s *Store) ListAudit(ctx context.Context, afterSeq int64, limit int) ([]*re
 		limit = 100
 	}
 	var rows []auditRow
-	err := s.rd(ctx).Where("seq > ?", afterSeq).Order("seq").Limit(limit).Find(&rows).Error
+	err := s.rdBounded(ctx).Where("seq > ?", afterSeq).Order("seq").Limit(limit).Find(&rows).Error
 	if err != nil {
 		return nil, fmt.Errorf("sqlstore: list audit: %w", translate(err))
 	}

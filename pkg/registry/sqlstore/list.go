@@ -81,7 +81,7 @@ func (s *Store) devicesQuery(f registry.DeviceFilter) (string, []any) {
 func (s *Store) ListDevices(ctx context.Context, f registry.DeviceFilter) ([]*registry.Device, error) {
 	q, args := s.devicesQuery(f)
 	var rows []deviceRow
-	if err := s.rd(ctx).Raw(q, args...).Scan(&rows).Error; err != nil {
+	if err := s.rdBounded(ctx).Raw(q, args...).Scan(&rows).Error; err != nil {
 		return nil, fmt.Errorf("sqlstore: list devices: %w", translate(err))
 	}
 	out := make([]*registry.Device, len(rows))
@@ -112,7 +112,7 @@ func (s *Store) identityHoldersQuery(tenantID, serial string, macs []string) (st
 func (s *Store) IdentityHolders(ctx context.Context, tenantID, serial string, macs []string) ([]*registry.Device, error) {
 	q, args := s.identityHoldersQuery(tenantID, serial, macs)
 	var rows []deviceRow
-	if err := s.rd(ctx).Raw(q, args...).Scan(&rows).Error; err != nil {
+	if err := s.rdBounded(ctx).Raw(q, args...).Scan(&rows).Error; err != nil {
 		return nil, fmt.Errorf("sqlstore: devices holding serial %q or MACs %v: %w", serial, macs, translate(err))
 	}
 	out := make([]*registry.Device, len(rows))
@@ -185,7 +185,7 @@ func (s *Store) ListCertificates(ctx context.Context, f registry.CertFilter) ([]
 		return nil, err
 	}
 	var rows []certificateRow
-	if err := s.rd(ctx).Raw(q, args...).Scan(&rows).Error; err != nil {
+	if err := s.rdBounded(ctx).Raw(q, args...).Scan(&rows).Error; err != nil {
 		return nil, fmt.Errorf("sqlstore: list certificates: %w", translate(err))
 	}
 	out := make([]*registry.Certificate, len(rows))

@@ -79,7 +79,7 @@ func (s *Store) readStmt(ctx context.Context, query string) (*sql.Stmt, error) {
 func (s *Store) readRow(ctx context.Context, what, query string, dest []any, args ...any) error {
 	st, err := s.readStmt(ctx, query)
 	if err == nil {
-		err = st.QueryRowContext(ctx, args...).Scan(dest...)
+		err = st.QueryRowContext(bounded(ctx), args...).Scan(dest...)
 	}
 	if err != nil {
 		return fmt.Errorf("sqlstore: get %s: %w", what, s.translateSQL(err))

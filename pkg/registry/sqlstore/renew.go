@@ -123,7 +123,7 @@ func (s *Store) RequireRekey(ctx context.Context, deviceID string, required bool
 // ListCertificatesByKey implements registry.Store.
 func (s *Store) ListCertificatesByKey(ctx context.Context, keyHash []byte) ([]*registry.Certificate, error) {
 	var rows []certificateRow
-	err := s.rd(ctx).Where("key_sha256 = ?", keyHash).Order("created_at, serial").Limit(100).Find(&rows).Error
+	err := s.rdBounded(ctx).Where("key_sha256 = ?", keyHash).Order("created_at, serial").Limit(100).Find(&rows).Error
 	if err != nil {
 		return nil, fmt.Errorf("sqlstore: certificates by key: %w", translate(err))
 	}

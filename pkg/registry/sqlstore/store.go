@@ -218,11 +218,11 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 			closeDB(s.w)
 			return nil, err
 		}
-		if s.r, err = openPool(sqlite.Open(sqliteDSN(opts.DSN, false)), cfg(true), readConns); err != nil {
+		if s.r, err = openPool(sqlite.New(sqlite.Config{DriverName: readerDriver, DSN: sqliteDSN(opts.DSN, false)}), cfg(true), readConns); err != nil {
 			closeDB(s.w)
 			return nil, fmt.Errorf("sqlstore: open sqlite readers: %w", err)
 		}
-		if s.ra, err = openPool(sqlite.Open(sqliteDSN(opts.DSN, false)), cfg(true), adminConns); err != nil {
+		if s.ra, err = openPool(sqlite.New(sqlite.Config{DriverName: readerDriver, DSN: sqliteDSN(opts.DSN, false)}), cfg(true), adminConns); err != nil {
 			s.closeAll()
 			return nil, fmt.Errorf("sqlstore: open sqlite admin readers: %w", err)
 		}
@@ -568,7 +568,7 @@ func (s *Store) GetCertificate(ctx context.Context, serial string) (*registry.Ce
 // ListDeviceCertificates implements registry.Store: oldest first.
 func (s *Store) ListDeviceCertificates(ctx context.Context, deviceID string) ([]*registry.Certificate, error) {
 	var rows []certificateRow
-	err := s.rd(ctx).Where("device_id = ?", deviceID).Order("created_at, serial").Find(&rows).Error
+	err := s.rdBounded(ctx).Where("device_id = ?", deviceID).Order("created_at, serial").Find(&rows).Error
 	if err != nil {
 		return nil, fmt.Errorf("sqlstore: list certificates of %s: %w", deviceID, translate(err))
 	}
