@@ -425,6 +425,12 @@ type Enrollment struct {
 // Certificate (ReplacesSerial = OldSerial) is inserted, the old certificate
 // becomes superseded (still valid until it expires), a new-key renewal
 // clears RekeyRequired, and Audit is appended.
+//
+// Certificate.DeviceID and TenantID may be left empty: the store takes them
+// from the old certificate. A caller that has read the old certificate sets
+// them to its device and tenant; the renewal then also requires that they
+// match (else ErrConflict, nothing written), and the store needs not read
+// them back.
 type Renewal struct {
 	OldSerial   string
 	SameKey     bool

@@ -27,7 +27,7 @@ var hotStatements = []string{
 	sqlReadHead, sqlReadHeadLocked, sqlWriteHead, sqlInsertAudit, sqlReadTenantHead, sqlWriteTenantHead,
 	sqlBumpRefusal, sqlInsertRefusal, sqlTrimRefusals,
 	sqlReadToken, sqlInsertDevice, sqlSpendToken, sqlInsertCertificate, sqlClaimMAC, sqlRecordMAC,
-	sqlReadRenewedCert, sqlReadRenewingDevice, sqlSupersedeRenewed, sqlTouchRenewingDevice,
+	sqlReadRenewedCert, sqlReadRenewingDevice, sqlSupersedeRenewed, sqlSupersedeRenewedOf, sqlTouchRenewingDevice,
 }
 
 func (c *stmtCache) prepare(ctx context.Context, s *Store) error {
@@ -125,6 +125,9 @@ const (
 	// device and tenant from it.
 	sqlSupersedeRenewed = `UPDATE certificates SET status = ? WHERE serial = ? AND status = ? AND kind = ? AND device_id IS NOT NULL
 		RETURNING device_id, tenant_id`
+	// The same when the renewal names them (supersedeRenewed).
+	sqlSupersedeRenewedOf = `UPDATE certificates SET status = ? WHERE serial = ? AND status = ? AND kind = ? AND device_id = ?
+		AND tenant_id = ?`
 	// A renewal satisfies any rotate: it may go on only for an active device
 	// that is not told to re-key, unless the key changes (the last
 	// parameter is Renewal.SameKey).
