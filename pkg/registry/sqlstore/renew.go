@@ -146,7 +146,9 @@ func (s *Store) RequireRekey(ctx context.Context, deviceID string, required bool
 	})
 }
 
-// ListCertificatesByKey implements registry.Store.
+// ListCertificatesByKey implements registry.Store: a scan of the
+// certificates (migration 00011 dropped their key-hash index, which only
+// this served).
 func (s *Store) ListCertificatesByKey(ctx context.Context, keyHash []byte) ([]*registry.Certificate, error) {
 	var rows []certificateRow
 	err := s.rd(ctx).Where("key_sha256 = ?", keyHash).Order("created_at, serial").Limit(100).Find(&rows).Error
