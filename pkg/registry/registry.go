@@ -415,6 +415,12 @@ type Enrollment struct {
 // Certificate (ReplacesSerial = OldSerial) is inserted, the old certificate
 // becomes superseded (still valid until it expires), a new-key renewal
 // clears RekeyRequired, and Audit is appended.
+//
+// Certificate.DeviceID and TenantID may be left empty: the store takes them
+// from the old certificate. A caller that has read the old certificate sets
+// them to its device and tenant; the renewal then also requires that they
+// match (else ErrConflict, nothing written), and the store needs not read
+// them back.
 type Renewal struct {
 	OldSerial   string
 	SameKey     bool
@@ -500,7 +506,10 @@ type Store interface {
 	RecordCertificate(ctx context.Context, c *Certificate, audit *AuditEvent) error
 	GetCertificate(ctx context.Context, serial string) (*Certificate, error)
 	// ListCertificatesByKey returns the certificates whose KeySHA256 is
-	// keyHash, oldest first (at most a few: one key, one device).
+	// keyHash, oldest first (at most a few: one key, one device). For
+	// tools and investigations, not for a request path: a SQL store reads
+	// every certificate (no index keeps key hashes: every enrollment and
+	// renewal would write it).
 	ListCertificatesByKey(ctx context.Context, keyHash []byte) ([]*Certificate, error)
 	ListDeviceCertificates(ctx context.Context, deviceID string) ([]*Certificate, error)
 

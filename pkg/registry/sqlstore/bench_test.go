@@ -2,10 +2,13 @@ package sqlstore
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -92,7 +95,7 @@ func BenchmarkRenew(b *testing.B) {
 		}
 		current[i].Store(e.Certificate.Serial)
 	}
-	var next, serial atomic.Int64
+	var next atomic.Int64
 	b.SetParallelism(32)
 	b.ReportAllocs()
 	cpu0 := processCPU()
@@ -101,10 +104,14 @@ func BenchmarkRenew(b *testing.B) {
 		for pb.Next() {
 			i := int(next.Add(1)) % devices
 			old := current[i].Load().(string)
-			newSerial := fmt.Sprintf("%040x", serial.Add(1)<<20)
+			// Serials as the CA makes them: 20 random bytes, so that each
+			// renewal's index entries land where a real one's do.
+			newSerial := randomSerial()
 			r := &registry.Renewal{OldSerial: old, SameKey: true,
-				Certificate: &registry.Certificate{Serial: newSerial, Subject: "CN=dev", DER: make([]byte, 700),
-					NotBefore: time.Now(), NotAfter: time.Now().Add(90 * 24 * time.Hour), KeySHA256: sum[:]},
+				// The device and tenant, as provision names them.
+				Certificate: &registry.Certificate{Serial: newSerial, DeviceID: fmt.Sprintf("dev-SN-R%06d", i),
+					TenantID: registry.DefaultTenant, Subject: "CN=dev", DER: make([]byte, 700),
+					NotBefore: time.Now(), NotAfter: time.Now().Add(90 * 24 * time.Hour), KeySHA256: keyHash(i)},
 				Audit: &registry.AuditEvent{TenantID: registry.DefaultTenant, Actor: "device:x", Action: "renew", Target: "x",
 					Result: registry.ResultOK}}
 			if err := s.Renew(ctx, r); err != nil {
@@ -121,4 +128,20 @@ func BenchmarkRenew(b *testing.B) {
 	})
 	b.StopTimer()
 	b.ReportMetric(float64(processCPU()-cpu0)/float64(time.Microsecond)/float64(b.N), "cpu-µs/op")
+}
+
+// randomSerial is a certificate serial as pki makes them: 20 random bytes
+// in hex.
+func randomSerial() string {
+	var b [20]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err)
+	}
+	return hex.EncodeToString(b[:])
+}
+
+// keyHash is the key hash of device i's key.
+func keyHash(i int) []byte {
+	sum := sha256.Sum256([]byte("bench-key-" + strconv.Itoa(i)))
+	return sum[:]
 }

@@ -42,7 +42,8 @@ type op struct {
 type batch struct {
 	s        *Store
 	ctx      context.Context
-	tx       *sql.Tx // the batch's transaction; hot statements run on it directly
+	tx       *sql.Tx              // the batch's transaction; hot statements run on it directly
+	txStmts  map[string]*sql.Stmt // hot statements bound to tx (stmt)
 	headSeq  int64
 	headHash []byte
 	// tenantHeads are the tenant chain heads this batch read or moved,

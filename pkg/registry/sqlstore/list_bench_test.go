@@ -92,6 +92,13 @@ func BenchmarkListScale(b *testing.B) {
 		{"certs/status-revoked-deep", cert(func(i int) registry.CertFilter {
 			return registry.CertFilter{TenantID: tn(i), Status: registry.CertRevoked, After: hexAfter(i)}
 		})},
+		// The status of most certificates in a renewed fleet, none in a new one.
+		{"certs/status-superseded", cert(func(i int) registry.CertFilter {
+			return registry.CertFilter{TenantID: tn(i), Status: registry.CertSuperseded}
+		})},
+		{"certs/status-superseded-deep", cert(func(i int) registry.CertFilter {
+			return registry.CertFilter{TenantID: tn(i), Status: registry.CertSuperseded, After: hexAfter(i)}
+		})},
 		{"certs/expiring-before", cert(func(i int) registry.CertFilter {
 			return registry.CertFilter{TenantID: tn(i), ExpiringBefore: soon, Status: registry.CertActive}
 		})},

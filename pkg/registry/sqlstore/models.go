@@ -79,7 +79,7 @@ type certificateRow struct {
 	RevokedAt        *time.Time
 	RevocationReason int    `gorm:"not null"`
 	ReplacesSerial   string `gorm:"size:64;not null"`
-	KeySHA256        []byte `gorm:"column:key_sha256;index"`
+	KeySHA256        []byte `gorm:"column:key_sha256"` // not indexed (migration 00011)
 	TokenHash        []byte `gorm:"column:token_hash"`
 	// CRLPartition is registry.Certificate.CRLPartition (0: the full CRL
 	// only); idx_certificates_revoked_partition (migration 00005) serves

@@ -76,8 +76,21 @@ func (s *Store) readStmt(ctx context.Context, query string) (*sql.Stmt, error) {
 }
 
 // readRow runs a prepared lookup and scans its one row into dest.
+//
+// On SQLite the lookup runs uncancellable once ctx is checked: it is one
+// primary-key probe, over before a cancellation could matter, and a
+// cancellable context costs two goroutines per query — database/sql's
+// watcher of the rows, and mattn/go-sqlite3's, which steps the statement on
+// a goroutine of its own so that it can interrupt it — each a wake-up of an
+// idle thread on a busy server. PostgreSQL keeps ctx: there it bounds a
+// network round trip.
 func (s *Store) readRow(ctx context.Context, what, query string, dest []any, args ...any) error {
 	st, err := s.readStmt(ctx, query)
+	if err == nil && s.driver != DriverPostgres {
+		if err = ctx.Err(); err == nil {
+			ctx = context.WithoutCancel(ctx)
+		}
+	}
 	if err == nil {
 		err = st.QueryRowContext(bounded(ctx), args...).Scan(dest...)
 	}

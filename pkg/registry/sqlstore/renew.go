@@ -30,10 +30,7 @@ func (s *Store) Renew(ctx context.Context, r *registry.Renewal) error {
 		// is an active device certificate, its device active and not told
 		// to re-key when the key stays. Only when one matches nothing are
 		// the rows read, to say why.
-		var deviceID *string
-		var tenantID string
-		err := b.scan(sqlSupersedeRenewed, []any{string(registry.CertSuperseded), r.OldSerial, string(registry.CertActive),
-			string(registry.KindDevice)}, &deviceID, &tenantID)
+		deviceID, tenantID, err := s.supersedeRenewed(b, r)
 		if err != nil {
 			return s.whyNotRenewable(b, r, err, false)
 		}
@@ -60,6 +57,35 @@ func (s *Store) Renew(ctx context.Context, r *registry.Renewal) error {
 	r.Certificate.DeviceID, r.Certificate.TenantID = *cert.DeviceID, cert.TenantID
 	r.Certificate.Kind, r.Certificate.CreatedAt = registry.CertKind(cert.Kind), cert.CreatedAt
 	return nil
+}
+
+// supersedeRenewed marks the renewed certificate superseded if it is an
+// active device certificate, and returns its device and tenant; when it is
+// not, the error is sql.ErrNoRows.
+//
+// When the caller named them (Renewal), they are conditions of the update
+// instead, and it is an exec: a statement that returns rows runs, in a
+// transaction of database/sql, with a goroutine watching the transaction's
+// context for each query — a thread woken per renewal for nothing. The
+// device and tenant of a certificate never change.
+func (s *Store) supersedeRenewed(b *batch, r *registry.Renewal) (*string, string, error) {
+	if c := r.Certificate; c.DeviceID != "" && c.TenantID != "" {
+		res, err := b.exec(sqlSupersedeRenewedOf, string(registry.CertSuperseded), r.OldSerial, string(registry.CertActive),
+			string(registry.KindDevice), c.DeviceID, c.TenantID)
+		if err != nil {
+			return nil, "", err
+		}
+		if n, _ := res.RowsAffected(); n != 1 {
+			return nil, "", sql.ErrNoRows
+		}
+		deviceID := c.DeviceID
+		return &deviceID, c.TenantID, nil
+	}
+	var deviceID *string
+	var tenantID string
+	err := b.scan(sqlSupersedeRenewed, []any{string(registry.CertSuperseded), r.OldSerial, string(registry.CertActive),
+		string(registry.KindDevice)}, &deviceID, &tenantID)
+	return deviceID, tenantID, err
 }
 
 // whyNotRenewable reads the old certificate and its device to say why a
@@ -120,7 +146,9 @@ func (s *Store) RequireRekey(ctx context.Context, deviceID string, required bool
 	})
 }
 
-// ListCertificatesByKey implements registry.Store.
+// ListCertificatesByKey implements registry.Store: a scan of the
+// certificates (migration 00011 dropped their key-hash index, which only
+// this served).
 func (s *Store) ListCertificatesByKey(ctx context.Context, keyHash []byte) ([]*registry.Certificate, error) {
 	var rows []certificateRow
 	err := s.rdBounded(ctx).Where("key_sha256 = ?", keyHash).Order("created_at, serial").Limit(100).Find(&rows).Error

@@ -27,7 +27,7 @@ var hotStatements = []string{
 	sqlReadHead, sqlReadHeadLocked, sqlWriteHead, sqlInsertAudit, sqlReadTenantHead, sqlWriteTenantHead,
 	sqlBumpRefusal, sqlInsertRefusal, sqlTrimRefusals,
 	sqlReadToken, sqlInsertDevice, sqlSpendToken, sqlInsertCertificate, sqlClaimMAC, sqlRecordMAC,
-	sqlReadRenewedCert, sqlReadRenewingDevice, sqlSupersedeRenewed, sqlTouchRenewingDevice,
+	sqlReadRenewedCert, sqlReadRenewingDevice, sqlSupersedeRenewed, sqlSupersedeRenewedOf, sqlTouchRenewingDevice,
 }
 
 func (c *stmtCache) prepare(ctx context.Context, s *Store) error {
@@ -73,8 +73,8 @@ func (s *Store) rebind(query string) string {
 // exec runs a statement inside the batch's transaction, prepared when it
 // is one of hotStatements.
 func (b *batch) exec(query string, args ...any) (sql.Result, error) {
-	if st, ok := b.s.stmts.m[query]; ok {
-		return b.tx.StmtContext(b.ctx, st).ExecContext(b.ctx, args...)
+	if st := b.stmt(query); st != nil {
+		return st.ExecContext(b.ctx, args...)
 	}
 	return b.tx.ExecContext(b.ctx, b.s.rebind(query), args...)
 }
@@ -82,10 +82,30 @@ func (b *batch) exec(query string, args ...any) (sql.Result, error) {
 // scan runs a cached single-row query inside the batch's transaction into
 // dst; a missing row is sql.ErrNoRows.
 func (b *batch) scan(query string, args []any, dst ...any) error {
-	if st, ok := b.s.stmts.m[query]; ok {
-		return b.tx.StmtContext(b.ctx, st).QueryRowContext(b.ctx, args...).Scan(dst...)
+	if st := b.stmt(query); st != nil {
+		return st.QueryRowContext(b.ctx, args...).Scan(dst...)
 	}
 	return b.tx.QueryRowContext(b.ctx, b.s.rebind(query), args...).Scan(dst...)
+}
+
+// stmt is the hot statement query bound to the batch's transaction, bound
+// once per transaction (database/sql's Tx.StmtContext allocates and
+// registers a new statement on every call); nil when query is not one of
+// hotStatements.
+func (b *batch) stmt(query string) *sql.Stmt {
+	if st, ok := b.txStmts[query]; ok {
+		return st
+	}
+	st, ok := b.s.stmts.m[query]
+	if !ok {
+		return nil
+	}
+	st = b.tx.StmtContext(b.ctx, st)
+	if b.txStmts == nil {
+		b.txStmts = make(map[string]*sql.Stmt, len(hotStatements))
+	}
+	b.txStmts[query] = st
+	return st
 }
 
 // The committer's hot statements.
@@ -125,6 +145,9 @@ const (
 	// device and tenant from it.
 	sqlSupersedeRenewed = `UPDATE certificates SET status = ? WHERE serial = ? AND status = ? AND kind = ? AND device_id IS NOT NULL
 		RETURNING device_id, tenant_id`
+	// The same when the renewal names them (supersedeRenewed).
+	sqlSupersedeRenewedOf = `UPDATE certificates SET status = ? WHERE serial = ? AND status = ? AND kind = ? AND device_id = ?
+		AND tenant_id = ?`
 	// A renewal satisfies any rotate: it may go on only for an active device
 	// that is not told to re-key, unless the key changes (the last
 	// parameter is Renewal.SameKey).

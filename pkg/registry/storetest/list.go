@@ -96,4 +96,20 @@ func testListCertificates(t *testing.T, s registry.Store) {
 	if len(rest) != 1 || rest[0].Serial == first[0].Serial {
 		t.Fatalf("second page %+v", rest)
 	}
+	// Each status within the tenant, after a renewal.
+	r := renewal(t, a.Certificate.Serial, true)
+	if err := s.Renew(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	for status, want := range map[registry.CertStatus]string{
+		registry.CertActive: r.Certificate.Serial, registry.CertSuperseded: a.Certificate.Serial, registry.CertRevoked: b.Certificate.Serial,
+	} {
+		got, err := s.ListCertificates(ctx, registry.CertFilter{TenantID: registry.DefaultTenant, Status: status})
+		if err != nil || len(got) != 1 || got[0].Serial != want || got[0].Status != status {
+			t.Errorf("tenant's %s certificates: %+v, %v; want %s", status, got, err, want)
+		}
+		if got, err := s.ListCertificates(ctx, registry.CertFilter{TenantID: registry.DefaultTenant, Status: status, After: want}); err != nil || len(got) != 0 {
+			t.Errorf("tenant's %s certificates after the last: %+v, %v; want none", status, got, err)
+		}
+	}
 }

@@ -60,6 +60,52 @@ func testRenew(t *testing.T, s registry.Store) {
 	verify(t, s)
 }
 
+// testRenewNamedDevice: a renewal that names the old certificate's device
+// and tenant (as provision does) renews as one that does not; one that names
+// another device or tenant is refused and writes nothing.
+func testRenewNamedDevice(t *testing.T, s registry.Store) {
+	ctx := context.Background()
+	e := enrolled(t, s, "SN-RENEW-NAMED")
+	other := enrolled(t, s, "SN-RENEW-OTHER")
+	n0, _ := auditHead(t, s)
+	for _, c := range []struct{ device, tenant string }{
+		{other.Device.ID, registry.DefaultTenant},
+		{e.Device.ID, "some-other-tenant"},
+	} {
+		r := renewal(t, e.Certificate.Serial, true)
+		r.Certificate.DeviceID, r.Certificate.TenantID = c.device, c.tenant
+		if err := s.Renew(ctx, r); !errors.Is(err, registry.ErrConflict) {
+			t.Fatalf("renewal naming device %s, tenant %s: %v, want ErrConflict", c.device, c.tenant, err)
+		}
+		if _, err := s.GetCertificate(ctx, r.Certificate.Serial); !errors.Is(err, registry.ErrNotFound) {
+			t.Fatalf("refused renewal recorded its certificate: %v", err)
+		}
+	}
+	if n1, _ := auditHead(t, s); n1 != n0 {
+		t.Fatalf("refused renewals wrote %d audit events", n1-n0)
+	}
+	if prev, err := s.GetCertificate(ctx, e.Certificate.Serial); err != nil || prev.Status != registry.CertActive {
+		t.Fatalf("old certificate after refused renewals: %+v, %v; want active", prev, err)
+	}
+	r := renewal(t, e.Certificate.Serial, true)
+	r.Certificate.DeviceID, r.Certificate.TenantID = e.Device.ID, registry.DefaultTenant
+	if err := s.Renew(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.GetCertificate(ctx, r.Certificate.Serial)
+	if err != nil || got.ReplacesSerial != e.Certificate.Serial || got.DeviceID != e.Device.ID || got.TenantID != registry.DefaultTenant ||
+		got.Status != registry.CertActive {
+		t.Fatalf("new certificate %+v, %v", got, err)
+	}
+	if prev, err := s.GetCertificate(ctx, e.Certificate.Serial); err != nil || prev.Status != registry.CertSuperseded {
+		t.Fatalf("old certificate %+v, %v; want superseded", prev, err)
+	}
+	if err := s.Renew(ctx, renewal(t, e.Certificate.Serial, true)); !errors.Is(err, registry.ErrNotRenewable) {
+		t.Fatalf("renewing the superseded certificate: %v, want ErrNotRenewable", err)
+	}
+	verify(t, s)
+}
+
 func testRenewRekeyRequired(t *testing.T, s registry.Store) {
 	ctx := context.Background()
 	e := enrolled(t, s, "SN-ROTATE")

@@ -59,6 +59,7 @@ func Run(t *testing.T, open func(t *testing.T) registry.Store) {
 		{"PartitionCRLNumbers", testPartitionCRLNumbers},
 		{"EachRevoked", testEachRevoked},
 		{"Renew", testRenew},
+		{"RenewNamedDevice", testRenewNamedDevice},
 		{"RenewRekeyRequired", testRenewRekeyRequired},
 		{"RenewRevoked", testRenewRevoked},
 		{"CertificatesByKey", testCertificatesByKey},
