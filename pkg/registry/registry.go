@@ -509,9 +509,6 @@ type Store interface {
 	// (admin, server, client).
 	RecordCertificate(ctx context.Context, c *Certificate, audit *AuditEvent) error
 	GetCertificate(ctx context.Context, serial string) (*Certificate, error)
-	// ListCertificatesByKey returns the certificates whose KeySHA256 is
-	// keyHash, oldest first (at most a few: one key, one device).
-	ListCertificatesByKey(ctx context.Context, keyHash []byte) ([]*Certificate, error)
 	ListDeviceCertificates(ctx context.Context, deviceID string) ([]*Certificate, error)
 
 	// RevokeCertificate marks the certificate revoked at at (zero: now) with

@@ -20,8 +20,8 @@ func TestListPlans(t *testing.T) {
 	soon := time.Now().Add(240 * time.Hour)
 	cursor := registry.CertFilter{ExpiringBefore: soon}.Cursor(&registry.Certificate{Serial: "7f", NotAfter: soon.Add(-time.Hour)})
 	// The admin API always names a tenant (api scopeTenant), so the
-	// status and expiring-before listings are asserted tenant-scoped only:
-	// without a tenant they are scans (migration 00010).
+	// status, serial and expiring-before listings are asserted tenant-scoped
+	// only: without a tenant they are scans (migrations 00010, 00012).
 	devices := []struct {
 		name     string
 		f        registry.DeviceFilter
@@ -34,11 +34,12 @@ func TestListPlans(t *testing.T) {
 		{"tenant deep page", registry.DeviceFilter{TenantID: "t1", After: "8"}, "idx_devices_tenant_id", false},
 		{"tenant and revoked", registry.DeviceFilter{TenantID: "t1", Status: registry.DeviceRevoked}, "idx_devices_tenant_status_id", false},
 		{"tenant and status", registry.DeviceFilter{TenantID: "t1", Status: registry.DeviceActive, After: "8"}, "idx_devices_tenant_status_id", false},
-		{"serial", registry.DeviceFilter{Serial: "SN-1"}, "idx_devices_serial_folded", true},
-		{"serial, tenant and status", registry.DeviceFilter{Serial: "SN-1", TenantID: "t1", Status: registry.DeviceActive}, "idx_devices_serial_folded", true},
+		{"serial", registry.DeviceFilter{Serial: "SN-1", TenantID: "t1"}, "ux_devices_tenant_serial_folded", true},
+		{"serial, tenant and status", registry.DeviceFilter{Serial: "SN-1", TenantID: "t1", Status: registry.DeviceActive, After: "8"}, "ux_devices_tenant_serial_folded", true},
 		{"MAC", registry.DeviceFilter{MAC: "020000000001"}, "device_mac_history", true},
 		{"MAC, tenant and status", registry.DeviceFilter{MAC: "020000000001", TenantID: "t1", Status: registry.DeviceActive, After: "8"}, "device_mac_history", true},
-		{"EK", registry.DeviceFilter{EKHash: "ab", TenantID: "t1"}, "idx_devices_ek_hash", true},
+		{"EK", registry.DeviceFilter{EKHash: "ab", TenantID: "t1"}, "ux_devices_ek_hash", true},
+		{"EK alone", registry.DeviceFilter{EKHash: "ab", Limit: 1}, "ux_devices_ek_hash", true},
 		// The re-key sweep's pages: never the primary key from the cursor on.
 		{"re-key due", registry.DeviceFilter{RekeyDueBefore: soon}, "idx_devices_rekey_due", true},
 		{"re-key due deep page", registry.DeviceFilter{RekeyDueBefore: soon, After: "8"}, "idx_devices_rekey_due", true},

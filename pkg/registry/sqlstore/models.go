@@ -28,8 +28,10 @@ type tenantRow struct {
 func (tenantRow) TableName() string { return "tenants" }
 
 // The list indexes (ListDevices, list.go) pair each filter with the keyset
-// order (id): tenant, tenant+status, status; serial_folded alone serves a
-// serial across tenants.
+// order (id): tenant, tenant+status. A serial is found through the
+// tenant's unique folded serial, an EK through the partial unique
+// ux_devices_ek_hash (both made by migrations; migration 00012 dropped the
+// tenant-less serial index and the full EK index).
 type deviceRow struct {
 	ID       string     `gorm:"primaryKey;size:128;index:idx_devices_tenant_id,priority:2;index:idx_devices_tenant_status_id,priority:3"`
 	TenantID string     `gorm:"size:128;not null;index:idx_devices_tenant_id,priority:1;index:idx_devices_tenant_status_id,priority:1"`
@@ -38,11 +40,11 @@ type deviceRow struct {
 	// SerialFolded is registry.FoldSerial(Serial), unique per tenant
 	// (ux_devices_tenant_serial_folded, made by migrateIdentity; it also
 	// serves every lookup by tenant).
-	SerialFolded string `gorm:"size:256;not null;default:'';index:idx_devices_serial_folded"`
+	SerialFolded string `gorm:"size:256;not null;default:''"`
 	MACs         string `gorm:"column:macs;not null"` // JSON array of strings
 	Status       string `gorm:"size:32;not null;index:idx_devices_tenant_status_id,priority:2"`
 	Method       string `gorm:"size:64;not null"`
-	EKHash       string `gorm:"column:ek_hash;size:128;not null;index"`
+	EKHash       string `gorm:"column:ek_hash;size:128;not null"`
 	// AKPub is registry.Device.AKPub (PKIX DER); NULL when not recorded.
 	AKPub []byte `gorm:"column:ak_pub"`
 	// IDevIDIssuer and IDevIDSerial: registry.Device's.
@@ -79,7 +81,7 @@ type certificateRow struct {
 	RevokedAt        *time.Time
 	RevocationReason int    `gorm:"not null"`
 	ReplacesSerial   string `gorm:"size:64;not null"`
-	KeySHA256        []byte `gorm:"column:key_sha256;index"`
+	KeySHA256        []byte `gorm:"column:key_sha256"`
 	TokenHash        []byte `gorm:"column:token_hash"`
 	// CRLPartition is registry.Certificate.CRLPartition (0: the full CRL
 	// only); idx_certificates_revoked_partition (migration 00005) serves

@@ -61,7 +61,7 @@ func Run(t *testing.T, open func(t *testing.T) registry.Store) {
 		{"Renew", testRenew},
 		{"RenewRekeyRequired", testRenewRekeyRequired},
 		{"RenewRevoked", testRenewRevoked},
-		{"CertificatesByKey", testCertificatesByKey},
+		{"CertificateKeyAndToken", testCertificateKeyAndToken},
 		{"ListDevices", testListDevices},
 		{"ListCertificates", testListCertificates},
 		{"TPMRoots", testTPMRoots},
