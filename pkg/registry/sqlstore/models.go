@@ -62,10 +62,11 @@ type deviceRow struct {
 func (deviceRow) TableName() string { return "devices" }
 
 // The list indexes (ListCertificates, list.go) pair each filter with the
-// keyset order: serial after tenant, tenant+status or status; (not_after,
-// serial) after tenant or nothing for the expiring-before listing. They
-// replace the single-column not_after and status indexes
-// (migration 00006_list_indexes drops those).
+// keyset order: serial after tenant+status, or after tenant (PostgreSQL
+// only: on SQLite a tenant's pages merge its per-status ranges, migration
+// 00012); (not_after, serial) after tenant for the expiring-before listing.
+// They replace the single-column not_after and status indexes (migration
+// 00006_list_indexes drops those).
 type certificateRow struct {
 	Serial           string     `gorm:"primaryKey;size:64;index:idx_certificates_tenant_serial,priority:2;index:idx_certificates_tenant_status_serial,priority:3;index:idx_certificates_tenant_not_after_serial,priority:3"`
 	Kind             string     `gorm:"size:32;not null"`

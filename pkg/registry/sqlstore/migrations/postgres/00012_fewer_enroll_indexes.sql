@@ -12,6 +12,9 @@
 --     ux_devices_ek_hash serves.
 --   - idx_devices_status_tenant: the rollover count of active devices per
 --     tenant reads idx_devices_tenant_status_id instead.
+--
+-- idx_certificates_tenant_serial stays here (SQLite's migration drops it):
+-- PostgreSQL sorts a union of the per-status ranges instead of merging them.
 
 -- +goose Up
 DROP INDEX idx_certificates_key_sha256;
