@@ -505,12 +505,6 @@ type Store interface {
 	// (admin, server, client).
 	RecordCertificate(ctx context.Context, c *Certificate, audit *AuditEvent) error
 	GetCertificate(ctx context.Context, serial string) (*Certificate, error)
-	// ListCertificatesByKey returns the certificates whose KeySHA256 is
-	// keyHash, oldest first (at most a few: one key, one device). For
-	// tools and investigations, not for a request path: a SQL store reads
-	// every certificate (no index keeps key hashes: every enrollment and
-	// renewal would write it).
-	ListCertificatesByKey(ctx context.Context, keyHash []byte) ([]*Certificate, error)
 	ListDeviceCertificates(ctx context.Context, deviceID string) ([]*Certificate, error)
 
 	// RevokeCertificate marks the certificate revoked at at (zero: now) with

@@ -23,10 +23,13 @@ func pageLimit(n int) int {
 // served by an index that also yields that order (models.go), so a page
 // reads about Limit rows whatever the registry's size:
 //
-//   - serial: idx_devices_serial_folded (or the tenant's unique index);
+//   - serial: the tenant's unique ux_devices_tenant_serial_folded; a serial
+//     without a tenant has no index of its own (migration 00012): the admin
+//     API always names a tenant, and every enrollment would pay for one;
 //   - MAC: device_mac_history (mac, device_id), each hit checked against the
 //     device's current macs;
-//   - EK: idx_devices_ek_hash;
+//   - EK: the partial unique ux_devices_ek_hash (non-empty EKs only, which
+//     the query repeats so that the index serves it);
 //   - re-key deadline passed: idx_devices_rekey_due (partial: only devices
 //     with a deadline), its few rows sorted;
 //   - tenant, tenant and status: idx_devices_tenant_id,
@@ -35,9 +38,10 @@ func pageLimit(n int) int {
 //     own (migration 00010): the admin API always names a tenant, and every
 //     enrollment would pay for one.
 //
-// With a serial, MAC, EK or re-key filter the tenant, status and cursor
-// terms are residual (see residual): the few rows found are checked, never
-// scanned for in id order. TestListPlans asserts these plans on SQLite.
+// With a serial, MAC, EK or re-key filter the status and cursor terms, and
+// the tenant but beside a serial, are residual (see residual): the few rows
+// found are checked, never scanned for in id order. TestListPlans asserts
+// these plans on SQLite.
 func (s *Store) devicesQuery(f registry.DeviceFilter) (string, []any) {
 	var w where
 	narrow := f.Serial != "" || f.MAC != "" || f.EKHash != "" || !f.RekeyDueBefore.IsZero()
@@ -48,7 +52,11 @@ func (s *Store) devicesQuery(f registry.DeviceFilter) (string, []any) {
 		return c
 	}
 	if f.TenantID != "" {
-		w.add(col("tenant_id")+" = ?", f.TenantID)
+		tenant := col("tenant_id")
+		if f.Serial != "" {
+			tenant = "tenant_id" // ux_devices_tenant_serial_folded's first column
+		}
+		w.add(tenant+" = ?", f.TenantID)
 	}
 	if f.Status != "" {
 		w.add(col("status")+" = ?", string(f.Status))
@@ -63,7 +71,7 @@ func (s *Store) devicesQuery(f registry.DeviceFilter) (string, []any) {
 		w.add("macs LIKE ?", `%"`+f.MAC+`"%`)
 	}
 	if f.EKHash != "" {
-		w.add("ek_hash = ?", f.EKHash)
+		w.add("ek_hash = ? AND ek_hash <> ''", f.EKHash)
 	}
 	if !f.RekeyDueBefore.IsZero() {
 		w.add("rekey_required = ? AND rekey_deadline IS NOT NULL AND rekey_deadline < ?", true, ts(f.RekeyDueBefore))
@@ -129,8 +137,13 @@ func (s *Store) IdentityHolders(ctx context.Context, tenantID, serial string, ma
 //   - device: idx_certificates_device_id (a device has few certificates);
 //   - expiring before: idx_certificates_tenant_not_after_serial, a range
 //     ending at the time;
-//   - tenant, tenant and status: idx_certificates_tenant_serial,
-//     idx_certificates_tenant_status_serial;
+//   - tenant and status: idx_certificates_tenant_status_serial;
+//   - tenant: on SQLite, the same index read once per status, the three
+//     ranges merged in serial order (a compound SELECT, which SQLite merges
+//     without sorting: certStatuses); on PostgreSQL, whose planner sorts
+//     such a union, idx_certificates_tenant_serial. SQLite's migration 00012
+//     dropped that index: every enrollment and renewal wrote it at a random
+//     serial;
 //   - none: the primary key. A status or expiring-before listing without a
 //     tenant has no index of its own (migration 00010): the admin API always
 //     names a tenant, and every enrollment and renewal would pay for one.
@@ -175,8 +188,23 @@ func (s *Store) certificatesQuery(f registry.CertFilter) (string, []any, error) 
 	} else if f.After != "" {
 		w.add("serial > ?", f.After)
 	}
+	if f.TenantID != "" && f.Status == "" && !byDevice && !expiring && s.driver != DriverPostgres {
+		arms := make([]string, len(certStatuses))
+		var args []any
+		for i, st := range certStatuses {
+			arms[i] = "SELECT * FROM certificates" + w.sql() + " AND status = ?"
+			args = append(append(args, w.args...), string(st))
+		}
+		return strings.Join(arms, " UNION ALL ") + " ORDER BY serial LIMIT ?", append(args, pageLimit(f.Limit)), nil
+	}
 	return "SELECT * FROM certificates" + w.sql() + " ORDER BY " + order + " LIMIT ?", append(w.args, pageLimit(f.Limit)), nil
 }
+
+// certStatuses is every registry.CertStatus: a tenant's certificates in
+// serial order are the merge of one idx_certificates_tenant_status_serial
+// range per status (certificatesQuery). A status missing here would be
+// missing from those pages (TestCertStatusesComplete).
+var certStatuses = []registry.CertStatus{registry.CertActive, registry.CertSuperseded, registry.CertRevoked}
 
 // ListCertificates implements registry.Store (see certificatesQuery).
 func (s *Store) ListCertificates(ctx context.Context, f registry.CertFilter) ([]*registry.Certificate, error) {

@@ -20,8 +20,8 @@ func TestListPlans(t *testing.T) {
 	soon := time.Now().Add(240 * time.Hour)
 	cursor := registry.CertFilter{ExpiringBefore: soon}.Cursor(&registry.Certificate{Serial: "7f", NotAfter: soon.Add(-time.Hour)})
 	// The admin API always names a tenant (api scopeTenant), so the
-	// status and expiring-before listings are asserted tenant-scoped only:
-	// without a tenant they are scans (migration 00010).
+	// status, serial and expiring-before listings are asserted tenant-scoped
+	// only: without a tenant they are scans (migrations 00010, 00012).
 	devices := []struct {
 		name     string
 		f        registry.DeviceFilter
@@ -34,11 +34,12 @@ func TestListPlans(t *testing.T) {
 		{"tenant deep page", registry.DeviceFilter{TenantID: "t1", After: "8"}, "idx_devices_tenant_id", false},
 		{"tenant and revoked", registry.DeviceFilter{TenantID: "t1", Status: registry.DeviceRevoked}, "idx_devices_tenant_status_id", false},
 		{"tenant and status", registry.DeviceFilter{TenantID: "t1", Status: registry.DeviceActive, After: "8"}, "idx_devices_tenant_status_id", false},
-		{"serial", registry.DeviceFilter{Serial: "SN-1"}, "idx_devices_serial_folded", true},
-		{"serial, tenant and status", registry.DeviceFilter{Serial: "SN-1", TenantID: "t1", Status: registry.DeviceActive}, "idx_devices_serial_folded", true},
+		{"serial", registry.DeviceFilter{Serial: "SN-1", TenantID: "t1"}, "ux_devices_tenant_serial_folded", true},
+		{"serial, tenant and status", registry.DeviceFilter{Serial: "SN-1", TenantID: "t1", Status: registry.DeviceActive, After: "8"}, "ux_devices_tenant_serial_folded", true},
 		{"MAC", registry.DeviceFilter{MAC: "020000000001"}, "device_mac_history", true},
 		{"MAC, tenant and status", registry.DeviceFilter{MAC: "020000000001", TenantID: "t1", Status: registry.DeviceActive, After: "8"}, "device_mac_history", true},
-		{"EK", registry.DeviceFilter{EKHash: "ab", TenantID: "t1"}, "idx_devices_ek_hash", true},
+		{"EK", registry.DeviceFilter{EKHash: "ab", TenantID: "t1"}, "ux_devices_ek_hash", true},
+		{"EK alone", registry.DeviceFilter{EKHash: "ab", Limit: 1}, "ux_devices_ek_hash", true},
 		// The re-key sweep's pages: never the primary key from the cursor on.
 		{"re-key due", registry.DeviceFilter{RekeyDueBefore: soon}, "idx_devices_rekey_due", true},
 		{"re-key due deep page", registry.DeviceFilter{RekeyDueBefore: soon, After: "8"}, "idx_devices_rekey_due", true},
@@ -55,7 +56,9 @@ func TestListPlans(t *testing.T) {
 	}{
 		{"first page", registry.CertFilter{}, "sqlite_autoindex_certificates_1", false},
 		{"deep page", registry.CertFilter{After: "7f"}, "sqlite_autoindex_certificates_1", false},
-		{"tenant", registry.CertFilter{TenantID: "t1", After: "7f"}, "idx_certificates_tenant_serial", false},
+		{"tenant", registry.CertFilter{TenantID: "t1"}, "idx_certificates_tenant_status_serial", false},
+		{"tenant deep page", registry.CertFilter{TenantID: "t1", After: "7f"}, "idx_certificates_tenant_status_serial", false},
+		{"tenant and kind", registry.CertFilter{TenantID: "t1", Kind: registry.KindDevice, After: "7f"}, "idx_certificates_tenant_status_serial", false},
 		{"tenant and revoked", registry.CertFilter{TenantID: "t1", Status: registry.CertRevoked}, "idx_certificates_tenant_status_serial", false},
 		{"tenant and status", registry.CertFilter{TenantID: "t1", Status: registry.CertActive, After: "7f"}, "idx_certificates_tenant_status_serial", false},
 		{"tenant, status and kind", registry.CertFilter{TenantID: "t1", Status: registry.CertActive, Kind: registry.KindDevice}, "idx_certificates_tenant_status_serial", false},
@@ -69,7 +72,62 @@ func TestListPlans(t *testing.T) {
 		if err != nil {
 			t.Fatalf("certificates %s: %v", tc.name, err)
 		}
-		checkPlan(t, s, "certificates "+tc.name, "certificates", q, args, tc.index, tc.sortOkay)
+		plan := checkPlan(t, s, "certificates "+tc.name, "certificates", q, args, tc.index, tc.sortOkay)
+		// A tenant's pages merge one index range per status.
+		if tc.f.TenantID != "" && tc.f.Status == "" && tc.f.DeviceID == "" && tc.f.ExpiringBefore.IsZero() &&
+			strings.Count(plan, "SEARCH certificates USING INDEX "+tc.index) != len(certStatuses) {
+			t.Errorf("certificates %s: want one search of %s per status: %s", tc.name, tc.index, plan)
+		}
+	}
+}
+
+// TestCertStatusesComplete: certStatuses names every status a certificate
+// is stored with, so that a tenant's pages (one index range per status)
+// miss none.
+func TestCertStatusesComplete(t *testing.T) {
+	s := newSQLite(t)
+	ctx := t.Context()
+	now := time.Now().UTC()
+	for _, serial := range []string{"a0", "b0", "c0"} {
+		enrollTestDevice(t, s, serial, now.Add(time.Hour))
+	}
+	if _, err := s.RevokeCertificate(ctx, "c0", registry.ReasonKeyCompromise, time.Time{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Renew(ctx, &registry.Renewal{OldSerial: "a0", SameKey: true, Certificate: &registry.Certificate{Serial: "d0",
+		Kind: registry.KindDevice, Subject: "CN=renewed", NotBefore: now, NotAfter: now.Add(time.Hour)}}); err != nil {
+		t.Fatal(err)
+	}
+	var stored []string
+	if err := s.r.Raw("SELECT DISTINCT status FROM certificates ORDER BY status").Scan(&stored).Error; err != nil {
+		t.Fatal(err)
+	}
+	known := map[string]bool{}
+	for _, st := range certStatuses {
+		known[string(st)] = true
+	}
+	for _, st := range stored {
+		if !known[st] {
+			t.Errorf("certificates stored with status %q, which certStatuses does not name", st)
+		}
+	}
+	if len(stored) != len(certStatuses) {
+		t.Errorf("statuses stored %v; want every one of %v", stored, certStatuses)
+	}
+	var got []string
+	for f := (registry.CertFilter{TenantID: registry.DefaultTenant, Limit: 1}); ; {
+		page, err := s.ListCertificates(ctx, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page) == 0 {
+			break
+		}
+		got = append(got, page[0].Serial)
+		f.After = page[0].Serial
+	}
+	if want := []string{"a0", "b0", "c0", "d0"}; strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("tenant pages %v; want %v", got, want)
 	}
 }
 
@@ -96,7 +154,7 @@ func TestIdentityHoldersPlan(t *testing.T) {
 	}
 }
 
-func checkPlan(t *testing.T, s *Store, name, table, q string, args []any, index string, sortOkay bool) {
+func checkPlan(t *testing.T, s *Store, name, table, q string, args []any, index string, sortOkay bool) string {
 	t.Helper()
 	rows, err := s.r.Raw("EXPLAIN QUERY PLAN "+q, args...).Rows()
 	if err != nil {
@@ -125,6 +183,7 @@ func checkPlan(t *testing.T, s *Store, name, table, q string, args []any, index 
 	if !sortOkay && strings.Contains(all, "TEMP B-TREE") {
 		t.Errorf("%s: plan sorts every match: %s\n  query: %s", name, all, q)
 	}
+	return all
 }
 
 // TestExpiringCursor pages an expiring-before listing soonest first to the
@@ -191,7 +250,9 @@ func TestMigrateListIndexes(t *testing.T) {
 	for name, want := range map[string]int{"idx_certificates_not_after": 0, "idx_certificates_status": 0,
 		"idx_certificates_tenant_not_after_serial": 1, "idx_devices_tenant_id": 1,
 		// made by migration 6, dropped by 10
-		"idx_certificates_not_after_serial": 0, "idx_certificates_status_serial": 0, "idx_devices_status_id": 0} {
+		"idx_certificates_not_after_serial": 0, "idx_certificates_status_serial": 0, "idx_devices_status_id": 0,
+		// made by migration 6, dropped by 12
+		"idx_devices_serial_folded": 0, "idx_certificates_tenant_serial": 0} {
 		if n := s.indexCount(t, name); n != want {
 			t.Errorf("index %s: %d, want %d", name, n, want)
 		}

@@ -28,8 +28,10 @@ type tenantRow struct {
 func (tenantRow) TableName() string { return "tenants" }
 
 // The list indexes (ListDevices, list.go) pair each filter with the keyset
-// order (id): tenant, tenant+status, status; serial_folded alone serves a
-// serial across tenants.
+// order (id): tenant, tenant+status. A serial is found through the
+// tenant's unique folded serial, an EK through the partial unique
+// ux_devices_ek_hash (both made by migrations; migration 00012 dropped the
+// tenant-less serial index and the full EK index).
 type deviceRow struct {
 	ID       string     `gorm:"primaryKey;size:128;index:idx_devices_tenant_id,priority:2;index:idx_devices_tenant_status_id,priority:3"`
 	TenantID string     `gorm:"size:128;not null;index:idx_devices_tenant_id,priority:1;index:idx_devices_tenant_status_id,priority:1"`
@@ -38,11 +40,11 @@ type deviceRow struct {
 	// SerialFolded is registry.FoldSerial(Serial), unique per tenant
 	// (ux_devices_tenant_serial_folded, made by migrateIdentity; it also
 	// serves every lookup by tenant).
-	SerialFolded string `gorm:"size:256;not null;default:'';index:idx_devices_serial_folded"`
+	SerialFolded string `gorm:"size:256;not null;default:''"`
 	MACs         string `gorm:"column:macs;not null"` // JSON array of strings
 	Status       string `gorm:"size:32;not null;index:idx_devices_tenant_status_id,priority:2"`
 	Method       string `gorm:"size:64;not null"`
-	EKHash       string `gorm:"column:ek_hash;size:128;not null;index"`
+	EKHash       string `gorm:"column:ek_hash;size:128;not null"`
 	// AKPub is registry.Device.AKPub (PKIX DER); NULL when not recorded.
 	AKPub []byte `gorm:"column:ak_pub"`
 	// IDevIDIssuer and IDevIDSerial: registry.Device's.
@@ -60,10 +62,11 @@ type deviceRow struct {
 func (deviceRow) TableName() string { return "devices" }
 
 // The list indexes (ListCertificates, list.go) pair each filter with the
-// keyset order: serial after tenant, tenant+status or status; (not_after,
-// serial) after tenant or nothing for the expiring-before listing. They
-// replace the single-column not_after and status indexes
-// (migration 00006_list_indexes drops those).
+// keyset order: serial after tenant+status, or after tenant (PostgreSQL
+// only: on SQLite a tenant's pages merge its per-status ranges, migration
+// 00012); (not_after, serial) after tenant for the expiring-before listing.
+// They replace the single-column not_after and status indexes (migration
+// 00006_list_indexes drops those).
 type certificateRow struct {
 	Serial           string     `gorm:"primaryKey;size:64;index:idx_certificates_tenant_serial,priority:2;index:idx_certificates_tenant_status_serial,priority:3;index:idx_certificates_tenant_not_after_serial,priority:3"`
 	Kind             string     `gorm:"size:32;not null"`

@@ -145,19 +145,3 @@ func (s *Store) RequireRekey(ctx context.Context, deviceID string, required bool
 		return nil
 	})
 }
-
-// ListCertificatesByKey implements registry.Store: a scan of the
-// certificates (migration 00011 dropped their key-hash index, which only
-// this served).
-func (s *Store) ListCertificatesByKey(ctx context.Context, keyHash []byte) ([]*registry.Certificate, error) {
-	var rows []certificateRow
-	err := s.rdBounded(ctx).Where("key_sha256 = ?", keyHash).Order("created_at, serial").Limit(100).Find(&rows).Error
-	if err != nil {
-		return nil, fmt.Errorf("sqlstore: certificates by key: %w", translate(err))
-	}
-	out := make([]*registry.Certificate, len(rows))
-	for i := range rows {
-		out[i] = rows[i].domain()
-	}
-	return out, nil
-}

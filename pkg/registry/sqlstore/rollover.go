@@ -218,6 +218,12 @@ func (s *Store) onIssuerQuery() string {
 		" GROUP BY tenant_id"
 }
 
+// sqlActiveDevicesByTenant counts the devices of a status (the argument)
+// per tenant: a scan of the covering idx_devices_tenant_status_id (the
+// (status, tenant_id) index that served it alone was dropped by migration
+// 00012: every enrollment wrote it).
+const sqlActiveDevicesByTenant = "SELECT tenant_id, COUNT(*) AS n FROM devices WHERE status = ? GROUP BY tenant_id"
+
 // RolloverStatus counts, per tenant with active devices, the active
 // devices, those holding an active certificate of issuerKID valid at now,
 // and those that fetched its trust bundle. Three grouped index scans.
@@ -228,8 +234,7 @@ func (s *Store) RolloverStatus(ctx context.Context, issuerKID string, now time.T
 		N        int64
 	}
 	var devices, onIssuer, fetched []count
-	if err := db.Model(&deviceRow{}).Select("tenant_id, COUNT(*) AS n").
-		Where("status = ?", string(registry.DeviceActive)).Group("tenant_id").Scan(&devices).Error; err != nil {
+	if err := db.Raw(sqlActiveDevicesByTenant, string(registry.DeviceActive)).Scan(&devices).Error; err != nil {
 		return nil, fmt.Errorf("sqlstore: rollover status: devices: %w", translate(err))
 	}
 	if err := db.Raw(s.onIssuerQuery(), issuerKID, ts(now)).Scan(&onIssuer).Error; err != nil {
