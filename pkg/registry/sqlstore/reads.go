@@ -92,7 +92,7 @@ func (s *Store) readRow(ctx context.Context, what, query string, dest []any, arg
 		}
 	}
 	if err == nil {
-		err = st.QueryRowContext(bounded(ctx), args...).Scan(dest...)
+		err = st.QueryRowContext(ctx, args...).Scan(dest...)
 	}
 	if err != nil {
 		return fmt.Errorf("sqlstore: get %s: %w", what, s.translateSQL(err))

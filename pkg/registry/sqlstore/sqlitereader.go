@@ -19,8 +19,10 @@ import (
 // context ends: a goroutine start, two switches and a thread woken per row.
 // A page of 100 rows paid that 100 times: without it the server's CPU per
 // admin list request is 18–34% lower at a million devices
-// (docs/BENCHMARKS.md). A bounded read is one row, or one
-// page of at most 1000 rows through an index (TestListPlans): each step is
+// (docs/BENCHMARKS.md). A bounded read is one page of at most 1000 rows
+// through an index (TestListPlans), or a device's few certificates; a
+// single-row lookup (readRow) goes further and drops its context's end
+// once checked, database/sql's watcher included. Each step is
 // microseconds, so there is nothing to interrupt inside one. Such a query
 // still ends with its context: the context is checked before it runs,
 // database/sql waits for a connection under it, and when it ends mid-query
