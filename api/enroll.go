@@ -1,7 +1,6 @@
 package api
 
 import (
-	"encoding/pem"
 	"net/http"
 	"strings"
 
@@ -78,7 +77,7 @@ func (s *Server) enrollIDevID(c echo.Context) error {
 func enrollResponse(res *provision.Result, chain []string) *wire.EnrollResponse {
 	return &wire.EnrollResponse{
 		DeviceID:    res.DeviceID,
-		Certificate: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: res.Certificate.Raw})),
+		Certificate: string(pemCert(res.Certificate)),
 		Chain:       chain,
 		RenewAfter:  res.RenewAfter,
 	}

@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -195,7 +196,12 @@ func decodeJSON(c echo.Context, v any) error {
 }
 
 func pemCert(c *x509.Certificate) []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+	// Sized for the whole block up front: pem.EncodeToMemory grows its
+	// buffer four times for a certificate (on every answer that issues one).
+	n := base64.StdEncoding.EncodedLen(len(c.Raw))
+	b := bytes.NewBuffer(make([]byte, 0, n+n/64+len("-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n")+1))
+	pem.Encode(b, &pem.Block{Type: "CERTIFICATE", Bytes: c.Raw}) // writes to a bytes.Buffer do not fail
+	return b.Bytes()
 }
 
 // refuse audits a request refused before it reached provision (no

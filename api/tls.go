@@ -40,12 +40,43 @@ func TLSConfig(cert tls.Certificate, classical bool) *tls.Config {
 		// request's client certificate is verified afresh, so a revoked
 		// admin is refused on its next request.)
 		SessionTicketsDisabled: true,
+		// Called on the connection's goroutine once its ClientHello is
+		// read: grow that goroutine's stack once, while it is shallow.
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			growStack()
+			return nil, nil // this config
+		},
 	}
 	if classical {
 		c.CurvePreferences = []tls.CurveID{tls.X25519, tls.CurveP256}
 	}
 	return c
 }
+
+// growStackBytes is the stack frame growStack takes. A connection's
+// goroutine starts with a small stack (the runtime's average, a few KiB)
+// and grows it by copying — every frame on it adjusted — each time a call
+// runs out: for a renewal three times, at the hybrid key exchange
+// (mlkem.kemEncaps), in the signing (encoding/asn1's recursion inside
+// x509.CreateCertificate, some fifty frames deep) and on the way there,
+// together ~4% of the server's CPU. One frame this big at the top of the
+// handshake makes the runtime grow the stack to 32 KiB at once, with a
+// dozen frames to copy; nothing later needs more (docs/BENCHMARKS.md,
+// "stack copies per renewal"). It is what CockroachDB's growstack does.
+const growStackBytes = 16 << 10
+
+// growStack makes the runtime grow the calling goroutine's stack by at
+// least growStackBytes. Its frame is zeroed (a few microseconds' less
+// than one copy) and must not be optimized away: stackSink reads it.
+//
+//go:noinline
+func growStack() byte {
+	var buf [growStackBytes]byte
+	return stackSink(&buf)
+}
+
+//go:noinline
+func stackSink(b *[growStackBytes]byte) byte { return b[len(b)-1] }
 
 // tls12Suites are the TLS 1.2 cipher suites the CA accepts: forward-secret
 // (ECDHE) and authenticated encryption (GCM, ChaCha20-Poly1305), for ECDSA

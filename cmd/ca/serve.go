@@ -14,7 +14,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"runtime/debug"
 	"runtime/pprof"
 	"syscall"
 	"time"
@@ -104,8 +103,8 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 func serve(ctx context.Context, cfg *Config, dev bool, stdout, stderr io.Writer) error {
 	if os.Getenv("GOGC") == "" {
 		// The heap is small (tens of MB) and short-lived garbage dominates:
-		// trade a little memory for less GC CPU per enrollment.
-		debug.SetGCPercent(400)
+		// trade a little memory for less GC CPU per request (gctune.go).
+		startGCTuner(minHeapGoal, gcBasePercent)
 	}
 	var logHandler slog.Handler = slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo})
 	if cfg.LogFormat == "json" {
