@@ -128,6 +128,12 @@ type DeviceRequest struct {
 	PublicKey crypto.PublicKey
 	Lifetime  time.Duration // zero means DefaultLeafLifetime
 	Profile   string        // ProfileDefault or ProfileSPIFFE
+	// SubjectKeyID is PublicKey's key identifier when the caller holds a
+	// certificate of this CA for that same key: a renewal that keeps its
+	// key passes the renewed certificate's, which the CA computed from
+	// that key (SHA-1 of the key's bits, RFC 5280 §4.2.1.2). Empty: it is
+	// computed (x509util marshals the key, parses it back and hashes it).
+	SubjectKeyID []byte
 }
 
 // Issued is a signed certificate and the chain to send with it (without the
@@ -185,6 +191,9 @@ func (i *Issuer) IssueDevice(ctx context.Context, req *DeviceRequest) (*Issued, 
 		URIs:        uris,
 		KeyUsage:    x509util.KeyUsage(x509.KeyUsageDigitalSignature),
 		ExtKeyUsage: x509util.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	if len(req.SubjectKeyID) > 0 {
+		tmpl.SubjectKeyID = x509util.SubjectKeyID(req.SubjectKeyID)
 	}
 	if id.EKHash != "" {
 		ext, err := deviceSANExtension(uris, id.EKHash)

@@ -448,3 +448,31 @@ func TestDeviceIdentityPermanentIdentifier(t *testing.T) {
 		}
 	}
 }
+
+// A device request's SubjectKeyID is the certificate's key identifier;
+// without one the identifier is computed from the key.
+func TestIssueDeviceSubjectKeyID(t *testing.T) {
+	t.Parallel()
+	tca := pkitest.NewCA(t)
+	iss, err := pki.NewIssuer(pki.IssuerOptions{CA: tca.CA, TrustDomain: pkitest.TrustDomain})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := keys()["p256"]
+	id := pki.Identity{DeviceID: "d", Tenant: "t", Serial: "s"}
+	computed, err := iss.IssueDevice(context.Background(), &pki.DeviceRequest{Identity: id, PublicKey: key.Public()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want, _ := x509util.GenerateSubjectKeyID(key.Public()); !bytes.Equal(computed.Certificate.SubjectKeyId, want) {
+		t.Fatalf("computed key identifier %x, want %x", computed.Certificate.SubjectKeyId, want)
+	}
+	given := []byte("0123456789abcdefghij")
+	got, err := iss.IssueDevice(context.Background(), &pki.DeviceRequest{Identity: id, PublicKey: key.Public(), SubjectKeyID: given})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got.Certificate.SubjectKeyId, given) {
+		t.Fatalf("key identifier %x, want the request's %x", got.Certificate.SubjectKeyId, given)
+	}
+}

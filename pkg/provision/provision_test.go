@@ -20,13 +20,17 @@ import (
 )
 
 // countingIssuer counts signatures, to prove refusals happen before signing.
+// It also keeps the key identifier of the last request.
 type countingIssuer struct {
 	provision.Issuer
-	n atomic.Int64
+	n       atomic.Int64
+	lastKID atomic.Pointer[[]byte]
 }
 
 func (c *countingIssuer) IssueDevice(ctx context.Context, r *pki.DeviceRequest) (*pki.Issued, error) {
 	c.n.Add(1)
+	kid := r.SubjectKeyID
+	c.lastKID.Store(&kid)
 	return c.Issuer.IssueDevice(ctx, r)
 }
 

@@ -207,12 +207,18 @@ func (s *Service) renew(ctx context.Context, req *RenewRequest) (*Result, string
 	if err := s.ready(ctx); err != nil {
 		return nil, dev.ID, err
 	}
-	issued, err := s.cfg.Issuer.IssueDevice(ctx, &pki.DeviceRequest{
+	dreq := &pki.DeviceRequest{
 		Identity:  id,
 		PublicKey: pub,
 		Lifetime:  s.certLifetime(tenant),
 		Profile:   s.cfg.Profile,
-	})
+	}
+	if sameKey {
+		// The renewed certificate is this CA's, for this very key (its
+		// record holds exactly its DER): its key identifier is the key's.
+		dreq.SubjectKeyID = req.Peer.SubjectKeyId
+	}
+	issued, err := s.cfg.Issuer.IssueDevice(ctx, dreq)
 	if err != nil {
 		return nil, dev.ID, fmt.Errorf("sign renewal of %s: %w", dev.ID, err)
 	}

@@ -1,6 +1,7 @@
 package provision_test
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -10,6 +11,8 @@ import (
 	"encoding/pem"
 	"errors"
 	"testing"
+
+	"go.step.sm/crypto/x509util"
 
 	"devpki/pkg/pki"
 	"devpki/pkg/provision"
@@ -49,6 +52,14 @@ func TestRenewSameKeyAndReplay(t *testing.T) {
 	}
 	if second.Certificate.Subject.String() != first.Certificate.Subject.String() {
 		t.Fatalf("subject %s, want %s", second.Certificate.Subject, first.Certificate.Subject)
+	}
+	// The key identifier is the renewed certificate's, handed to the
+	// issuer rather than computed again, and it is the key's.
+	if kid := *f.issuer.lastKID.Load(); !bytes.Equal(kid, first.Certificate.SubjectKeyId) {
+		t.Fatalf("issuer asked for key identifier %x, want the renewed certificate's %x", kid, first.Certificate.SubjectKeyId)
+	}
+	if want, _ := x509util.GenerateSubjectKeyID(second.Certificate.PublicKey); !bytes.Equal(second.Certificate.SubjectKeyId, want) {
+		t.Fatalf("renewed certificate's key identifier %x, want %x", second.Certificate.SubjectKeyId, want)
 	}
 	rec, _ := f.store.GetCertificate(context.Background(), second.Certificate.SerialNumber.Text(16))
 	if rec.ReplacesSerial != first.Certificate.SerialNumber.Text(16) {
@@ -96,6 +107,14 @@ func TestRenewRekeyAndRotate(t *testing.T) {
 	}
 	if keyEq(next.Certificate, first.Certificate) {
 		t.Fatal("re-key kept the old key")
+	}
+	// A new key's identifier is computed for it, not carried over.
+	if kid := *f.issuer.lastKID.Load(); len(kid) != 0 {
+		t.Fatalf("re-key handed the issuer key identifier %x", kid)
+	}
+	if want, _ := x509util.GenerateSubjectKeyID(next.Certificate.PublicKey); !bytes.Equal(next.Certificate.SubjectKeyId, want) ||
+		bytes.Equal(next.Certificate.SubjectKeyId, first.Certificate.SubjectKeyId) {
+		t.Fatalf("re-keyed certificate's key identifier %x, want %x", next.Certificate.SubjectKeyId, want)
 	}
 	if d, _ := f.store.GetDevice(context.Background(), first.DeviceID); d.RekeyRequired {
 		t.Fatal("re-key did not clear the rotate flag")
