@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"fmt"
+	"math"
 	"net/http"
 	"sync/atomic"
 	"time"
@@ -66,3 +67,23 @@ func (q *inflight) acquire(ctx context.Context) (func(), error) {
 }
 
 func (q *inflight) release() { <-q.slots }
+
+// WriterGauge counts the enrollment and renewal requests past the door of
+// the server it was given to (Config.Writers): the requests holding an
+// in-flight slot, each of which writes to the registry once (its
+// certificate, or the audit event of its refusal) before it answers. The
+// registry's group commit stops waiting for more writes when its
+// transaction holds one of each (sqlstore.Options.Writers).
+type WriterGauge struct {
+	q atomic.Pointer[inflight]
+}
+
+// Writers is the count; before a server took the gauge, or for one
+// without an in-flight limit (limits.max_in_flight: 0), it is not known:
+// math.MaxInt (the committer then waits its whole linger).
+func (g *WriterGauge) Writers() int {
+	if q := g.q.Load(); q != nil {
+		return len(q.slots)
+	}
+	return math.MaxInt
+}

@@ -2,7 +2,13 @@ package api
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
 	"errors"
+	"math"
+	"math/big"
 	"testing"
 	"time"
 
@@ -77,4 +83,53 @@ func TestInflightQueue(t *testing.T) {
 func isOverloaded(err error) bool {
 	var pe *problemError
 	return errors.As(err, &pe) && pe.slug == wire.SlugOverloaded && pe.status == 503
+}
+
+// TestWriterGauge: the gauge counts the requests holding a slot of the
+// server it was given to; before that, or for a server without an in-flight
+// limit, the count is unknown (math.MaxInt).
+func TestWriterGauge(t *testing.T) {
+	t.Parallel()
+	g := &WriterGauge{}
+	if got := g.Writers(); got != math.MaxInt {
+		t.Fatalf("before a server: %d, want math.MaxInt", got)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unlimited := &WriterGauge{}
+	newServer(Config{Root: ca, Chain: []*x509.Certificate{ca}, Limits: Limits{MaxInFlight: 0}, Writers: unlimited})
+	if got := unlimited.Writers(); got != math.MaxInt {
+		t.Fatalf("server without an in-flight limit: %d, want math.MaxInt", got)
+	}
+	s := newServer(Config{Root: ca, Chain: []*x509.Certificate{ca}, Limits: Limits{MaxInFlight: 4}, Writers: g})
+	if got := g.Writers(); got != 0 {
+		t.Fatalf("idle server: %d writers", got)
+	}
+	r1, err := s.inflight.acquire(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, err := s.inflight.acquire(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := g.Writers(); got != 2 {
+		t.Fatalf("two requests past the door: %d writers", got)
+	}
+	r1()
+	r2()
+	if got := g.Writers(); got != 0 {
+		t.Fatalf("after both answered: %d writers", got)
+	}
 }

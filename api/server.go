@@ -72,6 +72,10 @@ type Config struct {
 	// Limits guard the enrollment and renewal doors (see Limits); the zero
 	// value sets none.
 	Limits Limits
+	// Writers, if set, is told this server's count of enrollment and
+	// renewal requests in progress (for the registry's group commit:
+	// sqlstore.Options.Writers).
+	Writers *WriterGauge
 	// AccessLog, when set, gets one line per request (see accessLog).
 	AccessLog *slog.Logger
 	// Now is the clock; nil means time.Now.
@@ -138,6 +142,9 @@ func newServer(cfg Config) *Server {
 		limits:   newLimiter(cfg.Limits, cfg.Now),
 		inflight: newInflight(cfg.Limits),
 		static:   staticTrust(cfg, nil),
+	}
+	if cfg.Writers != nil && s.inflight != nil {
+		cfg.Writers.q.Store(s.inflight)
 	}
 	return s
 }

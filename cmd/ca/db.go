@@ -35,8 +35,9 @@ func (c *Config) storeOptions() sqlstore.Options {
 
 // openServeStore opens the registry for 'ca serve', logging each schema
 // migration it applies, and turns schema refusals into what to do.
-func openServeStore(ctx context.Context, cfg *Config, log *slog.Logger, mx *metrics.Metrics) (*sqlstore.Store, error) {
+func openServeStore(ctx context.Context, cfg *Config, log *slog.Logger, mx *metrics.Metrics, writers func() int) (*sqlstore.Store, error) {
 	opts := cfg.storeOptions()
+	opts.Writers = writers
 	if mx != nil {
 		opts.Observer = mx
 	}

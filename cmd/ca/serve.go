@@ -166,7 +166,8 @@ func serve(ctx context.Context, cfg *Config, dev bool, stdout, stderr io.Writer)
 		defer unlock()
 	}
 	mx := newMetrics(cfg, log)
-	store, err := openServeStore(ctx, cfg, log, mx)
+	writers := &api.WriterGauge{} // the group commit waits for the requests in progress, no longer
+	store, err := openServeStore(ctx, cfg, log, mx, writers.Writers)
 	if err != nil {
 		return err
 	}
@@ -233,7 +234,7 @@ func serve(ctx context.Context, cfg *Config, dev bool, stdout, stderr io.Writer)
 		Root: ca.Root, Chain: issuer.Chain(),
 		TrustDomain: cfg.TrustDomain, Log: log, Revocation: rev,
 		AccessLog: log.With("log", "access"), Limits: cfg.Limits.Door(), Now: now,
-		Issuers: issuers, Rollover: rollover,
+		Issuers: issuers, Rollover: rollover, Writers: writers,
 	}
 	if mx != nil {
 		apiCfg.Metrics, apiCfg.MetricsHandler = mx, mx.Handler()

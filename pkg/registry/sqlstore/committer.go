@@ -174,21 +174,45 @@ func (s *Store) commitLoop() {
 const lingerSiblings = 2
 
 // lingerFill adds ops that arrive within s.linger, up to maxBatch; an
-// admin op arriving ends the wait and is returned, to run next.
+// admin op arriving ends the wait and is returned, to run next. With
+// s.writers, the wait also ends once the batch holds as many ops as there
+// are writers in progress (re-counted every lingerRecheck).
 func (s *Store) lingerFill(ops []*op) ([]*op, *op) {
+	if s.allIn(ops) {
+		return ops, nil
+	}
 	t := time.NewTimer(s.linger)
 	defer t.Stop()
+	var recheck <-chan time.Time
+	if s.writers != nil {
+		tk := time.NewTicker(lingerRecheck)
+		defer tk.Stop()
+		recheck = tk.C
+	}
 	for len(ops) < s.maxBatch {
 		select {
 		case o := <-s.ops:
 			ops = append(ops, o)
+			if s.allIn(ops) {
+				return ops, nil
+			}
 		case o := <-s.prio:
 			return ops, o
+		case <-recheck:
+			if s.allIn(ops) {
+				return ops, nil
+			}
 		case <-t.C:
 			return ops, nil
 		}
 	}
 	return ops, nil
+}
+
+// allIn says whether ops holds a write of every writer in progress
+// (Options.Writers), so that lingering is pointless; false without Writers.
+func (s *Store) allIn(ops []*op) bool {
+	return s.writers != nil && s.writers() <= len(ops)
 }
 
 // fillFrom appends whatever q holds, up to max ops.

@@ -64,9 +64,17 @@ type Options struct {
 	AdminConns int
 	// Linger is how long the committer waits for more writes to join a
 	// transaction while the store is busy (its previous transaction held
-	// more than one write); 0 means DefaultLinger, negative disables it.
-	// An idle store never waits.
+	// more than one write); 0 means DefaultLinger — DefaultWritersLinger
+	// when Writers is set — and negative disables it. An idle store never
+	// waits.
 	Linger time.Duration
+	// Writers, if set, says how many requests are in progress that write
+	// through this store (a CA's enrollments and renewals past their door,
+	// api.Server.Writers). A lingering committer then stops waiting as soon
+	// as the transaction holds a write for each of them — nobody else is
+	// coming — and may wait longer for them (DefaultWritersLinger): fuller
+	// transactions under load, no wait for two or three devices at a time.
+	Writers func() int
 	// MaxBatchTime is how long a group-commit transaction may keep taking
 	// the writes of its batch: past it, the transaction commits what it ran
 	// and the rest follow in the next. A transaction holds the audit chain
@@ -103,6 +111,17 @@ const DefaultAdminConns = 2
 // DefaultLinger is the group-commit wait used when Options.Linger is 0.
 const DefaultLinger = time.Millisecond
 
+// DefaultWritersLinger is the group-commit wait used when Options.Linger is
+// 0 and Options.Writers is set. Each transaction costs a commit — its fsync,
+// and the pages every write of it shares (the audit chain's, the tables'
+// last pages) written once — so under load a longer wait costs less CPU per
+// write; Writers ends it as soon as nobody else is coming.
+const DefaultWritersLinger = 8 * time.Millisecond
+
+// lingerRecheck is how often a committer waiting for Writers re-counts
+// them: a request may end without writing (refused before the registry).
+const lingerRecheck = time.Millisecond
+
 // Store is a registry.Store backed by SQLite or PostgreSQL. Its zero value is
 // not usable; call Open.
 type Store struct {
@@ -113,6 +132,7 @@ type Store struct {
 	now      func() time.Time
 	maxBatch int
 	linger   time.Duration
+	writers  func() int // Options.Writers; nil: linger the whole time
 	// maxBatchTime bounds a transaction's run of ops (cutShort); 0: none.
 	maxBatchTime time.Duration
 	// maxRefusals caps the audit_refusals rows.
@@ -158,7 +178,10 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if s.maxBatch <= 0 {
 		s.maxBatch = DefaultMaxBatch
 	}
+	s.writers = opts.Writers
 	switch {
+	case opts.Linger == 0 && opts.Writers != nil:
+		s.linger = DefaultWritersLinger
 	case opts.Linger == 0:
 		s.linger = DefaultLinger
 	case opts.Linger > 0:
