@@ -505,6 +505,11 @@ type Store interface {
 	// (admin, server, client).
 	RecordCertificate(ctx context.Context, c *Certificate, audit *AuditEvent) error
 	GetCertificate(ctx context.Context, serial string) (*Certificate, error)
+	// GetCertificateAndDevice is GetCertificate and GetDevice of its device
+	// in one read (a renewal's lookups): the device is nil for a
+	// certificate that has none (an admin's); ErrNotFound when there is no
+	// certificate.
+	GetCertificateAndDevice(ctx context.Context, serial string) (*Certificate, *Device, error)
 	ListDeviceCertificates(ctx context.Context, deviceID string) ([]*Certificate, error)
 
 	// RevokeCertificate marks the certificate revoked at at (zero: now) with

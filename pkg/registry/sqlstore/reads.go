@@ -29,6 +29,15 @@ const (
 		"idevid_serial, rekey_required, rekey_deadline, created_at, updated_at FROM devices WHERE id = ?"
 )
 
+// sqlGetCertificateAndDevice is sqlGetCertificate and sqlGetDevice joined:
+// a renewal's two lookups in one statement (one B-tree descent per table,
+// one round of column reads). Its columns are the two lists, in order.
+const sqlGetCertificateAndDevice = "SELECT c.serial, c.kind, c.device_id, c.tenant_id, c.subject, c.sans, c.not_before, c.not_after, " +
+	"c.der, c.status, c.revoked_at, c.revocation_reason, c.replaces_serial, c.key_sha256, c.token_hash, c.crl_partition, c.created_at, " +
+	"c.issuer_kid, d.id, d.tenant_id, d.serial, d.serial_folded, d.macs, d.status, d.method, d.ek_hash, d.ak_pub, d.idevid_issuer, " +
+	"d.idevid_serial, d.rekey_required, d.rekey_deadline, d.created_at, d.updated_at " +
+	"FROM certificates c JOIN devices d ON d.id = c.device_id WHERE c.serial = ?"
+
 func (r *certificateRow) scanDest() []any {
 	return []any{&r.Serial, &r.Kind, &r.DeviceID, &r.TenantID, &r.Subject, &r.SANs, &r.NotBefore, &r.NotAfter, &r.DER,
 		&r.Status, &r.RevokedAt, &r.RevocationReason, &r.ReplacesSerial, &r.KeySHA256, &r.TokenHash, &r.CRLPartition, &r.CreatedAt, &r.IssuerKID}

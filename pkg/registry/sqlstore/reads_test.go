@@ -50,3 +50,26 @@ func TestReadsMatchModels(t *testing.T) {
 		}
 	}
 }
+
+// The joined lookup reads exactly GetCertificate's columns then
+// GetDevice's, in their order (it scans into the same destinations).
+func TestJoinedReadMatchesLookups(t *testing.T) {
+	cols := regexp.MustCompile(`^SELECT (.*?) FROM `)
+	list := func(q string) []string {
+		m := cols.FindStringSubmatch(q)
+		if m == nil {
+			t.Fatalf("cannot read the columns of %q", q)
+		}
+		return strings.Split(m[1], ", ")
+	}
+	var want []string
+	for _, c := range list(sqlGetCertificate) {
+		want = append(want, "c."+c)
+	}
+	for _, c := range list(sqlGetDevice) {
+		want = append(want, "d."+c)
+	}
+	if got := list(sqlGetCertificateAndDevice); !slices.Equal(got, want) {
+		t.Errorf("joined lookup reads\n%v\nwant\n%v", got, want)
+	}
+}

@@ -588,6 +588,22 @@ func (s *Store) GetCertificate(ctx context.Context, serial string) (*registry.Ce
 	return r.domain(), nil
 }
 
+// GetCertificateAndDevice implements registry.Store.
+func (s *Store) GetCertificateAndDevice(ctx context.Context, serial string) (*registry.Certificate, *registry.Device, error) {
+	var c certificateRow
+	var d deviceRow
+	err := s.readRow(ctx, "certificate "+serial, sqlGetCertificateAndDevice, append(c.scanDest(), d.scanDest()...), serial)
+	if errors.Is(err, registry.ErrNotFound) {
+		// No certificate, or one without a device.
+		cert, err := s.GetCertificate(ctx, serial)
+		return cert, nil, err
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	return c.domain(), d.domain(), nil
+}
+
 // ListDeviceCertificates implements registry.Store: oldest first.
 func (s *Store) ListDeviceCertificates(ctx context.Context, deviceID string) ([]*registry.Certificate, error) {
 	var rows []certificateRow

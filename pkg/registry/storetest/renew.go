@@ -3,6 +3,7 @@ package storetest
 import (
 	"context"
 	"errors"
+	"reflect"
 	"testing"
 	"time"
 
@@ -193,4 +194,44 @@ func testTPMRoots(t *testing.T, s registry.Store) {
 		t.Fatalf("ListTPMRoots after an intermediate: %+v, %v", got, err)
 	}
 	verify(t, s)
+}
+
+// testCertificateAndDevice: the joined lookup returns what GetCertificate
+// and GetDevice return, a nil device for a certificate without one, and
+// ErrNotFound for an unknown serial.
+func testCertificateAndDevice(t *testing.T, s registry.Store) {
+	ctx := context.Background()
+	e := enrolled(t, s, "SN-JOINED")
+	wantCert, err := s.GetCertificate(ctx, e.Certificate.Serial)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantDev, err := s.GetDevice(ctx, e.Device.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, dev, err := s.GetCertificateAndDevice(ctx, e.Certificate.Serial)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(cert, wantCert) {
+		t.Errorf("certificate\n%+v\nwant GetCertificate's\n%+v", cert, wantCert)
+	}
+	if !reflect.DeepEqual(dev, wantDev) {
+		t.Errorf("device\n%+v\nwant GetDevice's\n%+v", dev, wantDev)
+	}
+
+	now := time.Now().UTC().Truncate(time.Second)
+	admin := &registry.Certificate{Serial: randHex(t, 20), Kind: registry.KindAdmin, Subject: "CN=joined", NotBefore: now,
+		NotAfter: now.Add(time.Hour), DER: []byte{1}, Status: registry.CertActive}
+	if err := s.RecordCertificate(ctx, admin, &registry.AuditEvent{Actor: "system", Action: "cert.issue", Target: admin.Serial}); err != nil {
+		t.Fatal(err)
+	}
+	cert, dev, err = s.GetCertificateAndDevice(ctx, admin.Serial)
+	if err != nil || cert == nil || cert.Serial != admin.Serial || cert.Kind != registry.KindAdmin || dev != nil {
+		t.Fatalf("certificate without a device: %+v, %+v, %v; want it and a nil device", cert, dev, err)
+	}
+	if cert, dev, err := s.GetCertificateAndDevice(ctx, randHex(t, 20)); !errors.Is(err, registry.ErrNotFound) || cert != nil || dev != nil {
+		t.Fatalf("unknown serial: %+v, %+v, %v; want ErrNotFound", cert, dev, err)
+	}
 }

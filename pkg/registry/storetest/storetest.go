@@ -62,6 +62,7 @@ func Run(t *testing.T, open func(t *testing.T) registry.Store) {
 		{"RenewNamedDevice", testRenewNamedDevice},
 		{"RenewRekeyRequired", testRenewRekeyRequired},
 		{"RenewRevoked", testRenewRevoked},
+		{"CertificateAndDevice", testCertificateAndDevice},
 		{"CertificateKeyAndToken", testCertificateKeyAndToken},
 		{"ListDevices", testListDevices},
 		{"ListCertificates", testListCertificates},
