@@ -2,17 +2,14 @@ package api
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
 	"errors"
 	"math"
-	"math/big"
 	"testing"
 	"time"
 
 	"devpki/api/wire"
+	"devpki/pkg/pki/pkitest"
 )
 
 // TestInflightQueue: with one slot and a queue of one, a request arriving
@@ -94,19 +91,7 @@ func TestWriterGauge(t *testing.T) {
 	if got := g.Writers(); got != math.MaxInt {
 		t.Fatalf("before a server: %d, want math.MaxInt", got)
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ca := pkitest.NewCA(t).CA.Root
 	unlimited := &WriterGauge{}
 	newServer(Config{Root: ca, Chain: []*x509.Certificate{ca}, Limits: Limits{MaxInFlight: 0}, Writers: unlimited})
 	if got := unlimited.Writers(); got != math.MaxInt {

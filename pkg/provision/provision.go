@@ -42,6 +42,8 @@ type EnrollStore interface {
 	ListDevices(ctx context.Context, f registry.DeviceFilter) ([]*registry.Device, error)
 	IdentityHolders(ctx context.Context, tenantID, serial string, macs []string) ([]*registry.Device, error)
 	GetCertificate(ctx context.Context, serial string) (*registry.Certificate, error)
+	// GetCertificateAndDevice is a renewal's two lookups in one read.
+	GetCertificateAndDevice(ctx context.Context, serial string) (*registry.Certificate, *registry.Device, error)
 	ListDeviceCertificates(ctx context.Context, deviceID string) ([]*registry.Certificate, error)
 	GetReplacement(ctx context.Context, serial string) (*registry.Certificate, error)
 	// TPM trust: pre-registered EKs and the manufacturer roots added.

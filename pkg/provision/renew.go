@@ -109,7 +109,7 @@ func (s *Service) Renew(ctx context.Context, req *RenewRequest) (res *Result, er
 
 func (s *Service) renew(ctx context.Context, req *RenewRequest) (*Result, string, error) {
 	serial := req.Peer.SerialNumber.Text(16)
-	rec, dev, err := s.certificateAndDevice(ctx, serial)
+	rec, dev, err := s.cfg.Store.GetCertificateAndDevice(ctx, serial)
 	if req.Unverified {
 		if aerr := s.recordVouches(req.Peer, rec, err); aerr != nil {
 			return nil, "", aerr
@@ -239,25 +239,6 @@ func (s *Service) renew(ctx context.Context, req *RenewRequest) (*Result, string
 		return nil, dev.ID, fmt.Errorf("record renewal of %s: %w", dev.ID, err)
 	}
 	return &Result{DeviceID: dev.ID, Certificate: cert, Chain: issued.Chain, RenewAfter: RenewAfter(cert)}, dev.ID, nil
-}
-
-// certificateAndDevice is the certificate of serial and its device (nil
-// when it has none), in one read where the store can (a renewal's lookups).
-func (s *Service) certificateAndDevice(ctx context.Context, serial string) (*registry.Certificate, *registry.Device, error) {
-	if j, ok := s.cfg.Store.(interface {
-		GetCertificateAndDevice(ctx context.Context, serial string) (*registry.Certificate, *registry.Device, error)
-	}); ok {
-		return j.GetCertificateAndDevice(ctx, serial)
-	}
-	rec, err := s.cfg.Store.GetCertificate(ctx, serial)
-	if err != nil || rec.DeviceID == "" {
-		return rec, nil, err
-	}
-	dev, err := s.cfg.Store.GetDevice(ctx, rec.DeviceID)
-	if err != nil {
-		return nil, nil, fmt.Errorf("look up device %s of certificate %s: %w", rec.DeviceID, serial, err)
-	}
-	return rec, dev, nil
 }
 
 // recordVouches authenticates an unverified client certificate by the

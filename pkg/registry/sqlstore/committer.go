@@ -192,7 +192,7 @@ func (s *Store) lingerBatch() int {
 	return s.maxBatch
 }
 
-// lingerFill adds ops that arrive within s.linger, up to maxBatch; an
+// lingerFill adds ops that arrive within s.linger, up to lingerBatch; an
 // admin op arriving ends the wait and is returned, to run next. With
 // s.writers, the wait also ends once the batch holds as many ops as there
 // are writers in progress (re-counted every lingerRecheck).

@@ -69,8 +69,8 @@ type Options struct {
 	// waits.
 	Linger time.Duration
 	// Writers, if set, says how many requests are in progress that write
-	// through this store (a CA's enrollments and renewals past their door,
-	// api.Server.Writers). A lingering committer then stops waiting as soon
+	// through this store (a CA's enrollments and renewals past their door:
+	// api.WriterGauge.Writers). A lingering committer then stops waiting as soon
 	// as the transaction holds a write for each of them — nobody else is
 	// coming — and may wait longer for them (DefaultWritersLinger): fuller
 	// transactions under load, no wait for two or three devices at a time.
