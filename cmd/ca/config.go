@@ -132,6 +132,11 @@ type DBConfig struct {
 	// migrations, under a lock on PostgreSQL; "manual" refuses to start
 	// until an operator runs 'ca db migrate'.
 	Migrate string `yaml:"migrate,omitempty"`
+	// Prefetch says whether 'ca serve' has the kernel read a SQLite
+	// registry into the page cache as it starts: "auto" (default) when the
+	// file takes at most half of the available memory, "off" never.
+	// PostgreSQL ignores it (its own buffers: pg_prewarm).
+	Prefetch string `yaml:"prefetch,omitempty"`
 }
 
 // EnrollmentConfig is the enrollment policy.
@@ -412,6 +417,9 @@ func (c *Config) Validate() error {
 	}
 	if c.DB.Migrate != "" && c.DB.Migrate != dbMigrateAuto && c.DB.Migrate != dbMigrateManual {
 		errs = append(errs, fmt.Errorf("db.migrate: %q is neither auto nor manual", c.DB.Migrate))
+	}
+	if c.DB.Prefetch != "" && c.DB.Prefetch != dbPrefetchAuto && c.DB.Prefetch != dbPrefetchOff {
+		errs = append(errs, fmt.Errorf("db.prefetch: %q is neither auto nor off", c.DB.Prefetch))
 	}
 	if u, err := url.Parse(c.ExternalURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" ||
 		u.RawQuery != "" || u.Fragment != "" {

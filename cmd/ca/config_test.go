@@ -18,7 +18,8 @@ func TestExampleConfigLoads(t *testing.T) {
 		t.Fatal(err)
 	}
 	if time.Duration(c.Enrollment.CertLifetime) != pki.DefaultLeafLifetime || c.DB.Driver != "sqlite" || c.TLS.ClassicalKeyExchange ||
-		c.Enrollment.Profile != "default" || c.Enrollment.CertProfile() != pki.ProfileDefault {
+		c.Enrollment.Profile != "default" || c.Enrollment.CertProfile() != pki.ProfileDefault ||
+		c.DB.Prefetch != dbPrefetchAuto {
 		t.Fatalf("unexpected values: %+v", c)
 	}
 	if d := c.Limits.Door(); d.MaxInFlight != 32 || d.MaxQueued != 128 || d.QueueWait != 250*time.Millisecond || d.MaxHandshakes != 16 {
@@ -43,6 +44,7 @@ func TestConfigErrors(t *testing.T) {
 		{"every problem at once", "listen: 127.0.0.1:8443", "listen: nowhere\nurl: http://x", []string{"listen", "url"}},
 		{"unknown driver", "driver: sqlite", "driver: mysql", []string{"db.driver"}},
 		{"unknown migrate mode", "migrate: auto", "migrate: never", []string{`db.migrate: "never" is neither auto nor manual`}},
+		{"unknown prefetch mode", "prefetch: auto", "prefetch: always", []string{`db.prefetch: "always" is neither auto nor off`}},
 		{"short lifetime", "cert_lifetime: 720h", "cert_lifetime: 10m", []string{"shorter than 1h"}},
 		{"unknown profile", "profile: default", "profile: svid", []string{`enrollment.profile: "svid" is not "default"`, `"spiffe"`}},
 		{"profile in upper case", "profile: default", "profile: SPIFFE", []string{"enrollment.profile"}},

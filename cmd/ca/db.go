@@ -23,6 +23,34 @@ const (
 	dbMigrateManual = "manual"
 )
 
+// db.prefetch values.
+const (
+	dbPrefetchAuto = "auto"
+	dbPrefetchOff  = "off"
+)
+
+// prefetchRegistry has the kernel read a SQLite registry into the page
+// cache in the background while 'ca serve' starts (sqlstore.Prefetch: only
+// when it fits in half of the available memory), unless ca.yaml sets
+// db.prefetch: off, and logs what it did.
+func prefetchRegistry(ctx context.Context, cfg *Config, store *sqlstore.Store, log *slog.Logger) {
+	if cfg.DB.Prefetch == dbPrefetchOff || cfg.DB.Driver == sqlstore.DriverPostgres {
+		return
+	}
+	go func() {
+		rep, err := store.Prefetch(ctx)
+		switch {
+		case err != nil:
+			log.Warn("registry not prefetched into the page cache; the first requests read it from disk (db.prefetch: off silences this)", "err", err)
+		case rep.Skipped != "":
+			log.Info("registry not prefetched into the page cache", "file", rep.File, "reason", rep.Skipped)
+		default:
+			log.Info("registry prefetched into the page cache", "file", rep.File, "mib", rep.Advised>>20,
+				"available_mib", rep.Available>>20, "took", rep.Took.Round(time.Millisecond))
+		}
+	}()
+}
+
 // storeOptions opens the registry as ca.yaml says: its driver and DSN, and
 // whether a schema behind this binary is migrated or refused.
 func (c *Config) storeOptions() sqlstore.Options {

@@ -172,6 +172,7 @@ func serve(ctx context.Context, cfg *Config, dev bool, stdout, stderr io.Writer)
 		return err
 	}
 	defer store.Close()
+	prefetchRegistry(ctx, cfg, store, log)
 	if mx != nil {
 		mx.WatchExpiring(store)
 	}

@@ -56,6 +56,7 @@ import (
 	"devpki/api/wire"
 	"devpki/pkg/pki"
 	"devpki/pkg/pki/pkitest/softhsmtest"
+	"devpki/pkg/registry/sqlstore"
 )
 
 type options struct {
@@ -76,6 +77,8 @@ type options struct {
 	db          string
 	noMetrics   bool
 	settle      time.Duration
+	cold        bool
+	noPrefetch  bool
 }
 
 func main() {
@@ -99,6 +102,8 @@ func main() {
 	flag.IntVar(&o.rounds, "rounds", 3, "renew-vs-stepca: alternating rounds")
 	flag.StringVar(&o.db, "db", "sqlite", "registry: sqlite (DIR/registry.db) or postgres (a private PostgreSQL started for the run, 'ca init --db'; its CPU is reported apart)")
 	flag.DurationVar(&o.settle, "settle", 0, "wait this long after the server is healthy before the warm-up (a big registry's CRL build runs then)")
+	flag.BoolVar(&o.cold, "cold", false, "sqlite: drop DIR/registry.db from the page cache before the server starts, as after a reboot")
+	flag.BoolVar(&o.noPrefetch, "no-prefetch", false, "sqlite: set db.prefetch off in the CA's config (the server does not read the registry into the page cache at start)")
 	flag.Parse()
 	warmupSet := false
 	flag.Visit(func(f *flag.Flag) { warmupSet = warmupSet || f.Name == "warmup" })
@@ -113,23 +118,27 @@ func main() {
 
 // result is one run's figures.
 type result struct {
-	Target         string        `json:"target"`
-	N              int           `json:"n"`
-	C              int           `json:"c"`
-	OK             int64         `json:"ok"`
-	Failed         int64         `json:"failed"`
-	Seconds        float64       `json:"seconds"`
-	PerSecond      float64       `json:"per_second"`
-	P50ms          float64       `json:"p50_ms"`
-	P99ms          float64       `json:"p99_ms"`
-	ServerCPUms    float64       `json:"server_cpu_ms_per_op"`
-	ClientCPUms    float64       `json:"client_cpu_ms_per_op"`
-	ServerMaxRSSMB float64       `json:"server_max_rss_mb"`
-	DB             string        `json:"db"`
-	DBCPUms        float64       `json:"db_cpu_ms_per_op,omitempty"`
-	FirstError     string        `json:"first_error,omitempty"`
-	TPM            *tpmFigures   `json:"tpm,omitempty"`
-	Abuse          *abuseFigures `json:"abuse,omitempty"`
+	Target         string  `json:"target"`
+	N              int     `json:"n"`
+	C              int     `json:"c"`
+	OK             int64   `json:"ok"`
+	Failed         int64   `json:"failed"`
+	Seconds        float64 `json:"seconds"`
+	PerSecond      float64 `json:"per_second"`
+	P50ms          float64 `json:"p50_ms"`
+	P99ms          float64 `json:"p99_ms"`
+	ServerCPUms    float64 `json:"server_cpu_ms_per_op"`
+	ClientCPUms    float64 `json:"client_cpu_ms_per_op"`
+	ServerMaxRSSMB float64 `json:"server_max_rss_mb"`
+	// RegistryMB and RegistryCachedPct: the SQLite registry file's size and
+	// the share of it in the page cache when the measurement started.
+	RegistryMB        float64       `json:"registry_mb,omitempty"`
+	RegistryCachedPct float64       `json:"registry_cached_pct,omitempty"`
+	DB                string        `json:"db"`
+	DBCPUms           float64       `json:"db_cpu_ms_per_op,omitempty"`
+	FirstError        string        `json:"first_error,omitempty"`
+	TPM               *tpmFigures   `json:"tpm,omitempty"`
+	Abuse             *abuseFigures `json:"abuse,omitempty"`
 }
 
 func run(o options) error {
@@ -218,6 +227,14 @@ func run(o options) error {
 		}
 	} else if o.target == "tpm" {
 		return fmt.Errorf("-target tpm makes its own CA: leave -dir out or name a new directory")
+	}
+	if err := setPrefetch(filepath.Join(dir, "ca.yaml"), !o.noPrefetch); err != nil {
+		return err
+	}
+	if o.cold && o.db == "sqlite" {
+		if err := sqlstore.Evict(filepath.Join(dir, "registry.db")); err != nil {
+			return fmt.Errorf("-cold: %w", err)
+		}
 	}
 	if o.classical || o.limits == "unlimited" || o.noMetrics {
 		cfgPath := filepath.Join(dir, "ca.yaml")
@@ -319,9 +336,16 @@ func run(o options) error {
 			return err
 		}
 	}
+	var cached, regSize int64
+	if o.db == "sqlite" {
+		cached, regSize, _ = sqlstore.Resident(filepath.Join(dir, "registry.db"))
+	}
 	res, err := measure(o, srv.Process.Pid, &next, sendOne)
 	if err != nil {
 		return err
+	}
+	if regSize > 0 {
+		res.RegistryMB, res.RegistryCachedPct = float64(regSize)/(1<<20), 100*float64(cached)/float64(regSize)
 	}
 	ok, failed := res.OK, res.Failed
 	res.DB = o.db
@@ -385,6 +409,9 @@ func report(o options, res result) error {
 		fmt.Printf("PostgreSQL CPU/op: %.3f ms   (ca serve + PostgreSQL: %.3f ms)\n", res.DBCPUms, res.ServerCPUms+res.DBCPUms)
 	}
 	fmt.Printf("server max RSS:    %.0f MB\n", res.ServerMaxRSSMB)
+	if res.RegistryMB > 0 {
+		fmt.Printf("registry:          %.0f MB, %.0f%% in the page cache at the start\n", res.RegistryMB, res.RegistryCachedPct)
+	}
 	if res.TPM != nil {
 		printTPM(res.TPM)
 	}
@@ -790,4 +817,29 @@ func caBinary(caBin, dir string) (string, error) {
 		return "", fmt.Errorf("go build ./cmd/ca (run from the repository root): %v\n%s", err, out)
 	}
 	return caBin, nil
+}
+
+// prefetchOff is the line -no-prefetch puts in a CA's db section.
+const prefetchOff = "\n    prefetch: off # load -no-prefetch"
+
+// setPrefetch leaves db.prefetch at its default (on) in the ca.yaml at
+// path, or sets it off, undoing what an earlier -no-prefetch run on the same
+// kept directory wrote.
+func setPrefetch(path string, on bool) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	was := b
+	b = bytes.ReplaceAll(b, []byte(prefetchOff), nil)
+	if !on {
+		if !bytes.Contains(b, []byte("\ndb:")) {
+			return fmt.Errorf("-no-prefetch: %s has no db section", path)
+		}
+		b = bytes.Replace(b, []byte("\ndb:"), []byte("\ndb:"+prefetchOff), 1)
+	}
+	if bytes.Equal(b, was) {
+		return nil
+	}
+	return os.WriteFile(path, b, 0o600)
 }

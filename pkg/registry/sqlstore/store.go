@@ -126,6 +126,7 @@ const lingerRecheck = time.Millisecond
 // not usable; call Open.
 type Store struct {
 	driver   string
+	path     string   // the SQLite file ("" on PostgreSQL; ":memory:" in memory)
 	w        *gorm.DB // writes: the committer only (one connection on SQLite)
 	r        *gorm.DB // reads, a pool of their own
 	ra       *gorm.DB // the admin lane's reads (registry.WithAdminLane), a small pool of their own
@@ -221,7 +222,8 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	var err error
 	switch s.driver {
 	case DriverSQLite:
-		if path := sqlitePath(opts.DSN); opts.Migrate == MigrateNever && path != ":memory:" {
+		s.path = sqlitePath(opts.DSN)
+		if path := s.path; opts.Migrate == MigrateNever && path != ":memory:" {
 			if _, err := os.Stat(path); err != nil {
 				return nil, fmt.Errorf("%w: no registry at %s: %w", ErrSchemaOutdated, path, err)
 			}
