@@ -36,11 +36,12 @@ const PrefetchStep = 8 << 20
 // Why: an enrollment or a renewal reads a leaf of each b-tree keyed at
 // random (the certificate serial, the device serial and MACs). In a registry
 // the page cache does not hold — at start after a reboot, or a restore —
-// each of those reads waits for the disk: with 1,000,000 devices and the
-// file cold, the server spent 20% more CPU per enrollment than with it
-// cached (docs/BENCHMARKS.md), most of it blocking in pread and the Go
-// runtime taking the blocked thread's P back. Cached, a million devices
-// cost what an empty registry does.
+// each of those reads waits for the disk. With 1,000,000 devices and the
+// file cold, the server's CPU per enrollment grew by a tenth to a fifth,
+// most of it in pread and in the Go runtime's monitor taking the P of a
+// thread blocked in SQLite back (docs/BENCHMARKS.md, "Enrollment at a
+// million: the page cache"). Cached, what remains is the deeper b-trees'
+// own: about 5% over a registry of 60,000 devices, 11% over an empty one.
 //
 // It returns a report with Skipped set, and no error, on PostgreSQL (which
 // caches in its own shared buffers: pg_prewarm), for an in-memory
