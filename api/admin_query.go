@@ -148,10 +148,10 @@ func (s *Server) listCertificates(c echo.Context) error {
 			return badArg("expiring_before %q is not an RFC 3339 time", v)
 		}
 		f.ExpiringBefore = t
-		if f.After != "" {
-			if _, _, err := registry.ExpiryCursor(f.After); err != nil {
-				return badArg("after: %v", err)
-			}
+	}
+	if f.After != "" && f.ByExpiry() {
+		if _, _, err := registry.ExpiryCursor(f.After); err != nil {
+			return badArg("after: %v", err)
 		}
 	}
 	certs, err := s.cfg.Store.ListCertificates(c.Request().Context(), f)

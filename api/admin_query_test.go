@@ -100,6 +100,19 @@ func TestAdminListAndGet(t *testing.T) {
 	}
 	_, err = auditor.ListCertificates(ctx, url.Values{"expiring_before": {"tomorrow"}})
 	wantStatus(t, err, http.StatusBadRequest, "bad-request")
+	// Pages soonest-expiring first: the cursor is not-after/serial, and a
+	// bare serial (the cursor before migration 00013) is refused.
+	cpage, err := auditor.ListCertificates(ctx, url.Values{"limit": {"1"}})
+	if err != nil || len(cpage.Certificates) != 1 || !strings.HasSuffix(cpage.Next, "/"+cpage.Certificates[0].Serial) {
+		t.Fatalf("first page of one: %+v, %v", cpage, err)
+	}
+	next, err := auditor.ListCertificates(ctx, url.Values{"limit": {"1"}, "after": {cpage.Next}})
+	if err != nil || len(next.Certificates) != 1 || next.Certificates[0].Serial == cpage.Certificates[0].Serial ||
+		next.Certificates[0].NotAfter.Before(cpage.Certificates[0].NotAfter) {
+		t.Fatalf("second page: %+v, %v (first %+v)", next, err, cpage.Certificates[0])
+	}
+	_, err = auditor.ListCertificates(ctx, url.Values{"after": {cpage.Certificates[0].Serial}})
+	wantStatus(t, err, http.StatusBadRequest, "bad-request")
 
 	// A device certificate is no admin.
 	er, key := f.mustEnroll(f.mint(provision.TokenSpec{}), "SN-Q4")

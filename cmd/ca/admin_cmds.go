@@ -412,7 +412,7 @@ func cmdCertsList(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	status := fs.String("status", "", "active, superseded or revoked")
 	expiring := fs.String("expiring-before", "", "only certificates that expire before this (a duration from now such as 240h, or an RFC 3339 time)")
 	limit := fs.Int("limit", 100, "page size (1-1000)")
-	after := fs.String("after", "", "list after this cursor: the 'next' of the previous page (a serial; with --expiring-before, not-after/serial: soonest first)")
+	after := fs.String("after", "", "list after this cursor: the 'next' of the previous page (not-after/serial: certificates are listed soonest-expiring first)")
 	tenant := fs.String("tenant", "", "the tenant to list (a super-admin's choice; default: the admin's own)")
 	if _, err := parseWithTarget(fs, args, ""); err != nil {
 		return err

@@ -11,19 +11,26 @@ import (
 // no listing made.
 var ErrBadCursor = errors.New("registry: bad page cursor")
 
+// ByExpiry reports whether a ListCertificates listing with f is in
+// (NotAfter, Serial) order, soonest-expiring first: one that names a
+// tenant, a device or ExpiringBefore. Only a listing of every tenant's
+// certificates is in serial order.
+func (f CertFilter) ByExpiry() bool {
+	return f.TenantID != "" || f.DeviceID != "" || !f.ExpiringBefore.IsZero()
+}
+
 // Cursor is the keyset cursor that continues a ListCertificates page after
-// c: its serial, or, when f.ExpiringBefore is set (a listing ordered by
-// NotAfter then Serial, soonest first), its NotAfter and serial. Pass it
-// back as CertFilter.After with the same filter.
+// c: its NotAfter and serial for a listing in expiry order (ByExpiry), its
+// serial otherwise. Pass it back as CertFilter.After with the same filter.
 func (f CertFilter) Cursor(c *Certificate) string {
-	if f.ExpiringBefore.IsZero() {
+	if !f.ByExpiry() {
 		return c.Serial
 	}
 	return c.NotAfter.UTC().Format(time.RFC3339Nano) + "/" + c.Serial
 }
 
-// ExpiryCursor splits a cursor made by CertFilter.Cursor for an
-// ExpiringBefore listing into its NotAfter and serial.
+// ExpiryCursor splits a cursor made by CertFilter.Cursor for a listing in
+// expiry order into its NotAfter and serial.
 func ExpiryCursor(after string) (time.Time, string, error) {
 	at, serial, ok := strings.Cut(after, "/")
 	if !ok || serial == "" {

@@ -62,23 +62,22 @@ type deviceRow struct {
 func (deviceRow) TableName() string { return "devices" }
 
 // The list indexes (ListCertificates, list.go) pair each filter with the
-// keyset order: serial after tenant+status, or after tenant (PostgreSQL
-// only: on SQLite a tenant's pages merge its per-status ranges, migration
-// 00012); (not_after, serial) after tenant for the expiring-before listing.
-// They replace the single-column not_after and status indexes (migration
-// 00006_list_indexes drops those).
+// keyset order, soonest-expiring first: (not_after, serial) after tenant,
+// or after tenant+status (migration 00013; before it, serial order, which
+// every write touched at a random leaf). They replace the single-column
+// not_after and status indexes (migration 00006_list_indexes drops those).
 type certificateRow struct {
-	Serial           string     `gorm:"primaryKey;size:64;index:idx_certificates_tenant_serial,priority:2;index:idx_certificates_tenant_status_serial,priority:3;index:idx_certificates_tenant_not_after_serial,priority:3"`
+	Serial           string     `gorm:"primaryKey;size:64;index:idx_certificates_tenant_status_not_after,priority:4;index:idx_certificates_tenant_not_after_serial,priority:3"`
 	Kind             string     `gorm:"size:32;not null"`
 	DeviceID         *string    `gorm:"size:128;index"`
 	Device           *deviceRow `gorm:"foreignKey:DeviceID;references:ID;constraint:OnUpdate:RESTRICT,OnDelete:RESTRICT"`
-	TenantID         string     `gorm:"size:128;not null;index:idx_certificates_tenant_serial,priority:1;index:idx_certificates_tenant_status_serial,priority:1;index:idx_certificates_tenant_not_after_serial,priority:1"`
+	TenantID         string     `gorm:"size:128;not null;index:idx_certificates_tenant_status_not_after,priority:1;index:idx_certificates_tenant_not_after_serial,priority:1"`
 	Subject          string     `gorm:"not null"`
 	SANs             string     `gorm:"column:sans;not null"` // JSON array of strings
 	NotBefore        time.Time  `gorm:"not null"`
-	NotAfter         time.Time  `gorm:"not null;index:idx_certificates_tenant_not_after_serial,priority:2"`
+	NotAfter         time.Time  `gorm:"not null;index:idx_certificates_tenant_status_not_after,priority:3;index:idx_certificates_tenant_not_after_serial,priority:2"`
 	DER              []byte     `gorm:"column:der"`
-	Status           string     `gorm:"size:32;not null;index:idx_certificates_tenant_status_serial,priority:2"`
+	Status           string     `gorm:"size:32;not null;index:idx_certificates_tenant_status_not_after,priority:2"`
 	RevokedAt        *time.Time
 	RevocationReason int    `gorm:"not null"`
 	ReplacesSerial   string `gorm:"size:64;not null"`

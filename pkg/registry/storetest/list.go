@@ -108,7 +108,11 @@ func testListCertificates(t *testing.T, s registry.Store) {
 		if err != nil || len(got) != 1 || got[0].Serial != want || got[0].Status != status {
 			t.Errorf("tenant's %s certificates: %+v, %v; want %s", status, got, err, want)
 		}
-		if got, err := s.ListCertificates(ctx, registry.CertFilter{TenantID: registry.DefaultTenant, Status: status, After: want}); err != nil || len(got) != 0 {
+		f := registry.CertFilter{TenantID: registry.DefaultTenant, Status: status}
+		if len(got) == 1 {
+			f.After = f.Cursor(got[0])
+		}
+		if got, err := s.ListCertificates(ctx, f); err != nil || len(got) != 0 {
 			t.Errorf("tenant's %s certificates after the last: %+v, %v; want none", status, got, err)
 		}
 	}
