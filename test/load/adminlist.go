@@ -78,6 +78,7 @@ func runAdminList(o options, dir, base string, pool *x509.CertPool, pid int) err
 	pick := func(i int) wire.Device { return sample[(i*7919)%len(sample)] }
 	hexAfter := func(i int) string { return fmt.Sprintf("%04x", (i*40503)&0xffff) }
 	soon := time.Now().Add(10 * 24 * time.Hour).UTC().Format(time.RFC3339)
+	// A certificate listing's cursor: not-after/serial (soonest-expiring first).
 	expiringAfter := func(i int) string {
 		at := time.Now().Add(time.Duration(1+i%5) * 24 * time.Hour).UTC()
 		return url.QueryEscape(at.Format(time.RFC3339Nano) + "/" + hexAfter(i))
@@ -96,9 +97,11 @@ func runAdminList(o options, dir, base string, pool *x509.CertPool, pid int) err
 			return "/v1/admin/devices?status=active&tenant=" + pick(i).Tenant + "&after=" + hexAfter(i)
 		}},
 		{"certs: first page", func(int) string { return "/v1/admin/certificates" }},
-		{"certs: deep page (after=<serial>)", func(i int) string { return "/v1/admin/certificates?after=" + hexAfter(i) }},
+		{"certs: deep page (after=<not-after/serial>)", func(i int) string { return "/v1/admin/certificates?after=" + expiringAfter(i) }},
 		{"certs: status=revoked", func(int) string { return "/v1/admin/certificates?status=revoked" }},
-		{"certs: status=revoked, deep page", func(i int) string { return "/v1/admin/certificates?status=revoked&after=" + hexAfter(i) }},
+		{"certs: status=revoked, deep page", func(i int) string {
+			return "/v1/admin/certificates?status=revoked&after=" + expiringAfter(i)
+		}},
 		{"certs: expiring_before=+10d", func(int) string { return "/v1/admin/certificates?expiring_before=" + soon }},
 		{"certs: expiring_before=+10d, deep page", func(i int) string {
 			return "/v1/admin/certificates?expiring_before=" + soon + "&after=" + expiringAfter(i)
@@ -108,7 +111,7 @@ func runAdminList(o options, dir, base string, pool *x509.CertPool, pid int) err
 		}},
 		{"certs: tenant", func(i int) string { return "/v1/admin/certificates?tenant=" + pick(i).Tenant }},
 		{"certs: tenant + status=active, deep page", func(i int) string {
-			return "/v1/admin/certificates?status=active&tenant=" + pick(i).Tenant + "&after=" + hexAfter(i)
+			return "/v1/admin/certificates?status=active&tenant=" + pick(i).Tenant + "&after=" + expiringAfter(i)
 		}},
 	}
 	var figs []adminFigures
