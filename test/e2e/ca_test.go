@@ -48,6 +48,23 @@ func initCA(t *testing.T) *testCA {
 	return &testCA{Dir: dir, Config: filepath.Join(dir, "ca.yaml"), Fingerprint: fp, DB: filepath.Join(dir, "registry.db")}
 }
 
+// editConfig replaces the first old in the CA's ca.yaml with new; the test
+// fails if ca.yaml has no old.
+func (c *testCA) editConfig(t *testing.T, old, new string) {
+	t.Helper()
+	b, err := os.ReadFile(c.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edited := strings.Replace(string(b), old, new, 1)
+	if edited == string(b) {
+		t.Fatalf("no %q in %s:\n%s", old, c.Config, b)
+	}
+	if err := os.WriteFile(c.Config, []byte(edited), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // serve starts `ca serve` on this CA.
 func (c *testCA) serve(t *testing.T) *server {
 	t.Helper()

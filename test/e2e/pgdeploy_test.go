@@ -496,17 +496,7 @@ func TestDBMigrateCLI(t *testing.T) {
 	if res := mustRun(t, nil, caBin, "db", "status", "--config", ca.Config); !strings.Contains(res.stdout, "before versioned migrations") {
 		t.Errorf("ca db status of a legacy registry: %s", res)
 	}
-	cfg, err := os.ReadFile(ca.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	manual := strings.Replace(string(cfg), "    dsn: registry.db\n", "    dsn: registry.db\n    migrate: manual\n", 1)
-	if manual == string(cfg) {
-		t.Fatalf("no db.dsn line to extend in:\n%s", cfg)
-	}
-	if err := os.WriteFile(ca.Config, []byte(manual), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	ca.editConfig(t, "    dsn: registry.db\n", "    dsn: registry.db\n    migrate: manual\n")
 	s, err := tryStartServer(t, freePort(t), []string{"--config", ca.Config})
 	if err == nil || !strings.Contains(s.stderr.String(), "ca db migrate") {
 		t.Fatalf("ca serve with db.migrate manual on a legacy registry: want a refusal naming 'ca db migrate', got %v\n%s", err, s.stderr)

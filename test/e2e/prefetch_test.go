@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"os"
 	"regexp"
 	"strings"
 	"testing"
@@ -48,17 +47,7 @@ func TestServePrefetchesRegistry(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	cfg, err := os.ReadFile(c.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	off := strings.Replace(string(cfg), "\ndb:\n", "\ndb:\n    prefetch: off\n", 1)
-	if off == string(cfg) {
-		t.Fatalf("ca.yaml has no db section:\n%s", cfg)
-	}
-	if err := os.WriteFile(c.Config, []byte(off), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	c.editConfig(t, "\ndb:\n", "\ndb:\n    prefetch: off\n")
 	srv = c.serve(t)
 	if err := srv.Stop(); err != nil {
 		t.Fatal(err)

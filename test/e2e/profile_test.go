@@ -1,9 +1,7 @@
 package e2e
 
 import (
-	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"devpki/pkg/pki/pkitest/zlinttest"
@@ -15,17 +13,7 @@ import (
 func TestSPIFFEProfileEndToEnd(t *testing.T) {
 	t.Parallel()
 	ca := initCA(t)
-	b, err := os.ReadFile(ca.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := strings.Replace(string(b), "profile: default", "profile: spiffe", 1)
-	if s == string(b) {
-		t.Fatalf("ca init wrote no 'profile: default' in ca.yaml:\n%s", b)
-	}
-	if err := os.WriteFile(ca.Config, []byte(s), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	ca.editConfig(t, "profile: default", "profile: spiffe")
 	srv := ca.serve(t)
 	tok := ca.mintToken(t, srv)
 	const serial = "E2E-SVID-0001"

@@ -51,7 +51,7 @@ func (s *Store) Prefetch(ctx context.Context) (PrefetchReport, error) {
 	switch {
 	case s.driver != DriverSQLite:
 		return PrefetchReport{Skipped: "not SQLite: PostgreSQL keeps its own buffers (pg_prewarm)"}, nil
-	case s.path == "" || s.path == ":memory:" || strings.Contains(s.path, "mode=memory"):
+	case s.path == "":
 		return PrefetchReport{Skipped: "in-memory registry"}, nil
 	}
 	return prefetchFile(ctx, s.path, memAvailable)

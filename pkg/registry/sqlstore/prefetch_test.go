@@ -95,6 +95,22 @@ func TestPrefetchSkips(t *testing.T) {
 	})
 }
 
+// TestSQLiteFile: only a file-backed registry names a file to prefetch.
+func TestSQLiteFile(t *testing.T) {
+	for dsn, want := range map[string]string{
+		"/var/lib/devpki/registry.db":             "/var/lib/devpki/registry.db",
+		"file:registry.db?_busy_timeout=1":        "registry.db",
+		":memory:":                                "",
+		"file::memory:?cache=shared":              "",
+		"file:memdb1?mode=memory&cache=shared":    "",
+		"file:/tmp/r.db?mode=rwc&_foreign_keys=1": "/tmp/r.db",
+	} {
+		if got := sqliteFile(dsn); got != want {
+			t.Errorf("sqliteFile(%q) = %q, want %q", dsn, got, want)
+		}
+	}
+}
+
 func TestParseMemAvailable(t *testing.T) {
 	n, err := parseMemAvailable(strings.NewReader("MemTotal:       24683904 kB\nMemFree:        17676588 kB\nMemAvailable:   24197232 kB\n"))
 	if err != nil || n != 24197232<<10 {

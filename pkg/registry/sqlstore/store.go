@@ -126,7 +126,7 @@ const lingerRecheck = time.Millisecond
 // not usable; call Open.
 type Store struct {
 	driver   string
-	path     string   // the SQLite file ("" on PostgreSQL; ":memory:" in memory)
+	path     string   // the SQLite file; "" on PostgreSQL and in memory (sqliteFile)
 	w        *gorm.DB // writes: the committer only (one connection on SQLite)
 	r        *gorm.DB // reads, a pool of their own
 	ra       *gorm.DB // the admin lane's reads (registry.WithAdminLane), a small pool of their own
@@ -222,8 +222,8 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	var err error
 	switch s.driver {
 	case DriverSQLite:
-		s.path = sqlitePath(opts.DSN)
-		if path := s.path; opts.Migrate == MigrateNever && path != ":memory:" {
+		s.path = sqliteFile(opts.DSN)
+		if path := sqlitePath(opts.DSN); opts.Migrate == MigrateNever && path != ":memory:" {
 			if _, err := os.Stat(path); err != nil {
 				return nil, fmt.Errorf("%w: no registry at %s: %w", ErrSchemaOutdated, path, err)
 			}
@@ -346,6 +346,16 @@ func withConnectTimeout(dsn string) string {
 func sqlitePath(dsn string) string {
 	path, _, _ := strings.Cut(dsn, "?")
 	return strings.TrimPrefix(path, "file:")
+}
+
+// sqliteFile is the file a SQLite DSN keeps the registry in, "" for an
+// in-memory one (":memory:", or mode=memory in its query).
+func sqliteFile(dsn string) string {
+	path, query, _ := strings.Cut(dsn, "?")
+	if path = strings.TrimPrefix(path, "file:"); path == ":memory:" || strings.Contains(query, "mode=memory") {
+		return ""
+	}
+	return path
 }
 
 // sqliteDSN adds the mattn pragmas: the writer gets WAL, synchronous=FULL
